@@ -1,0 +1,82 @@
+"""Settings, read from the environment (``KERMA_*``) and an optional ``.env`` file.
+
+One :class:`Settings` object is built at the edge (CLI, SCP, web app) and passed down;
+library code never reads the environment itself.
+
+This module must not import anything else from Kerma.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Default patterns (case-insensitive regular expressions, searched in Patient ID,
+#: Patient's Name and Study Description) that mark a study as non-patient (QA/phantom).
+DEFAULT_NON_PATIENT_PATTERNS: tuple[str, ...] = (
+    r"phantom",
+    r"\bqa\b",
+    r"\bqc\b",
+    r"quality ?control",
+    r"constancy",
+    r"\btest ?patient\b",
+    r"\bcalibration\b",
+)
+
+
+class Settings(BaseSettings):
+    """Kerma's configuration.
+
+    Every field is read from the environment variable ``KERMA_<FIELD>`` (for example
+    ``KERMA_DATABASE_URL``), or from a ``.env`` file in the working directory.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KERMA_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///kerma.db",
+        description="SQLAlchemy URL of the registry; SQLite file in the working directory "
+        "by default, e.g. postgresql+psycopg://user@host/db for PostgreSQL.",
+    )
+    archive_dir: Path = Field(
+        default=Path("kerma-archive"),
+        description="Folder of the content-addressed archive of every received object.",
+    )
+    pseudonym_key: str | None = Field(
+        default=None,
+        description="Secret key of the HMAC-SHA-256 patient pseudonym. When unset, a "
+        "random key is created once and kept in <archive_dir>/pseudonym.key.",
+    )
+    non_patient_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NON_PATIENT_PATTERNS),
+        description="Regular expressions (case-insensitive) on Patient ID, Patient's Name "
+        "and Study Description that flag a study as non-patient (QA, phantom).",
+    )
+    strict: bool = Field(
+        default=False, description="Turn reading warnings into rejections (like pydicom's "
+        "reading_validation_mode RAISE)."
+    )
+    # DICOM network (kerma.net)
+    scp_aet: str = "KERMA"
+    scp_port: int = 11112
+    scp_host: str = "127.0.0.1"
+    scp_allowed_aets: list[str] = Field(
+        default_factory=list, description="Calling AE titles allowed; empty = any."
+    )
+    scp_keep_non_dose: bool = Field(
+        default=False, description="Keep objects that hold no dose information in the archive."
+    )
+    # analysis (kerma.analysis)
+    drl_set: str = Field(default="EU", description="Region code of the selected national DRL set.")
+    exam_rules_path: Path | None = Field(
+        default=None, description="TOML file of site standard-exam rules (replaces defaults)."
+    )
+    drl_min_sample: int = Field(default=20, description="ICRP 135 minimum sample per room.")
+    drl_min_sample_mammography: int = Field(default=50)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Return settings from the environment, with keyword ``overrides`` applied."""
+    return Settings(**overrides)  # type: ignore[arg-type]

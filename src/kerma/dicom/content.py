@@ -1,0 +1,316 @@
+"""Reading SR content items (PS3.3 C.17.3) leniently, with units converted on the way.
+
+Every template reader (TID 10011, 10001, 10021) goes through these functions, so the
+rules for quirky items live in one place:
+
+- concepts are matched by code (``==`` on :class:`pydicom.sr.coding.Code`, which maps
+  legacy SNOMED-RT codes to SNOMED CT), never by Code Meaning;
+- an empty Measured Value Sequence (Type 2) gives ``None``, never ``0``;
+- a NUM value that is not a valid Decimal String (``'10.00/ 12.50'``) is split on
+  ``/`` or ``\\`` when it holds several numbers, else skipped, with a warning;
+- units are read from each item's Measurement Units Code Sequence and converted to
+  the canonical unit with :func:`kerma.units.conversion_factor`; a unit that is not
+  the template's gives a warning, an unknown unit drops the value with a warning.
+
+May import ``kerma.records``, ``kerma.units`` and ``kerma.errors`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+
+from kerma.records import DoseReport
+from kerma.units import NON_UCUM_SPELLINGS, conversion_factor
+
+logger = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def concept_of(item: Dataset) -> Code | None:
+    """Return the Concept Name of a content item as a :class:`Code`, or ``None``."""
+    seq = item.get("ConceptNameCodeSequence")
+    if not seq:
+        return None
+    return code_from(seq[0])
+
+
+def code_from(code_item: Dataset) -> Code | None:
+    """Return a :class:`Code` built from a code sequence item, or ``None`` if incomplete."""
+    value = code_item.get("CodeValue") or code_item.get("LongCodeValue") or code_item.get(
+        "URNCodeValue"
+    )
+    scheme = code_item.get("CodingSchemeDesignator")
+    if not value or not scheme:
+        return None
+    meaning = str(code_item.get("CodeMeaning", "") or "")
+    try:
+        return Code(str(value).strip(), str(scheme).strip(), meaning.strip())
+    except Exception:  # pragma: no cover - pydicom validates nothing today
+        return None
+
+
+def children(item: Dataset) -> list[Dataset]:
+    """Return the Content Sequence of ``item`` (an empty list when absent)."""
+    seq = item.get("ContentSequence")
+    return list(seq) if seq else []
+
+
+def find(items: Iterable[Dataset], concept: Code) -> Dataset | None:
+    """Return the first item whose Concept Name equals ``concept``, or ``None``."""
+    for item in items:
+        if concept_of(item) == concept:
+            return item
+    return None
+
+
+def find_all(items: Iterable[Dataset], concept: Code) -> list[Dataset]:
+    """Return every item whose Concept Name equals ``concept``, in order."""
+    return [item for item in items if concept_of(item) == concept]
+
+
+def iter_tree(items: Iterable[Dataset]) -> Iterator[Dataset]:
+    """Yield every item of a content tree, depth first, in document order."""
+    stack = [iter(list(items))]
+    while stack:
+        try:
+            item = next(stack[-1])
+        except StopIteration:
+            stack.pop()
+            continue
+        yield item
+        kids = item.get("ContentSequence")
+        if kids:
+            stack.append(iter(list(kids)))
+
+
+def describe(concept: Code) -> str:
+    """Return ``'Mean CTDIvol' (DCM 113830)`` for a concept, as messages name it."""
+    return f"'{concept.meaning}' ({concept.scheme_designator} {concept.value})"
+
+
+def code_value(item: Dataset | None) -> Code | None:
+    """Return the coded value (Concept Code Sequence) of a CODE item, or ``None``."""
+    if item is None:
+        return None
+    seq = item.get("ConceptCodeSequence")
+    if not seq:
+        return None
+    return code_from(seq[0])
+
+
+def code_meaning(item: Dataset | None, report: DoseReport | None = None) -> str | None:
+    """Return the Code Meaning of a CODE item's value, or ``None`` if it has none."""
+    if item is None:
+        return None
+    seq = item.get("ConceptCodeSequence")
+    if not seq:
+        if report is not None:
+            concept = concept_of(item)
+            name = describe(concept) if concept else "a coded item"
+            report.warn(f"{name} has no Concept Code Sequence; value left empty")
+        return None
+    meaning = seq[0].get("CodeMeaning")
+    return clean_text(meaning, report) if meaning else None
+
+
+def text_value(item: Dataset | None, report: DoseReport | None = None) -> str | None:
+    """Return the Text Value of a TEXT item (stripped), or ``None`` when absent or empty."""
+    if item is None:
+        return None
+    value = item.get("TextValue")
+    if value is None or str(value).strip() == "":
+        return None
+    return clean_text(value, report)
+
+
+def uid_value(item: Dataset | None) -> str | None:
+    """Return the UID of a UIDREF item, or ``None``."""
+    if item is None:
+        return None
+    value = item.get("UID")
+    return str(value).strip() or None if value else None
+
+
+def datetime_value(item: Dataset | None) -> str | None:
+    """Return the DateTime of a DATETIME item as ISO 8601 (offset kept), or ``None``."""
+    if item is None:
+        return None
+    raw = item.get("DateTime")
+    return format_dicom_datetime(str(raw)) if raw else None
+
+
+def format_dicom_datetime(raw: str, tz_offset: str | None = None) -> str | None:
+    """Return a DICOM DT (``YYYYMMDDHHMMSS.FFFFFF&ZZXX``) as ISO 8601, or ``None``.
+
+    Parameters
+    ----------
+    raw : str
+        The DT value.
+    tz_offset : str, optional
+        (0008,0201) Timezone Offset From UTC (``+HHMM``), used when ``raw`` has none.
+    """
+    raw = raw.strip()
+    m = re.fullmatch(
+        r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?", raw
+    )
+    if not m:
+        return None
+    year, month, day, hour, minute, second, frac, offset = m.groups()
+    date = f"{year}-{month or '01'}-{day or '01'}"
+    if hour is None:
+        return date
+    text = f"{date}T{hour}:{minute or '00'}:{second or '00'}{frac or ''}"
+    offset = offset or (tz_offset.strip() if tz_offset else None)
+    if offset and re.fullmatch(r"[+-]\d{4}", offset):
+        text += f"{offset[:3]}:{offset[3:]}"
+    return text
+
+
+def clean_text(value: Any, report: DoseReport | None = None) -> str | None:
+    """Return a decoded DICOM string stripped of padding, repairing UTF-8 read as Latin-1.
+
+    Bytes valid in UTF-8 but labelled ISO_IR 100 decode to mojibake such as ``'Ã¼'``;
+    such text is re-decoded as UTF-8 and a warning says so (EXTRACTION.md).
+    """
+    if value is None:
+        return None
+    text = str(value).strip().strip("\x00").strip()
+    if not text:
+        return None
+    if any(ch in text for ch in "ÃÂÅÄâ"):
+        try:
+            repaired = text.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            repaired = None
+        if repaired and repaired != text:
+            if report is not None:
+                report.warn(
+                    f"text {repaired!r} was stored as UTF-8 under a Latin-1 character set "
+                    "label; decoded as UTF-8"
+                )
+            return repaired
+    return text
+
+
+def parse_number(raw: Any, *, what: str, report: DoseReport | None) -> float | None:
+    """Return a float from a DS/IS/FD value, tolerating vendor faults, or ``None``.
+
+    Multi-valued or slash-separated values where one number is expected give the mean of
+    the non-zero numbers (EXTRACTION.md "per pulse" rule) with a warning.
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    values: list[float]
+    if isinstance(raw, list | tuple) or hasattr(raw, "__iter__") and not isinstance(
+        raw, str | bytes
+    ):
+        try:
+            values = [float(v) for v in raw]
+        except (TypeError, ValueError):
+            values = [float(x) for v in raw for x in _NUMBER.findall(str(v))]
+        kind = "multi-valued"
+    else:
+        text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        text = text.strip()
+        if text == "":
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        values = [float(x) for x in _NUMBER.findall(text)]
+        kind = f"invalid DS {text!r}"
+    if not values:
+        if report is not None:
+            report.warn(f"{what}: value {raw!r} is not a number; item skipped")
+        return None
+    if len(values) == 1:
+        if report is not None and kind != "multi-valued":
+            report.warn(f"{what}: {kind} read as {values[0]:g}")
+        return values[0]
+    nonzero = [v for v in values if v != 0]
+    mean = sum(nonzero) / len(nonzero) if nonzero else 0.0
+    if report is not None:
+        report.warn(
+            f"{what}: {kind} holds {len(values)} numbers where one is expected; "
+            f"the mean of the non-zero values ({mean:g}) is used"
+        )
+    return mean
+
+
+def numeric_value(
+    item: Dataset | None,
+    canonical_unit: str | None,
+    report: DoseReport | None = None,
+    *,
+    template_units: Iterable[str] = (),
+) -> float | None:
+    """Return the numeric value of a NUM item converted to ``canonical_unit``, or ``None``.
+
+    Parameters
+    ----------
+    item : pydicom.dataset.Dataset or None
+        The NUM content item.
+    canonical_unit : str or None
+        Kerma's canonical UCUM unit for the quantity (``kerma.units.UCUM_MGY`` ...);
+        ``None`` for dimensionless values (unit not checked).
+    report : DoseReport, optional
+        Receives warnings for empty values, invalid numbers and non-template units.
+    template_units : iterable of str, optional
+        Units the template allows; another convertible unit is converted with a
+        warning. Defaults to ``[canonical_unit]``.
+
+    Returns
+    -------
+    float or None
+        ``None`` when the Measured Value Sequence is empty, the number is unreadable or
+        the unit is unknown for the quantity (each with a warning).
+    """
+    if item is None:
+        return None
+    concept = concept_of(item)
+    what = describe(concept) if concept else "numeric item"
+    mvs = item.get("MeasuredValueSequence")
+    if not mvs:
+        return None
+    mv = mvs[0]
+    if "NumericValue" not in mv:
+        return None
+    raw = mv.get("NumericValue")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        # pydicom keeps an invalid DS as its raw str; an empty one is 'no value'
+        return None
+    value = parse_number(raw, what=what, report=report)
+    if value is None or canonical_unit is None:
+        return value
+    units = mv.get("MeasurementUnitsCodeSequence")
+    unit = str(units[0].get("CodeValue", "")).strip() if units else ""
+    if not unit:
+        if report is not None:
+            report.warn(f"{what}: no measurement unit; assumed {canonical_unit}")
+        return value
+    allowed = set(template_units) or {canonical_unit}
+    factor = conversion_factor(unit, canonical_unit)
+    if factor is None:
+        if report is not None:
+            report.warn(
+                f"{what}: unit {unit!r} cannot be converted to {canonical_unit}; value dropped"
+            )
+        return None
+    if report is not None and unit not in allowed:
+        if unit in NON_UCUM_SPELLINGS and factor == 1.0:
+            report.warn(f"unit code {unit!r} is not UCUM; treated as {canonical_unit}")
+        else:
+            report.warn(
+                f"{what}: non-template unit {unit} converted (x{factor:g} to {canonical_unit})"
+            )
+    return value * factor

@@ -1,0 +1,248 @@
+"""Classify a DICOM object and extract its dose record: ``Dataset -> DoseReport``.
+
+Classification is by content, not by file name or vendor (DESIGN.md "Extract is pure"):
+
+1. a dataset with an SR content tree whose root concept is 'X-Ray Radiation Dose
+   Report' (DCM 113701) is read with TID 10011 (CT) when its 'Procedure reported' is
+   CT or it holds 'CT Acquisition' (DCM 113819) containers, else with TID 10001
+   (projection X-ray: RF, XA, DX, MG); 'Radiopharmaceutical Radiation Dose Report'
+   (DCM 113500) is read with TID 10021. The SOP class may be X-Ray Radiation Dose SR,
+   Enhanced X-Ray Radiation Dose SR, Radiopharmaceutical Radiation Dose SR or a
+   Comprehensive/Enhanced SR; a missing Content Template Sequence is a warning;
+2. any other SR is rejected as not a dose report;
+3. a vendor CT dose screen (secondary capture) is read by :mod:`kerma.dicom.dose_sheet`;
+4. an image is read by :mod:`kerma.dicom.headers` (rejected when it holds no dose data).
+
+May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dicom``.
+"""
+
+from __future__ import annotations
+
+import logging
+from os import PathLike
+from pathlib import Path
+from typing import BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sr.codedict import codes
+
+from kerma.dicom.common import fill_common, get_text
+from kerma.dicom.content import children, code_value, concept_of, describe, find, uid_value
+from kerma.errors import IngestError, NotADoseReportError, UnreadableObjectError
+from kerma.records import DoseReport, Rejection, ReportKind
+
+logger = logging.getLogger(__name__)
+
+#: The procedure codes of 'Procedure reported' (DCM 121058) that mean CT (CID 10000).
+CT_PROCEDURES = (codes.SCT.ComputedTomography,)
+
+
+def read_dataset(source: str | PathLike[str] | BinaryIO, *, stop_before_pixels: bool = True) -> Dataset:
+    """Read a DICOM file (Part 10, or a bare dataset as some archives hold them).
+
+    Parameters
+    ----------
+    source : str, path-like or binary file
+        The file.
+    stop_before_pixels : bool, optional
+        Skip Pixel Data (dose extraction does not need it). Default ``True``.
+
+    Raises
+    ------
+    UnreadableObjectError
+        When the file is not DICOM, is truncated, or cannot be decoded.
+    """
+    name = str(source) if isinstance(source, str | PathLike) else getattr(source, "name", "<stream>")
+    try:
+        try:
+            ds = pydicom.dcmread(source, stop_before_pixels=stop_before_pixels)
+        except InvalidDicomError:
+            if hasattr(source, "seek"):
+                source.seek(0)  # type: ignore[union-attr]
+            ds = pydicom.dcmread(source, force=True, stop_before_pixels=stop_before_pixels)
+            if "SOPClassUID" not in ds:
+                raise UnreadableObjectError(
+                    f"Unable to read {name}: it is not a DICOM file (no DICM preamble and no "
+                    "SOP Class UID). Check that the file is a DICOM object."
+                ) from None
+        # touch the elements so a truncated file fails here, not half-way through reading
+        if "SOPClassUID" not in ds:
+            raise UnreadableObjectError(
+                f"Unable to read {name}: it has no (0008,0016) 'SOP Class UID'; it may be "
+                "truncated or not a DICOM object."
+            )
+    except UnreadableObjectError:
+        raise
+    except RecursionError as exc:
+        raise UnreadableObjectError(
+            f"Unable to read {name}: its sequences are nested too deeply to decode."
+        ) from exc
+    except Exception as exc:
+        raise UnreadableObjectError(
+            f"Unable to read {name}: the DICOM data could not be decoded "
+            f"({type(exc).__name__}: {exc}); the file may be truncated or corrupt."
+        ) from exc
+    return ds
+
+
+def is_sr(ds: Dataset) -> bool:
+    """Return whether ``ds`` carries an SR content tree (root CONTAINER with concept)."""
+    return ds.get("ValueType") == "CONTAINER" and "ConceptNameCodeSequence" in ds
+
+
+def extract_dataset(ds: Dataset, *, file: str | None = None) -> DoseReport:
+    """Return the dose record of a DICOM dataset.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The object.
+    file : str, optional
+        Its path, kept on the record for reporting.
+
+    Returns
+    -------
+    DoseReport
+        Values in canonical units; reading problems in ``warnings``.
+
+    Raises
+    ------
+    NotADoseReportError
+        When the object holds no dose information.
+    IngestError
+        When a required value cannot be determined.
+    """
+    sop_instance_uid = get_text(ds, "SOPInstanceUID")
+    try:
+        if is_sr(ds):
+            return _extract_sr(ds, file=file)
+        from kerma.dicom import dose_sheet, headers
+
+        if dose_sheet.is_dose_sheet(ds):
+            report = DoseReport(kind=ReportKind.DOSE_SHEET_CT, file=file)
+            fill_common(ds, report)
+            dose_sheet.read_dose_sheet(ds, report)
+            return report
+        report = DoseReport(kind=ReportKind.HEADER_DX, file=file)
+        fill_common(ds, report)
+        headers.read_image_header(ds, report)  # sets kind; raises NotADoseReportError
+        return report
+    except IngestError as exc:
+        if exc.sop_instance_uid is None:
+            exc.sop_instance_uid = sop_instance_uid
+        raise
+    except RecursionError as exc:
+        raise NotADoseReportError(
+            f"Unable to read SR {sop_instance_uid}: its content tree is nested too deeply.",
+            sop_instance_uid=sop_instance_uid,
+        ) from exc
+
+
+def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
+    """Dispatch an SR to its template reader by root concept."""
+    root = concept_of(ds)
+    uid = get_text(ds, "SOPInstanceUID")
+    if root == codes.DCM.XRayRadiationDoseReport:
+        kind = _xray_kind(ds)
+        report = DoseReport(kind=kind, file=file)
+        fill_common(ds, report)
+        _check_template(ds, report, "10011" if kind is ReportKind.RDSR_CT else "10001")
+        read_observer_context(children(ds), report)
+        if kind is ReportKind.RDSR_CT:
+            from kerma.dicom.ct import read_ct_report
+
+            report.study.modality = "CT"
+            read_ct_report(ds, report)
+        else:
+            from kerma.dicom.projection import read_projection_report
+
+            read_projection_report(ds, report)
+        report.study.procedure_reported = _procedure_reported(ds)
+        return report
+    if root == codes.DCM.RadiopharmaceuticalRadiationDoseReport:
+        from kerma.dicom.radiopharmaceutical import read_radiopharmaceutical_report
+
+        report = DoseReport(kind=ReportKind.RDSR_RADIOPHARMACEUTICAL, file=file)
+        fill_common(ds, report)
+        _check_template(ds, report, "10021")
+        read_observer_context(children(ds), report)
+        read_radiopharmaceutical_report(ds, report)
+        return report
+    title = describe(root) if root else "no concept name"
+    raise NotADoseReportError(
+        f"SR {uid} is not a dose report because its document title is {title}, not "
+        "'X-Ray Radiation Dose Report' (DCM 113701) or 'Radiopharmaceutical Radiation Dose "
+        "Report' (DCM 113500). Nothing to import; the object is kept in the archive.",
+        sop_instance_uid=uid,
+    )
+
+
+def _procedure_reported(ds: Dataset) -> str | None:
+    """Return the Code Meaning of 'Procedure reported' (DCM 121058), or ``None``."""
+    code = code_value(find(children(ds), codes.DCM.ProcedureReported))
+    return code.meaning or None if code else None
+
+
+def _xray_kind(ds: Dataset) -> ReportKind:
+    """Decide TID 10011 (CT) or TID 10001 (projection) for an X-Ray Radiation Dose Report."""
+    items = children(ds)
+    procedure = code_value(find(items, codes.DCM.ProcedureReported))
+    if procedure is not None:
+        if procedure in CT_PROCEDURES:
+            return ReportKind.RDSR_CT
+        return ReportKind.RDSR_PROJECTION
+    if find(items, codes.DCM.CTAcquisition) or find(items, codes.DCM.CTAccumulatedDoseData):
+        return ReportKind.RDSR_CT
+    return ReportKind.RDSR_PROJECTION
+
+
+def _check_template(ds: Dataset, report: DoseReport, tid: str) -> None:
+    """Warn when the root Content Template Sequence is missing or names another TID."""
+    seq = ds.get("ContentTemplateSequence")
+    if not seq:
+        report.warn(f"no ContentTemplateSequence; template inferred as TID {tid} from the root concept")
+        return
+    found = str(seq[0].get("TemplateIdentifier", "")).strip()
+    if found and found != tid:
+        report.warn(f"Content Template Sequence names TID {found}; read as TID {tid}")
+
+
+def read_observer_context(items: list[Dataset], report: DoseReport) -> None:
+    """Read the device observer (TID 1002/1004) at the root: 'Device Observer UID'."""
+    uid = uid_value(find(items, codes.DCM.DeviceObserverUID))
+    if uid:
+        report.device.device_observer_uid = uid
+
+
+def inspect_path(path: str | Path, *, display_name: str | None = None) -> DoseReport | Rejection:
+    """Return the dose record of a file, or a :class:`Rejection` with the reason.
+
+    Never raises for a bad file: every failure becomes a rejection a physicist can read.
+    """
+    name = display_name or str(path)
+    try:
+        ds = read_dataset(path)
+    except IngestError as exc:
+        return Rejection(reason=str(exc), file=name)
+    try:
+        report = extract_dataset(ds, file=name)
+    except IngestError as exc:
+        return Rejection(
+            reason=str(exc),
+            file=name,
+            sop_class_uid=get_text(ds, "SOPClassUID"),
+            sop_instance_uid=get_text(ds, "SOPInstanceUID"),
+        )
+    except Exception as exc:  # a reader bug must not stop a batch; keep the reason
+        logger.warning("extractor failed on %s: %s: %s", name, type(exc).__name__, exc)
+        logger.debug("extractor traceback", exc_info=True)
+        return Rejection(
+            reason=f"Unable to extract dose data: internal reader error ({type(exc).__name__}: "
+            f"{exc}). The object is kept; please report it to the Kerma developers.",
+            file=name,
+            sop_class_uid=get_text(ds, "SOPClassUID"),
+            sop_instance_uid=get_text(ds, "SOPInstanceUID"),
+        )
+    return report

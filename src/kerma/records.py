@@ -1,0 +1,304 @@
+"""Plain domain records: what Kerma extracts from one dose object.
+
+These dataclasses are the single vocabulary shared by extraction (``kerma.dicom``),
+storage (``kerma.db``), analysis and every interface. A field's name is the same in
+the dataclass, the database column, the DataFrame column and the JSON key of
+``kerma inspect`` (``../shared/docs/EXTRACTION.md``), and carries its canonical unit
+(``ctdivol_mgy``, ``dap_gym2``, ``exposure_time_s``).
+
+This module must not import anything else from Kerma.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ReportKind(StrEnum):
+    """Kind of dose object (EXTRACTION.md, top-level ``kind``)."""
+
+    RDSR_CT = "rdsr-ct"
+    RDSR_PROJECTION = "rdsr-projection"
+    RDSR_RADIOPHARMACEUTICAL = "rdsr-radiopharmaceutical"
+    HEADER_DX = "header-dx"
+    HEADER_MG = "header-mg"
+    HEADER_RF = "header-rf"
+    HEADER_CT = "header-ct"
+    HEADER_NM = "header-nm"
+    HEADER_PT = "header-pt"
+    DOSE_SHEET_CT = "dose-sheet-ct"
+
+
+@dataclass
+class PatientIdentity:
+    """Identifying attributes read only to pseudonymise and to detect QA studies.
+
+    Never serialised, never stored, never logged: ``kerma.ingest`` turns it into a
+    keyed HMAC-SHA-256 pseudonym and a non-patient flag, then drops it.
+    """
+
+    patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
+    patient_name: str | None = None
+    birth_date: str | None = None
+
+    def __repr__(self) -> str:  # never leak identity through a repr or a traceback
+        return "PatientIdentity(<redacted>)"
+
+
+@dataclass
+class StudyInfo:
+    """Study-level attributes (EXTRACTION.md ``study``)."""
+
+    study_instance_uid: str | None = None
+    accession_number: str | None = None
+    study_date: str | None = None  # YYYY-MM-DD
+    study_time: str | None = None  # HH:MM:SS[.ffffff]
+    study_description: str | None = None
+    modality: str | None = None
+    procedure_reported: str | None = None
+    patient_age_years: float | None = None
+    patient_sex: str | None = None
+    patient_weight_kg: float | None = None
+    patient_size_m: float | None = None
+    requested_procedure_description: str | None = None
+    series_description: str | None = None
+
+
+@dataclass
+class DeviceInfo:
+    """Equipment attributes and the TID 1004 device observer (EXTRACTION.md ``device``)."""
+
+    manufacturer: str | None = None
+    manufacturer_model_name: str | None = None
+    device_serial_number: str | None = None
+    station_name: str | None = None
+    institution_name: str | None = None
+    software_versions: str | None = None
+    device_observer_uid: str | None = None
+
+
+@dataclass
+class AccumulatedPlane:
+    """One Accumulated X-Ray Dose container, TID 10002 (+ 10004 fluoro/acquisition)."""
+
+    acquisition_plane: str | None = None
+    dap_total_gym2: float | None = None
+    fluoro_dap_total_gym2: float | None = None
+    acquisition_dap_total_gym2: float | None = None
+    fluoro_time_total_s: float | None = None
+    acquisition_time_total_s: float | None = None
+    dose_rp_total_gy: float | None = None
+    fluoro_dose_rp_total_gy: float | None = None
+    acquisition_dose_rp_total_gy: float | None = None
+    total_number_of_radiographic_frames: int | None = None
+    reference_point_definition: str | None = None
+
+
+@dataclass
+class Accumulated:
+    """Study-level totals: TID 10012 (CT), TID 10002/10004/10005/10007 (projection)."""
+
+    total_number_of_irradiation_events: int | None = None
+    ct_dlp_total_mgycm: float | None = None
+    planes: list[AccumulatedPlane] = field(default_factory=list)
+    agd_total_left_mgy: float | None = None
+    agd_total_right_mgy: float | None = None
+    agd_total_both_mgy: float | None = None
+
+
+@dataclass
+class XRaySource:
+    """CT X-Ray Source Parameters, TID 10013 (one per source of a dual-source event)."""
+
+    identification: str | None = None
+    kvp_kv: float | None = None
+    maximum_tube_current_ma: float | None = None
+    tube_current_ma: float | None = None
+    exposure_time_per_rotation_s: float | None = None
+
+
+@dataclass
+class XRayFilter:
+    """One X-Ray Filters container, TID 10003b."""
+
+    xray_filter_type: str | None = None
+    xray_filter_material: str | None = None
+    xray_filter_thickness_min_mm: float | None = None
+    xray_filter_thickness_max_mm: float | None = None
+
+
+@dataclass
+class IrradiationEvent:
+    """One irradiation event (or, for radiopharmaceuticals, one administration).
+
+    One class for every modality: fields that do not apply stay ``None``. Units are
+    in the names (EXTRACTION.md ``events[]``).
+    """
+
+    # common
+    irradiation_event_uid: str | None = None
+    modality: str | None = None
+    datetime_started: str | None = None
+    irradiation_event_type: str | None = None
+    acquisition_protocol: str | None = None
+    comment: str | None = None
+    target_region: str | None = None
+    # CT, TID 10013/10014/10015
+    ct_acquisition_type: str | None = None
+    exposure_time_s: float | None = None
+    scanning_length_mm: float | None = None
+    nominal_single_collimation_width_mm: float | None = None
+    nominal_total_collimation_width_mm: float | None = None
+    pitch_factor: float | None = None
+    number_of_xray_sources: int | None = None
+    ctdivol_mgy: float | None = None
+    dlp_mgycm: float | None = None
+    ctdiw_phantom_type: str | None = None
+    ctdivol_alert_value_mgy: float | None = None
+    ctdivol_notification_value_mgy: float | None = None
+    dlp_notification_value_mgycm: float | None = None
+    water_equivalent_diameter_mm: float | None = None
+    xray_sources: list[XRaySource] | None = None
+    # projection, TID 10003/10003a/b/c
+    acquisition_plane: str | None = None
+    anatomical_structure: str | None = None
+    laterality: str | None = None
+    image_view: str | None = None
+    dap_gym2: float | None = None
+    dose_rp_gy: float | None = None
+    entrance_exposure_at_rp_mgy: float | None = None
+    agd_mgy: float | None = None
+    half_value_layer_mm: float | None = None
+    kvp_kv: float | None = None
+    tube_current_ma: float | None = None
+    pulse_width_s: float | None = None
+    exposure_mas: float | None = None
+    number_of_pulses: float | None = None
+    pulse_rate_per_s: float | None = None
+    irradiation_duration_s: float | None = None
+    focal_spot_size_mm: float | None = None
+    xray_filter_material: str | None = None
+    xray_filter_thickness_min_mm: float | None = None
+    xray_filter_thickness_max_mm: float | None = None
+    xray_filters: list[XRayFilter] | None = None
+    anode_target_material: str | None = None
+    compression_thickness_mm: float | None = None
+    compression_force_n: float | None = None
+    positioner_primary_angle_deg: float | None = None
+    positioner_secondary_angle_deg: float | None = None
+    collimated_field_area_m2: float | None = None
+    distance_source_to_detector_mm: float | None = None
+    distance_source_to_isocenter_mm: float | None = None
+    distance_source_to_rp_mm: float | None = None
+    table_longitudinal_position_mm: float | None = None
+    table_lateral_position_mm: float | None = None
+    table_height_position_mm: float | None = None
+    patient_table_relationship: str | None = None
+    patient_orientation: str | None = None
+    patient_orientation_modifier: str | None = None
+    # image headers
+    entrance_dose_mgy: float | None = None
+    exposure_index: float | None = None
+    target_exposure_index: float | None = None
+    deviation_index: float | None = None
+    # radiopharmaceutical, TID 10021 and image headers
+    radiopharmaceutical_agent: str | None = None
+    radionuclide: str | None = None
+    radionuclide_half_life_s: float | None = None
+    administered_activity_mbq: float | None = None
+    radiopharmaceutical_start_datetime: str | None = None
+    radiopharmaceutical_stop_datetime: str | None = None
+    route_of_administration: str | None = None
+    radiopharmaceutical_volume_ml: float | None = None
+
+
+#: Scalar event fields, in declaration order (the columns of ``irradiation_event``).
+EVENT_SCALAR_FIELDS: tuple[str, ...] = tuple(
+    f.name
+    for f in dataclasses.fields(IrradiationEvent)
+    if f.name not in {"xray_sources", "xray_filters"}
+)
+
+
+@dataclass
+class DoseReport:
+    """Everything Kerma extracts from one dose object (EXTRACTION.md, top level).
+
+    ``identity`` is kept in memory for pseudonymisation only and is never part of
+    :meth:`to_dict`.
+    """
+
+    kind: ReportKind
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    study: StudyInfo = field(default_factory=StudyInfo)
+    device: DeviceInfo = field(default_factory=DeviceInfo)
+    accumulated: Accumulated = field(default_factory=Accumulated)
+    events: list[IrradiationEvent] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    identity: PatientIdentity = field(default_factory=PatientIdentity, repr=False)
+    file: str | None = None
+
+    def warn(self, message: str) -> None:
+        """Record a non-fatal reading problem on the report."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the EXTRACTION.md JSON object for this report (no patient identity).
+
+        Event fields that the object does not hold are left out; study, device and
+        accumulated keys are always present (``None`` when not held).
+        """
+        accumulated = dataclasses.asdict(self.accumulated)
+        return {
+            "file": self.file,
+            "status": "ok",
+            "kind": str(self.kind),
+            "sop_class_uid": self.sop_class_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+            "series_instance_uid": self.series_instance_uid,
+            "study": dataclasses.asdict(self.study),
+            "device": dataclasses.asdict(self.device),
+            "accumulated": accumulated,
+            "events": [event_to_dict(e) for e in self.events],
+            "warnings": list(self.warnings),
+        }
+
+
+def event_to_dict(event: IrradiationEvent) -> dict[str, Any]:
+    """Return one event as a JSON-ready dict, leaving out fields that are ``None``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if value is None:
+            continue
+        if f.name in {"xray_sources", "xray_filters"}:
+            value = [{k: v for k, v in dataclasses.asdict(x).items()} for x in value]
+        out[f.name] = value
+    return out
+
+
+@dataclass
+class Rejection:
+    """An object that is not a dose object or cannot be read, with the reason."""
+
+    reason: str
+    file: str | None = None
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the EXTRACTION.md JSON object of a rejected file."""
+        return {
+            "file": self.file,
+            "status": "rejected",
+            "reject_reason": self.reason,
+            "sop_class_uid": self.sop_class_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+        }

@@ -1,0 +1,30 @@
+"""Shared fixtures: paths to ../shared test data.
+
+Fixtures for the registry database (SQLite and PostgreSQL) live in
+``tests/db_fixtures.py`` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+DICOM_DIR = SHARED / "dicom"
+CASES_DIR = SHARED / "cases"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ``../shared`` folder beside the repository (skip when absent)."""
+    if not DICOM_DIR.is_dir():
+        pytest.skip("../shared/dicom is not beside the repository")
+    return SHARED
+
+
+def load_case(stem: str) -> dict:
+    """Return the ``*.expected.json`` of a case in ``../shared/cases``."""
+    return json.loads((CASES_DIR / f"{stem}.expected.json").read_text())
