@@ -75,6 +75,19 @@ def find_all(items: Iterable[Dataset], concept: Code) -> list[Dataset]:
     return [item for item in items if concept_of(item) == concept]
 
 
+def find_one(
+    items: Iterable[Dataset], concept: Code, report: DoseReport | None, *, where: str
+) -> Dataset | None:
+    """Return the first item of a concept the template allows once, warning on repeats.
+
+    ``where`` names the container for the warning (e.g. ``"'CT Dose' (TID 10013)"``).
+    """
+    found = find_all(items, concept)
+    if len(found) > 1 and report is not None:
+        report.warn(f"{describe(concept)} appears {len(found)} times in {where}; first one used")
+    return found[0] if found else None
+
+
 def iter_tree(items: Iterable[Dataset]) -> Iterator[Dataset]:
     """Yield every item of a content tree, depth first, in document order."""
     stack = [iter(list(items))]
