@@ -1,0 +1,264 @@
+"""The registry tables as SQLAlchemy 2 typed models (DESIGN.md "Storage").
+
+``device`` and ``patient`` are normalised (identity matters), ``irradiation_event`` is
+wide (one column per :data:`kerma.records.EVENT_SCALAR_FIELDS` name, analytics read
+it). ``dose_report`` keeps the full extracted record as JSON, so nothing is lost that a
+column does not hold. Column names are the record field names, units included.
+
+May import ``kerma.records`` and ``kerma.db.base`` only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from kerma.db.base import Base
+
+UID = String(64)  # DICOM UI values are at most 64 characters (PS3.5)
+SHA256_HEX = String(64)
+
+
+class Device(Base):
+    """One imaging device (a room / modality unit).
+
+    Identity (``device_key``): the TID 1004 Device Observer UID when the object gives
+    one, else (manufacturer, model, serial number, station name); see
+    :func:`kerma.ingest.reconcile.device_key`.
+    """
+
+    __tablename__ = "device"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_key: Mapped[str] = mapped_column(SHA256_HEX, unique=True)
+    device_observer_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    manufacturer: Mapped[str | None] = mapped_column(String)
+    manufacturer_model_name: Mapped[str | None] = mapped_column(String)
+    device_serial_number: Mapped[str | None] = mapped_column(String)
+    station_name: Mapped[str | None] = mapped_column(String)
+    institution_name: Mapped[str | None] = mapped_column(String)
+    software_versions: Mapped[str | None] = mapped_column(String)
+    device_name: Mapped[str] = mapped_column(String, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    studies: Mapped[list[Study]] = relationship(back_populates="device")
+
+
+class Patient(Base):
+    """A patient, known only by a keyed pseudonym: HMAC-SHA-256 of issuer + Patient ID."""
+
+    __tablename__ = "patient"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(SHA256_HEX, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class Study(Base):
+    """One study as performed on one device.
+
+    Identity: (Study Instance UID, device). A study of the same UID done on two devices
+    (e.g. a PET-CT's CT and PET parts, or a CT and a DX room) is two rows: dose belongs
+    to the device that delivered it, and DRLs are compared per device.
+    """
+
+    __tablename__ = "study"
+    __table_args__ = (UniqueConstraint("study_instance_uid", "device_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("device.id"), index=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patient.id"), index=True)
+    accession_number: Mapped[str | None] = mapped_column(String)
+    study_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
+    study_time: Mapped[str | None] = mapped_column(String(16))
+    study_description: Mapped[str | None] = mapped_column(String)
+    requested_procedure_description: Mapped[str | None] = mapped_column(String)
+    procedure_reported: Mapped[str | None] = mapped_column(String)
+    modality: Mapped[str | None] = mapped_column(String(16), index=True)
+    modalities: Mapped[str | None] = mapped_column(String(64))
+    patient_age_years: Mapped[float | None] = mapped_column(Float)
+    patient_sex: Mapped[str | None] = mapped_column(String(16))
+    patient_weight_kg: Mapped[float | None] = mapped_column(Float)
+    patient_size_m: Mapped[float | None] = mapped_column(Float)
+    is_non_patient: Mapped[bool] = mapped_column(Boolean, default=False)
+    standard_exam: Mapped[str | None] = mapped_column(String)
+    standard_exam_rule: Mapped[str | None] = mapped_column(String)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    device: Mapped[Device] = relationship(back_populates="studies")
+    patient: Mapped[Patient | None] = relationship()
+    dose_reports: Mapped[list[DoseReport]] = relationship(
+        back_populates="study", order_by="DoseReport.id"
+    )
+
+
+class DoseReport(Base):
+    """One received dose object (RDSR, image header, dose sheet) and its extracted record.
+
+    ``content`` is :meth:`kerma.records.DoseReport.to_dict`; the accumulated totals are
+    copied to columns (canonical units) for the study totals. ``superseded_by_id`` is set
+    when a later report of the same study holds all this report's irradiation events.
+    """
+
+    __tablename__ = "dose_report"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sop_class_uid: Mapped[str | None] = mapped_column(UID)
+    series_instance_uid: Mapped[str | None] = mapped_column(UID)
+    kind: Mapped[str] = mapped_column(String(32))
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    archive_sha256: Mapped[str] = mapped_column(SHA256_HEX, index=True)
+    archive_path: Mapped[str] = mapped_column(String)
+    source: Mapped[str | None] = mapped_column(String)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    superseded_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dose_report.id", ondelete="SET NULL"), index=True
+    )
+    extractor_version: Mapped[str] = mapped_column(String(32))
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    number_of_events: Mapped[int] = mapped_column(Integer, default=0)
+    ct_dlp_total_mgycm: Mapped[float | None] = mapped_column(Float)
+    dap_total_gym2: Mapped[float | None] = mapped_column(Float)
+    dose_rp_total_gy: Mapped[float | None] = mapped_column(Float)
+    fluoro_time_total_s: Mapped[float | None] = mapped_column(Float)
+    agd_total_mgy: Mapped[float | None] = mapped_column(Float)
+
+    study: Mapped[Study] = relationship(back_populates="dose_reports")
+    events: Mapped[list[IrradiationEvent]] = relationship(
+        back_populates="dose_report",
+        order_by="IrradiationEvent.event_index",
+        cascade="all, delete-orphan",
+    )
+
+
+class IrradiationEvent(Base):
+    """One irradiation event (or administration), one column per event field.
+
+    ``event_key`` identifies the same event across reports: the Irradiation Event UID,
+    or for image headers without one a hash of device, start date-time and dose values.
+    ``is_current`` is false when the event is counted through another report's copy.
+    """
+
+    __tablename__ = "irradiation_event"
+    __table_args__ = (Index("ix_irradiation_event_study_current", "study_id", "is_current"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dose_report_id: Mapped[int] = mapped_column(
+        ForeignKey("dose_report.id", ondelete="CASCADE"), index=True
+    )
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    event_index: Mapped[int] = mapped_column(Integer)
+    event_key: Mapped[str | None] = mapped_column(String(96), index=True)
+    is_current: Mapped[bool] = mapped_column(Boolean, default=True)
+    irradiation_event_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    datetime_started: Mapped[str | None] = mapped_column(String)
+    irradiation_event_type: Mapped[str | None] = mapped_column(String)
+    acquisition_protocol: Mapped[str | None] = mapped_column(String)
+    comment: Mapped[str | None] = mapped_column(String)
+    target_region: Mapped[str | None] = mapped_column(String)
+    ct_acquisition_type: Mapped[str | None] = mapped_column(String)
+    exposure_time_s: Mapped[float | None] = mapped_column(Float)
+    scanning_length_mm: Mapped[float | None] = mapped_column(Float)
+    nominal_single_collimation_width_mm: Mapped[float | None] = mapped_column(Float)
+    nominal_total_collimation_width_mm: Mapped[float | None] = mapped_column(Float)
+    pitch_factor: Mapped[float | None] = mapped_column(Float)
+    number_of_xray_sources: Mapped[int | None] = mapped_column(Integer)
+    ctdivol_mgy: Mapped[float | None] = mapped_column(Float)
+    dlp_mgycm: Mapped[float | None] = mapped_column(Float)
+    ctdiw_phantom_type: Mapped[str | None] = mapped_column(String)
+    ctdivol_alert_value_mgy: Mapped[float | None] = mapped_column(Float)
+    ctdivol_notification_value_mgy: Mapped[float | None] = mapped_column(Float)
+    dlp_notification_value_mgycm: Mapped[float | None] = mapped_column(Float)
+    water_equivalent_diameter_mm: Mapped[float | None] = mapped_column(Float)
+    acquisition_plane: Mapped[str | None] = mapped_column(String)
+    anatomical_structure: Mapped[str | None] = mapped_column(String)
+    laterality: Mapped[str | None] = mapped_column(String)
+    image_view: Mapped[str | None] = mapped_column(String)
+    dap_gym2: Mapped[float | None] = mapped_column(Float)
+    dose_rp_gy: Mapped[float | None] = mapped_column(Float)
+    entrance_exposure_at_rp_mgy: Mapped[float | None] = mapped_column(Float)
+    agd_mgy: Mapped[float | None] = mapped_column(Float)
+    half_value_layer_mm: Mapped[float | None] = mapped_column(Float)
+    kvp_kv: Mapped[float | None] = mapped_column(Float)
+    tube_current_ma: Mapped[float | None] = mapped_column(Float)
+    pulse_width_s: Mapped[float | None] = mapped_column(Float)
+    exposure_mas: Mapped[float | None] = mapped_column(Float)
+    number_of_pulses: Mapped[float | None] = mapped_column(Float)
+    pulse_rate_per_s: Mapped[float | None] = mapped_column(Float)
+    irradiation_duration_s: Mapped[float | None] = mapped_column(Float)
+    focal_spot_size_mm: Mapped[float | None] = mapped_column(Float)
+    xray_filter_material: Mapped[str | None] = mapped_column(String)
+    xray_filter_thickness_min_mm: Mapped[float | None] = mapped_column(Float)
+    xray_filter_thickness_max_mm: Mapped[float | None] = mapped_column(Float)
+    anode_target_material: Mapped[str | None] = mapped_column(String)
+    compression_thickness_mm: Mapped[float | None] = mapped_column(Float)
+    compression_force_n: Mapped[float | None] = mapped_column(Float)
+    positioner_primary_angle_deg: Mapped[float | None] = mapped_column(Float)
+    positioner_secondary_angle_deg: Mapped[float | None] = mapped_column(Float)
+    collimated_field_area_m2: Mapped[float | None] = mapped_column(Float)
+    distance_source_to_detector_mm: Mapped[float | None] = mapped_column(Float)
+    distance_source_to_isocenter_mm: Mapped[float | None] = mapped_column(Float)
+    distance_source_to_rp_mm: Mapped[float | None] = mapped_column(Float)
+    table_longitudinal_position_mm: Mapped[float | None] = mapped_column(Float)
+    table_lateral_position_mm: Mapped[float | None] = mapped_column(Float)
+    table_height_position_mm: Mapped[float | None] = mapped_column(Float)
+    patient_table_relationship: Mapped[str | None] = mapped_column(String)
+    patient_orientation: Mapped[str | None] = mapped_column(String)
+    patient_orientation_modifier: Mapped[str | None] = mapped_column(String)
+    entrance_dose_mgy: Mapped[float | None] = mapped_column(Float)
+    exposure_index: Mapped[float | None] = mapped_column(Float)
+    target_exposure_index: Mapped[float | None] = mapped_column(Float)
+    deviation_index: Mapped[float | None] = mapped_column(Float)
+    radiopharmaceutical_agent: Mapped[str | None] = mapped_column(String)
+    radionuclide: Mapped[str | None] = mapped_column(String)
+    radionuclide_half_life_s: Mapped[float | None] = mapped_column(Float)
+    administered_activity_mbq: Mapped[float | None] = mapped_column(Float)
+    radiopharmaceutical_start_datetime: Mapped[str | None] = mapped_column(String)
+    radiopharmaceutical_stop_datetime: Mapped[str | None] = mapped_column(String)
+    route_of_administration: Mapped[str | None] = mapped_column(String)
+    radiopharmaceutical_volume_ml: Mapped[float | None] = mapped_column(Float)
+    xray_sources: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    xray_filters: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+
+    dose_report: Mapped[DoseReport] = relationship(back_populates="events")
+
+
+class RejectedObject(Base):
+    """An archived object that could not be imported, with the reason."""
+
+    __tablename__ = "rejected_object"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archive_sha256: Mapped[str] = mapped_column(SHA256_HEX, unique=True)
+    archive_path: Mapped[str] = mapped_column(String)
+    file_name: Mapped[str | None] = mapped_column(String)
+    sop_class_uid: Mapped[str | None] = mapped_column(UID)
+    sop_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    rejected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
