@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.db_fixtures import *  # noqa: F403  (registry fixtures on SQLite and PostgreSQL)
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 DICOM_DIR = SHARED / "dicom"

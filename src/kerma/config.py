@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     scp_keep_non_dose: bool = Field(
         default=False, description="Keep objects that hold no dose information in the archive."
     )
+    scp_tls_cert: Path | None = Field(
+        default=None, description="PEM certificate of the SCP; with scp_tls_key enables TLS."
+    )
+    scp_tls_key: Path | None = Field(default=None, description="PEM private key of the SCP.")
+    scp_tls_ca: Path | None = Field(
+        default=None, description="PEM CA bundle; when set, peers must present a certificate."
+    )
     # analysis (kerma.analysis)
     drl_set: str = Field(default="EU", description="Region code of the selected national DRL set.")
     exam_rules_path: Path | None = Field(

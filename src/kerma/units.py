@@ -57,24 +57,44 @@ CONVERSIONS: Final[dict[str, dict[str, float]]] = {
         "uGym2": 1e-6,
         "mGy.m2": 1e-3,
         "Gy.cm2": 1e-4,
+        "Gy.cm^2": 1e-4,  # Siemens ARCADIS Radiation Summary Report
         "uGy.cm2": 1e-10,
     },
     UCUM_S: {"s": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0, "h": 3600.0},
     UCUM_MM: {"mm": 1.0, "cm": 10.0, "m": 1e3, "um": 1e-3, "dm": 100.0},
     UCUM_KV: {"kV": 1.0, "V": 1e-3},
     UCUM_MA: {"mA": 1.0, "A": 1e3, "uA": 1e-3},
-    UCUM_MAS: {"mA.s": 1.0, "mAs": 1.0, "uA.s": 1e-3, "As": 1e3, "A.s": 1e3},
+    UCUM_MAS: {"mA.s": 1.0, "mAs": 1.0, "uA.s": 1e-3, "uAs": 1e-3, "As": 1e3, "A.s": 1e3},
     UCUM_MBQ: {"MBq": 1.0, "Bq": 1e-6, "kBq": 1e-3, "GBq": 1e3, "mCi": 37.0, "uCi": 0.037},
     UCUM_DEG: {"deg": 1.0, "[deg]": 1.0},
     UCUM_M2: {"m2": 1.0, "cm2": 1e-4, "mm2": 1e-6},
     UCUM_N: {"N": 1.0, "daN": 10.0},
     UCUM_ML: {"ml": 1.0, "mL": 1.0, "cm3": 1.0, "l": 1e3, "L": 1e3},
-    UCUM_PER_S: {"/s": 1.0, "{pulse}/s": 1.0, "/min": 1 / 60, "Hz": 1.0, "{pulses}/s": 1.0},
+    UCUM_PER_S: {
+        "/s": 1.0,
+        "{pulse}/s": 1.0,
+        "/min": 1 / 60,
+        "Hz": 1.0,
+        "{pulses}/s": 1.0,
+        "pulse/s": 1.0,
+    },
 }
 
 #: Unit spellings that real devices send but that are not valid UCUM expressions.
 NON_UCUM_SPELLINGS: Final = frozenset(
-    {"mGycm", "mGy*cm", "Gym2", "Gy*m2", "dGycm2", "uGym2", "mAs", "As"}
+    {
+        "mGycm",
+        "mGy*cm",
+        "Gym2",
+        "Gy*m2",
+        "dGycm2",
+        "uGym2",
+        "mAs",
+        "As",
+        "uAs",
+        "pulse/s",
+        "Gy.cm^2",
+    }
 )
 
 #: Attribute-defined header units (PS3.3): factors to the canonical unit.

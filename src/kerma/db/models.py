@@ -40,7 +40,7 @@ class Device(Base):
 
     Identity (``device_key``): the TID 1004 Device Observer UID when the object gives
     one, else (manufacturer, model, serial number, station name); see
-    :func:`kerma.ingest.reconcile.device_key`.
+    :func:`kerma.db.queries.device_key`.
     """
 
     __tablename__ = "device"

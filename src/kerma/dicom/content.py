@@ -151,12 +151,15 @@ def uid_value(item: Dataset | None) -> str | None:
     return str(value).strip() or None if value else None
 
 
-def datetime_value(item: Dataset | None) -> str | None:
-    """Return the DateTime of a DATETIME item as ISO 8601 (offset kept), or ``None``."""
+def datetime_value(item: Dataset | None, tz_offset: str | None = None) -> str | None:
+    """Return the DateTime of a DATETIME item as ISO 8601 (offset kept), or ``None``.
+
+    ``tz_offset`` is (0008,0201) Timezone Offset From UTC, used when the DT has none.
+    """
     if item is None:
         return None
     raw = item.get("DateTime")
-    return format_dicom_datetime(str(raw)) if raw else None
+    return format_dicom_datetime(str(raw), tz_offset) if raw else None
 
 
 def format_dicom_datetime(raw: str, tz_offset: str | None = None) -> str | None:

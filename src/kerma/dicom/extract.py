@@ -170,6 +170,16 @@ def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
         read_observer_context(children(ds), report)
         read_radiopharmaceutical_report(ds, report)
         return report
+    from kerma.dicom.codes import SIEMENS_RADIATION_SUMMARY_REPORT
+
+    if root is not None and root == SIEMENS_RADIATION_SUMMARY_REPORT:
+        # Siemens ARCADIS private dose summary (study totals, no events): projection
+        from kerma.dicom.projection import read_projection_report
+
+        report = DoseReport(kind=ReportKind.RDSR_PROJECTION, file=file)
+        fill_common(ds, report)
+        read_projection_report(ds, report)
+        return report
     title = describe(root) if root else "no concept name"
     raise NotADoseReportError(
         f"SR {uid} is not a dose report because its document title is {title}, not "

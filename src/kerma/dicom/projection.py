@@ -1,12 +1,689 @@
-"""TID 10001 Projection X-Ray Radiation Dose (stub: being written)."""
+"""Read PS3.16 TID 10001 Projection X-Ray Radiation Dose: RF, XA, DX and MG reports.
+
+This module fills a :class:`kerma.records.DoseReport` from an X-Ray Radiation Dose SR
+whose 'Procedure reported' (DCM 121058) is 'Projection X-Ray' (DCM 113704) or
+'Mammography' (SCT 71651007):
+
+- the modality the dose belongs to, decided by rule (:func:`get_study_modality`);
+- one :class:`~kerma.records.AccumulatedPlane` per 'Accumulated X-Ray Dose Data'
+  container (DCM 113702; TID 10002 with TID 10004 fluoroscopy/acquisition totals), and
+  the mammography accumulated AGD by laterality (TID 10005);
+- one :class:`~kerma.records.IrradiationEvent` per 'Irradiation Event X-Ray Data'
+  container (DCM 113706; TID 10003 with TID 10003a detector, 10003b source and 10003c
+  mechanical data), in document order.
+
+It also reads the Siemens private 'Radiation Summary Report' (99SMS_RADSUM C-10) that
+ARCADIS mobile C-arms send as an Enhanced SR: study totals only, no events.
+
+Every content item is read leniently through :mod:`kerma.dicom.content`: a missing or
+odd item is a warning on the report, never an exception. Each container's Content
+Sequence is indexed once by concept (:class:`ContentIndex`), so reading an event costs
+one pass over its items whatever the number of fields.
+
+May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dicom``
+(``content``, ``codes``); must not import ``kerma.db``, ``kerma.ingest`` or anything above.
+"""
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from kerma.records import DoseReport
+from pydicom.dataset import Dataset
+from pydicom.sr._snomed_dict import mapping as _snomed_mapping
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from kerma.dicom import codes as local_codes
+from kerma.dicom.content import (
+    children,
+    clean_text,
+    code_meaning,
+    code_value,
+    concept_of,
+    describe,
+    format_dicom_datetime,
+    numeric_value,
+    text_value,
+    uid_value,
+)
+from kerma.records import (
+    AccumulatedPlane,
+    DoseReport,
+    IrradiationEvent,
+    XRayFilter,
+)
+from kerma.units import (
+    UCUM_DEG,
+    UCUM_GY,
+    UCUM_GYM2,
+    UCUM_KV,
+    UCUM_M2,
+    UCUM_MA,
+    UCUM_MAS,
+    UCUM_MGY,
+    UCUM_MM,
+    UCUM_N,
+    UCUM_PER_S,
+    UCUM_S,
+)
+
+logger = logging.getLogger(__name__)
+
+#: SNOMED-RT code values that pydicom maps to SNOMED CT (the table ``Code.__eq__`` uses).
+_SRT_TO_SCT: dict[str, str] = _snomed_mapping["SRT"]
+
+#: Header (0008,0060) Modality values that name a projection X-ray modality.
+PROJECTION_MODALITIES = frozenset({"RF", "XA", "DX", "CR", "MG", "PX"})
+
+#: 'Exposure Time' of TID 10003b is DCM 113735, which pydicom names ``ExposureTime_Retired``
+#: because the CT templates' DCM 113824 has the same meaning and took ``ExposureTime``.
+PROJECTION_EXPOSURE_TIME: Code = codes.DCM.ExposureTime_Retired
+CT_EXPOSURE_TIME: Code = codes.DCM.ExposureTime
+
+
+def concept_key(code: Code) -> tuple[str, str]:
+    """Return a hashable key of a code that agrees with ``Code.__eq__``.
+
+    :class:`pydicom.sr.coding.Code` compares legacy SNOMED-RT codes equal to their SNOMED
+    CT form but hashes them differently; this key maps SRT to SCT first, so a dict keyed
+    by it finds ``T-D0005`` (SRT) under ``codes.SCT.AnatomicalStructure``.
+    """
+    scheme = code.scheme_designator
+    value = code.value
+    if scheme == "SRT" and value in _SRT_TO_SCT:
+        return ("SCT", _SRT_TO_SCT[value])
+    return (scheme, value)
+
+
+def _item_key(item: Dataset) -> tuple[str, str] | None:
+    """Return the :func:`concept_key` of an item's Concept Name, or ``None``."""
+    concept = concept_of(item)
+    return concept_key(concept) if concept is not None else None
+
+
+class ContentIndex:
+    """The items of one Content Sequence, indexed once by concept name.
+
+    Parameters
+    ----------
+    items : sequence of pydicom.dataset.Dataset
+        The content items (children of one container), in document order.
+    report : DoseReport, optional
+        Receives a warning when an item documented as singular is repeated.
+    where : str, optional
+        Names the container in warnings, e.g. ``'an irradiation event'``.
+    """
+
+    __slots__ = ("_by_key", "items", "report", "where")
+
+    def __init__(
+        self, items: Sequence[Dataset], report: DoseReport | None = None, where: str = ""
+    ) -> None:
+        self.items = items
+        self.report = report
+        self.where = where
+        self._by_key: dict[tuple[str, str], list[Dataset]] = {}
+        for item in items:
+            key = _item_key(item)
+            if key is not None:
+                self._by_key.setdefault(key, []).append(item)
+
+    @classmethod
+    def of(
+        cls, item: Dataset, report: DoseReport | None = None, where: str = ""
+    ) -> ContentIndex:
+        """Return the index of the children of ``item``."""
+        return cls(children(item), report, where)
+
+    def all(self, concept: Code) -> list[Dataset]:
+        """Return every item whose concept name equals ``concept``, in document order."""
+        return self._by_key.get(concept_key(concept), [])
+
+    def first(self, concept: Code) -> Dataset | None:
+        """Return the item of a singular concept; warn and take the first if repeated."""
+        found = self._by_key.get(concept_key(concept))
+        if not found:
+            return None
+        if len(found) > 1 and self.report is not None:
+            self.report.warn(
+                f"{describe(concept)} appears {len(found)} times in {self.where or 'a container'}"
+                "; the first is used"
+            )
+        return found[0]
+
+    def __contains__(self, concept: Code) -> bool:
+        """Return whether an item with concept name ``concept`` is present."""
+        return concept_key(concept) in self._by_key
+
+
+def mean_of_nonzero(values: Iterable[float | None]) -> float | None:
+    """Return the mean of the non-zero values (EXTRACTION.md, values stored per pulse).
+
+    ``None`` values (empty or unreadable items) are ignored; all-zero values give ``0.0``;
+    no value at all gives ``None``.
+    """
+    numbers = [v for v in values if v is not None]
+    if not numbers:
+        return None
+    nonzero = [v for v in numbers if v != 0]
+    return sum(nonzero) / len(nonzero) if nonzero else 0.0
+
+
+@dataclass(frozen=True)
+class _NumericField:
+    """How one NUM concept of a container fills one record field."""
+
+    field: str
+    concept: Code
+    unit: str | None  # canonical unit (kerma.units), None for counts
+    template_units: tuple[str, ...] = ()
+    per_pulse: bool = False  # 1-n in TID 10003b: mean of the non-zero values
+
+
+# --- TID 10003 / 10003a / 10003b / 10003c numeric content items ---------------------
+#: Numeric fields of an irradiation event, with the units PS3.16 gives each concept.
+EVENT_NUMERIC_FIELDS: tuple[_NumericField, ...] = (
+    # TID 10003
+    _NumericField("dap_gym2", codes.DCM.DoseAreaProduct, UCUM_GYM2, ("Gy.m2",)),
+    _NumericField("dose_rp_gy", codes.DCM.DoseRP, UCUM_GY, ("Gy",)),
+    _NumericField("entrance_exposure_at_rp_mgy", codes.DCM.EntranceExposureAtRP, UCUM_MGY),
+    _NumericField("agd_mgy", codes.DCM.AverageGlandularDose, UCUM_MGY),
+    _NumericField("half_value_layer_mm", codes.DCM.HalfValueLayer, UCUM_MM),
+    _NumericField("collimated_field_area_m2", codes.DCM.CollimatedFieldArea, UCUM_M2),
+    # TID 10003b source
+    _NumericField("kvp_kv", codes.DCM.KVP, UCUM_KV, per_pulse=True),
+    _NumericField("tube_current_ma", codes.DCM.XRayTubeCurrent, UCUM_MA, per_pulse=True),
+    _NumericField("exposure_time_s", PROJECTION_EXPOSURE_TIME, UCUM_S, ("ms",)),
+    _NumericField("pulse_width_s", codes.DCM.PulseWidth, UCUM_S, ("ms",), per_pulse=True),
+    _NumericField("exposure_mas", codes.DCM.Exposure, UCUM_MAS, ("uA.s",), per_pulse=True),
+    _NumericField("number_of_pulses", codes.DCM.NumberOfPulses, None),
+    _NumericField("pulse_rate_per_s", codes.DCM.PulseRate, UCUM_PER_S, ("{pulse}/s",)),
+    _NumericField("irradiation_duration_s", codes.DCM.IrradiationDuration, UCUM_S),
+    _NumericField("focal_spot_size_mm", codes.DCM.FocalSpotSize, UCUM_MM, per_pulse=True),
+    # TID 10003c mechanical
+    _NumericField("compression_thickness_mm", codes.DCM.CompressionThickness, UCUM_MM),
+    _NumericField("compression_force_n", codes.DCM.CompressionForce, UCUM_N),
+    _NumericField("positioner_primary_angle_deg", codes.DCM.PositionerPrimaryAngle, UCUM_DEG),
+    _NumericField(
+        "positioner_secondary_angle_deg", codes.DCM.PositionerSecondaryAngle, UCUM_DEG
+    ),
+    _NumericField(
+        "distance_source_to_detector_mm", codes.DCM.DistanceSourceToDetector, UCUM_MM
+    ),
+    _NumericField(
+        "distance_source_to_isocenter_mm", codes.DCM.DistanceSourceToIsocenter, UCUM_MM
+    ),
+    _NumericField(
+        "distance_source_to_rp_mm", codes.DCM.DistanceSourceToReferencePoint, UCUM_MM
+    ),
+    _NumericField(
+        "table_longitudinal_position_mm", codes.DCM.TableLongitudinalPosition, UCUM_MM
+    ),
+    _NumericField("table_lateral_position_mm", codes.DCM.TableLateralPosition, UCUM_MM),
+    _NumericField("table_height_position_mm", codes.DCM.TableHeightPosition, UCUM_MM),
+)
+
+#: Coded fields of an irradiation event (the Code Meaning of the value is kept).
+EVENT_CODED_FIELDS: tuple[tuple[str, Code], ...] = (
+    ("irradiation_event_type", codes.DCM.IrradiationEventType),
+    ("acquisition_plane", codes.DCM.AcquisitionPlane),
+    ("target_region", codes.DCM.TargetRegion),
+    ("anatomical_structure", codes.SCT.AnatomicalStructure),
+    ("image_view", codes.DCM.ImageView),
+    ("patient_table_relationship", codes.DCM.PatientTableRelationship),
+    ("patient_orientation", codes.DCM.PatientOrientation),
+)
+
+#: Numeric fields of an 'Accumulated X-Ray Dose Data' container (TID 10002 + 10004).
+PLANE_NUMERIC_FIELDS: tuple[_NumericField, ...] = (
+    _NumericField("dap_total_gym2", codes.DCM.DoseAreaProductTotal, UCUM_GYM2, ("Gy.m2",)),
+    _NumericField("dose_rp_total_gy", codes.DCM.DoseRPTotal, UCUM_GY, ("Gy",)),
+    _NumericField(
+        "fluoro_dap_total_gym2", codes.DCM.FluoroDoseAreaProductTotal, UCUM_GYM2, ("Gy.m2",)
+    ),
+    _NumericField("fluoro_dose_rp_total_gy", codes.DCM.FluoroDoseRPTotal, UCUM_GY, ("Gy",)),
+    _NumericField(
+        "acquisition_dap_total_gym2",
+        codes.DCM.AcquisitionDoseAreaProductTotal,
+        UCUM_GYM2,
+        ("Gy.m2",),
+    ),
+    _NumericField(
+        "acquisition_dose_rp_total_gy", codes.DCM.AcquisitionDoseRPTotal, UCUM_GY, ("Gy",)
+    ),
+    _NumericField("fluoro_time_total_s", codes.DCM.TotalFluoroTime, UCUM_S),
+    _NumericField("acquisition_time_total_s", codes.DCM.TotalAcquisitionTime, UCUM_S),
+)
 
 
 def read_projection_report(ds: Dataset, report: DoseReport) -> None:
-    """Fill modality, accumulated (TID 10002...) and events (TID 10003) of a report."""
-    raise NotImplementedError
+    """Fill the modality, accumulated totals and irradiation events of a projection report.
+
+    Reads PS3.16 TID 10001 'Projection X-Ray Radiation Dose' below the root container
+    'X-Ray Radiation Dose Report' (DCM 113701), or the Siemens private 'Radiation Summary
+    Report' (99SMS_RADSUM C-10), which holds study totals only.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The SR document (its root content item is the dataset itself).
+    report : DoseReport
+        The report to fill; study, device and observer context are already read by
+        :func:`kerma.dicom.extract.extract_dataset`. Receives warnings for every item
+        that could not be read.
+
+    Notes
+    -----
+    Units are converted from each item's Measurement Units Code Sequence
+    (:func:`kerma.dicom.content.numeric_value`): DAP to Gy·m², Dose (RP) to Gy, AGD and
+    Entrance Exposure at RP to mGy, times (Exposure Time and Pulse Width are given in
+    ms by TID 10003b) to s, 'Exposure' (DCM 113736, µA·s) to mA·s. A value in a unit
+    other than the template's is converted with a warning.
+
+    Concepts PS3.16 allows per pulse (1-n in TID 10003b: 'KVP' DCM 113733,
+    'X-Ray Tube Current' DCM 113734, 'Pulse Width' DCM 113793, 'Exposure' DCM 113736,
+    'Focal Spot Size' DCM 113766) give the mean of their non-zero values
+    (EXTRACTION.md). Other repeated concepts give the first, with a warning.
+
+    The modality rule is :func:`get_study_modality`; each event's is
+    :func:`get_event_modality`.
+
+    Raises
+    ------
+    Nothing on purpose: a missing or unreadable item is a warning on ``report``.
+    """
+    root = concept_of(ds)
+    if root is not None and root == local_codes.SIEMENS_RADIATION_SUMMARY_REPORT:
+        _read_siemens_radiation_summary(ds, report)
+        return
+
+    root_index = ContentIndex(children(ds), report, "the report root (TID 10001)")
+    procedure_item = root_index.first(codes.DCM.ProcedureReported)
+    procedure = code_value(procedure_item)
+    if procedure_item is not None and codes.SCT.HasIntent not in ContentIndex.of(
+        procedure_item
+    ):
+        report.warn(
+            "'Procedure reported' (DCM 121058) has no 'Has Intent' (SCT 363703001) "
+            "modifier (TID 10001 requires it); read anyway"
+        )
+    device_type = code_value(root_index.first(codes.DCM.AcquisitionDeviceType))
+    tz_offset = clean_text(ds.get("TimezoneOffsetFromUTC"))
+
+    report.accumulated.planes = []
+    for container in root_index.all(codes.DCM.AccumulatedXRayDoseData):
+        _read_accumulated(container, report)
+
+    event_containers = root_index.all(codes.DCM.IrradiationEventXRayData)
+    report.events = [_read_event(item, report, tz_offset) for item in event_containers]
+    if report.accumulated.total_number_of_irradiation_events is None:
+        report.accumulated.total_number_of_irradiation_events = len(report.events)
+
+    header_modality = clean_text(ds.get("Modality"))
+    modality = get_study_modality(
+        procedure=procedure,
+        device_type=device_type,
+        events=report.events,
+        planes=report.accumulated.planes,
+        header_modality=header_modality,
+    )
+    report.study.modality = modality
+    for event in report.events:
+        event.modality = get_event_modality(event, modality)
+
+
+# --- modality -------------------------------------------------------------------------
+
+
+def has_fluoroscopy(events: Sequence[IrradiationEvent], planes: Sequence[AccumulatedPlane]) -> bool:
+    """Return whether a report records fluoroscopy that actually took place.
+
+    True when an event's 'Irradiation Event Type' (DCM 113721) is 'Fluoroscopy'
+    (SCT 44491008), or an accumulated container (TID 10004) reports a non-zero
+    'Total Fluoro Time' (DCM 113730) or 'Fluoro Dose Area Product Total' (DCM 113726).
+    Zero fluoroscopy totals, as a radiography room that can also do fluoroscopy writes
+    them (Siemens Fluorospot Compact), do not count.
+    """
+    if any(e.irradiation_event_type == _FLUOROSCOPY_MEANING for e in events):
+        return True
+    return any(
+        (p.fluoro_time_total_s or 0) > 0 or (p.fluoro_dap_total_gym2 or 0) > 0 for p in planes
+    )
+
+
+#: Code Meaning of 'Fluoroscopy' as events keep it; set by :func:`_read_event` from
+#: the coded value (compared with ``==``), so any spelling of the meaning maps here.
+_FLUOROSCOPY_MEANING = "Fluoroscopy"
+
+
+def get_study_modality(
+    *,
+    procedure: Code | None,
+    device_type: Code | None,
+    events: Sequence[IrradiationEvent],
+    planes: Sequence[AccumulatedPlane],
+    header_modality: str | None = None,
+) -> str:
+    """Return the modality a projection dose report belongs to: MG, RF, XA or DX.
+
+    The rule, in order (first match wins):
+
+    1. 'Procedure reported' (DCM 121058) is 'Mammography' (SCT 71651007), or the
+       header (0008,0060) Modality is MG → ``MG``.
+    2. The report records fluoroscopy (:func:`has_fluoroscopy`: a 'Fluoroscopy' event,
+       or non-zero fluoroscopy totals of TID 10004) → ``XA`` when the system is biplane
+       (an accumulated container for 'Plane B', DCM 113621, as only angiography systems
+       have) or the header Modality is XA, else ``RF``.
+    3. 'Acquisition Device Type' (DCM 122142, CID 10032) is 'Fluoroscopy-Guided
+       Projection Radiography System' (DCM 113957) → ``RF`` (a fluoroscopy room that
+       reported no X-rays, e.g. a cancelled procedure), unless the report holds
+       radiographic events only, which makes it ``DX``.
+    4. The report holds irradiation events (all of them acquisitions without
+       fluoroscopy), or the Acquisition Device Type is 'Integrated Projection
+       Radiography System' (DCM 113958) or 'Cassette-based Projection Radiography
+       System' (DCM 113959) → ``DX`` (the header's CR or PX is kept).
+    5. No events and no device type: ``RF`` when the accumulated data has fluoroscopy
+       totals (TID 10004 is written by fluoroscopy-capable systems), else the header
+       Modality when it names a projection modality, else ``DX``.
+
+    A radiography/fluoroscopy ("dual") room such as the Siemens Fluorospot Compact
+    writes one RDSR per study with zero fluoroscopy totals for a radiography study:
+    by rule 2 and 4 such a study is DX, and a study with fluoroscopy is RF, including
+    the single spot acquisitions taken during it, which are part of that fluoroscopy
+    examination and counted in its accumulated totals.
+
+    Parameters
+    ----------
+    procedure : pydicom.sr.coding.Code or None
+        Value of 'Procedure reported' (DCM 121058).
+    device_type : pydicom.sr.coding.Code or None
+        Value of 'Acquisition Device Type' (DCM 122142).
+    events : sequence of IrradiationEvent
+        The events read (``irradiation_event_type`` set).
+    planes : sequence of AccumulatedPlane
+        The accumulated containers read (times in s, DAP in Gy·m²).
+    header_modality : str, optional
+        (0008,0060) Modality of the SR (usually ``SR``; used only as a tie-breaker).
+
+    Returns
+    -------
+    str
+        ``MG``, ``RF``, ``XA``, ``DX`` (or ``CR``/``PX`` from the header for radiography).
+    """
+    header = (header_modality or "").upper()
+    if (procedure is not None and procedure == codes.SCT.Mammography) or header == "MG":
+        return "MG"
+    if has_fluoroscopy(events, planes):
+        biplane = any(p.acquisition_plane == _PLANE_B_MEANING for p in planes)
+        return "XA" if biplane or header == "XA" else "RF"
+    radiography_header = header if header in {"DX", "CR", "PX"} else "DX"
+    if device_type is not None and device_type == codes.DCM.FluoroscopyGuidedProjectionRadiographySystem:
+        return radiography_header if events else ("XA" if header == "XA" else "RF")
+    if events or device_type in _RADIOGRAPHY_DEVICE_TYPES:
+        return radiography_header
+    if any(p.fluoro_time_total_s is not None or p.fluoro_dap_total_gym2 is not None for p in planes):
+        return "XA" if header == "XA" else "RF"
+    return header if header in PROJECTION_MODALITIES else "DX"
+
+
+_PLANE_B_MEANING = "Plane B"
+_RADIOGRAPHY_DEVICE_TYPES = (
+    codes.DCM.IntegratedProjectionRadiographySystem,
+    codes.DCM.CassetteBasedProjectionRadiographySystem,
+)
+
+
+def get_event_modality(event: IrradiationEvent, study_modality: str) -> str:
+    """Return the modality of one irradiation event.
+
+    A 'Fluoroscopy' event is RF (or XA in an XA report); in a mammography report every
+    event is MG; any other event (an acquisition) belongs to the examination it was
+    taken in, i.e. the study modality: DX for radiography without fluoroscopy, RF/XA for
+    spot or cine acquisitions of a fluoroscopy procedure (see :func:`get_study_modality`).
+    """
+    if study_modality == "MG":
+        return "MG"
+    if event.irradiation_event_type == _FLUOROSCOPY_MEANING:
+        return study_modality if study_modality in {"RF", "XA"} else "RF"
+    return study_modality
+
+
+# --- accumulated (TID 10002 / 10004 / 10005) ----------------------------------------------
+
+
+def _read_numbers(
+    index: ContentIndex, fields: Iterable[_NumericField], target: object, report: DoseReport
+) -> None:
+    """Set the numeric ``fields`` of ``target`` from an indexed container."""
+    for spec in fields:
+        items = index.all(spec.concept)
+        if not items:
+            continue
+        if spec.per_pulse and len(items) > 1:
+            value = mean_of_nonzero(
+                numeric_value(i, spec.unit, report, template_units=spec.template_units)
+                for i in items
+            )
+        else:
+            item = index.first(spec.concept)
+            value = numeric_value(item, spec.unit, report, template_units=spec.template_units)
+        setattr(target, spec.field, value)
+
+
+def _read_accumulated(container: Dataset, report: DoseReport) -> None:
+    """Read one 'Accumulated X-Ray Dose Data' container (DCM 113702) into the report."""
+    index = ContentIndex.of(container, report, "an 'Accumulated X-Ray Dose Data' container")
+    plane = AccumulatedPlane()
+    plane.acquisition_plane = code_meaning(index.first(codes.DCM.AcquisitionPlane), report)
+    _read_numbers(index, PLANE_NUMERIC_FIELDS, plane, report)
+    frames = numeric_value(index.first(codes.DCM.TotalNumberOfRadiographicFrames), None, report)
+    plane.total_number_of_radiographic_frames = round(frames) if frames is not None else None
+    plane.reference_point_definition = _code_or_text(
+        index.first(codes.DCM.ReferencePointDefinition), report
+    )
+    events_total = numeric_value(
+        index.first(codes.DCM.TotalNumberOfIrradiationEvents), None, report
+    )
+    if events_total is not None:
+        report.accumulated.total_number_of_irradiation_events = round(events_total)
+    _read_accumulated_agd(index, report)
+    report.accumulated.planes.append(plane)
+
+
+def _read_accumulated_agd(index: ContentIndex, report: DoseReport) -> None:
+    """Read TID 10005 'Accumulated Average Glandular Dose' (DCM 111637) by laterality.
+
+    The laterality is the 'Laterality' (SCT 272741003) modifier of each item: 'Left
+    breast' (SCT 80248007), 'Right breast' (SCT 73056007) or 'Both breasts'
+    (SCT 63762007); the plain 'Left'/'Right'/'Bilateral' qualifiers are accepted too.
+    """
+    accumulated = report.accumulated
+    for item in index.all(codes.DCM.AccumulatedAverageGlandularDose):
+        value = numeric_value(item, UCUM_MGY, report)
+        side = code_value(ContentIndex.of(item).first(codes.SCT.Laterality))
+        if side is None:
+            report.warn(
+                "'Accumulated Average Glandular Dose' (DCM 111637) has no 'Laterality' "
+                "(SCT 272741003); value not kept"
+            )
+            continue
+        if side in (codes.SCT.LeftBreast, codes.SCT.Left):
+            field = "agd_total_left_mgy"
+        elif side in (codes.SCT.RightBreast, codes.SCT.Right):
+            field = "agd_total_right_mgy"
+        elif side in (codes.SCT.BothBreasts, codes.SCT.Bilateral):
+            field = "agd_total_both_mgy"
+        else:
+            report.warn(
+                f"'Accumulated Average Glandular Dose' (DCM 111637) has laterality "
+                f"{describe(side)}, not left, right or both breasts; value not kept"
+            )
+            continue
+        if getattr(accumulated, field) is not None:
+            report.warn(
+                f"'Accumulated Average Glandular Dose' (DCM 111637) is given twice for "
+                f"{side.meaning or field}; the first is kept"
+            )
+            continue
+        setattr(accumulated, field, value)
+
+
+# --- irradiation events (TID 10003 / 10003a / 10003b / 10003c) ----------------------------
+
+
+def _read_event(container: Dataset, report: DoseReport, tz_offset: str | None) -> IrradiationEvent:
+    """Read one 'Irradiation Event X-Ray Data' container (DCM 113706)."""
+    index = ContentIndex.of(container, report, "an irradiation event (TID 10003)")
+    event = IrradiationEvent()
+    event.irradiation_event_uid = uid_value(index.first(codes.DCM.IrradiationEventUID))
+    started = index.first(codes.DCM.DatetimeStarted)
+    raw = started.get("DateTime") if started is not None else None
+    if raw:
+        event.datetime_started = format_dicom_datetime(str(raw), tz_offset)
+    for field, concept in EVENT_CODED_FIELDS:
+        item = index.first(concept)
+        if item is not None:
+            setattr(event, field, code_meaning(item, report))
+    event_type = code_value(index.first(codes.DCM.IrradiationEventType))
+    if event_type is not None and event_type == codes.SCT.Fluoroscopy:
+        event.irradiation_event_type = _FLUOROSCOPY_MEANING
+    event.acquisition_protocol = text_value(index.first(codes.DCM.AcquisitionProtocol), report)
+    event.comment = text_value(index.first(codes.DCM.Comment), report)
+    event.laterality = _event_laterality(index, report)
+    orientation = index.first(codes.DCM.PatientOrientation)
+    modifier = index.first(codes.DCM.PatientOrientationModifier)
+    if modifier is None and orientation is not None:
+        modifier = ContentIndex.of(orientation).first(codes.DCM.PatientOrientationModifier)
+    event.patient_orientation_modifier = code_meaning(modifier, report)
+
+    _read_numbers(index, EVENT_NUMERIC_FIELDS, event, report)
+    if event.exposure_time_s is None and CT_EXPOSURE_TIME in index:
+        # GE Senographe Pristina: 'Exposure Time' sent with the CT concept DCM 113824
+        event.exposure_time_s = numeric_value(
+            index.first(CT_EXPOSURE_TIME), UCUM_S, report, template_units=("ms", "s")
+        )
+        report.warn(
+            "'Exposure Time' is coded as DCM 113824 (the CT concept) instead of DCM 113735 "
+            "(TID 10003b); read as the projection exposure time"
+        )
+    anode = index.first(codes.DCM.AnodeTargetMaterial) or index.first(
+        local_codes.ANODE_TARGET_MATERIAL_113632
+    )
+    event.anode_target_material = code_meaning(anode, report)
+    _read_filters(index, event, report)
+    return event
+
+
+def _event_laterality(index: ContentIndex, report: DoseReport) -> str | None:
+    """Return the 'Laterality' (SCT 272741003) of an event.
+
+    TID 10003 places it as a modifier of 'Target Region' (DCM 123014); mammography
+    systems also place it under 'Anatomical structure' (SCT 91723000) or directly in the
+    event. The first found in that order (event, target region, anatomical structure)
+    is used.
+    """
+    item = index.first(codes.SCT.Laterality)
+    if item is None:
+        for parent in (codes.DCM.TargetRegion, codes.SCT.AnatomicalStructure):
+            holder = index.first(parent)
+            if holder is not None and "ContentSequence" in holder:
+                item = ContentIndex.of(holder).first(codes.SCT.Laterality)
+                if item is not None:
+                    break
+    return code_meaning(item, report)
+
+
+def _read_filters(index: ContentIndex, event: IrradiationEvent, report: DoseReport) -> None:
+    """Read the 'X-Ray Filters' containers (DCM 113771, TID 10003b) of an event.
+
+    ``xray_filters`` is ``None`` when the event has no X-Ray Filters container (not
+    recorded) and ``[]`` when its only containers say 'No filter' (DCM 111609).
+    ``xray_filter_material`` joins the materials' Code Meanings with ``', '`` in item
+    order; the event-level thickness minimum and maximum are given when every filter is
+    of one material (e.g. one copper filter, or the same silver filter per pulse), and
+    left empty for a combination of materials (see ``xray_filters`` then).
+    """
+    containers = index.all(codes.DCM.XRayFilters)
+    if not containers:
+        return
+    filters: list[XRayFilter] = []
+    for container in containers:
+        fidx = ContentIndex.of(container, report, "an 'X-Ray Filters' container")
+        type_item = fidx.first(codes.DCM.XRayFilterType)
+        material_item = fidx.first(codes.DCM.XRayFilterMaterial)
+        filter_type = code_value(type_item)
+        if material_item is None and filter_type is not None and filter_type == codes.DCM.NoFilter:
+            continue
+        filters.append(
+            XRayFilter(
+                xray_filter_type=code_meaning(type_item, report),
+                xray_filter_material=code_meaning(material_item, report),
+                xray_filter_thickness_min_mm=numeric_value(
+                    fidx.first(codes.DCM.XRayFilterThicknessMinimum), UCUM_MM, report
+                ),
+                xray_filter_thickness_max_mm=numeric_value(
+                    fidx.first(codes.DCM.XRayFilterThicknessMaximum), UCUM_MM, report
+                ),
+            )
+        )
+    event.xray_filters = filters
+    materials = [f.xray_filter_material for f in filters if f.xray_filter_material]
+    if materials:
+        event.xray_filter_material = ", ".join(materials)
+    if len(set(materials)) == 1:
+        minima = [f.xray_filter_thickness_min_mm for f in filters]
+        maxima = [f.xray_filter_thickness_max_mm for f in filters]
+        if all(v is not None for v in minima):
+            event.xray_filter_thickness_min_mm = min(v for v in minima if v is not None)
+        if all(v is not None for v in maxima):
+            event.xray_filter_thickness_max_mm = max(v for v in maxima if v is not None)
+
+
+def _code_or_text(item: Dataset | None, report: DoseReport) -> str | None:
+    """Return the Code Meaning of a CODE item or the text of a TEXT item (vendors use both)."""
+    if item is None:
+        return None
+    if item.get("ValueType") == "TEXT":
+        return text_value(item, report)
+    return code_meaning(item, report)
+
+
+# --- Siemens private 'Radiation Summary Report' ------------------------------------------
+
+
+def _read_siemens_radiation_summary(ds: Dataset, report: DoseReport) -> None:
+    """Read the Siemens 'Radiation Summary Report' (99SMS_RADSUM C-10) of ARCADIS C-arms.
+
+    An Enhanced SR with study totals and no irradiation events: 'Cumulative dose area
+    product' (C-204), 'Cumulative air kerma' (C-210, the Ka,r total), 'Cumulative fluoro
+    time' (C-202) and 'Total number of exposures' (C-200, radiographic frames). They are
+    kept as one accumulated container without an acquisition plane; the modality is RF
+    (a mobile fluoroscopy C-arm) unless the header says XA.
+    """
+    index = ContentIndex(children(ds), report, "the Siemens Radiation Summary Report")
+    plane = AccumulatedPlane()
+    plane.dap_total_gym2 = numeric_value(
+        index.first(local_codes.SIEMENS_CUMULATIVE_DAP), UCUM_GYM2, report,
+        template_units=("Gy.cm^2",),
+    )
+    plane.dose_rp_total_gy = numeric_value(
+        index.first(local_codes.SIEMENS_CUMULATIVE_AIR_KERMA), UCUM_GY, report,
+        template_units=("Gy", "mGy"),
+    )
+    plane.fluoro_time_total_s = numeric_value(
+        index.first(local_codes.SIEMENS_CUMULATIVE_FLUORO_TIME), UCUM_S, report
+    )
+    exposures = numeric_value(
+        index.first(local_codes.SIEMENS_TOTAL_NUMBER_OF_EXPOSURES), None, report
+    )
+    plane.total_number_of_radiographic_frames = round(exposures) if exposures is not None else None
+    report.accumulated.planes = [plane]
+    report.events = []
+    report.warn(
+        "Siemens private 'Radiation Summary Report' (99SMS_RADSUM C-10): study totals only, "
+        "no irradiation events"
+    )
+    header = (clean_text(ds.get("Modality")) or "").upper()
+    report.study.modality = "XA" if header == "XA" else "RF"

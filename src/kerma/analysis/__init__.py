@@ -1,0 +1,72 @@
+"""Dose analytics: standard exams, DRLs (ICRP 135), statistics, effective dose, SSDE,
+skin dose and cumulative dose.
+
+Every function takes and returns pandas DataFrames whose columns carry their unit
+(``dlp_total_mgycm``, ``kap_gycm2``, ``effective_dose_msv``, ``ssde_mgy``); the frames
+come from :meth:`kerma.Registry.events` / :meth:`kerma.Registry.studies`. Reference
+tables (DRLs, k-factors, SSDE coefficients) ship as package data in
+``kerma/reference`` with their sources (:mod:`kerma.analysis.reference`).
+
+This package may import ``kerma.db`` only in :mod:`kerma.analysis.service`; it must not
+import ``kerma.web`` or ``kerma.cli``.
+"""
+
+from __future__ import annotations
+
+from kerma.analysis.cumulative import cumulative_dose, rolling_cumulative_dose
+from kerma.analysis.drl import compare_by_period, compare_with_drls, local_drls
+from kerma.analysis.effective_dose import ct_effective_dose, select_k_factor
+from kerma.analysis.exams import (
+    ExamRule,
+    ExamRuleSet,
+    assign_event_exams,
+    assign_study_exams,
+    load_exam_rules,
+    map_standard_exams,
+    summarise_mapping,
+)
+from kerma.analysis.frames import build_dose_samples
+from kerma.analysis.reference import (
+    list_drl_sets,
+    load_drls,
+    load_k_factors,
+    load_ssde_coefficients,
+    select_drls,
+)
+from kerma.analysis.ssde import (
+    conversion_factor,
+    effective_diameter_mm,
+    ssde_events,
+    water_equivalent_diameter_mm,
+)
+from kerma.analysis.stats import add_period, dose_statistics, filter_samples
+
+__all__ = [
+    "ExamRule",
+    "ExamRuleSet",
+    "add_period",
+    "assign_event_exams",
+    "assign_study_exams",
+    "build_dose_samples",
+    "compare_by_period",
+    "compare_with_drls",
+    "conversion_factor",
+    "ct_effective_dose",
+    "cumulative_dose",
+    "dose_statistics",
+    "effective_diameter_mm",
+    "filter_samples",
+    "list_drl_sets",
+    "load_drls",
+    "load_exam_rules",
+    "load_k_factors",
+    "load_ssde_coefficients",
+    "local_drls",
+    "map_standard_exams",
+    "rolling_cumulative_dose",
+    "select_drls",
+    "select_k_factor",
+    "ssde_events",
+    "summarise_mapping",
+    "water_equivalent_diameter_mm",
+]

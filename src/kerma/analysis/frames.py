@@ -1,0 +1,296 @@
+"""Per-exam dose samples: ``Registry.events()`` frames in, one row per DRL sample out.
+
+DRLs are defined per examination (CT DLP per complete examination; radiography KAP per
+projection; mammography AGD per view; fluoroscopy KAP per procedure), so the analysis
+functions (statistics, DRL comparison, effective dose, cumulative dose) work on a
+*sample frame* built here from the irradiation events:
+
+========== ============ ==========================================================
+family     one row per  dose columns (units in the names)
+========== ============ ==========================================================
+``CT``     study        ``dlp_total_mgycm`` (sum of event DLP), ``ctdivol_mean_mgy``
+                        and ``ctdivol_max_mgy`` (over the study's events with a
+                        CTDIvol > 0 that are not localisers, i.e. not 'Constant
+                        Angle Acquisition')
+``RF/XA``  study        ``kap_total_gycm2`` (Σ event KAP, Gy·cm²), ``ka_r_total_mgy``
+                        (Σ event Ka,r, mGy), ``fluoro_time_total_s`` when the study
+                        frame gives it
+``DX``     event        ``kap_gycm2`` (Gy·cm²), ``ka_r_mgy`` (mGy),
+                        ``entrance_dose_mgy``
+``MG``     event        ``agd_mgy`` (mGy), ``view`` (``CC``/``MLO``/…),
+                        ``compression_thickness_mm``
+========== ============ ==========================================================
+
+Sums over events are used rather than the device-reported accumulated totals so that a
+study sent as several objects adds up; where a projection study has no events, the
+``studies`` frame's ``dap_total_gym2`` / ``dose_rp_total_gy`` are used.
+
+This module must not import ``kerma.db``, ``kerma.web`` or ``kerma.cli``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from kerma.analysis.exams import ExamRuleSet, assign_event_exams, assign_study_exams
+from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2
+
+logger = logging.getLogger(__name__)
+
+#: Columns describing the sample (study and patient) carried into every sample row.
+CONTEXT_COLUMNS: Final[tuple[str, ...]] = (
+    "study_id",
+    "study_instance_uid",
+    "study_date",
+    "study_description",
+    "device_id",
+    "device_name",
+    "station_name",
+    "patient_pseudonym",
+    "patient_age_years",
+    "patient_sex",
+    "patient_weight_kg",
+    "patient_size_m",
+    "is_non_patient",
+    "standard_exam",
+)
+
+#: Dose quantities of the sample frame and their display units.
+SAMPLE_QUANTITIES: Final[dict[str, str]] = {
+    "dlp_total_mgycm": "mGy·cm",
+    "ctdivol_mean_mgy": "mGy",
+    "ctdivol_max_mgy": "mGy",
+    "kap_total_gycm2": "Gy·cm²",
+    "ka_r_total_mgy": "mGy",
+    "fluoro_time_total_s": "s",
+    "kap_gycm2": "Gy·cm²",
+    "ka_r_mgy": "mGy",
+    "entrance_dose_mgy": "mGy",
+    "agd_mgy": "mGy",
+    "effective_dose_msv": "mSv",
+    "ssde_mgy": "mGy",
+}
+
+#: Sample-frame column compared with a DRL quantity, per modality family.
+DRL_QUANTITY_COLUMNS: Final[dict[tuple[str, str], str]] = {
+    ("CT", "dlp_mgycm"): "dlp_total_mgycm",
+    ("CT", "ctdivol_mgy"): "ctdivol_mean_mgy",
+    ("DX", "kap_gycm2"): "kap_gycm2",
+    ("DX", "esak_mgy"): "entrance_dose_mgy",
+    ("RF/XA", "kap_gycm2"): "kap_total_gycm2",
+    ("RF/XA", "ka_r_mgy"): "ka_r_total_mgy",
+    ("MG", "agd_mgy"): "agd_mgy",
+}
+
+#: The main quantity per family (used to report exams for which no DRL exists).
+PRIMARY_QUANTITY: Final[dict[str, str]] = {
+    "CT": "dlp_mgycm",
+    "DX": "kap_gycm2",
+    "RF/XA": "kap_gycm2",
+    "MG": "agd_mgy",
+}
+
+#: CT acquisition types that are localisers (excluded from per-study CTDIvol).
+LOCALISER_TYPES: Final = frozenset({"constant angle acquisition"})
+
+_FAMILY_BY_MODALITY: Final[dict[str, str]] = {
+    "CT": "CT",
+    "DX": "DX",
+    "CR": "DX",
+    "PX": "DX",
+    "IO": "DX",
+    "MG": "MG",
+    "RF": "RF/XA",
+    "XA": "RF/XA",
+}
+
+
+def modality_family(events: pd.DataFrame) -> pd.Series:
+    """Return the modality family (``CT``, ``DX``, ``MG``, ``RF/XA`` or ``None``) per event.
+
+    Uses the event's own ``modality``, else ``study_modality``; ``kind`` ``rdsr-ct``,
+    ``header-ct`` and ``dose-sheet-ct`` are always CT. NM/PT administrations get
+    ``None`` (no DRL tables for them ship).
+    """
+    modality = _column(events, "modality").fillna(_column(events, "study_modality"))
+    family = modality.astype(str).str.upper().map(_FAMILY_BY_MODALITY)
+    kind = _column(events, "kind").astype(str)
+    family = family.mask(kind.isin(["rdsr-ct", "header-ct", "dose-sheet-ct"]), "CT")
+    return family.astype(object).where(family.notna(), None).rename("modality_family")
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """Return ``frame[name]`` or an all-missing object column when absent."""
+    if name in frame.columns:
+        return frame[name]
+    return pd.Series(np.nan, index=frame.index, dtype=object, name=name)
+
+
+def normalise_view(view: pd.Series) -> pd.Series:
+    """Return mammography views reduced to ``CC``, ``MLO`` or the view as stored.
+
+    ``RCC``, ``LCC``, ``cranio-caudal`` → ``CC``; ``RMLO``, ``medio-lateral oblique``
+    → ``MLO``; ``None`` stays ``None``.
+    """
+    text = view.astype(str).str.upper()
+    out = view.astype(object).copy()
+    out[text.str.contains(r"MLO|MEDIO.?LATERAL OBL", regex=True, na=False)] = "MLO"
+    out[text.str.contains(r"\bR?L?CC\b|CRANIO.?CAUDAL", regex=True, na=False)] = "CC"
+    return out.where(view.notna(), None)
+
+
+def _context(events: pd.DataFrame) -> pd.DataFrame:
+    """Return the first row per study of the context columns present in ``events``."""
+    present = [c for c in CONTEXT_COLUMNS if c in events.columns]
+    return events.drop_duplicates("study_id")[present].set_index("study_id", drop=False)
+
+
+def _ct_study_samples(events: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per CT study with DLP total and mean/max CTDIvol."""
+    ctdivol = pd.to_numeric(_column(events, "ctdivol_mgy"), errors="coerce")
+    acquisition = _column(events, "ct_acquisition_type").astype(str).str.lower()
+    usable = ctdivol.where((ctdivol > 0) & ~acquisition.isin(LOCALISER_TYPES))
+    work = pd.DataFrame(
+        {
+            "study_id": events["study_id"],
+            "dlp_mgycm": pd.to_numeric(_column(events, "dlp_mgycm"), errors="coerce"),
+            "ctdivol": usable,
+        }
+    )
+    grouped = work.groupby("study_id", sort=False)
+    out = pd.DataFrame(
+        {
+            "dlp_total_mgycm": grouped["dlp_mgycm"].sum(min_count=1),
+            "ctdivol_mean_mgy": grouped["ctdivol"].mean(),
+            "ctdivol_max_mgy": grouped["ctdivol"].max(),
+            "number_of_events": grouped.size(),
+        }
+    )
+    return _context(events).join(out, how="inner").reset_index(drop=True)
+
+
+def _projection_study_samples(events: pd.DataFrame, studies: pd.DataFrame | None) -> pd.DataFrame:
+    """Return one row per fluoroscopy/interventional study with KAP and Ka,r totals."""
+    work = pd.DataFrame(
+        {
+            "study_id": events["study_id"],
+            "kap": pd.to_numeric(_column(events, "dap_gym2"), errors="coerce") * GYM2_TO_GYCM2,
+            "kar": pd.to_numeric(_column(events, "dose_rp_gy"), errors="coerce") * GY_TO_MGY,
+        }
+    )
+    grouped = work.groupby("study_id", sort=False)
+    out = pd.DataFrame(
+        {
+            "kap_total_gycm2": grouped["kap"].sum(min_count=1),
+            "ka_r_total_mgy": grouped["kar"].sum(min_count=1),
+            "number_of_events": grouped.size(),
+        }
+    )
+    samples = _context(events).join(out, how="inner").reset_index(drop=True)
+    if studies is not None and not studies.empty:
+        totals = studies.set_index("study_id")
+        ids = samples["study_id"]
+        if "dap_total_gym2" in totals.columns:
+            fallback = ids.map(totals["dap_total_gym2"] * GYM2_TO_GYCM2)
+            samples["kap_total_gycm2"] = samples["kap_total_gycm2"].fillna(fallback)
+        if "dose_rp_total_gy" in totals.columns:
+            fallback = ids.map(totals["dose_rp_total_gy"] * GY_TO_MGY)
+            samples["ka_r_total_mgy"] = samples["ka_r_total_mgy"].fillna(fallback)
+        if "fluoro_time_total_s" in totals.columns:
+            samples["fluoro_time_total_s"] = ids.map(totals["fluoro_time_total_s"])
+    return samples
+
+
+def _event_samples(events: pd.DataFrame, family: str) -> pd.DataFrame:
+    """Return one row per radiography or mammography event with its dose."""
+    present = [c for c in CONTEXT_COLUMNS if c in events.columns]
+    out = events[present].copy()
+    out["event_id"] = _column(events, "event_id").to_numpy()
+    if "event_standard_exam" in events.columns:
+        out["standard_exam"] = events["event_standard_exam"].to_numpy()
+    if family == "DX":
+        out["kap_gycm2"] = pd.to_numeric(_column(events, "dap_gym2"), errors="coerce") * GYM2_TO_GYCM2
+        out["ka_r_mgy"] = pd.to_numeric(_column(events, "dose_rp_gy"), errors="coerce") * GY_TO_MGY
+        out["entrance_dose_mgy"] = pd.to_numeric(
+            _column(events, "entrance_dose_mgy"), errors="coerce"
+        )
+    else:
+        out["agd_mgy"] = pd.to_numeric(_column(events, "agd_mgy"), errors="coerce")
+        out["compression_thickness_mm"] = pd.to_numeric(
+            _column(events, "compression_thickness_mm"), errors="coerce"
+        )
+        out["laterality"] = _column(events, "laterality").to_numpy()
+    out["view"] = normalise_view(_column(events, "image_view")).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def build_dose_samples(
+    events: pd.DataFrame,
+    *,
+    studies: pd.DataFrame | None = None,
+    rules: ExamRuleSet | None = None,
+    include_non_patient: bool = False,
+) -> pd.DataFrame:
+    """Return the DRL sample frame (see the module docstring) from irradiation events.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        ``Registry.events()`` shape: one row per irradiation event with ``study_id``,
+        ``study_date`` (datetime64), ``device_id``, ``device_name``, ``modality``,
+        ``study_modality``, ``kind``, ``standard_exam`` and the dose fields
+        (``ctdivol_mgy``, ``dlp_mgycm``, ``dap_gym2`` in Gy·m², ``dose_rp_gy`` in Gy,
+        ``agd_mgy``, ``image_view`` …).
+    studies : pandas.DataFrame, optional
+        ``Registry.studies()`` shape; its totals fill projection studies without events.
+    rules : ExamRuleSet, optional
+        When given, standard exams are (re)assigned with these rules instead of using
+        the stored ``standard_exam`` column; radiography events get per-projection
+        exams (``"Chest PA"``) from event-level rules.
+    include_non_patient : bool, optional
+        Keep QA/phantom studies (``is_non_patient``); excluded by default.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per sample: ``modality_family``, ``sample_level`` (``study`` or
+        ``event``), the context columns (``study_id``, ``study_date``, ``device_id``,
+        ``device_name``, ``patient_*``, ``standard_exam`` …), ``event_id`` (event
+        samples) and the family's dose columns (``SAMPLE_QUANTITIES``: CT
+        ``dlp_total_mgycm``, ``ctdivol_mean_mgy``, ``ctdivol_max_mgy``; RF/XA
+        ``kap_total_gycm2``, ``ka_r_total_mgy``; DX ``kap_gycm2``, ``ka_r_mgy``; MG
+        ``agd_mgy``, ``view``).
+    """
+    if events.empty:
+        return pd.DataFrame(columns=["modality_family", "sample_level", *CONTEXT_COLUMNS])
+    events = events.copy()
+    if not include_non_patient and "is_non_patient" in events.columns:
+        events = events[~events["is_non_patient"].fillna(False).astype(bool)]
+    events["modality_family"] = modality_family(events)
+    if rules is not None:
+        study_frame = events.drop_duplicates("study_id").copy()
+        study_frame["modality"] = study_frame.get("study_modality", study_frame.get("modality"))
+        mapped = assign_study_exams(study_frame, events, rules).set_index("study_id")
+        events["standard_exam"] = events["study_id"].map(mapped["standard_exam"])
+        events["event_standard_exam"] = assign_event_exams(events, rules)
+    parts = []
+    for family, group in events.groupby("modality_family", sort=True):
+        if family == "CT":
+            part = _ct_study_samples(group)
+            level = "study"
+        elif family == "RF/XA":
+            part = _projection_study_samples(group, studies)
+            level = "study"
+        else:
+            part = _event_samples(group, str(family))
+            level = "event"
+        part.insert(0, "sample_level", level)
+        part.insert(0, "modality_family", family)
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=["modality_family", "sample_level", *CONTEXT_COLUMNS])
+    return pd.concat(parts, ignore_index=True)

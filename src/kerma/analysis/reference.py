@@ -1,0 +1,606 @@
+"""Packaged reference tables: DRLs, CT k-factors and SSDE coefficients, with their sources.
+
+The CSV files in ``kerma/reference/`` are copies of the curated project tables (see
+``kerma/reference/README.md``). Every row keeps its ``source_ref`` keys (resolved in
+``kerma/reference/SOURCES.md``) and its ``verification`` grade (``primary``,
+``primary-reproduction``, ``secondary``, ``unverified``). This module loads them and
+harmonises the five DRL tables into one long frame whose ``standard_exam`` names are
+the names the standard-exam rules assign (``kerma.analysis.exams``), so a DRL is found
+by ``(standard_exam, quantity)``.
+
+This module reads package data and optional site CSV files; it must not import
+``kerma.db``, ``kerma.web`` or ``kerma.cli``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from kerma.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: Package-data folder holding the CSV tables and their documentation.
+REFERENCE_PACKAGE: Final = "kerma"
+REFERENCE_DIR: Final = "reference"
+
+#: Display unit of each DRL quantity (the units DRL tables publish).
+QUANTITY_UNITS: Final[dict[str, str]] = {
+    "ctdivol_mgy": "mGy",
+    "dlp_mgycm": "mGy·cm",
+    "kap_gycm2": "Gy·cm²",
+    "agd_mgy": "mGy",
+    "ka_r_mgy": "mGy",
+    "esd_mgy": "mGy",
+    "esak_mgy": "mGy",
+}
+
+#: Columns of the harmonised DRL frame returned by :func:`load_drls`.
+DRL_COLUMNS: Final[tuple[str, ...]] = (
+    "drl_region",
+    "drl_table",
+    "drl_source",
+    "drl_year",
+    "standard_exam",
+    "exam_as_published",
+    "clinical_indication",
+    "modality_family",
+    "quantity",
+    "drl_value",
+    "unit",
+    "phantom_cm",
+    "patient_group",
+    "band_grouping",
+    "band_label",
+    "band_min",
+    "band_max",
+    "band_unit",
+    "contrast",
+    "view",
+    "status",
+    "verification",
+    "source_ref",
+    "notes",
+)
+
+#: Radiography (exam, projection as published) -> kerma standard exam, where the plain
+#: "exam projection" rule does not apply. Each alias is an interpretation and says so.
+RADIOGRAPHY_ALIASES: Final[dict[tuple[str, str], tuple[str, str]]] = {
+    ("Abdomen", ""): (
+        "Abdomen AP",
+        "projection not stated in source; compared as Abdomen AP (plain abdomen)",
+    ),
+    ("Abdomen", "AP/PA"): ("Abdomen AP", "published for AP/PA; compared as Abdomen AP"),
+    ("Pelvis", "AP/PA"): ("Pelvis AP", "published for AP/PA; compared as Pelvis AP"),
+    ("Lumbar spine", "AP/PA"): ("Lumbar spine AP", "published for AP/PA"),
+    ("Thoracic spine", "AP/PA"): ("Thoracic spine AP", "published for AP/PA"),
+    ("Skull", "AP/PA"): ("Skull AP", "published for AP/PA"),
+    ("Lumbar spine", "LSJ (lumbosacral junction)"): ("Lumbar spine LSJ", ""),
+    ("Shoulder", "per plane"): ("Shoulder", "per plane (projection)"),
+    ("Orthopantomography (dental panoramic)", ""): ("Orthopantomography", ""),
+}
+
+#: Fluoroscopy/interventional procedure as published -> kerma standard exam.
+FLUORO_ALIASES: Final[dict[str, tuple[str, str]]] = {
+    "Percutaneous coronary intervention (PCI)": ("PCI", ""),
+    "PTCA": ("PCI", "published as PTCA; compared as PCI"),
+    "Coronary angiography (diagnostic)": ("Coronary angiography", ""),
+    "Transcatheter aortic valve implantation (TAVI)": ("TAVI", ""),
+    "Colon contrast enema (barium enema)": ("Barium enema", ""),
+    "Combined coronary angiography and PCI": ("Coronary angiography and PCI", ""),
+}
+
+#: DRL tables shipped with Kerma (file stem -> modality family).
+DRL_TABLES: Final[dict[str, str]] = {
+    "drl_ct_adult": "CT",
+    "drl_ct_paediatric": "CT",
+    "drl_radiography": "DX",
+    "drl_mammography": "MG",
+    "drl_fluoro_interventional": "RF/XA",
+}
+
+
+def reference_path(name: str) -> Path:
+    """Return the path of a packaged reference file.
+
+    Parameters
+    ----------
+    name : str
+        File name inside ``kerma/reference``, e.g. ``"drl_ct_adult.csv"``.
+
+    Returns
+    -------
+    pathlib.Path
+        The file's path (the package is installed unzipped).
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When the file is not part of the installed package.
+    """
+    path = Path(str(resources.files(REFERENCE_PACKAGE).joinpath(REFERENCE_DIR, name)))
+    if not path.is_file():
+        raise ConfigurationError(
+            f"Unable to find the reference table {name!r}: it is not in {path.parent}. "
+            "Reinstall Kerma with its package data."
+        )
+    return path
+
+
+def read_reference_table(name: str) -> pd.DataFrame:
+    """Return one packaged CSV table as published, all columns kept.
+
+    Parameters
+    ----------
+    name : str
+        File stem or name, e.g. ``"drl_ct_adult"`` or ``"ssde_fit_coefficients.csv"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per table row; empty cells are ``NaN``. Column meanings are in the
+        table's ``.md`` file beside it.
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When the table does not exist.
+    """
+    file_name = name if name.endswith(".csv") else f"{name}.csv"
+    return _read_csv(reference_path(file_name))
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Read a reference CSV: only empty cells are missing (``NA`` is a region code)."""
+    return pd.read_csv(
+        path,
+        keep_default_na=False,
+        na_values=[""],
+        dtype={"source_ref": str, "region": str, "age_years": str, "kvp": str},
+    )
+
+
+def _text(value: object) -> str:
+    """Return ``value`` as a stripped string, ``""`` for missing values."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _ct_exam_name(exam: str) -> str:
+    """Return the CT standard exam name of a DRL table's harmonised exam name."""
+    return exam if exam.upper().startswith("CT ") else f"CT {exam}"
+
+
+def _long_rows(
+    table: pd.DataFrame,
+    *,
+    table_name: str,
+    quantities: dict[str, str],
+    base: dict[str, pd.Series],
+) -> pd.DataFrame:
+    """Melt the quantity columns of ``table`` into the harmonised long DRL shape."""
+    parts = []
+    for column, quantity in quantities.items():
+        if column not in table.columns:
+            continue
+        values = pd.to_numeric(table[column], errors="coerce")
+        frame = pd.DataFrame(base)
+        frame["drl_table"] = table_name
+        frame["quantity"] = quantity
+        frame["drl_value"] = values
+        frame["unit"] = QUANTITY_UNITS[quantity]
+        parts.append(frame[values.notna()])
+    if not parts:
+        return pd.DataFrame(columns=list(DRL_COLUMNS))
+    out = pd.concat(parts, ignore_index=True)
+    for column in DRL_COLUMNS:
+        if column not in out.columns:
+            out[column] = np.nan
+    return out[list(DRL_COLUMNS)]
+
+
+def _common(table: pd.DataFrame) -> dict[str, pd.Series]:
+    """Return the columns every DRL table shares, renamed to the harmonised names."""
+    return {
+        "drl_region": table["region"].astype(str),
+        "drl_source": table["source"].astype(str),
+        "drl_year": pd.to_numeric(table["year"], errors="coerce").astype("Int64"),
+        "status": table["status"],
+        "verification": table["verification"],
+        "source_ref": table["source_ref"],
+        "notes": table["notes"].map(_text),
+    }
+
+
+def _harmonise_ct_adult(table: pd.DataFrame) -> pd.DataFrame:
+    """Return ``drl_ct_adult.csv`` in the harmonised DRL shape."""
+    base = _common(table)
+    base |= {
+        "standard_exam": table["exam"].map(_ct_exam_name),
+        "exam_as_published": table["exam"],
+        "clinical_indication": table["clinical_indication"].map(_text),
+        "modality_family": pd.Series("CT", index=table.index),
+        "phantom_cm": pd.to_numeric(table["phantom_cm"], errors="coerce"),
+        "patient_group": pd.Series("adult", index=table.index),
+    }
+    return _long_rows(
+        table,
+        table_name="drl_ct_adult",
+        quantities={"ctdivol_mGy": "ctdivol_mgy", "dlp_mGycm": "dlp_mgycm"},
+        base=base,
+    )
+
+
+def _harmonise_ct_paediatric(table: pd.DataFrame) -> pd.DataFrame:
+    """Return ``drl_ct_paediatric.csv`` in the harmonised DRL shape (bands kept)."""
+    base = _common(table)
+    base |= {
+        "standard_exam": table["exam"].map(_ct_exam_name),
+        "exam_as_published": table["exam"],
+        "clinical_indication": pd.Series("", index=table.index),
+        "modality_family": pd.Series("CT", index=table.index),
+        "phantom_cm": pd.to_numeric(table["phantom_cm"], errors="coerce"),
+        "patient_group": pd.Series("paediatric", index=table.index),
+        "band_grouping": table["grouping"],
+        "band_label": table["band_label"],
+        "band_min": pd.to_numeric(table["band_min"], errors="coerce"),
+        "band_max": pd.to_numeric(table["band_max"], errors="coerce"),
+        "band_unit": table["band_unit"],
+        "contrast": table["contrast"].map(_text),
+    }
+    return _long_rows(
+        table,
+        table_name="drl_ct_paediatric",
+        quantities={"ctdivol_mGy": "ctdivol_mgy", "dlp_mGycm": "dlp_mgycm"},
+        base=base,
+    )
+
+
+def _radiography_exam(exam: str, projection: str) -> tuple[str, str]:
+    """Return (standard exam, note) for a radiography row (see ``RADIOGRAPHY_ALIASES``)."""
+    if (exam, projection) in RADIOGRAPHY_ALIASES:
+        return RADIOGRAPHY_ALIASES[(exam, projection)]
+    return (f"{exam} {projection}".strip(), "")
+
+
+def _harmonise_radiography(table: pd.DataFrame) -> pd.DataFrame:
+    """Return ``drl_radiography.csv`` in the harmonised DRL shape (KAP, ESAK, ESD)."""
+    names = [
+        _radiography_exam(_text(e), _text(p))
+        for e, p in zip(table["exam"], table["projection"], strict=True)
+    ]
+    base = _common(table)
+    notes = [
+        "; ".join(x for x in (alias_note, note) if x)
+        for (_, alias_note), note in zip(names, base["notes"], strict=True)
+    ]
+    base |= {
+        "standard_exam": pd.Series([n for n, _ in names], index=table.index),
+        "exam_as_published": (table["exam"] + " " + table["projection"].map(_text)).str.strip(),
+        "clinical_indication": pd.Series("", index=table.index),
+        "modality_family": pd.Series("DX", index=table.index),
+        "patient_group": table["patient_group"],
+        "notes": pd.Series(notes, index=table.index),
+    }
+    return _long_rows(
+        table,
+        table_name="drl_radiography",
+        quantities={"dap_Gycm2": "kap_gycm2", "esak_mGy": "esak_mgy", "esd_mGy": "esd_mgy"},
+        base=base,
+    )
+
+
+def _harmonise_mammography(table: pd.DataFrame) -> pd.DataFrame:
+    """Return ``drl_mammography.csv`` in the harmonised DRL shape.
+
+    Rows published for ``context = all`` apply to screening and diagnostic mammography
+    and are listed once for each; ``view = "CC and MLO"`` applies to every view (``view``
+    left empty).
+    """
+    rows = []
+    for _, row in table.iterrows():
+        contexts = ["screening", "diagnostic"] if row["context"] == "all" else [row["context"]]
+        for context in contexts:
+            record = row.to_dict()
+            record["standard_exam"] = f"Mammography {context}"
+            record["view_norm"] = "" if _text(row["view"]) == "CC and MLO" else _text(row["view"])
+            rows.append(record)
+    expanded = pd.DataFrame(rows)
+    base = _common(expanded)
+    base |= {
+        "standard_exam": expanded["standard_exam"],
+        "exam_as_published": expanded["context"] + " " + expanded["view"].map(_text),
+        "clinical_indication": expanded["breast_category"].map(_text),
+        "modality_family": pd.Series("MG", index=expanded.index),
+        "patient_group": pd.Series("adult", index=expanded.index),
+        "band_grouping": pd.Series(
+            np.where(expanded["cbt_min_mm"].notna(), "compressed breast thickness", None),
+            index=expanded.index,
+        ),
+        "band_min": pd.to_numeric(expanded["cbt_min_mm"], errors="coerce"),
+        "band_max": pd.to_numeric(expanded["cbt_max_mm"], errors="coerce"),
+        "band_unit": pd.Series(
+            np.where(expanded["cbt_min_mm"].notna(), "mm (inclusive)", None), index=expanded.index
+        ),
+        "view": expanded["view_norm"],
+    }
+    return _long_rows(
+        expanded, table_name="drl_mammography", quantities={"agd_mGy": "agd_mgy"}, base=base
+    )
+
+
+def _harmonise_fluoro(table: pd.DataFrame) -> pd.DataFrame:
+    """Return ``drl_fluoro_interventional.csv`` in the harmonised DRL shape."""
+    names = [FLUORO_ALIASES.get(p, (p, "")) for p in table["procedure"]]
+    base = _common(table)
+    base |= {
+        "standard_exam": pd.Series([n for n, _ in names], index=table.index),
+        "exam_as_published": table["procedure"],
+        "clinical_indication": table["category"],
+        "modality_family": pd.Series("RF/XA", index=table.index),
+        "patient_group": pd.Series("adult", index=table.index),
+        "notes": pd.Series(
+            ["; ".join(x for x in (a, n) if x) for (_, a), n in zip(names, base["notes"], strict=True)],
+            index=table.index,
+        ),
+    }
+    return _long_rows(
+        table,
+        table_name="drl_fluoro_interventional",
+        quantities={"kap_Gycm2": "kap_gycm2", "kar_mGy": "ka_r_mgy"},
+        base=base,
+    )
+
+
+_HARMONISERS = {
+    "drl_ct_adult": _harmonise_ct_adult,
+    "drl_ct_paediatric": _harmonise_ct_paediatric,
+    "drl_radiography": _harmonise_radiography,
+    "drl_mammography": _harmonise_mammography,
+    "drl_fluoro_interventional": _harmonise_fluoro,
+}
+
+#: Columns that identify which published table shape a site CSV follows.
+_SHAPE_MARKERS: Final[tuple[tuple[str, frozenset[str]], ...]] = (
+    ("harmonised", frozenset({"standard_exam", "quantity", "drl_value"})),
+    ("drl_ct_paediatric", frozenset({"exam", "ctdivol_mGy", "band_min"})),
+    ("drl_ct_adult", frozenset({"exam", "ctdivol_mGy", "dlp_mGycm"})),
+    ("drl_radiography", frozenset({"exam", "projection", "dap_Gycm2"})),
+    ("drl_mammography", frozenset({"view", "agd_mGy"})),
+    ("drl_fluoro_interventional", frozenset({"procedure", "kap_Gycm2"})),
+)
+
+
+def _harmonise_site_table(path: Path) -> pd.DataFrame:
+    """Read a site DRL CSV in one of the published shapes or in the harmonised shape."""
+    try:
+        table = _read_csv(path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"Unable to read the site DRL table {path}: {exc}") from exc
+    columns = set(table.columns)
+    for shape, markers in _SHAPE_MARKERS:
+        if markers <= columns:
+            break
+    else:
+        raise ConfigurationError(
+            f"Unable to use the site DRL table {path}: its columns match none of the "
+            "shipped DRL tables (see docs/analysis.md, 'Adding a site DRL table')."
+        )
+    for column in ("status", "verification", "source_ref", "notes", "year", "source", "region"):
+        if column not in table.columns:
+            table[column] = {"status": "current", "verification": "site"}.get(column, "")
+    if shape == "harmonised":
+        table = table.rename(
+            columns={"region": "drl_region", "source": "drl_source", "year": "drl_year"}
+        )
+        for column in DRL_COLUMNS:
+            if column not in table.columns:
+                table[column] = np.nan
+        table["drl_table"] = f"site:{path.name}"
+        table["unit"] = table["quantity"].map(QUANTITY_UNITS)
+        return table[list(DRL_COLUMNS)]
+    out = _HARMONISERS[shape](table)
+    out["drl_table"] = f"site:{path.name}"
+    return out
+
+
+def load_drls(
+    *, extra_paths: Iterable[Path | str] = (), include_packaged: bool = True
+) -> pd.DataFrame:
+    """Return every DRL row (packaged tables and site tables) in one harmonised frame.
+
+    Sources: ``kerma/reference/drl_*.csv`` (citations per row in ``source_ref``; see
+    ``kerma/reference/README.md``), plus each site CSV in ``extra_paths``
+    (``Settings.drl_extra_paths``).
+
+    Parameters
+    ----------
+    extra_paths : iterable of path, optional
+        Site DRL tables. Each is a CSV with the columns of one of the shipped tables
+        (e.g. ``drl_ct_adult.csv``) or the harmonised columns below (at least
+        ``region, source, year, standard_exam, quantity, drl_value``).
+    include_packaged : bool, optional
+        Include the shipped tables (default ``True``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (published row, quantity). Columns: ``drl_region`` (``EU``, ``UK``
+        ...), ``drl_table``, ``drl_source``, ``drl_year``, ``standard_exam`` (kerma's
+        name, e.g. ``"CT Head"``, ``"Chest PA"``, ``"Mammography screening"``, ``"PCI"``),
+        ``exam_as_published``, ``clinical_indication``, ``modality_family`` (``CT``,
+        ``DX``, ``MG``, ``RF/XA``), ``quantity`` (``ctdivol_mgy``, ``dlp_mgycm``,
+        ``kap_gycm2``, ``agd_mgy``, ``ka_r_mgy``, ``esd_mgy``, ``esak_mgy``),
+        ``drl_value`` (float, in ``unit``: mGy, mGy·cm, Gy·cm²), ``unit``, ``phantom_cm``,
+        ``patient_group`` (``adult``/``paediatric``), ``band_grouping`` (``age``,
+        ``weight``, ``compressed breast thickness``), ``band_label``, ``band_min``,
+        ``band_max``, ``band_unit``, ``contrast``, ``view``, ``status``,
+        ``verification``, ``source_ref``, ``notes``.
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When a site table cannot be read or has unknown columns.
+    """
+    parts = []
+    if include_packaged:
+        for stem, harmonise in _HARMONISERS.items():
+            parts.append(harmonise(read_reference_table(stem)))
+    for path in extra_paths:
+        parts.append(_harmonise_site_table(Path(path)))
+    if not parts:
+        return pd.DataFrame(columns=list(DRL_COLUMNS))
+    return pd.concat(parts, ignore_index=True)
+
+
+def parse_drl_set(drl_set: str | Sequence[str]) -> list[str]:
+    """Return the region codes of a DRL-set selection in priority order.
+
+    ``"EU"`` selects the EU set; ``"UK,EU"`` looks in the UK set first and uses the EU
+    set for exams the UK set lacks.
+    """
+    items = drl_set.split(",") if isinstance(drl_set, str) else list(drl_set)
+    return [item.strip() for item in items if item.strip()]
+
+
+def select_drls(
+    drls: pd.DataFrame,
+    drl_set: str | Sequence[str],
+    *,
+    statuses: Sequence[str] = ("current",),
+) -> pd.DataFrame:
+    """Return the DRL rows of the selected set(s), one region per (exam, quantity, group).
+
+    For each ``(standard_exam, quantity, patient_group)`` the first region in
+    ``drl_set`` that has rows with one of ``statuses`` wins; when a region has none
+    with those statuses, its most recent year is used instead (so a region whose set
+    is wholly superseded still answers, and the status column says so).
+
+    Parameters
+    ----------
+    drls : pandas.DataFrame
+        Output of :func:`load_drls`.
+    drl_set : str or sequence of str
+        Region codes in priority order (``Settings.drl_set``, e.g. ``"EU"`` or
+        ``"UK,EU"``).
+    statuses : sequence of str, optional
+        Preferred statuses (default ``("current",)``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The selected rows, same columns as :func:`load_drls`.
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When none of the region codes exists in ``drls``.
+    """
+    regions = parse_drl_set(drl_set)
+    known = set(drls["drl_region"].astype(str))
+    if not any(region in known for region in regions):
+        raise ConfigurationError(
+            f"Unable to select the DRL set {','.join(regions)!r}: no such region. "
+            f"Known sets: {', '.join(sorted(known))} (see `kerma drl sets`)."
+        )
+    key = ["standard_exam", "quantity", "patient_group"]
+    chosen: list[pd.DataFrame] = []
+    taken: set[tuple[str, str, str]] = set()
+    for region in regions:
+        rows = drls[drls["drl_region"] == region]
+        for group_key, group in rows.groupby(key, sort=False, dropna=False):
+            tkey = tuple(str(v) for v in group_key)
+            if tkey in taken:
+                continue
+            preferred = group[group["status"].isin(statuses)]
+            if preferred.empty:
+                preferred = group[group["drl_year"] == group["drl_year"].max()]
+            chosen.append(preferred)
+            taken.add(tkey)  # type: ignore[arg-type]
+    if not chosen:
+        return drls.iloc[0:0]
+    return pd.concat(chosen, ignore_index=True)
+
+
+def list_drl_sets(drls: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Return one row per DRL set (region, source, year) with what it covers.
+
+    Parameters
+    ----------
+    drls : pandas.DataFrame, optional
+        Output of :func:`load_drls`; the packaged tables when omitted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (region, year, table). Columns ``drl_region``, ``drl_source`` (the
+        fullest citation string of the rows), ``drl_year``, ``drl_table``, ``n_rows``
+        (DRL values),
+        ``modalities`` (e.g. ``"CT, RF/XA"``), ``quantities``, ``statuses`` and
+        ``verification`` (grades present, comma-joined), sorted by region and year.
+    """
+    if drls is None:
+        drls = load_drls()
+
+    def join(values: pd.Series) -> str:
+        return ", ".join(sorted({str(v) for v in values.dropna() if str(v)}))
+
+    def longest(values: pd.Series) -> str:
+        return max((str(v) for v in values.dropna()), key=len, default="")
+
+    grouped = drls.groupby(["drl_region", "drl_year", "drl_table"], dropna=False)
+    out = grouped.agg(
+        drl_source=("drl_source", longest),
+        n_rows=("drl_value", "size"),
+        modalities=("modality_family", join),
+        quantities=("quantity", join),
+        statuses=("status", join),
+        verification=("verification", join),
+    ).reset_index()
+    out = out.sort_values(["drl_region", "drl_year"], ascending=[True, False])
+    columns = ["drl_region", "drl_source", "drl_year", "drl_table", "n_rows", "modalities"]
+    columns += ["quantities", "statuses", "verification"]
+    return out[columns].reset_index(drop=True)
+
+
+def load_k_factors() -> pd.DataFrame:
+    """Return the CT DLP→effective-dose coefficient table as published.
+
+    Source: ``kerma/reference/ct_effective_dose_k_factors.csv`` (sets: EUR 16262/AAPM
+    Report 96 (ICRP 60), Lee et al. Med Phys 2012 Table XII (ICRP 60 and 103), an ICRP
+    103 adult set (secondary), Huda et al. 2008).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``source``, ``icrp_basis``, ``body_region``, ``age_years`` (str:
+        ``0``, ``1``, ``5``, ``10``, ``15``, ``adult``), ``kvp`` (str), ``sex``,
+        ``k_mSv_per_mGycm`` (mSv per mGy·cm), ``dlp_reference_phantom``,
+        ``verification``, ``source_ref``, ``notes``.
+    """
+    return _read_csv(reference_path("ct_effective_dose_k_factors.csv"))
+
+
+def load_ssde_coefficients() -> pd.DataFrame:
+    """Return the AAPM Report 204 exponential-fit coefficients, one row per phantom.
+
+    Source: ``kerma/reference/ssde_fit_coefficients.csv`` (AAPM Report 204, 2011;
+    verification ``secondary``: identical in at least five public implementations).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``phantom_cm`` (16, 32), ``a``, ``b`` (per cm), ``valid_dw_min_cm``,
+        ``valid_dw_max_cm``, ``source``, ``verification``, ``notes``, indexed by
+        ``phantom_cm``.
+    """
+    table = _read_csv(reference_path("ssde_fit_coefficients.csv"))
+    return table.set_index("phantom_cm", drop=False)

@@ -1,0 +1,213 @@
+"""``kerma demo``: write synthetic dose reports and import them into a fresh demo registry.
+
+A thin wrapper around :func:`kerma.demo.generator.iter_demo_studies` and
+:class:`kerma.Registry`. The demo registry is separate from the user's: by default
+``sqlite:///kerma-demo.db`` with its archive in ``./kerma-demo-archive``, both deleted
+and recreated on every run; ``kerma.db`` is never touched.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from kerma.errors import ConfigurationError
+
+#: Default demo registry, files and archive (relative to the working directory).
+DEFAULT_DATABASE_URL = "sqlite:///kerma-demo.db"
+DEFAULT_OUT_DIR = Path("kerma-demo-data")
+DEFAULT_ARCHIVE_DIR = Path("kerma-demo-archive")
+
+_MODALITY_NAMES = {"CT": "CT", "RF": "fluoroscopy", "DX": "radiography"}
+
+
+def demo(
+    studies: Annotated[
+        int, typer.Option("--studies", "-n", min=0, help="Number of studies to generate.")
+    ] = 200,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the generated DICOM files.")
+    ] = DEFAULT_OUT_DIR,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 1,
+    database: Annotated[
+        str,
+        typer.Option(
+            "--database",
+            help="Registry URL for the demo. The default SQLite file is deleted and "
+            "recreated on each run; another existing SQLite file is refused.",
+        ),
+    ] = DEFAULT_DATABASE_URL,
+    no_import: Annotated[
+        bool, typer.Option("--no-import", help="Only write the files; do not import them.")
+    ] = False,
+) -> None:
+    """Generate synthetic CT, fluoroscopy and radiography dose reports and import them.
+
+    The demo department has three CT rooms (Siemens, GE, Canon), a cardiac cath lab, a
+    fluoroscopy room and a radiography room, with log-normal dose distributions per
+    protocol, a few QA phantom scans, and one CT room set up with higher doses. All
+    names and IDs are synthetic.
+    """
+    from kerma.demo.generator import iter_demo_studies
+
+    console = Console()
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("DEMO-*.dcm"):  # only files an earlier demo run wrote
+        old.unlink()
+    paths: list[Path] = []
+    by_modality: Counter[str] = Counter()
+    n_qa = 0
+    with _progress(console, "writing dose reports") as progress:
+        task = progress.add_task("write", total=studies)
+        for study in iter_demo_studies(out, studies=studies, seed=seed):
+            paths.append(study.path)
+            by_modality[study.modality] += 1
+            n_qa += study.is_qa
+            progress.advance(task)
+    parts = ", ".join(f"{n} {_MODALITY_NAMES.get(m, m)}" for m, n in sorted(by_modality.items()))
+    console.print(
+        f"Wrote {len(paths)} X-Ray Radiation Dose SRs to [bold]{out}[/bold] "
+        f"({parts}; {n_qa} QA phantom studies), seed {seed}."
+    )
+    if no_import:
+        return
+    import_demo(paths, database=database, console=console)
+
+
+def import_demo(paths: list[Path], *, database: str, console: Console) -> None:
+    """Import ``paths`` into a fresh demo registry and print the counts and dose summary.
+
+    Parameters
+    ----------
+    paths : list of pathlib.Path
+        The generated files.
+    database : str
+        SQLAlchemy URL of the demo registry.
+    console : rich.console.Console
+        Where to print.
+
+    Raises
+    ------
+    ConfigurationError
+        When ``database`` is an existing SQLite file other than the demo default.
+    """
+    from kerma.api import Registry
+    from kerma.config import get_settings
+
+    archive_dir = _fresh_registry(database)
+    settings = get_settings(database_url=database, archive_dir=archive_dir)
+    with Registry(database, settings=settings) as registry:
+        with _progress(console, "importing") as progress:
+            task = progress.add_task("import", total=len(paths))
+            result = registry.import_paths(paths, progress=lambda _o: progress.advance(task))
+        _print_import(console, result)
+        frame = registry.summary()
+    _print_summary(console, frame)
+    console.print(
+        f"Demo registry: [bold]{database}[/bold] (archive {archive_dir}). Explore it with "
+        f"[bold]KERMA_DATABASE_URL={database} KERMA_ARCHIVE_DIR={archive_dir} kerma studies[/bold]"
+        " (QA phantom studies are left out of the statistics; add --include-non-patient)."
+    )
+
+
+def _fresh_registry(database: str) -> Path:
+    """Delete the demo SQLite file and archive so the import starts empty; return the archive.
+
+    Only the default demo database (or a SQLite file named ``kerma-demo*``) is deleted;
+    another existing SQLite file is refused, and a server database is used as it is.
+    """
+    archive_dir = DEFAULT_ARCHIVE_DIR
+    url = make_url(database)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        db_path = Path(url.database)
+        if (
+            db_path.exists()
+            and database != DEFAULT_DATABASE_URL
+            and not db_path.name.startswith("kerma-demo")
+        ):
+            raise ConfigurationError(
+                f"Unable to run the demo into {database}: the file {db_path} exists and the "
+                "demo needs a fresh registry. Give a new file name, or omit --database to use "
+                f"{DEFAULT_DATABASE_URL}."
+            )
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    if archive_dir.exists():
+        shutil.rmtree(archive_dir)
+    return archive_dir
+
+
+def _progress(console: Console, label: str) -> Progress:
+    """Return a transient Rich progress bar labelled ``label``."""
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _print_import(console: Console, result: Any) -> None:
+    """Print the counts of an :class:`~kerma.ingest.pipeline.ImportSummary`."""
+    table = Table(title="Import", show_header=True, header_style="bold")
+    table.add_column("outcome")
+    table.add_column("objects", justify="right")
+    table.add_row("objects read", str(result.objects_read))
+    for (kind, modality), n in sorted(result.imported.items()):
+        table.add_row(f"imported {kind} {modality}", str(n))
+    table.add_row("already present", str(result.already_present))
+    table.add_row("rejected", str(result.rejected))
+    console.print(table)
+    for reason, n in result.rejections_by_reason.most_common(5):
+        console.print(f"[yellow]rejected ({n}):[/yellow] {reason}")
+
+
+def _fmt(value: Any) -> str:
+    """Format a statistic to 3 significant figures (empty when missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _print_summary(console: Console, frame: Any) -> None:
+    """Print :meth:`kerma.Registry.summary`: one table per device, a row per protocol."""
+    if frame.empty:
+        console.print("No irradiation events in the demo registry.")
+        return
+    console.print(
+        "[bold]Dose per irradiation event[/bold] by device and acquisition protocol "
+        "(patients only): median and quartiles."
+    )
+    for (modality, device), group in frame.groupby(["modality", "device_name"], sort=True):
+        table = Table(title=f"{modality}: {device}", show_header=True, header_style="bold")
+        table.add_column("protocol", overflow="fold")
+        table.add_column("quantity")
+        for header in ("studies", "events", "median", "25th pct", "75th pct"):
+            table.add_column(header, justify="right")
+        for row in group.itertuples(index=False):
+            table.add_row(
+                str(row.acquisition_protocol),
+                str(row.label),
+                str(row.number_of_studies),
+                str(row.number_of_values),
+                _fmt(row.median),
+                _fmt(row.p25),
+                _fmt(row.p75),
+            )
+        console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to the root app."""
+    app.command("demo")(demo)

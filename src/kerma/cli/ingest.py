@@ -1,0 +1,247 @@
+"""``kerma import``, ``rejects``, ``studies``, ``summary`` and ``reprocess``.
+
+Thin wrappers around :class:`kerma.Registry`; the registry is chosen by
+``KERMA_DATABASE_URL`` and the archive by ``KERMA_ARCHIVE_DIR``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kerma.config import get_settings
+from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2
+
+ModalityOpt = Annotated[
+    str | None, typer.Option("--modality", "-m", help="Modality (CT, DX, MG, RF, XA, NM, PT ...).")
+]
+FromOpt = Annotated[str | None, typer.Option("--from", help="First study date, YYYY-MM-DD.")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="Last study date, YYYY-MM-DD.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", "-d", help="Part of the device, station or model name.")
+]
+NonPatientOpt = Annotated[
+    bool, typer.Option("--include-non-patient", help="Include QA and phantom studies.")
+]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write all rows to this CSV file.")]
+
+
+def _registry() -> Any:
+    """Return the registry of the current settings (migrated on first use)."""
+    from kerma.api import Registry
+
+    return Registry(settings=get_settings())
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    """Format a cell: numbers to ``digits`` significant figures, missing values empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d")
+    return str(value)
+
+
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders (recursive).")],
+) -> None:
+    """Import DICOM dose objects into the registry (idempotent: a second run adds nothing)."""
+    from kerma.ingest.sources import count_files
+
+    console = Console()
+    for path in paths:
+        if not path.exists():
+            console.print(f"[yellow]warning:[/yellow] {path}: no such file or folder")
+    reg = _registry()
+    total = count_files(paths)
+    with Progress(
+        TextColumn("[bold]importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("import", total=total)
+        summary = reg.import_paths(paths, progress=lambda _o: progress.advance(task))
+    table = Table(title="Import", show_header=True, header_style="bold")
+    table.add_column("outcome")
+    table.add_column("objects", justify="right")
+    table.add_row("objects read", str(summary.objects_read))
+    for (kind, modality), n in sorted(summary.imported.items()):
+        table.add_row(f"imported {kind} {modality}", str(n))
+    table.add_row("imported (total)", str(summary.n_imported))
+    table.add_row("already present", str(summary.already_present))
+    table.add_row("superseded on arrival (older report)", str(summary.superseded))
+    table.add_row("earlier reports superseded", str(summary.replaced))
+    table.add_row("rejected", str(summary.rejected))
+    console.print(table)
+    if summary.rejected:
+        reasons = Table(title="Rejections", show_header=True, header_style="bold")
+        reasons.add_column("objects", justify="right")
+        reasons.add_column("reason")
+        for reason, n in summary.rejections_by_reason.most_common():
+            reasons.add_row(str(n), reason)
+        console.print(reasons)
+        console.print("List them with [bold]kerma rejects[/bold]; they are kept in the archive.")
+    reg.close()
+    if summary.objects_read == 0 or summary.unreadable == summary.objects_read:
+        raise typer.Exit(1)
+
+
+def rejects(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Newest rows to show.")] = 50,
+) -> None:
+    """List rejected objects: when, file, SOP Instance UID and reason."""
+    console = Console()
+    reg = _registry()
+    frame = reg.rejects(limit=limit)
+    reg.close()
+    if frame.empty:
+        console.print("No rejected objects.")
+        return
+    table = Table(title="Rejected objects", show_header=True, header_style="bold")
+    for column in ("when", "file", "SOP Instance UID", "reason"):
+        table.add_column(column, overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            row.rejected_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _fmt(row.file_name),
+            _fmt(row.sop_instance_uid),
+            _fmt(row.reason),
+        )
+    console.print(table)
+
+
+#: Columns of ``kerma studies``: (frame column, header, factor to the display unit).
+STUDY_TABLE: tuple[tuple[str, str, float | None], ...] = (
+    ("study_date", "date", None),
+    ("modalities", "modality", None),
+    ("device_name", "device", None),
+    ("study_description", "description", None),
+    ("number_of_events", "events", None),
+    ("ct_dlp_total_mgycm", "DLP (mGy·cm)", 1.0),
+    ("dap_total_gym2", "KAP (Gy·cm²)", GYM2_TO_GYCM2),
+    ("dose_rp_total_gy", "Ka,r (mGy)", GY_TO_MGY),
+    ("fluoro_time_total_s", "fluoro (s)", 1.0),
+    ("agd_total_mgy", "AGD (mGy)", 1.0),
+    ("administered_activity_mbq", "activity (MBq)", 1.0),
+)
+
+
+def studies(
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    include_non_patient: NonPatientOpt = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
+    csv: CsvOpt = None,
+) -> None:
+    """List studies with their dose totals (display units: KAP in Gy·cm², Ka,r in mGy)."""
+    console = Console()
+    reg = _registry()
+    frame = reg.studies(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        include_non_patient=include_non_patient,
+    )
+    reg.close()
+    if csv is not None:
+        frame.to_csv(csv, index=False)
+        console.print(f"{len(frame)} studies written to {csv}")
+    table = Table(title=f"Studies ({len(frame)})", show_header=True, header_style="bold")
+    shown = [c for c in STUDY_TABLE if c[2] is None or frame[c[0]].notna().any()]
+    for _, header, _ in shown:
+        table.add_column(header, overflow="fold")
+    for _, row in frame.tail(limit).iterrows():
+        table.add_row(
+            *(
+                _fmt(row[name] * factor if factor and pd.notna(row[name]) else row[name])
+                for name, _, factor in shown
+            )
+        )
+    console.print(table)
+
+
+def summary(
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    include_non_patient: NonPatientOpt = False,
+    csv: CsvOpt = None,
+) -> None:
+    """Median and quartiles of the main dose quantity per modality, device and protocol."""
+    console = Console()
+    reg = _registry()
+    frame = reg.summary(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        include_non_patient=include_non_patient,
+    )
+    reg.close()
+    if csv is not None:
+        frame.to_csv(csv, index=False)
+        console.print(f"{len(frame)} rows written to {csv}")
+    if frame.empty:
+        console.print("No irradiation events match.")
+        return
+    table = Table(title="Dose summary", show_header=True, header_style="bold")
+    for header in ("modality", "device", "protocol", "quantity", "studies", "events"):
+        table.add_column(header, overflow="fold")
+    for header in ("median", "25th pct", "75th pct"):
+        table.add_column(header, justify="right")
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            row.modality,
+            row.device_name,
+            row.acquisition_protocol,
+            row.label,
+            str(row.number_of_studies),
+            str(row.number_of_events),
+            _fmt(row.median),
+            _fmt(row.p25),
+            _fmt(row.p75),
+        )
+    console.print(table)
+
+
+def reprocess() -> None:
+    """Re-extract every archived object with the current extractors and update the registry."""
+    console = Console()
+    reg = _registry()
+    with console.status("reprocessing the archive"):
+        result = reg.reprocess()
+    reg.close()
+    table = Table(title="Reprocess", show_header=True, header_style="bold")
+    table.add_column("outcome")
+    table.add_column("objects", justify="right")
+    table.add_row("dose reports updated", str(result.reports))
+    table.add_row("dose reports the current extractors reject (kept)", str(result.reports_failing))
+    table.add_row("rejected objects now imported", str(result.rejected_now_imported))
+    table.add_row("rejected objects still rejected", str(result.rejected_still))
+    table.add_row("missing from the archive", str(result.missing_from_archive))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ingest and registry commands to the root app."""
+    app.command("import")(import_)
+    app.command("rejects")(rejects)
+    app.command("studies")(studies)
+    app.command("summary")(summary)
+    app.command("reprocess")(reprocess)

@@ -1,0 +1,110 @@
+"""Apply the Alembic migrations shipped inside the package.
+
+The Alembic configuration is built in code (no ``alembic.ini`` needed), with
+``script_location`` pointing at ``kerma/db/migrations``, so ``kerma db upgrade`` works
+from an installed package. Upgrades take a lock first (``BEGIN IMMEDIATE`` on SQLite,
+an advisory lock on PostgreSQL), so several processes starting at once upgrade once.
+
+May import ``kerma.db`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, text
+
+from kerma.db.session import WRITE_OPTION
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+#: Any constant: the PostgreSQL advisory lock key held while migrating.
+PG_MIGRATION_LOCK_KEY = 0x6B65726D61  # "kerma"
+
+_checked: set[str] = set()
+_checked_lock = threading.Lock()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Return the Alembic configuration of the registry.
+
+    Parameters
+    ----------
+    connection : sqlalchemy.Connection, optional
+        The connection ``env.py`` migrates; required for upgrade, downgrade and check.
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("file_template", "%%(year)d-%%(month).2d-%%(day).2d_%%(slug)s")
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    """Return the head revision of the shipped migrations."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """Return the revision the database is at (``None`` when empty)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _locked_run(engine: Engine, action: str, revision: str) -> None:
+    """Run an Alembic command inside one locked transaction."""
+    with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn, conn.begin():
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATION_LOCK_KEY})
+        cfg = alembic_config(conn)
+        if action == "upgrade":
+            command.upgrade(cfg, revision)
+        else:
+            command.downgrade(cfg, revision)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (default: the newest).
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The registry database.
+    revision : str, optional
+        Target revision, default ``"head"``.
+    """
+    _locked_run(engine, "upgrade", revision)
+    with _checked_lock:
+        _checked.discard(str(engine.url))
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    """Revert migrations down to ``revision`` (default: an empty database)."""
+    _locked_run(engine, "downgrade", revision)
+    with _checked_lock:
+        _checked.discard(str(engine.url))
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade the database to the newest revision unless it is there already.
+
+    Checked once per database URL and process; cheap afterwards.
+    """
+    key = str(engine.url)
+    with _checked_lock:
+        if key in _checked:
+            return
+    if current_revision(engine) != head_revision():
+        logger.info("upgrading the registry database schema")
+        _locked_run(engine, "upgrade", "head")
+    with _checked_lock:
+        _checked.add(key)

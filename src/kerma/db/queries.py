@@ -1,0 +1,269 @@
+"""Keyword-only reads and writes of the registry; none of them commits.
+
+The unit of work belongs to the caller (:func:`kerma.db.session.session_scope`). Writes
+that may race with another process (device, patient, study creation) insert inside a
+SAVEPOINT and fall back to reading the row the other process created.
+
+May import ``kerma.db``, ``kerma.records`` and ``kerma.errors`` only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from kerma.db.models import Device, DoseReport, IrradiationEvent, Patient, RejectedObject, Study
+from kerma.errors import NotFoundError
+from kerma.records import DeviceInfo
+
+T = TypeVar("T")
+
+
+def device_key(info: DeviceInfo) -> str:
+    """Return the identity key of a device: SHA-256 of its observer UID or equipment.
+
+    The TID 1004 Device Observer UID identifies a device when the object gives one;
+    otherwise (manufacturer, model name, serial number, station name) does.
+    """
+    if info.device_observer_uid:
+        text = "uid\x1f" + info.device_observer_uid
+    else:
+        parts = (
+            info.manufacturer,
+            info.manufacturer_model_name,
+            info.device_serial_number,
+            info.station_name,
+        )
+        text = "equipment\x1f" + "\x1f".join((p or "").strip() for p in parts)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def device_name(info: DeviceInfo | Device) -> str:
+    """Return the display name of a device: ``"<manufacturer> <model> (<station>)"``."""
+    name = " ".join(p for p in (info.manufacturer, info.manufacturer_model_name) if p)
+    if info.station_name:
+        name = f"{name} ({info.station_name})" if name else info.station_name
+    return name or "unknown device"
+
+
+def _insert_or_get(session: Session, row: T, lookup: Callable[[], T | None]) -> T:
+    """Insert ``row`` in a SAVEPOINT; on a unique-constraint race return the existing row."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        existing = lookup()
+        if existing is None:
+            raise
+        return existing
+    return row
+
+
+def get_or_create_device(session: Session, *, info: DeviceInfo) -> Device:
+    """Return the device of ``info`` (created when new; missing attributes filled in)."""
+    key = device_key(info)
+
+    def lookup() -> Device | None:
+        return session.scalars(select(Device).where(Device.device_key == key)).one_or_none()
+
+    device = lookup()
+    if device is None:
+        device = Device(
+            device_key=key,
+            device_observer_uid=info.device_observer_uid,
+            manufacturer=info.manufacturer,
+            manufacturer_model_name=info.manufacturer_model_name,
+            device_serial_number=info.device_serial_number,
+            station_name=info.station_name,
+            institution_name=info.institution_name,
+            software_versions=info.software_versions,
+            device_name=device_name(info),
+        )
+        return _insert_or_get(session, device, lookup)
+    changed = _fill_missing(
+        device,
+        info,
+        (
+            "manufacturer",
+            "manufacturer_model_name",
+            "device_serial_number",
+            "station_name",
+            "institution_name",
+            "software_versions",
+        ),
+    )
+    if changed:
+        device.device_name = device_name(device)
+    return device
+
+
+def get_or_create_patient(session: Session, *, pseudonym: str) -> Patient:
+    """Return the patient of a pseudonym, created when new."""
+
+    def lookup() -> Patient | None:
+        return session.scalars(select(Patient).where(Patient.pseudonym == pseudonym)).one_or_none()
+
+    return lookup() or _insert_or_get(session, Patient(pseudonym=pseudonym), lookup)
+
+
+def get_or_create_study(
+    session: Session, *, study_instance_uid: str, device: Device, lock: bool = True
+) -> Study:
+    """Return the study (Study Instance UID, device), created when new.
+
+    Parameters
+    ----------
+    study_instance_uid : str
+        Study Instance UID.
+    device : Device
+        The device that performed it.
+    lock : bool, optional
+        Lock the row (``SELECT ... FOR UPDATE`` on PostgreSQL) so that reports of one
+        study are reconciled one at a time. Default ``True``.
+    """
+
+    def lookup() -> Study | None:
+        stmt = select(Study).where(
+            Study.study_instance_uid == study_instance_uid, Study.device_id == device.id
+        )
+        if lock:
+            stmt = stmt.with_for_update()
+        return session.scalars(stmt).one_or_none()
+
+    study = lookup()
+    if study is None:
+        study = _insert_or_get(
+            session,
+            Study(study_instance_uid=study_instance_uid, device_id=device.id, is_non_patient=False),
+            lookup,
+        )
+    return study
+
+
+def _fill_missing(row: Any, source: Any, names: tuple[str, ...]) -> bool:
+    """Copy attributes that are ``None`` on ``row`` from ``source``; return whether any was."""
+    changed = False
+    for name in names:
+        value = getattr(source, name, None)
+        if getattr(row, name) is None and value is not None:
+            setattr(row, name, value)
+            changed = True
+    return changed
+
+
+def fill_study(study: Study, values: dict[str, Any]) -> None:
+    """Set the study attributes in ``values`` that the study does not hold yet."""
+    for name, value in values.items():
+        if value is not None and getattr(study, name) is None:
+            setattr(study, name, value)
+
+
+def get_dose_report(session: Session, *, sop_instance_uid: str) -> DoseReport | None:
+    """Return the dose report of a SOP Instance UID, or ``None``."""
+    return session.scalars(
+        select(DoseReport).where(DoseReport.sop_instance_uid == sop_instance_uid)
+    ).one_or_none()
+
+
+def get_dose_report_or_raise(session: Session, *, sop_instance_uid: str) -> DoseReport:
+    """Return the dose report of a SOP Instance UID.
+
+    Raises
+    ------
+    NotFoundError
+        When no report has that SOP Instance UID.
+    """
+    report = get_dose_report(session, sop_instance_uid=sop_instance_uid)
+    if report is None:
+        raise NotFoundError(f"No dose report with SOP Instance UID {sop_instance_uid}.")
+    return report
+
+
+def has_dose_report_with_sha256(session: Session, *, sha256: str) -> bool:
+    """Return whether an archived object of this SHA-256 is already a dose report."""
+    stmt = select(DoseReport.id).where(DoseReport.archive_sha256 == sha256).limit(1)
+    return session.scalars(stmt).first() is not None
+
+
+def get_rejected_object(session: Session, *, sha256: str) -> RejectedObject | None:
+    """Return the rejection of an archived object, or ``None``."""
+    return session.scalars(
+        select(RejectedObject).where(RejectedObject.archive_sha256 == sha256)
+    ).one_or_none()
+
+
+def add_rejected_object(
+    session: Session,
+    *,
+    sha256: str,
+    archive_path: str,
+    file_name: str | None,
+    reason: str,
+    sop_class_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    rejected_at: dt.datetime | None = None,
+) -> RejectedObject:
+    """Record (or update) the rejection of an archived object; one row per SHA-256."""
+    when = rejected_at or dt.datetime.now(dt.UTC)
+
+    def lookup() -> RejectedObject | None:
+        return get_rejected_object(session, sha256=sha256)
+
+    row = lookup()
+    if row is None:
+        row = RejectedObject(
+            archive_sha256=sha256,
+            archive_path=archive_path,
+            file_name=file_name,
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            reason=reason,
+            rejected_at=when,
+        )
+        row = _insert_or_get(session, row, lookup)
+    row.reason = reason
+    row.sop_class_uid = sop_class_uid or row.sop_class_uid
+    row.sop_instance_uid = sop_instance_uid or row.sop_instance_uid
+    return row
+
+
+def delete_rejected_object(session: Session, *, sha256: str) -> int:
+    """Delete the rejection of an archived object (it now imports); return rows deleted."""
+    result = session.execute(delete(RejectedObject).where(RejectedObject.archive_sha256 == sha256))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def iter_ids(session: Session, model: type[Any], *, batch_size: int = 500) -> list[int]:
+    """Return all primary keys of a table in ascending order (for chunked reprocessing)."""
+    return list(session.scalars(select(model.id).order_by(model.id)))
+
+
+def study_event_keys(
+    session: Session, *, study_id: int
+) -> list[tuple[int, int, int | None, str | None, bool]]:
+    """Return (report id, event id, superseded_by_id, event key, is_current) of a study.
+
+    Reports without events appear once with event id ``-1``.
+    """
+    stmt = (
+        select(
+            DoseReport.id,
+            IrradiationEvent.id,
+            DoseReport.superseded_by_id,
+            IrradiationEvent.event_key,
+            IrradiationEvent.is_current,
+        )
+        .outerjoin(IrradiationEvent, IrradiationEvent.dose_report_id == DoseReport.id)
+        .where(DoseReport.study_id == study_id)
+        .order_by(DoseReport.id, IrradiationEvent.event_index)
+    )
+    return [
+        (rid, -1 if eid is None else eid, sup, key, bool(cur))
+        for rid, eid, sup, key, cur in session.execute(stmt)
+    ]

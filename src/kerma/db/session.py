@@ -1,0 +1,114 @@
+"""Engines, session factories and the unit of work (:func:`session_scope`).
+
+SQLite connections get ``journal_mode=WAL``, ``foreign_keys=ON`` and a busy timeout on
+connect, and writing sessions start with ``BEGIN IMMEDIATE`` so that concurrent
+writers (threads or processes) queue on the busy timeout instead of failing on a lock
+upgrade. PostgreSQL needs nothing special.
+
+May import ``kerma.db`` and ``kerma.errors`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+logger = logging.getLogger(__name__)
+
+#: How long a SQLite connection waits for a lock held by another writer (ms).
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+#: Execution option that makes a SQLite transaction take the write lock at BEGIN.
+WRITE_OPTION = "kerma_write"
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """Return whether ``engine`` talks to SQLite."""
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Return an engine for ``url`` with Kerma's connection settings.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL: ``sqlite:///kerma.db`` or ``postgresql+psycopg://user@host/db``.
+    **kwargs
+        Passed to :func:`sqlalchemy.create_engine`.
+
+    Returns
+    -------
+    sqlalchemy.Engine
+        For SQLite: WAL mode, foreign keys on, busy timeout, and ``BEGIN IMMEDIATE``
+        for sessions from :func:`make_session_factory` with ``write=True``.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, **kwargs)
+        _configure_sqlite(engine, in_memory=parsed.database in (None, "", ":memory:"))
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _configure_sqlite(engine: Engine, *, in_memory: bool) -> None:
+    """Install the connect and begin events of a SQLite engine."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # let SQLAlchemy (the begin event below) emit BEGIN, not the sqlite3 module
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_session_factory(engine: Engine, *, write: bool = False) -> sessionmaker[Session]:
+    """Return a session factory bound to ``engine``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        From :func:`make_engine`.
+    write : bool, optional
+        On SQLite, start each transaction with ``BEGIN IMMEDIATE`` (take the write lock
+        at once). Use for sessions that will write. Default ``False``.
+    """
+    bind = engine.execution_options(**{WRITE_OPTION: True}) if write else engine
+    return sessionmaker(bind=bind, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Yield a session; commit when the block succeeds, roll back when it raises.
+
+    This is the unit of work: functions in :mod:`kerma.db.queries` never commit.
+
+    Raises
+    ------
+    Exception
+        Whatever the block raised, after rollback.
+    """
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,338 @@
+"""The rooms and protocols of the synthetic demo department.
+
+Three CT scanners from different vendors (one, ``CT3``, deliberately delivers about
+45 % more dose than the others, so DRL comparison has something to find), two
+fluoroscopy rooms (a cardiac cath lab and a general fluoroscopy room) and one digital
+radiography room. Each protocol carries the parameters of a log-normal distribution of
+its main dose quantity: the median and the geometric standard deviation (GSD). The
+medians are of the order of published national DRLs and surveys (e.g. UK NDRL 2022,
+EU RP 180): CT head CTDIvol about 50 mGy (16 cm phantom), chest 8 mGy, abdomen-pelvis
+12 mGy (32 cm phantom); coronary angiography KAP about 30 Gy·cm² (3e-3 Gy·m²).
+
+Pure data; may import ``pydicom`` codes only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+#: Institution written in every demo object.
+INSTITUTION_NAME = "Kerma Demo Hospital"
+
+
+@dataclass(frozen=True)
+class DemoDevice:
+    """One imaging room: equipment attributes and its TID 1004 device observer."""
+
+    key: str
+    modality: str  # CT, RF, DX
+    manufacturer: str
+    manufacturer_model_name: str
+    device_serial_number: str
+    station_name: str
+    software_versions: str
+    location: str
+    dose_factor: float = 1.0  # multiplies every protocol median (room optimisation)
+
+    @property
+    def device_observer_uid(self) -> str:
+        """Return the room's Device Observer UID (121012), stable across runs and seeds."""
+        return generate_uid(entropy_srcs=["kerma-demo-device", self.key, self.device_serial_number])
+
+
+@dataclass(frozen=True)
+class CTProtocol:
+    """A CT protocol: a localiser then ``acquisitions`` spiral or sequenced events."""
+
+    study_description: str
+    acquisition_protocol: str
+    target_region: Code
+    is_head_phantom: bool  # CTDIvol of the 16 cm (head) or 32 cm (body) phantom
+    ctdivol_median_mgy: float
+    ctdivol_gsd: float
+    scanning_length_median_mm: float
+    acquisitions: tuple[int, int]  # min, max number of spiral/sequenced events
+    kvp_kv: float = 120.0
+    is_sequenced: bool = False
+    pitch_factor: float = 0.984
+    rotation_time_s: float = 0.5
+    weight: float = 1.0  # relative frequency
+
+
+@dataclass(frozen=True)
+class ProjectionProtocol:
+    """A fluoroscopy or radiography protocol: total KAP and how it splits into events."""
+
+    study_description: str
+    acquisition_protocol: str
+    target_region: Code
+    kap_median_gym2: float  # total dose area product of the study
+    kap_gsd: float
+    fluoro_time_median_s: float  # 0 for radiography
+    fluoro_events: tuple[int, int]
+    acquisition_events: tuple[int, int]
+    kar_per_kap_gy_per_gym2: float  # Dose (RP) / KAP: Ka,r in Gy per Gy·m²
+    pulse_rate_per_s: float = 7.5
+    acquisition_frame_rate_per_s: float = 0.0  # 0: single-frame acquisitions (spot, DX)
+    kvp_range_kv: tuple[float, float] = (70.0, 90.0)
+    copper_mm: tuple[float, ...] = (0.1, 0.2, 0.3, 0.6, 0.9)
+    weight: float = 1.0
+
+
+DEVICES: tuple[DemoDevice, ...] = (
+    DemoDevice(
+        "CT1",
+        "CT",
+        "SIEMENS",
+        "SOMATOM Definition Edge",
+        "83412",
+        "CTAWP83412",
+        "syngo CT VB20A",
+        "CT room 1, main building",
+    ),
+    DemoDevice(
+        "CT2",
+        "CT",
+        "GE MEDICAL SYSTEMS",
+        "Revolution CT",
+        "RCT20571",
+        "GECT2",
+        "revo_ct_21a.41",
+        "CT room 2, emergency department",
+    ),
+    DemoDevice(
+        "CT3",
+        "CT",
+        "CANON_MEC",
+        "Aquilion Prime SP",
+        "5EA1932",
+        "CANONCT3",
+        "V10.12",
+        "CT room 3, outpatient centre",
+        dose_factor=1.45,
+    ),
+    DemoDevice(
+        "CATHLAB1",
+        "RF",
+        "Philips",
+        "Azurion 7 M20",
+        "722079",
+        "CATHLAB1",
+        "R2.2.5",
+        "Cardiac cath lab 1",
+    ),
+    DemoDevice(
+        "FLUORO2",
+        "RF",
+        "SIEMENS",
+        "Luminos dRF Max",
+        "12345",
+        "FLUORO2",
+        "VF10C",
+        "Fluoroscopy room 2",
+    ),
+    DemoDevice(
+        "DXROOM1",
+        "DX",
+        "CARESTREAM HEALTH",
+        "DRX-Evolution Plus",
+        "DRXE8871",
+        "DXROOM1",
+        "5.7.412",
+        "X-ray room 1",
+    ),
+)
+
+CT_PROTOCOLS: tuple[CTProtocol, ...] = (
+    CTProtocol(
+        "CT Head",
+        "Routine Head",
+        codes.SCT.Head,
+        True,
+        50.0,
+        1.25,
+        150.0,
+        (1, 1),
+        is_sequenced=True,
+        rotation_time_s=1.0,
+        weight=3.0,
+    ),
+    CTProtocol(
+        "CT Chest",
+        "Thorax Routine",
+        codes.SCT.Chest,
+        False,
+        8.0,
+        1.45,
+        320.0,
+        (1, 1),
+        kvp_kv=110.0,
+        weight=2.5,
+    ),
+    CTProtocol(
+        "CT Abdomen-Pelvis",
+        "Abdomen Pelvis",
+        codes.SCT.AbdomenAndPelvis,
+        False,
+        12.0,
+        1.45,
+        430.0,
+        (1, 2),
+        weight=2.5,
+    ),
+    CTProtocol(
+        "CT Chest-Abdomen-Pelvis",
+        "Chest Abdomen Pelvis",
+        codes.SCT.ChestAbdomenAndPelvis,
+        False,
+        10.0,
+        1.45,
+        650.0,
+        (1, 3),
+        weight=2.0,
+    ),
+    CTProtocol(
+        "CT Pulmonary Angiogram",
+        "CTPA",
+        codes.SCT.Chest,
+        False,
+        9.0,
+        1.5,
+        280.0,
+        (1, 2),
+        kvp_kv=100.0,
+        pitch_factor=1.2,
+        rotation_time_s=0.33,
+        weight=1.0,
+    ),
+)
+
+FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
+    "CATHLAB1": (
+        ProjectionProtocol(
+            "Coronary angiography",
+            "Coronary",
+            codes.SCT.Heart,
+            3.0e-3,
+            1.8,
+            240.0,
+            (4, 12),
+            (6, 12),
+            kar_per_kap_gy_per_gym2=120.0,
+            pulse_rate_per_s=15.0,
+            acquisition_frame_rate_per_s=15.0,
+            weight=3.0,
+        ),
+        ProjectionProtocol(
+            "Percutaneous coronary intervention",
+            "PCI",
+            codes.SCT.Heart,
+            6.5e-3,
+            1.9,
+            720.0,
+            (10, 30),
+            (10, 25),
+            kar_per_kap_gy_per_gym2=130.0,
+            pulse_rate_per_s=15.0,
+            acquisition_frame_rate_per_s=15.0,
+            weight=1.5,
+        ),
+    ),
+    "FLUORO2": (
+        ProjectionProtocol(
+            "Barium swallow",
+            "Oesophagus",
+            codes.SCT.Esophagus,
+            9.0e-4,
+            1.7,
+            150.0,
+            (3, 8),
+            (2, 8),
+            kar_per_kap_gy_per_gym2=60.0,
+            weight=2.0,
+        ),
+        ProjectionProtocol(
+            "ERCP",
+            "ERCP",
+            codes.SCT.BiliaryTract,
+            1.5e-3,
+            1.9,
+            300.0,
+            (4, 12),
+            (2, 6),
+            kar_per_kap_gy_per_gym2=70.0,
+            weight=1.5,
+        ),
+        ProjectionProtocol(
+            "Hysterosalpingogram",
+            "HSG",
+            codes.SCT.Uterus,
+            2.5e-4,
+            1.8,
+            40.0,
+            (1, 4),
+            (1, 4),
+            kar_per_kap_gy_per_gym2=60.0,
+            weight=1.0,
+        ),
+    ),
+    "DXROOM1": (
+        ProjectionProtocol(
+            "Chest PA",
+            "Chest PA",
+            codes.SCT.Chest,
+            1.0e-5,
+            1.5,
+            0.0,
+            (0, 0),
+            (1, 1),
+            kar_per_kap_gy_per_gym2=15.0,
+            kvp_range_kv=(110.0, 125.0),
+            copper_mm=(0.1, 0.2),
+            weight=3.0,
+        ),
+        ProjectionProtocol(
+            "Abdomen AP",
+            "Abdomen AP",
+            codes.SCT.Abdomen,
+            1.5e-4,
+            1.6,
+            0.0,
+            (0, 0),
+            (1, 1),
+            kar_per_kap_gy_per_gym2=25.0,
+            kvp_range_kv=(75.0, 85.0),
+            copper_mm=(0.0, 0.1),
+            weight=1.0,
+        ),
+        ProjectionProtocol(
+            "Lumbar spine AP and lateral",
+            "L-spine",
+            codes.SCT.LumbarSpine,
+            1.0e-4,
+            1.6,
+            0.0,
+            (0, 0),
+            (2, 2),
+            kar_per_kap_gy_per_gym2=30.0,
+            kvp_range_kv=(75.0, 95.0),
+            copper_mm=(0.0, 0.1),
+            weight=1.0,
+        ),
+    ),
+}
+
+#: The study mix: share of CT, fluoroscopy and radiography studies.
+MODALITY_MIX: dict[str, float] = {"CT": 0.55, "RF": 0.30, "DX": 0.15}
+
+#: Share of studies that are QA phantom scans (patient name "QA PHANTOM").
+QA_FRACTION = 0.02
+
+
+def devices_for(modality: str) -> list[DemoDevice]:
+    """Return the demo rooms of one modality (``CT``, ``RF`` or ``DX``)."""
+    return [d for d in DEVICES if d.modality == modality]

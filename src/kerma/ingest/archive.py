@@ -1,0 +1,109 @@
+"""Content-addressed archive of every received object (DESIGN.md "Archive first").
+
+Each object is kept byte for byte under ``<archive_dir>/aa/bb/<sha256>.dcm``, where
+``aa`` and ``bb`` are the first two pairs of hex digits of the SHA-256 of its bytes. A
+file is written to a temporary name in its final folder, flushed and fsynced, renamed
+into place and the folder fsynced, so a crash leaves either the whole object or none.
+The same bytes are stored once.
+
+Must not import ``kerma.db`` or any interface package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SUFFIX = ".dcm"
+
+
+@dataclass(frozen=True)
+class ArchivedObject:
+    """Where an object's bytes are kept.
+
+    Attributes
+    ----------
+    sha256 : str
+        SHA-256 of the bytes, 64 lowercase hex digits.
+    relative_path : str
+        Path inside the archive folder, ``aa/bb/<sha256>.dcm`` (POSIX separators).
+    """
+
+    sha256: str
+    relative_path: str
+
+
+def relative_path_for(sha256: str) -> str:
+    """Return the archive path of an object from its SHA-256, ``aa/bb/<sha256>.dcm``."""
+    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}{SUFFIX}"
+
+
+class Archive:
+    """The archive folder.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The archive folder (``KERMA_ARCHIVE_DIR``); created when missing.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def store(self, data: bytes) -> ArchivedObject:
+        """Keep ``data`` in the archive (no-op when the same bytes are there) and return where.
+
+        Raises
+        ------
+        OSError
+            When the archive cannot be written (disk full, permissions).
+        """
+        sha256 = hashlib.sha256(data).hexdigest()
+        rel = relative_path_for(sha256)
+        target = self.root / rel
+        if target.is_file() and target.stat().st_size == len(data):
+            return ArchivedObject(sha256, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return ArchivedObject(sha256, rel)
+
+    def path_of(self, relative_path: str) -> Path:
+        """Return the absolute path of an archived object."""
+        return self.root / relative_path
+
+    def read(self, relative_path: str) -> bytes:
+        """Return the bytes of an archived object.
+
+        Raises
+        ------
+        OSError
+            When the file is missing or unreadable.
+        """
+        return self.path_of(relative_path).read_bytes()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Fsync a directory so a rename inside it is durable (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,777 @@
+"""The ingest pipeline: archive -> read -> extract -> reconcile -> store, one object at a time.
+
+Each object is handled on its own and in its own transaction: it is either fully in the
+registry or not at all, and one bad object never stops a batch. Objects are streamed:
+a parsed dataset is dropped as soon as its record is extracted, and a batch keeps only
+counters (:class:`ImportSummary`), so memory does not grow with the number of objects.
+
+Outcomes: ``imported``; ``superseded`` (stored, but an existing report already holds
+all its irradiation events); ``already-present`` (same SOP Instance UID: no-op);
+``rejected`` (with a reason, kept in the archive, listed in ``rejected_object``).
+
+May import ``kerma.dicom``, ``kerma.db``, ``kerma.records``, ``kerma.errors``,
+``kerma.config`` and ``kerma.ingest``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import logging
+import math
+import re
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from kerma import __version__
+from kerma.config import Settings
+from kerma.db import queries
+from kerma.db.models import DoseReport as DoseReportRow
+from kerma.db.models import IrradiationEvent as EventRow
+from kerma.db.models import RejectedObject, Study
+from kerma.db.session import session_scope
+from kerma.dicom.extract import extract_dataset, read_dataset
+from kerma.errors import IngestError
+from kerma.ingest.archive import Archive, ArchivedObject
+from kerma.ingest.pseudonym import Pseudonymizer
+from kerma.ingest.reconcile import event_key, reconcile_study
+from kerma.records import EVENT_SCALAR_FIELDS, DoseReport, PatientIdentity, Rejection
+
+logger = logging.getLogger(__name__)
+
+#: Version written to ``dose_report.extractor_version``.
+EXTRACTOR_VERSION = __version__
+
+#: How many times a transaction is retried after a lock timeout or deadlock.
+MAX_ATTEMPTS = 4
+
+#: Rejection examples kept by a summary (the counts are complete).
+MAX_EXAMPLES = 50
+
+
+class ImportStatus(StrEnum):
+    """What happened to one object."""
+
+    IMPORTED = "imported"
+    SUPERSEDED = "superseded"
+    ALREADY_PRESENT = "already-present"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """The result of importing one object.
+
+    Attributes
+    ----------
+    source : str
+        The file name as given (or the ``source`` of :meth:`Importer.import_bytes`).
+    status : ImportStatus
+        What happened.
+    sop_instance_uid, kind, modality : str or None
+        Of the object, when known.
+    reason : str or None
+        Why it was rejected (``status`` ``rejected``).
+    archive_sha256 : str or None
+        Archive key of its bytes (``None`` when the file could not be read at all).
+    dose_report_id, study_id : int or None
+        Rows written or found.
+    number_of_events : int
+        Irradiation events the object holds.
+    superseded_reports : int
+        Earlier reports of the study that this one superseded.
+    """
+
+    source: str
+    status: ImportStatus
+    sop_instance_uid: str | None = None
+    kind: str | None = None
+    modality: str | None = None
+    reason: str | None = None
+    archive_sha256: str | None = None
+    dose_report_id: int | None = None
+    study_id: int | None = None
+    number_of_events: int = 0
+    superseded_reports: int = 0
+
+    @property
+    def is_stored(self) -> bool:
+        """Whether the object is in the registry after this call."""
+        return self.status in {
+            ImportStatus.IMPORTED,
+            ImportStatus.SUPERSEDED,
+            ImportStatus.ALREADY_PRESENT,
+        }
+
+
+_UID_RE = re.compile(r"\b\d+(?:\.\d+){3,}\b")
+
+
+def reason_group(outcome: ImportOutcome) -> str:
+    """Return the rejection reason without file name and UIDs, for grouping."""
+    reason = outcome.reason or "unknown"
+    if outcome.source:
+        reason = reason.replace(outcome.source, "<file>")
+    return _UID_RE.sub("<uid>", reason)
+
+
+@dataclass
+class ImportSummary:
+    """Counts of a batch import (bounded memory: no per-object list beyond examples).
+
+    Attributes
+    ----------
+    objects_read : int
+        Objects handled (files found, or byte strings given).
+    imported : collections.Counter
+        Imported objects by (kind, modality), superseded-on-arrival ones included.
+    already_present : int
+        Objects whose SOP Instance UID was in the registry already (no-op).
+    superseded : int
+        Objects stored but superseded at once (an older report arriving late).
+    replaced : int
+        Earlier reports that newly imported objects superseded.
+    rejected : int
+        Objects rejected.
+    unreadable : int
+        Rejected objects that were not readable DICOM at all.
+    rejections_by_reason : collections.Counter
+        Rejection reasons (file names and UIDs masked) and their counts.
+    rejection_examples : list of (str, str)
+        The first :data:`MAX_EXAMPLES` (file, reason) pairs.
+    """
+
+    objects_read: int = 0
+    imported: Counter[tuple[str, str]] = field(default_factory=Counter)
+    already_present: int = 0
+    superseded: int = 0
+    replaced: int = 0
+    rejected: int = 0
+    unreadable: int = 0
+    rejections_by_reason: Counter[str] = field(default_factory=Counter)
+    rejection_examples: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def n_imported(self) -> int:
+        """Objects newly stored (including those superseded on arrival)."""
+        return sum(self.imported.values())
+
+    def add(self, outcome: ImportOutcome) -> None:
+        """Count one outcome."""
+        self.objects_read += 1
+        if outcome.status in {ImportStatus.IMPORTED, ImportStatus.SUPERSEDED}:
+            self.imported[(outcome.kind or "?", outcome.modality or "?")] += 1
+            self.replaced += outcome.superseded_reports
+            if outcome.status is ImportStatus.SUPERSEDED:
+                self.superseded += 1
+        elif outcome.status is ImportStatus.ALREADY_PRESENT:
+            self.already_present += 1
+        else:
+            self.rejected += 1
+            if outcome.kind == "unreadable":
+                self.unreadable += 1
+            self.rejections_by_reason[reason_group(outcome)] += 1
+            if len(self.rejection_examples) < MAX_EXAMPLES:
+                self.rejection_examples.append((outcome.source, outcome.reason or ""))
+
+
+@dataclass
+class ReprocessSummary:
+    """Counts of :meth:`Importer.reprocess`.
+
+    Attributes
+    ----------
+    reports : int
+        Dose reports re-extracted and updated.
+    reports_failing : int
+        Dose reports that the current extractors reject (kept unchanged).
+    rejected_now_imported : int
+        Previously rejected objects that now import (their rejection is cleared).
+    rejected_still : int
+        Previously rejected objects still rejected (reason updated).
+    missing_from_archive : int
+        Rows whose archived file is missing.
+    """
+
+    reports: int = 0
+    reports_failing: int = 0
+    rejected_now_imported: int = 0
+    rejected_still: int = 0
+    missing_from_archive: int = 0
+
+
+class _Unreadable(Rejection):
+    """A rejection of bytes that are not readable DICOM at all."""
+
+
+@dataclass
+class _Extracted:
+    """An extracted record with what the identity gave, the identity itself dropped."""
+
+    report: DoseReport
+    pseudonym: str | None
+    is_non_patient: bool
+
+
+class Importer:
+    """Import objects into one registry database and archive.
+
+    Thread-safe: every call opens its own sessions.
+
+    Parameters
+    ----------
+    session_factory : sqlalchemy.orm.sessionmaker
+        Writing sessions (:func:`kerma.db.session.make_session_factory` with ``write=True``).
+    settings : Settings
+        ``strict`` turns extraction warnings into rejections.
+    archive : Archive
+        Where objects are kept.
+    pseudonymizer : Pseudonymizer
+        Pseudonym key and non-patient patterns.
+    """
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        archive: Archive,
+        pseudonymizer: Pseudonymizer,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.archive = archive
+        self.pseudonymizer = pseudonymizer
+
+    # -- public entry points -------------------------------------------------------------
+
+    def import_paths(
+        self,
+        paths: Iterable[str | PathLike[str]],
+        *,
+        progress: Callable[[ImportOutcome], None] | None = None,
+    ) -> ImportSummary:
+        """Import files and folders (recursively); see :meth:`import_file`.
+
+        Parameters
+        ----------
+        paths : iterable of path-like
+            Files and folders, in order.
+        progress : callable, optional
+            Called with each object's outcome.
+
+        Returns
+        -------
+        ImportSummary
+            The counts.
+
+        Raises
+        ------
+        OSError
+            When the archive cannot be written.
+        """
+        from kerma.ingest.sources import iter_files
+
+        summary = ImportSummary()
+        for path in iter_files(paths):
+            outcome = self.import_file(path)
+            summary.add(outcome)
+            if progress is not None:
+                progress(outcome)
+        return summary
+
+    def import_file(self, path: str | PathLike[str]) -> ImportOutcome:
+        """Import one file; a file that cannot be read is rejected (not archived).
+
+        Raises
+        ------
+        OSError
+            When the archive cannot be written.
+        """
+        name = str(path)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            reason = f"Unable to read {name}: {exc.strerror or exc}. Check the path and permissions."
+            return ImportOutcome(name, ImportStatus.REJECTED, reason=reason, kind="unreadable")
+        return self.import_bytes(data, source=name)
+
+    def import_bytes(self, data: bytes, *, source: str = "bytes") -> ImportOutcome:
+        """Archive, extract, reconcile and store one object held in memory.
+
+        Parameters
+        ----------
+        data : bytes
+            The DICOM object (Part 10 file, or a bare dataset).
+        source : str, optional
+            Its name, kept with a rejection. Default ``"bytes"``.
+
+        Returns
+        -------
+        ImportOutcome
+            What happened. A bad object is rejected with a reason, never raised.
+
+        Raises
+        ------
+        OSError
+            When the archive cannot be written (nothing was acknowledged or stored).
+        sqlalchemy.exc.SQLAlchemyError
+            When the database fails (the object stays archived; import it again).
+        """
+        archived = self.archive.store(data)
+        with session_scope(self.session_factory) as session:
+            if queries.has_dose_report_with_sha256(session, sha256=archived.sha256):
+                row = session.scalars(
+                    select(DoseReportRow).where(DoseReportRow.archive_sha256 == archived.sha256)
+                ).first()
+                assert row is not None
+                return ImportOutcome(
+                    source,
+                    ImportStatus.ALREADY_PRESENT,
+                    sop_instance_uid=row.sop_instance_uid,
+                    kind=row.kind,
+                    archive_sha256=archived.sha256,
+                    dose_report_id=row.id,
+                    study_id=row.study_id,
+                )
+        result = self._extract(data, source)
+        del data
+        if isinstance(result, Rejection):
+            return self._reject(result, archived, source)
+        return self._store_new(result, archived, source)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _extract(self, data: bytes, source: str) -> _Extracted | Rejection:
+        """Read and extract one object; return its record or the rejection."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = read_dataset(io.BytesIO(data))
+            except IngestError as exc:
+                return _Unreadable(reason=str(exc).replace("<stream>", source), file=source)
+            sop_class_uid = _text(ds, "SOPClassUID")
+            sop_instance_uid = _text(ds, "SOPInstanceUID")
+            try:
+                report = extract_dataset(ds, file=source)
+            except IngestError as exc:
+                return Rejection(str(exc), source, sop_class_uid, sop_instance_uid)
+            except Exception as exc:  # a reader bug must not stop a batch (STYLE.md B6)
+                logger.warning(
+                    "extractor failed on %s: %s: %s", sop_instance_uid, type(exc).__name__, exc
+                )
+                logger.debug("extractor traceback", exc_info=True)
+                return Rejection(
+                    f"Unable to extract dose data from {source}: internal reader error "
+                    f"({type(exc).__name__}: {exc}). The object is kept in the archive; "
+                    "run 'kerma reprocess' after upgrading Kerma, and report it if it persists.",
+                    source,
+                    sop_class_uid,
+                    sop_instance_uid,
+                )
+            finally:
+                del ds
+        if not report.sop_instance_uid:
+            return Rejection(
+                f"Unable to import {source}: it has no (0008,0018) 'SOP Instance UID', so it "
+                "cannot be told apart from other objects. Fix the sending device.",
+                source,
+                report.sop_class_uid,
+            )
+        if self.settings.strict and report.warnings:
+            return Rejection(
+                f"Rejected in strict mode (KERMA_STRICT): {source} "
+                f"({report.sop_instance_uid}) read with warnings: " + "; ".join(report.warnings),
+                source,
+                report.sop_class_uid,
+                report.sop_instance_uid,
+            )
+        identity = report.identity
+        extracted = _Extracted(
+            report=report,
+            pseudonym=self.pseudonymizer.pseudonym(identity),
+            is_non_patient=self.pseudonymizer.is_non_patient(
+                identity, report.study.study_description
+            ),
+        )
+        report.identity = PatientIdentity()  # identity goes no further than this
+        return extracted
+
+    def _reject(self, rejection: Rejection, archived: ArchivedObject, source: str) -> ImportOutcome:
+        """Record a rejection (one row per archived object) and return its outcome."""
+        def work(session: Session) -> None:
+            queries.add_rejected_object(
+                session,
+                sha256=archived.sha256,
+                archive_path=archived.relative_path,
+                file_name=source,
+                reason=rejection.reason,
+                sop_class_uid=rejection.sop_class_uid,
+                sop_instance_uid=rejection.sop_instance_uid,
+            )
+
+        self._run(work)
+        logger.info("rejected %s (%s)", rejection.sop_instance_uid or archived.sha256, source)
+        return ImportOutcome(
+            source,
+            ImportStatus.REJECTED,
+            sop_instance_uid=rejection.sop_instance_uid,
+            kind="unreadable" if isinstance(rejection, _Unreadable) else None,
+            reason=rejection.reason,
+            archive_sha256=archived.sha256,
+        )
+
+    def _store_new(self, item: _Extracted, archived: ArchivedObject, source: str) -> ImportOutcome:
+        """Store a new report in one transaction and reconcile its study."""
+        report = item.report
+        sop_uid = report.sop_instance_uid
+        assert sop_uid is not None
+
+        def work(session: Session) -> ImportOutcome:
+            existing = queries.get_dose_report(session, sop_instance_uid=sop_uid)
+            if existing is not None:
+                return ImportOutcome(
+                    source,
+                    ImportStatus.ALREADY_PRESENT,
+                    sop_instance_uid=sop_uid,
+                    kind=existing.kind,
+                    archive_sha256=archived.sha256,
+                    dose_report_id=existing.id,
+                    study_id=existing.study_id,
+                )
+            study = self._study_for(session, item)
+            row = DoseReportRow(
+                sop_instance_uid=sop_uid,
+                archive_sha256=archived.sha256,
+                archive_path=archived.relative_path,
+                source=source,
+                received_at=dt.datetime.now(dt.UTC),
+                study_id=study.id,
+            )
+            _fill_report_row(row, report)
+            session.add(row)
+            session.flush()
+            _sync_events(session, row, study, report)
+            plan = reconcile_study(session, study=study)
+            queries.delete_rejected_object(session, sha256=archived.sha256)
+            superseded = sum(1 for r, by in plan.superseded_by.items() if by == row.id and r != row.id)
+            status = (
+                ImportStatus.SUPERSEDED
+                if plan.superseded_by.get(row.id) is not None
+                else ImportStatus.IMPORTED
+            )
+            return ImportOutcome(
+                source,
+                status,
+                sop_instance_uid=sop_uid,
+                kind=str(report.kind),
+                modality=report.study.modality,
+                archive_sha256=archived.sha256,
+                dose_report_id=row.id,
+                study_id=study.id,
+                number_of_events=len(report.events),
+                superseded_reports=superseded,
+            )
+
+        try:
+            outcome = self._run(work)
+        except IntegrityError:
+            # another worker stored the same SOP Instance UID between our check and commit
+            with session_scope(self.session_factory) as session:
+                existing = queries.get_dose_report(session, sop_instance_uid=sop_uid)
+                if existing is None:
+                    raise
+                return ImportOutcome(
+                    source,
+                    ImportStatus.ALREADY_PRESENT,
+                    sop_instance_uid=sop_uid,
+                    kind=existing.kind,
+                    archive_sha256=archived.sha256,
+                    dose_report_id=existing.id,
+                    study_id=existing.study_id,
+                )
+        logger.info("%s %s (%s)", outcome.status, sop_uid, report.kind)
+        return outcome
+
+    def _study_for(
+        self, session: Session, item: _Extracted, touched: set[int] | None = None
+    ) -> Study:
+        """Return the (locked) study of a report, with its attributes filled in.
+
+        Missing attributes are filled from the report; when reprocessing (``touched``
+        given), the first report of each study overwrites them instead, so a better
+        extractor corrects old values.
+        """
+        report = item.report
+        device = queries.get_or_create_device(session, info=report.device)
+        study_uid = report.study.study_instance_uid
+        if not study_uid:
+            report.warn("no Study Instance UID; the object is filed as a study of its own")
+            study_uid = report.sop_instance_uid
+        assert study_uid is not None
+        study = queries.get_or_create_study(session, study_instance_uid=study_uid, device=device)
+        values = _study_values(report)
+        overwrite = touched is not None and study.id not in touched
+        if touched is not None:
+            touched.add(study.id)
+        if overwrite:
+            for name, value in values.items():
+                if value is not None:
+                    setattr(study, name, value)
+            study.is_non_patient = item.is_non_patient
+        else:
+            queries.fill_study(study, values)
+            study.is_non_patient = bool(study.is_non_patient) or item.is_non_patient
+        if item.pseudonym and (overwrite or study.patient_id is None):
+            study.patient_id = queries.get_or_create_patient(session, pseudonym=item.pseudonym).id
+        return study
+
+    def _run(self, work: Callable[[Session], Any]) -> Any:
+        """Run ``work`` in one transaction; retry on lock timeouts and deadlocks."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with session_scope(self.session_factory) as session:
+                    return work(session)
+            except OperationalError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                logger.warning("database busy; retrying (attempt %d)", attempt + 1)
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    # -- reprocess -------------------------------------------------------------------------
+
+    def reprocess(self, *, progress: Callable[[str], None] | None = None) -> ReprocessSummary:
+        """Re-extract every archived object with the current extractors, in place.
+
+        Dose reports are re-extracted and their events rebuilt, and every study they
+        touch is reconciled again; previously rejected objects that now read are
+        imported and their rejection cleared; those still rejected get the current
+        reason. Running it twice gives the same rows.
+
+        Parameters
+        ----------
+        progress : callable, optional
+            Called with the archive SHA-256 of each object handled.
+
+        Returns
+        -------
+        ReprocessSummary
+            The counts.
+        """
+        summary = ReprocessSummary()
+        with session_scope(self.session_factory) as session:
+            report_ids = list(session.scalars(select(DoseReportRow.id).order_by(DoseReportRow.id)))
+        touched: set[int] = set()
+        for report_id in report_ids:
+            self._reprocess_report(report_id, touched, summary, progress)
+        with session_scope(self.session_factory) as session:
+            rejected_ids = list(
+                session.scalars(select(RejectedObject.id).order_by(RejectedObject.id))
+            )
+        for rejected_id in rejected_ids:
+            self._reprocess_rejected(rejected_id, summary, progress)
+        return summary
+
+    def _reprocess_report(
+        self,
+        report_id: int,
+        touched: set[int],
+        summary: ReprocessSummary,
+        progress: Callable[[str], None] | None,
+    ) -> None:
+        """Re-extract one stored report and rebuild its rows in one transaction."""
+        with session_scope(self.session_factory) as session:
+            row = session.get(DoseReportRow, report_id)
+            if row is None:
+                return
+            rel, sha, source = row.archive_path, row.archive_sha256, row.source or row.archive_path
+        if progress is not None:
+            progress(sha)
+        try:
+            data = self.archive.read(rel)
+        except OSError:
+            logger.warning("archived object %s is missing; report %s kept", rel, report_id)
+            summary.missing_from_archive += 1
+            return
+        result = self._extract(data, source)
+        del data
+        if isinstance(result, Rejection):
+            logger.warning("report %s now fails extraction; kept unchanged", report_id)
+            summary.reports_failing += 1
+            return
+
+        def work(session: Session) -> None:
+            row = session.get(DoseReportRow, report_id)
+            if row is None:
+                return
+            old_study_id = row.study_id
+            study = self._study_for(session, result, touched)
+            row.study_id = study.id
+            _fill_report_row(row, result.report)
+            _sync_events(session, row, study, result.report)
+            reconcile_study(session, study=study)
+            if old_study_id != study.id:
+                old = session.get(Study, old_study_id)
+                if old is not None:
+                    if old.dose_reports:
+                        reconcile_study(session, study=old)
+                    else:
+                        session.delete(old)
+
+        self._run(work)
+        summary.reports += 1
+
+    def _reprocess_rejected(
+        self, rejected_id: int, summary: ReprocessSummary, progress: Callable[[str], None] | None
+    ) -> None:
+        """Try a rejected object again: import it when it now reads, else update the reason."""
+        with session_scope(self.session_factory) as session:
+            rejected = session.get(RejectedObject, rejected_id)
+            if rejected is None:
+                return
+            archived = ArchivedObject(rejected.archive_sha256, rejected.archive_path)
+            source = rejected.file_name or rejected.archive_path
+        if progress is not None:
+            progress(archived.sha256)
+        try:
+            data = self.archive.read(archived.relative_path)
+        except OSError:
+            summary.missing_from_archive += 1
+            return
+        result = self._extract(data, source)
+        del data
+        if isinstance(result, Rejection):
+            self._reject(result, archived, source)
+            summary.rejected_still += 1
+            return
+        outcome = self._store_new(result, archived, source)
+        if outcome.status is ImportStatus.ALREADY_PRESENT:
+            self._run(lambda session: queries.delete_rejected_object(session, sha256=archived.sha256))
+        summary.rejected_now_imported += 1
+
+
+# -- row builders ------------------------------------------------------------------------------
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    """Return a top-level string attribute stripped, or ``None``."""
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return None
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _clean(value: Any) -> Any:
+    """Return ``value`` safe for every database: no NUL characters, no NaN or infinity."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _sum(values: Iterable[float | None]) -> float | None:
+    """Return the sum of the values that are not ``None`` (``None`` when there are none)."""
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def _study_values(report: DoseReport) -> dict[str, Any]:
+    """Return the study columns held by a report."""
+    s = report.study
+    study_date = None
+    if s.study_date:
+        try:
+            study_date = dt.date.fromisoformat(s.study_date)
+        except ValueError:
+            report.warn(f"study date {s.study_date!r} is not a date; left empty")
+    values = {
+        "accession_number": s.accession_number,
+        "study_date": study_date,
+        "study_time": s.study_time,
+        "study_description": s.study_description,
+        "requested_procedure_description": s.requested_procedure_description,
+        "procedure_reported": s.procedure_reported,
+        "modality": s.modality,
+        "patient_age_years": s.patient_age_years,
+        "patient_sex": s.patient_sex,
+        "patient_weight_kg": s.patient_weight_kg,
+        "patient_size_m": s.patient_size_m,
+    }
+    return {k: _clean(v) if not isinstance(v, dt.date) else v for k, v in values.items()}
+
+
+def _fill_report_row(row: DoseReportRow, report: DoseReport) -> None:
+    """Set the columns of a ``dose_report`` row from the extracted record."""
+    acc = report.accumulated
+    planes = acc.planes
+    row.sop_class_uid = report.sop_class_uid
+    row.series_instance_uid = report.series_instance_uid
+    row.kind = str(report.kind)
+    row.extractor_version = EXTRACTOR_VERSION
+    row.warnings = _clean(list(report.warnings))
+    row.content = _clean(report.to_dict())
+    row.number_of_events = len(report.events)
+    row.ct_dlp_total_mgycm = _clean(acc.ct_dlp_total_mgycm)
+    row.dap_total_gym2 = _clean(_sum(p.dap_total_gym2 for p in planes))
+    row.dose_rp_total_gy = _clean(_sum(p.dose_rp_total_gy for p in planes))
+    row.fluoro_time_total_s = _clean(_sum(p.fluoro_time_total_s for p in planes))
+    agd = acc.agd_total_both_mgy
+    if agd is None:
+        agd = _sum((acc.agd_total_left_mgy, acc.agd_total_right_mgy))
+    row.agd_total_mgy = _clean(agd)
+
+
+def _sync_events(session: Session, row: DoseReportRow, study: Study, report: DoseReport) -> None:
+    """Make the ``irradiation_event`` rows of a report match the record, one per event.
+
+    Existing rows are updated in place by position (their ids stay), extra rows are
+    added or deleted; every event starts current, :func:`reconcile_study` decides.
+    """
+    existing = {e.event_index: e for e in row.events} if row.id is not None else {}
+    for index, event in enumerate(report.events):
+        values: dict[str, Any] = {name: _clean(getattr(event, name)) for name in EVENT_SCALAR_FIELDS}
+        if values.get("modality") is None:
+            values["modality"] = report.study.modality
+        values.update(
+            dose_report_id=row.id,
+            study_id=study.id,
+            event_index=index,
+            event_key=event_key(event, report.kind),
+            is_current=True,
+            xray_sources=_as_dicts(event.xray_sources),
+            xray_filters=_as_dicts(event.xray_filters),
+        )
+        target = existing.pop(index, None)
+        if target is None:
+            session.add(EventRow(**values))
+        else:
+            for name, value in values.items():
+                setattr(target, name, value)
+    for extra in existing.values():
+        session.delete(extra)
+    session.flush()
+
+
+def _as_dicts(items: list[Any] | None) -> list[dict[str, Any]] | None:
+    """Return dataclass items (X-ray sources, filters) as JSON-ready dicts, or ``None``."""
+    return _clean([dataclasses.asdict(x) for x in items]) if items else None

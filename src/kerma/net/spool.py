@@ -1,0 +1,426 @@
+"""The durable spool of received objects and the worker that imports it.
+
+Every object that arrives over the network (C-STORE, C-GET sub-operation, STOW-RS,
+WADO-RS) is first written to ``<archive_dir>/incoming/<sha256>.dcm`` and fsynced
+(the file, then the folder) **before** the peer is told it was stored. A worker
+thread then imports the spooled files with :meth:`kerma.Registry.import_paths` and
+removes each spool file only after its import returned; an import that fails for
+an infrastructure reason (database down) leaves the file where it is and is
+retried. On start-up the worker first imports whatever a previous run left in the
+spool, so a crash or a ``kill -9`` loses nothing that was acknowledged.
+
+Objects that the receiving side cannot even decode are written to
+``<archive_dir>/quarantine/`` for inspection.
+
+May import ``kerma.config`` and ``kerma.errors``; the registry is passed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydicom import uid
+
+logger = logging.getLogger(__name__)
+
+#: Suffix of the spooled files.
+SPOOL_SUFFIX = ".dcm"
+
+
+def fsync_directory(directory: Path) -> None:
+    """Flush the entries of ``directory`` (new, renamed or removed files) to disk.
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        The folder.
+    """
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """A folder of received objects, each written atomically and durably.
+
+    Parameters
+    ----------
+    archive_dir : pathlib.Path
+        Kerma's archive folder (``settings.archive_dir``); the spool is its
+        ``incoming/`` subfolder and undecodable objects go to ``quarantine/``.
+
+    Notes
+    -----
+    A file is written under a temporary name beginning with ``.``, fsynced, renamed
+    to ``<sha256>.dcm`` and the folder fsynced. A crash before the rename leaves a
+    temporary file, which :meth:`clean_temporary` removes (it was never
+    acknowledged); a file with its final name is always complete.
+    """
+
+    def __init__(self, archive_dir: Path) -> None:
+        self.archive_dir = Path(archive_dir)
+        self.directory = self.archive_dir / "incoming"
+        self.quarantine_dir = self.archive_dir / "quarantine"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fsync_directory(self.directory.parent)
+
+    def put(self, data: bytes | Sequence[bytes]) -> Path:
+        """Write an object durably and return its spool path.
+
+        Parameters
+        ----------
+        data : bytes or sequence of bytes
+            The encoded DICOM object (Part 10 file), possibly in chunks.
+
+        Returns
+        -------
+        pathlib.Path
+            ``<archive_dir>/incoming/<sha256>.dcm``; the same path for the same bytes.
+
+        Raises
+        ------
+        OSError
+            When the object could not be written and flushed to disk.
+        """
+        chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+        path = self.directory / f"{digest.hexdigest()}{SPOOL_SUFFIX}"
+        if path.exists():
+            return path  # the same bytes were spooled (and fsynced) before
+        tmp = self.directory / f".{uuid.uuid4().hex}.tmp"
+        try:
+            with tmp.open("wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        fsync_directory(self.directory)
+        return path
+
+    def pending(self) -> list[Path]:
+        """Return the spooled files waiting for import, oldest first."""
+        entries = [
+            e
+            for e in os.scandir(self.directory)
+            if e.is_file() and e.name.endswith(SPOOL_SUFFIX) and not e.name.startswith(".")
+        ]
+        entries.sort(key=lambda e: e.stat().st_mtime_ns)
+        return [Path(e.path) for e in entries]
+
+    def remove(self, path: Path) -> None:
+        """Remove a spool file after its import committed (missing files are ignored)."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    def clean_temporary(self) -> int:
+        """Remove temporary files of writes that never finished; return how many."""
+        removed = 0
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    def quarantine(self, data: bytes, *, name: str) -> Path | None:
+        """Keep an object that could not be decoded, for inspection (best effort).
+
+        Parameters
+        ----------
+        data : bytes
+            The bytes as received.
+        name : str
+            A file name stem (e.g. the Affected SOP Instance UID of the request).
+
+        Returns
+        -------
+        pathlib.Path or None
+            Where it was written, or ``None`` when writing failed.
+        """
+        safe = "".join(c if c.isalnum() or c in ".-_" else "_" for c in name)[:100] or "object"
+        path = self.quarantine_dir / f"{safe}-{hashlib.sha256(data).hexdigest()[:16]}.dcm"
+        try:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError:
+            logger.exception("Unable to keep an undecodable object in %s", self.quarantine_dir)
+            return None
+        return path
+
+
+class PathImporter(Protocol):
+    """What the worker needs of the registry: ``import_paths`` (see kerma.Registry)."""
+
+    def import_paths(self, paths: Iterable[Path], *, progress: Any = None) -> Any:
+        """Import files; return a summary."""
+        ...
+
+
+class SpoolWorker(threading.Thread):
+    """Import spooled files into the registry, in batches, on its own thread.
+
+    Parameters
+    ----------
+    spool : Spool
+        The spool to drain.
+    registry_factory : callable
+        Returns the registry (called once, on the worker thread, so that opening
+        the database never delays the network service).
+    keep_non_dose : bool, optional
+        Import objects that hold no dose information (they are then rejected and kept
+        in the archive); when ``False`` (default, ``settings.scp_keep_non_dose``) they
+        are acknowledged but dropped. Dose SR SOP classes are never pre-checked.
+    batch_size : int, optional
+        Largest number of files given to one ``import_paths`` call. Default 64.
+    retry_delay_s : float, optional
+        Wait before retrying a failed import, in seconds. Default 5.
+    max_attempts : int, optional
+        A file whose import raised this many times while other imports succeeded is
+        moved to the quarantine folder. Default 5.
+
+    Notes
+    -----
+    ``import_paths`` records a bad object as a rejection and returns; it raises only
+    when the archive or the database fails. The batch is then retried one file at a
+    time, so one poisonous file cannot stop the others.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        registry_factory: Callable[[], PathImporter],
+        *,
+        keep_non_dose: bool = False,
+        batch_size: int = 64,
+        retry_delay_s: float = 5.0,
+        max_attempts: int = 5,
+    ) -> None:
+        super().__init__(name="kerma-spool-worker", daemon=True)
+        self.spool = spool
+        self._registry_factory = registry_factory
+        self._registry: PathImporter | None = None
+        self.keep_non_dose = keep_non_dose
+        self.batch_size = batch_size
+        self.retry_delay_s = retry_delay_s
+        self.max_attempts = max_attempts
+        self._queue: queue.Queue[Path] = queue.Queue()
+        self._retry: dict[Path, tuple[int, float]] = {}
+        self._stop_event = threading.Event()
+        self._idle = threading.Event()
+        self._lock = threading.Lock()
+        self._in_queue = 0
+        self.imported = 0
+        self.dropped_non_dose = 0
+        self.quarantined = 0
+        removed = spool.clean_temporary()
+        if removed:
+            logger.info("Removed %d unfinished temporary spool files", removed)
+        leftovers = spool.pending()
+        if leftovers:
+            logger.info("Importing %d objects left in %s", len(leftovers), spool.directory)
+        for path in leftovers:
+            self.submit(path)
+
+    def submit(self, path: Path) -> None:
+        """Queue a spooled file for import."""
+        with self._lock:
+            self._in_queue += 1
+            self._idle.clear()
+        self._queue.put(path)
+
+    @property
+    def backlog(self) -> int:
+        """Number of files queued, waiting for a retry, or being imported."""
+        with self._lock:
+            return self._in_queue
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every submitted file was handled; return whether it was."""
+        with self._lock:
+            if self._in_queue == 0:
+                return True
+        return self._idle.wait(timeout)
+
+    def stop(self, *, timeout: float | None = 60.0) -> None:
+        """Stop after the file being imported; files still queued stay in the spool."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def run(self) -> None:
+        """Import queued files until :meth:`stop` is called."""
+        while not self._stop_event.is_set():
+            batch = self._due_retries()
+            try:
+                batch.append(self._queue.get(timeout=0.1 if batch else 0.2))
+            except queue.Empty:
+                if not batch:
+                    continue
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._handle(batch)
+
+    def _due_retries(self) -> list[Path]:
+        """Return the files whose retry time has come."""
+        now = time.monotonic()
+        return [p for p, (_, due) in self._retry.items() if due <= now]
+
+    def _done(self, paths: list[Path]) -> None:
+        """Forget handled files and update the backlog."""
+        for path in paths:
+            self._retry.pop(path, None)
+        with self._lock:
+            self._in_queue -= len(paths)
+            if self._in_queue <= 0:
+                self._in_queue = 0
+                self._idle.set()
+
+    def _handle(self, batch: list[Path]) -> None:
+        """Drop non-dose objects, import the rest, remove what was handled."""
+        present = [p for p in batch if p.exists()]
+        self._done([p for p in batch if not p.exists()])
+        to_import: list[Path] = []
+        for path in present:
+            if not self.keep_non_dose and is_non_dose_object(path):
+                self.spool.remove(path)
+                self.dropped_non_dose += 1
+                self._done([path])
+            else:
+                to_import.append(path)
+        if not to_import:
+            return
+        try:
+            self._import(to_import)
+        except Exception:
+            logger.exception("Unable to import a batch of %d spooled objects; retrying one by one",
+                             len(to_import))
+        else:
+            self._finish(to_import)
+            return
+        any_success = False
+        failed: list[Path] = []
+        for path in to_import:
+            if self._stop_event.is_set():
+                return  # left in the spool: imported on the next start
+            try:
+                self._import([path])
+            except Exception:
+                logger.exception("Unable to import spooled object %s", path.name)
+                failed.append(path)
+            else:
+                any_success = True
+                self._finish([path])
+        for path in failed:
+            attempts = self._retry.get(path, (0, 0.0))[0] + 1
+            if any_success and attempts >= self.max_attempts:
+                self._quarantine(path)
+            else:
+                self._retry[path] = (attempts, time.monotonic() + self.retry_delay_s)
+
+    def _import(self, paths: list[Path]) -> None:
+        """Import files with the registry (created on first use)."""
+        if self._registry is None:
+            self._registry = self._registry_factory()
+        self._registry.import_paths(paths)
+
+    def _finish(self, paths: list[Path]) -> None:
+        """Remove imported files from the spool."""
+        for path in paths:
+            self.spool.remove(path)
+        self.imported += len(paths)
+        self._done(paths)
+
+    def _quarantine(self, path: Path) -> None:
+        """Move a file whose import keeps failing out of the spool, for inspection."""
+        target = self.spool.quarantine_dir / path.name
+        try:
+            self.spool.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        except OSError:
+            logger.exception("Unable to move %s to %s", path, self.spool.quarantine_dir)
+            self._retry[path] = (0, time.monotonic() + self.retry_delay_s)
+            return
+        self.quarantined += 1
+        logger.error("Import of %s kept failing; moved to %s", path.name, target)
+        self._done([path])
+
+
+def is_non_dose_object(path: Path) -> bool:
+    """Return whether a spooled object certainly holds no dose information.
+
+    Dose SR SOP classes (X-Ray, Enhanced X-Ray and Radiopharmaceutical Radiation Dose
+    SR) are never pre-checked; every other object is read and given to
+    :func:`kerma.dicom.extract.extract_dataset`, and counts as non-dose only when that
+    raises :class:`~kerma.errors.NotADoseReportError`. Unreadable objects are not
+    "non-dose": the import pipeline rejects them and keeps them for inspection.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A spooled Part 10 file.
+    """
+    import warnings
+
+    from pydicom.filereader import read_file_meta_info
+
+    from kerma.dicom.extract import extract_dataset, read_dataset
+    from kerma.errors import KermaError, NotADoseReportError
+
+    try:
+        sop_class_uid = str(read_file_meta_info(path).get("MediaStorageSOPClassUID", ""))
+    except Exception:
+        return False
+    if sop_class_uid in DOSE_SR_SOP_CLASS_UIDS:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            extract_dataset(read_dataset(path))
+        except NotADoseReportError as exc:
+            logger.info("Not a dose object, not kept: %s (%s)", exc.sop_instance_uid, path.name)
+            return True
+        except (KermaError, Exception):
+            return False
+    return False
+
+
+#: SOP classes that always go to the import pipeline (PS3.4 Annex B.5).
+DOSE_SR_SOP_CLASS_UIDS = frozenset(
+    {
+        uid.XRayRadiationDoseSRStorage,
+        uid.RadiopharmaceuticalRadiationDoseSRStorage,
+        uid.EnhancedXRayRadiationDoseSRStorage,
+    }
+)
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
