@@ -55,8 +55,9 @@ class Settings(BaseSettings):
         "and Study Description that flag a study as non-patient (QA, phantom).",
     )
     strict: bool = Field(
-        default=False, description="Turn reading warnings into rejections (like pydicom's "
-        "reading_validation_mode RAISE)."
+        default=False,
+        description="Turn reading warnings into rejections (like pydicom's "
+        "reading_validation_mode RAISE).",
     )
     # DICOM network (kerma.net)
     scp_aet: str = "KERMA"
@@ -82,6 +83,20 @@ class Settings(BaseSettings):
     )
     drl_min_sample: int = Field(default=20, description="ICRP 135 minimum sample per room.")
     drl_min_sample_mammography: int = Field(default=50)
+    drl_extra_paths: list[Path] = Field(
+        default_factory=list,
+        description="Site DRL tables (CSV, columns of a shipped DRL table); their region "
+        "code becomes a selectable DRL set.",
+    )
+    drl_period: str = Field(
+        default="quarter", description="Period for 'consistently above DRL': month, quarter."
+    )
+    drl_consecutive_periods: int = Field(
+        default=2, description="Consecutive periods above the DRL that flag a room."
+    )
+    cumulative_window_days: int = Field(
+        default=365, description="Rolling window of cumulative patient dose (days)."
+    )
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -279,7 +279,7 @@ def event_to_dict(event: IrradiationEvent) -> dict[str, Any]:
         if value is None:
             continue
         if f.name in {"xray_sources", "xray_filters"}:
-            value = [{k: v for k, v in dataclasses.asdict(x).items()} for x in value]
+            value = [dict(dataclasses.asdict(x).items()) for x in value]
         out[f.name] = value
     return out
 

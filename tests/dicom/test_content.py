@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
+from pydicom.tag import Tag
 
 from kerma.dicom import content
 from kerma.records import DoseReport, ReportKind
@@ -113,7 +113,6 @@ class TestCodesAndText:
     def test_datetime_offset_kept(self) -> None:
         """A DT with a UTC offset becomes ISO 8601 with the offset."""
         assert (
-            content.format_dicom_datetime("20240115081500.5+0100")
-            == "2024-01-15T08:15:00.5+01:00"
+            content.format_dicom_datetime("20240115081500.5+0100") == "2024-01-15T08:15:00.5+01:00"
         )
         assert content.format_dicom_datetime("20240115", "+0100") == "2024-01-15"

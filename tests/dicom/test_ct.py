@@ -19,6 +19,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.tag import Tag
 from pydicom.uid import (
+    ComprehensiveSRStorage,
     EnhancedSRStorage,
     ExplicitVRLittleEndian,
     XRayRadiationDoseSRStorage,
@@ -614,10 +615,13 @@ class TestRules:
         assert report.study.modality == "CT"
         assert len(report.events) == 1
 
-    def test_enhanced_sr_sop_class_dispatched_by_content(self) -> None:
-        """A CT dose report in Enhanced SR SOP class is read by its root concept."""
-        report = read(ct_report(acquisition(dose=ct_dose()), sop_class=EnhancedSRStorage))
-        assert report.sop_class_uid == EnhancedSRStorage
+    @pytest.mark.parametrize(
+        "sop_class", [EnhancedSRStorage, ComprehensiveSRStorage], ids=["enhanced", "comprehensive"]
+    )
+    def test_general_sr_sop_class_dispatched_by_content(self, sop_class: str) -> None:
+        """A CT dose report in an Enhanced or Comprehensive SR is read by its root concept."""
+        report = read(ct_report(acquisition(dose=ct_dose()), sop_class=sop_class))
+        assert report.sop_class_uid == sop_class
         assert ct_values(report.events[0]) == (11.2, 412.0)
 
     def test_localizer_without_ct_dose_null_no_warning(self) -> None:

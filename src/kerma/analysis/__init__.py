@@ -7,8 +7,9 @@ come from :meth:`kerma.Registry.events` / :meth:`kerma.Registry.studies`. Refere
 tables (DRLs, k-factors, SSDE coefficients) ship as package data in
 ``kerma/reference`` with their sources (:mod:`kerma.analysis.reference`).
 
-This package may import ``kerma.db`` only in :mod:`kerma.analysis.service`; it must not
-import ``kerma.web`` or ``kerma.cli``.
+This package imports ``kerma.db`` only inside
+:func:`kerma.analysis.exams.write_standard_exams`; it must not import ``kerma.web`` or
+``kerma.cli``.
 """
 
 from __future__ import annotations

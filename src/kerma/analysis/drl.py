@@ -77,11 +77,6 @@ COMPARISON_COLUMNS: Final[tuple[str, ...]] = (
 )
 
 
-def _family_of(drl_family: str) -> str:
-    """Return the sample modality family a DRL table's family compares with."""
-    return drl_family
-
-
 def _band_mask(samples: pd.DataFrame, drl: pd.Series, adult_age_years: float) -> pd.Series:
     """Return which samples a DRL row applies to (adult/paediatric, band, view)."""
     age = pd.to_numeric(samples.get("patient_age_years"), errors="coerce")
@@ -216,6 +211,9 @@ def compare_with_drls(
         [STATUS_NO_DRL, STATUS_INSUFFICIENT, STATUS_ABOVE],
         default=STATUS_BELOW,
     )
+    for name in COMPARISON_COLUMNS:
+        if name not in out.columns:
+            out[name] = np.nan
     for name in ("clinical_indication", "band_label", "view"):
         out[name] = out[name].fillna("")
     out = out[list(COMPARISON_COLUMNS)]

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import pandas as pd
 
@@ -431,3 +431,45 @@ def summarise_mapping(studies: pd.DataFrame, mapped: pd.DataFrame) -> tuple[pd.D
         .sort_values("n_studies", ascending=False, ignore_index=True)
     )
     return mappings, unmapped
+
+
+def write_standard_exams(registry: Any, mapped: pd.DataFrame) -> int:
+    """Write ``standard_exam`` and ``standard_exam_rule`` to the stored studies.
+
+    Parameters
+    ----------
+    registry : kerma.Registry
+        The registry to update (through ``registry.session()``, one transaction).
+    mapped : pandas.DataFrame
+        Output of :func:`assign_study_exams` (``study_id``, ``standard_exam``,
+        ``standard_exam_rule``); unmapped studies get ``NULL``.
+
+    Returns
+    -------
+    int
+        Number of studies whose stored exam or rule changed.
+    """
+    from sqlalchemy import select, update
+
+    from kerma.db.models import Study
+
+    wanted = {
+        int(r["study_id"]): (r["standard_exam"], r["standard_exam_rule"])
+        for r in mapped.to_dict("records")
+    }
+    changed = 0
+    with registry.session() as session:
+        stored = session.execute(
+            select(Study.id, Study.standard_exam, Study.standard_exam_rule)
+        ).all()
+        for study_id, exam, rule in stored:
+            new = wanted.get(study_id)
+            if new is None or (exam, rule) == new:
+                continue
+            session.execute(
+                update(Study)
+                .where(Study.id == study_id)
+                .values(standard_exam=new[0], standard_exam_rule=new[1])
+            )
+            changed += 1
+    return changed

@@ -276,7 +276,12 @@ def build_dose_samples(
         study_frame["modality"] = study_frame.get("study_modality", study_frame.get("modality"))
         mapped = assign_study_exams(study_frame, events, rules).set_index("study_id")
         events["standard_exam"] = events["study_id"].map(mapped["standard_exam"])
-        events["event_standard_exam"] = assign_event_exams(events, rules)
+        per_event = events["modality_family"].isin(["DX", "MG"])
+        events["event_standard_exam"] = events["standard_exam"]
+        if per_event.any():
+            events.loc[per_event, "event_standard_exam"] = assign_event_exams(
+                events[per_event], rules
+            )
     parts = []
     for family, group in events.groupby("modality_family", sort=True):
         if family == "CT":

@@ -110,7 +110,10 @@ def import_demo(paths: list[Path], *, database: str, console: Console) -> None:
             task = progress.add_task("import", total=len(paths))
             result = registry.import_paths(paths, progress=lambda _o: progress.advance(task))
         _print_import(console, result)
+        events = registry.events()
+        studies = registry.studies()
         frame = registry.summary()
+    _print_study_statistics(console, events, studies)
     _print_summary(console, frame)
     console.print(
         f"Demo registry: [bold]{database}[/bold] (archive {archive_dir}). Explore it with "
@@ -177,7 +180,64 @@ def _fmt(value: Any) -> str:
     """Format a statistic to 3 significant figures (empty when missing)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)
+
+
+#: Study-level DRL quantities shown by ``kerma demo``: (sample column, label).
+STUDY_QUANTITIES: tuple[tuple[str, str], ...] = (
+    ("dlp_total_mgycm", "DLP (mGy·cm)"),
+    ("ctdivol_mean_mgy", "CTDIvol (mGy)"),
+    ("kap_total_gycm2", "KAP (Gy·cm²)"),
+    ("kap_gycm2", "KAP (Gy·cm²)"),
+)
+
+
+def _print_study_statistics(console: Console, events: Any, studies: Any) -> None:
+    """Print the DRL quantities per examination and room (patients only).
+
+    Uses :func:`kerma.analysis.frames.build_dose_samples` (CT: per study; fluoroscopy:
+    KAP per procedure; radiography: KAP per projection) and
+    :func:`kerma.analysis.stats.dose_statistics`; one table per quantity.
+    """
+    from kerma.analysis.frames import build_dose_samples
+    from kerma.analysis.stats import dose_statistics
+
+    if events.empty:
+        return
+    samples = build_dose_samples(events, studies=studies)
+    labels = dict(STUDY_QUANTITIES)
+    stats = dose_statistics(
+        samples,
+        by=["modality_family", "study_description", "station_name"],
+        quantities=[q for q in labels if q in samples.columns],
+    )
+    order = {q: i for i, q in enumerate(labels)}
+    stats = stats.assign(_order=stats["quantity"].map(order)).sort_values(
+        ["modality_family", "_order", "study_description", "station_name"]
+    )
+    for (family, quantity), group in stats.groupby(["modality_family", "quantity"], sort=False):
+        per = "per projection" if quantity == "kap_gycm2" else "per examination"
+        table = Table(
+            title=f"{family}: {labels[str(quantity)]} {per}",
+            show_header=True,
+            header_style="bold",
+        )
+        table.add_column("examination", overflow="fold")
+        table.add_column("room")
+        for header in ("n", "median", "p25", "p75"):
+            table.add_column(header, justify="right")
+        for row in group.itertuples(index=False):
+            table.add_row(
+                str(row.study_description),
+                str(row.station_name),
+                str(row.n),
+                _fmt(row.median),
+                _fmt(row.p25),
+                _fmt(row.p75),
+            )
+        console.print(table)
 
 
 def _print_summary(console: Console, frame: Any) -> None:
@@ -186,8 +246,8 @@ def _print_summary(console: Console, frame: Any) -> None:
         console.print("No irradiation events in the demo registry.")
         return
     console.print(
-        "[bold]Dose per irradiation event[/bold] by device and acquisition protocol "
-        "(patients only): median and quartiles."
+        "[bold]Dose per irradiation event[/bold] by room and acquisition protocol "
+        "(patients only; as [bold]kerma summary[/bold]):"
     )
     for (modality, device), group in frame.groupby(["modality", "device_name"], sort=True):
         table = Table(title=f"{modality}: {device}", show_header=True, header_style="bold")

@@ -32,6 +32,8 @@ err_console = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """Kerma: an open registry of patient radiation dose."""
+
+
 logger = logging.getLogger("kerma")
 
 #: Modules that add commands; each has ``register(app: typer.Typer) -> None``.

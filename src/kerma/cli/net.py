@@ -20,12 +20,19 @@ console = Console()
 
 
 def listen(
-    aet: Annotated[str | None, typer.Option("--aet", help="AE title (default KERMA_SCP_AET, KERMA).")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="TCP port (default KERMA_SCP_PORT, 11112).")] = None,
-    host: Annotated[
-        str | None, typer.Option("--host", help="Address to bind (default KERMA_SCP_HOST, 127.0.0.1).")
+    aet: Annotated[
+        str | None, typer.Option("--aet", help="AE title (default KERMA_SCP_AET, KERMA).")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stored object.")] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", help="TCP port (default KERMA_SCP_PORT, 11112).")
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Address to bind (default KERMA_SCP_HOST, 127.0.0.1)."),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every stored object.")
+    ] = False,
 ) -> None:
     """Run the DICOM Storage SCP: spool every object durably, import it into the registry.
 
@@ -56,6 +63,7 @@ def listen(
         f"Kerma Storage SCP [bold]{scp.ae_title}[/bold] listening on {bound_host}:{bound_port}; "
         f"spool {scp.spool.directory}",
         highlight=False,
+        soft_wrap=True,
     )
     while not stop.wait(0.5):
         pass

@@ -11,6 +11,7 @@ from kerma.demo.generator import (
     build_demo_dataset,
     generate_demo_files,
     iter_demo_studies,
+    plan_demo_study,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "build_demo_dataset",
     "generate_demo_files",
     "iter_demo_studies",
+    "plan_demo_study",
 ]

@@ -34,9 +34,10 @@ May import ``kerma.dicom`` (for the codes pydicom lacks) and :mod:`kerma.demo`.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -45,6 +46,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ExplicitVRLittleEndian,
     XRayRadiationDoseSRStorage,
     generate_uid,
@@ -113,6 +115,8 @@ QA_PROTOCOL = CTProtocol(
 
 _SEQUENCED_COLLIMATION_MM = 20.0
 
+_T = TypeVar("_T")
+
 
 @dataclass
 class DemoEvent:
@@ -173,7 +177,7 @@ def generate_demo_files(
     studies: int = 200,
     seed: int = 1,
     end_date: dt.date | None = None,
-    progress: Callable[[DemoStudy], None] | None = None,
+    progress: abc.Callable[[DemoStudy], None] | None = None,
 ) -> list[Path]:
     """Write ``studies`` synthetic dose reports into ``out_dir`` and return their paths.
 
@@ -217,7 +221,7 @@ def iter_demo_studies(
     studies: int = 200,
     seed: int = 1,
     end_date: dt.date | None = None,
-) -> Iterator[DemoStudy]:
+) -> abc.Iterator[DemoStudy]:
     """Write the demo dose reports one by one, yielding each after it is written.
 
     Parameters are those of :func:`generate_demo_files`. Nothing is kept between
@@ -275,11 +279,7 @@ def _build_study(
     """Draw study ``index`` and build its dataset."""
     rng = np.random.default_rng([seed, index])
     uid = _UIDFactory(seed, index)
-    modalities = list(MODALITY_MIX)
-    shares = np.array([MODALITY_MIX[m] for m in modalities])
-    modality = modalities[int(rng.choice(len(modalities), p=shares / shares.sum()))]
-    is_qa = modality == "CT" and rng.random() < QA_FRACTION / MODALITY_MIX["CT"]
-    device = _choose(rng, devices_for(modality))
+    modality, is_qa, device = _plan(rng)
     study_date = end_date - dt.timedelta(days=int(rng.integers(0, 365)))
     start = dt.datetime.combine(
         study_date,
@@ -325,6 +325,26 @@ def _build_study(
     return ds, study
 
 
+def plan_demo_study(index: int, *, seed: int = 1) -> tuple[str, bool, str]:
+    """Return (modality, is QA phantom study, room key) of study ``index``, cheaply.
+
+    The same draws as the generator makes first, without building the report: lets
+    tests and load tests pick studies of a kind (e.g. the first QA phantom study).
+    """
+    modality, is_qa, device = _plan(np.random.default_rng([seed, index]))
+    return modality, is_qa, device.key
+
+
+def _plan(rng: np.random.Generator) -> tuple[str, bool, DemoDevice]:
+    """Draw the modality, whether the study is a QA phantom scan, and the room."""
+    modalities = list(MODALITY_MIX)
+    shares = np.array([MODALITY_MIX[m] for m in modalities])
+    modality = modalities[int(rng.choice(len(modalities), p=shares / shares.sum()))]
+    is_qa = bool(modality == "CT" and rng.random() < QA_FRACTION / MODALITY_MIX["CT"])
+    device = _choose(rng, devices_for(modality))
+    return modality, is_qa, device
+
+
 class _UIDFactory:
     """Deterministic UIDs of one study: ``generate_uid`` seeded by (seed, index, name)."""
 
@@ -336,7 +356,7 @@ class _UIDFactory:
         return generate_uid(entropy_srcs=[*self._sources, name])
 
 
-def _choose(rng: np.random.Generator, options: tuple | list):  # type: ignore[no-untyped-def]
+def _choose(rng: np.random.Generator, options: abc.Sequence[_T]) -> _T:
     """Return one of ``options``, weighted by their ``weight`` attribute when they have one."""
     weights = np.array([getattr(o, "weight", 1.0) for o in options], dtype=float)
     return options[int(rng.choice(len(options), p=weights / weights.sum()))]
@@ -617,16 +637,18 @@ def _projection_content(
     fluoro_share = (
         float(rng.uniform(0.3, 0.7)) if is_fluoro and n_acq else (1.0 if is_fluoro else 0.0)
     )
-    fluoro_kaps = (
-        total_kap * fluoro_share * rng.dirichlet(np.full(n_fluoro, 2.0)) if n_fluoro else []
+    fluoro_kaps: list[float] = (
+        list(total_kap * fluoro_share * rng.dirichlet(np.full(n_fluoro, 2.0))) if n_fluoro else []
     )
-    acq_kaps = (
-        total_kap * (1.0 - fluoro_share) * rng.dirichlet(np.full(n_acq, 2.0)) if n_acq else []
+    acq_kaps: list[float] = (
+        list(total_kap * (1.0 - fluoro_share) * rng.dirichlet(np.full(n_acq, 2.0))) if n_acq else []
     )
     fluoro_time = (
         protocol.fluoro_time_median_s * rng.lognormal(0.0, np.log(1.8)) if n_fluoro else 0.0
     )
-    durations = fluoro_time * rng.dirichlet(np.full(n_fluoro, 2.0)) if n_fluoro else []
+    durations: list[float] = (
+        list(fluoro_time * rng.dirichlet(np.full(n_fluoro, 2.0))) if n_fluoro else []
+    )
 
     rest = ["fluoro"] * max(n_fluoro - 1, 0) + ["acq"] * n_acq
     rng.shuffle(rest)
@@ -898,8 +920,8 @@ def _dataset(
         [build_code(codes.SCT.HasIntent, codes.SCT.DiagnosticIntent, relationship=HAS_CONCEPT_MOD)],
     )
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = study.sop_class_uid
-    meta.MediaStorageSOPInstanceUID = study.sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(study.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(study.sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
 
@@ -961,4 +983,5 @@ __all__ = [
     "build_demo_dataset",
     "generate_demo_files",
     "iter_demo_studies",
+    "plan_demo_study",
 ]

@@ -55,9 +55,7 @@ ANODE_TARGET_MATERIAL_113632: Final = Code("113632", "DCM", "Anode Target Materi
 
 #: Siemens private 'Radiation Summary Report' (99SMS_RADSUM), the document title of the
 #: Enhanced SR that Siemens ARCADIS mobile C-arms send instead of a TID 10001 RDSR.
-SIEMENS_RADIATION_SUMMARY_REPORT: Final = Code(
-    "C-10", "99SMS_RADSUM", "Radiation Summary Report"
-)
+SIEMENS_RADIATION_SUMMARY_REPORT: Final = Code("C-10", "99SMS_RADSUM", "Radiation Summary Report")
 #: Its 'Total number of exposures' (NUM, {1}).
 SIEMENS_TOTAL_NUMBER_OF_EXPOSURES: Final = Code(
     "C-200", "99SMS_RADSUM", "Total number of exposures"

@@ -226,9 +226,9 @@ def parse_number(raw: Any, *, what: str, report: DoseReport | None) -> float | N
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         return float(raw)
     values: list[float]
-    if isinstance(raw, list | tuple) or hasattr(raw, "__iter__") and not isinstance(
+    if isinstance(raw, list | tuple) or (hasattr(raw, "__iter__") and not isinstance(
         raw, str | bytes
-    ):
+    )):
         try:
             values = [float(v) for v in raw]
         except (TypeError, ValueError):

@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 CT_PROCEDURES = (codes.SCT.ComputedTomography,)
 
 
-def read_dataset(source: str | PathLike[str] | BinaryIO, *, stop_before_pixels: bool = True) -> Dataset:
+def read_dataset(
+    source: str | PathLike[str] | BinaryIO, *, stop_before_pixels: bool = True
+) -> Dataset:
     """Read a DICOM file (Part 10, or a bare dataset as some archives hold them).
 
     Parameters
@@ -54,7 +56,9 @@ def read_dataset(source: str | PathLike[str] | BinaryIO, *, stop_before_pixels: 
     UnreadableObjectError
         When the file is not DICOM, is truncated, or cannot be decoded.
     """
-    name = str(source) if isinstance(source, str | PathLike) else getattr(source, "name", "<stream>")
+    name = (
+        str(source) if isinstance(source, str | PathLike) else getattr(source, "name", "<stream>")
+    )
     try:
         try:
             ds = pydicom.dcmread(source, stop_before_pixels=stop_before_pixels)
@@ -212,7 +216,9 @@ def _check_template(ds: Dataset, report: DoseReport, tid: str) -> None:
     """Warn when the root Content Template Sequence is missing or names another TID."""
     seq = ds.get("ContentTemplateSequence")
     if not seq:
-        report.warn(f"no ContentTemplateSequence; template inferred as TID {tid} from the root concept")
+        report.warn(
+            f"no ContentTemplateSequence; template inferred as TID {tid} from the root concept"
+        )
         return
     found = str(seq[0].get("TemplateIdentifier", "")).strip()
     if found and found != tid:

@@ -82,6 +82,12 @@ PROJECTION_MODALITIES = frozenset({"RF", "XA", "DX", "CR", "MG", "PX"})
 PROJECTION_EXPOSURE_TIME: Code = codes.DCM.ExposureTime_Retired
 CT_EXPOSURE_TIME: Code = codes.DCM.ExposureTime
 
+_FLUOROSCOPY_DEVICE_TYPE = codes.DCM.FluoroscopyGuidedProjectionRadiographySystem
+_RADIOGRAPHY_DEVICE_TYPES = (
+    codes.DCM.IntegratedProjectionRadiographySystem,
+    codes.DCM.CassetteBasedProjectionRadiographySystem,
+)
+
 
 def concept_key(code: Code) -> tuple[str, str]:
     """Return a hashable key of a code that agrees with ``Code.__eq__``.
@@ -131,9 +137,7 @@ class ContentIndex:
                 self._by_key.setdefault(key, []).append(item)
 
     @classmethod
-    def of(
-        cls, item: Dataset, report: DoseReport | None = None, where: str = ""
-    ) -> ContentIndex:
+    def of(cls, item: Dataset, report: DoseReport | None = None, where: str = "") -> ContentIndex:
         """Return the index of the children of ``item``."""
         return cls(children(item), report, where)
 
@@ -206,21 +210,11 @@ EVENT_NUMERIC_FIELDS: tuple[_NumericField, ...] = (
     _NumericField("compression_thickness_mm", codes.DCM.CompressionThickness, UCUM_MM),
     _NumericField("compression_force_n", codes.DCM.CompressionForce, UCUM_N),
     _NumericField("positioner_primary_angle_deg", codes.DCM.PositionerPrimaryAngle, UCUM_DEG),
-    _NumericField(
-        "positioner_secondary_angle_deg", codes.DCM.PositionerSecondaryAngle, UCUM_DEG
-    ),
-    _NumericField(
-        "distance_source_to_detector_mm", codes.DCM.DistanceSourceToDetector, UCUM_MM
-    ),
-    _NumericField(
-        "distance_source_to_isocenter_mm", codes.DCM.DistanceSourceToIsocenter, UCUM_MM
-    ),
-    _NumericField(
-        "distance_source_to_rp_mm", codes.DCM.DistanceSourceToReferencePoint, UCUM_MM
-    ),
-    _NumericField(
-        "table_longitudinal_position_mm", codes.DCM.TableLongitudinalPosition, UCUM_MM
-    ),
+    _NumericField("positioner_secondary_angle_deg", codes.DCM.PositionerSecondaryAngle, UCUM_DEG),
+    _NumericField("distance_source_to_detector_mm", codes.DCM.DistanceSourceToDetector, UCUM_MM),
+    _NumericField("distance_source_to_isocenter_mm", codes.DCM.DistanceSourceToIsocenter, UCUM_MM),
+    _NumericField("distance_source_to_rp_mm", codes.DCM.DistanceSourceToReferencePoint, UCUM_MM),
+    _NumericField("table_longitudinal_position_mm", codes.DCM.TableLongitudinalPosition, UCUM_MM),
     _NumericField("table_lateral_position_mm", codes.DCM.TableLateralPosition, UCUM_MM),
     _NumericField("table_height_position_mm", codes.DCM.TableHeightPosition, UCUM_MM),
 )
@@ -302,9 +296,7 @@ def read_projection_report(ds: Dataset, report: DoseReport) -> None:
     root_index = ContentIndex(children(ds), report, "the report root (TID 10001)")
     procedure_item = root_index.first(codes.DCM.ProcedureReported)
     procedure = code_value(procedure_item)
-    if procedure_item is not None and codes.SCT.HasIntent not in ContentIndex.of(
-        procedure_item
-    ):
+    if procedure_item is not None and codes.SCT.HasIntent not in ContentIndex.of(procedure_item):
         report.warn(
             "'Procedure reported' (DCM 121058) has no 'Has Intent' (SCT 363703001) "
             "modifier (TID 10001 requires it); read anyway"
@@ -313,11 +305,17 @@ def read_projection_report(ds: Dataset, report: DoseReport) -> None:
     tz_offset = clean_text(ds.get("TimezoneOffsetFromUTC"))
 
     report.accumulated.planes = []
-    for container in root_index.all(codes.DCM.AccumulatedXRayDoseData):
+    plane_codes = [
         _read_accumulated(container, report)
+        for container in root_index.all(codes.DCM.AccumulatedXRayDoseData)
+    ]
 
-    event_containers = root_index.all(codes.DCM.IrradiationEventXRayData)
-    report.events = [_read_event(item, report, tz_offset) for item in event_containers]
+    report.events = []
+    event_types: list[Code | None] = []
+    for container in root_index.all(codes.DCM.IrradiationEventXRayData):
+        event, event_type = _read_event(container, report, tz_offset)
+        report.events.append(event)
+        event_types.append(event_type)
     if report.accumulated.total_number_of_irradiation_events is None:
         report.accumulated.total_number_of_irradiation_events = len(report.events)
 
@@ -325,19 +323,20 @@ def read_projection_report(ds: Dataset, report: DoseReport) -> None:
     modality = get_study_modality(
         procedure=procedure,
         device_type=device_type,
-        events=report.events,
+        event_types=event_types,
         planes=report.accumulated.planes,
+        acquisition_planes=plane_codes,
         header_modality=header_modality,
     )
     report.study.modality = modality
-    for event in report.events:
-        event.modality = get_event_modality(event, modality)
+    for event, event_type in zip(report.events, event_types, strict=True):
+        event.modality = get_event_modality(event_type, modality)
 
 
 # --- modality -------------------------------------------------------------------------
 
 
-def has_fluoroscopy(events: Sequence[IrradiationEvent], planes: Sequence[AccumulatedPlane]) -> bool:
+def has_fluoroscopy(event_types: Sequence[Code | None], planes: Sequence[AccumulatedPlane]) -> bool:
     """Return whether a report records fluoroscopy that actually took place.
 
     True when an event's 'Irradiation Event Type' (DCM 113721) is 'Fluoroscopy'
@@ -346,24 +345,20 @@ def has_fluoroscopy(events: Sequence[IrradiationEvent], planes: Sequence[Accumul
     Zero fluoroscopy totals, as a radiography room that can also do fluoroscopy writes
     them (Siemens Fluorospot Compact), do not count.
     """
-    if any(e.irradiation_event_type == _FLUOROSCOPY_MEANING for e in events):
+    if any(t is not None and t == codes.SCT.Fluoroscopy for t in event_types):
         return True
     return any(
         (p.fluoro_time_total_s or 0) > 0 or (p.fluoro_dap_total_gym2 or 0) > 0 for p in planes
     )
 
 
-#: Code Meaning of 'Fluoroscopy' as events keep it; set by :func:`_read_event` from
-#: the coded value (compared with ``==``), so any spelling of the meaning maps here.
-_FLUOROSCOPY_MEANING = "Fluoroscopy"
-
-
 def get_study_modality(
     *,
     procedure: Code | None,
     device_type: Code | None,
-    events: Sequence[IrradiationEvent],
+    event_types: Sequence[Code | None],
     planes: Sequence[AccumulatedPlane],
+    acquisition_planes: Sequence[Code | None] = (),
     header_modality: str | None = None,
 ) -> str:
     """Return the modality a projection dose report belongs to: MG, RF, XA or DX.
@@ -400,10 +395,12 @@ def get_study_modality(
         Value of 'Procedure reported' (DCM 121058).
     device_type : pydicom.sr.coding.Code or None
         Value of 'Acquisition Device Type' (DCM 122142).
-    events : sequence of IrradiationEvent
-        The events read (``irradiation_event_type`` set).
+    event_types : sequence of pydicom.sr.coding.Code or None
+        'Irradiation Event Type' (DCM 113721) of each event, in order (one per event).
     planes : sequence of AccumulatedPlane
         The accumulated containers read (times in s, DAP in Gy·m²).
+    acquisition_planes : sequence of pydicom.sr.coding.Code or None, optional
+        'Acquisition Plane' (DCM 113764) of each accumulated container.
     header_modality : str, optional
         (0008,0060) Modality of the SR (usually ``SR``; used only as a tie-breaker).
 
@@ -415,28 +412,24 @@ def get_study_modality(
     header = (header_modality or "").upper()
     if (procedure is not None and procedure == codes.SCT.Mammography) or header == "MG":
         return "MG"
-    if has_fluoroscopy(events, planes):
-        biplane = any(p.acquisition_plane == _PLANE_B_MEANING for p in planes)
+    if has_fluoroscopy(event_types, planes):
+        biplane = any(p is not None and p == codes.DCM.PlaneB for p in acquisition_planes)
         return "XA" if biplane or header == "XA" else "RF"
     radiography_header = header if header in {"DX", "CR", "PX"} else "DX"
-    if device_type is not None and device_type == codes.DCM.FluoroscopyGuidedProjectionRadiographySystem:
-        return radiography_header if events else ("XA" if header == "XA" else "RF")
-    if events or device_type in _RADIOGRAPHY_DEVICE_TYPES:
+    if device_type is not None and device_type == _FLUOROSCOPY_DEVICE_TYPE:
+        return radiography_header if event_types else ("XA" if header == "XA" else "RF")
+    if event_types or (device_type is not None and device_type in _RADIOGRAPHY_DEVICE_TYPES):
         return radiography_header
-    if any(p.fluoro_time_total_s is not None or p.fluoro_dap_total_gym2 is not None for p in planes):
+    has_fluoro_totals = any(
+        p.fluoro_time_total_s is not None or p.fluoro_dap_total_gym2 is not None for p in planes
+    )
+    if has_fluoro_totals:
         return "XA" if header == "XA" else "RF"
     return header if header in PROJECTION_MODALITIES else "DX"
 
 
-_PLANE_B_MEANING = "Plane B"
-_RADIOGRAPHY_DEVICE_TYPES = (
-    codes.DCM.IntegratedProjectionRadiographySystem,
-    codes.DCM.CassetteBasedProjectionRadiographySystem,
-)
-
-
-def get_event_modality(event: IrradiationEvent, study_modality: str) -> str:
-    """Return the modality of one irradiation event.
+def get_event_modality(event_type: Code | None, study_modality: str) -> str:
+    """Return the modality of one irradiation event from its 'Irradiation Event Type'.
 
     A 'Fluoroscopy' event is RF (or XA in an XA report); in a mammography report every
     event is MG; any other event (an acquisition) belongs to the examination it was
@@ -445,7 +438,7 @@ def get_event_modality(event: IrradiationEvent, study_modality: str) -> str:
     """
     if study_modality == "MG":
         return "MG"
-    if event.irradiation_event_type == _FLUOROSCOPY_MEANING:
+    if event_type is not None and event_type == codes.SCT.Fluoroscopy:
         return study_modality if study_modality in {"RF", "XA"} else "RF"
     return study_modality
 
@@ -472,11 +465,15 @@ def _read_numbers(
         setattr(target, spec.field, value)
 
 
-def _read_accumulated(container: Dataset, report: DoseReport) -> None:
-    """Read one 'Accumulated X-Ray Dose Data' container (DCM 113702) into the report."""
+def _read_accumulated(container: Dataset, report: DoseReport) -> Code | None:
+    """Read one 'Accumulated X-Ray Dose Data' container (DCM 113702) into the report.
+
+    Returns the coded 'Acquisition Plane' (DCM 113764) of the container, or ``None``.
+    """
     index = ContentIndex.of(container, report, "an 'Accumulated X-Ray Dose Data' container")
     plane = AccumulatedPlane()
-    plane.acquisition_plane = code_meaning(index.first(codes.DCM.AcquisitionPlane), report)
+    plane_item = index.first(codes.DCM.AcquisitionPlane)
+    plane.acquisition_plane = code_meaning(plane_item, report)
     _read_numbers(index, PLANE_NUMERIC_FIELDS, plane, report)
     frames = numeric_value(index.first(codes.DCM.TotalNumberOfRadiographicFrames), None, report)
     plane.total_number_of_radiographic_frames = round(frames) if frames is not None else None
@@ -490,6 +487,7 @@ def _read_accumulated(container: Dataset, report: DoseReport) -> None:
         report.accumulated.total_number_of_irradiation_events = round(events_total)
     _read_accumulated_agd(index, report)
     report.accumulated.planes.append(plane)
+    return code_value(plane_item)
 
 
 def _read_accumulated_agd(index: ContentIndex, report: DoseReport) -> None:
@@ -533,8 +531,13 @@ def _read_accumulated_agd(index: ContentIndex, report: DoseReport) -> None:
 # --- irradiation events (TID 10003 / 10003a / 10003b / 10003c) ----------------------------
 
 
-def _read_event(container: Dataset, report: DoseReport, tz_offset: str | None) -> IrradiationEvent:
-    """Read one 'Irradiation Event X-Ray Data' container (DCM 113706)."""
+def _read_event(
+    container: Dataset, report: DoseReport, tz_offset: str | None
+) -> tuple[IrradiationEvent, Code | None]:
+    """Read one 'Irradiation Event X-Ray Data' container (DCM 113706).
+
+    Returns the event and its coded 'Irradiation Event Type' (DCM 113721), or ``None``.
+    """
     index = ContentIndex.of(container, report, "an irradiation event (TID 10003)")
     event = IrradiationEvent()
     event.irradiation_event_uid = uid_value(index.first(codes.DCM.IrradiationEventUID))
@@ -547,8 +550,6 @@ def _read_event(container: Dataset, report: DoseReport, tz_offset: str | None) -
         if item is not None:
             setattr(event, field, code_meaning(item, report))
     event_type = code_value(index.first(codes.DCM.IrradiationEventType))
-    if event_type is not None and event_type == codes.SCT.Fluoroscopy:
-        event.irradiation_event_type = _FLUOROSCOPY_MEANING
     event.acquisition_protocol = text_value(index.first(codes.DCM.AcquisitionProtocol), report)
     event.comment = text_value(index.first(codes.DCM.Comment), report)
     event.laterality = _event_laterality(index, report)
@@ -573,7 +574,7 @@ def _read_event(container: Dataset, report: DoseReport, tz_offset: str | None) -
     )
     event.anode_target_material = code_meaning(anode, report)
     _read_filters(index, event, report)
-    return event
+    return event, event_type
 
 
 def _event_laterality(index: ContentIndex, report: DoseReport) -> str | None:
@@ -665,11 +666,15 @@ def _read_siemens_radiation_summary(ds: Dataset, report: DoseReport) -> None:
     index = ContentIndex(children(ds), report, "the Siemens Radiation Summary Report")
     plane = AccumulatedPlane()
     plane.dap_total_gym2 = numeric_value(
-        index.first(local_codes.SIEMENS_CUMULATIVE_DAP), UCUM_GYM2, report,
+        index.first(local_codes.SIEMENS_CUMULATIVE_DAP),
+        UCUM_GYM2,
+        report,
         template_units=("Gy.cm^2",),
     )
     plane.dose_rp_total_gy = numeric_value(
-        index.first(local_codes.SIEMENS_CUMULATIVE_AIR_KERMA), UCUM_GY, report,
+        index.first(local_codes.SIEMENS_CUMULATIVE_AIR_KERMA),
+        UCUM_GY,
+        report,
         template_units=("Gy", "mGy"),
     )
     plane.fluoro_time_total_s = numeric_value(

@@ -45,6 +45,7 @@ from kerma.db.session import session_scope
 from kerma.dicom.extract import extract_dataset, read_dataset
 from kerma.errors import IngestError
 from kerma.ingest.archive import Archive, ArchivedObject
+from kerma.ingest.integrity import find_truncation
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
 from kerma.records import EVENT_SCALAR_FIELDS, DoseReport, PatientIdentity, Rejection
@@ -364,6 +365,16 @@ class Importer:
                 return _Unreadable(reason=str(exc).replace("<stream>", source), file=source)
             sop_class_uid = _text(ds, "SOPClassUID")
             sop_instance_uid = _text(ds, "SOPInstanceUID")
+            cut = find_truncation(data)
+            if cut is not None:
+                return _Unreadable(
+                    f"Unable to read {source}: the file is incomplete ({cut}); it was probably "
+                    "cut short in transfer or on disk. Send or copy it again; the partial "
+                    "object is kept in the archive.",
+                    source,
+                    sop_class_uid,
+                    sop_instance_uid,
+                )
             try:
                 report = extract_dataset(ds, file=source)
             except IngestError as exc:

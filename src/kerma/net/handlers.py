@@ -88,7 +88,9 @@ def check_encoded_dataset(encoded: bytes) -> tuple[str, str]:
     except RecursionError as exc:
         raise ValueError("its sequences are nested too deeply to decode") from exc
     except AttributeError as exc:
-        raise ValueError("it has no (0008,0016) SOP Class UID or (0008,0018) SOP Instance UID") from exc
+        raise ValueError(
+            "it has no (0008,0016) SOP Class UID or (0008,0018) SOP Instance UID"
+        ) from exc
     except Exception as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
     if not sop_class_uid or not sop_instance_uid:

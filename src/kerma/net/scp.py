@@ -28,8 +28,8 @@ from typing import Any
 
 from pydicom import uid
 from pynetdicom import (
-    ALL_TRANSFER_SYNTAXES,
     AE,
+    ALL_TRANSFER_SYNTAXES,
     AllStoragePresentationContexts,
     evt,
 )

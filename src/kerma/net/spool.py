@@ -314,8 +314,10 @@ class SpoolWorker(threading.Thread):
         try:
             self._import(to_import)
         except Exception:
-            logger.exception("Unable to import a batch of %d spooled objects; retrying one by one",
-                             len(to_import))
+            logger.exception(
+                "Unable to import a batch of %d spooled objects; retrying one by one",
+                len(to_import),
+            )
         else:
             self._finish(to_import)
             return

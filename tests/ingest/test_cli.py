@@ -1,0 +1,141 @@
+"""kerma import / studies / summary / rejects / reprocess / db upgrade (CliRunner)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kerma.cli.main import app
+from tests.conftest import CASES_DIR, DICOM_DIR
+from tests.db_fixtures import TEST_PSEUDONYM_KEY
+
+pytestmark = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared is not beside the repository")
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path):
+    """Return a function running ``kerma ARGS`` against the test registry."""
+    runner = CliRunner()
+    env = {
+        "KERMA_DATABASE_URL": database_url,
+        "KERMA_ARCHIVE_DIR": str(tmp_path / "archive"),
+        "KERMA_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
+        "COLUMNS": "250",
+    }
+
+    def run(*args: str):
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture
+def incoming(tmp_path: Path) -> Path:
+    """A folder with C05 (two CT RDSRs), two DX images and a non-DICOM file."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for path in (
+        CASES_DIR / "C05-ct-siemens-continued-study-a.dcm",
+        CASES_DIR / "C05-ct-siemens-continued-study-b.dcm",
+        DICOM_DIR / "DX-Im-GE_XR220-1.dcm",
+        DICOM_DIR / "DX-Im-GE_XR220-2.dcm",
+    ):
+        shutil.copy(path, folder / path.name)
+    (folder / "readme.txt").write_text("hello")
+    return folder
+
+
+def row_of(output: str, label: str) -> str:
+    """Return the table line of ``output`` that holds ``label``."""
+    lines = [line for line in output.splitlines() if label in line]
+    assert lines, f"{label!r} not in output:\n{output}"
+    return lines[0]
+
+
+class TestImportCommand:
+    """kerma import."""
+
+    def test_import_prints_counts_and_reasons(self, cli, incoming: Path) -> None:
+        """The table counts objects by kind and modality, and the rejection reason."""
+        result = cli("import", str(incoming))
+        assert result.exit_code == 0, result.output
+        out = result.output
+        assert "5" in row_of(out, "objects read")
+        assert "2" in row_of(out, "imported rdsr-ct CT")
+        assert "2" in row_of(out, "imported header-dx DX")
+        assert "4" in row_of(out, "imported (total)")
+        assert "1" in row_of(out, "│ rejected")
+        assert "not a DICOM file" in out
+
+    def test_second_import_reports_already_present(self, cli, incoming: Path) -> None:
+        """Running the same import again imports nothing and says so."""
+        cli("import", str(incoming))
+        result = cli("import", str(incoming))
+        assert result.exit_code == 0
+        assert "0" in row_of(result.output, "imported (total)")
+        assert "4" in row_of(result.output, "already present")
+
+    def test_nothing_readable_exits_1(self, cli, tmp_path: Path) -> None:
+        """Only non-DICOM input: exit code 1."""
+        (tmp_path / "a.txt").write_text("x")
+        assert cli("import", str(tmp_path / "a.txt")).exit_code == 1
+
+
+class TestReadCommands:
+    """kerma studies, summary, rejects, reprocess, db upgrade."""
+
+    def test_studies_shows_totals_in_display_units(self, cli, incoming: Path, tmp_path: Path) -> None:
+        """DLP in mGy·cm and KAP in Gy·cm²; --csv writes every row."""
+        cli("import", str(incoming))
+        csv = tmp_path / "studies.csv"
+        result = cli("studies", "--csv", str(csv))
+        assert result.exit_code == 0, result.output
+        assert "1057" in row_of(result.output, "SynthSOMATOM")  # 1056.7 mGy·cm, 4 digits
+        assert "0.123" in row_of(result.output, "Optima XR220")  # (4.1 + 8.2)e-6 Gy·m² in Gy·cm²
+        assert len(csv.read_text().strip().splitlines()) == 3
+
+    def test_studies_modality_filter(self, cli, incoming: Path) -> None:
+        """--modality DX shows only the DX study."""
+        cli("import", str(incoming))
+        out = cli("studies", "--modality", "DX").output
+        assert "Studies (1)" in out
+        assert "SynthSOMATOM" not in out
+
+    def test_summary_shows_medians(self, cli, incoming: Path) -> None:
+        """Median and quartiles per protocol in display units."""
+        cli("import", str(incoming))
+        result = cli("summary")
+        assert result.exit_code == 0, result.output
+        topogram_dlp = [
+            line for line in result.output.splitlines() if "Topogram" in line and "DLP" in line
+        ]
+        assert topogram_dlp and "3.25" in topogram_dlp[0]
+        kap = row_of(result.output, "KAP (Gy·cm²)")
+        assert "0.0615" in kap and "0.05125" in kap and "0.07175" in kap
+
+    def test_rejects_lists_file_and_reason(self, cli, incoming: Path) -> None:
+        """kerma rejects shows the rejected file and why."""
+        cli("import", str(incoming))
+        result = cli("rejects")
+        assert result.exit_code == 0
+        assert "readme.txt" in result.output
+        assert "not a DICOM" in result.output
+
+    def test_reprocess_reports_counts(self, cli, incoming: Path) -> None:
+        """kerma reprocess re-extracts the four reports and keeps the one rejection."""
+        cli("import", str(incoming))
+        result = cli("reprocess")
+        assert result.exit_code == 0, result.output
+        assert "4" in row_of(result.output, "dose reports updated")
+        assert "1" in row_of(result.output, "rejected objects still rejected")
+
+    def test_db_upgrade_reports_revision(self, cli) -> None:
+        """kerma db upgrade migrates and prints the revision."""
+        from kerma.db.migrate import head_revision
+
+        result = cli("db", "upgrade")
+        assert result.exit_code == 0, result.output
+        assert f"revision {head_revision()}" in result.output

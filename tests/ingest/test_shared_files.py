@@ -1,0 +1,161 @@
+"""Import every real vendor file of ../shared/dicom, twice, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+from sqlalchemy import func, select
+
+from kerma.api import Registry
+from kerma.config import Settings
+from kerma.db.models import DoseReport, IrradiationEvent, RejectedObject
+from kerma.ingest.pipeline import ImportSummary
+from tests.conftest import DICOM_DIR
+from tests.db_fixtures import BACKENDS, fresh_database, make_settings
+from tests.ingest.helpers import dump_text
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class SharedImport:
+    """A registry holding ../shared/dicom, with the summaries of both runs."""
+
+    registry: Registry
+    settings: Settings
+    first: ImportSummary
+    second: ImportSummary
+    studies_after_first: pd.DataFrame
+    events_after_first: pd.DataFrame
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_import(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[SharedImport]:
+    """Import ../shared/dicom twice into a fresh database (one per backend and module)."""
+    if not DICOM_DIR.is_dir():
+        pytest.skip("../shared/dicom is not beside the repository")
+    folder = tmp_path_factory.mktemp("shared")
+    with fresh_database(request.param, folder) as url:
+        settings = make_settings(url, folder)
+        reg = Registry(settings=settings)
+        first = reg.import_paths([DICOM_DIR])
+        studies = reg.studies(include_non_patient=True)
+        events = reg.events(include_non_patient=True)
+        second = reg.import_paths([DICOM_DIR])
+        yield SharedImport(reg, settings, first, second, studies, events)
+        reg.close()
+
+
+def expected_records() -> dict[str, dict]:
+    """Return ../shared/dicom/expected/*.json by file name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((DICOM_DIR / "expected").glob("*.json"))}
+
+
+def read_header(path: Path) -> pydicom.Dataset:
+    """Read a DICOM file without pixel data, quietly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+
+
+class TestImportSharedFiles:
+    """All real vendor files: counts, idempotence, rejections and privacy."""
+
+    def test_second_run_reads_the_same_objects_and_imports_nothing(self, shared_import) -> None:
+        """Importing the folder again reads as many objects and stores nothing new."""
+        first, second = shared_import.first, shared_import.second
+        n_files = sum(1 for p in DICOM_DIR.rglob("*") if p.is_file())
+        assert first.objects_read == second.objects_read == n_files
+        assert second.n_imported == 0
+        assert second.already_present == first.n_imported + first.already_present
+        assert second.rejected == first.rejected
+
+    def test_second_run_leaves_the_same_studies_and_events(self, shared_import) -> None:
+        """Studies and current events are identical after the second run."""
+        reg = shared_import.registry
+        pd.testing.assert_frame_equal(reg.studies(include_non_patient=True), shared_import.studies_after_first)
+        pd.testing.assert_frame_equal(reg.events(include_non_patient=True), shared_import.events_after_first)
+
+    def test_every_dose_file_is_stored_with_its_kind_and_events(self, shared_import) -> None:
+        """Each file expected to read is a dose_report of its kind with its number of events."""
+        expected = expected_records()
+        with shared_import.registry.session(write=False) as session:
+            stored = {
+                r.sop_instance_uid: (r.kind, r.number_of_events)
+                for r in session.scalars(select(DoseReport))
+            }
+        checked = 0
+        for stem, record in expected.items():
+            if record.get("status") == "rejected":
+                continue
+            uid = str(read_header(DICOM_DIR / f"{stem}.dcm").SOPInstanceUID)
+            assert uid in stored, stem
+            kind, n_events = stored[uid]
+            assert kind == record["kind"], stem
+            if "events" in record:
+                assert n_events == len(record["events"]), stem
+            checked += 1
+        assert checked == sum(1 for r in expected.values() if r.get("status") != "rejected")
+
+    def test_non_dose_and_non_dicom_files_are_rejected_and_archived(self, shared_import) -> None:
+        """ESR_non-dose.dcm, INDEX.md and the JSON files are rejected, listed and archived."""
+        reg, settings = shared_import.registry, shared_import.settings
+        rejects = reg.rejects()
+        n_non_dicom = sum(1 for p in DICOM_DIR.rglob("*") if p.is_file() and p.suffix != ".dcm")
+        assert len(rejects) == n_non_dicom + 1 == shared_import.first.rejected
+        esr = rejects[rejects["file_name"].str.endswith("ESR_non-dose.dcm")]
+        assert len(esr) == 1
+        assert "not a dose report" in esr["reason"].iloc[0]
+        assert esr["sop_instance_uid"].iloc[0] == str(read_header(DICOM_DIR / "ESR_non-dose.dcm").SOPInstanceUID)
+        index = rejects[rejects["file_name"].str.endswith("INDEX.md")]
+        assert "not a DICOM file" in index["reason"].iloc[0]
+        for rel in rejects["archive_path"]:
+            assert (settings.archive_dir / rel).is_file()
+
+    def test_no_patient_name_or_id_in_the_database(self, shared_import) -> None:
+        """No Patient's Name or Patient ID of any input file appears in any table."""
+        text = dump_text(shared_import.registry.engine)
+        identities: set[str] = set()
+        other_values: list[str] = []
+        for path in sorted(DICOM_DIR.glob("*.dcm")):
+            ds = read_header(path)
+            identities |= {str(ds.get(k, "")) for k in ("PatientID", "PatientName")} - {""}
+            other_values.extend(
+                str(e.value) for e in ds.iterall() if e.tag.group != 0x0010 and e.VR in TEXT_VRS
+            )
+        # a value that some other, non-patient attribute also holds (e.g. 'REMOVED' as
+        # Station Name, '123456' inside a UID) cannot tell a leak; every other one must be absent
+        others = "\x1f".join(other_values)
+        checked = sorted(v for v in identities if v not in others)
+        assert len(checked) > 40
+        leaked = [v for v in checked if v in text]
+        assert leaked == []
+
+    def test_mammography_for_presentation_and_processing_count_once(self, shared_import) -> None:
+        """The GE Senographe image sent For Presentation and For Processing is one event."""
+        ds = read_header(DICOM_DIR / "MG-Im-GE_Seno_1_ForPresentation.dcm")
+        studies = shared_import.registry.studies()
+        row = studies[studies["study_instance_uid"] == str(ds.StudyInstanceUID)]
+        assert len(row) == 1
+        assert row["number_of_reports"].iloc[0] == 2
+        assert row["number_of_events"].iloc[0] == 1
+        assert row["agd_total_mgy"].iloc[0] == pytest.approx(0.547)
+
+    def test_every_stored_event_belongs_to_a_report(self, shared_import) -> None:
+        """Stored events equal the sum of the reports' event counts."""
+        with shared_import.registry.session(write=False) as session:
+            n_events = session.scalar(select(func.count(IrradiationEvent.id)))
+            n_declared = session.scalar(select(func.sum(DoseReport.number_of_events)))
+            n_rejected = session.scalar(select(func.count(RejectedObject.id)))
+        assert n_events == n_declared
+        assert n_rejected == shared_import.first.rejected
+
+
+TEXT_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UI", "UT", "DS", "IS"}

@@ -1,0 +1,273 @@
+"""``kerma listen`` with real senders: dcmtk echoscu/storescu and pynetdicom SCU threads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.filereader import read_file_meta_info
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from kerma.api import Registry
+from kerma.net import status
+from tests.net.conftest import (
+    CASES_DIR,
+    DICOM_DIR,
+    KermaListener,
+    SendLog,
+    deep_sr_file,
+    registry_sop_uids,
+    require_binary,
+    send_with_storescu,
+    storescu,
+    wait_until,
+    write_copies,
+)
+
+pytestmark = pytest.mark.network
+
+#: Shared RDSRs sent with storescu (CT, projection, mammography, radiopharmaceutical).
+RDSR_FILES = (
+    "CT-RDSR-Siemens-Multi-1.dcm",
+    "CT-RDSR-Toshiba_DoseCheck.dcm",
+    "DX-RDSR-Canon_CXDI.dcm",
+    "RF-RDSR-Philips_Allura.dcm",
+    "MG-RDSR-Hologic_2D.dcm",
+    "NM-RRDSR-Siemens.dcm",
+)
+
+C14 = CASES_DIR / "C14-nm-radiopharm-rdsr-network.dcm"
+
+
+def send_file(port: int, path: Path, *, aet: str = "KERMA") -> int:
+    """Send one file with pynetdicom (without decoding it); return the C-STORE status."""
+    meta = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(
+        meta.file_meta.MediaStorageSOPClassUID, meta.file_meta.TransferSyntaxUID
+    )
+    assoc = ae.associate("127.0.0.1", port, ae_title=aet)
+    assert assoc.is_established
+    try:
+        rsp = assoc.send_c_store(path)
+        return int(rsp.Status)
+    finally:
+        assoc.release()
+
+
+class TestListen:
+    """Echo, store and reject with a running ``kerma listen``."""
+
+    def test_echoscu_returns_success(self, listener: KermaListener) -> None:
+        """dcmtk echoscu gets a successful C-ECHO."""
+        exe = require_binary("echoscu")
+        run = subprocess.run(
+            [exe, "-aec", listener.aet, "127.0.0.1", str(listener.port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr
+
+    def test_storescu_rdsrs_are_in_registry(self, listener: KermaListener) -> None:
+        """Shared RDSRs sent with storescu are acknowledged and imported with their totals."""
+        files = [DICOM_DIR / name for name in RDSR_FILES]
+        run = storescu(listener.port, files)
+        assert run.returncode == 0, run.stderr
+        assert run.stderr.count("Received Store Response (Success)") == len(files)
+        listener.wait_drained()
+        expected = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+        assert sorted(registry_sop_uids(listener.settings)) == sorted(expected)
+        with Registry(settings=listener.settings) as reg:
+            reference = Registry(
+                "sqlite://",
+                settings=listener.settings.model_copy(
+                    update={"archive_dir": listener.workdir / "ref-archive"}
+                ),
+            )
+            reference.import_paths(files)
+            got = reg.studies(include_non_patient=True)
+            want = reference.studies(include_non_patient=True)
+        assert len(got) == len(want) == len(files)
+        assert got["number_of_events"].sum() == want["number_of_events"].sum()
+        assert got["ct_dlp_total_mgycm"].sum() == pytest.approx(want["ct_dlp_total_mgycm"].sum())
+        assert got["dap_total_gym2"].sum() == pytest.approx(want["dap_total_gym2"].sum())
+
+    def test_radiopharmaceutical_sr_c14_is_accepted(self, listener: KermaListener) -> None:
+        """Case C14: a .88.68 Radiopharmaceutical Radiation Dose SR gets 0x0000 and is imported."""
+        assert send_file(listener.port, C14) == status.SUCCESS
+        listener.wait_drained()
+        uid = str(pydicom.dcmread(C14, stop_before_pixels=True).SOPInstanceUID)
+        assert registry_sop_uids(listener.settings) == [uid]
+
+    def test_dose_sr_classes_c14_contexts_are_accepted(self, listener: KermaListener) -> None:
+        """Case C14: every dose SR SOP class's presentation context is accepted."""
+        from tests.conftest import load_case
+
+        network = load_case("C14-nm-radiopharm-rdsr-network")["expected"]["network"]
+        uids = [network["sop_class_uid"], *network["scp_must_also_accept"]]
+        ae = AE(ae_title="TESTSCU")
+        for uid in uids:
+            ae.add_requested_context(uid)
+        assoc = ae.associate("127.0.0.1", listener.port, ae_title=listener.aet)
+        assert assoc.is_established
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        assoc.release()
+        assert accepted == set(uids)
+
+    def test_non_dose_object_is_acknowledged_not_kept(self, listener: KermaListener) -> None:
+        """An Enhanced SR that is not a dose report gets 0x0000 but is neither stored nor kept."""
+        assert send_file(listener.port, DICOM_DIR / "ESR_non-dose.dcm") == status.SUCCESS
+        listener.wait_drained()
+        assert registry_sop_uids(listener.settings) == []
+        with Registry(settings=listener.settings) as reg:
+            assert reg.rejects().empty
+        archived = list(listener.archive_dir.rglob("*.dcm"))
+        assert archived == []
+
+    def test_deep_sr_undecodable_gets_cannot_understand(
+        self, listener: KermaListener, tmp_path: Path
+    ) -> None:
+        """An SR nested 300 deep (undefined lengths) gets 0xC210, is quarantined, SCP goes on."""
+        deep = deep_sr_file(tmp_path / "deep.dcm", depth=300)
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(20000)  # only so that pynetdicom can send it
+        try:
+            assert send_file(listener.port, deep) == status.CANNOT_UNDERSTAND
+        finally:
+            sys.setrecursionlimit(limit)
+        quarantined = list((listener.archive_dir / "quarantine").iterdir())
+        assert len(quarantined) == 1
+        good = DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm"
+        assert send_file(listener.port, good) == status.SUCCESS
+        listener.wait_drained()
+        assert registry_sop_uids(listener.settings) == [
+            str(pydicom.dcmread(good, stop_before_pixels=True).SOPInstanceUID)
+        ]
+
+    def test_deep_sr_from_storescu_is_rejected_and_kept(
+        self, listener: KermaListener, tmp_path: Path
+    ) -> None:
+        """A 300-deep SR re-encoded by storescu is stored, then rejected by import and archived."""
+        deep = deep_sr_file(tmp_path / "deep.dcm", depth=300)
+        deep_uid = str(read_file_meta_info(deep).MediaStorageSOPInstanceUID)
+        good = DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm"
+        run = storescu(listener.port, [deep, good])
+        assert run.stderr.count("Received Store Response (Success)") == 2, run.stderr
+        listener.wait_drained()
+        assert registry_sop_uids(listener.settings) == [
+            str(pydicom.dcmread(good, stop_before_pixels=True).SOPInstanceUID)
+        ]
+        with Registry(settings=listener.settings) as reg:
+            rejects = reg.rejects()
+        assert list(rejects["sop_instance_uid"].fillna("")) in ([deep_uid], [""])
+        assert len(rejects) == 1
+        assert "nested too deeply" in rejects["reason"].iloc[0]
+        assert (listener.archive_dir / rejects["archive_path"].iloc[0]).is_file()
+
+    def test_sigterm_stops_cleanly(self, listener: KermaListener) -> None:
+        """SIGTERM after a store: exit code 0, the object imported, nothing left in the spool."""
+        assert send_file(listener.port, DICOM_DIR / "DX-RDSR-Canon_CXDI.dcm") == status.SUCCESS
+        assert listener.terminate() == 0
+        assert "stopped:" in listener.log()
+        restarted = KermaListener(listener.workdir, port=listener.port)
+        restarted.start()
+        restarted.wait_drained()
+        restarted.terminate()
+        assert len(registry_sop_uids(listener.settings)) == 1
+
+
+class TestAllowList:
+    """The optional calling-AE allow-list."""
+
+    def test_unknown_calling_aet_is_rejected(self, tmp_path: Path) -> None:
+        """A calling AE title outside KERMA_SCP_ALLOWED_AETS cannot associate; a listed one can."""
+        scp = KermaListener(
+            tmp_path / "kerma",
+            extra_env={"KERMA_SCP_ALLOWED_AETS": '["MODALITY1"]'},
+            ready_calling="MODALITY1",
+        )
+        scp.start()
+        try:
+            for calling, expected in (("STRANGER", False), ("MODALITY1", True)):
+                ae = AE(ae_title=calling)
+                ae.add_requested_context(Verification)
+                assoc = ae.associate("127.0.0.1", scp.port, ae_title=scp.aet)
+                assert assoc.is_established is expected
+                if assoc.is_established:
+                    assoc.release()
+        finally:
+            scp.terminate()
+
+
+class TestLoad:
+    """Many concurrent associations, and a crash in the middle of a transfer."""
+
+    N_OBJECTS = 1000
+    N_ASSOCIATIONS = 20
+
+    @pytest.mark.slow
+    def test_twenty_associations_store_each_object_once(
+        self, listener: KermaListener, tmp_path: Path
+    ) -> None:
+        """1,000 objects over 20 concurrent storescu associations: each stored exactly once."""
+        files = write_copies(tmp_path / "objects", self.N_OBJECTS)
+        log = send_with_storescu(files, listener.port, processes=self.N_ASSOCIATIONS)
+        assert len(log.succeeded) == self.N_OBJECTS
+        listener.wait_drained()
+        uids = registry_sop_uids(listener.settings)
+        assert len(uids) == len(set(uids)) == self.N_OBJECTS
+        assert set(uids) == log.succeeded
+        with Registry(settings=listener.settings) as reg:
+            assert len(reg.studies(include_non_patient=True)) == self.N_OBJECTS
+
+    @pytest.mark.slow
+    def test_sigkill_mid_transfer_loses_nothing(
+        self, listener: KermaListener, tmp_path: Path
+    ) -> None:
+        """SIGKILL mid-transfer: every acknowledged object is imported, once, after restart."""
+        files = write_copies(tmp_path / "objects", self.N_OBJECTS, seed=1)
+        log = SendLog()
+        kill_after = self.N_OBJECTS // 3
+        sender = threading.Thread(
+            target=send_with_storescu,
+            args=(files, listener.port),
+            kwargs={"processes": self.N_ASSOCIATIONS, "log": log},
+        )
+        sender.start()
+        assert wait_until(lambda: len(log.statuses) >= kill_after, timeout=600, interval=0.02)
+        listener.kill()
+        sender.join()
+        acknowledged = log.succeeded
+        assert kill_after <= len(acknowledged) < self.N_OBJECTS
+        assert set(log.statuses.values()) == {status.SUCCESS}
+
+        restarted = KermaListener(listener.workdir, port=listener.port)
+        restarted.start()
+        try:
+            restarted.wait_drained()
+            after_restart = registry_sop_uids(listener.settings)
+            # then send the rest; objects stored but not acknowledged arrive twice
+            rest = {p: uid for p, uid in files.items() if uid not in acknowledged}
+            resend = send_with_storescu(rest, restarted.port, processes=self.N_ASSOCIATIONS)
+            restarted.wait_drained()
+        finally:
+            restarted.terminate()
+        assert acknowledged <= set(after_restart)  # nothing acknowledged was lost
+        assert len(after_restart) == len(set(after_restart))
+        uids = registry_sop_uids(listener.settings)
+        assert len(uids) == len(set(uids))  # nothing imported twice
+        assert set(uids) == acknowledged | resend.succeeded == set(files.values())
+        print(
+            f"\nkill test: {len(acknowledged)} acknowledged before SIGKILL, "
+            f"{len(after_restart)} in the registry after restart "
+            f"({len(after_restart) - len(acknowledged)} stored but not acknowledged), "
+            f"{len(rest)} re-sent, {len(uids)} in the registry at the end, "
+            f"{len(uids) - len(set(uids))} duplicates"
+        )

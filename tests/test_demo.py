@@ -1,0 +1,281 @@
+"""Tests of the demo data generator (kerma.demo) and the ``kerma demo`` command."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import XRayRadiationDoseSRStorage
+from typer.testing import CliRunner
+
+from kerma.demo import (
+    DemoStudy,
+    build_demo_dataset,
+    generate_demo_files,
+    iter_demo_studies,
+    plan_demo_study,
+)
+from kerma.dicom import codes as kerma_codes
+from kerma.dicom.content import children, concept_of, find_all
+from kerma.dicom.extract import inspect_path
+from kerma.errors import ConfigurationError
+from kerma.records import DoseReport, ReportKind
+
+END_DATE = dt.date(2026, 6, 30)
+N_STUDIES = 12
+
+
+@pytest.fixture(scope="module")
+def demo_set(tmp_path_factory: pytest.TempPathFactory) -> list[DemoStudy]:
+    """Twelve demo studies (seed 5) written once for the module."""
+    out = tmp_path_factory.mktemp("demo")
+    return list(iter_demo_studies(out, studies=N_STUDIES, seed=5, end_date=END_DATE))
+
+
+def _first(studies: list[DemoStudy], modality: str) -> DemoStudy:
+    """Return the first study of ``modality`` in the set."""
+    return next(s for s in studies if s.modality == modality and not s.is_qa)
+
+
+def _first_index(modality: str, *, seed: int, qa: bool = False) -> int:
+    """Return the index of the first study of ``modality`` (QA or not) for ``seed``."""
+    return next(i for i in range(1000) if plan_demo_study(i, seed=seed)[:2] == (modality, qa))
+
+
+class TestGenerator:
+    """The files written by :func:`kerma.demo.generator.iter_demo_studies`."""
+
+    def test_same_seed_identical_files(self, tmp_path: Path) -> None:
+        """The same seed and end date give byte-identical files."""
+        first = generate_demo_files(tmp_path / "a", studies=4, seed=3, end_date=END_DATE)
+        second = generate_demo_files(tmp_path / "b", studies=4, seed=3, end_date=END_DATE)
+        assert [p.name for p in first] == [p.name for p in second]
+        assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+    def test_other_seed_new_uids(self) -> None:
+        """Another seed gives other SOP Instance UIDs."""
+        _, a = build_demo_dataset(0, seed=1, end_date=END_DATE)
+        _, b = build_demo_dataset(0, seed=2, end_date=END_DATE)
+        assert a.sop_instance_uid != b.sop_instance_uid
+        assert a.study_instance_uid != b.study_instance_uid
+
+    def test_iterating_writes_one_file_at_a_time(self, tmp_path: Path) -> None:
+        """The generator yields after each file, so nothing is held for the whole set."""
+        studies = iter_demo_studies(tmp_path, studies=5, seed=1, end_date=END_DATE)
+        first = next(studies)
+        assert [p.name for p in tmp_path.iterdir()] == [first.path.name]
+
+    def test_negative_count_raises(self, tmp_path: Path) -> None:
+        """A negative number of studies is refused with a clear message."""
+        with pytest.raises(ValueError, match="studies must be >= 0, not -1"):
+            list(iter_demo_studies(tmp_path, studies=-1))
+
+    def test_read_back_root_concept_and_template(self, demo_set: list[DemoStudy]) -> None:
+        """Every file reads back as an X-Ray Radiation Dose SR with its TID."""
+        for study in demo_set:
+            ds = pydicom.dcmread(study.path)
+            assert ds.SOPClassUID == XRayRadiationDoseSRStorage
+            assert ds.SOPInstanceUID == study.sop_instance_uid
+            assert concept_of(ds) == codes.DCM.XRayRadiationDoseReport
+            expected_tid = "10011" if study.modality == "CT" else "10001"
+            assert ds.ContentTemplateSequence[0].TemplateIdentifier == expected_tid
+            assert str(ds.PatientName).startswith(("DEMO^PATIENT", "QA PHANTOM"))
+
+    def test_read_back_number_of_events(self, demo_set: list[DemoStudy]) -> None:
+        """The content tree holds one event container per generated event."""
+        for study in demo_set:
+            items = children(pydicom.dcmread(study.path))
+            concept = (
+                codes.DCM.CTAcquisition
+                if study.modality == "CT"
+                else codes.DCM.IrradiationEventXRayData
+            )
+            assert len(find_all(items, concept)) == len(study.events) > 0
+
+    def test_ct_values_in_range(self, demo_set: list[DemoStudy]) -> None:
+        """CTDIvol, DLP = CTDIvol x scanning length, and the DLP total are consistent."""
+        for study in (s for s in demo_set if s.modality == "CT"):
+            assert study.events[0].irradiation_event_type == "Constant Angle Acquisition"
+            for event in study.events:
+                assert event.ctdivol_mgy is not None and event.dlp_mgycm is not None
+                assert event.scanning_length_mm is not None
+                assert 0.01 < event.ctdivol_mgy < 300
+                assert 50 < event.scanning_length_mm < 1500
+                assert event.dlp_mgycm == pytest.approx(
+                    event.ctdivol_mgy * event.scanning_length_mm / 10, rel=1e-3
+                )
+            total = sum(e.dlp_mgycm or 0.0 for e in study.events)
+            assert study.ct_dlp_total_mgycm == pytest.approx(total, rel=1e-4)
+
+    def test_projection_values_in_range(self, demo_set: list[DemoStudy]) -> None:
+        """DAP (Gy.m2) and Dose (RP) (Gy) are plausible and add up to the totals."""
+        for study in (s for s in demo_set if s.modality in {"RF", "DX"}):
+            for event in study.events:
+                assert event.dap_gym2 is not None and event.dose_rp_gy is not None
+                assert 1e-8 < event.dap_gym2 < 0.1
+                assert 1e-6 < event.dose_rp_gy < 10
+            total = sum(e.dap_gym2 or 0.0 for e in study.events)
+            assert study.dap_total_gym2 == pytest.approx(total, rel=1e-3)
+
+    def test_qa_phantom_study_named_qa_phantom(self) -> None:
+        """A QA phantom study has patient name 'QA PHANTOM' and no demographics."""
+        index = _first_index("CT", seed=1, qa=True)
+        ds, study = build_demo_dataset(index, seed=1, end_date=END_DATE)
+        assert study.is_qa
+        assert str(ds.PatientName) == "QA PHANTOM"
+        assert "PatientWeight" not in ds
+
+    def test_qa_share_about_two_percent(self) -> None:
+        """About 2 % of studies are QA phantom scans."""
+        plans = [plan_demo_study(i, seed=1) for i in range(2000)]
+        share = sum(is_qa for _, is_qa, _ in plans) / len(plans)
+        assert 0.01 < share < 0.035
+
+    def test_ct3_delivers_more_than_other_rooms(self) -> None:
+        """The deliberately high room CT3 has a higher median head CTDIvol."""
+        from kerma.demo.catalogue import DEVICES
+
+        factors = {d.key: d.dose_factor for d in DEVICES}
+        assert factors["CT3"] > 1.3 * max(factors["CT1"], factors["CT2"])
+
+
+class TestExtraction:
+    """Kerma's readers extract the values the generator wrote."""
+
+    def test_ct_report_values(self, demo_set: list[DemoStudy]) -> None:
+        """A CT report reads as rdsr-ct with the written CTDIvol, DLP and DLP total."""
+        study = _first(demo_set, "CT")
+        report = inspect_path(study.path)
+        assert isinstance(report, DoseReport), getattr(report, "reason", "")
+        assert report.kind is ReportKind.RDSR_CT
+        assert report.device.device_observer_uid == study.device_observer_uid
+        assert report.study.study_description == study.study_description
+        assert report.accumulated.ct_dlp_total_mgycm == pytest.approx(study.ct_dlp_total_mgycm)
+        assert [e.irradiation_event_uid for e in report.events] == [
+            e.irradiation_event_uid for e in study.events
+        ]
+        assert [e.ctdivol_mgy for e in report.events] == pytest.approx(
+            [e.ctdivol_mgy for e in study.events]
+        )
+        assert [e.dlp_mgycm for e in report.events] == pytest.approx(
+            [e.dlp_mgycm for e in study.events]
+        )
+        assert not report.warnings
+
+    def test_fluoro_report_values(self) -> None:
+        """A fluoroscopy report reads as rdsr-projection with the written DAP and Ka,r."""
+        ds, study = build_demo_dataset(_first_index("RF", seed=2), seed=2, end_date=END_DATE)
+        report = _inspect(ds, study)
+        assert report.kind is ReportKind.RDSR_PROJECTION
+        assert [e.dap_gym2 for e in report.events] == pytest.approx(
+            [e.dap_gym2 for e in study.events]
+        )
+        assert [e.dose_rp_gy for e in report.events] == pytest.approx(
+            [e.dose_rp_gy for e in study.events]
+        )
+        plane = report.accumulated.planes[0]
+        assert plane.dap_total_gym2 == pytest.approx(study.dap_total_gym2)
+        assert plane.fluoro_time_total_s == pytest.approx(study.fluoro_time_total_s)
+        # 'Exposure Time' is written as DCM 113824, the code of the current PS3.16
+        # (pydicom lists the older DCM 113735 as retired); a reader may note it.
+        assert [w for w in report.warnings if "'Exposure Time'" not in w] == []
+
+    def test_radiography_report_values(self) -> None:
+        """A radiography report reads as rdsr-projection with the written DAP."""
+        ds, study = build_demo_dataset(_first_index("DX", seed=2), seed=2, end_date=END_DATE)
+        report = _inspect(ds, study)
+        assert report.kind is ReportKind.RDSR_PROJECTION
+        assert [e.dap_gym2 for e in report.events] == pytest.approx(
+            [e.dap_gym2 for e in study.events]
+        )
+
+
+def _inspect(ds: pydicom.Dataset, study: DemoStudy) -> DoseReport:
+    """Write ``ds`` to a temporary file, read it back with inspect_path, return the report."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / study.path.name
+        ds.save_as(path, enforce_file_format=True)
+        report = inspect_path(path)
+    assert isinstance(report, DoseReport), getattr(report, "reason", "")
+    return report
+
+
+class TestDemoCommand:
+    """``kerma demo``."""
+
+    def test_demo_imports_and_prints_summary(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``kerma demo --studies 20`` imports every file and prints the dose tables."""
+        from kerma.cli.main import app
+
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("KERMA_DATABASE_URL", raising=False)
+        result = CliRunner().invoke(app, ["demo", "--studies", "20"])
+        assert result.exit_code == 0, result.output
+        assert "Wrote 20 X-Ray Radiation Dose SRs" in result.output
+        assert "objects read" in result.output
+        assert "rejected" in result.output
+        assert "DLP (mGy·cm) per examination" in result.output
+        assert "CTDIvol (mGy)" in result.output
+        assert (tmp_path / "kerma-demo.db").exists()
+        assert len(list((tmp_path / "kerma-demo-data").glob("DEMO-*.dcm"))) == 20
+        assert not (tmp_path / "kerma.db").exists()
+
+    def test_no_import_only_writes_files(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``--no-import`` writes the files and creates no registry."""
+        from kerma.cli.main import app
+
+        monkeypatch.chdir(tmp_path)
+        out = tmp_path / "files"
+        result = CliRunner().invoke(
+            app, ["demo", "--studies", "3", "--out", str(out), "--no-import"]
+        )
+        assert result.exit_code == 0, result.output
+        assert len(list(out.glob("DEMO-*.dcm"))) == 3
+        assert not (tmp_path / "kerma-demo.db").exists()
+
+    def test_existing_other_sqlite_file_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An existing SQLite file other than the demo one is never deleted."""
+        from kerma.cli.main import app
+
+        monkeypatch.chdir(tmp_path)
+        precious = tmp_path / "kerma.db"
+        precious.write_bytes(b"not to be touched")
+        result = CliRunner().invoke(
+            app, ["demo", "--studies", "1", "--database", "sqlite:///kerma.db"]
+        )
+        assert isinstance(result.exception, ConfigurationError)
+        assert "the demo needs a fresh registry" in str(result.exception)
+        assert precious.read_bytes() == b"not to be touched"
+
+
+class TestLocalUcumCodes:
+    """The UCUM units of kerma.dicom.codes that the generator writes."""
+
+    @pytest.mark.parametrize(
+        "unit",
+        [
+            kerma_codes.UCUM_MGY,
+            kerma_codes.UCUM_MGY_CM,
+            kerma_codes.UCUM_GY_M2,
+            kerma_codes.UCUM_MA,
+            kerma_codes.UCUM_PULSE_PER_S,
+            kerma_codes.UCUM_EVENTS,
+            kerma_codes.UCUM_XRAY_SOURCES,
+        ],
+        ids=["mGy", "mGy.cm", "Gy.m2", "mA", "pulse-per-s", "events", "xray-sources"],
+    )
+    def test_unit_absent_from_pydicom(self, unit: Code) -> None:
+        """The unit is not in pydicom's UCUM collection (else use pydicom's)."""
+        assert not [k for k in codes.UCUM.dir() if getattr(codes.UCUM, k) == unit]
