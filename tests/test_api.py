@@ -16,9 +16,14 @@ from kerma.ingest.pipeline import ImportStatus
 from kerma.records import EVENT_SCALAR_FIELDS
 from tests.conftest import CASES_DIR, DICOM_DIR
 
-needs_shared = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared is not beside the repository")
+needs_shared = pytest.mark.skipif(
+    not DICOM_DIR.is_dir(), reason="../shared is not beside the repository"
+)
 
-C05 = [CASES_DIR / "C05-ct-siemens-continued-study-a.dcm", CASES_DIR / "C05-ct-siemens-continued-study-b.dcm"]
+C05 = [
+    CASES_DIR / "C05-ct-siemens-continued-study-a.dcm",
+    CASES_DIR / "C05-ct-siemens-continued-study-b.dcm",
+]
 XR220 = [DICOM_DIR / "DX-Im-GE_XR220-1.dcm", DICOM_DIR / "DX-Im-GE_XR220-2.dcm"]
 
 #: The column lists of the shared contract, written out (not imported from kerma.api).
@@ -126,7 +131,18 @@ class TestFrames:
             ({"device": "SYNTH01"}, 1),
             ({"device": "nothing like it"}, 0),
         ],
-        ids=["ct", "dx-lower", "mg", "from", "to", "gap", "model", "device-name", "station", "none"],
+        ids=[
+            "ct",
+            "dx-lower",
+            "mg",
+            "from",
+            "to",
+            "gap",
+            "model",
+            "device-name",
+            "station",
+            "none",
+        ],
     )
     def test_filters(self, registry: Registry, kwargs, n_studies) -> None:
         """Modality, date range and device filters select the right studies and events."""
@@ -154,7 +170,9 @@ class TestSummary:
         """CTDIvol/DLP for CT and KAP in Gy·cm² for DX, per protocol."""
         registry.import_paths(C05 + XR220)
         summary = registry.summary(include_non_patient=True)
-        topogram = summary[summary["acquisition_protocol"] == "Topogram 0.6 T20"].set_index("quantity")
+        topogram = summary[summary["acquisition_protocol"] == "Topogram 0.6 T20"].set_index(
+            "quantity"
+        )
         assert topogram.loc["ctdivol_mgy", "label"] == "CTDIvol (mGy)"
         assert topogram.loc["ctdivol_mgy", "number_of_events"] == 2
         assert topogram.loc["ctdivol_mgy", "number_of_studies"] == 1

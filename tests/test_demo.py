@@ -193,6 +193,23 @@ class TestExtraction:
             [e.dap_gym2 for e in study.events]
         )
 
+    def test_mammography_report_values(self) -> None:
+        """A mammography report reads as MG with the written AGD per view and per breast."""
+        ds, study = build_demo_dataset(_first_index("MG", seed=2), seed=2, end_date=END_DATE)
+        report = _inspect(ds, study)
+        assert report.study.modality == "MG"
+        assert [e.agd_mgy for e in report.events] == pytest.approx(
+            [e.agd_mgy for e in study.events]
+        )
+        assert [e.laterality for e in report.events] == [
+            "Right breast",
+            "Left breast",
+            "Right breast",
+            "Left breast",
+        ]
+        assert report.accumulated.agd_total_left_mgy == pytest.approx(study.agd_total_left_mgy)
+        assert report.accumulated.agd_total_right_mgy == pytest.approx(study.agd_total_right_mgy)
+
 
 def _inspect(ds: pydicom.Dataset, study: DemoStudy) -> DoseReport:
     """Write ``ds`` to a temporary file, read it back with inspect_path, return the report."""
@@ -258,6 +275,7 @@ class TestDemoCommand:
         assert isinstance(result.exception, ConfigurationError)
         assert "the demo needs a fresh registry" in str(result.exception)
         assert precious.read_bytes() == b"not to be touched"
+        assert not list((tmp_path / "kerma-demo-data").glob("*.dcm"))  # refused before writing
 
 
 class TestLocalUcumCodes:

@@ -26,10 +26,25 @@ from kerma.db.migrate import ensure_schema
 from kerma.db.models import Device, DoseReport, IrradiationEvent, Patient, RejectedObject, Study
 from kerma.db.session import make_engine, make_session_factory, session_scope
 from kerma.ingest.archive import Archive
-from kerma.ingest.pipeline import ImportOutcome, Importer, ImportSummary, ReprocessSummary
+from kerma.ingest.pipeline import (
+    Importer,
+    ImportOutcome,
+    ImportStatus,
+    ImportSummary,
+    ReprocessSummary,
+)
 from kerma.ingest.pseudonym import Pseudonymizer, load_or_create_key
 from kerma.records import EVENT_SCALAR_FIELDS
 from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2
+
+__all__ = [
+    "ImportOutcome",
+    "ImportStatus",
+    "ImportSummary",
+    "Registry",
+    "ReprocessSummary",
+    "summarise_events",
+]
 
 DateLike = dt.date | dt.datetime | str | None
 

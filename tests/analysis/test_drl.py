@@ -175,8 +175,13 @@ class TestCompareWithDrls:
     def test_exam_without_drl_is_reported(self, eu_drls: pd.DataFrame) -> None:
         """An exam absent from the set is listed with status 'no DRL in set'."""
         rows = [
-            {"study_id": i, "device": "DX1", "modality": "DX", "standard_exam": "Chest PA",
-             "dap_gym2": 1e-5}
+            {
+                "study_id": i,
+                "device": "DX1",
+                "modality": "DX",
+                "standard_exam": "Chest PA",
+                "dap_gym2": 1e-5,
+            }
             for i in range(1, 25)
         ]
         result = compare_with_drls(build_dose_samples(make_events(rows)), eu_drls)

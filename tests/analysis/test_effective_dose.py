@@ -36,9 +36,18 @@ def table_k(source_prefix: str, basis: str, region: str, age: str, kvp: str) -> 
 
 def _ct_sample(exam: str, dlp: float, age: float = 50.0) -> pd.DataFrame:
     """Return a one-study CT sample frame."""
-    rows = [{"study_id": 1, "device": "CT1", "modality": "CT", "standard_exam": exam,
-             "ct_acquisition_type": "Spiral Acquisition", "ctdivol_mgy": 10.0,
-             "dlp_mgycm": dlp, "patient_age_years": age}]
+    rows = [
+        {
+            "study_id": 1,
+            "device": "CT1",
+            "modality": "CT",
+            "standard_exam": exam,
+            "ct_acquisition_type": "Spiral Acquisition",
+            "ctdivol_mgy": 10.0,
+            "dlp_mgycm": dlp,
+            "patient_age_years": age,
+        }
+    ]
     return build_dose_samples(make_events(rows))
 
 
@@ -100,3 +109,27 @@ class TestEffectiveDose:
     def test_age_group(self, age: float | None, expected: str) -> None:
         """Ages map to the nearest tabulated column; 18 and over is adult."""
         assert age_group(age, ["0", "1", "5", "10", "15", "adult"]) == expected
+
+
+class TestKvpFromEvents:
+    """The CT sample's kVp (first X-ray source) selects the k-factor column."""
+
+    def test_kvp_from_xray_sources(self) -> None:
+        """An 80 kV head study uses the 80 kVp coefficient (Lee 2012: 0.0013)."""
+        rows = [
+            {
+                "study_id": 1,
+                "device": "CT1",
+                "modality": "CT",
+                "standard_exam": "CT Head",
+                "ct_acquisition_type": "Spiral Acquisition",
+                "ctdivol_mgy": 40.0,
+                "dlp_mgycm": 600.0,
+                "xray_sources": [{"identification": "A", "kvp_kv": 80.0}],
+            }
+        ]
+        out = ct_effective_dose(build_dose_samples(make_events(rows)))
+        k = table_k("Lee C et al.", "ICRP 103", "Head", "adult", "80")
+        assert out.loc[0, "kvp_kv"] == 80.0
+        assert out.loc[0, "k_kvp"] == "80"
+        assert out.loc[0, "effective_dose_msv"] == pytest.approx(600.0 * k)

@@ -61,8 +61,15 @@ class TestDefaultRules:
     ) -> None:
         """A study description (and protocol) maps to the expected standard exam."""
         studies, events = _studies(
-            [{"study_id": 1, "device": "R1", "modality": modality,
-              "study_description": description, "acquisition_protocol": protocol}]
+            [
+                {
+                    "study_id": 1,
+                    "device": "R1",
+                    "modality": modality,
+                    "study_description": description,
+                    "acquisition_protocol": protocol,
+                }
+            ]
         )
         mapped = assign_study_exams(studies, events, load_exam_rules())
         assert mapped.loc[0, "standard_exam"] == expected
@@ -70,8 +77,14 @@ class TestDefaultRules:
     def test_first_match_wins(self) -> None:
         """'Chest abdomen pelvis' is CAP, not Chest (CAP rule comes first)."""
         studies, events = _studies(
-            [{"study_id": 1, "device": "R1", "modality": "CT",
-              "study_description": "chest abdomen pelvis"}]
+            [
+                {
+                    "study_id": 1,
+                    "device": "R1",
+                    "modality": "CT",
+                    "study_description": "chest abdomen pelvis",
+                }
+            ]
         )
         mapped = assign_study_exams(studies, events, load_exam_rules())
         assert mapped.loc[0, "standard_exam_rule"] == "ct-chest-abdomen-pelvis"
@@ -80,10 +93,20 @@ class TestDefaultRules:
         """PA and LAT chest images get 'Chest PA' and 'Chest LAT'; the study 'Chest PA/LAT'."""
         studies, events = _studies(
             [
-                {"study_id": 1, "device": "DX1", "modality": "DX",
-                 "study_description": "XR CHEST 2 VIEWS", "image_view": "PA"},
-                {"study_id": 1, "device": "DX1", "modality": "DX",
-                 "study_description": "XR CHEST 2 VIEWS", "image_view": "LL"},
+                {
+                    "study_id": 1,
+                    "device": "DX1",
+                    "modality": "DX",
+                    "study_description": "XR CHEST 2 VIEWS",
+                    "image_view": "PA",
+                },
+                {
+                    "study_id": 1,
+                    "device": "DX1",
+                    "modality": "DX",
+                    "study_description": "XR CHEST 2 VIEWS",
+                    "image_view": "LL",
+                },
             ]
         )
         rules = load_exam_rules()

@@ -37,7 +37,11 @@ class TestPackagedTables:
         """Every DRL row carries source_ref keys and a verification grade."""
         table = read_reference_table(stem)
         assert table["source_ref"].notna().all()
-        assert table["verification"].isin(["primary", "primary-reproduction", "secondary", "unverified"]).all()
+        assert (
+            table["verification"]
+            .isin(["primary", "primary-reproduction", "secondary", "unverified"])
+            .all()
+        )
 
     @pytest.mark.parametrize("stem", sorted(DRL_TABLES))
     def test_packaged_copy_equals_shared_table(self, stem: str) -> None:
@@ -108,7 +112,9 @@ class TestLoadDrls:
         chosen = select_drls(drls, "SITE,EU")
         head = chosen[(chosen["standard_exam"] == "CT Head") & (chosen["quantity"] == "dlp_mgycm")]
         assert head[head["patient_group"] == "adult"]["drl_value"].tolist() == [700.0]
-        chest = chosen[(chosen["standard_exam"] == "CT Chest") & (chosen["patient_group"] == "adult")]
+        chest = chosen[
+            (chosen["standard_exam"] == "CT Chest") & (chosen["patient_group"] == "adult")
+        ]
         assert set(chest["drl_region"]) == {"EU"}  # falls back to the next set
         assert "SITE" in set(list_drl_sets(drls)["drl_region"])
 

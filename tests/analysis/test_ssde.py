@@ -30,7 +30,9 @@ def water_cylinder_image(
     """Return a CT image of a water cylinder (HU 0 inside, −1000 outside), round-tripped."""
     centre = (size - 1) / 2.0
     y, x = np.mgrid[0:size, 0:size]
-    inside = ((x - centre) * pixel_mm) ** 2 + ((y - centre) * pixel_mm) ** 2 <= (diameter_mm / 2) ** 2
+    inside = ((x - centre) * pixel_mm) ** 2 + ((y - centre) * pixel_mm) ** 2 <= (
+        diameter_mm / 2
+    ) ** 2
     hu = np.where(inside, inside_hu, -1000.0)
     intercept = -1024.0
     stored = np.round(hu - intercept).astype(np.uint16)
@@ -179,6 +181,35 @@ class TestSsdeEvents:
             (None, "CT Chest", 32),
         ],
     )
-    def test_phantom_from_rdsr_then_exam(self, phantom: str | None, exam: str, expected: int) -> None:
+    def test_phantom_from_rdsr_then_exam(
+        self, phantom: str | None, exam: str, expected: int
+    ) -> None:
         """The reported phantom type decides; else head exams use 16 cm."""
         assert phantom_cm_of(phantom, exam) == expected
+
+
+class TestSsdeInSamples:
+    """The CT sample frame carries the study's mean SSDE."""
+
+    def test_study_ssde_is_mean_of_event_ssde(self) -> None:
+        """Two spiral events with Dw 240 and 300 mm: study SSDE = mean of f·CTDIvol."""
+        from kerma.analysis.frames import build_dose_samples
+        from tests.analysis.conftest import make_events
+
+        rows = [
+            {
+                "study_id": 1,
+                "device": "CT1",
+                "modality": "CT",
+                "standard_exam": "CT Chest",
+                "ct_acquisition_type": "Spiral Acquisition",
+                "ctdivol_mgy": c,
+                "dlp_mgycm": 100.0,
+                "ctdiw_phantom_type": "IEC Body Dosimetry Phantom",
+                "water_equivalent_diameter_mm": dw,
+            }
+            for c, dw in ((10.0, 240.0), (12.0, 300.0))
+        ]
+        samples = build_dose_samples(make_events(rows))
+        expected = np.mean([10.0 * conversion_factor(24.0, 32), 12.0 * conversion_factor(30.0, 32)])
+        assert samples.loc[0, "ssde_mgy"] == pytest.approx(expected)

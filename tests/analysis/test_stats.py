@@ -159,8 +159,20 @@ class TestSampleFrame:
     def test_projection_units_are_display_units(self) -> None:
         """Fluoroscopy KAP is summed in Gy·cm² (×1e4) and Ka,r in mGy (×1e3)."""
         rows = [
-            {"study_id": 1, "device": "CATH", "modality": "XA", "dap_gym2": 0.002, "dose_rp_gy": 0.1},
-            {"study_id": 1, "device": "CATH", "modality": "XA", "dap_gym2": 0.003, "dose_rp_gy": 0.2},
+            {
+                "study_id": 1,
+                "device": "CATH",
+                "modality": "XA",
+                "dap_gym2": 0.002,
+                "dose_rp_gy": 0.1,
+            },
+            {
+                "study_id": 1,
+                "device": "CATH",
+                "modality": "XA",
+                "dap_gym2": 0.003,
+                "dose_rp_gy": 0.2,
+            },
         ]
         samples = build_dose_samples(make_events(rows))
         assert samples.loc[0, "kap_total_gycm2"] == pytest.approx(50.0)
@@ -172,7 +184,13 @@ class TestSampleFrame:
             {"study_id": 1, "device": "DX1", "modality": "DX", "dap_gym2": 1e-5},
             {"study_id": 1, "device": "DX1", "modality": "DX", "dap_gym2": 4e-5},
             {"study_id": 2, "device": "MG1", "modality": "MG", "agd_mgy": 1.2, "image_view": "RCC"},
-            {"study_id": 2, "device": "MG1", "modality": "MG", "agd_mgy": 1.5, "image_view": "LMLO"},
+            {
+                "study_id": 2,
+                "device": "MG1",
+                "modality": "MG",
+                "agd_mgy": 1.5,
+                "image_view": "LMLO",
+            },
         ]
         samples = build_dose_samples(make_events(rows))
         dx = samples[samples["modality_family"] == "DX"]

@@ -322,6 +322,18 @@ class TestUnits:
         assert event.irradiation_duration_s == pytest.approx(0.4)
         assert report.warnings == []
 
+    @pytest.mark.parametrize(
+        "concept",
+        [codes.DCM.ExposureTime, codes.DCM.ExposureTime_Retired],
+        ids=["DCM-113824", "retired-DCM-113735"],
+    )
+    def test_exposure_time_current_or_retired_concept_read(self, concept: Code) -> None:
+        """'Exposure Time' is read under DCM 113824 and under the retired DCM 113735."""
+        event = event_items(codes.DCM.StationaryAcquisition, num(concept, "609.5", "ms"))
+        report = build_report(event)
+        assert report.events[0].exposure_time_s == pytest.approx(0.6095)
+        assert report.warnings == []
+
     def test_dose_rp_in_mgy_converted_to_gy(self) -> None:
         """Dose (RP) in mGy (Canon Ultimaxi) is stored in Gy with a warning."""
         report = build_report(
@@ -353,6 +365,14 @@ class TestReading:
         assert event.kvp_kv == pytest.approx(75.0)
         assert event.tube_current_ma == pytest.approx(16.0)
         assert not any("KVP" in w for w in report.warnings)
+
+    def test_multivalued_kvp_gives_mean_of_nonzero(self) -> None:
+        """One KVP item whose Numeric Value holds one value per pulse gives their mean."""
+        kvp = num(codes.DCM.KVP, "70", "kV")
+        kvp.MeasuredValueSequence[0].NumericValue = ["0", "70", "80"]
+        report = build_report(event_items(codes.DCM.StationaryAcquisition, kvp))
+        assert report.events[0].kvp_kv == pytest.approx(75.0)
+        assert any("'KVP' (DCM 113733): multi-valued" in w for w in report.warnings)
 
     def test_all_zero_per_pulse_values_give_zero(self) -> None:
         """Per-pulse values that are all zero give 0.0, not None."""

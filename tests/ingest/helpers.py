@@ -31,7 +31,9 @@ def dump_text(engine: Engine) -> str:
 
 def without(rows: dict[str, list[dict[str, Any]]], *names: str) -> dict[str, list[dict[str, Any]]]:
     """Return a table dump with the named columns left out (e.g. timestamps)."""
-    return {t: [{k: v for k, v in r.items() if k not in names} for r in rs] for t, rs in rows.items()}
+    return {
+        t: [{k: v for k, v in r.items() if k not in names} for r in rs] for t, rs in rows.items()
+    }
 
 
 def write_image_without_dose(path: Path) -> Path:

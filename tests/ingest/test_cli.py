@@ -12,7 +12,9 @@ from kerma.cli.main import app
 from tests.conftest import CASES_DIR, DICOM_DIR
 from tests.db_fixtures import TEST_PSEUDONYM_KEY
 
-pytestmark = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared is not beside the repository")
+pytestmark = pytest.mark.skipif(
+    not DICOM_DIR.is_dir(), reason="../shared is not beside the repository"
+)
 
 
 @pytest.fixture
@@ -87,7 +89,9 @@ class TestImportCommand:
 class TestReadCommands:
     """kerma studies, summary, rejects, reprocess, db upgrade."""
 
-    def test_studies_shows_totals_in_display_units(self, cli, incoming: Path, tmp_path: Path) -> None:
+    def test_studies_shows_totals_in_display_units(
+        self, cli, incoming: Path, tmp_path: Path
+    ) -> None:
         """DLP in mGy·cm and KAP in Gy·cm²; --csv writes every row."""
         cli("import", str(incoming))
         csv = tmp_path / "studies.csv"

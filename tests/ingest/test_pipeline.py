@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -21,7 +24,9 @@ from tests.ingest.helpers import dump_tables, dump_text, without, write_image_wi
 C04 = load_case("C04-ct-siemens-cumulative-rdsr") if CASES_DIR.is_dir() else {"files": []}
 C05 = load_case("C05-ct-siemens-continued-study") if CASES_DIR.is_dir() else {"files": []}
 
-needs_shared = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared is not beside the repository")
+needs_shared = pytest.mark.skipif(
+    not DICOM_DIR.is_dir(), reason="../shared is not beside the repository"
+)
 
 
 def sop_uid(path: Path) -> str:
@@ -100,7 +105,9 @@ class TestContinuedStudy:
         studies = registry.studies(include_non_patient=True)
         assert len(studies) == 1
         assert studies["number_of_events"].iloc[0] == expected["n_events_for_study"] == 4
-        assert studies["ct_dlp_total_mgycm"].iloc[0] == pytest.approx(expected["study_dlp_total_mgycm"])
+        assert studies["ct_dlp_total_mgycm"].iloc[0] == pytest.approx(
+            expected["study_dlp_total_mgycm"]
+        )
         want = flat((e["ctdivol_mgy"], e["dlp_mgycm"]) for e in expected["events"])
         assert ct_values(registry) == pytest.approx(want)
         with registry.session(write=False) as session:
@@ -113,7 +120,10 @@ class TestSharedMultiAndContinued:
 
     def test_multi_second_report_supersedes_first(self, registry: Registry) -> None:
         """Multi-2 holds Multi-1's event: one study, Multi-2's 2 events, Multi-1 superseded."""
-        multi1, multi2 = DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm", DICOM_DIR / "CT-RDSR-Siemens-Multi-2.dcm"
+        multi1, multi2 = (
+            DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm",
+            DICOM_DIR / "CT-RDSR-Siemens-Multi-2.dcm",
+        )
         for order in ([multi2, multi1], [multi1, multi2]):
             registry.import_paths(order)
         studies = registry.studies(include_non_patient=True)
@@ -128,7 +138,10 @@ class TestSharedMultiAndContinued:
 
     def test_continued_reports_sum(self, registry: Registry) -> None:
         """Continued-1 and -2 are one study holding the events of both."""
-        files = [DICOM_DIR / "CT-RDSR-Siemens-Continued-2.dcm", DICOM_DIR / "CT-RDSR-Siemens-Continued-1.dcm"]
+        files = [
+            DICOM_DIR / "CT-RDSR-Siemens-Continued-2.dcm",
+            DICOM_DIR / "CT-RDSR-Siemens-Continued-1.dcm",
+        ]
         registry.import_paths(files)
         studies = registry.studies(include_non_patient=True)
         assert len(studies) == 1
@@ -145,7 +158,9 @@ class TestSharedMultiAndContinued:
 class TestRejections:
     """Bad objects are rejected with a reason, archived, listed; the rest imports."""
 
-    def test_bad_objects_rejected_and_good_ones_imported(self, registry: Registry, tmp_path: Path) -> None:
+    def test_bad_objects_rejected_and_good_ones_imported(
+        self, registry: Registry, tmp_path: Path
+    ) -> None:
         """A non-DICOM file, a truncated RDSR, an image without dose and a non-dose SR."""
         folder = tmp_path / "incoming"
         folder.mkdir()
@@ -165,7 +180,9 @@ class TestRejections:
         assert "incomplete" in reasons[str(folder / "truncated.dcm")]
         assert "not a dose report" in reasons[str(folder / "esr.dcm")]
         assert str(folder / "mr.dcm") in reasons
-        assert rejects.loc[str(folder / "esr.dcm"), "sop_instance_uid"] == sop_uid(folder / "esr.dcm")
+        assert rejects.loc[str(folder / "esr.dcm"), "sop_instance_uid"] == sop_uid(
+            folder / "esr.dcm"
+        )
         archive = registry.settings.archive_dir
         for rel in rejects["archive_path"]:
             assert (archive / rel).is_file()
@@ -175,7 +192,9 @@ class TestRejections:
         assert "Nodose^Mary" not in dump_text(registry.engine)
         assert "MRI-NO-DOSE-42" not in dump_text(registry.engine)
 
-    def test_same_rejected_bytes_twice_keep_one_row(self, registry: Registry, tmp_path: Path) -> None:
+    def test_same_rejected_bytes_twice_keep_one_row(
+        self, registry: Registry, tmp_path: Path
+    ) -> None:
         """Rejecting the same bytes again does not add a second rejected_object row."""
         bad = tmp_path / "x.txt"
         bad.write_text("nothing")
@@ -197,7 +216,12 @@ class TestNonPatient:
 
     def test_qa_phantom_study_flagged_and_excluded(self, registry: Registry) -> None:
         """C18 (Patient ID PHANTOM-QA-001) is non-patient: hidden unless asked for."""
-        registry.import_paths([CASES_DIR / "C18-ct-dual-source-qa-phantom.dcm", DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm"])
+        registry.import_paths(
+            [
+                CASES_DIR / "C18-ct-dual-source-qa-phantom.dcm",
+                DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm",
+            ]
+        )
         everything = registry.studies(include_non_patient=True)
         assert sorted(everything["is_non_patient"].tolist()) == [False, True]
         assert len(registry.studies()) == 1
@@ -210,7 +234,9 @@ class TestReprocess:
 
     def test_reprocess_twice_gives_the_same_rows(self, registry: Registry) -> None:
         """Reprocessing changes nothing but timestamps, and twice equals once."""
-        registry.import_paths([CASES_DIR / f for f in C04["files"]] + [DICOM_DIR / "ESR_non-dose.dcm"])
+        registry.import_paths(
+            [CASES_DIR / f for f in C04["files"]] + [DICOM_DIR / "ESR_non-dose.dcm"]
+        )
         before = without(dump_tables(registry.engine), "rejected_at")
         first = registry.reprocess()
         once = without(dump_tables(registry.engine), "rejected_at")
@@ -221,8 +247,10 @@ class TestReprocess:
         assert once == before
         assert twice == once
 
-    def test_rejected_object_that_now_reads_is_imported(self, database_url: str, tmp_path: Path) -> None:
-        """An object rejected in strict mode imports on reprocess without it; its rejection is cleared."""
+    def test_rejected_object_that_now_reads_is_imported(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """A strict-mode rejection imports on a lenient reprocess; its rejection is cleared."""
         path = CASES_DIR / "C10-dx-header-is-with-decimals.dcm"  # reads with a warning
         strict = Registry(settings=make_settings(database_url, tmp_path, strict=True))
         outcome = strict.import_paths([path])
@@ -265,6 +293,30 @@ class TestConcurrency:
             assert len(list(session.scalars(select(DoseReport)))) == 5
             assert len(list(session.scalars(select(Study)))) == 2
             assert list(session.scalars(select(RejectedObject))) == []
+        studies = registry.studies(include_non_patient=True).set_index("number_of_events")
+        assert studies.loc[3, "ct_dlp_total_mgycm"] == pytest.approx(651.1)
+        assert studies.loc[4, "ct_dlp_total_mgycm"] == pytest.approx(1056.7)
+
+    def test_processes_importing_the_same_files_store_each_once(
+        self, registry: Registry, database_url: str, tmp_path: Path
+    ) -> None:
+        """Three processes importing C04 and C05 at once leave each object stored once."""
+        files = [str(CASES_DIR / f) for f in C04["files"] + C05["files"]]
+        script = "import sys, kerma; kerma.Registry().import_paths(sys.argv[1:])"
+        env = {
+            **os.environ,
+            "KERMA_DATABASE_URL": database_url,
+            "KERMA_ARCHIVE_DIR": str(registry.settings.archive_dir),
+            "KERMA_PSEUDONYM_KEY": str(registry.settings.pseudonym_key),
+        }
+        procs = [
+            subprocess.Popen([sys.executable, "-c", script, *files], env=env, cwd=tmp_path)
+            for _ in range(3)
+        ]
+        assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+        with registry.session(write=False) as session:
+            assert len(list(session.scalars(select(DoseReport)))) == 5
+            assert len(list(session.scalars(select(Study)))) == 2
         studies = registry.studies(include_non_patient=True).set_index("number_of_events")
         assert studies.loc[3, "ct_dlp_total_mgycm"] == pytest.approx(651.1)
         assert studies.loc[4, "ct_dlp_total_mgycm"] == pytest.approx(1056.7)

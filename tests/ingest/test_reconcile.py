@@ -24,7 +24,12 @@ def current_keys(reports: dict[int, list[str | None]]) -> list[str | None]:
     """Return the keys of the current events after planning, sorted."""
     plan = plan_study(rows(reports))
     return sorted(
-        (k for rid, keys in reports.items() for i, k in enumerate(keys) if plan.is_current[rid * 100 + i]),
+        (
+            k
+            for rid, keys in reports.items()
+            for i, k in enumerate(keys)
+            if plan.is_current[rid * 100 + i]
+        ),
         key=str,
     )
 
@@ -71,13 +76,17 @@ class TestPlanStudy:
         plan = plan_study(rows({1: [], 2: ["a"]}))
         assert plan.superseded_by == {1: None, 2: None}
 
-    @pytest.mark.parametrize("order", list(itertools.permutations([["a"], ["a", "b"], ["a", "b", "c"]])))
+    @pytest.mark.parametrize(
+        "order", list(itertools.permutations([["a"], ["a", "b"], ["a", "b", "c"]]))
+    )
     def test_cumulative_reports_any_order_same_current_events(self, order) -> None:
         """Cumulative reports in any arrival order leave exactly a, b, c current."""
         reports = {i + 1: keys for i, keys in enumerate(order)}
         assert current_keys(reports) == ["a", "b", "c"]
 
-    @pytest.mark.parametrize("order", list(itertools.permutations([["a", "b"], ["b", "c"], ["c", "d"]])))
+    @pytest.mark.parametrize(
+        "order", list(itertools.permutations([["a", "b"], ["b", "c"], ["c", "d"]]))
+    )
     def test_overlapping_reports_any_order_each_event_once(self, order) -> None:
         """Overlapping reports in any order count each event exactly once."""
         reports = {i + 1: keys for i, keys in enumerate(order)}
@@ -89,7 +98,10 @@ class TestEventKey:
 
     def test_uid_gives_uid_key(self) -> None:
         """An event with an Irradiation Event UID is keyed by it."""
-        assert event_key(IrradiationEvent(irradiation_event_uid="1.2.3"), ReportKind.RDSR_CT) == "uid:1.2.3"
+        assert (
+            event_key(IrradiationEvent(irradiation_event_uid="1.2.3"), ReportKind.RDSR_CT)
+            == "uid:1.2.3"
+        )
 
     def test_header_without_uid_keyed_by_time_and_dose(self) -> None:
         """Two header events with the same start and dose values share a key."""

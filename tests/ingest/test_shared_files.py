@@ -55,7 +55,9 @@ def shared_import(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[
 
 def expected_records() -> dict[str, dict]:
     """Return ../shared/dicom/expected/*.json by file name."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted((DICOM_DIR / "expected").glob("*.json"))}
+    return {
+        p.stem: json.loads(p.read_text()) for p in sorted((DICOM_DIR / "expected").glob("*.json"))
+    }
 
 
 def read_header(path: Path) -> pydicom.Dataset:
@@ -80,8 +82,12 @@ class TestImportSharedFiles:
     def test_second_run_leaves_the_same_studies_and_events(self, shared_import) -> None:
         """Studies and current events are identical after the second run."""
         reg = shared_import.registry
-        pd.testing.assert_frame_equal(reg.studies(include_non_patient=True), shared_import.studies_after_first)
-        pd.testing.assert_frame_equal(reg.events(include_non_patient=True), shared_import.events_after_first)
+        pd.testing.assert_frame_equal(
+            reg.studies(include_non_patient=True), shared_import.studies_after_first
+        )
+        pd.testing.assert_frame_equal(
+            reg.events(include_non_patient=True), shared_import.events_after_first
+        )
 
     def test_every_dose_file_is_stored_with_its_kind_and_events(self, shared_import) -> None:
         """Each file expected to read is a dose_report of its kind with its number of events."""
@@ -113,7 +119,9 @@ class TestImportSharedFiles:
         esr = rejects[rejects["file_name"].str.endswith("ESR_non-dose.dcm")]
         assert len(esr) == 1
         assert "not a dose report" in esr["reason"].iloc[0]
-        assert esr["sop_instance_uid"].iloc[0] == str(read_header(DICOM_DIR / "ESR_non-dose.dcm").SOPInstanceUID)
+        assert esr["sop_instance_uid"].iloc[0] == str(
+            read_header(DICOM_DIR / "ESR_non-dose.dcm").SOPInstanceUID
+        )
         index = rejects[rejects["file_name"].str.endswith("INDEX.md")]
         assert "not a DICOM file" in index["reason"].iloc[0]
         for rel in rejects["archive_path"]:

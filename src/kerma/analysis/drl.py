@@ -104,9 +104,7 @@ def _band_mask(samples: pd.DataFrame, drl: pd.Series, adult_age_years: float) ->
     return mask.fillna(False).astype(bool)
 
 
-def _room_medians(
-    subset: pd.DataFrame, column: str, min_sample: int
-) -> pd.DataFrame:
+def _room_medians(subset: pd.DataFrame, column: str, min_sample: int) -> pd.DataFrame:
     """Return n and median per room (``device_id``) of ``column``."""
     data = subset[["device_id", "device_name", column]].dropna(subset=[column])
     if data.empty:
@@ -174,7 +172,8 @@ def compare_with_drls(
         if column is None or column not in samples.columns:
             continue
         subset = samples[
-            (samples["modality_family"] == family) & (samples["standard_exam"] == drl["standard_exam"])
+            (samples["modality_family"] == family)
+            & (samples["standard_exam"] == drl["standard_exam"])
         ]
         if subset.empty:
             continue

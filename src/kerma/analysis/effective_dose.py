@@ -35,9 +35,7 @@ from kerma.analysis.reference import load_k_factors
 logger = logging.getLogger(__name__)
 
 #: Label of the method written beside every value.
-METHOD: Final = (
-    "k × DLP (population-level estimate for a reference person; not a patient dose)"
-)
+METHOD: Final = "k × DLP (population-level estimate for a reference person; not a patient dose)"
 
 #: Why other modalities have no effective dose.
 NO_COEFFICIENT_NOTE: Final = (
@@ -213,10 +211,17 @@ def ct_effective_dose(samples: pd.DataFrame, *, k_set: str = "ICRP 103") -> pd.D
             age = None if age is None or pd.isna(age) else float(age)
             kvp = record.get("kvp_kv")
             kvp = None if kvp is None or pd.isna(kvp) else float(kvp)
-            key = (record.get("standard_exam"), age_group(age, ["0", "1", "5", "10", "15", "adult"]), kvp)
+            key = (
+                record.get("standard_exam"),
+                age_group(age, ["0", "1", "5", "10", "15", "adult"]),
+                kvp,
+            )
             if key not in cache:
                 cache[key] = select_k_factor(
-                    str(record.get("standard_exam")), age_years=age, kvp_kv=kvp, k_set=k_set,
+                    str(record.get("standard_exam")),
+                    age_years=age,
+                    kvp_kv=kvp,
+                    k_set=k_set,
                     k_factors=table,
                 )
             row = cache[key]
@@ -237,5 +242,9 @@ def ct_effective_dose(samples: pd.DataFrame, *, k_set: str = "ICRP 103") -> pd.D
             values[column].append(row[source] if row is not None else None)
         values["effective_dose_method"].append(method)
     for column, column_values in values.items():
-        out[column] = pd.Series(column_values, index=out.index, dtype=float if column in ("effective_dose_msv", "k_msv_per_mgycm") else object)
+        out[column] = pd.Series(
+            column_values,
+            index=out.index,
+            dtype=float if column in ("effective_dose_msv", "k_msv_per_mgycm") else object,
+        )
     return out

@@ -103,9 +103,7 @@ class ExamRule:
 
     def matches(self, values: Mapping[str, str]) -> bool:
         """Return whether the rule matches one study or event's field values."""
-        if self.modality is not None and not self.modality.fullmatch(
-            values.get("modality", "")
-        ):
+        if self.modality is not None and not self.modality.fullmatch(values.get("modality", "")):
             return False
         if self.any and not any(p.search(values.get(f, "")) for f, p in self.any.items()):
             return False
@@ -174,7 +172,9 @@ def _parse_rules(data: Mapping[str, object], *, source: str) -> list[ExamRule]:
         for kind in ("any", "all", "none"):
             table = raw.get(kind, {})
             if not isinstance(table, dict):
-                raise ConfigurationError(f"Unable to read exam rule {where}: {kind} is not a table.")
+                raise ConfigurationError(
+                    f"Unable to read exam rule {where}: {kind} is not a table."
+                )
             unknown = set(table) - set(RULE_FIELDS)
             if unknown:
                 raise ConfigurationError(
@@ -367,9 +367,7 @@ def assign_study_exams(
     return pd.concat([fields[["study_id"]], mapped], axis=1).reset_index(drop=True)
 
 
-def assign_event_exams(
-    events: pd.DataFrame, rules: ExamRuleSet | Sequence[ExamRule]
-) -> pd.Series:
+def assign_event_exams(events: pd.DataFrame, rules: ExamRuleSet | Sequence[ExamRule]) -> pd.Series:
     """Return the standard exam of every irradiation event (per-projection exams).
 
     Event-level rules (``level = "event"`` or ``"both"``) are tried on the event's own
@@ -394,7 +392,9 @@ def assign_event_exams(
     return mapped.rename("event_standard_exam")
 
 
-def summarise_mapping(studies: pd.DataFrame, mapped: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def summarise_mapping(
+    studies: pd.DataFrame, mapped: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (exam → number of studies, unmapped descriptions with counts).
 
     Parameters

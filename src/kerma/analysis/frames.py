@@ -11,7 +11,10 @@ family     one row per  dose columns (units in the names)
 ``CT``     study        ``dlp_total_mgycm`` (sum of event DLP), ``ctdivol_mean_mgy``
                         and ``ctdivol_max_mgy`` (over the study's events with a
                         CTDIvol > 0 that are not localisers, i.e. not 'Constant
-                        Angle Acquisition')
+                        Angle Acquisition'), ``ssde_mgy`` (mean SSDE of those
+                        events that have a patient size, AAPM 204/220),
+                        ``kvp_kv`` (median kVp of those events, first X-ray
+                        source; selects the k-factor column)
 ``RF/XA``  study        ``kap_total_gycm2`` (Σ event KAP, Gy·cm²), ``ka_r_total_mgy``
                         (Σ event Ka,r, mGy), ``fluoro_time_total_s`` when the study
                         frame gives it
@@ -37,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from kerma.analysis.exams import ExamRuleSet, assign_event_exams, assign_study_exams
+from kerma.analysis.ssde import ssde_events
 from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2
 
 logger = logging.getLogger(__name__)
@@ -149,16 +153,31 @@ def _context(events: pd.DataFrame) -> pd.DataFrame:
     return events.drop_duplicates("study_id")[present].set_index("study_id", drop=False)
 
 
+def _first_source_kvp(sources: object) -> float:
+    """Return the kVp of the first X-ray source of a CT event (TID 10014), else NaN."""
+    if isinstance(sources, list) and sources and isinstance(sources[0], dict):
+        value = sources[0].get("kvp_kv")
+        if value is not None:
+            return float(value)
+    return float("nan")
+
+
 def _ct_study_samples(events: pd.DataFrame) -> pd.DataFrame:
     """Return one row per CT study with DLP total and mean/max CTDIvol."""
     ctdivol = pd.to_numeric(_column(events, "ctdivol_mgy"), errors="coerce")
     acquisition = _column(events, "ct_acquisition_type").astype(str).str.lower()
     usable = ctdivol.where((ctdivol > 0) & ~acquisition.isin(LOCALISER_TYPES))
+    ssde = ssde_events(events)["ssde_mgy"].to_numpy()
+    kvp = pd.to_numeric(_column(events, "kvp_kv"), errors="coerce").fillna(
+        _column(events, "xray_sources").map(_first_source_kvp)
+    )
     work = pd.DataFrame(
         {
             "study_id": events["study_id"],
             "dlp_mgycm": pd.to_numeric(_column(events, "dlp_mgycm"), errors="coerce"),
             "ctdivol": usable,
+            "ssde": pd.Series(ssde, index=events.index).where(usable.notna()),
+            "kvp": kvp.where(usable.notna()),
         }
     )
     grouped = work.groupby("study_id", sort=False)
@@ -167,6 +186,8 @@ def _ct_study_samples(events: pd.DataFrame) -> pd.DataFrame:
             "dlp_total_mgycm": grouped["dlp_mgycm"].sum(min_count=1),
             "ctdivol_mean_mgy": grouped["ctdivol"].mean(),
             "ctdivol_max_mgy": grouped["ctdivol"].max(),
+            "ssde_mgy": grouped["ssde"].mean(),
+            "kvp_kv": grouped["kvp"].median(),
             "number_of_events": grouped.size(),
         }
     )
@@ -213,7 +234,9 @@ def _event_samples(events: pd.DataFrame, family: str) -> pd.DataFrame:
     if "event_standard_exam" in events.columns:
         out["standard_exam"] = events["event_standard_exam"].to_numpy()
     if family == "DX":
-        out["kap_gycm2"] = pd.to_numeric(_column(events, "dap_gym2"), errors="coerce") * GYM2_TO_GYCM2
+        out["kap_gycm2"] = (
+            pd.to_numeric(_column(events, "dap_gym2"), errors="coerce") * GYM2_TO_GYCM2
+        )
         out["ka_r_mgy"] = pd.to_numeric(_column(events, "dose_rp_gy"), errors="coerce") * GY_TO_MGY
         out["entrance_dose_mgy"] = pd.to_numeric(
             _column(events, "entrance_dose_mgy"), errors="coerce"

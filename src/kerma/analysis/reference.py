@@ -298,6 +298,11 @@ def _harmonise_radiography(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _label_where(condition: pd.Series, label: str) -> pd.Series:
+    """Return ``label`` where ``condition`` holds, else ``None`` (object dtype)."""
+    return pd.Series(None, index=condition.index, dtype=object).mask(condition, label)
+
+
 def _harmonise_mammography(table: pd.DataFrame) -> pd.DataFrame:
     """Return ``drl_mammography.csv`` in the harmonised DRL shape.
 
@@ -321,15 +326,12 @@ def _harmonise_mammography(table: pd.DataFrame) -> pd.DataFrame:
         "clinical_indication": expanded["breast_category"].map(_text),
         "modality_family": pd.Series("MG", index=expanded.index),
         "patient_group": pd.Series("adult", index=expanded.index),
-        "band_grouping": pd.Series(
-            np.where(expanded["cbt_min_mm"].notna(), "compressed breast thickness", None),
-            index=expanded.index,
+        "band_grouping": _label_where(
+            expanded["cbt_min_mm"].notna(), "compressed breast thickness"
         ),
         "band_min": pd.to_numeric(expanded["cbt_min_mm"], errors="coerce"),
         "band_max": pd.to_numeric(expanded["cbt_max_mm"], errors="coerce"),
-        "band_unit": pd.Series(
-            np.where(expanded["cbt_min_mm"].notna(), "mm (inclusive)", None), index=expanded.index
-        ),
+        "band_unit": _label_where(expanded["cbt_min_mm"].notna(), "mm (inclusive)"),
         "view": expanded["view_norm"],
     }
     return _long_rows(
@@ -348,7 +350,10 @@ def _harmonise_fluoro(table: pd.DataFrame) -> pd.DataFrame:
         "modality_family": pd.Series("RF/XA", index=table.index),
         "patient_group": pd.Series("adult", index=table.index),
         "notes": pd.Series(
-            ["; ".join(x for x in (a, n) if x) for (_, a), n in zip(names, base["notes"], strict=True)],
+            [
+                "; ".join(x for x in (a, n) if x)
+                for (_, a), n in zip(names, base["notes"], strict=True)
+            ],
             index=table.index,
         ),
     }
@@ -386,10 +391,8 @@ def _harmonise_site_table(path: Path) -> pd.DataFrame:
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"Unable to read the site DRL table {path}: {exc}") from exc
     columns = set(table.columns)
-    for shape, markers in _SHAPE_MARKERS:
-        if markers <= columns:
-            break
-    else:
+    shape = next((name for name, markers in _SHAPE_MARKERS if markers <= columns), None)
+    if shape is None:
         raise ConfigurationError(
             f"Unable to use the site DRL table {path}: its columns match none of the "
             "shipped DRL tables (see docs/analysis.md, 'Adding a site DRL table')."

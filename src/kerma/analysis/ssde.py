@@ -172,16 +172,22 @@ def ssde_events(
         ``image`` or ``None``), ``phantom_cm``, ``conversion_factor``, ``ssde_mgy``
         (mGy; NaN when no size or D outside 8–45 cm), ``ssde_note``.
     """
+
+    def column(name: str) -> pd.Series:
+        if name in events.columns:
+            return events[name]
+        return pd.Series(None, index=events.index, dtype=object)
+
     out = pd.DataFrame(
         {
-            "event_id": events.get("event_id"),
-            "study_id": events.get("study_id"),
-            "ctdivol_mgy": pd.to_numeric(events.get("ctdivol_mgy"), errors="coerce"),
+            "event_id": column("event_id"),
+            "study_id": column("study_id"),
+            "ctdivol_mgy": pd.to_numeric(column("ctdivol_mgy"), errors="coerce"),
         },
         index=events.index,
     )
-    size = pd.to_numeric(events.get("water_equivalent_diameter_mm"), errors="coerce")
-    source = pd.Series(np.where(size.notna(), "rdsr", None), index=events.index, dtype=object)
+    size = pd.to_numeric(column("water_equivalent_diameter_mm"), errors="coerce")
+    source = pd.Series(None, index=events.index, dtype=object).mask(size.notna(), "rdsr")
     if {"patient_ap_dimension_mm", "patient_lat_dimension_mm"} <= set(events.columns):
         ap = pd.to_numeric(events["patient_ap_dimension_mm"], errors="coerce")
         lat = pd.to_numeric(events["patient_lat_dimension_mm"], errors="coerce")
@@ -196,11 +202,10 @@ def ssde_events(
         source = source.where(~use, "image")
     phantom = [
         phantom_cm_of(p, e)
-        for p, e in zip(events.get("ctdiw_phantom_type", [None] * len(events)),
-                        events.get("standard_exam", [None] * len(events)), strict=True)
+        for p, e in zip(column("ctdiw_phantom_type"), column("standard_exam"), strict=True)
     ]
     out["size_mm"] = size
-    out["size_source"] = source
+    out["size_source"] = source.astype(object).where(source.notna(), None)
     out["phantom_cm"] = phantom
     factor = np.full(len(out), np.nan)
     for cm in (16, 32):
@@ -212,7 +217,9 @@ def ssde_events(
     notes = np.where(
         size.isna(),
         "no patient size (no Dw in RDSR, no AP/LAT, no image)",
-        np.where(np.isnan(factor), "size outside the AAPM 204 fit domain (8-45 cm)", "AAPM 204/220"),
+        np.where(
+            np.isnan(factor), "size outside the AAPM 204 fit domain (8-45 cm)", "AAPM 204/220"
+        ),
     )
     head = (out["phantom_cm"] == 16).to_numpy() & ~np.isnan(factor)
     out["ssde_note"] = np.where(head, HEAD_APPROXIMATION_NOTE, notes)

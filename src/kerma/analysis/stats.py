@@ -122,7 +122,9 @@ def filter_samples(
     return frame[mask].copy()
 
 
-def add_period(frame: pd.DataFrame, period: str = "month", *, column: str = "period") -> pd.DataFrame:
+def add_period(
+    frame: pd.DataFrame, period: str = "month", *, column: str = "period"
+) -> pd.DataFrame:
     """Return ``frame`` with a ``period`` column (e.g. ``2026-03``, ``2026Q1``) from ``study_date``.
 
     Parameters
@@ -167,9 +169,7 @@ def dose_statistics(
     """
     by = list(by)
     if quantities is None:
-        quantities = [
-            q for q in SAMPLE_QUANTITIES if q in frame.columns and frame[q].notna().any()
-        ]
+        quantities = [q for q in SAMPLE_QUANTITIES if q in frame.columns and frame[q].notna().any()]
     parts = []
     for quantity in quantities:
         data = frame[[*by, quantity]].copy()

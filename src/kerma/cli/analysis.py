@@ -186,7 +186,8 @@ def drl(
     exam: ExamOpt = None,
     local: Annotated[bool, typer.Option("--local", help="Also print local DRLs.")] = False,
     periods: Annotated[
-        bool, typer.Option("--periods", help="Also flag rooms above the DRL in consecutive periods.")
+        bool,
+        typer.Option("--periods", help="Also flag rooms above the DRL in consecutive periods."),
     ] = False,
     use_rules: RulesOpt = True,
     out: OutOpt = None,
@@ -333,8 +334,12 @@ def stats(
     family: FamilyOpt = None,
     device: DeviceOpt = None,
     exam: ExamOpt = None,
-    age: Annotated[str | None, typer.Option("--age", help="Age band MIN-MAX (years, max excluded).")] = None,
-    weight: Annotated[str | None, typer.Option("--weight", help="Weight band MIN-MAX (kg).")] = None,
+    age: Annotated[
+        str | None, typer.Option("--age", help="Age band MIN-MAX (years, max excluded).")
+    ] = None,
+    weight: Annotated[
+        str | None, typer.Option("--weight", help="Weight band MIN-MAX (kg).")
+    ] = None,
     sex: Annotated[str | None, typer.Option("--sex", help="M, F or O.")] = None,
     quantity: Annotated[
         str | None, typer.Option("--quantity", "-q", help="Comma-separated quantity columns.")

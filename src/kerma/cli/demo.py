@@ -27,7 +27,7 @@ DEFAULT_DATABASE_URL = "sqlite:///kerma-demo.db"
 DEFAULT_OUT_DIR = Path("kerma-demo-data")
 DEFAULT_ARCHIVE_DIR = Path("kerma-demo-archive")
 
-_MODALITY_NAMES = {"CT": "CT", "RF": "fluoroscopy", "DX": "radiography"}
+_MODALITY_NAMES = {"CT": "CT", "RF": "fluoroscopy", "DX": "radiography", "MG": "mammography"}
 
 
 def demo(
@@ -50,16 +50,17 @@ def demo(
         bool, typer.Option("--no-import", help="Only write the files; do not import them.")
     ] = False,
 ) -> None:
-    """Generate synthetic CT, fluoroscopy and radiography dose reports and import them.
+    """Generate synthetic CT, fluoroscopy, radiography and mammography dose reports; import them.
 
     The demo department has three CT rooms (Siemens, GE, Canon), a cardiac cath lab, a
-    fluoroscopy room and a radiography room, with log-normal dose distributions per
-    protocol, a few QA phantom scans, and one CT room set up with higher doses. All
-    names and IDs are synthetic.
+    fluoroscopy room, a radiography room and a mammography unit, with log-normal dose
+    distributions per protocol, a few QA phantom scans, and one CT room set up with
+    higher doses. All names and IDs are synthetic.
     """
     from kerma.demo.generator import iter_demo_studies
 
     console = Console()
+    archive_dir = None if no_import else _fresh_registry(database)  # refuse before writing
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("DEMO-*.dcm"):  # only files an earlier demo run wrote
         old.unlink()
@@ -78,32 +79,28 @@ def demo(
         f"Wrote {len(paths)} X-Ray Radiation Dose SRs to [bold]{out}[/bold] "
         f"({parts}; {n_qa} QA phantom studies), seed {seed}."
     )
-    if no_import:
+    if archive_dir is None:
         return
-    import_demo(paths, database=database, console=console)
+    import_demo(paths, database=database, archive_dir=archive_dir, console=console)
 
 
-def import_demo(paths: list[Path], *, database: str, console: Console) -> None:
-    """Import ``paths`` into a fresh demo registry and print the counts and dose summary.
+def import_demo(paths: list[Path], *, database: str, archive_dir: Path, console: Console) -> None:
+    """Import ``paths`` into the demo registry and print the counts and dose summary.
 
     Parameters
     ----------
     paths : list of pathlib.Path
         The generated files.
     database : str
-        SQLAlchemy URL of the demo registry.
+        SQLAlchemy URL of the demo registry (emptied first by :func:`_fresh_registry`).
+    archive_dir : pathlib.Path
+        Archive folder of the demo registry.
     console : rich.console.Console
         Where to print.
-
-    Raises
-    ------
-    ConfigurationError
-        When ``database`` is an existing SQLite file other than the demo default.
     """
     from kerma.api import Registry
     from kerma.config import get_settings
 
-    archive_dir = _fresh_registry(database)
     settings = get_settings(database_url=database, archive_dir=archive_dir)
     with Registry(database, settings=settings) as registry:
         with _progress(console, "importing") as progress:
@@ -127,6 +124,11 @@ def _fresh_registry(database: str) -> Path:
 
     Only the default demo database (or a SQLite file named ``kerma-demo*``) is deleted;
     another existing SQLite file is refused, and a server database is used as it is.
+
+    Raises
+    ------
+    ConfigurationError
+        When ``database`` is an existing SQLite file other than the demo default.
     """
     archive_dir = DEFAULT_ARCHIVE_DIR
     url = make_url(database)
@@ -191,6 +193,7 @@ STUDY_QUANTITIES: tuple[tuple[str, str], ...] = (
     ("ctdivol_mean_mgy", "CTDIvol (mGy)"),
     ("kap_total_gycm2", "KAP (Gy·cm²)"),
     ("kap_gycm2", "KAP (Gy·cm²)"),
+    ("agd_mgy", "AGD (mGy)"),
 )
 
 
@@ -218,7 +221,7 @@ def _print_study_statistics(console: Console, events: Any, studies: Any) -> None
         ["modality_family", "_order", "study_description", "station_name"]
     )
     for (family, quantity), group in stats.groupby(["modality_family", "quantity"], sort=False):
-        per = "per projection" if quantity == "kap_gycm2" else "per examination"
+        per = "per projection" if quantity in {"kap_gycm2", "agd_mgy"} else "per examination"
         table = Table(
             title=f"{family}: {labels[str(quantity)]} {per}",
             show_header=True,

@@ -66,6 +66,10 @@ def main() -> None:
     )
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.ERROR)
+    if not debug:
+        # pydicom logs every lenient decode (e.g. an IS holding a decimal) at WARNING;
+        # Kerma reports what matters as warnings on the dose record instead.
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:
         app(standalone_mode=False)
     except KermaError as exc:

@@ -185,10 +185,10 @@ def get_dose_report_or_raise(session: Session, *, sop_instance_uid: str) -> Dose
     return report
 
 
-def has_dose_report_with_sha256(session: Session, *, sha256: str) -> bool:
-    """Return whether an archived object of this SHA-256 is already a dose report."""
-    stmt = select(DoseReport.id).where(DoseReport.archive_sha256 == sha256).limit(1)
-    return session.scalars(stmt).first() is not None
+def get_dose_report_by_sha256(session: Session, *, sha256: str) -> DoseReport | None:
+    """Return a dose report whose archived bytes have this SHA-256, or ``None``."""
+    stmt = select(DoseReport).where(DoseReport.archive_sha256 == sha256).limit(1)
+    return session.scalars(stmt).first()
 
 
 def get_rejected_object(session: Session, *, sha256: str) -> RejectedObject | None:
@@ -237,11 +237,6 @@ def delete_rejected_object(session: Session, *, sha256: str) -> int:
     """Delete the rejection of an archived object (it now imports); return rows deleted."""
     result = session.execute(delete(RejectedObject).where(RejectedObject.archive_sha256 == sha256))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def iter_ids(session: Session, model: type[Any], *, batch_size: int = 500) -> list[int]:
-    """Return all primary keys of a table in ascending order (for chunked reprocessing)."""
-    return list(session.scalars(select(model.id).order_by(model.id)))
 
 
 def study_event_keys(

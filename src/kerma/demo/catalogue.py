@@ -2,12 +2,13 @@
 
 Three CT scanners from different vendors (one, ``CT3``, deliberately delivers about
 45 % more dose than the others, so DRL comparison has something to find), two
-fluoroscopy rooms (a cardiac cath lab and a general fluoroscopy room) and one digital
-radiography room. Each protocol carries the parameters of a log-normal distribution of
-its main dose quantity: the median and the geometric standard deviation (GSD). The
-medians are of the order of published national DRLs and surveys (e.g. UK NDRL 2022,
-EU RP 180): CT head CTDIvol about 50 mGy (16 cm phantom), chest 8 mGy, abdomen-pelvis
-12 mGy (32 cm phantom); coronary angiography KAP about 30 Gy·cm² (3e-3 Gy·m²).
+fluoroscopy rooms (a cardiac cath lab and a general fluoroscopy room), one digital
+radiography room and a mammography unit. Each protocol carries the parameters of a
+log-normal distribution of its main dose quantity: the median and the geometric
+standard deviation (GSD). The medians are of the order of published national DRLs and
+surveys (e.g. UK NDRL 2022, EU RP 180): CT head CTDIvol about 50 mGy (16 cm phantom),
+chest 8 mGy, abdomen-pelvis 12 mGy (32 cm phantom); coronary angiography KAP about
+30 Gy·cm² (3e-3 Gy·m²); mammography AGD about 1.3 mGy per view at 55 mm.
 
 Pure data; may import ``pydicom`` codes only.
 """
@@ -29,7 +30,7 @@ class DemoDevice:
     """One imaging room: equipment attributes and its TID 1004 device observer."""
 
     key: str
-    modality: str  # CT, RF, DX
+    modality: str  # CT, RF, DX, MG
     manufacturer: str
     manufacturer_model_name: str
     device_serial_number: str
@@ -134,6 +135,16 @@ DEVICES: tuple[DemoDevice, ...] = (
         "FLUORO2",
         "VF10C",
         "Fluoroscopy room 2",
+    ),
+    DemoDevice(
+        "MAMMO1",
+        "MG",
+        "HOLOGIC, Inc.",
+        "Selenia Dimensions",
+        "SDM20331",
+        "MAMMO1",
+        "1.11.2.17",
+        "Breast screening unit",
     ),
     DemoDevice(
         "DXROOM1",
@@ -326,13 +337,21 @@ FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
     ),
 }
 
-#: The study mix: share of CT, fluoroscopy and radiography studies.
-MODALITY_MIX: dict[str, float] = {"CT": 0.55, "RF": 0.30, "DX": 0.15}
+#: Mammography (TID 10001 with TID 10005): four-view screening; AGD per view (mGy) at
+#: the reference compressed breast thickness, and its growth per mm of thickness.
+MAMMO_STUDY_DESCRIPTION = "Screening mammography"
+MAMMO_AGD_MEDIAN_MGY = 1.3
+MAMMO_AGD_GSD = 1.15
+MAMMO_REFERENCE_THICKNESS_MM = 55.0
+MAMMO_AGD_PER_MM = 0.012  # relative AGD increase per mm of compressed thickness
+
+#: The study mix: share of CT, fluoroscopy, radiography and mammography studies.
+MODALITY_MIX: dict[str, float] = {"CT": 0.50, "RF": 0.25, "DX": 0.15, "MG": 0.10}
 
 #: Share of studies that are QA phantom scans (patient name "QA PHANTOM").
 QA_FRACTION = 0.02
 
 
 def devices_for(modality: str) -> list[DemoDevice]:
-    """Return the demo rooms of one modality (``CT``, ``RF`` or ``DX``)."""
+    """Return the demo rooms of one modality (``CT``, ``RF``, ``DX`` or ``MG``)."""
     return [d for d in DEVICES if d.modality == modality]

@@ -12,7 +12,10 @@ Each study becomes one X-Ray Radiation Dose SR (PS3.3 A.35.8) written with pydic
   'Dose (RP)' (Gy), kVp, tube current, pulse rate and width, copper and aluminium
   filters, positioner angles and distances;
 - digital radiography (TID 10001, integrated projection radiography): one or two
-  'Stationary Acquisition' events.
+  'Stationary Acquisition' events;
+- screening mammography (TID 10001 with 10003 events and 10005 accumulated AGD by
+  breast): four views with 'Average Glandular Dose' (mGy), compression thickness,
+  anode and filter materials.
 
 Every report carries the device observer (TID 1002/1004), 'Procedure reported', the
 Content Template Sequence and UCUM units. Values follow per-protocol log-normal
@@ -57,6 +60,11 @@ from kerma.demo.catalogue import (
     DEVICES,
     FLUORO_PROTOCOLS,
     INSTITUTION_NAME,
+    MAMMO_AGD_GSD,
+    MAMMO_AGD_MEDIAN_MGY,
+    MAMMO_AGD_PER_MM,
+    MAMMO_REFERENCE_THICKNESS_MM,
+    MAMMO_STUDY_DESCRIPTION,
     MODALITY_MIX,
     QA_FRACTION,
     CTProtocol,
@@ -117,6 +125,9 @@ _SEQUENCED_COLLIMATION_MM = 20.0
 
 _T = TypeVar("_T")
 
+#: Mammography patients are numbered from here (a pool apart from the others).
+_MAMMO_PATIENT_OFFSET = 5000
+
 
 @dataclass
 class DemoEvent:
@@ -133,6 +144,8 @@ class DemoEvent:
     dose_rp_gy: float | None = None
     kvp_kv: float | None = None
     tube_current_ma: float | None = None
+    agd_mgy: float | None = None
+    compression_thickness_mm: float | None = None
 
 
 @dataclass
@@ -154,6 +167,8 @@ class DemoStudy:
     dap_total_gym2: float | None = None
     dose_rp_total_gy: float | None = None
     fluoro_time_total_s: float | None = None
+    agd_total_left_mgy: float | None = None
+    agd_total_right_mgy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -306,6 +321,9 @@ def _build_study(
         protocol = QA_PROTOCOL if is_qa else _choose(rng, CT_PROTOCOLS)
         study.study_description = protocol.study_description
         content, template, end_time = _ct_content(rng, uid, device, protocol, patient, start, study)
+    elif modality == "MG":
+        study.study_description = MAMMO_STUDY_DESCRIPTION
+        content, template, end_time = _mammo_content(rng, uid, start, study)
     else:
         fprotocol = _choose(rng, FLUORO_PROTOCOLS[device.key])
         study.study_description = fprotocol.study_description
@@ -363,10 +381,17 @@ def _choose(rng: np.random.Generator, options: abc.Sequence[_T]) -> _T:
 
 
 def _patient(seed: int, number: int, modality: str) -> _Patient:
-    """Return synthetic patient ``number`` (the same for every study of that patient)."""
+    """Return synthetic patient ``number`` (the same for every study of that patient).
+
+    Mammography patients are a separate pool of women aged 47 to 73 (screening).
+    """
+    if modality == "MG":
+        number += _MAMMO_PATIENT_OFFSET
     rng = np.random.default_rng([seed, 1_000_000 + number])
-    sex = "F" if rng.random() < 0.5 else "M"
+    sex = "F" if rng.random() < 0.5 or modality == "MG" else "M"
     age_years = float(np.clip(rng.normal(62.0, 16.0), 18.0, 95.0))
+    if modality == "MG":
+        age_years = float(np.clip(rng.normal(58.0, 7.0), 47.0, 73.0))
     birth = dt.date(2026, 1, 1) - dt.timedelta(days=int(age_years * 365.25))
     median_weight = 80.0 if sex == "M" else 68.0
     weight = float(np.clip(median_weight * rng.lognormal(0.0, 0.18), 40.0, 160.0))
@@ -437,7 +462,6 @@ def _ct_content(
         _LOCALISER_NAME[device.key],
         protocol,
         phantom,
-        time,
         ctdivol=loc_ctdivol,
         length_mm=loc_length,
         kvp=120.0,
@@ -483,7 +507,6 @@ def _ct_content(
             name,
             protocol,
             phantom,
-            time,
             ctdivol=ctdivol,
             length_mm=length,
             kvp=kvp,
@@ -527,7 +550,6 @@ def _ct_event(
     acquisition_protocol: str,
     protocol: CTProtocol,
     phantom: Code,
-    started: dt.datetime,
     *,
     ctdivol: float,
     length_mm: float,
@@ -600,7 +622,6 @@ def _ct_event(
         kvp_kv=kvp_kv,
         tube_current_ma=ma_value,
     )
-    del started  # the CT event carries no DateTime Started in TID 10013
     return container, event
 
 
@@ -862,6 +883,118 @@ def _projection_event(
     return build_container(codes.DCM.IrradiationEventXRayData, items), event, info
 
 
+# --- TID 10001 mammography (TID 10003 events, TID 10005 accumulated AGD) ------------------
+
+_MAMMO_VIEWS = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
+
+
+def _mammo_content(
+    rng: np.random.Generator,
+    uid: _UIDFactory,
+    start: dt.datetime,
+    study: DemoStudy,
+) -> tuple[list[Dataset], str, dt.datetime]:
+    """Return the items of a four-view screening mammography report (TID 10001).
+
+    AGD depends on the compressed breast thickness, drawn per breast.
+    """
+    thickness = {side: float(np.clip(rng.normal(55.0, 12.0), 20.0, 100.0)) for side in "RL"}
+    breast = {"R": codes.SCT.RightBreast, "L": codes.SCT.LeftBreast}
+    view_code = {"CC": codes.SCT.CranioCaudal, "MLO": codes.SCT.MedioLateralObliqueProjection}
+    totals = {"R": 0.0, "L": 0.0}
+    events: list[Dataset] = []
+    time = start
+    for k, (side, view) in enumerate(_MAMMO_VIEWS):
+        t_mm = thickness[side] * (1.05 if view == "MLO" else 1.0)
+        agd = (
+            MAMMO_AGD_MEDIAN_MGY
+            * np.exp(MAMMO_AGD_PER_MM * (t_mm - MAMMO_REFERENCE_THICKNESS_MM))
+            * rng.lognormal(0.0, np.log(MAMMO_AGD_GSD))
+        )
+        agd_text, agd_mgy = _ds(agd, 4)
+        t_text, t_value = _ds(t_mm, 3)
+        kvp = float(np.clip(round(24.0 + t_mm / 8.0 + rng.uniform(-1, 1)), 25, 39))
+        filter_material = codes.SCT.Rhodium if t_mm < 60 else codes.SCT.Silver
+        name = f"{side} {view}"
+        event_uid = uid(f"event-{k}")
+        target = with_children(
+            build_code(codes.DCM.TargetRegion, codes.SCT.Breast),
+            [build_code(codes.SCT.Laterality, breast[side], relationship=HAS_CONCEPT_MOD)],
+        )
+        items = [
+            build_code(
+                codes.DCM.AcquisitionPlane, codes.DCM.SinglePlane, relationship=HAS_CONCEPT_MOD
+            ),
+            build_datetime(codes.DCM.DatetimeStarted, _dt(time)),
+            build_code(codes.DCM.IrradiationEventType, codes.DCM.StationaryAcquisition),
+            build_text(codes.DCM.AcquisitionProtocol, name),
+            target,
+            build_code(codes.DCM.ImageView, view_code[view]),
+            build_uidref(codes.DCM.IrradiationEventUID, event_uid),
+            build_num(codes.DCM.AverageGlandularDose, agd_text, UCUM_MGY),
+            build_num(
+                codes.DCM.EntranceExposureAtRP, _ds(agd * rng.uniform(3.5, 5.0), 4)[0], UCUM_MGY
+            ),
+            build_num(
+                codes.DCM.HalfValueLayer,
+                _ds(0.45 + 0.012 * (kvp - 26), 3)[0],
+                codes.UCUM.Millimeter,
+            ),
+            build_num(codes.DCM.CompressionThickness, t_text, codes.UCUM.Millimeter),
+            build_code(codes.DCM.AnodeTargetMaterial, codes.SCT.Tungsten),
+            build_container(
+                codes.DCM.XRayFilters,
+                [
+                    build_code(codes.DCM.XRayFilterType, codes.DCM.FlatFilter),
+                    build_code(codes.DCM.XRayFilterMaterial, filter_material),
+                    build_num(codes.DCM.XRayFilterThicknessMinimum, "0.05", codes.UCUM.Millimeter),
+                    build_num(codes.DCM.XRayFilterThicknessMaximum, "0.05", codes.UCUM.Millimeter),
+                ],
+            ),
+            build_num(codes.DCM.KVP, _ds(kvp, 3)[0], codes.UCUM.Kilovolt),
+            build_num(codes.DCM.XRayTubeCurrent, _ds(rng.uniform(100, 200), 3)[0], UCUM_MA),
+            build_num(
+                codes.DCM.ExposureTime, _ds(rng.uniform(800, 1800), 4)[0], codes.UCUM.Millisecond
+            ),
+            build_num(codes.DCM.FocalSpotSize, "0.3", codes.UCUM.Millimeter),
+            build_num(codes.DCM.DistanceSourceToDetector, "700", codes.UCUM.Millimeter),
+        ]
+        events.append(build_container(codes.DCM.IrradiationEventXRayData, items))
+        study.events.append(
+            DemoEvent(
+                irradiation_event_uid=event_uid,
+                irradiation_event_type=codes.DCM.StationaryAcquisition.meaning,
+                acquisition_protocol=name,
+                kvp_kv=kvp,
+                agd_mgy=agd_mgy,
+                compression_thickness_mm=t_value,
+            )
+        )
+        totals[side] += agd_mgy
+        time += dt.timedelta(seconds=float(rng.uniform(40, 120)))
+    left_text, study.agd_total_left_mgy = _ds(totals["L"], 5)
+    right_text, study.agd_total_right_mgy = _ds(totals["R"], 5)
+    accumulated = [
+        build_code(codes.DCM.AcquisitionPlane, codes.DCM.SinglePlane, relationship=HAS_CONCEPT_MOD),
+        with_children(
+            build_num(codes.DCM.AccumulatedAverageGlandularDose, left_text, UCUM_MGY),
+            [build_code(codes.SCT.Laterality, codes.SCT.LeftBreast, relationship=HAS_CONCEPT_MOD)],
+        ),
+        with_children(
+            build_num(codes.DCM.AccumulatedAverageGlandularDose, right_text, UCUM_MGY),
+            [build_code(codes.SCT.Laterality, codes.SCT.RightBreast, relationship=HAS_CONCEPT_MOD)],
+        ),
+        build_num(codes.DCM.TotalNumberOfRadiographicFrames, str(len(events)), codes.UCUM.NoUnits),
+    ]
+    content = [
+        _scope_of_accumulation(study.study_instance_uid),
+        build_container(codes.DCM.AccumulatedXRayDoseData, accumulated),
+        *events,
+        build_code(codes.DCM.SourceOfDoseInformation, codes.DCM.AutomatedDataCollection),
+    ]
+    return content, "10001", time
+
+
 # --- common ---------------------------------------------------------------------------------
 
 
@@ -914,7 +1047,9 @@ def _dataset(
     accession: str,
 ) -> Dataset:
     """Return the X-Ray Radiation Dose SR dataset (PS3.3 A.35.8) around ``content``."""
-    procedure = codes.SCT.ComputedTomography if template == "10011" else codes.DCM.ProjectionXRay
+    procedure = {"CT": codes.SCT.ComputedTomography, "MG": codes.SCT.Mammography}.get(
+        study.modality, codes.DCM.ProjectionXRay
+    )
     procedure_item = with_children(
         build_code(codes.DCM.ProcedureReported, procedure, relationship=HAS_CONCEPT_MOD),
         [build_code(codes.SCT.HasIntent, codes.SCT.DiagnosticIntent, relationship=HAS_CONCEPT_MOD)],

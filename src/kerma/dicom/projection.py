@@ -77,10 +77,11 @@ _SRT_TO_SCT: dict[str, str] = _snomed_mapping["SRT"]
 #: Header (0008,0060) Modality values that name a projection X-ray modality.
 PROJECTION_MODALITIES = frozenset({"RF", "XA", "DX", "CR", "MG", "PX"})
 
-#: 'Exposure Time' of TID 10003b is DCM 113735, which pydicom names ``ExposureTime_Retired``
-#: because the CT templates' DCM 113824 has the same meaning and took ``ExposureTime``.
-PROJECTION_EXPOSURE_TIME: Code = codes.DCM.ExposureTime_Retired
-CT_EXPOSURE_TIME: Code = codes.DCM.ExposureTime
+#: 'Exposure Time' (DCM 113824), the concept TID 10003b and TID 10013 share today.
+EXPOSURE_TIME: Code = codes.DCM.ExposureTime
+#: The retired projection 'Exposure Time' (DCM 113735, ``codes.DCM.ExposureTime_Retired``),
+#: still sent by most fluoroscopy systems; read when DCM 113824 is absent.
+EXPOSURE_TIME_RETIRED: Code = codes.DCM.ExposureTime_Retired
 
 _FLUOROSCOPY_DEVICE_TYPE = codes.DCM.FluoroscopyGuidedProjectionRadiographySystem
 _RADIOGRAPHY_DEVICE_TYPES = (
@@ -104,9 +105,23 @@ def concept_key(code: Code) -> tuple[str, str]:
 
 
 def _item_key(item: Dataset) -> tuple[str, str] | None:
-    """Return the :func:`concept_key` of an item's Concept Name, or ``None``."""
-    concept = concept_of(item)
-    return concept_key(concept) if concept is not None else None
+    """Return the :func:`concept_key` of an item's Concept Name, or ``None``.
+
+    Reads only Code Value and Coding Scheme Designator (not Code Meaning, which indexing
+    does not need), so each item costs two element decodes.
+    """
+    seq = item.get("ConceptNameCodeSequence")
+    if not seq:
+        return None
+    name = seq[0]
+    value = name.get("CodeValue") or name.get("LongCodeValue") or name.get("URNCodeValue")
+    scheme = name.get("CodingSchemeDesignator")
+    if not value or not scheme:
+        return None
+    scheme, value = str(scheme).strip(), str(value).strip()
+    if scheme == "SRT" and value in _SRT_TO_SCT:
+        return ("SCT", _SRT_TO_SCT[value])
+    return (scheme, value)
 
 
 class ContentIndex:
@@ -199,7 +214,7 @@ EVENT_NUMERIC_FIELDS: tuple[_NumericField, ...] = (
     # TID 10003b source
     _NumericField("kvp_kv", codes.DCM.KVP, UCUM_KV, per_pulse=True),
     _NumericField("tube_current_ma", codes.DCM.XRayTubeCurrent, UCUM_MA, per_pulse=True),
-    _NumericField("exposure_time_s", PROJECTION_EXPOSURE_TIME, UCUM_S, ("ms",)),
+    _NumericField("exposure_time_s", EXPOSURE_TIME, UCUM_S, ("ms",)),
     _NumericField("pulse_width_s", codes.DCM.PulseWidth, UCUM_S, ("ms",), per_pulse=True),
     _NumericField("exposure_mas", codes.DCM.Exposure, UCUM_MAS, ("uA.s",), per_pulse=True),
     _NumericField("number_of_pulses", codes.DCM.NumberOfPulses, None),
@@ -284,9 +299,12 @@ def read_projection_report(ds: Dataset, report: DoseReport) -> None:
     The modality rule is :func:`get_study_modality`; each event's is
     :func:`get_event_modality`.
 
-    Raises
-    ------
-    Nothing on purpose: a missing or unreadable item is a warning on ``report``.
+    ``accumulated.total_number_of_irradiation_events`` is 'Total Number of Irradiation
+    Events' (DCM 113812) when an accumulated container gives it, else the number of
+    event containers in the document (TID 10001 lists every event of its scope).
+
+    No exception is raised on purpose: a missing or unreadable item is a warning on
+    ``report`` and the field stays ``None``.
     """
     root = concept_of(ds)
     if root is not None and root == local_codes.SIEMENS_RADIATION_SUMMARY_REPORT:
@@ -560,18 +578,13 @@ def _read_event(
     event.patient_orientation_modifier = code_meaning(modifier, report)
 
     _read_numbers(index, EVENT_NUMERIC_FIELDS, event, report)
-    if event.exposure_time_s is None and CT_EXPOSURE_TIME in index:
-        # GE Senographe Pristina: 'Exposure Time' sent with the CT concept DCM 113824
+    if EXPOSURE_TIME not in index and EXPOSURE_TIME_RETIRED in index:
         event.exposure_time_s = numeric_value(
-            index.first(CT_EXPOSURE_TIME), UCUM_S, report, template_units=("ms", "s")
+            index.first(EXPOSURE_TIME_RETIRED), UCUM_S, report, template_units=("ms",)
         )
-        report.warn(
-            "'Exposure Time' is coded as DCM 113824 (the CT concept) instead of DCM 113735 "
-            "(TID 10003b); read as the projection exposure time"
-        )
-    anode = index.first(codes.DCM.AnodeTargetMaterial) or index.first(
-        local_codes.ANODE_TARGET_MATERIAL_113632
-    )
+    anode = index.first(codes.DCM.AnodeTargetMaterial)
+    if anode is None:  # IMS Giotto sends the non-standard DCM 113632
+        anode = index.first(local_codes.ANODE_TARGET_MATERIAL_113632)
     event.anode_target_material = code_meaning(anode, report)
     _read_filters(index, event, report)
     return event, event_type

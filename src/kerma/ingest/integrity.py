@@ -130,8 +130,7 @@ class _Walker:
                 self.skip(length, end)
         if until_delimiter:
             raise TruncatedError(
-                f"the data ends at byte {len(self.data)} inside a sequence item "
-                "(no item delimiter)"
+                f"the data ends at byte {len(self.data)} inside a sequence item (no item delimiter)"
             )
 
     def _header(self, tag: int) -> tuple[bytes, int]:

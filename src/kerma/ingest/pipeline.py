@@ -24,7 +24,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from os import PathLike
@@ -305,7 +305,9 @@ class Importer:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
-            reason = f"Unable to read {name}: {exc.strerror or exc}. Check the path and permissions."
+            reason = (
+                f"Unable to read {name}: {exc.strerror or exc}. Check the path and permissions."
+            )
             return ImportOutcome(name, ImportStatus.REJECTED, reason=reason, kind="unreadable")
         return self.import_bytes(data, source=name)
 
@@ -333,11 +335,8 @@ class Importer:
         """
         archived = self.archive.store(data)
         with session_scope(self.session_factory) as session:
-            if queries.has_dose_report_with_sha256(session, sha256=archived.sha256):
-                row = session.scalars(
-                    select(DoseReportRow).where(DoseReportRow.archive_sha256 == archived.sha256)
-                ).first()
-                assert row is not None
+            row = queries.get_dose_report_by_sha256(session, sha256=archived.sha256)
+            if row is not None:
                 return ImportOutcome(
                     source,
                     ImportStatus.ALREADY_PRESENT,
@@ -422,6 +421,7 @@ class Importer:
 
     def _reject(self, rejection: Rejection, archived: ArchivedObject, source: str) -> ImportOutcome:
         """Record a rejection (one row per archived object) and return its outcome."""
+
         def work(session: Session) -> None:
             queries.add_rejected_object(
                 session,
@@ -477,7 +477,9 @@ class Importer:
             _sync_events(session, row, study, report)
             plan = reconcile_study(session, study=study)
             queries.delete_rejected_object(session, sha256=archived.sha256)
-            superseded = sum(1 for r, by in plan.superseded_by.items() if by == row.id and r != row.id)
+            superseded = sum(
+                1 for r, by in plan.superseded_by.items() if by == row.id and r != row.id
+            )
             status = (
                 ImportStatus.SUPERSEDED
                 if plan.superseded_by.get(row.id) is not None
@@ -583,18 +585,24 @@ class Importer:
             The counts.
         """
         summary = ReprocessSummary()
-        with session_scope(self.session_factory) as session:
-            report_ids = list(session.scalars(select(DoseReportRow.id).order_by(DoseReportRow.id)))
         touched: set[int] = set()
-        for report_id in report_ids:
+        for report_id in self._iter_ids(DoseReportRow.id):
             self._reprocess_report(report_id, touched, summary, progress)
-        with session_scope(self.session_factory) as session:
-            rejected_ids = list(
-                session.scalars(select(RejectedObject.id).order_by(RejectedObject.id))
-            )
-        for rejected_id in rejected_ids:
+        for rejected_id in self._iter_ids(RejectedObject.id):
             self._reprocess_rejected(rejected_id, summary, progress)
         return summary
+
+    def _iter_ids(self, column: Any, batch_size: int = 500) -> Iterator[int]:
+        """Yield the ids of a table in ascending order, a batch at a time (keyset paging)."""
+        last = 0
+        while True:
+            with session_scope(self.session_factory) as session:
+                stmt = select(column).where(column > last).order_by(column).limit(batch_size)
+                batch = list(session.scalars(stmt))
+            if not batch:
+                return
+            yield from batch
+            last = batch[-1]
 
     def _reprocess_report(
         self,
@@ -670,7 +678,9 @@ class Importer:
             return
         outcome = self._store_new(result, archived, source)
         if outcome.status is ImportStatus.ALREADY_PRESENT:
-            self._run(lambda session: queries.delete_rejected_object(session, sha256=archived.sha256))
+            self._run(
+                lambda session: queries.delete_rejected_object(session, sha256=archived.sha256)
+            )
         summary.rejected_now_imported += 1
 
 
@@ -760,7 +770,9 @@ def _sync_events(session: Session, row: DoseReportRow, study: Study, report: Dos
     """
     existing = {e.event_index: e for e in row.events} if row.id is not None else {}
     for index, event in enumerate(report.events):
-        values: dict[str, Any] = {name: _clean(getattr(event, name)) for name in EVENT_SCALAR_FIELDS}
+        values: dict[str, Any] = {
+            name: _clean(getattr(event, name)) for name in EVENT_SCALAR_FIELDS
+        }
         if values.get("modality") is None:
             values["modality"] = report.study.modality
         values.update(

@@ -128,7 +128,9 @@ def plan_study(rows: list[tuple[int, int, str | None]]) -> Plan:
     return plan
 
 
-def _container(own: frozenset[str], current: list[int], keys: dict[int, frozenset[str]]) -> int | None:
+def _container(
+    own: frozenset[str], current: list[int], keys: dict[int, frozenset[str]]
+) -> int | None:
     """Return the current report whose keys are a proper superset of ``own`` (largest first)."""
     if not own:
         return None
@@ -156,9 +158,13 @@ def reconcile_study(session: Session, *, study: Study) -> Plan:
     old_cur = {eid: cur for _, eid, _, _, cur in stored if eid >= 0}
     for rid, sup in plan.superseded_by.items():
         if old_sup.get(rid) != sup:
-            session.execute(update(DoseReport).where(DoseReport.id == rid).values(superseded_by_id=sup))
+            session.execute(
+                update(DoseReport).where(DoseReport.id == rid).values(superseded_by_id=sup)
+            )
     for value in (True, False):
-        changed = [e for e, cur in plan.is_current.items() if cur is value and old_cur.get(e) != value]
+        changed = [
+            e for e, cur in plan.is_current.items() if cur is value and old_cur.get(e) != value
+        ]
         for start in range(0, len(changed), 500):
             session.execute(
                 update(IrradiationEvent)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from kerma.db.base import Base
 from kerma.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from kerma.db.base import Base
 
 config = context.config
 target_metadata = Base.metadata

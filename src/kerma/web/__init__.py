@@ -1,0 +1,1 @@
+"""Kerma's web application (FastAPI): ``create_app(settings)`` in :mod:`kerma.web.app`."""

@@ -1,0 +1,68 @@
+"""The FastAPI application factory: :func:`create_app`.
+
+The app owns the durable spool and its import worker (started and stopped with the
+app's lifespan), shared by the routes that receive DICOM objects (STOW-RS). Routers
+are included here, one per resource; dashboard pages and the JSON API add theirs
+the same way.
+
+Logging is configured here (for ``kerma serve``) and in ``kerma.cli.main``.
+May import everything in Kerma.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from kerma import __version__
+from kerma.config import Settings, get_settings
+from kerma.net.spool import Spool, SpoolWorker
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Return the Kerma web application.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Default: from the environment. ``archive_dir`` holds the spool of objects
+        received by STOW-RS; ``database_url`` is the registry they are imported into.
+
+    Returns
+    -------
+    fastapi.FastAPI
+        With ``app.state.settings``, ``app.state.spool`` and ``app.state.worker``
+        (the import worker, running while the app is).
+    """
+    settings = settings if settings is not None else get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Start the import worker with the app; stop it (spool kept) at shutdown."""
+        spool = Spool(settings.archive_dir)
+
+        def registry_factory():  # type: ignore[no-untyped-def]
+            from kerma.api import Registry
+
+            return Registry(settings=settings)
+
+        worker = SpoolWorker(spool, registry_factory, keep_non_dose=settings.scp_keep_non_dose)
+        worker.start()
+        app.state.spool, app.state.worker = spool, worker
+        try:
+            yield
+        finally:
+            worker.stop()
+
+    app = FastAPI(title="Kerma", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+
+    from kerma.web.routes import dicomweb
+
+    app.include_router(dicomweb.router)
+    return app
