@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from os import PathLike
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from sqlalchemy import Select, and_, case, exists, func, or_, select
@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 DateLike = dt.date | dt.datetime | str | None
+AnySelect = Select[*tuple[Any, ...]]
+SelectT = TypeVar("SelectT", bound=AnySelect)
 
 #: Columns of :meth:`Registry.events` before the event fields.
 EVENT_CONTEXT_COLUMNS: tuple[str, ...] = (
@@ -298,7 +300,7 @@ class Registry:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _frame(self, stmt: Select[Any], columns: tuple[str, ...]) -> pd.DataFrame:
+    def _frame(self, stmt: AnySelect, columns: tuple[str, ...]) -> pd.DataFrame:
         """Run a select and return its rows as a DataFrame with ``columns``."""
         with session_scope(self._read_factory) as session:
             rows = session.execute(stmt).all()
@@ -602,12 +604,12 @@ def summarise_events(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _filter_studies(
-    stmt: Select[Any],
+    stmt: SelectT,
     date_from: DateLike,
     date_to: DateLike,
     device: str | None,
     include_non_patient: bool,
-) -> Select[Any]:
+) -> SelectT:
     """Apply the study-level filters shared by :meth:`Registry.events` and ``studies``."""
     start, end = _as_date(date_from), _as_date(date_to)
     if start is not None:

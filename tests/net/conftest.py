@@ -368,9 +368,21 @@ def send_with_storescu(
 
     def run(chunk: list[Path], index: int) -> None:
         proc = subprocess.Popen(
-            [exe, "-R", "-v", "-aet", f"STORESCU{index:02d}", "-aec", aet, "127.0.0.1",
-             str(port), *map(str, chunk)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                exe,
+                "-R",
+                "-v",
+                "-aet",
+                f"STORESCU{index:02d}",
+                "-aec",
+                aet,
+                "127.0.0.1",
+                str(port),
+                *map(str, chunk),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         current: Path | None = None
         assert proc.stdout is not None

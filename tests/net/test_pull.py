@@ -76,7 +76,12 @@ def run_pull(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
     return subprocess.run(
         [sys.executable, "-m", "kerma.cli.main", "pull", *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -138,8 +143,15 @@ class TestPull:
     ) -> None:
         """--modality CT --from/--to: only the studies of that modality and date range."""
         run = run_pull(
-            tmp_path, *pacs_args(pacs), "--get", "--modality", "CT",
-            "--from", "2017-01-01", "--to", "2018-12-31",
+            tmp_path,
+            *pacs_args(pacs),
+            "--get",
+            "--modality",
+            "CT",
+            "--from",
+            "2017-01-01",
+            "--to",
+            "2018-12-31",
         )
         assert run.returncode == 0, run.stdout + run.stderr
         got = studies_of(tmp_path)

@@ -232,9 +232,10 @@ class TestLoad:
         self, listener: KermaListener, tmp_path: Path
     ) -> None:
         """SIGKILL mid-transfer: every acknowledged object is imported, once, after restart."""
-        files = write_copies(tmp_path / "objects", self.N_OBJECTS, seed=1)
+        n_objects = self.N_OBJECTS // 2  # half the load test's, to keep the suite short
+        files = write_copies(tmp_path / "objects", n_objects, seed=1)
         log = SendLog()
-        kill_after = self.N_OBJECTS // 3
+        kill_after = n_objects // 3
         sender = threading.Thread(
             target=send_with_storescu,
             args=(files, listener.port),
@@ -245,7 +246,7 @@ class TestLoad:
         listener.kill()
         sender.join()
         acknowledged = log.succeeded
-        assert kill_after <= len(acknowledged) < self.N_OBJECTS
+        assert kill_after <= len(acknowledged) < n_objects
         assert set(log.statuses.values()) == {status.SUCCESS}
 
         restarted = KermaListener(listener.workdir, port=listener.port)

@@ -39,7 +39,9 @@ class Server:
         workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kerma.cli.main", "serve", "--port", str(self.port)],
-            cwd=workdir, env=env, stdout=(workdir / "serve.log").open("ab"),
+            cwd=workdir,
+            env=env,
+            stdout=(workdir / "serve.log").open("ab"),
             stderr=subprocess.STDOUT,
         )
 
@@ -59,7 +61,7 @@ class Server:
     def pending(self) -> list[Path]:
         """Spool files not yet imported."""
         incoming = self.settings.archive_dir / "incoming"
-        return [p for p in incoming.glob("*.dcm")] if incoming.is_dir() else []
+        return list(incoming.glob("*.dcm")) if incoming.is_dir() else []
 
     def stop(self) -> None:
         """SIGTERM the server."""
@@ -82,7 +84,7 @@ class TestStow:
     """POST /dicomweb/studies."""
 
     def test_dicomweb_client_store_is_imported(self, server: Server) -> None:
-        """dicomweb-client store_instances: every instance referenced in the response, then imported."""
+        """dicomweb-client store_instances: each instance referenced, then imported."""
         from dicomweb_client.api import DICOMwebClient
 
         datasets = [pydicom.dcmread(DICOM_DIR / name) for name in STOW_FILES]
@@ -96,13 +98,22 @@ class TestStow:
         assert sorted(registry_sop_uids(server.settings)) == sorted(expected)
 
     def test_undecodable_part_is_listed_as_failed(self, server: Server) -> None:
-        """A part that is not DICOM is in FailedSOPSequence (0xC000); the good part is stored: 202."""
+        """A part that is not DICOM is in FailedSOPSequence (0xC000), the good one stored: 202."""
         good = (DICOM_DIR / STOW_FILES[0]).read_bytes()
         boundary = "kerma-boundary"
-        body = b"".join(
-            b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
-            for part in (good, b"not a DICOM object")
-        ) + b"--" + boundary.encode() + b"--\r\n"
+        body = (
+            b"".join(
+                b"--"
+                + boundary.encode()
+                + b"\r\nContent-Type: application/dicom\r\n\r\n"
+                + part
+                + b"\r\n"
+                for part in (good, b"not a DICOM object")
+            )
+            + b"--"
+            + boundary.encode()
+            + b"--\r\n"
+        )
         r = httpx.post(
             f"{server.url}/dicomweb/studies",
             content=body,

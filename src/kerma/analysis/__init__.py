@@ -34,6 +34,7 @@ from kerma.analysis.reference import (
     load_ssde_coefficients,
     select_drls,
 )
+from kerma.analysis.skin_dose import SkinDoseResult, estimate_skin_dose, skin_dose_map_figure
 from kerma.analysis.ssde import (
     conversion_factor,
     effective_diameter_mm,
@@ -45,6 +46,7 @@ from kerma.analysis.stats import add_period, dose_statistics, filter_samples
 __all__ = [
     "ExamRule",
     "ExamRuleSet",
+    "SkinDoseResult",
     "add_period",
     "assign_event_exams",
     "assign_study_exams",
@@ -56,6 +58,7 @@ __all__ = [
     "cumulative_dose",
     "dose_statistics",
     "effective_diameter_mm",
+    "estimate_skin_dose",
     "filter_samples",
     "list_drl_sets",
     "load_drls",
@@ -67,6 +70,7 @@ __all__ = [
     "rolling_cumulative_dose",
     "select_drls",
     "select_k_factor",
+    "skin_dose_map_figure",
     "ssde_events",
     "summarise_mapping",
     "water_equivalent_diameter_mm",

@@ -228,7 +228,7 @@ def ct_effective_dose(samples: pd.DataFrame, *, k_set: str = "ICRP 103") -> pd.D
             if row is None:
                 method = "no effective dose: no k-factor body region for this standard exam"
         k = float(row["k_mSv_per_mGycm"]) if row is not None else np.nan
-        values["effective_dose_msv"].append(k * float(dlp) if row is not None else np.nan)  # type: ignore[arg-type]
+        values["effective_dose_msv"].append(k * float(dlp) if row is not None else np.nan)
         values["k_msv_per_mgycm"].append(k)
         for column, source in (
             ("k_body_region", "body_region"),

@@ -252,7 +252,7 @@ def load_exam_rules(path: Path | str | None = None) -> ExamRuleSet:
 
 def _clean(value: object) -> str:
     """Return a cell as text; missing values become ``""``."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):  # type: ignore[arg-type]
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
     return str(value)
 

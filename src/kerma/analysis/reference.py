@@ -345,8 +345,8 @@ def _harmonise_fluoro(table: pd.DataFrame) -> pd.DataFrame:
     base = _common(table)
     base |= {
         "standard_exam": pd.Series([n for n, _ in names], index=table.index),
-        "exam_as_published": table["procedure"],
-        "clinical_indication": table["category"],
+        "exam_as_published": table["procedure"] + " (" + table["category"] + ")",
+        "clinical_indication": pd.Series("", index=table.index),
         "modality_family": pd.Series("RF/XA", index=table.index),
         "patient_group": pd.Series("adult", index=table.index),
         "notes": pd.Series(

@@ -136,7 +136,7 @@ def estimate_skin_dose(
         dose_map=pd.DataFrame(
             data.get("dose_map", []), columns=["x_cm", "y_cm", "z_cm", "dose_mgy"]
         ),
-        axis_centre_cm=tuple(data.get("axis_centre_cm", (0.0, 0.0))),  # type: ignore[arg-type]
+        axis_centre_cm=tuple(data.get("axis_centre_cm", (0.0, 0.0))),
     )
 
 

@@ -406,8 +406,11 @@ def cumulative(
         _samples(settings, date_from=None, date_to=as_of, use_rules=use_rules)
     )
     result = cumulative_dose(samples, window_days=days, as_of=as_of)
+    shown = result.head(top).assign(
+        patient_pseudonym=lambda f: f["patient_pseudonym"].astype(str).str[:12] + "…"
+    )
     print_frame(
-        result.head(top),
+        shown,
         f"Cumulative dose per patient over {days} days (effective dose: k × DLP, "
         "population-level estimate)",
         {

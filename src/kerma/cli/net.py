@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import signal
+import sys
 import threading
 from typing import Annotated, Any
 
@@ -48,6 +49,8 @@ def listen(
         logging.getLogger("kerma").setLevel(logging.INFO)
     else:
         pynetdicom_config.LOG_HANDLER_LEVEL = "none"  # no per-PDU debug handlers
+    # hand the GIL over sooner, so network threads are not held up by the import worker
+    sys.setswitchinterval(0.0005)
     settings = get_settings()
     scp = StorageSCP(settings, ae_title=aet, host=host, port=port)
     stop = threading.Event()

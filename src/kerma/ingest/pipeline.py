@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -51,6 +51,8 @@ from kerma.ingest.reconcile import event_key, reconcile_study
 from kerma.records import EVENT_SCALAR_FIELDS, DoseReport, PatientIdentity, Rejection
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Version written to ``dose_report.extractor_version``.
 EXTRACTOR_VERSION = __version__
@@ -551,7 +553,7 @@ class Importer:
             study.patient_id = queries.get_or_create_patient(session, pseudonym=item.pseudonym).id
         return study
 
-    def _run(self, work: Callable[[Session], Any]) -> Any:
+    def _run(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction; retry on lock timeouts and deadlocks."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:

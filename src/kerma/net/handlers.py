@@ -22,6 +22,7 @@ May import ``kerma.net.spool`` and ``kerma.net.status``.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,6 +177,19 @@ def handle_store(
         counters.add(stored=1)
     logger.info("Stored %s from %s", sop_instance_uid, calling)
     return status.SUCCESS
+
+
+def handle_open(event: Any) -> None:
+    """Handle a new connection (``evt.EVT_CONN_OPEN``): disable Nagle's algorithm.
+
+    Each C-STORE response is a small write; with Nagle's algorithm on, it can wait for
+    the peer's delayed acknowledgement (tens of milliseconds per object).
+    """
+    try:
+        sock = event.assoc.dul.socket.socket
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):
+        logger.debug("Unable to set TCP_NODELAY on a new connection", exc_info=True)
 
 
 def handle_echo(event: Any) -> int:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from pydicom import uid
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -656,10 +656,10 @@ def _get(
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     for sop_class in GET_STORAGE_SOP_CLASSES:
         ae.add_requested_context(sop_class, list(GET_TRANSFER_SYNTAXES))
-    roles = [build_role(sop_class, scp_role=True) for sop_class in GET_STORAGE_SOP_CLASSES]
+    roles: list[Any] = [build_role(c, scp_role=True) for c in GET_STORAGE_SOP_CLASSES]
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
     counters = StoreCounters()
-    handlers = [(evt.EVT_C_STORE, handle_store, [spool, worker.submit, counters])]
+    handlers: list[Any] = [(evt.EVT_C_STORE, handle_store, [spool, worker.submit, counters])]
     assoc = ae.associate(
         peer.host, peer.port, ae_title=peer.ae_title, ext_neg=roles, evt_handlers=handlers
     )

@@ -33,11 +33,11 @@ from pynetdicom import (
     AllStoragePresentationContexts,
     evt,
 )
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from kerma.config import Settings
 from kerma.errors import ConfigurationError
-from kerma.net.handlers import StoreCounters, handle_echo, handle_store
+from kerma.net.handlers import StoreCounters, handle_echo, handle_open, handle_store
 from kerma.net.spool import PathImporter, Spool, SpoolWorker
 
 logger = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ class StorageSCP:
         return [
             (evt.EVT_C_STORE, handle_store, [self.spool, self.worker.submit, self.counters]),
             (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_CONN_OPEN, handle_open),
         ]
 
     @property

@@ -9,6 +9,7 @@ stored, 202 when some failed, 409 when none was stored; 415 for another media ty
 
 from __future__ import annotations
 
+import email.message
 import email.parser
 import email.policy
 import logging
@@ -61,13 +62,23 @@ def split_multipart(content_type: str, body: bytes) -> list[bytes]:
     return parts
 
 
+def accepts_media_type(content_type: str) -> bool:
+    """Return whether a Content-Type is ``multipart/related`` of ``application/dicom`` parts.
+
+    The ``type`` parameter may be absent (parts are then checked one by one).
+    """
+    message = email.message.EmailMessage()
+    message["Content-Type"] = content_type
+    if message.get_content_type() != "multipart/related":
+        return False
+    part_type = message.get_param("type")
+    return part_type is None or str(part_type).lower() == "application/dicom"
+
+
 async def _store(request: Request, study_instance_uid: str | None) -> Response:
     """Store the parts of a STOW-RS request and build the response."""
     content_type = request.headers.get("content-type", "")
-    media = content_type.split(";")[0].strip().lower()
-    if media != "multipart/related" or (
-        "application/dicom" not in content_type.lower() and "type=" in content_type.lower()
-    ):
+    if not accepts_media_type(content_type):
         return JSONResponse(
             {"detail": 'Expected multipart/related; type="application/dicom".'}, status_code=415
         )
