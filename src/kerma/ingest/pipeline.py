@@ -539,8 +539,6 @@ class Importer:
         study = queries.get_or_create_study(session, study_instance_uid=study_uid, device=device)
         values = _study_values(report)
         overwrite = touched is not None and study.id not in touched
-        if touched is not None:
-            touched.add(study.id)
         if overwrite:
             for name, value in values.items():
                 if value is not None:
@@ -634,10 +632,10 @@ class Importer:
             summary.reports_failing += 1
             return
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> int | None:
             row = session.get(DoseReportRow, report_id)
             if row is None:
-                return
+                return None
             old_study_id = row.study_id
             study = self._study_for(session, result, touched)
             row.study_id = study.id
@@ -651,9 +649,12 @@ class Importer:
                         reconcile_study(session, study=old)
                     else:
                         session.delete(old)
+            return study.id
 
-        self._run(work)
-        summary.reports += 1
+        study_id = self._run(work)
+        if study_id is not None:
+            touched.add(study_id)  # after commit: a retried transaction still overwrites
+            summary.reports += 1
 
     def _reprocess_rejected(
         self, rejected_id: int, summary: ReprocessSummary, progress: Callable[[str], None] | None

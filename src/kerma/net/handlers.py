@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 _CHECK_TAGS = ["SOPClassUID", "SOPInstanceUID"]
 
+#: Sleep of pynetdicom's DUL reactor between events, in seconds (pynetdicom: 0.001).
+DUL_LOOP_DELAY_S = 0.0002
+
 
 @dataclass
 class StoreCounters:
@@ -188,6 +191,8 @@ def handle_open(event: Any) -> None:
     try:
         sock = event.assoc.dul.socket.socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # pynetdicom's DUL reactor sleeps this long between events (default 1 ms)
+        event.assoc.dul._run_loop_delay = DUL_LOOP_DELAY_S
     except (AttributeError, OSError):
         logger.debug("Unable to set TCP_NODELAY on a new connection", exc_info=True)
 
