@@ -340,27 +340,8 @@ class Registry:
         stmt = (
             select(
                 e.id,
-                Study.id,
-                Study.study_instance_uid,
-                Study.accession_number,
-                Study.study_date,
-                Study.study_time,
-                Study.study_description,
-                Study.requested_procedure_description,
-                Study.procedure_reported,
-                Study.modality,
-                Patient.pseudonym,
-                Study.patient_age_years,
-                Study.patient_sex,
-                Study.patient_weight_kg,
-                Study.patient_size_m,
-                Study.is_non_patient,
-                Study.standard_exam,
-                Device.id,
-                Device.device_name,
-                Device.manufacturer,
-                Device.manufacturer_model_name,
-                Device.station_name,
+                *_study_head(),
+                *_study_tail(),
                 Device.institution_name,
                 Device.device_serial_number,
                 DoseReport.kind,
@@ -448,28 +429,9 @@ class Registry:
         )
         stmt = (
             select(
-                Study.id,
-                Study.study_instance_uid,
-                Study.accession_number,
-                Study.study_date,
-                Study.study_time,
-                Study.study_description,
-                Study.requested_procedure_description,
-                Study.procedure_reported,
-                Study.modality,
+                *_study_head(),
                 Study.modalities,
-                Patient.pseudonym,
-                Study.patient_age_years,
-                Study.patient_sex,
-                Study.patient_weight_kg,
-                Study.patient_size_m,
-                Study.is_non_patient,
-                Study.standard_exam,
-                Device.id,
-                Device.device_name,
-                Device.manufacturer,
-                Device.manufacturer_model_name,
-                Device.station_name,
+                *_study_tail(),
                 func.coalesce(ev.c.n_events, 0),
                 func.coalesce(ev.c.dlp, rep.c.dlp),
                 func.coalesce(ev.c.dap, rep.c.dap),
@@ -601,6 +563,39 @@ def summarise_events(events: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def _study_head() -> tuple[Any, ...]:
+    """Return the study columns that open both frames, up to the study modality."""
+    return (
+        Study.id,
+        Study.study_instance_uid,
+        Study.accession_number,
+        Study.study_date,
+        Study.study_time,
+        Study.study_description,
+        Study.requested_procedure_description,
+        Study.procedure_reported,
+        Study.modality,
+    )
+
+
+def _study_tail() -> tuple[Any, ...]:
+    """Return the patient and device columns both frames share, after the modality."""
+    return (
+        Patient.pseudonym,
+        Study.patient_age_years,
+        Study.patient_sex,
+        Study.patient_weight_kg,
+        Study.patient_size_m,
+        Study.is_non_patient,
+        Study.standard_exam,
+        Device.id,
+        Device.device_name,
+        Device.manufacturer,
+        Device.manufacturer_model_name,
+        Device.station_name,
+    )
 
 
 def _filter_studies(

@@ -15,6 +15,7 @@ from pynetdicom.sop_class import Verification
 
 from kerma.api import Registry
 from kerma.net import status
+from kerma.net.handlers import check_encoded_dataset
 from tests.net.conftest import (
     CASES_DIR,
     DICOM_DIR,
@@ -131,25 +132,31 @@ class TestListen:
         archived = list(listener.archive_dir.rglob("*.dcm"))
         assert archived == []
 
-    def test_deep_sr_undecodable_gets_cannot_understand(
+    def test_deep_sr_is_rejected_by_import_and_kept(
         self, listener: KermaListener, tmp_path: Path
     ) -> None:
-        """An SR nested 300 deep (undefined lengths) gets 0xC210, is quarantined, SCP goes on."""
+        """A 300-deep SR (undefined lengths) is acknowledged, rejected on import, archived."""
         deep = deep_sr_file(tmp_path / "deep.dcm", depth=300)
+        deep_uid = str(read_file_meta_info(deep).MediaStorageSOPInstanceUID)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(20000)  # only so that pynetdicom can send it
         try:
-            assert send_file(listener.port, deep) == status.CANNOT_UNDERSTAND
+            assert send_file(listener.port, deep) == status.SUCCESS
         finally:
             sys.setrecursionlimit(limit)
-        quarantined = list((listener.archive_dir / "quarantine").iterdir())
-        assert len(quarantined) == 1
         good = DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm"
         assert send_file(listener.port, good) == status.SUCCESS
         listener.wait_drained()
         assert registry_sop_uids(listener.settings) == [
             str(pydicom.dcmread(good, stop_before_pixels=True).SOPInstanceUID)
         ]
+        with Registry(settings=listener.settings) as reg:
+            rejects = reg.rejects()
+        assert len(rejects) == 1
+        assert rejects["sop_instance_uid"].iloc[0] in (deep_uid, None)
+        assert "nested too deeply" in rejects["reason"].iloc[0]
+        archived = listener.archive_dir / rejects["archive_path"].iloc[0]
+        assert archived.is_file()  # kept for inspection
 
     def test_deep_sr_from_storescu_is_rejected_and_kept(
         self, listener: KermaListener, tmp_path: Path
@@ -181,6 +188,33 @@ class TestListen:
         restarted.wait_drained()
         restarted.terminate()
         assert len(registry_sop_uids(listener.settings)) == 1
+
+
+class TestCheckEncodedDataset:
+    """The decode check of the C-STORE handler (no network)."""
+
+    @pytest.mark.parametrize(
+        "cut",
+        [
+            pytest.param(0, id="empty"),
+            pytest.param(100, id="preamble-only"),
+            pytest.param(400, id="truncated-before-sop-instance-uid"),
+        ],
+    )
+    def test_truncated_object_raises(self, cut: int) -> None:
+        """A truncated object cannot be understood (the handler answers 0xC210)."""
+        data = (DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm").read_bytes()[:cut]
+        with pytest.raises(ValueError, match=r"."):
+            check_encoded_dataset(data)
+
+    def test_rdsr_returns_its_uids(self) -> None:
+        """A shared RDSR gives its SOP Class and Instance UIDs."""
+        path = DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm"
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert check_encoded_dataset(path.read_bytes()) == (
+            str(ds.SOPClassUID),
+            str(ds.SOPInstanceUID),
+        )
 
 
 class TestAllowList:

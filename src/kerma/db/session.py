@@ -28,11 +28,6 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 WRITE_OPTION = "kerma_write"
 
 
-def is_sqlite(engine: Engine) -> bool:
-    """Return whether ``engine`` talks to SQLite."""
-    return engine.dialect.name == "sqlite"
-
-
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Return an engine for ``url`` with Kerma's connection settings.
 

@@ -5,9 +5,11 @@
 and its own DIMSE status (:mod:`kerma.net.status`):
 
 1. take the encoded dataset as sent (no re-encoding) — failure: 0xC210;
-2. decode its top level to check (0008,0016) 'SOP Class UID' and (0008,0018)
-   'SOP Instance UID' — failure (truncated data, sequences nested too deeply for
-   the reader): 0xC210, and the bytes are kept in ``<archive_dir>/quarantine/``;
+2. decode its start to check (0008,0016) 'SOP Class UID' and (0008,0018)
+   'SOP Instance UID' — failure (not DICOM, truncated): 0xC210, and the bytes are
+   kept in ``<archive_dir>/quarantine/``; an object whose content tree breaks the
+   reader (an SR nested hundreds of levels deep) passes this check and is rejected
+   by the import, which keeps it in the archive (``kerma rejects``);
 3. write it to the spool and fsync it (:meth:`kerma.net.spool.Spool.put`) —
    failure (disk full, I/O error): 0xA700;
 4. queue it for import and return 0x0000.
@@ -30,14 +32,12 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import pydicom
+from pydicom.filereader import read_partial
 
 from kerma.net import status
 from kerma.net.spool import Spool
 
 logger = logging.getLogger(__name__)
-
-_CHECK_TAGS = ["SOPClassUID", "SOPInstanceUID"]
 
 #: Sleep of pynetdicom's DUL reactor between events, in seconds (pynetdicom: 0.001).
 DUL_LOOP_DELAY_S = 0.0002
@@ -66,8 +66,17 @@ def _calling_aet(event: Any) -> str:
         return "?"
 
 
+def _after_sop_instance_uid(tag: Any, vr: Any, length: Any) -> bool:
+    """Stop reading after (0008,0018) 'SOP Instance UID' (a ``read_partial`` callback)."""
+    return bool(tag > 0x00080018)
+
+
 def check_encoded_dataset(encoded: bytes) -> tuple[str, str]:
-    """Decode the top level of a Part 10 object and return its SOP Class and Instance UIDs.
+    """Decode the start of a Part 10 object and return its SOP Class and Instance UIDs.
+
+    Only the file meta and the elements up to (0008,0018) 'SOP Instance UID' are
+    decoded, so the check costs the same for every object; the content tree is read
+    later by the import, which rejects (and keeps) an object it cannot read.
 
     Parameters
     ----------
@@ -82,11 +91,10 @@ def check_encoded_dataset(encoded: bytes) -> tuple[str, str]:
     Raises
     ------
     ValueError
-        When the dataset cannot be decoded or lacks either UID (including
-        ``RecursionError`` from sequences nested too deeply for pydicom).
+        When the start of the dataset cannot be decoded or lacks either UID.
     """
     try:
-        ds = pydicom.dcmread(BytesIO(encoded), stop_before_pixels=True, specific_tags=_CHECK_TAGS)
+        ds = read_partial(BytesIO(encoded), stop_when=_after_sop_instance_uid)
         sop_class_uid = str(ds.SOPClassUID)
         sop_instance_uid = str(ds.SOPInstanceUID)
     except RecursionError as exc:

@@ -38,7 +38,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from kerma.config import Settings
 from kerma.errors import ConfigurationError
 from kerma.net.handlers import StoreCounters, handle_echo, handle_open, handle_store
-from kerma.net.spool import PathImporter, Spool, SpoolWorker
+from kerma.net.spool import PathImporter, ProcessImporter, Spool, SpoolWorker
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +125,12 @@ def build_ae(settings: Settings, *, ae_title: str | None = None) -> AE:
 
 
 def _default_registry_factory(settings: Settings) -> Callable[[], PathImporter]:
-    """Return a factory of :class:`kerma.Registry` for ``settings``."""
+    """Return a factory of the importer: :class:`kerma.Registry` in a child process."""
 
     def factory() -> PathImporter:
-        from kerma.api import Registry
-
-        return Registry(settings=settings)
+        importer = ProcessImporter(settings)
+        importer.start()
+        return importer
 
     return factory
 
@@ -145,8 +145,9 @@ class StorageSCP:
         ``archive_dir`` (the spool is ``<archive_dir>/incoming``) and
         ``scp_keep_non_dose``.
     registry_factory : callable, optional
-        Returns the registry the worker imports into; default
-        ``kerma.Registry(settings=settings)``.
+        Returns the registry the worker imports into; default a
+        :class:`~kerma.net.spool.ProcessImporter` (``kerma.Registry(settings=settings)``
+        in a child process, so imports never hold up the network threads).
     ae_title, host, port : optional
         Override the settings.
 

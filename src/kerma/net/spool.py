@@ -265,6 +265,8 @@ class SpoolWorker(threading.Thread):
         self._stop_event.set()
         if self.is_alive():
             self.join(timeout)
+        if isinstance(self._registry, ProcessImporter):
+            self._registry.close()
 
     def run(self) -> None:
         """Import queued files until :meth:`stop` is called."""
@@ -426,3 +428,76 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float =
             return True
         time.sleep(interval)
     return predicate()
+
+
+# -- import in a child process --------------------------------------------------------------
+
+_child_registry: Any = None
+
+
+def _init_child(settings_json: str) -> None:
+    """Open the registry once in the child process (runs the migrations if needed)."""
+    global _child_registry
+    import signal as _signal
+
+    from kerma.api import Registry
+    from kerma.config import Settings
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the parent decides when to stop
+    _child_registry = Registry(settings=Settings.model_validate_json(settings_json))
+
+
+def _import_in_child(paths: list[str]) -> int:
+    """Import files with the child's registry; return how many objects were read."""
+    summary = _child_registry.import_paths(paths)
+    return int(getattr(summary, "objects_read", len(paths)))
+
+
+class ProcessImporter:
+    """Run :meth:`kerma.Registry.import_paths` in a child process.
+
+    The DICOM network threads of the SCP then never wait for the Python GIL held by
+    extraction and database work (which costs far more CPU per object than
+    receiving it). Same interface as the registry for :class:`SpoolWorker`.
+
+    Parameters
+    ----------
+    settings : kerma.config.Settings
+        Passed to the child, which opens ``kerma.Registry(settings=settings)``.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self._settings_json = settings.model_dump_json()
+        self._executor: Any = None
+
+    def start(self) -> None:
+        """Start the child process and open its registry (waits until it is ready)."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_child,
+                initargs=(self._settings_json,),
+            )
+            self._executor.submit(_import_in_child, []).result()
+
+    def import_paths(self, paths: Iterable[Path], *, progress: Any = None) -> int:
+        """Import files in the child; raise what the import raised."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        self.start()
+        try:
+            return int(self._executor.submit(_import_in_child, [str(p) for p in paths]).result())
+        except BrokenProcessPool:
+            logger.error("The import process died; starting a new one")
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the child process (after the import in progress)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
