@@ -100,6 +100,7 @@ class KermaListener:
     process: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     ready_calling: str = "TESTSCU"
+    orphans: list[int] = field(default_factory=list)
 
     @property
     def database_url(self) -> str:
@@ -165,11 +166,31 @@ class KermaListener:
         path = self.workdir / "listen.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def children(self) -> list[int]:
+        """PIDs of the listener's child processes (its import process)."""
+        if self.process is None:
+            return []
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == self.process.pid:
+                    pids.append(int(stat.parent.name))
+        return pids
+
     def kill(self) -> None:
-        """SIGKILL the listener (no clean-up at all)."""
+        """SIGKILL the listener (no clean-up at all); its orphans are stopped at teardown."""
         if self.process is not None and self.process.poll() is None:
+            self.orphans.extend(self.children())
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
+
+    def reap_orphans(self) -> None:
+        """SIGTERM the children a SIGKILLed listener left behind, by PID."""
+        for pid in self.orphans:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        self.orphans.clear()
 
     def terminate(self) -> int | None:
         """SIGTERM the listener and wait; return its exit code."""
@@ -206,6 +227,7 @@ def listener(tmp_path: Path) -> Iterator[KermaListener]:
     scp.start()
     yield scp
     scp.terminate()
+    scp.reap_orphans()
 
 
 def registry_sop_uids(settings: Settings) -> list[str]:

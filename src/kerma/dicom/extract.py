@@ -30,6 +30,7 @@ from pydicom.sr.codedict import codes
 
 from kerma.dicom.common import fill_common, get_text
 from kerma.dicom.content import children, code_value, concept_of, describe, find, uid_value
+from kerma.dicom.integrity import find_truncation
 from kerma.errors import IngestError, NotADoseReportError, UnreadableObjectError
 from kerma.records import DoseReport, Rejection, ReportKind
 
@@ -242,6 +243,18 @@ def inspect_path(path: str | Path, *, display_name: str | None = None) -> DoseRe
         ds = read_dataset(path)
     except IngestError as exc:
         return Rejection(reason=str(exc), file=name)
+    try:
+        cut = find_truncation(Path(path).read_bytes())
+    except OSError:
+        cut = None
+    if cut is not None:
+        return Rejection(
+            reason=f"Unable to read {name}: the file is incomplete ({cut}); it was probably "
+            "cut short in transfer or on disk. Send or copy it again.",
+            file=name,
+            sop_class_uid=get_text(ds, "SOPClassUID"),
+            sop_instance_uid=get_text(ds, "SOPInstanceUID"),
+        )
     try:
         report = extract_dataset(ds, file=name)
     except IngestError as exc:

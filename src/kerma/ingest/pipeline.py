@@ -45,7 +45,7 @@ from kerma.db.session import session_scope
 from kerma.dicom.extract import extract_dataset, read_dataset
 from kerma.errors import IngestError
 from kerma.ingest.archive import Archive, ArchivedObject
-from kerma.ingest.integrity import find_truncation
+from kerma.dicom.integrity import find_truncation
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
 from kerma.records import EVENT_SCALAR_FIELDS, DoseReport, PatientIdentity, Rejection

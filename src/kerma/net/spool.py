@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -444,6 +445,20 @@ def _init_child(settings_json: str) -> None:
     from kerma.config import Settings
 
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the parent decides when to stop
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        """Exit when the parent dies (e.g. SIGKILL): what is not committed stays spooled."""
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, name="kerma-parent-watch", daemon=True).start()
+    if sys.platform.startswith("linux"):  # and let the kernel stop us with the parent
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, _signal.SIGTERM)  # PR_SET_PDEATHSIG
     _child_registry = Registry(settings=Settings.model_validate_json(settings_json))
 
 

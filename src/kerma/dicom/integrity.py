@@ -10,7 +10,7 @@ or an undefined-length sequence or item is never closed.
 pydicom offers no such check; this is the smallest walk that gives it. Deflated
 transfer syntaxes are not walked (their data is compressed).
 
-Must not import ``kerma.db``.
+May import nothing of Kerma's but ``kerma.dicom``.
 """
 
 from __future__ import annotations
