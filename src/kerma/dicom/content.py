@@ -43,8 +43,10 @@ def concept_of(item: Dataset) -> Code | None:
 
 def code_from(code_item: Dataset) -> Code | None:
     """Return a :class:`Code` built from a code sequence item, or ``None`` if incomplete."""
-    value = code_item.get("CodeValue") or code_item.get("LongCodeValue") or code_item.get(
-        "URNCodeValue"
+    value = (
+        code_item.get("CodeValue")
+        or code_item.get("LongCodeValue")
+        or code_item.get("URNCodeValue")
     )
     scheme = code_item.get("CodingSchemeDesignator")
     if not value or not scheme:
@@ -226,9 +228,9 @@ def parse_number(raw: Any, *, what: str, report: DoseReport | None) -> float | N
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         return float(raw)
     values: list[float]
-    if isinstance(raw, list | tuple) or (hasattr(raw, "__iter__") and not isinstance(
-        raw, str | bytes
-    )):
+    if isinstance(raw, list | tuple) or (
+        hasattr(raw, "__iter__") and not isinstance(raw, str | bytes)
+    ):
         try:
             values = [float(v) for v in raw]
         except (TypeError, ValueError):

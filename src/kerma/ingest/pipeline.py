@@ -43,9 +43,9 @@ from kerma.db.models import IrradiationEvent as EventRow
 from kerma.db.models import RejectedObject, Study
 from kerma.db.session import session_scope
 from kerma.dicom.extract import extract_dataset, read_dataset
+from kerma.dicom.integrity import find_truncation
 from kerma.errors import IngestError
 from kerma.ingest.archive import Archive, ArchivedObject
-from kerma.dicom.integrity import find_truncation
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
 from kerma.records import EVENT_SCALAR_FIELDS, DoseReport, PatientIdentity, Rejection
