@@ -25,13 +25,29 @@ from kerma.records import DeviceInfo
 T = TypeVar("T")
 
 
-def device_key(info: DeviceInfo) -> str:
-    """Return the identity key of a device: SHA-256 of its observer UID or equipment.
+#: Serial numbers that anonymisers or devices write when the real one is unknown.
+PLACEHOLDER_SERIAL_NUMBERS = frozenset(
+    {"", "REMOVED", "ANONYMIZED", "ANONYMISED", "ANONYMOUS", "UNKNOWN", "NONE", "N/A", "0", "-"}
+)
 
-    The TID 1004 Device Observer UID identifies a device when the object gives one;
-    otherwise (manufacturer, model name, serial number, station name) does.
+
+def device_key(info: DeviceInfo) -> str:
+    """Return the identity key of a device: SHA-256 of its serial, observer UID or equipment.
+
+    One physical device sends objects that describe it differently: a PET-CT's CT RDSR,
+    its radiopharmaceutical SR and its images carry different model and station names,
+    and image headers have no TID 1004 Device Observer UID. So the key is, in order:
+
+    1. manufacturer (case-insensitive) + (0018,1000) Device Serial Number, when the
+       serial is given and is not a placeholder (``PLACEHOLDER_SERIAL_NUMBERS``);
+    2. the TID 1004 Device Observer UID;
+    3. (manufacturer, model name, serial number, station name).
     """
-    if info.device_observer_uid:
+    serial = (info.device_serial_number or "").strip()
+    if serial.upper() not in PLACEHOLDER_SERIAL_NUMBERS:
+        manufacturer = (info.manufacturer or "").strip().casefold()
+        text = "serial\x1f" + manufacturer + "\x1f" + serial
+    elif info.device_observer_uid:
         text = "uid\x1f" + info.device_observer_uid
     else:
         parts = (

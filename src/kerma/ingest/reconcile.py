@@ -55,7 +55,19 @@ def event_key(event: EventRecord, kind: ReportKind | str) -> str | None:
 
     ``uid:<Irradiation Event UID>``; for image headers (``header-*``) without one,
     ``hdr:<sha256>`` of the start date-time and dose values; else ``None``.
+
+    A radiopharmaceutical administration is keyed by what it is, not by UID:
+    ``admin:<radionuclide>|<start date>|<activity in MBq, 0.1 MBq>``. A PET/NM scanner
+    describes one administration in its Radiopharmaceutical Radiation Dose SR (TID 10021)
+    and again in every image's Radiopharmaceutical Information Sequence, with different
+    UIDs (seen: Siemens Biograph Vision, ``NM-RRDSR-Siemens`` and ``NM-PetIm-Siemens``);
+    it must count once. Two administrations of the same radionuclide and activity on
+    one day in one study would be counted once too (not seen; documented limit).
     """
+    activity = event.administered_activity_mbq
+    if activity is not None and event.radionuclide:
+        start = event.radiopharmaceutical_start_datetime or event.datetime_started or ""
+        return f"admin:{event.radionuclide}|{start[:10]}|{activity:.1f}"
     if event.irradiation_event_uid:
         return f"uid:{event.irradiation_event_uid}"
     if str(kind).startswith("header-") and event.datetime_started:
