@@ -74,6 +74,15 @@ class TestRegistryBasics:
         assert reg.studies().empty
         reg.close()
 
+    def test_second_in_memory_registry_gets_its_schema(self, tmp_path: Path) -> None:
+        """Each sqlite:// registry is a new database: the schema check is not cached by URL."""
+        from tests.db_fixtures import make_settings
+
+        for _ in range(2):
+            reg = Registry("sqlite://", settings=make_settings("sqlite://", tmp_path))
+            assert reg.studies().empty
+            reg.close()
+
     @needs_shared
     def test_session_commits_and_rolls_back(self, registry: Registry) -> None:
         """Changes made in session() are committed; an error rolls them back."""

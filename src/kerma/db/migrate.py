@@ -97,14 +97,19 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
 def ensure_schema(engine: Engine) -> None:
     """Upgrade the database to the newest revision unless it is there already.
 
-    Checked once per database URL and process; cheap afterwards.
+    Checked once per database URL and process; cheap afterwards. An in-memory SQLite
+    database is new for every engine although its URL is the same, so it is always
+    checked.
     """
     key = str(engine.url)
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        key = ""  # never cached
     with _checked_lock:
         if key in _checked:
             return
     if current_revision(engine) != head_revision():
         logger.info("upgrading the registry database schema")
         _locked_run(engine, "upgrade", "head")
-    with _checked_lock:
-        _checked.add(key)
+    if key:
+        with _checked_lock:
+            _checked.add(key)
