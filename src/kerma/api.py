@@ -386,11 +386,12 @@ class Registry:
         Returns
         -------
         pandas.DataFrame
-            Columns :data:`STUDY_COLUMNS`. Totals sum the current events:
-            ``ct_dlp_total_mgycm`` (mGy·cm), ``dap_total_gym2`` (Gy·m²),
-            ``dose_rp_total_gy`` (Gy), ``agd_total_mgy`` (mGy),
-            ``administered_activity_mbq`` (MBq); when no event holds the value, the
-            accumulated totals of the current reports are used. ``fluoro_time_total_s``
+            Columns :data:`STUDY_COLUMNS`. ``ct_dlp_total_mgycm`` (mGy·cm),
+            ``agd_total_mgy`` (mGy) and ``administered_activity_mbq`` (MBq) sum the
+            current events, falling back to the current reports' accumulated totals;
+            ``dap_total_gym2`` (Gy·m²) and ``dose_rp_total_gy`` (Gy) are the current
+            reports' accumulated totals (TID 10002, as the device shows them), falling
+            back to the sum of the events (image headers). ``fluoro_time_total_s``
             (s) comes from the current reports' accumulated data. ``modalities`` is
             comma-joined, ``number_of_reports`` counts superseded reports too.
         """
@@ -434,8 +435,10 @@ class Registry:
                 *_study_tail(),
                 func.coalesce(ev.c.n_events, 0),
                 func.coalesce(ev.c.dlp, rep.c.dlp),
-                func.coalesce(ev.c.dap, rep.c.dap),
-                func.coalesce(ev.c.dose_rp, rep.c.dose_rp),
+                # KAP and Ka,r: the device's accumulated totals (TID 10002) of the current
+                # reports, as the console shows them; event sums only when none is given
+                func.coalesce(rep.c.dap, ev.c.dap),
+                func.coalesce(rep.c.dose_rp, ev.c.dose_rp),
                 func.coalesce(rep.c.fluoro_s, ev.c.fluoro_s),
                 func.coalesce(ev.c.agd, rep.c.agd),
                 ev.c.activity,

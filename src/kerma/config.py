@@ -23,6 +23,7 @@ DEFAULT_NON_PATIENT_PATTERNS: tuple[str, ...] = (
     r"constancy",
     r"\btest ?patient\b",
     r"\bcalibration\b",
+    r"physics",  # 'Z_Physics Test', 'Specials^PhysicsTesting' (OpenREM test files)
 )
 
 

@@ -203,3 +203,24 @@ class TestSampleFrame:
         """Mammography views reduce to CC / MLO."""
         views = pd.Series(["RCC", "L MLO", "cranio-caudal", None, "ML"])
         assert normalise_view(views).tolist() == ["CC", "MLO", "CC", None, "ML"]
+
+
+class TestMissingGroupKeys:
+    """Rows whose group key is missing form their own group with full statistics."""
+
+    def test_unmapped_exam_gets_percentiles(self) -> None:
+        """An unmapped exam group has its median and percentiles, as numpy gives them."""
+        import numpy as np
+        import pandas as pd
+
+        from kerma.analysis.stats import dose_statistics
+
+        values = [1.0, 2.0, 3.0, 10.0]
+        frame = pd.DataFrame(
+            {"standard_exam": [None] * 4 + ["CT Head"], "dlp_mgycm": [*values, 5.0]}
+        )
+        out = dose_statistics(frame, by=["standard_exam"], quantities=["dlp_mgycm"])
+        row = out[out["standard_exam"] == "(not mapped)"].iloc[0]
+        assert row["n"] == 4
+        assert row["median"] == np.percentile(values, 50)
+        assert row["p75"] == np.percentile(values, 75)

@@ -177,6 +177,12 @@ def dose_statistics(
         data = data.dropna(subset=[quantity])
         if data.empty:
             continue
+        for column in by:
+            # a missing group key (an unmapped exam) is a group of its own: pandas joins
+            # of NaN keys would lose its percentiles
+            if data[column].isna().any() and not pd.api.types.is_numeric_dtype(data[column]):
+                label = "(not mapped)" if column == "standard_exam" else "(unknown)"
+                data[column] = data[column].astype(object).where(data[column].notna(), label)
         if by:
             grouped = data.groupby(by, dropna=False, sort=True)[quantity]
         else:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kerma.analysis.cumulative import cumulative_dose
@@ -73,7 +74,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
         if value == 0:
             return "0"
         return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
-    return str(value)
+    return escape(str(value))  # rule patterns such as 'sch[aä]del' are not Rich markup
 
 
 def print_frame(frame: pd.DataFrame, title: str, columns: dict[str, str] | None = None) -> None:

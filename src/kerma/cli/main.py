@@ -12,10 +12,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kerma.errors import KermaError
 
@@ -71,9 +73,9 @@ def main() -> None:
         # Kerma reports what matters as warnings on the dose record instead.
         logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except KermaError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
@@ -85,19 +87,48 @@ def main() -> None:
         err_console.print("interrupted")
         sys.exit(130)
     except Exception as exc:
-        import click
+        sys.exit(_report(exc, debug=debug))
+    sys.exit(code if isinstance(code, int) else 0)
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if debug:
-            raise
-        logger.debug("unexpected error", exc_info=True)
+
+def _report(exc: Exception, *, debug: bool) -> int:
+    """Print an error a user can act on and return the exit code (2 usage, 3 internal)."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click/typer usage errors
+        exc.show()
+        return int(exc.exit_code)
+    if debug:
+        raise exc
+    logger.debug("error", exc_info=True)
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ArgumentError | SQLAlchemyError):
+        first_line = str(exc).splitlines()[0]
         err_console.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {exc}. "
-            "Run with KERMA_DEBUG=1 for details and report it."
+            f"[red]error:[/red] the registry database cannot be used ({escape(first_line)}). "
+            "Check KERMA_DATABASE_URL (e.g. sqlite:///kerma.db or "
+            "postgresql+psycopg://user@host/db) and that the server is running."
         )
-        sys.exit(3)
+        return 2
+    if isinstance(exc, re.error):
+        err_console.print(
+            f"[red]error:[/red] invalid regular expression ({escape(str(exc))}); check "
+            "KERMA_NON_PATIENT_PATTERNS and the exam rules file."
+        )
+        return 2
+    if isinstance(exc, OSError):
+        err_console.print(f"[red]error:[/red] {escape(message)}. Check the path and permissions.")
+        return 2
+    if isinstance(exc, ValueError | KeyError):
+        err_console.print(
+            f"[red]error:[/red] {escape(message)}. Check the command's options (--help)."
+        )
+        return 2
+    err_console.print(
+        f"[red]internal error:[/red] {escape(message)}. "
+        "Run with KERMA_DEBUG=1 for details and report it."
+    )
+    return 3
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
     raise NotADoseReportError(
         f"SR {uid} is not a dose report because its document title is {title}, not "
         "'X-Ray Radiation Dose Report' (DCM 113701) or 'Radiopharmaceutical Radiation Dose "
-        "Report' (DCM 113500). Nothing to import; the object is kept in the archive.",
+        "Report' (DCM 113500); it holds no dose information.",
         sop_instance_uid=uid,
     )
 

@@ -111,6 +111,7 @@ def build_ae(settings: Settings, *, ae_title: str | None = None) -> AE:
         Overrides ``settings.scp_aet``.
     """
     ae = AE(ae_title=ae_title or settings.scp_aet)
+    ae.require_called_aet = True  # refuse associations addressed to another AE title
     for sop_class in storage_sop_classes():
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
     ae.add_supported_context(Verification)
