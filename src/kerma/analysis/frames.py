@@ -15,8 +15,8 @@ family     one row per  dose columns (units in the names)
                         events that have a patient size, AAPM 204/220),
                         ``kvp_kv`` (median kVp of those events, first X-ray
                         source; selects the k-factor column)
-``RF/XA``  study        ``kap_total_gycm2`` (Σ event KAP, Gy·cm²), ``ka_r_total_mgy``
-                        (Σ event Ka,r, mGy), ``fluoro_time_total_s`` when the study
+``RF/XA``  study        ``kap_total_gycm2`` (accumulated KAP, Gy·cm²), ``ka_r_total_mgy``
+                        (accumulated Ka,r, mGy), ``fluoro_time_total_s`` when the study
                         frame gives it
 ``DX``     event        ``kap_gycm2`` (Gy·cm²), ``ka_r_mgy`` (mGy),
                         ``entrance_dose_mgy``
@@ -24,9 +24,10 @@ family     one row per  dose columns (units in the names)
                         ``compression_thickness_mm``
 ========== ============ ==========================================================
 
-Sums over events are used rather than the device-reported accumulated totals so that a
-study sent as several objects adds up; where a projection study has no events, the
-``studies`` frame's ``dap_total_gym2`` / ``dose_rp_total_gy`` are used.
+For RF/XA the study totals are the ``studies`` frame's ``dap_total_gym2`` /
+``dose_rp_total_gy`` when it is given: the device's accumulated totals (TID 10002) of
+the study's current reports, which add up a study sent as several objects; the sums
+over events are used when no report gives a total.
 
 This module must not import ``kerma.db``, ``kerma.web`` or ``kerma.cli``.
 """
@@ -216,11 +217,11 @@ def _projection_study_samples(events: pd.DataFrame, studies: pd.DataFrame | None
         totals = studies.set_index("study_id")
         ids = samples["study_id"]
         if "dap_total_gym2" in totals.columns:
-            fallback = ids.map(totals["dap_total_gym2"] * GYM2_TO_GYCM2)
-            samples["kap_total_gycm2"] = samples["kap_total_gycm2"].fillna(fallback)
+            reported = ids.map(totals["dap_total_gym2"] * GYM2_TO_GYCM2)
+            samples["kap_total_gycm2"] = reported.fillna(samples["kap_total_gycm2"])
         if "dose_rp_total_gy" in totals.columns:
-            fallback = ids.map(totals["dose_rp_total_gy"] * GY_TO_MGY)
-            samples["ka_r_total_mgy"] = samples["ka_r_total_mgy"].fillna(fallback)
+            reported = ids.map(totals["dose_rp_total_gy"] * GY_TO_MGY)
+            samples["ka_r_total_mgy"] = reported.fillna(samples["ka_r_total_mgy"])
         if "fluoro_time_total_s" in totals.columns:
             samples["fluoro_time_total_s"] = ids.map(totals["fluoro_time_total_s"])
     return samples
