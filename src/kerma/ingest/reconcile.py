@@ -199,6 +199,7 @@ def _set_modalities(session: Session, study: Study) -> None:
         if modality:
             counts[modality] += int(n)
     if not counts:
+        study.modalities = study.modality  # a report without events (e.g. case C22)
         return
     study.modalities = ",".join(sorted(counts))
     study.modality = min(counts, key=lambda m: (-counts[m], m != study.modality, m))
