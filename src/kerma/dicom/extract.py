@@ -18,6 +18,7 @@ May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dico
 
 from __future__ import annotations
 
+import io
 import logging
 from os import PathLike
 from pathlib import Path
@@ -240,13 +241,16 @@ def inspect_path(path: str | Path, *, display_name: str | None = None) -> DoseRe
     """
     name = display_name or str(path)
     try:
-        ds = read_dataset(path)
+        data = Path(path).read_bytes()  # read once: decoded and checked for truncation
+    except OSError as exc:
+        return Rejection(reason=f"Unable to read {name}: {exc.strerror or exc}.", file=name)
+    stream = io.BytesIO(data)
+    stream.name = name
+    try:
+        ds = read_dataset(stream)
     except IngestError as exc:
         return Rejection(reason=str(exc), file=name)
-    try:
-        cut = find_truncation(Path(path).read_bytes())
-    except OSError:
-        cut = None
+    cut = find_truncation(data)
     if cut is not None:
         return Rejection(
             reason=f"Unable to read {name}: the file is incomplete ({cut}); it was probably "
