@@ -262,3 +262,69 @@ class RejectedObject(Base):
     sop_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
     reason: Mapped[str] = mapped_column(Text)
     rejected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PatientSizeMeasurement(Base):
+    """A water-equivalent diameter measured on a received CT image (AAPM Report 220).
+
+    Keyed by the image's SOP Instance UID and linked to its study by Study Instance
+    UID (not by ``study.id``): the images of a study may arrive before or without the
+    dose report. ``image_type`` is ``axial`` (Dw of the slice) or ``localizer`` (Dw
+    estimated from the projection radiograph's attenuation profile); the SSDE of a CT
+    event uses these when the RDSR holds no Dw and no AP/lateral dimensions.
+    """
+
+    __tablename__ = "patient_size_measurement"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(UID)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    image_type: Mapped[str] = mapped_column(String(16))
+    water_equivalent_diameter_mm: Mapped[float] = mapped_column(Float)
+    table_position_mm: Mapped[float | None] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String)
+    measured_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IgnoredObject(Base):
+    """An object received over the network that holds no dose information.
+
+    It was acknowledged (the peer was told it is stored) but not kept, by design
+    (``KERMA_SCP_KEEP_NON_DOSE`` off). The row lets ``kerma pull`` skip it on the
+    next run and lets a physicist see what a modality sends.
+    """
+
+    __tablename__ = "ignored_object"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sop_class_uid: Mapped[str | None] = mapped_column(UID)
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(UID)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SkinDoseEstimate(Base):
+    """The skin dose estimate of one fluoroscopy/interventional study (latest run).
+
+    ``method`` says what the number is: a PySkinDose peak skin dose, or the reference
+    point air kerma total (Ka,r, IEC 60601-2-43) labelled as not a skin dose, with
+    ``reason`` saying why PySkinDose was not used. ``map_path`` is the skin dose map
+    image, relative to the archive directory.
+    """
+
+    __tablename__ = "skin_dose_estimate"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), unique=True)
+    method: Mapped[str] = mapped_column(String)
+    peak_skin_dose_mgy: Mapped[float | None] = mapped_column(Float)
+    ka_r_total_mgy: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    map_path: Mapped[str | None] = mapped_column(String)
+    dose_report_sop_instance_uid: Mapped[str | None] = mapped_column(UID)
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
