@@ -13,27 +13,48 @@ reference point, 15 cm from the isocentre towards the focal spot) *labelled as s
 with the reason: Ka,r is not a skin dose (no backscatter, no table attenuation, no
 field overlap or patient position) and usually overestimates the peak skin dose.
 
+Over a registry, :func:`estimate_study_skin_doses` estimates every stored fluoroscopy
+study that lacks an estimate, stores it (table ``skin_dose_estimate``), writes the skin
+dose map under ``<archive_dir>/skin_dose_maps/`` and flags the studies that reach an
+NCRP Report No. 168 (2010) substantial radiation dose level (SRDL, thresholds from the
+packaged ``alert_levels.csv``) for patient follow-up; :func:`stored_skin_doses` reads
+the stored estimates.
+
 PySkinDose is an optional dependency (``pip install kerma[skin]``).
 
-This module must not import ``kerma.db``, ``kerma.web`` or ``kerma.cli``.
+This module imports ``kerma.db`` only inside the functions that take a registry; it
+must not import ``kerma.ingest``, ``kerma.web`` or ``kerma.cli``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pandas as pd
 
+from kerma.errors import ConfigurationError, NotFoundError
+from kerma.records import ReportKind
+from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2, UCUM_GYM2, UCUM_MGY, UCUM_S, conversion_factor
+
+if TYPE_CHECKING:
+    from kerma.api import DateLike, Registry
+
 logger = logging.getLogger(__name__)
+
+#: Modalities of fluoroscopy / interventional studies.
+FLUORO_MODALITIES: Final = frozenset({"RF", "XA"})
 
 METHOD_PYSKINDOSE: Final = "peak skin dose (PySkinDose, elliptic-cylinder phantom)"
 METHOD_KAR: Final = "reference point air kerma total (Ka,r) - not a skin dose"
@@ -124,11 +145,20 @@ def estimate_skin_dose(
             return _fallback(ka_r_total_mgy, f"PySkinDose did not finish within {timeout_s:g} s")
         if completed.returncode != 0 or not out.is_file():
             last = (completed.stderr or "").strip().splitlines()[-1:] or ["no output"]
-            return _fallback(ka_r_total_mgy, f"PySkinDose failed: {last[0][:200]}")
+            return _fallback(ka_r_total_mgy, explain_pyskindose_failure(last[0]))
         data = json.loads(out.read_text())
     psd = data.get("psd_mgy")
     if psd is None or not math.isfinite(psd):
         return _fallback(ka_r_total_mgy, "PySkinDose returned no peak skin dose")
+    if psd <= 0:
+        air_kerma = data.get("air_kerma_mgy")
+        return _fallback(
+            ka_r_total_mgy,
+            f"PySkinDose found no irradiated skin on its phantom (peak skin dose 0 mGy "
+            f"for an event Ka,r sum of {air_kerma or 0:.3g} mGy): the beams, placed by "
+            "the RDSR's table and positioner data, miss PySkinDose's standard patient "
+            "(e.g. a head procedure)",
+        )
     return SkinDoseResult(
         method=METHOD_PYSKINDOSE,
         peak_skin_dose_mgy=float(psd),
@@ -138,6 +168,55 @@ def estimate_skin_dose(
         ),
         axis_centre_cm=tuple(data.get("axis_centre_cm", (0.0, 0.0))),
     )
+
+
+#: Known PySkinDose failure messages -> what they mean for a physicist.
+_FAILURE_EXPLANATIONS: Final[tuple[tuple[str, str], ...]] = (
+    (
+        "Could not find settings for the given manufacturer and model",
+        "no geometry for this device model in PySkinDose (its normalisation settings "
+        "cover a few Siemens Artis/Axiom and Philips Allura models)",
+    ),
+    (
+        "has no attribute 'ManufacturerModelName'",
+        "the RDSR has no (0008,1090) 'Manufacturer's Model Name', which PySkinDose needs "
+        "to choose the device geometry",
+    ),
+    (
+        "KeyError: 'Manufacturer'",
+        "the RDSR has no (0008,0070) 'Manufacturer', which PySkinDose needs to choose the "
+        "device geometry",
+    ),
+    (
+        "CollimatedFieldArea",
+        "the irradiation events lack the 'Collimated Field Area' (DCM 113790) or field "
+        "size PySkinDose needs for the beam geometry",
+    ),
+)
+
+
+def explain_pyskindose_failure(message: str) -> str:
+    """Return a reason a physicist understands for the last error line of PySkinDose.
+
+    Parameters
+    ----------
+    message : str
+        Last line of PySkinDose's error output, e.g. ``"NotImplementedError: Could not
+        find settings for the given manufacturer and model (manufacturer='philips',
+        model='azurion')"``.
+
+    Returns
+    -------
+    str
+        ``"PySkinDose cannot be used: <meaning> [<original message>]"`` for known
+        failures, else ``"PySkinDose failed on this RDSR: <message>"`` (at most 200
+        characters of the message).
+    """
+    text = message.strip()[:200]
+    for pattern, meaning in _FAILURE_EXPLANATIONS:
+        if pattern in text:
+            return f"PySkinDose cannot be used: {meaning} [{text}]"
+    return f"PySkinDose failed on this RDSR: {text}"
 
 
 def skin_dose_fallback_frame(samples: pd.DataFrame, reason: str) -> pd.DataFrame:
@@ -211,6 +290,564 @@ def skin_dose_map_figure(result: SkinDoseResult, *, title: str = "Skin dose map"
         yaxis_title="position along the phantom (cm)",
     )
     return figure
+
+
+# --------------------------------------------------------------- stored studies
+
+#: Folder of the skin dose map files, inside the archive folder.
+MAPS_DIR: Final = "skin_dose_maps"
+
+#: Short labels of the methods for tables.
+METHOD_LABELS: Final[dict[str, str]] = {
+    METHOD_PYSKINDOSE: "PSD (PySkinDose)",
+    METHOD_KAR: "Ka,r (not skin dose)",
+}
+
+#: ``category`` of the NCRP Report 168 rows in ``alert_levels.csv``.
+SRDL_CATEGORY: Final = "substantial radiation dose level (SRDL)"
+
+#: NCRP Report 168 SRDL quantity (``alert_levels.csv`` ``quantity``) -> (column of the
+#: skin dose frame, canonical unit the table's unit converts to with
+#: :func:`kerma.units.conversion_factor`, factor from that unit to the column's unit,
+#: label). Which column each quantity applies to is code; the numbers are the table's.
+SRDL_QUANTITIES: Final[dict[str, tuple[str, str, float, str]]] = {
+    "Peak skin dose": ("peak_skin_dose_mgy", UCUM_MGY, 1.0, "peak skin dose"),
+    "Reference air kerma Ka r (IRP)": ("ka_r_total_mgy", UCUM_MGY, 1.0, "Ka,r"),
+    "Kerma-area product": ("kap_total_gycm2", UCUM_GYM2, GYM2_TO_GYCM2, "KAP"),
+    "Fluoroscopy time": ("fluoro_time_total_s", UCUM_S, 1.0, "fluoroscopy time"),
+}
+
+#: Columns of :func:`estimate_study_skin_doses` and :func:`stored_skin_doses`.
+SKIN_DOSE_COLUMNS: Final[tuple[str, ...]] = (
+    "study_id",
+    "study_instance_uid",
+    "study_date",
+    "device_name",
+    "standard_exam",
+    "method",
+    "peak_skin_dose_mgy",
+    "ka_r_total_mgy",
+    "kap_total_gycm2",
+    "fluoro_time_total_s",
+    "reason",
+    "map_path",
+    "dose_report_sop_instance_uid",
+    "computed_at",
+    "srdl_exceeded",
+    "srdl_reasons",
+)
+
+
+def add_srdl_flags(
+    frame: pd.DataFrame, *, alert_levels: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Return ``frame`` with the NCRP Report 168 substantial radiation dose level flags.
+
+    NCRP Report No. 168 (2010) recommends patient follow-up after a fluoroscopically
+    guided procedure that reaches a substantial radiation dose level (SRDL): peak skin
+    dose, reference air kerma Ka,r, kerma-area product or fluoroscopy time. The
+    thresholds and their comparison operator are read from the packaged
+    ``alert_levels.csv`` (rows of category :data:`SRDL_CATEGORY`), not from this code.
+    A missing value (e.g. no peak skin dose with the Ka,r fallback) is not flagged.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Any frame with the columns of :data:`SRDL_QUANTITIES` that it has:
+        ``peak_skin_dose_mgy`` (mGy), ``ka_r_total_mgy`` (mGy), ``kap_total_gycm2``
+        (Gy·cm²), ``fluoro_time_total_s`` (s).
+    alert_levels : pandas.DataFrame, optional
+        Thresholds in the shape of :func:`kerma.analysis.reference.load_alert_levels`;
+        default the packaged table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``srdl_exceeded`` (bool) and ``srdl_reasons`` (str: each level
+        reached as ``"<quantity> <value> <unit> >= <threshold> <unit> (<source>,
+        <year>, SRDL)"`` in the table's unit, joined with ``"; "``; empty when none).
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When the table has no SRDL rows, or gives an SRDL in a unit that cannot be
+        converted to the column's unit.
+    """
+    from kerma.analysis.reference import load_alert_levels
+
+    levels = load_alert_levels() if alert_levels is None else alert_levels
+    levels = levels[levels["category"] == SRDL_CATEGORY]
+    if levels.empty:
+        raise ConfigurationError(
+            f"Unable to flag high-dose studies: the alert-level table has no rows of "
+            f"category {SRDL_CATEGORY!r} (NCRP Report 168). Reinstall Kerma with its "
+            "package data."
+        )
+    out = frame.copy()
+    reasons: list[list[str]] = [[] for _ in range(len(out))]
+    for level in levels.to_dict("records"):
+        spec = SRDL_QUANTITIES.get(str(level["quantity"]))
+        if spec is None or spec[0] not in out.columns:
+            continue
+        column, canonical, to_column, label = spec
+        unit = str(level["unit"])
+        factor = conversion_factor(unit, canonical)
+        if factor is None:
+            raise ConfigurationError(
+                f"Unable to apply the SRDL for {level['quantity']!r}: the alert-level table "
+                f"gives it in {unit!r}, which Kerma cannot convert to {canonical!r}."
+            )
+        per_table_unit = factor * to_column
+        threshold = float(level["threshold_value"]) * per_table_unit
+        values = pd.to_numeric(out[column], errors="coerce").to_numpy(dtype=float)
+        strict = str(level["operator"]).strip() == ">"
+        source = f"{level['source']}, {int(level['year'])}, SRDL"
+        for index, value in enumerate(values):
+            if not math.isfinite(value):
+                continue
+            if (value > threshold) if strict else (value >= threshold):
+                reasons[index].append(
+                    f"{label} {value / per_table_unit:.0f} {unit} {level['operator']} "
+                    f"{float(level['threshold_value']):g} {unit} ({source})"
+                )
+    out["srdl_exceeded"] = [bool(r) for r in reasons]
+    out["srdl_reasons"] = ["; ".join(r) for r in reasons]
+    return out
+
+
+def stored_skin_doses(
+    registry: Registry,
+    *,
+    study_instance_uids: Sequence[str] | None = None,
+    since: DateLike = None,
+    until: DateLike = None,
+    alert_levels: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Return the stored skin dose estimates (table ``skin_dose_estimate``) with SRDL flags.
+
+    Parameters
+    ----------
+    registry : kerma.Registry
+        The registry to read.
+    study_instance_uids : sequence of str, optional
+        Only these studies.
+    since, until : date or ISO string, optional
+        Study date range, both ends included.
+    alert_levels : pandas.DataFrame, optional
+        Thresholds for :func:`add_srdl_flags` (default the packaged table).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per stored estimate of a current RF/XA patient study, ordered by study
+        date; columns :data:`SKIN_DOSE_COLUMNS` as described in
+        :func:`estimate_study_skin_doses` (without ``is_computed_now``).
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When a UID of ``study_instance_uids`` is not a stored fluoroscopy study of a
+        patient in the date range.
+    kerma.errors.ConfigurationError
+        From :func:`add_srdl_flags` when the alert-level table is unusable.
+    """
+    from sqlalchemy import select
+
+    from kerma.db.models import SkinDoseEstimate
+
+    studies = _fluoro_studies(registry, study_instance_uids, since, until)
+    e = SkinDoseEstimate
+    stmt = select(
+        e.study_id,
+        e.method,
+        e.peak_skin_dose_mgy,
+        e.ka_r_total_mgy,
+        e.reason,
+        e.map_path,
+        e.dose_report_sop_instance_uid,
+        e.computed_at,
+    )
+    with registry.session(write=False) as session:
+        rows = session.execute(stmt).all()
+    stored = pd.DataFrame.from_records(
+        rows,
+        columns=[
+            "study_id",
+            "method",
+            "peak_skin_dose_mgy",
+            "ka_r_total_mgy",
+            "reason",
+            "map_path",
+            "dose_report_sop_instance_uid",
+            "computed_at",
+        ],
+    )
+    context = studies[
+        [
+            "study_id",
+            "study_instance_uid",
+            "study_date",
+            "device_name",
+            "standard_exam",
+            "kap_total_gycm2",
+            "fluoro_time_total_s",
+        ]
+    ]
+    frame = context.merge(stored, on="study_id", how="inner")
+    frame["peak_skin_dose_mgy"] = pd.to_numeric(frame["peak_skin_dose_mgy"]).astype(float)
+    frame["ka_r_total_mgy"] = pd.to_numeric(frame["ka_r_total_mgy"]).astype(float)
+    frame["reason"] = frame["reason"].fillna("")
+    frame["computed_at"] = pd.to_datetime(frame["computed_at"], utc=True)
+    frame = add_srdl_flags(frame, alert_levels=alert_levels)
+    return frame[list(SKIN_DOSE_COLUMNS)].reset_index(drop=True)
+
+
+def estimate_study_skin_doses(
+    registry: Registry,
+    *,
+    study_instance_uids: Sequence[str] | None = None,
+    since: DateLike = None,
+    until: DateLike = None,
+    recompute: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    alert_levels: pd.DataFrame | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Estimate and store the skin dose of every stored fluoroscopy study that lacks one.
+
+    For each current fluoroscopy/interventional study (modality RF or XA; non-patient
+    studies excluded) Kerma runs :func:`estimate_skin_dose` on the archived original
+    of its projection X-Ray Radiation Dose SR (``dose_report.kind`` ``rdsr-projection``)
+    and stores one ``skin_dose_estimate`` row. When a study has several current
+    projection RDSRs, the one with the most irradiation events is used (the most
+    complete report; ties: the latest received) and ``reason`` says that the others'
+    events are not in the peak skin dose. A study without a projection RDSR (image
+    headers only) gets the Ka,r fallback, since PySkinDose needs the RDSR's event
+    geometry. When PySkinDose gives a peak skin dose, the skin dose map is written to
+    ``<archive_dir>/skin_dose_maps/<study_instance_uid>.png`` when Plotly's static
+    export (kaleido with Chrome) works, else ``.html`` (Plotly; ``plotly.min.js``
+    written once into the same folder and referenced relatively).
+
+    A study already estimated is skipped unless ``recompute`` is given or its stored
+    estimate was computed from an RDSR that is no longer the chosen current one (a
+    newer report arrived). A failure on one study never stops the batch: the study
+    gets the Ka,r fallback with the reason.
+
+    Parameters
+    ----------
+    registry : kerma.Registry
+        The registry; the archive folder is ``registry.settings.archive_dir``.
+    study_instance_uids : sequence of str, optional
+        Only these studies.
+    since, until : date or ISO string, optional
+        Study date range, both ends included.
+    recompute : bool, optional
+        Replace existing estimates (default ``False``: compute only what is missing).
+    timeout_s : float, optional
+        Time limit of one PySkinDose run in seconds (default 180).
+    alert_levels : pandas.DataFrame, optional
+        Thresholds for :func:`add_srdl_flags` (default the packaged table).
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each study computed now.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per fluoroscopy/interventional study (modality RF or XA, non-patient
+        studies excluded) holding an estimate, ordered by study date, with columns
+        :data:`SKIN_DOSE_COLUMNS`:
+
+        - ``study_id`` (int), ``study_instance_uid``, ``study_date`` (datetime64),
+          ``device_name``, ``standard_exam`` (``None`` when unmapped);
+        - ``method``: :data:`METHOD_PYSKINDOSE` or :data:`METHOD_KAR`
+          (:data:`METHOD_LABELS` gives short labels);
+        - ``peak_skin_dose_mgy`` (mGy; NaN with the Ka,r fallback);
+        - ``ka_r_total_mgy`` (mGy): the study's reference point air kerma total,
+          the device's accumulated value (:meth:`kerma.Registry.studies`
+          ``dose_rp_total_gy`` × 1000);
+        - ``kap_total_gycm2`` (Gy·cm²) and ``fluoro_time_total_s`` (s) from
+          :meth:`kerma.Registry.studies` (NaN when not reported);
+        - ``reason`` (str): why the Ka,r fallback was used, or a note; empty when
+          PySkinDose gave the peak skin dose;
+        - ``map_path`` (str or ``None``): skin dose map file, relative to the archive
+          folder (``skin_dose_maps/<study_instance_uid>.png`` or ``.html``);
+        - ``dose_report_sop_instance_uid``: the RDSR the estimate was computed from;
+        - ``computed_at`` (datetime64, UTC);
+        - ``srdl_exceeded`` (bool) and ``srdl_reasons`` (str, ``"; "``-joined, e.g.
+          ``"Ka,r 7689 mGy >= 5000 mGy (NCRP Report No. 168, 2010, SRDL)"``): the
+          NCRP Report 168 substantial radiation dose levels reached
+          (:func:`add_srdl_flags`).
+        - ``is_computed_now`` (bool): estimated by this call (else read as stored).
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When a UID of ``study_instance_uids`` is not a stored fluoroscopy study of a
+        patient in the date range.
+    kerma.errors.ConfigurationError
+        From :func:`add_srdl_flags` when the alert-level table is unusable.
+    """
+    studies = _fluoro_studies(registry, study_instance_uids, since, until)
+    reports = _current_projection_rdsrs(registry, studies["study_id"].tolist())
+    stored = _stored_sources(registry, studies["study_id"].tolist())
+    todo = []
+    for study in studies.to_dict("records"):
+        chosen = reports.get(int(study["study_id"]))
+        source_uid = chosen[0]["sop_instance_uid"] if chosen else None
+        sid = int(study["study_id"])
+        if not recompute and sid in stored and stored[sid] == source_uid:
+            continue
+        todo.append((study, chosen or []))
+    archive_dir = Path(registry.settings.archive_dir)
+    map_format = _map_format() if todo else "html"
+    computed: set[int] = set()
+    for done, (study, candidates) in enumerate(todo, start=1):
+        sid = int(study["study_id"])
+        try:
+            row = _estimate_one(study, candidates, archive_dir, timeout_s, map_format)
+        except Exception as exc:  # one study's failure never stops the batch
+            logger.exception("skin dose: study id %s failed", sid)
+            row = {
+                "method": METHOD_KAR,
+                "peak_skin_dose_mgy": None,
+                "ka_r_total_mgy": _ka_r_mgy(study),
+                "reason": f"skin dose estimate failed ({type(exc).__name__}: {exc}); "
+                "Ka,r total given instead",
+                "map_path": None,
+                "dose_report_sop_instance_uid": None,
+            }
+        _store(registry, sid, row)
+        computed.add(sid)
+        if progress is not None:
+            progress(done, len(todo))
+    frame = stored_skin_doses(
+        registry,
+        study_instance_uids=study_instance_uids,
+        since=since,
+        until=until,
+        alert_levels=alert_levels,
+    )
+    frame["is_computed_now"] = frame["study_id"].isin(computed)
+    return frame
+
+
+def _fluoro_studies(
+    registry: Registry,
+    study_instance_uids: Sequence[str] | None,
+    since: DateLike,
+    until: DateLike,
+) -> pd.DataFrame:
+    """Return the RF/XA patient studies with ``kap_total_gycm2``; raise for missing UIDs."""
+    studies = registry.studies(date_from=since, date_to=until)
+    modalities = studies["modalities"].fillna("") + "," + studies["modality"].fillna("")
+    is_fluoro = [bool(FLUORO_MODALITIES & set(m.upper().split(","))) for m in modalities]
+    studies = studies[pd.Series(is_fluoro, index=studies.index, dtype=bool)]
+    if study_instance_uids is not None:
+        wanted = list(dict.fromkeys(study_instance_uids))
+        studies = studies[studies["study_instance_uid"].isin(wanted)]
+        missing = [uid for uid in wanted if uid not in set(studies["study_instance_uid"])]
+        if missing:
+            raise NotFoundError(
+                f"Unable to estimate skin dose: no fluoroscopy/interventional (RF/XA) "
+                f"patient study with Study Instance UID {', '.join(missing)} is stored"
+                + (" in the date range" if since or until else "")
+                + ". Check the UID (kerma studies) and that the study is not a QA study."
+            )
+    return studies.assign(
+        kap_total_gycm2=pd.to_numeric(studies["dap_total_gym2"]).astype(float) * GYM2_TO_GYCM2
+    ).reset_index(drop=True)
+
+
+def _current_projection_rdsrs(
+    registry: Registry, study_ids: list[int]
+) -> dict[int, list[dict[str, Any]]]:
+    """Return each study's current projection RDSRs, the chosen one (most events, latest) first."""
+    from sqlalchemy import select
+
+    from kerma.db.models import DoseReport
+
+    if not study_ids:
+        return {}
+    r = DoseReport
+    stmt = (
+        select(r.study_id, r.sop_instance_uid, r.archive_path, r.number_of_events)
+        .where(
+            r.kind == ReportKind.RDSR_PROJECTION.value,
+            r.superseded_by_id.is_(None),
+            r.study_id.in_(study_ids),
+        )
+        .order_by(r.study_id, r.number_of_events.desc(), r.received_at.desc(), r.id.desc())
+    )
+    with registry.session(write=False) as session:
+        rows = session.execute(stmt).all()
+    reports: dict[int, list[dict[str, Any]]] = {}
+    for study_id, uid, path, events in rows:
+        reports.setdefault(int(study_id), []).append(
+            {"sop_instance_uid": uid, "archive_path": path, "number_of_events": events}
+        )
+    return reports
+
+
+def _stored_sources(registry: Registry, study_ids: list[int]) -> dict[int, str | None]:
+    """Return {study id: RDSR SOP Instance UID} of the stored estimates of these studies."""
+    from sqlalchemy import select
+
+    from kerma.db.models import SkinDoseEstimate
+
+    if not study_ids:
+        return {}
+    e = SkinDoseEstimate
+    stmt = select(e.study_id, e.dose_report_sop_instance_uid).where(e.study_id.in_(study_ids))
+    with registry.session(write=False) as session:
+        return {int(sid): uid for sid, uid in session.execute(stmt).all()}
+
+
+def _ka_r_mgy(study: dict[str, Any]) -> float | None:
+    """Return the study's Ka,r total in mGy from ``dose_rp_total_gy`` (``None`` when absent)."""
+    value = study.get("dose_rp_total_gy")
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value) * GY_TO_MGY
+
+
+def _estimate_one(
+    study: dict[str, Any],
+    candidates: list[dict[str, Any]],
+    archive_dir: Path,
+    timeout_s: float,
+    map_format: str,
+) -> dict[str, Any]:
+    """Estimate one study's skin dose and write its map; return the row to store."""
+    ka_r_mgy = _ka_r_mgy(study)
+    if not candidates:
+        return {
+            "method": METHOD_KAR,
+            "peak_skin_dose_mgy": None,
+            "ka_r_total_mgy": ka_r_mgy,
+            "reason": "no projection X-Ray Radiation Dose SR stored for this study (image "
+            "headers only): PySkinDose needs the RDSR's irradiation-event geometry",
+            "map_path": None,
+            "dose_report_sop_instance_uid": None,
+        }
+    chosen = candidates[0]
+    result = estimate_skin_dose(
+        archive_dir / chosen["archive_path"], ka_r_total_mgy=ka_r_mgy, timeout_s=timeout_s
+    )
+    notes = [result.reason] if result.reason else []
+    if len(candidates) > 1:
+        notes.append(
+            f"computed from 1 of {len(candidates)} current RDSRs of the study (the one "
+            f"with most events, {chosen['number_of_events']}); events of the others are "
+            "not in it"
+        )
+    map_path: str | None = None
+    if result.method == METHOD_PYSKINDOSE and not result.dose_map.empty:
+        title = (
+            f"Skin dose map - {_text(study.get('study_date'))[:10]} "
+            f"{_text(study.get('device_name'))}"
+        )
+        try:
+            written = write_skin_dose_map(
+                result,
+                archive_dir / MAPS_DIR,
+                str(study["study_instance_uid"]),
+                title=title,
+                map_format=map_format,
+            )
+            map_path = written.relative_to(archive_dir).as_posix()
+        except OSError as exc:
+            notes.append(f"skin dose map not written ({exc})")
+    return {
+        "method": result.method,
+        "peak_skin_dose_mgy": result.peak_skin_dose_mgy,
+        # the device's accumulated Ka,r, as stored; PySkinDose's event sum when absent
+        "ka_r_total_mgy": ka_r_mgy if ka_r_mgy is not None else result.ka_r_total_mgy,
+        "reason": "; ".join(notes),
+        "map_path": map_path,
+        "dose_report_sop_instance_uid": chosen["sop_instance_uid"],
+    }
+
+
+def _text(value: object) -> str:
+    """Return ``value`` as text, ``""`` for missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return ""
+    return str(value)
+
+
+def _store(registry: Registry, study_id: int, row: dict[str, Any]) -> None:
+    """Replace the study's ``skin_dose_estimate`` row (one transaction)."""
+    from sqlalchemy import delete
+
+    from kerma.db.models import SkinDoseEstimate
+
+    with registry.session() as session:
+        session.execute(delete(SkinDoseEstimate).where(SkinDoseEstimate.study_id == study_id))
+        session.add(SkinDoseEstimate(study_id=study_id, computed_at=dt.datetime.now(dt.UTC), **row))
+
+
+@cache
+def _map_format() -> str:
+    """Return ``"png"`` when Plotly's static export works (kaleido + Chrome), else ``"html"``."""
+    if find_spec("kaleido") is None:
+        return "html"
+    import plotly.graph_objects as go
+
+    try:
+        go.Figure(go.Scatter(x=[0], y=[0])).to_image(format="png", width=40, height=40)
+    except Exception as exc:  # kaleido raises RuntimeError without Chrome; any failure -> HTML
+        logger.info("skin dose maps as HTML: Plotly static export unavailable (%s)", exc)
+        return "html"
+    return "png"
+
+
+def write_skin_dose_map(
+    result: SkinDoseResult,
+    folder: Path | str,
+    stem: str,
+    *,
+    title: str = "Skin dose map",
+    map_format: str | None = None,
+) -> Path:
+    """Write the skin dose map of a PySkinDose result as PNG or HTML and return its path.
+
+    Parameters
+    ----------
+    result : SkinDoseResult
+        A PySkinDose result (with a dose map).
+    folder : path
+        Output folder, created when missing.
+    stem : str
+        File name without suffix (Kerma uses the Study Instance UID).
+    title : str, optional
+        Figure title (the peak skin dose is appended).
+    map_format : {"png", "html"}, optional
+        Default: PNG when Plotly's static export works (kaleido with Chrome), else
+        HTML that loads ``plotly.min.js`` from the same folder (written there once).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        When the result has no dose map (the Ka,r fallback) or the format is unknown.
+    OSError
+        When the file cannot be written.
+    """
+    chosen = map_format or _map_format()
+    if chosen not in {"png", "html"}:
+        raise ValueError(f"Unable to write a skin dose map as {chosen!r}: use 'png' or 'html'.")
+    figure = skin_dose_map_figure(result, title=title)
+    target = Path(folder) / f"{stem}.{chosen}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if chosen == "png":
+        target.write_bytes(figure.to_image(format="png"))
+    else:
+        figure.write_html(target, include_plotlyjs="directory", full_html=True)
+    return target
 
 
 def _run_pyskindose(rdsr_path: str, out_path: str) -> None:

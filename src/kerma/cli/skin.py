@@ -1,0 +1,176 @@
+"""``kerma skin-dose``: fluoroscopy peak skin dose (PySkinDose) or Ka,r, with SRDL flags.
+
+A thin wrapper around :func:`kerma.analysis.skin_dose.estimate_study_skin_doses` on the
+registry of ``KERMA_DATABASE_URL``: computes the estimates that are missing, prints a
+Rich table and writes every row to a CSV file with ``--out``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from kerma.analysis.skin_dose import (
+    DEFAULT_TIMEOUT_S,
+    MAPS_DIR,
+    METHOD_KAR,
+    METHOD_PYSKINDOSE,
+    estimate_study_skin_doses,
+)
+from kerma.config import get_settings
+
+#: Method labels of the table (the title explains them).
+SHORT_METHODS = {METHOD_PYSKINDOSE: "PSD", METHOD_KAR: "Ka,r"}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """Format one cell: numbers to ``digits`` significant digits, missing as ``—``."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "—"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
+    return escape(str(value))
+
+
+def skin_dose(
+    study: Annotated[
+        list[str] | None,
+        typer.Option("--study", help="Study Instance UID (repeat for several studies)."),
+    ] = None,
+    since: Annotated[
+        dt.datetime | None,
+        typer.Option("--since", "--from", formats=["%Y-%m-%d"], help="First study date."),
+    ] = None,
+    until: Annotated[
+        dt.datetime | None,
+        typer.Option("--until", "--to", formats=["%Y-%m-%d"], help="Last study date."),
+    ] = None,
+    recompute: Annotated[
+        bool, typer.Option("--recompute", help="Replace the stored estimates.")
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1.0, help="Time limit of one PySkinDose run (s)."),
+    ] = DEFAULT_TIMEOUT_S,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write all rows to this CSV.")
+    ] = None,
+) -> None:
+    """Peak skin dose of fluoroscopy studies (PySkinDose), else Ka,r; NCRP 168 SRDL flags.
+
+    PySkinDose runs on the archived RDSR of each RF/XA study that has no estimate yet;
+    where it cannot (unsupported device, missing geometry), the reference point air
+    kerma total (Ka,r) is given, labelled as not a skin dose, with the reason.
+    """
+    from kerma.api import Registry
+
+    console = Console()
+    settings = get_settings()
+    with (
+        Registry(settings=settings) as registry,
+        Progress(
+            TextColumn("PySkinDose"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar,
+    ):
+        task = bar.add_task("studies", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        frame = estimate_study_skin_doses(
+            registry,
+            study_instance_uids=study or None,
+            since=since.date() if since else None,
+            until=until.date() if until else None,
+            recompute=recompute,
+            timeout_s=timeout,
+            progress=progress,
+        )
+    _print(console, frame, Path(settings.archive_dir))
+    if out is not None:
+        frame.to_csv(out, index=False)
+        console.print(f"wrote {len(frame)} rows to {escape(str(out))}")
+
+
+def _print(console: Console, frame: pd.DataFrame, archive_dir: Path) -> None:
+    """Print the skin dose table, its numbered notes and the count line.
+
+    Reasons and SRDL texts are long, so the table shows note numbers and each distinct
+    text is printed once below it (the CSV of ``--out`` has them in full).
+    """
+    table = Table(
+        title="Fluoroscopy skin dose (PSD: peak skin dose by PySkinDose; Ka,r: reference "
+        "point air kerma total, not a skin dose; SRDL: NCRP Report 168 follow-up level)",
+        title_justify="left",
+    )
+    headers = ("date", "device", "exam", "method", "PSD (mGy)", "Ka,r (mGy)", "KAP (Gy·cm²)")
+    for header in headers:
+        table.add_column(
+            header,
+            overflow="fold",
+            justify="right" if "(" in header else "left",
+            no_wrap=header == "date",
+        )
+    table.add_column("SRDL")
+    table.add_column("notes")
+    table.add_column("map")
+    notes: dict[str, int] = {}
+
+    def note(text: str) -> str:
+        """Return the note number of ``text`` (``""`` for no text)."""
+        if not text:
+            return ""
+        return str(notes.setdefault(text, len(notes) + 1))
+
+    for row in frame.to_dict("records"):
+        date = row["study_date"]
+        srdl = note(row["srdl_reasons"]) if row["srdl_exceeded"] else ""
+        numbers = [n for n in (note(row["reason"] or ""), srdl) if n]
+        map_path = row["map_path"]
+        table.add_row(
+            "—" if pd.isna(date) else f"{date:%Y-%m-%d}",
+            _fmt(row["device_name"]),
+            _fmt(row["standard_exam"]),
+            SHORT_METHODS.get(row["method"], _fmt(row["method"])),
+            _fmt(row["peak_skin_dose_mgy"]),
+            _fmt(row["ka_r_total_mgy"]),
+            _fmt(row["kap_total_gycm2"]),
+            "[bold red]YES[/]" if row["srdl_exceeded"] else "no",
+            ",".join(numbers) or "—",
+            Path(map_path).suffix.lstrip(".") if isinstance(map_path, str) else "—",
+        )
+    console.print(table)
+    for text, number in notes.items():
+        console.print(f"[{number}] {escape(text)}", highlight=False)
+    n_psd = int((frame["method"] == METHOD_PYSKINDOSE).sum())
+    n_now = int(frame["is_computed_now"].sum()) if "is_computed_now" in frame else 0
+    console.print(
+        f"{len(frame)} studies: {n_psd} peak skin dose by PySkinDose, "
+        f"{len(frame) - n_psd} Ka,r fallback; {int(frame['srdl_exceeded'].sum())} at or "
+        f"above an NCRP 168 SRDL (computed now: {n_now}, stored before: {len(frame) - n_now})",
+        highlight=False,
+    )
+    if frame["map_path"].notna().any():
+        console.print(
+            f"maps: {escape(str(archive_dir / MAPS_DIR))}/<study_instance_uid>.<map>",
+            highlight=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``skin-dose`` to the ``kerma`` command."""
+    app.command("skin-dose")(skin_dose)
