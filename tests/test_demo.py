@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pandas as pd
 import pydicom
 import pytest
 from pydicom.sr.codedict import codes
@@ -134,6 +135,52 @@ class TestGenerator:
         plans = [plan_demo_study(i, seed=1) for i in range(2000)]
         share = sum(is_qa for _, is_qa, _ in plans) / len(plans)
         assert 0.01 < share < 0.035
+
+    def test_ct_descriptions_name_clinical_indications(self) -> None:
+        """Demo CT descriptions map to the six EU EUCLID indication exams and to generic exams.
+
+        The emergency room CT2 does strokes, appendicitis and renal colic; CT1 no strokes.
+        """
+        from kerma.analysis.exams import assign_study_exams, load_exam_rules
+        from kerma.demo.catalogue import CT_PROTOCOLS, ct_protocols_for
+
+        descriptions = [p.study_description for p in CT_PROTOCOLS]
+        studies = pd.DataFrame(
+            {
+                "study_id": range(len(descriptions)),
+                "modality": "CT",
+                "study_description": descriptions,
+            }
+        )
+        mapped = assign_study_exams(studies, None, load_exam_rules())
+        exams = dict(zip(descriptions, mapped["standard_exam"], strict=True))
+        assert exams["CT HEAD STROKE"] == "CT Head (Stroke)"
+        assert exams["CT ABDOMEN APPENDICITIS"] == "CT Abdomen-Pelvis (Appendicitis)"
+        assert exams["CT KUB LOW DOSE STONE"] == "CT Abdomen-Pelvis (Colic/abdominal pain)"
+        assert exams["CT CHEST LUNG CANCER STAGING"] == "CT Chest (Lung cancer)"
+        assert exams["CT C-SPINE TRAUMA"] == "CT Cervical spine (Trauma)"
+        assert exams["CT SINUSES CHRONIC SINUSITIS"] == "CT Paranasal sinuses (Chronic sinusitis)"
+        assert exams["CT Head"] == "CT Head"  # routine studies stay generic
+        ct2 = {p.study_description for p in ct_protocols_for("CT2")}
+        assert {"CT HEAD STROKE", "CT ABDOMEN APPENDICITIS", "CT KUB LOW DOSE STONE"} <= ct2
+        assert "CT HEAD STROKE" not in {p.study_description for p in ct_protocols_for("CT1")}
+
+    def test_some_patients_have_unknown_age(self) -> None:
+        """About 4 % of patients have no birth date and no Patient's Age (age unknown)."""
+        from kerma.demo.generator import _patient
+
+        patients = [_patient(1, number, "CT") for number in range(1, 2001)]
+        share = sum(p.birth_date is None for p in patients) / len(patients)
+        assert 0.025 < share < 0.055
+        index = next(
+            i
+            for i in range(500)
+            if plan_demo_study(i, seed=1)[0] == "CT"
+            and not plan_demo_study(i, seed=1)[1]
+            and build_demo_dataset(i, seed=1, end_date=END_DATE)[0].PatientBirthDate == ""
+        )
+        ds, _ = build_demo_dataset(index, seed=1, end_date=END_DATE)
+        assert "PatientAge" not in ds
 
     def test_ct3_delivers_more_than_other_rooms(self) -> None:
         """The deliberately high room CT3 has a higher median head CTDIvol."""

@@ -9,6 +9,7 @@ This module must not import anything else from Kerma.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +85,14 @@ class Settings(BaseSettings):
     )
     drl_min_sample: int = Field(default=20, description="ICRP 135 minimum sample per room.")
     drl_min_sample_mammography: int = Field(default=50)
+    drl_unknown_age: Literal["adult", "exclude"] = Field(
+        default="adult",
+        description="DRL comparison of samples whose patient age is unknown: 'adult' "
+        "compares them with the adult DRLs (most adult RDSRs carry the age, and a "
+        "general hospital's unknown ages are mostly adults); 'exclude' leaves them out "
+        "(a children's hospital, where an unknown age may be a child's). Paediatric DRL "
+        "bands never take them. The DRL output counts them in n_unknown_age.",
+    )
     drl_extra_paths: list[Path] = Field(
         default_factory=list,
         description="Site DRL tables (CSV, columns of a shipped DRL table); their region "

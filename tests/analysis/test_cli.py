@@ -66,14 +66,58 @@ class TestCommandsOnRegistry:
         result = runner.invoke(app, ["drl", "--out", str(out)], env=registry_env)
         assert result.exit_code == 0, result.output
         assert "DRL comparison" in result.output
-        assert "typical (median)" in result.output
-        table = pd.read_csv(out)
-        assert {"standard_exam", "device_name", "n", "typical_value", "drl_value", "status"} <= set(
-            table.columns
-        )
-        assert set(table["status"]) <= {"above", "below", "insufficient sample", "no DRL in set"}
+        header = next(line for line in result.output.splitlines() if "DRL source" in line)
+        for word in ("exam", "room", "quantity", "n", "no age", "typical", "DRL source"):
+            assert word in header
+        assert "KERMA_DRL_UNKNOWN_AGE=adult" in result.output
+        table = pd.read_csv(out, keep_default_na=False, na_values=[""])
+        assert {
+            "standard_exam",
+            "device_name",
+            "n",
+            "n_unknown_age",
+            "typical_value",
+            "drl_value",
+            "drl_exam",
+            "status",
+            "note",
+        } <= set(table.columns)
+        assert set(table["status"]) <= {
+            "above",
+            "below",
+            "insufficient sample",
+            "no DRL in the selected set",
+            "no DRL without clinical indication",
+        }
         with_drl = table[table["drl_value"].notna()]
         assert (with_drl["drl_region"] == "EU").all()
+        assert (table["n_unknown_age"] <= table["n"]).all()  # 'adult': counted in n
+
+    def test_drl_unknown_age_exclude_setting(
+        self, registry_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """KERMA_DRL_UNKNOWN_AGE=exclude leaves unknown ages out of n and says so."""
+        adult_csv, exclude_csv = tmp_path / "adult.csv", tmp_path / "exclude.csv"
+        result = runner.invoke(app, ["drl", "--out", str(adult_csv)], env=registry_env)
+        assert result.exit_code == 0, result.output
+        env = registry_env | {"KERMA_DRL_UNKNOWN_AGE": "exclude"}
+        result = runner.invoke(app, ["drl", "--out", str(exclude_csv)], env=env)
+        assert result.exit_code == 0, result.output
+        assert "KERMA_DRL_UNKNOWN_AGE=exclude" in result.output
+        key = ["standard_exam", "device_name", "quantity", "patient_group", "band_label", "view"]
+        adult = pd.read_csv(adult_csv, keep_default_na=False).set_index(key)
+        excluded = pd.read_csv(exclude_csv, keep_default_na=False).set_index(key)
+        both = adult.join(excluded, lsuffix="_adult", rsuffix="_exclude", how="inner")
+        assert not both.empty
+        assert (both["n_adult"] - both["n_exclude"] == both["n_unknown_age_adult"]).all()
+        assert (both["n_unknown_age_adult"] == both["n_unknown_age_exclude"]).all()
+
+    def test_drl_bad_unknown_age_setting_is_refused(self, registry_env: dict[str, str]) -> None:
+        """An unknown KERMA_DRL_UNKNOWN_AGE value is a configuration error, not a crash."""
+        env = registry_env | {"KERMA_DRL_UNKNOWN_AGE": "child"}
+        result = runner.invoke(app, ["drl"], env=env)
+        assert result.exit_code != 0
+        assert "drl_unknown_age" in result.output or "drl_unknown_age" in str(result.exception)
 
     def test_stats_groups_by_exam(self, registry_env: dict[str, str], tmp_path: Path) -> None:
         """`kerma stats` writes n/median/p95 per exam and quantity."""

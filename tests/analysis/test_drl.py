@@ -9,27 +9,40 @@ import pytest
 from kerma.analysis.drl import compare_by_period, compare_with_drls, local_drls
 from kerma.analysis.frames import build_dose_samples
 from kerma.analysis.reference import load_drls, select_drls
+from kerma.errors import ConfigurationError
 from tests.analysis.conftest import make_events
 
 # EU set (EUCLID, EC RP 195, 2021): CT Head 'Stroke' DLP 807 mGy·cm, CTDIvol 48 mGy;
+# Abdomen-Pelvis 'Appendicitis' DLP 498, 'Colic/abdominal pain' DLP 436 mGy·cm;
 # EC RP 185 head '1 to <6 years' DLP 505 mGy·cm; EU IC (Siiskonen 2018) PCI 85 Gy·cm².
+# UK (UKHSA 2022) KUB 'Stones/colic' DLP 290; US (Kanal 2017) Head DLP 962 mGy·cm.
 HEAD_DLP_DRL = 807.0
 HEAD_CTDIVOL_DRL = 48.0
+APPENDICITIS_DLP_DRL = 498.0
+COLIC_DLP_DRL = 436.0
+UK_KUB_DLP_DRL = 290.0
+US_HEAD_DLP_DRL = 962.0
 PAED_HEAD_1_6_DLP_DRL = 505.0
 PCI_KAP_DRL = 85.0
 
 
-def _ct_head_rows(
-    room: str, dlp_values: np.ndarray, ctdivol: float, first_id: int, age: float = 50.0
+def _ct_rows(
+    room: str,
+    dlp_values: np.ndarray,
+    ctdivol: float,
+    first_id: int,
+    *,
+    exam: str,
+    age: float | None = 50.0,
 ) -> list[dict]:
-    """Return one spiral event per study with the given DLP values (mGy·cm)."""
+    """Return one spiral CT event per study of ``exam`` with the given DLP (mGy·cm)."""
     return [
         {
             "study_id": first_id + i,
             "device": room,
             "modality": "CT",
-            "study_description": "CT HEAD",
-            "standard_exam": "CT Head",
+            "study_description": exam.upper(),
+            "standard_exam": exam,
             "ct_acquisition_type": "Spiral Acquisition",
             "ctdivol_mgy": ctdivol,
             "dlp_mgycm": float(v),
@@ -37,6 +50,21 @@ def _ct_head_rows(
         }
         for i, v in enumerate(dlp_values)
     ]
+
+
+def _ct_head_rows(
+    room: str, dlp_values: np.ndarray, ctdivol: float, first_id: int, age: float = 50.0
+) -> list[dict]:
+    """Return stroke head CT studies: the EU set's head DRL is the EUCLID 'Stroke' row."""
+    return _ct_rows(room, dlp_values, ctdivol, first_id, exam="CT Head (Stroke)", age=age)
+
+
+def _rows_of(result: pd.DataFrame, **where: object) -> pd.DataFrame:
+    """Return the rows of ``result`` whose columns equal the given values."""
+    mask = pd.Series(True, index=result.index)
+    for column, value in where.items():
+        mask &= result[column] == value
+    return result[mask]
 
 
 @pytest.fixture
@@ -73,6 +101,8 @@ class TestCompareWithDrls:
         assert set(adult["drl_value"]) == {HEAD_DLP_DRL}
         assert set(adult["n"]) == {25, 31, 15}
         assert set(adult["drl_region"]) == {"EU"}
+        assert set(adult["clinical_indication"]) == {"Stroke"}
+        assert set(adult["drl_exam"]) == {"CT Head (Stroke)"}
         assert adult["source_ref"].str.contains("EUCLID-RP195").all()
 
     def test_ctdivol_compared_in_mgy(
@@ -104,6 +134,9 @@ class TestCompareWithDrls:
         assert row["typical_value"] == pytest.approx(600.0)
         assert row["drl_value"] == PAED_HEAD_1_6_DLP_DRL
         assert row["status"] == "above"
+        # no paediatric stroke DRL in RP 185: the anatomical paediatric head DRL is used
+        assert row["drl_exam"] == "CT Head"
+        assert "compared with the CT Head DRL" in row["note"]
         adult_a = result[
             (result["patient_group"] == "adult")
             & (result["device_name"] == "ROOM A")
@@ -173,7 +206,7 @@ class TestCompareWithDrls:
         assert set(few["status"]) == {"insufficient sample"}
 
     def test_exam_without_drl_is_reported(self, eu_drls: pd.DataFrame) -> None:
-        """An exam absent from the set is listed with status 'no DRL in set'."""
+        """An exam absent from the set is listed with status 'no DRL in the selected set'."""
         rows = [
             {
                 "study_id": i,
@@ -185,8 +218,190 @@ class TestCompareWithDrls:
             for i in range(1, 25)
         ]
         result = compare_with_drls(build_dose_samples(make_events(rows)), eu_drls)
-        assert result["status"].tolist() == ["no DRL in set"]
+        assert result["status"].tolist() == ["no DRL in the selected set"]
+        assert result["patient_group"].tolist() == ["adult"]
         assert result["typical_value"].item() == pytest.approx(0.1)
+
+
+class TestClinicalIndications:
+    """EUCLID clinical-indication exams meet their own DRL row; generic exams never do."""
+
+    @pytest.fixture
+    def abdomen_samples(self) -> pd.DataFrame:
+        """Room ED: appendicitis above 498, colic below 436, generic abdomen-pelvis 900.
+
+        Room OPD: 22 appendicitis studies at 450 (below); 5 colic studies (too few).
+        """
+        rows = _ct_rows(
+            "ED", np.linspace(550, 650, 25), 11.0, 1, exam="CT Abdomen-Pelvis (Appendicitis)"
+        )  # median 600
+        rows += _ct_rows(
+            "ED",
+            np.linspace(300, 400, 21),
+            7.0,
+            100,
+            exam="CT Abdomen-Pelvis (Colic/abdominal pain)",
+        )  # median 350
+        rows += _ct_rows("ED", np.linspace(800, 1000, 25), 14.0, 200, exam="CT Abdomen-Pelvis")
+        rows += _ct_rows(
+            "OPD", np.full(22, 450.0), 9.0, 300, exam="CT Abdomen-Pelvis (Appendicitis)"
+        )
+        rows += _ct_rows(
+            "OPD", np.full(5, 300.0), 6.0, 400, exam="CT Abdomen-Pelvis (Colic/abdominal pain)"
+        )
+        return build_dose_samples(make_events(rows))
+
+    def test_appendicitis_room_exceeds_eu_appendicitis_drl(
+        self, abdomen_samples: pd.DataFrame, eu_drls: pd.DataFrame
+    ) -> None:
+        """ED's appendicitis median 600 is above the EU 498 mGy·cm DRL; OPD's 450 below."""
+        result = compare_with_drls(abdomen_samples, eu_drls)
+        appendicitis = _rows_of(
+            result, standard_exam="CT Abdomen-Pelvis (Appendicitis)", quantity="dlp_mgycm"
+        ).set_index("device_name")
+        assert appendicitis["status"].to_dict() == {"ED": "above", "OPD": "below"}
+        assert appendicitis.loc["ED", "typical_value"] == pytest.approx(600.0)
+        assert set(appendicitis["drl_value"]) == {APPENDICITIS_DLP_DRL}
+        assert set(appendicitis["clinical_indication"]) == {"Appendicitis"}
+        assert set(appendicitis["n"]) == {25, 22}
+
+    def test_colic_compared_with_colic_row_only(
+        self, abdomen_samples: pd.DataFrame, eu_drls: pd.DataFrame
+    ) -> None:
+        """Colic studies meet the EU 436 DRL only; OPD's 5 studies are too few."""
+        result = compare_with_drls(abdomen_samples, eu_drls)
+        colic = _rows_of(
+            result, standard_exam="CT Abdomen-Pelvis (Colic/abdominal pain)", quantity="dlp_mgycm"
+        ).set_index("device_name")
+        assert colic["status"].to_dict() == {"ED": "below", "OPD": "insufficient sample"}
+        assert set(colic["drl_value"]) == {COLIC_DLP_DRL}
+        assert colic.loc["ED", "typical_value"] == pytest.approx(350.0)
+
+    def test_generic_abdomen_pelvis_is_not_compared_with_an_indication(
+        self, abdomen_samples: pd.DataFrame, eu_drls: pd.DataFrame
+    ) -> None:
+        """Generic abdomen-pelvis (median 900) gets no DRL and a hint, not 498 or 436."""
+        result = compare_with_drls(abdomen_samples, eu_drls)
+        generic = _rows_of(result, standard_exam="CT Abdomen-Pelvis")
+        assert len(generic) == 1
+        row = generic.iloc[0]
+        assert row["status"] == "no DRL without clinical indication"
+        assert np.isnan(row["drl_value"])
+        assert row["typical_value"] == pytest.approx(900.0)
+        assert row["n"] == 25
+        assert row["quantity"] == "dlp_mgycm"
+        assert "CT Abdomen-Pelvis (Appendicitis)" in row["note"]
+        assert "CT Abdomen-Pelvis (Colic/abdominal pain)" in row["note"]
+        assert "add exam rules" in row["note"]
+
+    def test_colic_falls_back_to_uk_kub(self, abdomen_samples: pd.DataFrame) -> None:
+        """The UK set has no EUCLID colic row: colic studies meet the UK KUB DRL (290)."""
+        result = compare_with_drls(abdomen_samples, select_drls(load_drls(), "UK"))
+        colic = _rows_of(
+            result,
+            standard_exam="CT Abdomen-Pelvis (Colic/abdominal pain)",
+            quantity="dlp_mgycm",
+            device_name="ED",
+        )
+        assert colic["drl_value"].item() == UK_KUB_DLP_DRL
+        assert colic["drl_exam"].item() == "CT KUB"
+        assert colic["status"].item() == "above"  # 350 > 290
+        assert colic["drl_region"].item() == "UK"
+
+    def test_indication_falls_back_to_anatomical_row(self) -> None:
+        """Set 'US' has no stroke row: stroke studies meet the US head DRL (962)."""
+        samples = build_dose_samples(make_events(_ct_head_rows("A", np.full(20, 900.0), 50, 1)))
+        result = compare_with_drls(samples, select_drls(load_drls(), "US"))
+        row = _rows_of(result, quantity="dlp_mgycm").iloc[0]
+        assert row["drl_value"] == US_HEAD_DLP_DRL
+        assert row["drl_exam"] == "CT Head"
+        assert row["status"] == "below"
+        assert "no adult DRL for CT Head (Stroke)" in row["note"]
+
+    def test_eu_then_us_gives_both_head_drls(self) -> None:
+        """'EU,US': stroke studies meet EU's 807, routine heads US's anatomical 962."""
+        rows = _ct_head_rows("A", np.full(20, 900.0), 50.0, 1)
+        rows += _ct_rows("A", np.full(20, 900.0), 50.0, 100, exam="CT Head")
+        samples = build_dose_samples(make_events(rows))
+        result = compare_with_drls(samples, select_drls(load_drls(), "EU,US"))
+        dlp = _rows_of(result, quantity="dlp_mgycm").set_index("standard_exam")
+        assert dlp.loc["CT Head (Stroke)", "drl_value"] == HEAD_DLP_DRL
+        assert dlp.loc["CT Head (Stroke)", "status"] == "above"
+        assert dlp.loc["CT Head", "drl_value"] == US_HEAD_DLP_DRL
+        assert dlp.loc["CT Head", "drl_region"] == "US"
+        assert dlp.loc["CT Head", "status"] == "below"
+
+    def test_children_abdomen_pelvis_has_no_eu_drl(self, eu_drls: pd.DataFrame) -> None:
+        """8-year-olds' abdomen-pelvis: 'no DRL in the selected set', not adult DRLs."""
+        rows = _ct_rows(
+            "ED", np.full(20, 300.0), 5.0, 1, exam="CT Abdomen-Pelvis (Appendicitis)", age=8.0
+        )
+        rows += _ct_rows("ED", np.full(20, 250.0), 4.0, 100, exam="CT Abdomen-Pelvis", age=8.0)
+        rows += _ct_rows(
+            "ED", np.full(20, 600.0), 11.0, 200, exam="CT Abdomen-Pelvis (Appendicitis)"
+        )
+        result = compare_with_drls(build_dose_samples(make_events(rows)), eu_drls)
+        children = _rows_of(result, patient_group="paediatric")
+        assert sorted(children["standard_exam"]) == [
+            "CT Abdomen-Pelvis",
+            "CT Abdomen-Pelvis (Appendicitis)",
+        ]
+        assert set(children["status"]) == {"no DRL in the selected set"}
+        assert children["drl_value"].isna().all()
+        assert set(children["n"]) == {20}
+        assert set(children["typical_value"]) == {300.0, 250.0}
+        adults = _rows_of(result, patient_group="adult", quantity="dlp_mgycm")
+        assert adults["n"].tolist() == [20]  # the children are not in the adult sample
+        assert adults["typical_value"].item() == pytest.approx(600.0)
+
+
+class TestUnknownAge:
+    """Unknown age: compared as adult or excluded (KERMA_DRL_UNKNOWN_AGE), always counted."""
+
+    @pytest.fixture
+    def samples(self) -> pd.DataFrame:
+        """Room A: 20 adults at 700 mGy·cm and 10 unknown-age studies at 2000 mGy·cm."""
+        rows = _ct_head_rows("A", np.full(20, 700.0), 40.0, 1)
+        rows += _ct_rows("A", np.full(10, 2000.0), 90.0, 100, exam="CT Head (Stroke)", age=None)
+        return build_dose_samples(make_events(rows))
+
+    def test_adult_policy_counts_unknown_age_in_n(
+        self, samples: pd.DataFrame, eu_drls: pd.DataFrame
+    ) -> None:
+        """'adult': n = 30, 10 of them of unknown age (the median stays 700)."""
+        result = compare_with_drls(samples, eu_drls, unknown_age="adult")
+        adult = _rows_of(result, patient_group="adult", quantity="dlp_mgycm")
+        assert adult["n"].item() == 30
+        assert adult["n_unknown_age"].item() == 10
+        assert adult["typical_value"].item() == pytest.approx(700.0)
+        paediatric = _rows_of(result, patient_group="paediatric")
+        assert paediatric.empty  # unknown age never enters a paediatric band
+
+    def test_exclude_policy_leaves_them_out(
+        self, samples: pd.DataFrame, eu_drls: pd.DataFrame
+    ) -> None:
+        """'exclude': n = 20 known-age adults; n_unknown_age still shows the 10 left out."""
+        result = compare_with_drls(samples, eu_drls, unknown_age="exclude")
+        adult = _rows_of(result, patient_group="adult", quantity="dlp_mgycm")
+        assert adult["n"].item() == 20
+        assert adult["n_unknown_age"].item() == 10
+        assert adult["status"].item() == "below"
+
+    def test_exclude_policy_can_make_a_sample_insufficient(self, eu_drls: pd.DataFrame) -> None:
+        """15 known + 10 unknown ages: 25 as adults (above), 15 when excluded (too few)."""
+        rows = _ct_head_rows("A", np.full(15, 900.0), 50.0, 1)
+        rows += _ct_rows("A", np.full(10, 900.0), 50.0, 100, exam="CT Head (Stroke)", age=None)
+        samples = build_dose_samples(make_events(rows))
+        as_adult = compare_with_drls(samples, eu_drls, unknown_age="adult")
+        excluded = compare_with_drls(samples, eu_drls, unknown_age="exclude")
+        assert _rows_of(as_adult, quantity="dlp_mgycm")["status"].item() == "above"
+        row = _rows_of(excluded, quantity="dlp_mgycm").iloc[0]
+        assert (row["status"], row["n"], row["n_unknown_age"]) == ("insufficient sample", 15, 10)
+
+    def test_unknown_policy_raises(self, samples: pd.DataFrame, eu_drls: pd.DataFrame) -> None:
+        """A policy other than adult/exclude is refused naming the setting."""
+        with pytest.raises(ConfigurationError, match="KERMA_DRL_UNKNOWN_AGE"):
+            compare_with_drls(samples, eu_drls, unknown_age="child")
 
 
 class TestLocalDrls:

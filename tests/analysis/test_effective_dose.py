@@ -84,6 +84,24 @@ class TestEffectiveDose:
         assert row["k_mSv_per_mGycm"] == 0.0051
         assert row["verification"] == "secondary"
 
+    @pytest.mark.parametrize(
+        ("indication_exam", "anatomical_exam"),
+        [
+            ("CT Head (Stroke)", "CT Head"),
+            ("CT Abdomen-Pelvis (Appendicitis)", "CT Abdomen-Pelvis"),
+            ("CT Chest (Lung cancer)", "CT Chest"),
+        ],
+    )
+    def test_indication_exam_uses_its_anatomical_region(
+        self, indication_exam: str, anatomical_exam: str
+    ) -> None:
+        """A clinical-indication exam takes the k of its anatomical exam (same DLP, same E)."""
+        row = select_k_factor(indication_exam, age_years=50.0)
+        expected = select_k_factor(anatomical_exam, age_years=50.0)
+        assert row is not None and expected is not None
+        assert row["k_mSv_per_mGycm"] == expected["k_mSv_per_mGycm"]
+        assert row["body_region"] == expected["body_region"]
+
     def test_kvp_selects_column(self) -> None:
         """A 100 kV study uses the 100 kVp coefficient."""
         row = select_k_factor("CT Head", kvp_kv=98.0)

@@ -11,9 +11,10 @@ from kerma.analysis.exams import (
     assign_event_exams,
     assign_study_exams,
     load_exam_rules,
+    split_indication_exam,
     summarise_mapping,
 )
-from kerma.analysis.reference import load_drls
+from kerma.analysis.reference import drl_exam_candidates, load_drls, select_drls
 from kerma.errors import ConfigurationError
 from tests.analysis.conftest import make_events
 
@@ -44,7 +45,8 @@ class TestDefaultRules:
             ("CT", "CT Chest", "Thorax Routine", "CT Chest"),
             ("CT", "CT Pulmonary Angiogram", "CTPA", "CT pulmonary angiography"),
             ("CT", "CARDIAC CTA", None, "CT coronary angiography"),
-            ("CT", "CT KUB", None, "CT KUB"),
+            # KUB is a renal-colic exam: EUCLID 'Colic/abdominal pain' (UK KUB as fallback)
+            ("CT", "CT KUB", None, "CT Abdomen-Pelvis (Colic/abdominal pain)"),
             ("CT", "CT Sinus", None, "CT Paranasal sinuses"),
             ("RF", "Coronary angiography", "Coronary cine", "Coronary angiography"),
             ("RF", "Percutaneous coronary intervention", "PCI cine", "PCI"),
@@ -116,8 +118,23 @@ class TestDefaultRules:
     def test_rule_exam_names_exist_in_drl_tables(self) -> None:
         """Every default exam name is a DRL table exam, except the listed combinations."""
         rule_exams = {rule.exam for rule in load_exam_rules().rules}
-        drl_exams = set(load_drls()["standard_exam"])
+        drls = load_drls()
+        drl_exams = set(drls["standard_exam"]) | set(drls["indication_exam"].dropna())
         assert rule_exams - drl_exams == EXAMS_WITHOUT_DRL
+
+    def test_every_eu_indication_has_a_rule(self) -> None:
+        """Each EU EUCLID indication row is the exam of a default rule."""
+        eu = select_drls(load_drls(), "EU")
+        eu_indications = set(eu["indication_exam"].dropna()) - {""}
+        assert eu_indications == {
+            "CT Head (Stroke)",
+            "CT Paranasal sinuses (Chronic sinusitis)",
+            "CT Cervical spine (Trauma)",
+            "CT Chest (Lung cancer)",
+            "CT Abdomen-Pelvis (Colic/abdominal pain)",
+            "CT Abdomen-Pelvis (Appendicitis)",
+        }
+        assert eu_indications <= {rule.exam for rule in load_exam_rules().rules}
 
     def test_summary_counts_mapped_and_unmapped(self) -> None:
         """summarise_mapping counts studies per exam and unmapped descriptions."""
@@ -133,6 +150,120 @@ class TestDefaultRules:
         assert unmapped.to_dict("records") == [
             {"modality": "RF", "study_description": "ERCP", "n_studies": 1}
         ]
+
+
+class TestClinicalIndicationRules:
+    """EUCLID indications in the description give indication exams; others stay generic."""
+
+    @pytest.mark.parametrize(
+        ("description", "protocol", "expected"),
+        [
+            ("CT HEAD STROKE", "Routine Head", "CT Head (Stroke)"),
+            ("CT Schädel Schlaganfall", None, "CT Head (Stroke)"),
+            ("TDM cérébrale AVC", None, "CT Head (Stroke)"),
+            ("TC cranio ictus", None, "CT Head (Stroke)"),
+            ("CT head stroke perfusion", None, "CT Head"),  # perfusion is another exam
+            ("CT HEAD", "Routine Head", "CT Head"),
+            ("CTPA", "CTPA", "CT pulmonary angiography"),
+            ("CT Thorax Lungenembolie", None, "CT pulmonary angiography"),
+            ("Angioscanner embolie pulmonaire", None, "CT pulmonary angiography"),
+            ("CT ABDOMEN APPENDICITIS", "Abdomen Pelvis", "CT Abdomen-Pelvis (Appendicitis)"),
+            ("CT Abdomen V.a. Appendizitis", None, "CT Abdomen-Pelvis (Appendicitis)"),
+            (
+                "CT abdomen pelvis pain ?appendicitis",
+                None,
+                "CT Abdomen-Pelvis (Appendicitis)",
+            ),
+            ("CT KUB LOW DOSE STONE", None, "CT Abdomen-Pelvis (Colic/abdominal pain)"),
+            ("CT renal colic", None, "CT Abdomen-Pelvis (Colic/abdominal pain)"),
+            ("CT Nierenstein", None, "CT Abdomen-Pelvis (Colic/abdominal pain)"),
+            ("CT ABDOMEN PELVIS", "Abdomen Pelvis", "CT Abdomen-Pelvis"),
+            ("CT LIVER TRIPHASIC", None, "CT Liver multiphase"),
+            ("CT abdomen HCC", None, "CT Liver multiphase"),
+            ("CT CHEST LUNG CANCER", "Thorax Routine", "CT Chest (Lung cancer)"),
+            ("CT THORAX STAGING", None, "CT Chest (Lung cancer)"),
+            ("CT chest low dose lung cancer screening", None, "CT Chest"),
+            ("CT CHEST", "Thorax Routine", "CT Chest"),
+            ("CT SINUS CHRONIC SINUSITIS", None, "CT Paranasal sinuses (Chronic sinusitis)"),
+            ("CT SINUS", None, "CT Paranasal sinuses"),
+            ("CT C-SPINE TRAUMA", None, "CT Cervical spine (Trauma)"),
+            ("CT HWS Fraktur", None, "CT Cervical spine (Trauma)"),
+            ("CT polytrauma c-spine chest abdomen pelvis", None, "CT Chest-Abdomen-Pelvis"),
+            ("CT CERVICAL SPINE", None, "CT Cervical spine"),
+            ("CT CALCIUM SCORE", None, "CT Coronary calcium scoring"),
+            ("CT CORONARY ANGIOGRAM", None, "CT coronary angiography"),
+        ],
+    )
+    def test_indication_maps_to_indication_exam(
+        self, description: str, protocol: str | None, expected: str
+    ) -> None:
+        """The description (and protocol) maps to the indication exam, or stays generic."""
+        studies, events = _studies(
+            [
+                {
+                    "study_id": 1,
+                    "device": "R1",
+                    "modality": "CT",
+                    "study_description": description,
+                    "acquisition_protocol": protocol,
+                }
+            ]
+        )
+        mapped = assign_study_exams(studies, events, load_exam_rules())
+        assert mapped.loc[0, "standard_exam"] == expected
+
+    def test_requested_procedure_reveals_indication(self) -> None:
+        """An indication in the requested procedure, not the description, is used."""
+        studies, events = _studies(
+            [
+                {
+                    "study_id": 1,
+                    "device": "R1",
+                    "modality": "CT",
+                    "study_description": "CT ABDOMEN",
+                    "requested_procedure_description": "Appendicitis?",
+                }
+            ]
+        )
+        mapped = assign_study_exams(studies, events, load_exam_rules())
+        assert mapped.loc[0, "standard_exam"] == "CT Abdomen-Pelvis (Appendicitis)"
+        assert mapped.loc[0, "standard_exam_rule"] == "ct-abdomen-pelvis-appendicitis"
+
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("CT Head (Stroke)", ("CT Head", "Stroke")),
+            (
+                "CT Abdomen-Pelvis (Colic/abdominal pain)",
+                ("CT Abdomen-Pelvis", "Colic/abdominal pain"),
+            ),
+            ("CT Head", ("CT Head", "")),
+            (
+                "Transarterial chemoembolisation (TACE)",
+                ("Transarterial chemoembolisation (TACE)", ""),
+            ),
+        ],
+        ids=["stroke", "colic", "generic", "fluoro-parentheses"],
+    )
+    def test_split_indication_exam(self, name: str, expected: tuple[str, str]) -> None:
+        """Only CT names 'CT <exam> (<indication>)' carry an indication."""
+        assert split_indication_exam(name) == expected
+
+    @pytest.mark.parametrize(
+        ("exam", "expected"),
+        [
+            ("CT Head", ["CT Head"]),
+            ("CT Head (Stroke)", ["CT Head (Stroke)", "CT Head"]),
+            (
+                "CT Abdomen-Pelvis (Colic/abdominal pain)",
+                ["CT Abdomen-Pelvis (Colic/abdominal pain)", "CT KUB", "CT Abdomen-Pelvis"],
+            ),
+        ],
+        ids=["generic-never-indication", "indication-then-anatomical", "colic-then-kub"],
+    )
+    def test_drl_exam_candidates(self, exam: str, expected: list[str]) -> None:
+        """A generic exam meets only its own DRL rows; an indication exam falls back."""
+        assert drl_exam_candidates(exam) == expected
 
 
 class TestSiteRules:

@@ -29,12 +29,21 @@ from kerma.analysis.exams import (
 from kerma.analysis.frames import build_dose_samples
 from kerma.analysis.reference import (
     list_drl_sets,
+    load_alert_levels,
     load_drls,
     load_k_factors,
     load_ssde_coefficients,
     select_drls,
 )
-from kerma.analysis.skin_dose import SkinDoseResult, estimate_skin_dose, skin_dose_map_figure
+from kerma.analysis.skin_dose import (
+    SkinDoseResult,
+    add_srdl_flags,
+    estimate_skin_dose,
+    estimate_study_skin_doses,
+    skin_dose_map_figure,
+    stored_skin_doses,
+    write_skin_dose_map,
+)
 from kerma.analysis.ssde import (
     conversion_factor,
     effective_diameter_mm,
@@ -48,6 +57,7 @@ __all__ = [
     "ExamRuleSet",
     "SkinDoseResult",
     "add_period",
+    "add_srdl_flags",
     "assign_event_exams",
     "assign_study_exams",
     "build_dose_samples",
@@ -59,8 +69,10 @@ __all__ = [
     "dose_statistics",
     "effective_diameter_mm",
     "estimate_skin_dose",
+    "estimate_study_skin_doses",
     "filter_samples",
     "list_drl_sets",
+    "load_alert_levels",
     "load_drls",
     "load_exam_rules",
     "load_k_factors",
@@ -72,6 +84,8 @@ __all__ = [
     "select_k_factor",
     "skin_dose_map_figure",
     "ssde_events",
+    "stored_skin_doses",
     "summarise_mapping",
     "water_equivalent_diameter_mm",
+    "write_skin_dose_map",
 ]

@@ -22,7 +22,14 @@ mean over the non-localiser irradiation events (the UK NDRL defines CTDIvol "per
 sequence": the study mean of sequence CTDIvols is Kerma's choice, documented in
 ``docs/analysis.md``); radiography KAP per projection; fluoroscopy KAP per procedure;
 mammography AGD per view. Paediatric CT samples (age below ``adult_age_years``) are
-compared with the paediatric table's age or weight band that contains the patient.
+compared with the paediatric table's age or weight band that contains the patient,
+never with adult DRLs. Samples of unknown age are compared as adults or left out
+(``Settings.drl_unknown_age``) and counted in ``n_unknown_age``.
+
+Clinical indications (EUCLID, EC RP 195): a study mapped to an indication exam (``"CT
+Head (Stroke)"``) is compared with the set's row for that indication, else with the
+set's anatomical row (``"CT Head"``); a study of an anatomical exam is never compared
+with an indication row (:func:`kerma.analysis.reference.drl_exam_candidates`).
 
 This module works on DataFrames only; it must not import ``kerma.db``, ``kerma.web``
 or ``kerma.cli``.
@@ -37,9 +44,11 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from kerma.analysis.exams import split_indication_exam
 from kerma.analysis.frames import DRL_QUANTITY_COLUMNS, PRIMARY_QUANTITY, SAMPLE_QUANTITIES
-from kerma.analysis.reference import QUANTITY_UNITS
+from kerma.analysis.reference import QUANTITY_UNITS, drl_exam_candidates
 from kerma.analysis.stats import add_period
+from kerma.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +58,12 @@ ADULT_AGE_YEARS: Final = 18.0
 STATUS_ABOVE: Final = "above"
 STATUS_BELOW: Final = "below"
 STATUS_INSUFFICIENT: Final = "insufficient sample"
-STATUS_NO_DRL: Final = "no DRL in set"
+STATUS_NO_DRL: Final = "no DRL in the selected set"
+STATUS_NEEDS_INDICATION: Final = "no DRL without clinical indication"
+
+#: What the comparison does with samples whose patient age is unknown
+#: (``Settings.drl_unknown_age``): compare them with the adult DRLs, or leave them out.
+UNKNOWN_AGE_POLICIES: Final[tuple[str, ...]] = ("adult", "exclude")
 
 #: Columns of :func:`compare_with_drls`.
 COMPARISON_COLUMNS: Final[tuple[str, ...]] = (
@@ -63,39 +77,42 @@ COMPARISON_COLUMNS: Final[tuple[str, ...]] = (
     "quantity",
     "unit",
     "n",
+    "n_unknown_age",
     "min_sample",
     "typical_value",
     "drl_value",
     "ratio_to_drl",
     "status",
+    "drl_exam",
     "drl_region",
     "drl_source",
     "drl_year",
     "drl_status",
     "drl_verification",
     "source_ref",
+    "note",
 )
 
 
-def _band_mask(samples: pd.DataFrame, drl: pd.Series, adult_age_years: float) -> pd.Series:
-    """Return which samples a DRL row applies to (adult/paediatric, band, view)."""
-    age = pd.to_numeric(samples.get("patient_age_years"), errors="coerce")
-    if drl["patient_group"] == "paediatric":
-        mask = age.notna() & (age < adult_age_years)
-        grouping = drl.get("band_grouping")
-        column = {"age": "patient_age_years", "weight": "patient_weight_kg"}.get(str(grouping))
-        if column is not None:
-            values = pd.to_numeric(samples.get(column), errors="coerce")
-            mask &= values.notna()
-            if pd.notna(drl["band_min"]):
-                mask &= values >= drl["band_min"]
-            if pd.notna(drl["band_max"]):
-                mask &= values < drl["band_max"]
-    else:
-        # Unknown age counts as adult: most adult RDSRs carry no age problem, and the
-        # adult table is the default comparison.
-        mask = age.isna() | (age >= adult_age_years)
-    if drl.get("band_grouping") == "compressed breast thickness":
+def _band_mask(samples: pd.DataFrame, drl: pd.Series) -> pd.Series:
+    """Return which samples fall in a DRL row's band and view.
+
+    Paediatric rows: the age or weight band (lower-inclusive, upper-exclusive; a
+    sample without the value is in no band). Mammography rows: the compressed breast
+    thickness band (inclusive) and the view. Adult/paediatric selection is done by
+    the caller.
+    """
+    mask = pd.Series(True, index=samples.index)
+    grouping = drl.get("band_grouping")
+    column = {"age": "patient_age_years", "weight": "patient_weight_kg"}.get(str(grouping))
+    if drl["patient_group"] == "paediatric" and column is not None:
+        values = pd.to_numeric(samples.get(column), errors="coerce")
+        mask &= values.notna()
+        if pd.notna(drl["band_min"]):
+            mask &= values >= drl["band_min"]
+        if pd.notna(drl["band_max"]):
+            mask &= values < drl["band_max"]
+    if grouping == "compressed breast thickness":
         thickness = pd.to_numeric(samples.get("compression_thickness_mm"), errors="coerce")
         mask &= thickness.between(drl["band_min"], drl["band_max"], inclusive="both")
     view = drl.get("view")
@@ -104,21 +121,91 @@ def _band_mask(samples: pd.DataFrame, drl: pd.Series, adult_age_years: float) ->
     return mask.fillna(False).astype(bool)
 
 
-def _room_medians(subset: pd.DataFrame, column: str, min_sample: int) -> pd.DataFrame:
-    """Return n and median per room (``device_id``) of ``column``."""
-    data = subset[["device_id", "device_name", column]].dropna(subset=[column])
+def _room_medians(
+    subset: pd.DataFrame,
+    column: str,
+    min_sample: int,
+    included: pd.Series | None = None,
+    unknown_age: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Return n, unknown-age count and median per room (``device_id``) of ``column``.
+
+    ``included`` marks the samples that count (default: all); ``unknown_age`` marks
+    samples of unknown age, counted in ``n_unknown_age`` whether included or not. A
+    room whose ``n`` is below ``min_sample`` gets a NaN typical value.
+    """
+    values = pd.to_numeric(subset[column], errors="coerce")
+    if included is None:
+        included = pd.Series(True, index=subset.index)
+    if unknown_age is None:
+        unknown_age = pd.Series(False, index=subset.index)
+    keep = values.notna() & (included | unknown_age)
+    data = pd.DataFrame(
+        {
+            "device_id": subset["device_id"],
+            "device_name": subset["device_name"],
+            "value": values.where(included),
+            "unknown": unknown_age.astype(int),
+        }
+    )[keep]
     if data.empty:
-        return pd.DataFrame(columns=["device_id", "device_name", "n", "typical_value"])
+        return pd.DataFrame(
+            columns=["device_id", "device_name", "n", "n_unknown_age", "typical_value"]
+        )
     grouped = data.groupby("device_id", dropna=False, sort=True)
     out = pd.DataFrame(
         {
             "device_name": grouped["device_name"].first(),
-            "n": grouped[column].count(),
-            "typical_value": grouped[column].median(),
+            "n": grouped["value"].count(),
+            "n_unknown_age": grouped["unknown"].sum(),
+            "typical_value": grouped["value"].median(),
         }
     ).reset_index()
     out.loc[out["n"] < min_sample, "typical_value"] = np.nan
     return out
+
+
+def _drl_exam_key(drls: pd.DataFrame) -> pd.Series:
+    """Return the exam each DRL row is for: its ``indication_exam``, else ``standard_exam``."""
+    indication = drls.get("indication_exam", pd.Series("", index=drls.index))
+    indication = indication.fillna("").astype(str)
+    return indication.where(indication != "", drls["standard_exam"].astype(str))
+
+
+def _matching_drls(
+    drls: pd.DataFrame, family: str, exam: str, patient_group: str
+) -> tuple[pd.DataFrame, str]:
+    """Return the DRL rows a study of ``exam`` is compared with, and their exam name.
+
+    Tries :func:`kerma.analysis.reference.drl_exam_candidates` in order; returns an
+    empty frame and ``""`` when the selected set has none.
+    """
+    rows = drls[(drls["modality_family"] == family) & (drls["patient_group"] == patient_group)]
+    key = _drl_exam_key(rows)
+    for candidate in drl_exam_candidates(exam):
+        matched = rows[key == candidate]
+        if not matched.empty:
+            return matched, candidate
+    return rows.iloc[0:0], ""
+
+
+def _no_drl_status(
+    drls: pd.DataFrame, family: str, exam: str, patient_group: str
+) -> tuple[str, str]:
+    """Return (status, note) for an exam and patient group without a DRL row in the set."""
+    rows = drls[(drls["modality_family"] == family) & (drls["patient_group"] == patient_group)]
+    anatomical, indication = split_indication_exam(exam)
+    indications = sorted(set(_drl_exam_key(rows[rows["standard_exam"] == anatomical])))
+    if not indications:
+        return STATUS_NO_DRL, ""
+    listed = ", ".join(indications)
+    if indication:
+        return STATUS_NO_DRL, f"the selected set has DRLs only for {listed}"
+    return (
+        STATUS_NEEDS_INDICATION,
+        f"the selected set has DRLs only for {listed}: add exam rules that recognise "
+        "the clinical indication (docs/analysis.md, Standard exams)",
+    )
 
 
 def compare_with_drls(
@@ -128,9 +215,22 @@ def compare_with_drls(
     min_sample: int = 20,
     min_sample_mammography: int = 50,
     adult_age_years: float = ADULT_AGE_YEARS,
+    unknown_age: str = "adult",
     include_no_drl: bool = True,
 ) -> pd.DataFrame:
     """Return, per exam, room and DRL, the room's typical value and its DRL status.
+
+    Each study's standard exam is compared with the DRL rows of the same exam
+    (:func:`kerma.analysis.reference.drl_exam_candidates`): a clinical-indication exam
+    such as ``"CT Abdomen-Pelvis (Appendicitis)"`` with the set's row for that EUCLID
+    indication, else (no such row in the set) with the set's anatomical row
+    (``"CT Abdomen-Pelvis"``; ``drl_exam`` and ``note`` say so); an anatomical exam
+    only with anatomical rows, never with a clinical-indication row: when the set has
+    only indication rows for it (the EU set's ``CT Abdomen-Pelvis``), the status is
+    ``"no DRL without clinical indication"``. Patients younger than
+    ``adult_age_years`` are compared only with paediatric rows of their age or weight
+    band; an exam with no paediatric row in the set is reported with status ``"no DRL
+    in the selected set"`` for them, never compared with adult DRLs.
 
     Parameters
     ----------
@@ -144,77 +244,129 @@ def compare_with_drls(
     min_sample_mammography : int, optional
         Minimum for mammography (ICRP 135: 50).
     adult_age_years : float, optional
-        Age from which adult DRLs apply (default 18); younger patients are compared
-        with the paediatric rows whose band contains their age or weight.
+        Age (years) from which adult DRLs apply (default 18); younger patients are
+        compared with the paediatric rows whose band contains their age or weight.
+    unknown_age : {"adult", "exclude"}, optional
+        Samples whose patient age is unknown are compared with the adult DRLs
+        (``"adult"``, default) or left out (``"exclude"``); ``Settings.drl_unknown_age``.
+        Paediatric rows never take them.
     include_no_drl : bool, optional
         Also list exams and rooms that have samples but no DRL in the selected set
-        (status ``"no DRL in set"``, in the family's main quantity).
+        (in the family's main quantity).
 
     Returns
     -------
     pandas.DataFrame
-        One row per (DRL row, room): ``standard_exam``, ``clinical_indication``,
-        ``patient_group``, ``band_label``, ``view``, ``device_id``, ``device_name``,
-        ``quantity`` (``dlp_mgycm``, ``ctdivol_mgy``, ``kap_gycm2``, ``agd_mgy``),
-        ``unit``, ``n`` (samples), ``min_sample``, ``typical_value`` (room median, in
-        ``unit``; NaN when the sample is too small), ``drl_value``, ``ratio_to_drl``,
-        ``status`` (``"above"``, ``"below"`` (at or below), ``"insufficient
-        sample"``, ``"no DRL in set"``), ``drl_region``, ``drl_source``, ``drl_year``,
-        ``drl_status``, ``drl_verification``, ``source_ref`` (keys of
-        ``kerma/reference/SOURCES.md``).
+        One row per (DRL row, room), or per (exam, patient group, room) without DRL:
+        ``standard_exam`` (the studies' exam), ``clinical_indication`` (the DRL row's,
+        as published), ``patient_group`` (``adult``/``paediatric``), ``band_label``,
+        ``view``, ``device_id``, ``device_name``, ``quantity`` (``dlp_mgycm``,
+        ``ctdivol_mgy``, ``kap_gycm2``, ``agd_mgy``), ``unit``, ``n`` (samples),
+        ``n_unknown_age`` (samples of unknown age in this room, exam and band: counted
+        in ``n`` under ``"adult"``, not under ``"exclude"``; 0 on paediatric rows),
+        ``min_sample``, ``typical_value`` (room median, in ``unit``; NaN when ``n`` is
+        below the minimum), ``drl_value``, ``ratio_to_drl``, ``status`` (``"above"``,
+        ``"below"`` (at or below), ``"insufficient sample"``, ``"no DRL in the
+        selected set"``, ``"no DRL without clinical indication"``), ``drl_exam`` (the
+        exam of the DRL row compared with), ``drl_region``, ``drl_source``,
+        ``drl_year``, ``drl_status``, ``drl_verification``, ``source_ref`` (keys of
+        ``kerma/reference/SOURCES.md``) and ``note`` (fallbacks and hints).
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When ``unknown_age`` is not ``"adult"`` or ``"exclude"``.
     """
+    if unknown_age not in UNKNOWN_AGE_POLICIES:
+        raise ConfigurationError(
+            f"Unable to compare with DRLs: the unknown-age policy {unknown_age!r} is not "
+            f"one of {', '.join(UNKNOWN_AGE_POLICIES)} (KERMA_DRL_UNKNOWN_AGE)."
+        )
     samples = samples[samples["standard_exam"].notna()]
+    age = pd.to_numeric(
+        samples.get("patient_age_years", pd.Series(np.nan, index=samples.index)),
+        errors="coerce",
+    )
+    is_unknown = age.isna()
+    is_child = age < adult_age_years  # False for unknown age
+    groups = {
+        "adult": (~is_unknown & ~is_child) | (is_unknown & (unknown_age == "adult")),
+        "paediatric": is_child,
+    }
     rows: list[pd.DataFrame] = []
-    compared: set[str] = set()
-    for _, drl in drls.iterrows():
-        family = str(drl["modality_family"])
-        column = DRL_QUANTITY_COLUMNS.get((family, str(drl["quantity"])))
-        if column is None or column not in samples.columns:
-            continue
-        subset = samples[
-            (samples["modality_family"] == family)
-            & (samples["standard_exam"] == drl["standard_exam"])
-        ]
-        if subset.empty:
-            continue
-        compared.add(str(drl["standard_exam"]))
-        subset = subset[_band_mask(subset, drl, adult_age_years)]
+    for (family, exam), subset in samples.groupby(["modality_family", "standard_exam"]):
         threshold = min_sample_mammography if family == "MG" else min_sample
-        rooms = _room_medians(subset, column, threshold)
-        if rooms.empty:
-            continue
-        rooms["min_sample"] = threshold
-        rooms["drl_value"] = float(drl["drl_value"])
-        for name in ("standard_exam", "clinical_indication", "patient_group", "band_label"):
-            rooms[name] = drl[name]
-        rooms["view"] = drl["view"] if isinstance(drl["view"], str) else ""
-        rooms["quantity"] = drl["quantity"]
-        rooms["unit"] = drl["unit"]
-        for name in ("drl_region", "drl_source", "drl_year", "source_ref"):
-            rooms[name] = drl[name]
-        rooms["drl_status"] = drl["status"]
-        rooms["drl_verification"] = drl["verification"]
-        rows.append(rooms)
-    if include_no_drl:
-        rows.extend(_rooms_without_drl(samples, compared, min_sample, min_sample_mammography))
+        for patient_group, members in groups.items():
+            included = members.loc[subset.index]
+            unknown = (
+                is_unknown.loc[subset.index]
+                if patient_group == "adult"
+                else pd.Series(False, index=subset.index)
+            )
+            if not (included | unknown).any():
+                continue
+            matched, drl_exam = _matching_drls(drls, str(family), str(exam), patient_group)
+            if matched.empty:
+                if include_no_drl:
+                    status, note = _no_drl_status(drls, str(family), str(exam), patient_group)
+                    rooms = _rooms_without_drl(subset, str(family), threshold, included, unknown)
+                    if not rooms.empty:
+                        rows.append(
+                            rooms.assign(patient_group=patient_group, status=status, note=note)
+                        )
+                continue
+            note = (
+                ""
+                if drl_exam == exam
+                else f"no {patient_group} DRL for {exam} in the selected set; compared "
+                f"with the {drl_exam} DRL"
+            )
+            for _, drl in matched.iterrows():
+                column = DRL_QUANTITY_COLUMNS.get((str(family), str(drl["quantity"])))
+                if column is None or column not in subset.columns:
+                    continue
+                band = _band_mask(subset, drl)
+                rooms = _room_medians(
+                    subset[band], column, threshold, included[band], unknown[band]
+                )
+                if rooms.empty:
+                    continue
+                rooms["min_sample"] = threshold
+                rooms["drl_value"] = float(drl["drl_value"])
+                rooms["standard_exam"] = exam
+                rooms["drl_exam"] = drl_exam
+                rooms["note"] = note
+                for name in ("clinical_indication", "patient_group", "band_label"):
+                    rooms[name] = drl[name]
+                rooms["view"] = drl["view"] if isinstance(drl["view"], str) else ""
+                rooms["quantity"] = drl["quantity"]
+                rooms["unit"] = drl["unit"]
+                for name in ("drl_region", "drl_source", "drl_year", "source_ref"):
+                    rooms[name] = drl[name]
+                rooms["drl_status"] = drl["status"]
+                rooms["drl_verification"] = drl["verification"]
+                rows.append(rooms)
     if not rows:
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     out = pd.concat(rows, ignore_index=True)
+    for name in COMPARISON_COLUMNS:
+        if name not in out.columns:
+            out[name] = np.nan
     out["ratio_to_drl"] = out["typical_value"] / out["drl_value"]
     out["status"] = np.select(
         [
+            out["status"].notna(),
             out["drl_value"].isna(),
             out["typical_value"].isna(),
             out["typical_value"] > out["drl_value"],
         ],
-        [STATUS_NO_DRL, STATUS_INSUFFICIENT, STATUS_ABOVE],
+        [out["status"], STATUS_NO_DRL, STATUS_INSUFFICIENT, STATUS_ABOVE],
         default=STATUS_BELOW,
     )
-    for name in COMPARISON_COLUMNS:
-        if name not in out.columns:
-            out[name] = np.nan
-    for name in ("clinical_indication", "band_label", "view"):
+    for name in ("clinical_indication", "band_label", "view", "drl_exam", "note"):
         out[name] = out[name].fillna("")
+    out["n"] = out["n"].astype(int)
+    out["n_unknown_age"] = out["n_unknown_age"].astype(int)
     out = out[list(COMPARISON_COLUMNS)]
     return out.sort_values(
         ["standard_exam", "quantity", "patient_group", "band_label", "device_name"],
@@ -223,28 +375,26 @@ def compare_with_drls(
 
 
 def _rooms_without_drl(
-    samples: pd.DataFrame, compared: set[str], min_sample: int, min_sample_mammography: int
-) -> list[pd.DataFrame]:
-    """Return room medians of the main quantity for exams with no DRL in the set."""
-    rows = []
-    rest = samples[~samples["standard_exam"].isin(compared)]
-    for (family, exam), subset in rest.groupby(["modality_family", "standard_exam"]):
-        quantity = PRIMARY_QUANTITY.get(str(family))
-        column = DRL_QUANTITY_COLUMNS.get((str(family), quantity or ""))
-        if column is None or column not in subset.columns:
-            continue
-        threshold = min_sample_mammography if family == "MG" else min_sample
-        rooms = _room_medians(subset, column, threshold)
-        if rooms.empty:
-            continue
-        rooms["standard_exam"] = exam
-        rooms["quantity"] = quantity
-        rooms["unit"] = QUANTITY_UNITS[str(quantity)]
-        rooms["min_sample"] = threshold
-        rooms["drl_value"] = np.nan
-        rooms["patient_group"] = ""
-        rows.append(rooms)
-    return rows
+    subset: pd.DataFrame,
+    family: str,
+    min_sample: int,
+    included: pd.Series,
+    unknown: pd.Series,
+) -> pd.DataFrame:
+    """Return room medians of the family's main quantity for an exam without DRL."""
+    quantity = PRIMARY_QUANTITY.get(family)
+    column = DRL_QUANTITY_COLUMNS.get((family, quantity or ""))
+    if column is None or column not in subset.columns:
+        return pd.DataFrame()
+    rooms = _room_medians(subset, column, min_sample, included, unknown)
+    if rooms.empty:
+        return rooms
+    rooms["standard_exam"] = subset["standard_exam"].iloc[0]
+    rooms["quantity"] = quantity
+    rooms["unit"] = QUANTITY_UNITS[str(quantity)]
+    rooms["min_sample"] = min_sample
+    rooms["drl_value"] = np.nan
+    return rooms
 
 
 def local_drls(
@@ -326,13 +476,15 @@ def compare_by_period(
     min_sample: int = 20,
     min_sample_mammography: int = 50,
     adult_age_years: float = ADULT_AGE_YEARS,
+    unknown_age: str = "adult",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return the DRL comparison per period and the rooms consistently above the DRL.
 
     Parameters
     ----------
     samples, drls : pandas.DataFrame
-        As for :func:`compare_with_drls`.
+        As for :func:`compare_with_drls`; so are ``min_sample``,
+        ``min_sample_mammography``, ``adult_age_years`` and ``unknown_age``.
     period : {"month", "quarter", "year"}, optional
         Length of a period (default quarter).
     consecutive : int, optional
@@ -349,6 +501,11 @@ def compare_by_period(
         ``periods_above`` (count), ``longest_run_above``, ``last_period``,
         ``last_status`` and ``consistently_above`` (bool: longest run ≥
         ``consecutive``).
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When ``unknown_age`` is not ``"adult"`` or ``"exclude"``.
     """
     with_period = add_period(samples, period)
     parts = []
@@ -359,6 +516,7 @@ def compare_by_period(
             min_sample=min_sample,
             min_sample_mammography=min_sample_mammography,
             adult_age_years=adult_age_years,
+            unknown_age=unknown_age,
             include_no_drl=False,
         )
         compared.insert(0, "period", label)
@@ -370,7 +528,7 @@ def compare_by_period(
     freq = {"month": "M", "quarter": "Q", "year": "Y"}.get(period, period)
     per_period["_ordinal"] = [pd.Period(p, freq=freq).ordinal for p in per_period["period"]]
     key = ["standard_exam", "clinical_indication", "patient_group", "band_label", "view"]
-    key += ["device_id", "device_name", "quantity", "drl_value"]
+    key += ["device_id", "device_name", "quantity", "drl_exam", "drl_value"]
     summary_rows = []
     for group_key, group in per_period.groupby(key, dropna=False, sort=True):
         group = group.sort_values("_ordinal")

@@ -30,6 +30,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from kerma.analysis.exams import split_indication_exam
 from kerma.analysis.reference import load_k_factors
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,9 @@ def select_k_factor(
     Parameters
     ----------
     standard_exam : str
-        CT standard exam name (``EXAM_BODY_REGIONS`` gives its body regions).
+        CT standard exam name (``EXAM_BODY_REGIONS`` gives its body regions; a
+        clinical-indication exam such as ``"CT Head (Stroke)"`` uses its anatomical
+        exam's regions, :func:`kerma.analysis.exams.split_indication_exam`).
     age_years : float, optional
         Patient age; unknown ages use the adult coefficient.
     kvp_kv : float, optional
@@ -155,7 +158,10 @@ def select_k_factor(
     if k_set not in K_SETS:
         raise ValueError(f"Unable to use the k-set {k_set!r}: choose one of {sorted(K_SETS)}.")
     table = load_k_factors() if k_factors is None else k_factors
-    for region in EXAM_BODY_REGIONS.get(standard_exam, ()):
+    regions = EXAM_BODY_REGIONS.get(standard_exam) or EXAM_BODY_REGIONS.get(
+        split_indication_exam(str(standard_exam or ""))[0], ()
+    )
+    for region in regions:
         for prefix, basis in K_SETS[k_set]:
             rows = table[
                 table["source"].str.startswith(prefix)

@@ -5,7 +5,11 @@ A study (or one irradiation event) is given a standard exam name, e.g. ``"CT Hea
 patterns match its modality, study description, requested procedure, procedure
 reported, acquisition protocol, target region, anatomical structure and image view.
 The names are the harmonised exam names of the packaged DRL tables
-(:mod:`kerma.analysis.reference`), so DRL look-up works by name.
+(:mod:`kerma.analysis.reference`), so DRL look-up works by name. Where the description
+reveals a EUCLID clinical indication (EC RP 195, 2021), the CT exam is named
+``"<anatomical exam> (<clinical indication>)"``, e.g. ``"CT Head (Stroke)"`` or
+``"CT Abdomen-Pelvis (Appendicitis)"`` (:func:`split_indication_exam`); a study whose
+indication is unknown keeps the anatomical name (``"CT Abdomen-Pelvis"``).
 
 The default rules ship as ``kerma/analysis/default_exam_rules.toml``. A site file
 (``Settings.exam_rules_path``, ``KERMA_EXAM_RULES_PATH``) **replaces** the defaults;
@@ -67,6 +71,9 @@ EVENT_TEXT_FIELDS: Final[tuple[str, ...]] = (
 )
 
 DEFAULT_RULES_FILE: Final = "default_exam_rules.toml"
+
+#: A CT clinical-indication exam name: ``"CT <anatomical exam> (<clinical indication>)"``.
+_INDICATION_EXAM: Final = re.compile(r"(?P<exam>CT .+?) \((?P<indication>[^()]+)\)")
 
 Level = Literal["study", "event", "both"]
 
@@ -142,6 +149,38 @@ class ExamRuleSet:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def split_indication_exam(standard_exam: str) -> tuple[str, str]:
+    """Return the anatomical exam and the clinical indication of a standard exam name.
+
+    Clinical-indication exams are CT exams named ``"<anatomical exam> (<indication>)"``
+    (the EUCLID indication as EC RP 195 publishes it). Other names (including
+    fluoroscopy names with parentheses such as ``"Transarterial chemoembolisation
+    (TACE)"``) have no indication.
+
+    Parameters
+    ----------
+    standard_exam : str
+        A standard exam name.
+
+    Returns
+    -------
+    tuple of str
+        ``(anatomical exam, clinical indication)``; the indication is ``""`` when the
+        name carries none.
+
+    Examples
+    --------
+    >>> split_indication_exam("CT Abdomen-Pelvis (Appendicitis)")
+    ('CT Abdomen-Pelvis', 'Appendicitis')
+    >>> split_indication_exam("CT Head")
+    ('CT Head', '')
+    """
+    match = _INDICATION_EXAM.fullmatch(standard_exam)
+    if match is None:
+        return standard_exam, ""
+    return match["exam"], match["indication"]
 
 
 def _compile(pattern: str, *, where: str) -> re.Pattern[str]:

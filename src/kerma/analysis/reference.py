@@ -49,6 +49,7 @@ DRL_COLUMNS: Final[tuple[str, ...]] = (
     "drl_source",
     "drl_year",
     "standard_exam",
+    "indication_exam",
     "exam_as_published",
     "clinical_indication",
     "modality_family",
@@ -69,6 +70,62 @@ DRL_COLUMNS: Final[tuple[str, ...]] = (
     "source_ref",
     "notes",
 )
+
+#: Adult CT rows (exam, clinical indication as published) that are DRLs of a EUCLID
+#: clinical indication (EC RP 195, 2021), and that indication's name as the EU table
+#: gives it. Such a row's ``indication_exam`` is ``"CT <exam> (<indication>)"``, the
+#: standard exam the indication rules assign; every other adult CT row (no indication,
+#: a technique such as "With contrast", or a national indication without a EUCLID
+#: counterpart such as UK "Abscess") is the exam's anatomical DRL. Non-EU rows are
+#: listed where their indication is the EUCLID one in other words (an interpretation,
+#: added to the row's ``notes``).
+CT_CLINICAL_INDICATIONS: Final[dict[tuple[str, str], str]] = {
+    ("Head", "Stroke"): "Stroke",
+    ("Head", "Acute stroke"): "Stroke",  # UKHSA 2022
+    ("Paranasal sinuses", "Chronic sinusitis"): "Chronic sinusitis",
+    ("Paranasal sinuses", "Sinus disease"): "Chronic sinusitis",  # UKHSA 2022
+    ("Cervical spine", "Trauma"): "Trauma",
+    ("Cervical spine", "Fracture"): "Trauma",  # UKHSA 2022
+    ("Cervical spine", "Non-contrast (trauma)"): "Trauma",  # ARPANSA 2018
+    ("Chest", "Lung cancer"): "Lung cancer",
+    ("Abdomen-Pelvis", "Colic/abdominal pain"): "Colic/abdominal pain",
+    ("Abdomen-Pelvis", "Appendicitis"): "Appendicitis",
+}
+
+#: Indication exam -> DRL exams tried, in order, when the selected set has no row for
+#: the indication itself; the anatomical exam (``split_indication_exam``) is always
+#: tried last. Renal colic is the clinical question of the UK and AU "KUB" DRLs.
+INDICATION_FALLBACKS: Final[dict[str, tuple[str, ...]]] = {
+    "CT Abdomen-Pelvis (Colic/abdominal pain)": ("CT KUB",),
+}
+
+
+def drl_exam_candidates(standard_exam: str) -> list[str]:
+    """Return the DRL exams a study of ``standard_exam`` is compared with, in order.
+
+    An anatomical exam (``"CT Head"``) is compared only with its own (anatomical) DRL
+    rows, never with a clinical-indication row. A clinical-indication exam
+    (``"CT Head (Stroke)"``) is compared with the indication's rows; when the selected
+    set has none, with ``INDICATION_FALLBACKS`` and then the anatomical exam's rows.
+
+    Parameters
+    ----------
+    standard_exam : str
+        The study's standard exam.
+
+    Returns
+    -------
+    list of str
+        DRL exam names (a DRL row's ``indication_exam``, else its ``standard_exam``),
+        the study's own first.
+    """
+    from kerma.analysis.exams import split_indication_exam
+
+    anatomical, indication = split_indication_exam(standard_exam)
+    if not indication:
+        return [standard_exam]
+    return [standard_exam, *INDICATION_FALLBACKS.get(standard_exam, ()), anatomical]
+
 
 #: Radiography (exam, projection as published) -> kerma standard exam, where the plain
 #: "exam projection" rule does not apply. Each alias is an interpretation and says so.
@@ -220,11 +277,52 @@ def _common(table: pd.DataFrame) -> dict[str, pd.Series]:
     }
 
 
+def _indication_exam(exam: object, clinical_indication: object) -> str:
+    """Return the indication exam of an adult CT row (``CT_CLINICAL_INDICATIONS``), or ``""``."""
+    indication = CT_CLINICAL_INDICATIONS.get((_text(exam), _text(clinical_indication)))
+    return f"{_ct_exam_name(_text(exam))} ({indication})" if indication else ""
+
+
 def _harmonise_ct_adult(table: pd.DataFrame) -> pd.DataFrame:
-    """Return ``drl_ct_adult.csv`` in the harmonised DRL shape."""
+    """Return ``drl_ct_adult.csv`` in the harmonised DRL shape.
+
+    ``indication_exam`` names the EUCLID clinical indication of the row
+    (``CT_CLINICAL_INDICATIONS``), ``""`` for an anatomical DRL.
+    """
     base = _common(table)
+    aliased = [
+        CT_CLINICAL_INDICATIONS.get((_text(e), _text(c)), _text(c)) != _text(c)
+        for e, c in zip(table["exam"], table["clinical_indication"], strict=True)
+    ]
+    base["notes"] = pd.Series(
+        [
+            "; ".join(
+                x
+                for x in (
+                    note,
+                    f"compared as EUCLID indication "
+                    f"'{CT_CLINICAL_INDICATIONS[(_text(e), _text(c))]}'"
+                    if alias
+                    else "",
+                )
+                if x
+            )
+            for e, c, note, alias in zip(
+                table["exam"], table["clinical_indication"], base["notes"], aliased, strict=True
+            )
+        ],
+        index=table.index,
+    )
     base |= {
         "standard_exam": table["exam"].map(_ct_exam_name),
+        "indication_exam": pd.Series(
+            [
+                _indication_exam(e, c)
+                for e, c in zip(table["exam"], table["clinical_indication"], strict=True)
+            ],
+            index=table.index,
+            dtype=object,
+        ),
         "exam_as_published": table["exam"],
         "clinical_indication": table["clinical_indication"].map(_text),
         "modality_family": pd.Series("CT", index=table.index),
@@ -439,8 +537,11 @@ def load_drls(
         One row per (published row, quantity). Columns: ``drl_region`` (``EU``, ``UK``
         ...), ``drl_table``, ``drl_source``, ``drl_year``, ``standard_exam`` (kerma's
         name, e.g. ``"CT Head"``, ``"Chest PA"``, ``"Mammography screening"``, ``"PCI"``),
-        ``exam_as_published``, ``clinical_indication``, ``modality_family`` (``CT``,
-        ``DX``, ``MG``, ``RF/XA``), ``quantity`` (``ctdivol_mgy``, ``dlp_mgycm``,
+        ``indication_exam`` (adult CT rows of a EUCLID clinical indication: the standard
+        exam of the indication, e.g. ``"CT Head (Stroke)"``; ``""`` or missing for
+        anatomical DRLs; see ``CT_CLINICAL_INDICATIONS``), ``exam_as_published``,
+        ``clinical_indication``, ``modality_family`` (``CT``, ``DX``, ``MG``, ``RF/XA``),
+        ``quantity`` (``ctdivol_mgy``, ``dlp_mgycm``,
         ``kap_gycm2``, ``agd_mgy``, ``ka_r_mgy``, ``esd_mgy``, ``esak_mgy``),
         ``drl_value`` (float, in ``unit``: mGy, mGy·cm, Gy·cm²), ``unit``, ``phantom_cm``,
         ``patient_group`` (``adult``/``paediatric``), ``band_grouping`` (``age``,
@@ -485,7 +586,12 @@ def select_drls(
     For each ``(standard_exam, quantity, patient_group)`` the first region in
     ``drl_set`` that has rows with one of ``statuses`` wins; when a region has none
     with those statuses, its most recent year is used instead (so a region whose set
-    is wholly superseded still answers, and the status column says so).
+    is wholly superseded still answers, and the status column says so). The winning
+    region supplies all the exam's rows, clinical-indication rows included. When its
+    rows are all clinical-indication rows (``indication_exam``; e.g. the EU set's
+    ``CT Head`` is only *Stroke*), the next region with an anatomical row for the exam
+    also supplies that row, so studies without a known indication can be compared:
+    ``"EU,US"`` gives EU's stroke DRL and US's routine head DRL.
 
     Parameters
     ----------
@@ -516,21 +622,34 @@ def select_drls(
         )
     key = ["standard_exam", "quantity", "patient_group"]
     chosen: list[pd.DataFrame] = []
-    taken: set[tuple[str, str, str]] = set()
+    # exam key -> True when its rows are complete, False when only indication rows
+    # have been taken so far (a later region may add the anatomical row).
+    taken: dict[tuple[str, ...], bool] = {}
     for region in regions:
         rows = drls[drls["drl_region"] == region]
         for group_key, group in rows.groupby(key, sort=False, dropna=False):
             tkey = tuple(str(v) for v in group_key)
-            if tkey in taken:
+            if taken.get(tkey, False):
                 continue
+            if tkey in taken:
+                group = group[~_is_indication_row(group)]
+                if group.empty:
+                    continue
             preferred = group[group["status"].isin(statuses)]
             if preferred.empty:
                 preferred = group[group["drl_year"] == group["drl_year"].max()]
             chosen.append(preferred)
-            taken.add(tkey)  # type: ignore[arg-type]
+            taken[tkey] = bool((~_is_indication_row(preferred)).any())
     if not chosen:
         return drls.iloc[0:0]
     return pd.concat(chosen, ignore_index=True)
+
+
+def _is_indication_row(drls: pd.DataFrame) -> pd.Series:
+    """Return which DRL rows are clinical-indication rows (non-empty ``indication_exam``)."""
+    if "indication_exam" not in drls.columns:
+        return pd.Series(False, index=drls.index)
+    return drls["indication_exam"].fillna("").astype(str) != ""
 
 
 def list_drl_sets(drls: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -607,3 +726,33 @@ def load_ssde_coefficients() -> pd.DataFrame:
     """
     table = _read_csv(reference_path("ssde_fit_coefficients.csv"))
     return table.set_index("phantom_cm", drop=False)
+
+
+def load_alert_levels(*, category: str | None = None) -> pd.DataFrame:
+    """Return the per-patient notification, alert and follow-up thresholds as published.
+
+    Source: ``kerma/reference/alert_levels.csv`` (AAPM CT Dose Check 2011, NCRP Report
+    No. 168 (2010) substantial radiation dose levels, The Joint Commission sentinel
+    event, UK IR(ME)R SAUE notification criteria, ACR accreditation; see
+    ``alert_levels.md`` and ``SOURCES.md``). These are not DRLs: they are triggers for
+    one patient or one procedure.
+
+    Parameters
+    ----------
+    category : str, optional
+        Keep only rows of this ``category``, e.g.
+        ``"substantial radiation dose level (SRDL)"`` (exact text of the table).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``jurisdiction``, ``issuer``, ``source``, ``year``, ``modality``,
+        ``category``, ``applies_to``, ``quantity`` (as published, e.g. ``"Peak skin
+        dose"``), ``operator`` (``>`` or ``>=``), ``threshold_value`` (float, in
+        ``unit``), ``unit`` (``mGy``, ``Gy``, ``Gy.cm2``, ``min``, ``mSv`` ...),
+        ``phantom_cm``, ``verification``, ``source_ref``, ``notes``.
+    """
+    table = _read_csv(reference_path("alert_levels.csv"))
+    if category is not None:
+        table = table[table["category"] == category].reset_index(drop=True)
+    return table

@@ -7,6 +7,8 @@ writes every row to a CSV file with ``--out``.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +19,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from kerma.analysis.cumulative import cumulative_dose
-from kerma.analysis.drl import compare_by_period, compare_with_drls, local_drls
+from kerma.analysis.drl import (
+    STATUS_ABOVE,
+    STATUS_BELOW,
+    STATUS_INSUFFICIENT,
+    STATUS_NEEDS_INDICATION,
+    STATUS_NO_DRL,
+    compare_by_period,
+    compare_with_drls,
+    local_drls,
+)
 from kerma.analysis.effective_dose import NO_COEFFICIENT_NOTE, ct_effective_dose
 from kerma.analysis.exams import (
     assign_study_exams,
@@ -30,7 +41,20 @@ from kerma.analysis.reference import list_drl_sets, load_drls, select_drls
 from kerma.analysis.stats import add_period, dose_statistics, filter_samples
 from kerma.config import Settings, get_settings
 
-console = Console(width=160)
+
+def _console_width() -> int | None:
+    """Return the table width: ``COLUMNS``, else the terminal's, else 120 characters.
+
+    Output piped to a file or a pager gets 120 columns, wide enough for the DRL table
+    and narrow enough for a report page.
+    """
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    return None if sys.stdout.isatty() else 120
+
+
+console = Console(width=_console_width())
 
 FromOpt = Annotated[str | None, typer.Option("--from", help="First study date, YYYY-MM-DD.")]
 ToOpt = Annotated[str | None, typer.Option("--to", help="Last study date, YYYY-MM-DD.")]
@@ -77,14 +101,31 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return escape(str(value))  # rule patterns such as 'sch[aä]del' are not Rich markup
 
 
-def print_frame(frame: pd.DataFrame, title: str, columns: dict[str, str] | None = None) -> None:
-    """Print ``frame`` as a Rich table with ``columns`` ({column: header})."""
+def print_frame(
+    frame: pd.DataFrame,
+    title: str,
+    columns: dict[str, str] | None = None,
+    *,
+    styles: dict[str, dict[str, str]] | None = None,
+    caption: str | None = None,
+) -> None:
+    """Print ``frame`` as a Rich table with ``columns`` ({column: header}).
+
+    ``styles`` maps a column to {cell value: Rich style}, e.g. ``{"status": {"above":
+    "bold red"}}``; ``caption`` is printed under the table.
+    """
     columns = columns or {c: c for c in frame.columns}
-    table = Table(title=title, title_justify="left", show_lines=False)
+    styles = styles or {}
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for header in columns.values():
         table.add_column(header, overflow="fold")
     for record in frame[list(columns)].to_dict("records"):
-        table.add_row(*(_fmt(record[c]) for c in columns))
+        cells = []
+        for column in columns:
+            cell = _fmt(record[column])
+            style = styles.get(column, {}).get(str(record[column]))
+            cells.append(f"[{style}]{cell}[/]" if style else cell)
+        table.add_row(*cells)
     console.print(table)
 
 
@@ -208,40 +249,9 @@ def drl(
         drls,
         min_sample=settings.drl_min_sample,
         min_sample_mammography=settings.drl_min_sample_mammography,
+        unknown_age=settings.drl_unknown_age,
     )
-    shown = result.assign(
-        exam=result["standard_exam"]
-        + result["clinical_indication"].map(lambda s: f" ({s})" if s else "")
-        + result["band_label"].map(lambda s: f" [{s}]" if s else "")
-        + result["view"].map(lambda s: f" {s}" if s else ""),
-        drl_cited=[
-            _cite(region, year, ref)
-            for region, year, ref in zip(
-                result["drl_region"], result["drl_year"], result["source_ref"], strict=True
-            )
-        ],
-        what=[
-            f"{QUANTITY_LABELS.get(q, q)} ({u})"
-            for q, u in zip(result["quantity"], result["unit"], strict=True)
-        ],
-    )
-    print_frame(
-        shown,
-        f"DRL comparison — set {chosen}; typical value = room median (ICRP 135), "
-        f"minimum sample {settings.drl_min_sample} (mammography "
-        f"{settings.drl_min_sample_mammography})",
-        {
-            "exam": "exam",
-            "device_name": "room",
-            "what": "quantity",
-            "n": "n",
-            "typical_value": "typical (median)",
-            "drl_value": "DRL",
-            "status": "status",
-            "drl_cited": "DRL source",
-            "drl_verification": "grade",
-        },
-    )
+    _print_drl_table(result, chosen, settings)
     if local:
         print_frame(
             local_drls(
@@ -259,6 +269,7 @@ def drl(
             consecutive=settings.drl_consecutive_periods,
             min_sample=settings.drl_min_sample,
             min_sample_mammography=settings.drl_min_sample_mammography,
+            unknown_age=settings.drl_unknown_age,
         )
         if not summary.empty:
             flagged = summary[summary["periods_above"] > 0]
@@ -280,6 +291,132 @@ def drl(
     _write(result, out)
 
 
+#: Rich styles of the DRL statuses.
+STATUS_STYLES: dict[str, str] = {
+    STATUS_ABOVE: "bold red",
+    STATUS_BELOW: "green",
+    STATUS_INSUFFICIENT: "yellow",
+    STATUS_NO_DRL: "dim",
+    STATUS_NEEDS_INDICATION: "magenta",
+}
+
+
+def _exam_label(exam: str, indication: str, band: str, view: str) -> str:
+    """Return the exam cell: exam, the DRL row's indication when not in the name, band, view."""
+    label = exam
+    if indication and indication.lower() not in exam.lower():
+        label += f" ({indication})"
+    if band:
+        label += f" [{band}]"
+    if view:
+        label += f" {view}"
+    return label
+
+
+def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> None:
+    """Print the DRL comparison: exam, room, n, typical value, DRL and source, status.
+
+    Rows with a note (fallback to another DRL row, missing clinical indication) are
+    marked with a number that the notes under the table explain.
+    """
+    notes: dict[str, int] = {}
+    marks = []
+    for note in result["note"]:
+        if note:
+            notes.setdefault(str(note), len(notes) + 1)
+        marks.append(f" [{notes[str(note)]}]" if note else "")
+    shown = result.assign(
+        exam=[
+            _exam_label(e, i, b, v) + m
+            for e, i, b, v, m in zip(
+                result["standard_exam"],
+                result["clinical_indication"],
+                result["band_label"],
+                result["view"],
+                marks,
+                strict=True,
+            )
+        ],
+        drl_cited=[
+            _cite(region, None, ref)
+            for region, ref in zip(result["drl_region"], result["source_ref"], strict=True)
+        ],
+        room=result["device_name"].map(_room_label),
+        what=[
+            f"{QUANTITY_LABELS.get(q, q)} {u}"
+            for q, u in zip(result["quantity"], result["unit"], strict=True)
+        ],
+    )
+    policy = {
+        "adult": "compared as adults",
+        "exclude": "left out of n",
+    }.get(settings.drl_unknown_age, settings.drl_unknown_age)
+    rooms = shown.drop_duplicates("device_name")
+    sources = shown[shown["drl_cited"] != ""].drop_duplicates("drl_cited")
+    caption_lines = [
+        "rooms: "
+        + "; ".join(
+            f"{escape(r)} = {escape(str(d))}"
+            for r, d in zip(rooms["room"], rooms["device_name"], strict=True)
+            if r != d
+        ),
+        "DRL sources (kerma/reference/SOURCES.md): "
+        + "; ".join(
+            f"{escape(c)} = {escape(str(src))}, {_int_text(y)}, {escape(str(g))}"
+            for c, src, y, g in zip(
+                sources["drl_cited"],
+                sources["drl_source"],
+                sources["drl_year"],
+                sources["drl_verification"],
+                strict=True,
+            )
+        ),
+        f"no age: samples of unknown patient age, {policy} "
+        f"(KERMA_DRL_UNKNOWN_AGE={settings.drl_unknown_age}); children are compared "
+        "only with paediatric DRLs.",
+        *(f"[{number}] {escape(note)}" for note, number in notes.items()),
+    ]
+    table = Table(
+        title=f"DRL comparison — set {chosen}; typical value = room median (ICRP 135), "
+        f"minimum sample {settings.drl_min_sample} (mammography "
+        f"{settings.drl_min_sample_mammography})",
+        title_justify="left",
+        caption="\n".join(caption_lines),
+        caption_justify="left",
+    )
+    # column: (header, max width or None, right-justified)
+    layout = {
+        "exam": ("exam", 30, False),
+        "room": ("room", 24, False),
+        "what": ("quantity", None, False),
+        "n": ("n", None, True),
+        "n_unknown_age": ("no age", None, True),
+        "typical_value": ("typical", None, True),
+        "drl_value": ("DRL", None, True),
+        "drl_cited": ("DRL source", 21, False),
+        "status": ("status", 20, False),
+    }
+    for header, max_width, right in layout.values():
+        table.add_column(
+            header,
+            overflow="fold",
+            max_width=max_width,
+            no_wrap=max_width is None,
+            justify="right" if right else "left",
+        )
+    records = shown[list(layout)].to_dict("records")
+    for index, record in enumerate(records):
+        cells = [_fmt(record[c]) for c in layout]
+        if index and records[index - 1]["exam"] == record["exam"]:
+            cells[0] = ""  # the exam is printed once per section
+        style = STATUS_STYLES.get(str(record["status"]))
+        if style:
+            cells[-1] = f"[{style}]{cells[-1]}[/]"
+        last_of_exam = index + 1 == len(records) or records[index + 1]["exam"] != record["exam"]
+        table.add_row(*cells, end_section=last_of_exam)
+    console.print(table)
+
+
 #: Short names of DRL quantities for tables.
 QUANTITY_LABELS = {
     "dlp_mgycm": "DLP",
@@ -290,13 +427,31 @@ QUANTITY_LABELS = {
 }
 
 
-def _cite(region: Any, year: Any, source_ref: Any) -> str:
-    """Return a short citation: region, year and the first source key (SOURCES.md)."""
+def _cite(region: Any, year: Any, source_ref: Any, grade: Any = None) -> str:
+    """Return a short citation: region, year, first source key (SOURCES.md), grade."""
     if region is None or (isinstance(region, float) and pd.isna(region)):
         return ""
     key = str(source_ref).split(";")[0] if isinstance(source_ref, str) else ""
     year_text = "" if year is None or pd.isna(year) else f" {int(year)}"
-    return f"{region}{year_text} {key}".strip()
+    grade_text = f" ({grade})" if isinstance(grade, str) and grade else ""
+    return f"{region}{year_text} {key}{grade_text}".strip()
+
+
+def _room_label(device_name: Any) -> str:
+    """Return a short room label: the station name of ``"<manufacturer> <model> (<station>)"``.
+
+    The full device names are listed under the table (``kerma.db.queries.device_name``
+    builds them in that form).
+    """
+    text = str(device_name)
+    if text.endswith(")") and " (" in text:
+        return text[text.rindex(" (") + 2 : -1]
+    return text
+
+
+def _int_text(value: Any) -> str:
+    """Return a year as text, ``""`` when missing."""
+    return "" if value is None or pd.isna(value) else str(int(value))
 
 
 def _device_ids(samples: pd.DataFrame, device: str | None) -> list[str] | None:

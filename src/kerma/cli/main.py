@@ -16,9 +16,9 @@ import re
 import sys
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from kerma.cli.console import make_console
 from kerma.errors import KermaError
 
 app = typer.Typer(
@@ -28,7 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+err_console = make_console(stderr=True)
 
 
 @app.callback()
@@ -46,6 +46,7 @@ COMMAND_MODULES = (
     "kerma.cli.demo",
     "kerma.cli.net",
     "kerma.cli.analysis",
+    "kerma.cli.skin",
     "kerma.cli.serve",
 )
 

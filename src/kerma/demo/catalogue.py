@@ -1,7 +1,9 @@
 """The rooms and protocols of the synthetic demo department.
 
 Three CT scanners from different vendors (one, ``CT3``, deliberately delivers about
-45 % more dose than the others, so DRL comparison has something to find), two
+45 % more dose than the others, so DRL comparison has something to find; each room
+has its own mix of protocols, with study descriptions that name EUCLID clinical
+indications such as stroke, appendicitis, renal colic and lung cancer), two
 fluoroscopy rooms (a cardiac cath lab and a general fluoroscopy room), one digital
 radiography room and a mammography unit. Each protocol carries the parameters of a
 log-normal distribution of its main dose quantity: the median and the geometric
@@ -62,6 +64,7 @@ class CTProtocol:
     pitch_factor: float = 0.984
     rotation_time_s: float = 0.5
     weight: float = 1.0  # relative frequency
+    rooms: tuple[str, ...] = ()  # CT rooms that perform it (empty: every CT room)
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ DEVICES: tuple[DemoDevice, ...] = (
         "5EA1932",
         "CANONCT3",
         "V10.12",
-        "CT room 3, outpatient centre",
+        "CT room 3, acute and outpatient imaging",
         dose_factor=1.45,
     ),
     DemoDevice(
@@ -158,6 +161,17 @@ DEVICES: tuple[DemoDevice, ...] = (
     ),
 )
 
+#: CT protocols. Study descriptions name the clinical indication where a department
+#: would (``"CT HEAD STROKE"``, ``"CT ABDOMEN APPENDICITIS"``, ``"CT KUB LOW DOSE
+#: STONE"``, ``"CT CHEST LUNG CANCER STAGING"``, ...), so the default exam rules map them
+#: to EUCLID clinical-indication exams; routine studies keep an anatomical description.
+#: ``rooms`` lists the CT rooms that perform the protocol (empty: all); ``weight`` is its
+#: relative frequency in those rooms. CT2 (emergency department) does most strokes,
+#: appendicitis and renal colic; CT1 (main building) most oncology; CT3 a mix. Medians
+#: sit below the EU DRLs (EUCLID, EC RP 195) for CT1 and CT2, so that CT3's factor
+#: 1.45 puts it above them: stroke 44 mGy x 14.5 cm, DRL 48 mGy / 807 mGy·cm;
+#: appendicitis 9 mGy x 44 cm, DRL 9 mGy / 498 mGy·cm; lung cancer 7.5 mGy x 32 cm,
+#: DRL 8 mGy / 348 mGy·cm; colic (low-dose KUB) 4.5 mGy x 40 cm, DRL 436 mGy·cm.
 CT_PROTOCOLS: tuple[CTProtocol, ...] = (
     CTProtocol(
         "CT Head",
@@ -170,7 +184,21 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         (1, 1),
         is_sequenced=True,
         rotation_time_s=1.0,
-        weight=3.0,
+        weight=1.5,
+    ),
+    CTProtocol(
+        "CT HEAD STROKE",
+        "Stroke Head",
+        codes.SCT.Head,
+        True,
+        44.0,
+        1.2,
+        145.0,
+        (1, 1),
+        is_sequenced=True,
+        rotation_time_s=1.0,
+        weight=2.5,
+        rooms=("CT2", "CT3"),
     ),
     CTProtocol(
         "CT Chest",
@@ -182,7 +210,20 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         320.0,
         (1, 1),
         kvp_kv=110.0,
-        weight=2.5,
+        weight=1.5,
+    ),
+    CTProtocol(
+        "CT CHEST LUNG CANCER STAGING",
+        "Thorax Staging",
+        codes.SCT.Chest,
+        False,
+        7.5,
+        1.35,
+        320.0,
+        (1, 1),
+        kvp_kv=110.0,
+        weight=1.5,
+        rooms=("CT1", "CT3"),
     ),
     CTProtocol(
         "CT Abdomen-Pelvis",
@@ -193,7 +234,31 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         1.45,
         430.0,
         (1, 2),
-        weight=2.5,
+        weight=1.5,
+    ),
+    CTProtocol(
+        "CT ABDOMEN APPENDICITIS",
+        "Abdomen Pelvis",
+        codes.SCT.AbdomenAndPelvis,
+        False,
+        9.0,
+        1.3,
+        440.0,
+        (1, 1),
+        weight=1.5,
+        rooms=("CT2", "CT3"),
+    ),
+    CTProtocol(
+        "CT KUB LOW DOSE STONE",
+        "Low Dose KUB",
+        codes.SCT.AbdomenAndPelvis,
+        False,
+        4.5,
+        1.35,
+        400.0,
+        (1, 1),
+        weight=1.5,
+        rooms=("CT2", "CT3"),
     ),
     CTProtocol(
         "CT Chest-Abdomen-Pelvis",
@@ -204,7 +269,8 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         1.45,
         650.0,
         (1, 3),
-        weight=2.0,
+        weight=1.5,
+        rooms=("CT1", "CT3"),
     ),
     CTProtocol(
         "CT Pulmonary Angiogram",
@@ -220,7 +286,37 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         rotation_time_s=0.33,
         weight=1.0,
     ),
+    CTProtocol(
+        "CT C-SPINE TRAUMA",
+        "C-Spine Trauma",
+        codes.SCT.CervicalSpine,
+        False,
+        14.0,
+        1.3,
+        200.0,
+        (1, 1),
+        weight=0.6,
+        rooms=("CT2",),
+    ),
+    CTProtocol(
+        "CT SINUSES CHRONIC SINUSITIS",
+        "Sinus",
+        codes.SCT.ParanasalSinus,
+        True,
+        10.0,
+        1.3,
+        100.0,
+        (1, 1),
+        weight=0.4,
+        rooms=("CT1",),
+    ),
 )
+
+
+def ct_protocols_for(room: str) -> tuple[CTProtocol, ...]:
+    """Return the CT protocols performed in CT room ``room`` (e.g. ``"CT2"``)."""
+    return tuple(p for p in CT_PROTOCOLS if not p.rooms or room in p.rooms)
+
 
 FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
     "CATHLAB1": (
@@ -350,6 +446,10 @@ MODALITY_MIX: dict[str, float] = {"CT": 0.50, "RF": 0.25, "DX": 0.15, "MG": 0.10
 
 #: Share of studies that are QA phantom scans (patient name "QA PHANTOM").
 QA_FRACTION = 0.02
+
+#: Share of patients whose reports carry no birth date or age (as some RDSRs and
+#: emergency registrations do): the DRL comparison counts them in ``n_unknown_age``.
+UNKNOWN_AGE_FRACTION = 0.04
 
 
 def devices_for(modality: str) -> list[DemoDevice]:

@@ -20,9 +20,12 @@ Each study becomes one X-Ray Radiation Dose SR (PS3.3 A.35.8) written with pydic
 Every report carries the device observer (TID 1002/1004), 'Procedure reported', the
 Content Template Sequence and UCUM units. Values follow per-protocol log-normal
 distributions (:mod:`kerma.demo.catalogue`), scaled by patient weight and by a room
-factor (``CT3`` delivers about 45 % more dose than the other CT rooms). A few studies
-are QA phantom scans (patient name ``QA PHANTOM``). Names and IDs are synthetic
-(``DEMO^PATIENT0001``); there is no patient data.
+factor (``CT3`` delivers about 45 % more dose than the other CT rooms). Each CT room
+has its own protocol mix, with study descriptions that name EUCLID clinical
+indications (``CT HEAD STROKE``, ``CT ABDOMEN APPENDICITIS``, ``CT KUB LOW DOSE
+STONE``, ``CT CHEST LUNG CANCER STAGING`` ...). A few studies are QA phantom scans
+(patient name ``QA PHANTOM``) and a few patients have no birth date (age unknown).
+Names and IDs are synthetic (``DEMO^PATIENT0001``); there is no patient data.
 
 Output is reproducible: study ``i`` is drawn from ``numpy.random.default_rng([seed, i])``
 and every UID from :func:`pydicom.uid.generate_uid` with entropy sources
@@ -56,7 +59,6 @@ from pydicom.uid import (
 )
 
 from kerma.demo.catalogue import (
-    CT_PROTOCOLS,
     DEVICES,
     FLUORO_PROTOCOLS,
     INSTITUTION_NAME,
@@ -67,9 +69,11 @@ from kerma.demo.catalogue import (
     MAMMO_STUDY_DESCRIPTION,
     MODALITY_MIX,
     QA_FRACTION,
+    UNKNOWN_AGE_FRACTION,
     CTProtocol,
     DemoDevice,
     ProjectionProtocol,
+    ct_protocols_for,
     devices_for,
 )
 from kerma.demo.sr import (
@@ -318,7 +322,7 @@ def _build_study(
         is_qa=is_qa,
     )
     if modality == "CT":
-        protocol = QA_PROTOCOL if is_qa else _choose(rng, CT_PROTOCOLS)
+        protocol = QA_PROTOCOL if is_qa else _choose(rng, ct_protocols_for(device.key))
         study.study_description = protocol.study_description
         content, template, end_time = _ct_content(rng, uid, device, protocol, patient, start, study)
     elif modality == "MG":
@@ -384,6 +388,7 @@ def _patient(seed: int, number: int, modality: str) -> _Patient:
     """Return synthetic patient ``number`` (the same for every study of that patient).
 
     Mammography patients are a separate pool of women aged 47 to 73 (screening).
+    ``UNKNOWN_AGE_FRACTION`` of patients have no birth date (age unknown).
     """
     if modality == "MG":
         number += _MAMMO_PATIENT_OFFSET
@@ -392,10 +397,12 @@ def _patient(seed: int, number: int, modality: str) -> _Patient:
     age_years = float(np.clip(rng.normal(62.0, 16.0), 18.0, 95.0))
     if modality == "MG":
         age_years = float(np.clip(rng.normal(58.0, 7.0), 47.0, 73.0))
-    birth = dt.date(2026, 1, 1) - dt.timedelta(days=int(age_years * 365.25))
+    birth: dt.date | None = dt.date(2026, 1, 1) - dt.timedelta(days=int(age_years * 365.25))
     median_weight = 80.0 if sex == "M" else 68.0
     weight = float(np.clip(median_weight * rng.lognormal(0.0, 0.18), 40.0, 160.0))
     size = float(np.clip(rng.normal(1.76 if sex == "M" else 1.63, 0.07), 1.40, 2.05))
+    if rng.random() < UNKNOWN_AGE_FRACTION:
+        birth = None  # no Patient's Birth Date nor Patient's Age: age unknown
     return _Patient(
         f"DEMO^PATIENT{number:04d}",
         f"DEMO{seed % 1000:03d}{number:06d}",
