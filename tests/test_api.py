@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pandas as pd
+import pydicom
 import pytest
 from sqlalchemy import select
 
@@ -42,7 +43,11 @@ CONTRACT_STUDY_COLUMNS = [
     "patient_size_m", "is_non_patient", "standard_exam", "device_id", "device_name", "manufacturer",
     "manufacturer_model_name", "station_name", "number_of_events", "ct_dlp_total_mgycm",
     "dap_total_gym2", "dose_rp_total_gy", "fluoro_time_total_s", "agd_total_mgy",
-    "administered_activity_mbq", "number_of_reports",
+    "administered_activity_mbq", "number_of_reports", "image_size_mm", "image_size_source",
+]  # fmt: skip
+CONTRACT_IGNORED_COLUMNS = [
+    "sop_instance_uid", "sop_class_uid", "study_instance_uid", "series_instance_uid", "modality",
+    "reason", "source", "received_at",
 ]  # fmt: skip
 
 
@@ -58,6 +63,9 @@ class TestRegistryBasics:
         assert list(registry.events().columns) == CONTRACT_EVENT_COLUMNS
         assert list(registry.studies().columns) == CONTRACT_STUDY_COLUMNS
         assert registry.rejects().empty
+        assert list(registry.ignored().columns) == CONTRACT_IGNORED_COLUMNS
+        assert registry.ignored().empty
+        assert registry.patient_sizes().empty
         assert registry.summary().empty
 
     def test_url_defaults_to_settings_database_url(self, registry_settings) -> None:
@@ -196,3 +204,43 @@ class TestSummary:
         assert dx.loc["dap_gym2", "median"] == pytest.approx(0.0615)
         assert dx.loc["dap_gym2", "p25"] == pytest.approx(0.05125)
         assert dx.loc["dap_gym2", "p75"] == pytest.approx(0.07175)
+
+
+class TestIgnored:
+    """``keep_non_dose=False``: objects without dose data are listed, not kept."""
+
+    def test_non_dose_image_listed_not_archived(self, registry: Registry, tmp_path: Path) -> None:
+        """An MR image gives status ignored, an ignored row, no rejection, no archive file."""
+        from tests.ingest.helpers import write_image_without_dose
+
+        path = write_image_without_dose(tmp_path / "mr.dcm")
+        data = path.read_bytes()
+        outcome = registry.import_bytes(data, source="peer MODALITY1", keep_non_dose=False)
+        assert outcome.status is ImportStatus.IGNORED
+        assert outcome.archive_sha256 is None
+        assert not outcome.is_stored
+        ignored = registry.ignored()
+        assert len(ignored) == 1
+        row = ignored.iloc[0]
+        ds = pydicom.dcmread(path)
+        assert row["sop_instance_uid"] == ds.SOPInstanceUID
+        assert row["study_instance_uid"] == ds.StudyInstanceUID
+        assert row["series_instance_uid"] == ds.SeriesInstanceUID
+        assert row["sop_class_uid"] == ds.SOPClassUID
+        assert row["modality"] == "MR"
+        assert row["source"] == "peer MODALITY1"
+        assert "dose" in row["reason"]
+        assert str(row["received_at"].tz) == "UTC"
+        assert registry.rejects().empty
+        archive = registry.settings.archive_dir
+        assert not archive.exists() or not any(p.is_file() for p in archive.rglob("*.dcm"))
+
+    def test_receiving_it_again_keeps_one_row(self, registry: Registry, tmp_path: Path) -> None:
+        """The same object twice gives one ignored row, limit applies."""
+        from tests.ingest.helpers import write_image_without_dose
+
+        data = write_image_without_dose(tmp_path / "mr.dcm").read_bytes()
+        registry.import_bytes(data, keep_non_dose=False)
+        registry.import_bytes(data, keep_non_dose=False)
+        assert len(registry.ignored()) == 1
+        assert len(registry.ignored(limit=0)) == 0

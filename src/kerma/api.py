@@ -17,13 +17,23 @@ from contextlib import contextmanager
 from os import PathLike
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Select, and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from kerma.config import Settings, get_settings
 from kerma.db.migrate import ensure_schema
-from kerma.db.models import Device, DoseReport, IrradiationEvent, Patient, RejectedObject, Study
+from kerma.db.models import (
+    Device,
+    DoseReport,
+    IgnoredObject,
+    IrradiationEvent,
+    Patient,
+    PatientSizeMeasurement,
+    RejectedObject,
+    Study,
+)
 from kerma.db.session import make_engine, make_session_factory, session_scope
 from kerma.ingest.archive import Archive
 from kerma.ingest.pipeline import (
@@ -114,6 +124,8 @@ STUDY_COLUMNS: tuple[str, ...] = (
     "agd_total_mgy",
     "administered_activity_mbq",
     "number_of_reports",
+    "image_size_mm",
+    "image_size_source",
 )
 
 #: Columns of :meth:`Registry.rejects`.
@@ -125,6 +137,44 @@ REJECT_COLUMNS: tuple[str, ...] = (
     "reason",
     "archive_sha256",
     "archive_path",
+)
+
+#: Columns of :meth:`Registry.ignored`.
+IGNORED_COLUMNS: tuple[str, ...] = (
+    "sop_instance_uid",
+    "sop_class_uid",
+    "study_instance_uid",
+    "series_instance_uid",
+    "modality",
+    "reason",
+    "source",
+    "received_at",
+)
+
+#: Columns of :meth:`Registry.patient_sizes`.
+PATIENT_SIZE_COLUMNS: tuple[str, ...] = (
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "image_type",
+    "direction",
+    "water_equivalent_diameter_mm",
+    "patient_width_mm",
+    "table_position_mm",
+    "method",
+    "measured_at",
+)
+
+#: Columns of :meth:`Registry.study_patient_sizes`.
+STUDY_SIZE_COLUMNS: tuple[str, ...] = (
+    "study_instance_uid",
+    "image_size_mm",
+    "image_size_source",
+    "number_of_axial_images",
+    "water_equivalent_diameter_mean_mm",
+    "localizer_ap_mm",
+    "localizer_lat_mm",
+    "effective_diameter_mm",
 )
 
 #: Main dose quantities of :meth:`Registry.summary` by modality: (field, label, factor
@@ -260,6 +310,7 @@ class Registry:
         paths: Iterable[str | PathLike[str]] | str | PathLike[str],
         *,
         progress: Callable[[ImportOutcome], None] | None = None,
+        keep_non_dose: bool = True,
     ) -> ImportSummary:
         """Import DICOM files and folders (recursively); idempotent by SOP Instance UID.
 
@@ -269,11 +320,18 @@ class Registry:
             Files and folders.
         progress : callable, optional
             Called with the :class:`~kerma.ingest.pipeline.ImportOutcome` of each object.
+        keep_non_dose : bool, optional
+            ``True`` (default, as ``kerma import``): an object without dose information
+            is archived and rejected with the reason. ``False``: it is not archived and
+            is listed by :meth:`ignored` instead (status ``ignored``). Unreadable
+            objects are archived and rejected either way.
 
         Returns
         -------
         ImportSummary
-            Counts: imported by kind and modality, already present, superseded, rejected.
+            Counts: imported by kind and modality, already present, superseded,
+            rejected (including copies of a stored SOP Instance UID with different
+            content), ignored.
 
         Raises
         ------
@@ -282,17 +340,21 @@ class Registry:
         """
         if isinstance(paths, str | PathLike):
             paths = [paths]
-        return self.importer.import_paths(paths, progress=progress)
+        return self.importer.import_paths(paths, progress=progress, keep_non_dose=keep_non_dose)
 
-    def import_bytes(self, data: bytes, *, source: str = "bytes") -> ImportOutcome:
+    def import_bytes(
+        self, data: bytes, *, source: str = "bytes", keep_non_dose: bool = True
+    ) -> ImportOutcome:
         """Import one DICOM object held in memory (see :meth:`Importer.import_bytes`).
+
+        ``keep_non_dose`` as :meth:`import_paths`.
 
         Raises
         ------
         OSError
             When the archive cannot be written.
         """
-        return self.importer.import_bytes(data, source=source)
+        return self.importer.import_bytes(data, source=source, keep_non_dose=keep_non_dose)
 
     def reprocess(self, *, progress: Callable[[str], None] | None = None) -> ReprocessSummary:
         """Re-extract every archived object with the current extractors, in place."""
@@ -394,6 +456,11 @@ class Registry:
             back to the sum of the events (image headers). ``fluoro_time_total_s``
             (s) comes from the current reports' accumulated data. ``modalities`` is
             comma-joined, ``number_of_reports`` counts superseded reports too.
+            ``image_size_mm`` (mm) is the patient size measured on the study's
+            received CT images (:meth:`study_patient_sizes`: mean axial Dw, else the
+            localizer effective diameter), ``image_size_source`` says which
+            (``image``, ``localizer`` or ``None``); the SSDE uses it when the RDSR
+            gives no size.
         """
         e = IrradiationEvent
         ev = (
@@ -413,6 +480,7 @@ class Registry:
             .group_by(e.study_id)
             .subquery()
         )
+        size = _study_size_subquery()
         r = DoseReport
         current = r.superseded_by_id.is_(None)
         rep = (
@@ -443,11 +511,15 @@ class Registry:
                 func.coalesce(ev.c.agd, rep.c.agd),
                 ev.c.activity,
                 func.coalesce(rep.c.n_reports, 0),
+                size.c.dw,
+                size.c.ap,
+                size.c.lat,
             )
             .join(Device, Device.id == Study.device_id)
             .outerjoin(Patient, Patient.id == Study.patient_id)
             .outerjoin(ev, ev.c.sid == Study.id)
             .outerjoin(rep, rep.c.sid == Study.id)
+            .outerjoin(size, size.c.uid == Study.study_instance_uid)
             .order_by(Study.study_date, Study.study_time, Study.id)
         )
         if modality:
@@ -465,7 +537,13 @@ class Registry:
                 )
             )
         stmt = _filter_studies(stmt, date_from, date_to, device, include_non_patient)
-        frame = self._frame(stmt, STUDY_COLUMNS)
+        raw_columns = (
+            *STUDY_COLUMNS[:-2],
+            "water_equivalent_diameter_mean_mm",
+            "localizer_ap_mm",
+            "localizer_lat_mm",
+        )
+        frame = _with_image_size(self._frame(stmt, raw_columns))[list(STUDY_COLUMNS)]
         frame["number_of_events"] = frame["number_of_events"].astype("int64")
         frame["number_of_reports"] = frame["number_of_reports"].astype("int64")
         return _typed(frame)
@@ -499,6 +577,130 @@ class Registry:
         frame = self._frame(stmt, REJECT_COLUMNS)
         frame["rejected_at"] = pd.to_datetime(frame["rejected_at"], utc=True)
         return frame
+
+    def ignored(self, *, limit: int | None = None) -> pd.DataFrame:
+        """Return the objects received without dose information and not kept, newest first.
+
+        Only imports with ``keep_non_dose=False`` (e.g. a Storage SCP receiving whole
+        studies) list objects here; one row per SOP Instance UID (receiving it again
+        updates the row).
+
+        Parameters
+        ----------
+        limit : int, optional
+            At most this many rows.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`IGNORED_COLUMNS`: ``sop_instance_uid``, ``sop_class_uid``,
+            ``study_instance_uid``, ``series_instance_uid``, ``modality``, ``reason``
+            (why it holds no dose information), ``source`` (file, or peer), and
+            ``received_at`` (UTC, datetime64).
+        """
+        io_ = IgnoredObject
+        stmt = select(
+            io_.sop_instance_uid,
+            io_.sop_class_uid,
+            io_.study_instance_uid,
+            io_.series_instance_uid,
+            io_.modality,
+            io_.reason,
+            io_.source,
+            io_.received_at,
+        ).order_by(io_.received_at.desc(), io_.id.desc())
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        frame = self._frame(stmt, IGNORED_COLUMNS)
+        frame["received_at"] = pd.to_datetime(frame["received_at"], utc=True)
+        return frame
+
+    def patient_sizes(self, *, study_instance_uid: str | None = None) -> pd.DataFrame:
+        """Return the patient sizes measured on received CT images, one row per image.
+
+        Measured at import (:mod:`kerma.dicom.size`) on every CT image received, with
+        or without dose data, whether or not its study's dose report is here.
+
+        Parameters
+        ----------
+        study_instance_uid : str, optional
+            Only this study.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`PATIENT_SIZE_COLUMNS`, ordered by study and table position:
+            ``study_instance_uid``, ``series_instance_uid``, ``sop_instance_uid``;
+            ``image_type`` (``axial`` or ``localizer``); ``direction`` (``dw`` for an
+            axial image, ``lat`` or ``ap`` for a localizer); ``water_equivalent_diameter_mm``
+            (float, mm: AAPM Report 220 Dw of an axial image, NaN for a localizer);
+            ``patient_width_mm`` (float, mm: geometric width on a localizer, left-right
+            or front-back as ``direction`` says, NaN for an axial image);
+            ``table_position_mm`` (mm, axial images); ``method``; ``measured_at`` (UTC).
+        """
+        m = PatientSizeMeasurement
+        stmt = select(
+            m.study_instance_uid,
+            m.series_instance_uid,
+            m.sop_instance_uid,
+            m.image_type,
+            m.method,
+            m.water_equivalent_diameter_mm,
+            m.table_position_mm,
+            m.measured_at,
+        ).order_by(m.study_instance_uid, m.image_type, m.table_position_mm, m.id)
+        if study_instance_uid is not None:
+            stmt = stmt.where(m.study_instance_uid == study_instance_uid)
+        raw = self._frame(
+            stmt,
+            (
+                "study_instance_uid",
+                "series_instance_uid",
+                "sop_instance_uid",
+                "image_type",
+                "method",
+                "size_mm",
+                "table_position_mm",
+                "measured_at",
+            ),
+        )
+        return _patient_size_frame(raw)
+
+    def study_patient_sizes(self, *, study_instance_uid: str | None = None) -> pd.DataFrame:
+        """Return one patient size per study from its CT images, for the SSDE.
+
+        AAPM Report 220 uses the mean water-equivalent diameter over the scanned range:
+        the mean Dw of the study's axial images (size source ``image``); a study with
+        no axial image but a lateral and an AP localizer width gets the AAPM Report 204
+        effective diameter √(AP × LAT) (geometric, size source ``localizer``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`STUDY_SIZE_COLUMNS`, one row per Study Instance UID with a
+            measurement: ``image_size_mm`` (mm, the size to use, NaN when the study has
+            only one localizer direction) and ``image_size_source`` (``image``,
+            ``localizer`` or ``None``), ``number_of_axial_images``,
+            ``water_equivalent_diameter_mean_mm`` (mm), ``localizer_ap_mm`` and
+            ``localizer_lat_mm`` (mm, mean over the study's localizers of that
+            direction), ``effective_diameter_mm`` (mm, NaN without both).
+        """
+        sub = _study_size_subquery()
+        stmt = select(sub.c.uid, sub.c.n_axial, sub.c.dw, sub.c.ap, sub.c.lat).order_by(sub.c.uid)
+        if study_instance_uid is not None:
+            stmt = stmt.where(sub.c.uid == study_instance_uid)
+        frame = self._frame(
+            stmt,
+            (
+                "study_instance_uid",
+                "number_of_axial_images",
+                "water_equivalent_diameter_mean_mm",
+                "localizer_ap_mm",
+                "localizer_lat_mm",
+            ),
+        )
+        frame["number_of_axial_images"] = frame["number_of_axial_images"].astype("int64")
+        return _with_image_size(frame)[list(STUDY_SIZE_COLUMNS)]
 
     def summary(
         self,
@@ -566,6 +768,70 @@ def summarise_events(events: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def _patient_size_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Return :meth:`Registry.patient_sizes` columns from the stored measurement rows."""
+    from kerma.dicom.size import METHOD_LOCALIZER_AP, METHOD_LOCALIZER_LAT
+
+    method = raw["method"].astype(str)
+    is_axial = raw["image_type"].eq("axial")
+    direction = pd.Series([None] * len(raw), index=raw.index, dtype=object)
+    direction[~is_axial & method.str.startswith(METHOD_LOCALIZER_AP)] = "ap"
+    direction[~is_axial & method.str.startswith(METHOD_LOCALIZER_LAT)] = "lat"
+    direction[is_axial] = "dw"
+    size = pd.to_numeric(raw["size_mm"], errors="coerce").astype(float)
+    frame = raw.assign(
+        direction=direction,
+        water_equivalent_diameter_mm=size.where(is_axial),
+        patient_width_mm=size.where(~is_axial),
+        table_position_mm=pd.to_numeric(raw["table_position_mm"], errors="coerce").astype(float),
+        measured_at=pd.to_datetime(raw["measured_at"], utc=True),
+    )
+    return frame[list(PATIENT_SIZE_COLUMNS)].reset_index(drop=True)
+
+
+def _study_size_subquery() -> Any:
+    """Return a subquery of the patient size per Study Instance UID (``study_patient_sizes``)."""
+    from kerma.dicom.size import METHOD_LOCALIZER_AP, METHOD_LOCALIZER_LAT
+
+    m = PatientSizeMeasurement
+    axial = m.image_type == "axial"
+    lat = and_(m.image_type == "localizer", m.method.startswith(METHOD_LOCALIZER_LAT))
+    ap = and_(m.image_type == "localizer", m.method.startswith(METHOD_LOCALIZER_AP))
+    return (
+        select(
+            m.study_instance_uid.label("uid"),
+            func.count(case((axial, m.id))).label("n_axial"),
+            func.avg(case((axial, m.water_equivalent_diameter_mm))).label("dw"),
+            func.avg(case((ap, m.water_equivalent_diameter_mm))).label("ap"),
+            func.avg(case((lat, m.water_equivalent_diameter_mm))).label("lat"),
+        )
+        .group_by(m.study_instance_uid)
+        .subquery()
+    )
+
+
+def _with_image_size(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``effective_diameter_mm``, ``image_size_mm`` and ``image_size_source``.
+
+    ``image_size_mm`` is the mean axial Dw (``image``, AAPM Report 220), else the
+    localizer effective diameter √(AP × LAT) (``localizer``, AAPM Report 204), else NaN.
+    """
+    dw = pd.to_numeric(frame["water_equivalent_diameter_mean_mm"], errors="coerce")
+    ap = pd.to_numeric(frame["localizer_ap_mm"], errors="coerce").astype(float)
+    lat = pd.to_numeric(frame["localizer_lat_mm"], errors="coerce").astype(float)
+    effective = np.sqrt(ap * lat)
+    frame["water_equivalent_diameter_mean_mm"] = dw.astype(float)
+    frame["localizer_ap_mm"] = ap
+    frame["localizer_lat_mm"] = lat
+    frame["effective_diameter_mm"] = effective
+    frame["image_size_mm"] = dw.where(dw.notna(), effective).astype(float)
+    source = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    source[effective.notna()] = "localizer"
+    source[dw.notna()] = "image"
+    frame["image_size_source"] = source
+    return frame
 
 
 def _study_head() -> tuple[Any, ...]:

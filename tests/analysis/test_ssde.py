@@ -25,15 +25,23 @@ from kerma.analysis.ssde import (
 
 
 def water_cylinder_image(
-    diameter_mm: float, *, pixel_mm: float = 0.8, size: int = 512, inside_hu: float = 0.0
+    diameter_mm: float,
+    *,
+    pixel_mm: float = 0.8,
+    size: int = 512,
+    inside_hu: float = 0.0,
+    hole_mm: float = 0.0,
+    hole_hu: float = -800.0,
 ) -> Dataset:
-    """Return a CT image of a water cylinder (HU 0 inside, −1000 outside), round-tripped."""
+    """Return a CT image of a water cylinder (HU 0 inside, −1000 outside), round-tripped.
+
+    ``hole_mm`` > 0 puts a central cylinder of ``hole_hu`` inside (a lung-like hole).
+    """
     centre = (size - 1) / 2.0
     y, x = np.mgrid[0:size, 0:size]
-    inside = ((x - centre) * pixel_mm) ** 2 + ((y - centre) * pixel_mm) ** 2 <= (
-        diameter_mm / 2
-    ) ** 2
-    hu = np.where(inside, inside_hu, -1000.0)
+    r2 = ((x - centre) * pixel_mm) ** 2 + ((y - centre) * pixel_mm) ** 2
+    hu = np.where(r2 <= (diameter_mm / 2) ** 2, inside_hu, -1000.0)
+    hu = np.where(r2 <= (hole_mm / 2) ** 2, hole_hu, hu)
     intercept = -1024.0
     stored = np.round(hu - intercept).astype(np.uint16)
     ds = Dataset()
@@ -122,6 +130,16 @@ class TestWaterEquivalentDiameter:
         ds = water_cylinder_image(250.0, inside_hu=100.0)
         assert water_equivalent_diameter_mm(ds) == pytest.approx(250.0 * math.sqrt(1.1), rel=0.01)
 
+    def test_low_density_hole_counts_inside_the_contour(self) -> None:
+        """A −800 HU hole (lung) inside a 250 mm cylinder is part of the patient (AAPM 220).
+
+        Dw = 2·√((π·125² − 0.8·π·50²)/π) = 233.5 mm; leaving the hole out would give
+        2·√(125² − 50²) = 229.1 mm.
+        """
+        ds = water_cylinder_image(250.0, hole_mm=100.0)
+        expected = 2 * math.sqrt(125.0**2 - 0.8 * 50.0**2)
+        assert water_equivalent_diameter_mm(ds) == pytest.approx(expected, rel=0.005)
+
     def test_missing_pixel_spacing_raises(self) -> None:
         """Without Pixel Spacing no area can be computed."""
         ds = water_cylinder_image(100.0, size=64)
@@ -155,6 +173,23 @@ class TestSsdeEvents:
         assert out.loc[2, "ssde_mgy"] == pytest.approx(10.0 * conversion_factor(30.0, 32))
         assert np.isnan(out.loc[3, "ssde_mgy"])
 
+    def test_localizer_size_after_image(self) -> None:
+        """Image Dw wins over the localizer effective diameter; localizer alone is used."""
+        events = pd.DataFrame(
+            {
+                "event_id": [1, 2, 3],
+                "study_id": [1, 2, 3],
+                "ctdivol_mgy": [10.0, 10.0, 10.0],
+                "ctdiw_phantom_type": ["IEC Body Dosimetry Phantom"] * 3,
+                "water_equivalent_diameter_mm": [np.nan] * 3,
+                "standard_exam": ["CT Abdomen"] * 3,
+            }
+        )
+        out = ssde_events(events, image_dw_mm={1: 250.0}, localizer_size_mm={1: 300.0, 2: 280.0})
+        assert out["size_source"].tolist() == ["image", "localizer", None]
+        assert out["size_mm"].tolist()[:2] == [250.0, 280.0]
+        assert out.loc[1, "ssde_mgy"] == pytest.approx(10.0 * conversion_factor(28.0, 32))
+
     def test_head_uses_16_cm_and_is_labelled(self) -> None:
         """A head phantom CTDIvol uses the 16 cm fit, labelled as an approximation."""
         events = pd.DataFrame(
@@ -179,6 +214,9 @@ class TestSsdeEvents:
             ("IEC Body Dosimetry Phantom", "CT Head", 32),
             (None, "CT Head", 16),
             (None, "CT Chest", 32),
+            (None, "CT Head (Stroke)", 16),  # indication exams take their anatomical exam's
+            (None, "CT Paranasal sinuses (Chronic sinusitis)", 16),
+            (None, "CT Abdomen-Pelvis (Appendicitis)", 32),
         ],
     )
     def test_phantom_from_rdsr_then_exam(
@@ -213,3 +251,40 @@ class TestSsdeInSamples:
         samples = build_dose_samples(make_events(rows))
         expected = np.mean([10.0 * conversion_factor(24.0, 32), 12.0 * conversion_factor(30.0, 32)])
         assert samples.loc[0, "ssde_mgy"] == pytest.approx(expected)
+
+    def test_studies_frame_image_size_gives_ssde(self) -> None:
+        """A studies frame's image_size_mm/source is used when the RDSR has no size."""
+        from kerma.analysis.frames import build_dose_samples, image_sizes
+        from tests.analysis.conftest import make_events
+
+        rows = [
+            {
+                "study_id": sid,
+                "device": "CT1",
+                "modality": "CT",
+                "standard_exam": "CT Abdomen",
+                "ct_acquisition_type": "Spiral Acquisition",
+                "ctdivol_mgy": 10.0,
+                "dlp_mgycm": 400.0,
+                "ctdiw_phantom_type": "IEC Body Dosimetry Phantom",
+            }
+            for sid in (1, 2, 3)
+        ]
+        studies = pd.DataFrame(
+            {
+                "study_id": [1, 2, 3],
+                "image_size_mm": [250.0, 285.0, np.nan],
+                "image_size_source": ["image", "localizer", None],
+            }
+        )
+        assert image_sizes(studies) == {
+            "image_dw_mm": {1: 250.0},
+            "localizer_size_mm": {2: 285.0},
+        }
+        samples = build_dose_samples(make_events(rows), studies=studies).set_index("study_id")
+        assert samples.loc[1, "ssde_size_source"] == "image"
+        assert samples.loc[2, "ssde_size_source"] == "localizer"
+        assert samples.loc[3, "ssde_size_source"] is None
+        assert samples.loc[1, "ssde_mgy"] == pytest.approx(10.0 * conversion_factor(25.0, 32))
+        assert samples.loc[2, "ssde_mgy"] == pytest.approx(10.0 * conversion_factor(28.5, 32))
+        assert np.isnan(samples.loc[3, "ssde_mgy"])

@@ -1,4 +1,4 @@
-"""kerma import / studies / summary / rejects / reprocess / db upgrade (CliRunner)."""
+"""kerma import / studies / summary / rejects / ignored / reprocess / db upgrade (CliRunner)."""
 
 from __future__ import annotations
 
@@ -85,6 +85,31 @@ class TestImportCommand:
         (tmp_path / "a.txt").write_text("x")
         assert cli("import", str(tmp_path / "a.txt")).exit_code == 1
 
+    def test_missing_path_is_usage_error(self, cli, tmp_path: Path) -> None:
+        """A path that does not exist: exit 2, the path named, nothing recorded."""
+        missing = tmp_path / "nonexistent" / "path"
+        result = cli("import", str(missing))
+        assert result.exit_code == 2
+        assert f"error: {missing}: no such file or folder" in result.output
+        assert "Nothing was imported." in result.output
+        assert "objects read" not in result.output
+        assert "No rejected objects." in cli("rejects").output
+
+    def test_some_missing_paths_refuse_whole_import(
+        self, cli, incoming: Path, tmp_path: Path
+    ) -> None:
+        """Good and missing paths together: every missing path named, nothing imported."""
+        typo_a, typo_b = tmp_path / "incomming", tmp_path / "other.dcm"
+        result = cli("import", str(typo_a), str(incoming), str(typo_b))
+        assert result.exit_code == 2
+        assert f"error: {typo_a}: no such file or folder" in result.output
+        assert f"error: {typo_b}: no such file or folder" in result.output
+        assert "Correct the paths" in result.output
+        assert "Studies (0)" in cli("studies").output
+        assert "No rejected objects." in cli("rejects").output
+        # the same import without the typos goes through
+        assert "4" in row_of(cli("import", str(incoming)).output, "imported (total)")
+
 
 class TestReadCommands:
     """kerma studies, summary, rejects, reprocess, db upgrade."""
@@ -127,6 +152,64 @@ class TestReadCommands:
         assert result.exit_code == 0
         assert "readme.txt" in result.output
         assert "not a DICOM" in result.output
+
+    def test_ignored_lists_counts_and_writes_csv(
+        self, cli, database_url: str, tmp_path: Path
+    ) -> None:
+        """kerma ignored: counts by modality and SOP class, newest rows, --out CSV."""
+        import pandas as pd
+        import pydicom
+        from pydicom.dataset import Dataset, FileMetaDataset
+        from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+        from kerma.api import Registry
+        from tests.db_fixtures import make_settings
+
+        mr = Dataset()
+        mr.SOPClassUID, mr.SOPInstanceUID = MRImageStorage, generate_uid()
+        mr.StudyInstanceUID, mr.SeriesInstanceUID = generate_uid(), generate_uid()
+        mr.Modality, mr.PatientID = "MR", "IGNORED-1"
+        mr.file_meta = FileMetaDataset()
+        mr.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        mr.file_meta.MediaStorageSOPInstanceUID = mr.SOPInstanceUID
+        mr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        mr_path = tmp_path / "mr.dcm"
+        pydicom.dcmwrite(mr_path, mr, enforce_file_format=True)
+        esr_path = DICOM_DIR / "ESR_non-dose.dcm"
+        esr_uid = str(pydicom.dcmread(esr_path, stop_before_pixels=True).SOPInstanceUID)
+        with Registry(settings=make_settings(database_url, tmp_path)) as reg:
+            summary = reg.import_paths([esr_path, mr_path], keep_non_dose=False)
+        assert summary.ignored == 2
+
+        csv = tmp_path / "ignored.csv"
+        result = cli("ignored", "--out", str(csv))
+        assert result.exit_code == 0, result.output
+        assert "2 ignored objects (no dose information; acknowledged, not kept)" in result.output
+        # the counts table comes first: modality │ SOP class │ objects
+        sr_row = row_of(result.output, "Enhanced SR Storage").split("│")
+        mr_row = row_of(result.output, "MR Image Storage").split("│")
+        assert [c.strip() for c in sr_row[1:4]] == ["SR", "Enhanced SR Storage", "1"]
+        assert [c.strip() for c in mr_row[1:4]] == ["MR", "MR Image Storage", "1"]
+        assert str(mr.SOPInstanceUID) in result.output and esr_uid in result.output
+        written = pd.read_csv(csv)
+        assert sorted(written["sop_instance_uid"]) == sorted([esr_uid, str(mr.SOPInstanceUID)])
+        assert sorted(written["modality"]) == ["MR", "SR"]
+        assert list(written.columns) == [
+            "sop_instance_uid",
+            "sop_class_uid",
+            "study_instance_uid",
+            "series_instance_uid",
+            "modality",
+            "reason",
+            "source",
+            "received_at",
+        ]
+
+    def test_ignored_empty_registry(self, cli) -> None:
+        """kerma ignored on a registry without ignored objects says so."""
+        result = cli("ignored")
+        assert result.exit_code == 0
+        assert "No ignored objects." in result.output
 
     def test_reprocess_reports_counts(self, cli, incoming: Path) -> None:
         """kerma reprocess re-extracts the four reports and keeps the one rejection."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import shutil
@@ -10,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pydicom
 import pytest
 from sqlalchemy import select
@@ -208,6 +210,111 @@ class TestRejections:
         assert summary.rejected == 1
         assert summary.unreadable == 1
         assert "Unable to read" in summary.rejection_examples[0][1]
+
+
+@needs_shared
+class TestKeepNonDose:
+    """``keep_non_dose=False`` ignores readable non-dose objects; the rest is unchanged."""
+
+    def test_folder_import_ignores_non_dose_and_rejects_bad(
+        self, registry: Registry, tmp_path: Path
+    ) -> None:
+        """MR image and non-dose SR ignored; broken files rejected and archived; RDSR in."""
+        folder = tmp_path / "incoming"
+        folder.mkdir()
+        (folder / "notes.txt").write_text("not a DICOM object\n")
+        rdsr = (DICOM_DIR / "CT-RDSR-Siemens_Flash-TAP-SS.dcm").read_bytes()
+        (folder / "truncated.dcm").write_bytes(rdsr[: len(rdsr) // 2])
+        write_image_without_dose(folder / "mr.dcm")
+        shutil.copy(DICOM_DIR / "ESR_non-dose.dcm", folder / "esr.dcm")
+        shutil.copy(DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm", folder / "good.dcm")
+        summary = registry.import_paths([folder], keep_non_dose=False)
+        assert summary.objects_read == 5
+        assert summary.n_imported == 1
+        assert summary.ignored == 2
+        assert summary.rejected == 2
+        ignored = registry.ignored().set_index("source")
+        assert set(ignored.index) == {str(folder / "mr.dcm"), str(folder / "esr.dcm")}
+        assert ignored.loc[str(folder / "esr.dcm"), "sop_instance_uid"] == sop_uid(
+            folder / "esr.dcm"
+        )
+        assert "not a dose report" in ignored.loc[str(folder / "esr.dcm"), "reason"]
+        rejects = registry.rejects()
+        assert set(rejects["file_name"]) == {
+            str(folder / "notes.txt"),
+            str(folder / "truncated.dcm"),
+        }
+        archived = {p.name for p in registry.settings.archive_dir.rglob("*.dcm")}
+        for name in ("mr.dcm", "esr.dcm"):
+            sha = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            assert f"{sha}.dcm" not in archived
+        assert len(archived) == 3  # the RDSR, the truncated file and the text file
+        assert "Nodose^Mary" not in dump_text(registry.engine)
+
+    def test_default_keeps_and_rejects_non_dose(self, registry: Registry, tmp_path: Path) -> None:
+        """With the default the non-dose object is rejected and archived, nothing ignored."""
+        path = write_image_without_dose(tmp_path / "mr.dcm")
+        outcome = registry.import_bytes(path.read_bytes(), source="mr.dcm")
+        assert outcome.status is ImportStatus.REJECTED
+        assert registry.ignored().empty
+        assert len(registry.rejects()) == 1
+
+
+@needs_shared
+class TestConflictingDuplicates:
+    """Same SOP Instance UID, different content: first copy kept, second rejected."""
+
+    ZEE = DICOM_DIR / "RF-RDSR-Siemens-Zee.dcm"
+    ZEE_ADJUSTED = DICOM_DIR / "RF-RDSR-Siemens-Zee_adjusted.dcm"
+
+    def test_second_copy_rejected_with_reason_and_archived(self, registry: Registry) -> None:
+        """The adjusted copy is listed in rejects; the registry keeps the first one's values."""
+        assert sop_uid(self.ZEE) == sop_uid(self.ZEE_ADJUSTED)
+        first = registry.import_paths([self.ZEE])
+        assert first.n_imported == 1
+        events_before = registry.events(include_non_patient=True)
+        summary = registry.import_paths([self.ZEE_ADJUSTED])
+        assert summary.rejected == 1
+        assert summary.already_present == 0
+        rejects = registry.rejects()
+        assert len(rejects) == 1
+        row = rejects.iloc[0]
+        uid = sop_uid(self.ZEE)
+        assert row["sop_instance_uid"] == uid
+        assert row["file_name"] == str(self.ZEE_ADJUSTED)
+        reason = row["reason"]
+        assert f"same SOP Instance UID {uid}" in reason
+        assert str(self.ZEE) in reason
+        assert "different content" in reason
+        assert "new SOP Instance UID" in reason
+        archived = registry.settings.archive_dir / row["archive_path"]
+        assert archived.read_bytes() == self.ZEE_ADJUSTED.read_bytes()
+        with registry.session() as session:
+            reports = session.scalars(select(DoseReport)).all()
+            assert [r.source for r in reports] == [str(self.ZEE)]
+        events_after = registry.events(include_non_patient=True)
+        pd.testing.assert_frame_equal(events_before, events_after)
+
+    def test_identical_copy_stays_silent(self, registry: Registry, tmp_path: Path) -> None:
+        """The same object re-encoded (other file meta) is already present, not a conflict."""
+        ds = pydicom.dcmread(self.ZEE)
+        ds.file_meta.ImplementationVersionName = "OTHER_SENDER"
+        copy = tmp_path / "copy.dcm"
+        ds.save_as(copy, enforce_file_format=True)
+        assert copy.read_bytes() != self.ZEE.read_bytes()
+        registry.import_paths([self.ZEE])
+        summary = registry.import_paths([copy, self.ZEE])
+        assert summary.already_present == 2
+        assert summary.rejected == 0
+        assert registry.rejects().empty
+
+    def test_reprocess_keeps_the_conflict_rejected(self, registry: Registry) -> None:
+        """Reprocessing counts the conflicting copy as still rejected."""
+        registry.import_paths([self.ZEE, self.ZEE_ADJUSTED])
+        summary = registry.reprocess()
+        assert summary.rejected_still == 1
+        assert summary.rejected_now_imported == 0
+        assert len(registry.rejects()) == 1
 
 
 @needs_shared

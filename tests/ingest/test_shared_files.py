@@ -115,7 +115,19 @@ class TestImportSharedFiles:
         reg, settings = shared_import.registry, shared_import.settings
         rejects = reg.rejects()
         n_non_dicom = sum(1 for p in DICOM_DIR.rglob("*") if p.is_file() and p.suffix != ".dcm")
-        assert len(rejects) == n_non_dicom + 1 == shared_import.first.rejected
+        # + 1: ESR_non-dose.dcm; + 2: RF-RDSR-Siemens-Zee.dcm and RF-RDSR-Siemens-Zee_adjusted.dcm
+        # share their SOP Instance UID with OR1-RF-RDSR-Siemens-Zee_adjusted.dcm (imported
+        # first, in name order) but differ in content (study date and Study Instance UID;
+        # a private text's character set), so they are conflicting duplicates: rejected and
+        # listed, no longer silently "already present" (issue: conflicting duplicates).
+        assert len(rejects) == n_non_dicom + 1 + 2 == shared_import.first.rejected
+        assert shared_import.first.already_present == 0
+        conflicts = rejects[rejects["reason"].str.contains("same SOP Instance UID")]
+        assert sorted(Path(f).name for f in conflicts["file_name"]) == [
+            "RF-RDSR-Siemens-Zee.dcm",
+            "RF-RDSR-Siemens-Zee_adjusted.dcm",
+        ]
+        assert conflicts["reason"].str.contains("OR1-RF-RDSR-Siemens-Zee_adjusted.dcm").all()
         esr = rejects[rejects["file_name"].str.endswith("ESR_non-dose.dcm")]
         assert len(esr) == 1
         assert "not a dose report" in esr["reason"].iloc[0]

@@ -13,6 +13,7 @@ import pytest
 
 from kerma.api import Registry
 from kerma.config import Settings
+from kerma.net.pull import PacsPeer, PullCriteria, PullSummary, pull_dimse
 from tests.net.conftest import DICOM_DIR, ROOT, Orthanc, free_port, registry_sop_uids
 
 pytestmark = pytest.mark.network
@@ -120,10 +121,9 @@ class TestPull:
         assert_same_studies(studies_of(tmp_path), reference)
         again = run_pull(tmp_path, *pacs_args(pacs), "--port", str(pacs.kerma_port))
         assert again.returncode == 0, again.stdout + again.stderr
-        # every dose object is skipped; only the non-dose ESR (acknowledged, not kept) is
-        # fetched again, since nothing of it is kept
-        assert f"already in the registry {len(PACS_FILES) - 1};" in again.stdout
-        assert "retrieved 1," in again.stdout
+        # every object is skipped, the non-dose ESR too (recorded as ignored)
+        assert f"already in the registry {len(PACS_FILES)};" in again.stdout
+        assert "retrieved 0," in again.stdout
         assert_same_studies(studies_of(tmp_path), reference)
         uids = registry_sop_uids(
             Settings(database_url=f"sqlite:///{tmp_path / 'kerma.db'}", archive_dir=tmp_path)
@@ -171,3 +171,53 @@ class TestPull:
         run = run_pull(tmp_path, "--dicomweb", pacs.dicomweb_url)
         assert run.returncode == 0, run.stdout + run.stderr
         assert_same_studies(studies_of(tmp_path), reference)
+
+
+def pull_in_process(pacs: Orthanc, settings: Settings, method: str) -> PullSummary:
+    """Pull everything from ``pacs`` into the registry of ``settings`` (C-GET or DICOMweb)."""
+    with Registry(settings=settings) as reg:
+        if method == "dicomweb":
+            from kerma.net.dicomweb import pull_dicomweb
+
+            return pull_dicomweb(settings, pacs.dicomweb_url, PullCriteria(), registry=reg)
+        peer = PacsPeer(pacs.aet, "127.0.0.1", pacs.dicom_port, calling_ae_title=KERMA_AET)
+        return pull_dimse(settings, peer, PullCriteria(), registry=reg, method="get")
+
+
+class TestPullIgnored:
+    """Objects without dose information are recorded as ignored and not fetched again."""
+
+    @pytest.mark.parametrize("method", ["get", "dicomweb"])
+    def test_non_dose_object_ignored_then_skipped(
+        self, pacs: Orthanc, tmp_path: Path, method: str
+    ) -> None:
+        """First pull: the ESR is listed by ignored(); second pull retrieves nothing."""
+        if method == "dicomweb" and not pacs.has_dicomweb:
+            pytest.skip("the Orthanc DICOMweb plugin is not installed")
+        import pydicom
+
+        esr_uid = str(pydicom.dcmread(DICOM_DIR / "ESR_non-dose.dcm").SOPInstanceUID)
+        settings = Settings(
+            database_url=f"sqlite:///{tmp_path / 'kerma.db'}",
+            archive_dir=tmp_path / "archive",
+            scp_aet=KERMA_AET,
+        )
+        assert settings.scp_keep_non_dose is False
+        first = pull_in_process(pacs, settings, method)
+        assert first.failed == 0, first.warnings
+        assert first.plan.instances_found == len(PACS_FILES)
+        assert first.plan.instances_skipped == 0
+        assert first.retrieved == len(PACS_FILES)
+        with Registry(settings=settings) as reg:
+            ignored = reg.ignored()
+            rejects = reg.rejects()
+        assert list(ignored["sop_instance_uid"]) == [esr_uid]
+        assert list(ignored["modality"]) == ["SR"]
+        assert esr_uid not in set(rejects["sop_instance_uid"])
+        assert esr_uid not in registry_sop_uids(settings)
+
+        second = pull_in_process(pacs, settings, method)
+        assert second.plan.instances_found == len(PACS_FILES)
+        assert second.plan.instances_skipped == len(PACS_FILES)
+        assert second.plan.items == []
+        assert (second.retrieved, second.failed, second.imported) == (0, 0, 0)

@@ -13,6 +13,8 @@ family     one row per  dose columns (units in the names)
                         CTDIvol > 0 that are not localisers, i.e. not 'Constant
                         Angle Acquisition'), ``ssde_mgy`` (mean SSDE of those
                         events that have a patient size, AAPM 204/220),
+                        ``ssde_size_mm`` and ``ssde_size_source`` (the size
+                        used: ``rdsr``, ``ap_lat``, ``image``, ``localizer``),
                         ``kvp_kv`` (median kVp of those events, first X-ray
                         source; selects the k-factor column)
 ``RF/XA``  study        ``kap_total_gycm2`` (accumulated KAP, Gy·cm²), ``ka_r_total_mgy``
@@ -23,6 +25,11 @@ family     one row per  dose columns (units in the names)
 ``MG``     event        ``agd_mgy`` (mGy), ``view`` (``CC``/``MLO``/…),
                         ``compression_thickness_mm``
 ========== ============ ==========================================================
+
+For CT the patient size of the SSDE comes from the RDSR (Dw, else AP/LAT); when it
+gives none, from the ``studies`` frame's ``image_size_mm`` / ``image_size_source``
+(the size measured on the study's received CT images, mapped by Study Instance UID:
+mean axial Dw, else the localizer effective diameter), when that frame is given.
 
 For RF/XA the study totals are the ``studies`` frame's ``dap_total_gym2`` /
 ``dose_rp_total_gy`` when it is given: the device's accumulated totals (TID 10002) of
@@ -163,12 +170,40 @@ def _first_source_kvp(sources: object) -> float:
     return float("nan")
 
 
-def _ct_study_samples(events: pd.DataFrame) -> pd.DataFrame:
-    """Return one row per CT study with DLP total and mean/max CTDIvol."""
+def image_sizes(studies: pd.DataFrame | None) -> dict[str, dict[object, float]]:
+    """Return the image-measured patient sizes of a ``studies`` frame by size source.
+
+    Parameters
+    ----------
+    studies : pandas.DataFrame or None
+        ``Registry.studies()`` shape with ``study_id``, ``image_size_mm`` (mm) and
+        ``image_size_source``.
+
+    Returns
+    -------
+    dict
+        ``{"image_dw_mm": {study_id: mm}, "localizer_size_mm": {study_id: mm}}``, the
+        keyword arguments of :func:`kerma.analysis.ssde.ssde_events`; empty dicts when
+        the frame or its columns are missing.
+    """
+    out: dict[str, dict[object, float]] = {"image_dw_mm": {}, "localizer_size_mm": {}}
+    if studies is None or studies.empty or "image_size_mm" not in studies.columns:
+        return out
+    size = pd.to_numeric(studies["image_size_mm"], errors="coerce")
+    source = _column(studies, "image_size_source")
+    for label, key in (("image", "image_dw_mm"), ("localizer", "localizer_size_mm")):
+        use = size.notna() & (source == label)
+        out[key] = dict(zip(studies.loc[use, "study_id"], size[use].astype(float), strict=True))
+    return out
+
+
+def _ct_study_samples(events: pd.DataFrame, studies: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Return one row per CT study with DLP total, mean/max CTDIvol and mean SSDE."""
     ctdivol = pd.to_numeric(_column(events, "ctdivol_mgy"), errors="coerce")
     acquisition = _column(events, "ct_acquisition_type").astype(str).str.lower()
     usable = ctdivol.where((ctdivol > 0) & ~acquisition.isin(LOCALISER_TYPES))
-    ssde = ssde_events(events)["ssde_mgy"].to_numpy()
+    ssde_frame = ssde_events(events, **image_sizes(studies))
+    ssde = ssde_frame["ssde_mgy"].to_numpy()
     kvp = pd.to_numeric(_column(events, "kvp_kv"), errors="coerce").fillna(
         _column(events, "xray_sources").map(_first_source_kvp)
     )
@@ -178,6 +213,12 @@ def _ct_study_samples(events: pd.DataFrame) -> pd.DataFrame:
             "dlp_mgycm": pd.to_numeric(_column(events, "dlp_mgycm"), errors="coerce"),
             "ctdivol": usable,
             "ssde": pd.Series(ssde, index=events.index).where(usable.notna()),
+            "size_mm": pd.Series(ssde_frame["size_mm"].to_numpy(), index=events.index).where(
+                usable.notna()
+            ),
+            "size_source": pd.Series(
+                ssde_frame["size_source"].to_numpy(), index=events.index, dtype=object
+            ).where(usable.notna()),
             "kvp": kvp.where(usable.notna()),
         }
     )
@@ -188,11 +229,21 @@ def _ct_study_samples(events: pd.DataFrame) -> pd.DataFrame:
             "ctdivol_mean_mgy": grouped["ctdivol"].mean(),
             "ctdivol_max_mgy": grouped["ctdivol"].max(),
             "ssde_mgy": grouped["ssde"].mean(),
+            "ssde_size_mm": grouped["size_mm"].mean(),
+            "ssde_size_source": grouped["size_source"].agg(_first_present),
             "kvp_kv": grouped["kvp"].median(),
             "number_of_events": grouped.size(),
         }
     )
+    source = out["ssde_size_source"].astype(object)
+    out["ssde_size_source"] = source.where(source.notna(), None)
     return _context(events).join(out, how="inner").reset_index(drop=True)
+
+
+def _first_present(values: pd.Series) -> object:
+    """Return the first value that is not missing, else ``None``."""
+    present = values.dropna()
+    return present.iloc[0] if len(present) else None
 
 
 def _projection_study_samples(events: pd.DataFrame, studies: pd.DataFrame | None) -> pd.DataFrame:
@@ -270,7 +321,9 @@ def build_dose_samples(
         (``ctdivol_mgy``, ``dlp_mgycm``, ``dap_gym2`` in Gy·m², ``dose_rp_gy`` in Gy,
         ``agd_mgy``, ``image_view`` …).
     studies : pandas.DataFrame, optional
-        ``Registry.studies()`` shape; its totals fill projection studies without events.
+        ``Registry.studies()`` shape; its totals fill projection studies without events,
+        and its ``image_size_mm`` / ``image_size_source`` give the SSDE of CT studies
+        whose RDSR holds no patient size.
     rules : ExamRuleSet, optional
         When given, standard exams are (re)assigned with these rules instead of using
         the stored ``standard_exam`` column; radiography events get per-projection
@@ -285,7 +338,8 @@ def build_dose_samples(
         ``event``), the context columns (``study_id``, ``study_date``, ``device_id``,
         ``device_name``, ``patient_*``, ``standard_exam`` …), ``event_id`` (event
         samples) and the family's dose columns (``SAMPLE_QUANTITIES``: CT
-        ``dlp_total_mgycm``, ``ctdivol_mean_mgy``, ``ctdivol_max_mgy``; RF/XA
+        ``dlp_total_mgycm``, ``ctdivol_mean_mgy``, ``ctdivol_max_mgy``, ``ssde_mgy``
+        with ``ssde_size_mm`` (mm) and ``ssde_size_source``; RF/XA
         ``kap_total_gycm2``, ``ka_r_total_mgy``; DX ``kap_gycm2``, ``ka_r_mgy``; MG
         ``agd_mgy``, ``view``).
     """
@@ -309,7 +363,7 @@ def build_dose_samples(
     parts = []
     for family, group in events.groupby("modality_family", sort=True):
         if family == "CT":
-            part = _ct_study_samples(group)
+            part = _ct_study_samples(group, studies)
             level = "study"
         elif family == "RF/XA":
             part = _projection_study_samples(group, studies)

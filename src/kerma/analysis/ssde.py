@@ -10,33 +10,49 @@ five public implementations). D is, in order of preference:
    TID 10013), size source ``"rdsr"``;
 2. the effective diameter √(AP × LAT) from patient AP and lateral dimensions (AAPM
    Report 204), size source ``"ap_lat"``;
-3. the water-equivalent diameter computed from a CT axial image per AAPM Report 220
-   (:func:`water_equivalent_diameter_mm`), size source ``"image"``.
+3. the water-equivalent diameter measured on the study's received CT axial images
+   per AAPM Report 220 (mean Dw over the images, i.e. over the scanned range;
+   :mod:`kerma.dicom.size` measures each image at import, ``Registry.studies()``
+   gives the mean as ``image_size_mm``), size source ``"image"``;
+4. the effective diameter √(AP × LAT) from the widths of the patient on the study's
+   AP/PA and lateral CT localizers (AAPM Report 204; a geometric size, not Dw),
+   size source ``"localizer"``.
 
 The fit domain is 8–45 cm (``valid_dw_min_cm``/``valid_dw_max_cm``); outside it no
 SSDE is given. Head exams and CTDIvol reported in the 16 cm head phantom use the 16 cm
 coefficients; AAPM Report 293 head-SSDE coefficients are not shipped, so head SSDE is
 labelled as a Report-204 16 cm approximation.
 
-This module must not import ``kerma.db``, ``kerma.web`` or ``kerma.cli``.
+This module must not import ``kerma.db``, ``kerma.web`` or ``kerma.cli``; the
+image measurement itself lives in :mod:`kerma.dicom.size` (which must not import
+``kerma.analysis``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Final
 
 import numpy as np
 import pandas as pd
 from pydicom.dataset import Dataset
 
+from kerma.analysis.exams import split_indication_exam
 from kerma.analysis.reference import load_ssde_coefficients
+from kerma.dicom.size import PATIENT_THRESHOLD_HU, water_equivalent_diameter_from_hu
+from kerma.dicom.size import effective_diameter_mm as _effective_diameter_mm
 
 logger = logging.getLogger(__name__)
 
-#: HU threshold of the patient region for the image method (pixels above it count).
-PATIENT_THRESHOLD_HU: Final = -400.0
+__all__ = [
+    "HEAD_APPROXIMATION_NOTE",
+    "PATIENT_THRESHOLD_HU",
+    "conversion_factor",
+    "effective_diameter_mm",
+    "phantom_cm_of",
+    "ssde_events",
+    "water_equivalent_diameter_mm",
+]
 
 HEAD_APPROXIMATION_NOTE: Final = (
     "head: AAPM 204 16 cm fit used as an approximation (AAPM Report 293 head "
@@ -81,8 +97,8 @@ def conversion_factor(dw_cm: float | np.ndarray, phantom_cm: int = 32) -> float 
 
 
 def effective_diameter_mm(ap_mm: float, lat_mm: float) -> float:
-    """Return the AAPM Report 204 effective diameter √(AP × LAT) (mm)."""
-    return math.sqrt(ap_mm * lat_mm)
+    """Return the AAPM Report 204 effective diameter √(AP × LAT) (mm), AP and LAT in mm."""
+    return _effective_diameter_mm(ap_mm, lat_mm)
 
 
 def water_equivalent_diameter_mm(
@@ -93,10 +109,12 @@ def water_equivalent_diameter_mm(
     Dw = 2 · √( (mean(HU)/1000 + 1) · A / π ) over the patient region, where A is
     the region's area (pixel count × (0028,0030) 'Pixel Spacing' row × column, mm²)
     and HU = stored value × (0028,1053) 'Rescale Slope' + (0028,1052) 'Rescale
-    Intercept'. The patient region is every pixel above ``threshold_hu`` (−400 HU by
-    default, within the −200 to −400 HU range implementers use). The table and
-    anything else above the threshold count; a patient truncated by the field of view
-    gives too small a Dw (not corrected).
+    Intercept'. The patient region is :func:`kerma.dicom.size.patient_region`: pixels
+    above ``threshold_hu`` (−400 HU by default, within the −200 to −400 HU range
+    implementers use), the largest connected region with its holes filled when SciPy
+    is installed (a separate table is left out); a patient truncated by the field of
+    view gives too small a Dw (not corrected). The import pipeline measures every
+    received CT image with :func:`kerma.dicom.size.measure_patient_size`.
 
     Parameters
     ----------
@@ -123,33 +141,31 @@ def water_equivalent_diameter_mm(
     slope = float(ds.get("RescaleSlope", 1.0))
     intercept = float(ds.get("RescaleIntercept", 0.0))
     hu = ds.pixel_array.astype(float) * slope + intercept
-    region = hu > threshold_hu
-    pixel_area_mm2 = float(ds.PixelSpacing[0]) * float(ds.PixelSpacing[1])
-    n = int(region.sum())
-    if n == 0:
-        return 0.0
-    area_mm2 = n * pixel_area_mm2
-    water_area_mm2 = (float(hu[region].mean()) / 1000.0 + 1.0) * area_mm2
-    return 2.0 * math.sqrt(max(water_area_mm2, 0.0) / math.pi)
+    spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+    return water_equivalent_diameter_from_hu(hu, spacing, threshold_hu=threshold_hu)
 
 
 def phantom_cm_of(phantom_type: object, standard_exam: object = None) -> int:
     """Return the CTDI phantom (16 or 32 cm) from the RDSR phantom type, else the exam.
 
     ``'IEC Head Dosimetry Phantom'`` → 16; ``'IEC Body Dosimetry Phantom'`` → 32; when
-    unknown, head exams (``CT Head``, ``CT Paranasal sinuses``) → 16, others → 32.
+    unknown, head exams (``CT Head``, ``CT Paranasal sinuses`` and their clinical-indication
+    exams such as ``CT Head (Stroke)``) → 16, others → 32.
     """
     text = str(phantom_type or "").lower()
     if "head" in text:
         return 16
     if "body" in text:
         return 32
-    exam = str(standard_exam or "")
+    exam = split_indication_exam(str(standard_exam or ""))[0]
     return 16 if exam in ("CT Head", "CT Paranasal sinuses") else 32
 
 
 def ssde_events(
-    events: pd.DataFrame, *, image_dw_mm: dict[object, float] | None = None
+    events: pd.DataFrame,
+    *,
+    image_dw_mm: dict[object, float] | None = None,
+    localizer_size_mm: dict[object, float] | None = None,
 ) -> pd.DataFrame:
     """Return the SSDE of every CT irradiation event that has a size.
 
@@ -161,16 +177,20 @@ def ssde_events(
         ``standard_exam``; optional ``patient_ap_dimension_mm`` and
         ``patient_lat_dimension_mm`` (mm).
     image_dw_mm : dict, optional
-        ``{study_id: Dw in mm}`` measured on a received axial image
-        (:func:`water_equivalent_diameter_mm`).
+        ``{study_id: Dw in mm}``: the mean water-equivalent diameter of the study's
+        received axial images (AAPM Report 220; ``Registry.studies()`` columns
+        ``image_size_mm`` where ``image_size_source`` is ``image``).
+    localizer_size_mm : dict, optional
+        ``{study_id: D in mm}``: the effective diameter √(AP × LAT) from the study's
+        localizers (AAPM Report 204; ``image_size_source`` ``localizer``).
 
     Returns
     -------
     pandas.DataFrame
         One row per event: ``event_id``, ``study_id``, ``ctdivol_mgy``,
         ``size_mm`` (the D used, mm), ``size_source`` (``rdsr``, ``ap_lat``,
-        ``image`` or ``None``), ``phantom_cm``, ``conversion_factor``, ``ssde_mgy``
-        (mGy; NaN when no size or D outside 8–45 cm), ``ssde_note``.
+        ``image``, ``localizer`` or ``None``), ``phantom_cm``, ``conversion_factor``,
+        ``ssde_mgy`` (mGy; NaN when no size or D outside 8–45 cm), ``ssde_note``.
     """
 
     def column(name: str) -> pd.Series:
@@ -195,11 +215,12 @@ def ssde_events(
         use = size.isna() & eff.notna()
         size = size.where(~use, eff)
         source = source.where(~use, "ap_lat")
-    if image_dw_mm:
-        from_image = events["study_id"].map(image_dw_mm)
-        use = size.isna() & from_image.notna()
-        size = size.where(~use, from_image)
-        source = source.where(~use, "image")
+    for sizes, label in ((image_dw_mm, "image"), (localizer_size_mm, "localizer")):
+        if sizes:
+            from_images = pd.to_numeric(column("study_id").map(sizes), errors="coerce")
+            use = size.isna() & from_images.notna()
+            size = size.where(~use, from_images)
+            source = source.where(~use, label)
     phantom = [
         phantom_cm_of(p, e)
         for p, e in zip(column("ctdiw_phantom_type"), column("standard_exam"), strict=True)
@@ -216,7 +237,7 @@ def ssde_events(
     out["ssde_mgy"] = out["conversion_factor"] * out["ctdivol_mgy"]
     notes = np.where(
         size.isna(),
-        "no patient size (no Dw in RDSR, no AP/LAT, no image)",
+        "no patient size (no Dw in RDSR, no AP/LAT, no CT image or localizer pair)",
         np.where(
             np.isnan(factor), "size outside the AAPM 204 fit domain (8-45 cm)", "AAPM 204/220"
         ),

@@ -1,4 +1,4 @@
-"""``kerma import``, ``rejects``, ``studies``, ``summary`` and ``reprocess``.
+"""``kerma import``, ``rejects``, ``ignored``, ``studies``, ``summary`` and ``reprocess``.
 
 Thin wrappers around :class:`kerma.Registry`; the registry is chosen by
 ``KERMA_DATABASE_URL`` and the archive by ``KERMA_ARCHIVE_DIR``.
@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kerma.cli.console import make_console
 from kerma.config import get_settings
 from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2
 
@@ -54,13 +55,28 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders (recursive).")],
 ) -> None:
-    """Import DICOM dose objects into the registry (idempotent: a second run adds nothing)."""
-    from kerma.ingest.sources import count_files
+    """Import DICOM dose objects into the registry (idempotent: a second run adds nothing).
 
-    console = Console()
-    for path in paths:
-        if not path.exists():
-            console.print(f"[yellow]warning:[/yellow] {path}: no such file or folder")
+    A path that does not exist is a usage error: nothing is imported (exit code 2), so a
+    mistyped path never leaves a half import.
+    """
+    from kerma.ingest.sources import count_files, find_missing
+
+    console = make_console()
+    missing = find_missing(paths)
+    if missing:
+        err = make_console(stderr=True)
+        for path in missing:
+            err.print(
+                f"[red]error:[/red] {escape(str(path))}: no such file or folder", soft_wrap=True
+            )
+        err.print(
+            "Nothing was imported. Correct the path"
+            + ("s" if len(missing) > 1 else "")
+            + " and run kerma import again.",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     reg = _registry()
     total = count_files(paths)
     with Progress(
@@ -102,7 +118,7 @@ def rejects(
     limit: Annotated[int, typer.Option("--limit", "-n", help="Newest rows to show.")] = 50,
 ) -> None:
     """List rejected objects: when, file, SOP Instance UID and reason."""
-    console = Console()
+    console = make_console()
     reg = _registry()
     frame = reg.rejects(limit=limit)
     reg.close()
@@ -117,6 +133,77 @@ def rejects(
             row.rejected_at.strftime("%Y-%m-%d %H:%M:%S"),
             _fmt(row.file_name),
             _fmt(row.sop_instance_uid),
+            _fmt(row.reason),
+        )
+    console.print(table)
+
+
+def ignored(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Newest rows to show.")] = 50,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write every ignored object to this CSV file.")
+    ] = None,
+) -> None:
+    """List objects acknowledged by the network intake but not kept: they hold no dose information.
+
+    The Storage SCP, STOW-RS and ``kerma pull`` receive whole studies; with
+    KERMA_SCP_KEEP_NON_DOSE off (the default) an object without dose information
+    (an image without dose attributes, a non-dose SR) is acknowledged, recorded here
+    and not archived. Counts by modality and SOP class come first, then the newest rows.
+    """
+    import pydicom.uid
+
+    console = make_console()
+    reg = _registry()
+    frame = reg.ignored()
+    reg.close()
+    if out is not None:
+        frame.to_csv(out, index=False)
+        console.print(
+            f"{len(frame)} ignored objects written to {escape(str(out))}", highlight=False
+        )
+    if frame.empty:
+        console.print("No ignored objects.")
+        return
+
+    def sop_class_name(value: Any) -> str:
+        """Return the SOP class's name from pydicom's UID dictionary, or the UID."""
+        if not isinstance(value, str) or not value:
+            return ""
+        name = pydicom.uid.UID(value).name
+        return name if name != value else value
+
+    frame = frame.assign(sop_class=frame["sop_class_uid"].map(sop_class_name))
+    counts = (
+        frame.fillna({"modality": ""})
+        .groupby(["modality", "sop_class"], dropna=False)
+        .size()
+        .sort_values(ascending=False, kind="stable")
+    )
+    console.print(
+        f"[bold]{len(frame)} ignored objects[/bold] (no dose information; acknowledged, not kept)",
+        highlight=False,
+    )
+    totals = Table(title="By modality and SOP class", show_header=True, header_style="bold")
+    totals.add_column("modality")
+    totals.add_column("SOP class", overflow="fold")
+    totals.add_column("objects", justify="right")
+    for (modality, sop_class), n in counts.items():
+        totals.add_row(_fmt(modality), _fmt(sop_class), str(n))
+    console.print(totals)
+    table = Table(title=f"Newest {min(limit, len(frame))}", show_header=True, header_style="bold")
+    for column in ("received", "modality", "SOP class"):
+        table.add_column(column, overflow="fold")
+    table.add_column("SOP Instance UID", overflow="fold", min_width=64)  # UIDs: up to 64
+    table.add_column("source", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for row in frame.head(limit).itertuples(index=False):
+        table.add_row(
+            row.received_at.strftime("%Y-%m-%d %H:%M:%S") if pd.notna(row.received_at) else "",
+            _fmt(row.modality),
+            _fmt(row.sop_class),
+            _fmt(row.sop_instance_uid),
+            _fmt(row.source),
             _fmt(row.reason),
         )
     console.print(table)
@@ -148,7 +235,7 @@ def studies(
     csv: CsvOpt = None,
 ) -> None:
     """List studies with their dose totals (display units: KAP in Gy·cm², Ka,r in mGy)."""
-    console = Console()
+    console = make_console()
     reg = _registry()
     frame = reg.studies(
         modality=modality,
@@ -184,7 +271,7 @@ def summary(
     csv: CsvOpt = None,
 ) -> None:
     """Median and quartiles of the main dose quantity per modality, device and protocol."""
-    console = Console()
+    console = make_console()
     reg = _registry()
     frame = reg.summary(
         modality=modality,
@@ -222,7 +309,7 @@ def summary(
 
 def reprocess() -> None:
     """Re-extract every archived object with the current extractors and update the registry."""
-    console = Console()
+    console = make_console()
     reg = _registry()
     with console.status("reprocessing the archive"):
         result = reg.reprocess()
@@ -242,6 +329,7 @@ def register(app: typer.Typer) -> None:
     """Add the ingest and registry commands to the root app."""
     app.command("import")(import_)
     app.command("rejects")(rejects)
+    app.command("ignored")(ignored)
     app.command("studies")(studies)
     app.command("summary")(summary)
     app.command("reprocess")(reprocess)

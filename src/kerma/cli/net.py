@@ -38,8 +38,13 @@ def listen(
 ) -> None:
     """Run the DICOM Storage SCP: spool every object durably, import it into the registry.
 
-    Stops cleanly on SIGTERM or Ctrl-C: associations in progress finish, the import
-    worker stops, and anything not yet imported is imported on the next start.
+    Every object is fsynced to the spool before its C-STORE is answered. Objects
+    without dose information are acknowledged and listed by ``Registry.ignored()``,
+    not kept (unless KERMA_SCP_KEEP_NON_DOSE=true). DICOM over TLS with
+    KERMA_SCP_TLS_CERT and KERMA_SCP_TLS_KEY (and KERMA_SCP_TLS_CA to require client
+    certificates); the start line says whether TLS is on. Stops cleanly on SIGTERM or
+    Ctrl-C: associations in progress finish, the import worker stops, and anything not
+    yet imported is imported on the next start.
     """
     from pynetdicom import _config as pynetdicom_config
 
@@ -65,7 +70,7 @@ def listen(
     bound_host, bound_port = scp.address
     console.print(
         f"Kerma Storage SCP [bold]{scp.ae_title}[/bold] listening on {bound_host}:{bound_port}; "
-        f"spool {scp.spool.directory}",
+        f"TLS {scp.tls_description}; spool {scp.spool.directory}",
         highlight=False,
         soft_wrap=True,
     )
@@ -75,8 +80,10 @@ def listen(
     scp.stop()
     console.print(
         f"stopped: {scp.counters.stored} stored, {scp.counters.failed} failed, "
-        f"{scp.worker.imported} imported, {len(scp.spool.pending())} left for the next start",
+        f"{scp.worker.imported} imported (of which {scp.worker.ignored} ignored as non-dose, "
+        f"{scp.worker.rejected} rejected), {len(scp.spool.pending())} left for the next start",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -130,8 +137,10 @@ def pull(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from kerma.api import Registry
+    from kerma.cli.console import make_console
     from kerma.net.pull import PacsPeer, PullCriteria, pull_dimse
 
+    console = make_console()  # readable width when piped (the listen console is module-level)
     settings = get_settings()
     if aet:
         settings = settings.model_copy(update={"scp_aet": aet})

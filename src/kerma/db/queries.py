@@ -18,7 +18,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kerma.db.models import Device, DoseReport, IrradiationEvent, Patient, RejectedObject, Study
+from kerma.db.models import (
+    Device,
+    DoseReport,
+    IgnoredObject,
+    IrradiationEvent,
+    Patient,
+    PatientSizeMeasurement,
+    RejectedObject,
+    Study,
+)
 from kerma.errors import NotFoundError
 from kerma.records import DeviceInfo
 
@@ -253,6 +262,103 @@ def delete_rejected_object(session: Session, *, sha256: str) -> int:
     """Delete the rejection of an archived object (it now imports); return rows deleted."""
     result = session.execute(delete(RejectedObject).where(RejectedObject.archive_sha256 == sha256))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def add_ignored_object(
+    session: Session,
+    *,
+    sop_instance_uid: str,
+    reason: str,
+    sop_class_uid: str | None = None,
+    study_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+    modality: str | None = None,
+    source: str | None = None,
+    received_at: dt.datetime | None = None,
+) -> IgnoredObject:
+    """Record (or update) an object received without dose information; one row per SOP UID.
+
+    Receiving the same SOP Instance UID again updates the reason, source and time.
+    """
+    when = received_at or dt.datetime.now(dt.UTC)
+
+    def lookup() -> IgnoredObject | None:
+        return session.scalars(
+            select(IgnoredObject).where(IgnoredObject.sop_instance_uid == sop_instance_uid)
+        ).one_or_none()
+
+    row = lookup()
+    if row is None:
+        row = _insert_or_get(
+            session,
+            IgnoredObject(sop_instance_uid=sop_instance_uid, reason=reason, received_at=when),
+            lookup,
+        )
+    row.reason = reason
+    row.received_at = when
+    row.sop_class_uid = sop_class_uid or row.sop_class_uid
+    row.study_instance_uid = study_instance_uid or row.study_instance_uid
+    row.series_instance_uid = series_instance_uid or row.series_instance_uid
+    row.modality = modality or row.modality
+    row.source = source or row.source
+    return row
+
+
+def add_patient_size_measurement(
+    session: Session,
+    *,
+    sop_instance_uid: str,
+    study_instance_uid: str,
+    image_type: str,
+    size_mm: float,
+    method: str,
+    series_instance_uid: str | None = None,
+    table_position_mm: float | None = None,
+    measured_at: dt.datetime | None = None,
+) -> PatientSizeMeasurement:
+    """Record (or update) the patient size measured on one CT image; one row per SOP UID.
+
+    Parameters
+    ----------
+    sop_instance_uid, study_instance_uid, series_instance_uid : str
+        Of the CT image.
+    image_type : {'axial', 'localizer'}
+        What the image is.
+    size_mm : float
+        Axial image: water-equivalent diameter Dw (mm, AAPM Report 220); localizer:
+        the patient width along the image row (mm), whose direction ``method`` names.
+        Stored in ``water_equivalent_diameter_mm``.
+    method : str
+        How it was measured (:mod:`kerma.dicom.size` method names).
+    table_position_mm : float, optional
+        Longitudinal position of an axial image (mm).
+    """
+    when = measured_at or dt.datetime.now(dt.UTC)
+
+    def lookup() -> PatientSizeMeasurement | None:
+        return session.scalars(
+            select(PatientSizeMeasurement).where(
+                PatientSizeMeasurement.sop_instance_uid == sop_instance_uid
+            )
+        ).one_or_none()
+
+    values: dict[str, Any] = {
+        "study_instance_uid": study_instance_uid,
+        "series_instance_uid": series_instance_uid,
+        "image_type": image_type,
+        "water_equivalent_diameter_mm": size_mm,
+        "table_position_mm": table_position_mm,
+        "method": method,
+        "measured_at": when,
+    }
+    row = lookup()
+    if row is None:
+        row = _insert_or_get(
+            session, PatientSizeMeasurement(sop_instance_uid=sop_instance_uid, **values), lookup
+        )
+    for name, value in values.items():
+        setattr(row, name, value)
+    return row
 
 
 def study_event_keys(

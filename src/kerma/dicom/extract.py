@@ -140,8 +140,11 @@ def extract_dataset(ds: Dataset, *, file: str | None = None) -> DoseReport:
             exc.sop_instance_uid = sop_instance_uid
         raise
     except RecursionError as exc:
-        raise NotADoseReportError(
-            f"Unable to read SR {sop_instance_uid}: its content tree is nested too deeply.",
+        # Malformed, not "without dose": it must be rejected and kept, never ignored.
+        raise UnreadableObjectError(
+            f"Unable to read SR {sop_instance_uid}: its content tree is nested too deeply "
+            "(more levels than the reader can follow); the object is malformed. Kept in the "
+            "archive for inspection; ask the vendor for a conformant object.",
             sop_instance_uid=sop_instance_uid,
         ) from exc
 

@@ -240,7 +240,7 @@ def _require_dose_information(ds: Dataset, report: DoseReport, modality: str | N
     raise NotADoseReportError(
         f"Image {report.sop_instance_uid} (Modality {modality or 'not given'}, SOP class "
         f"{sop_class}) holds no dose information: none of {names} is present.{hint} Nothing "
-        "to import; the object is kept in the archive.",
+        "to import.",
         sop_instance_uid=report.sop_instance_uid,
     )
 

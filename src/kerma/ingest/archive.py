@@ -36,6 +36,11 @@ class ArchivedObject:
     relative_path: str
 
 
+def sha256_of(data: bytes) -> str:
+    """Return the archive key of ``data``: its SHA-256, 64 lowercase hex digits."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def relative_path_for(sha256: str) -> str:
     """Return the archive path of an object from its SHA-256, ``aa/bb/<sha256>.dcm``."""
     return f"{sha256[:2]}/{sha256[2:4]}/{sha256}{SUFFIX}"
@@ -61,7 +66,7 @@ class Archive:
         OSError
             When the archive cannot be written (disk full, permissions).
         """
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256 = sha256_of(data)
         rel = relative_path_for(sha256)
         target = self.root / rel
         if target.is_file() and target.stat().st_size == len(data):

@@ -6,8 +6,19 @@ a parsed dataset is dropped as soon as its record is extracted, and a batch keep
 counters (:class:`ImportSummary`), so memory does not grow with the number of objects.
 
 Outcomes: ``imported``; ``superseded`` (stored, but an existing report already holds
-all its irradiation events); ``already-present`` (same SOP Instance UID: no-op);
-``rejected`` (with a reason, kept in the archive, listed in ``rejected_object``).
+all its irradiation events); ``already-present`` (same SOP Instance UID and the same
+content: no-op); ``rejected`` (with a reason, kept in the archive, listed in
+``rejected_object``), which includes a *conflicting duplicate* (same SOP Instance UID as
+a stored report but different content: the first copy stays in the registry, the new
+one is archived and listed so a physicist hears of it); ``ignored`` (only with
+``keep_non_dose=False``: a readable object without dose information, not archived,
+listed in ``ignored_object``).
+
+Every CT image (CT Image Storage, Enhanced CT Image Storage) also gets a
+``patient_size_measurement`` row, in the same transaction as its report, rejection or
+ignored row: the water-equivalent diameter of an axial image (AAPM Report 220) or the
+patient width on a localizer (:mod:`kerma.dicom.size`). Only CT images have their
+pixel data read.
 
 May import ``kerma.dicom``, ``kerma.db``, ``kerma.records``, ``kerma.errors``,
 ``kerma.config`` and ``kerma.ingest``.
@@ -44,8 +55,9 @@ from kerma.db.models import RejectedObject, Study
 from kerma.db.session import session_scope
 from kerma.dicom.extract import extract_dataset, read_dataset
 from kerma.dicom.integrity import find_truncation
-from kerma.errors import IngestError
-from kerma.ingest.archive import Archive, ArchivedObject
+from kerma.dicom.size import PatientSize, is_ct_image, measure_patient_size
+from kerma.errors import IngestError, IngestWarning, NotADoseReportError
+from kerma.ingest.archive import Archive, ArchivedObject, sha256_of
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
 from kerma.records import EVENT_SCALAR_FIELDS, DoseReport, PatientIdentity, Rejection
@@ -71,6 +83,7 @@ class ImportStatus(StrEnum):
     SUPERSEDED = "superseded"
     ALREADY_PRESENT = "already-present"
     REJECTED = "rejected"
+    IGNORED = "ignored"
 
 
 @dataclass(frozen=True)
@@ -86,9 +99,10 @@ class ImportOutcome:
     sop_instance_uid, kind, modality : str or None
         Of the object, when known.
     reason : str or None
-        Why it was rejected (``status`` ``rejected``).
+        Why it was rejected (``status`` ``rejected``) or ignored (``ignored``).
     archive_sha256 : str or None
-        Archive key of its bytes (``None`` when the file could not be read at all).
+        Archive key of its bytes (``None`` when the file could not be read at all, and
+        for ignored objects, which are not archived).
     dose_report_id, study_id : int or None
         Rows written or found.
     number_of_events : int
@@ -154,6 +168,9 @@ class ImportSummary:
         Rejection reasons (file names and UIDs masked) and their counts.
     rejection_examples : list of (str, str)
         The first :data:`MAX_EXAMPLES` (file, reason) pairs.
+    ignored : int
+        Readable objects without dose information that were not kept
+        (``keep_non_dose=False`` only; listed in ``ignored_object``).
     """
 
     objects_read: int = 0
@@ -165,6 +182,7 @@ class ImportSummary:
     unreadable: int = 0
     rejections_by_reason: Counter[str] = field(default_factory=Counter)
     rejection_examples: list[tuple[str, str]] = field(default_factory=list)
+    ignored: int = 0
 
     @property
     def n_imported(self) -> int:
@@ -181,6 +199,8 @@ class ImportSummary:
                 self.superseded += 1
         elif outcome.status is ImportStatus.ALREADY_PRESENT:
             self.already_present += 1
+        elif outcome.status is ImportStatus.IGNORED:
+            self.ignored += 1
         else:
             self.rejected += 1
             if outcome.kind == "unreadable":
@@ -220,12 +240,23 @@ class _Unreadable(Rejection):
 
 
 @dataclass
+class _NotDose(Rejection):
+    """A readable object that holds no dose information (``NotADoseReportError``)."""
+
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    modality: str | None = None
+    size: PatientSize | None = None
+
+
+@dataclass
 class _Extracted:
     """An extracted record with what the identity gave, the identity itself dropped."""
 
     report: DoseReport
     pseudonym: str | None
     is_non_patient: bool
+    size: PatientSize | None = None
 
 
 class Importer:
@@ -265,6 +296,7 @@ class Importer:
         paths: Iterable[str | PathLike[str]],
         *,
         progress: Callable[[ImportOutcome], None] | None = None,
+        keep_non_dose: bool = True,
     ) -> ImportSummary:
         """Import files and folders (recursively); see :meth:`import_file`.
 
@@ -274,6 +306,9 @@ class Importer:
             Files and folders, in order.
         progress : callable, optional
             Called with each object's outcome.
+        keep_non_dose : bool, optional
+            Archive and reject objects without dose information (default ``True``);
+            ``False`` lists them in ``ignored_object`` instead (see :meth:`import_bytes`).
 
         Returns
         -------
@@ -289,14 +324,18 @@ class Importer:
 
         summary = ImportSummary()
         for path in iter_files(paths):
-            outcome = self.import_file(path)
+            outcome = self.import_file(path, keep_non_dose=keep_non_dose)
             summary.add(outcome)
             if progress is not None:
                 progress(outcome)
         return summary
 
-    def import_file(self, path: str | PathLike[str]) -> ImportOutcome:
+    def import_file(
+        self, path: str | PathLike[str], *, keep_non_dose: bool = True
+    ) -> ImportOutcome:
         """Import one file; a file that cannot be read is rejected (not archived).
+
+        ``keep_non_dose`` as :meth:`import_bytes`.
 
         Raises
         ------
@@ -311,9 +350,11 @@ class Importer:
                 f"Unable to read {name}: {exc.strerror or exc}. Check the path and permissions."
             )
             return ImportOutcome(name, ImportStatus.REJECTED, reason=reason, kind="unreadable")
-        return self.import_bytes(data, source=name)
+        return self.import_bytes(data, source=name, keep_non_dose=keep_non_dose)
 
-    def import_bytes(self, data: bytes, *, source: str = "bytes") -> ImportOutcome:
+    def import_bytes(
+        self, data: bytes, *, source: str = "bytes", keep_non_dose: bool = True
+    ) -> ImportOutcome:
         """Archive, extract, reconcile and store one object held in memory.
 
         Parameters
@@ -322,6 +363,16 @@ class Importer:
             The DICOM object (Part 10 file, or a bare dataset).
         source : str, optional
             Its name, kept with a rejection. Default ``"bytes"``.
+        keep_non_dose : bool, optional
+            What to do with a readable object that holds no dose information (the
+            extractor raises :class:`~kerma.errors.NotADoseReportError`, e.g. an MR
+            image or a CT image without CTDIvol): ``True`` (default) archives it and
+            rejects it with the reason, as ``kerma import`` does; ``False`` does not
+            archive it and writes an ``ignored_object`` row (SOP, Study and Series
+            Instance UIDs, SOP class, modality, reason, source) instead, status
+            ``ignored`` (for a Storage SCP that receives whole studies). Unreadable
+            or malformed objects are archived and rejected either way. Objects are
+            archived before anything is stored in both cases.
 
         Returns
         -------
@@ -335,20 +386,26 @@ class Importer:
         sqlalchemy.exc.SQLAlchemyError
             When the database fails (the object stays archived; import it again).
         """
-        archived = self.archive.store(data)
+        # non-dose objects may be dropped, so they are archived only once that is decided
+        archived = self.archive.store(data) if keep_non_dose else None
+        sha256 = archived.sha256 if archived is not None else sha256_of(data)
         with session_scope(self.session_factory) as session:
-            row = queries.get_dose_report_by_sha256(session, sha256=archived.sha256)
+            row = queries.get_dose_report_by_sha256(session, sha256=sha256)
             if row is not None:
                 return ImportOutcome(
                     source,
                     ImportStatus.ALREADY_PRESENT,
                     sop_instance_uid=row.sop_instance_uid,
                     kind=row.kind,
-                    archive_sha256=archived.sha256,
+                    archive_sha256=sha256,
                     dose_report_id=row.id,
                     study_id=row.study_id,
                 )
         result = self._extract(data, source)
+        if not keep_non_dose and isinstance(result, _NotDose) and result.sop_instance_uid:
+            return self._ignore(result, source)
+        if archived is None:
+            archived = self.archive.store(data)
         del data
         if isinstance(result, Rejection):
             return self._reject(result, archived, source)
@@ -357,7 +414,48 @@ class Importer:
     # -- steps -----------------------------------------------------------------------------
 
     def _extract(self, data: bytes, source: str) -> _Extracted | Rejection:
-        """Read and extract one object; return its record or the rejection."""
+        """Read and extract one object; return its record or the rejection.
+
+        A CT image (dose header or not) also gets its patient size measured.
+        """
+        result = self._extract_record(data, source)
+        if isinstance(result, _Extracted):
+            if is_ct_image(result.report.sop_class_uid):
+                result.size = self._measure(data, result.report.sop_instance_uid)
+        elif isinstance(result, _NotDose) and is_ct_image(result.sop_class_uid):
+            result.size = self._measure(data, result.sop_instance_uid)
+        return result
+
+    def _measure(self, data: bytes, sop_instance_uid: str | None) -> PatientSize | None:
+        """Return the patient size measured on a CT image, or ``None`` with a warning.
+
+        Never raises: a measurement must not fail an import (e.g. compressed pixel
+        data without a decoder installed).
+        """
+        measured: PatientSize | None = None
+        reason: str | None = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = read_dataset(io.BytesIO(data), stop_before_pixels=False)
+                result = measure_patient_size(ds)
+            del ds
+        except Exception as exc:  # a measurement bug must not stop an import (STYLE.md B6)
+            logger.debug("patient size traceback", exc_info=True)
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            measured, reason = result.size, result.reason
+        if measured is None:
+            message = (
+                f"Patient size not measured on CT image {sop_instance_uid}: {reason}. It is "
+                "imported without it; SSDE of its study uses another size source if any."
+            )
+            logger.warning(message)
+            warnings.warn(message, IngestWarning, stacklevel=2)
+        return measured
+
+    def _extract_record(self, data: bytes, source: str) -> _Extracted | Rejection:
+        """Read and extract one object's dose record; return it or the rejection."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -378,6 +476,16 @@ class Importer:
                 )
             try:
                 report = extract_dataset(ds, file=source)
+            except NotADoseReportError as exc:
+                return _NotDose(
+                    str(exc),
+                    source,
+                    sop_class_uid,
+                    sop_instance_uid,
+                    study_instance_uid=_text(ds, "StudyInstanceUID"),
+                    series_instance_uid=_text(ds, "SeriesInstanceUID"),
+                    modality=_text(ds, "Modality"),
+                )
             except IngestError as exc:
                 return Rejection(str(exc), source, sop_class_uid, sop_instance_uid)
             except Exception as exc:  # a reader bug must not stop a batch (STYLE.md B6)
@@ -434,6 +542,8 @@ class Importer:
                 sop_class_uid=rejection.sop_class_uid,
                 sop_instance_uid=rejection.sop_instance_uid,
             )
+            if isinstance(rejection, _NotDose) and rejection.size is not None:
+                _add_size(session, rejection.size)
 
         self._run(work)
         logger.info("rejected %s (%s)", rejection.sop_instance_uid or archived.sha256, source)
@@ -446,6 +556,70 @@ class Importer:
             archive_sha256=archived.sha256,
         )
 
+    def _ignore(self, item: _NotDose, source: str) -> ImportOutcome:
+        """Record a readable object without dose data as ignored (not archived)."""
+        sop_uid = item.sop_instance_uid
+        assert sop_uid is not None
+
+        def work(session: Session) -> None:
+            queries.add_ignored_object(
+                session,
+                sop_instance_uid=sop_uid,
+                sop_class_uid=item.sop_class_uid,
+                study_instance_uid=item.study_instance_uid,
+                series_instance_uid=item.series_instance_uid,
+                modality=item.modality,
+                reason=item.reason,
+                source=source,
+            )
+            if item.size is not None:
+                _add_size(session, item.size)
+
+        self._run(work)
+        logger.info("ignored %s (no dose information)", sop_uid)
+        return ImportOutcome(
+            source,
+            ImportStatus.IGNORED,
+            sop_instance_uid=sop_uid,
+            modality=item.modality,
+            reason=item.reason,
+        )
+
+    def _conflict_reason(
+        self, existing: DoseReportRow, archived: ArchivedObject, source: str
+    ) -> str | None:
+        """Return why a copy of a stored SOP Instance UID is rejected, or ``None`` if equal.
+
+        Same bytes, or the same data elements in another encoding (file meta, transfer
+        syntax), is the same object. Otherwise the copy conflicts with the stored one.
+        """
+        if existing.archive_sha256 == archived.sha256:
+            return None
+        if self._same_content(existing.archive_path, archived.relative_path):
+            return None
+        first = existing.source or existing.archive_path
+        received = existing.received_at.strftime("%Y-%m-%d %H:%M") if existing.received_at else "?"
+        return (
+            f"Not imported: {source} has the same SOP Instance UID {existing.sop_instance_uid} "
+            f"as an object already in the registry ({first}, received {received}) but "
+            "different content. The registry keeps the first copy; this copy is kept in the "
+            f"archive ({archived.relative_path}). Compare the two objects (e.g. with dcmdump). "
+            "A corrected object should carry a new SOP Instance UID: if this copy is the "
+            "corrected one, have the device or PACS send it with a new SOP Instance UID, "
+            "or re-create the registry without the first copy."
+        )
+
+    def _same_content(self, first: str, second: str) -> bool:
+        """Return whether two archived objects hold the same data elements (meta ignored)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                a = read_dataset(io.BytesIO(self.archive.read(first)), stop_before_pixels=False)
+                b = read_dataset(io.BytesIO(self.archive.read(second)), stop_before_pixels=False)
+                return bool(a == b)
+        except (OSError, IngestError):
+            return False
+
     def _store_new(self, item: _Extracted, archived: ArchivedObject, source: str) -> ImportOutcome:
         """Store a new report in one transaction and reconcile its study."""
         report = item.report
@@ -455,15 +629,7 @@ class Importer:
         def work(session: Session) -> ImportOutcome:
             existing = queries.get_dose_report(session, sop_instance_uid=sop_uid)
             if existing is not None:
-                return ImportOutcome(
-                    source,
-                    ImportStatus.ALREADY_PRESENT,
-                    sop_instance_uid=sop_uid,
-                    kind=existing.kind,
-                    archive_sha256=archived.sha256,
-                    dose_report_id=existing.id,
-                    study_id=existing.study_id,
-                )
+                return self._present_or_conflict(session, existing, item, archived, source)
             study = self._study_for(session, item)
             row = DoseReportRow(
                 sop_instance_uid=sop_uid,
@@ -477,6 +643,8 @@ class Importer:
             session.add(row)
             session.flush()
             _sync_events(session, row, study, report)
+            if item.size is not None:
+                _add_size(session, item.size)
             plan = reconcile_study(session, study=study)
             queries.delete_rejected_object(session, sha256=archived.sha256)
             superseded = sum(
@@ -502,23 +670,66 @@ class Importer:
 
         try:
             outcome = self._run(work)
-        except IntegrityError:
+        except IntegrityError as exc:
             # another worker stored the same SOP Instance UID between our check and commit
-            with session_scope(self.session_factory) as session:
+            race = exc
+
+            def again(session: Session) -> ImportOutcome:
                 existing = queries.get_dose_report(session, sop_instance_uid=sop_uid)
                 if existing is None:
-                    raise
-                return ImportOutcome(
-                    source,
-                    ImportStatus.ALREADY_PRESENT,
-                    sop_instance_uid=sop_uid,
-                    kind=existing.kind,
-                    archive_sha256=archived.sha256,
-                    dose_report_id=existing.id,
-                    study_id=existing.study_id,
-                )
+                    raise race
+                return self._present_or_conflict(session, existing, item, archived, source)
+
+            outcome = self._run(again)
         logger.info("%s %s (%s)", outcome.status, sop_uid, report.kind)
         return outcome
+
+    def _present_or_conflict(
+        self,
+        session: Session,
+        existing: DoseReportRow,
+        item: _Extracted,
+        archived: ArchivedObject,
+        source: str,
+    ) -> ImportOutcome:
+        """Return ``already-present`` for a copy of a stored object, or reject a conflict.
+
+        A conflicting copy (same SOP Instance UID, different content) is recorded in
+        ``rejected_object`` with the reason, in ``session``; the stored copy is kept.
+        """
+        reason = self._conflict_reason(existing, archived, source)
+        if reason is None:
+            return ImportOutcome(
+                source,
+                ImportStatus.ALREADY_PRESENT,
+                sop_instance_uid=existing.sop_instance_uid,
+                kind=existing.kind,
+                archive_sha256=archived.sha256,
+                dose_report_id=existing.id,
+                study_id=existing.study_id,
+            )
+        queries.add_rejected_object(
+            session,
+            sha256=archived.sha256,
+            archive_path=archived.relative_path,
+            file_name=source,
+            reason=reason,
+            sop_class_uid=item.report.sop_class_uid,
+            sop_instance_uid=existing.sop_instance_uid,
+        )
+        logger.warning(
+            "conflicting copy of %s rejected (stored copy kept)", existing.sop_instance_uid
+        )
+        return ImportOutcome(
+            source,
+            ImportStatus.REJECTED,
+            sop_instance_uid=existing.sop_instance_uid,
+            kind=str(item.report.kind),
+            modality=item.report.study.modality,
+            reason=reason,
+            archive_sha256=archived.sha256,
+            study_id=existing.study_id,
+        )
 
     def _study_for(
         self, session: Session, item: _Extracted, touched: set[int] | None = None
@@ -641,6 +852,8 @@ class Importer:
             row.study_id = study.id
             _fill_report_row(row, result.report)
             _sync_events(session, row, study, result.report)
+            if result.size is not None:
+                _add_size(session, result.size)
             reconcile_study(session, study=study)
             if old_study_id != study.id:
                 old = session.get(Study, old_study_id)
@@ -680,6 +893,9 @@ class Importer:
             summary.rejected_still += 1
             return
         outcome = self._store_new(result, archived, source)
+        if outcome.status is ImportStatus.REJECTED:  # a conflicting copy stays rejected
+            summary.rejected_still += 1
+            return
         if outcome.status is ImportStatus.ALREADY_PRESENT:
             self._run(
                 lambda session: queries.delete_rejected_object(session, sha256=archived.sha256)
@@ -688,6 +904,20 @@ class Importer:
 
 
 # -- row builders ------------------------------------------------------------------------------
+
+
+def _add_size(session: Session, size: PatientSize) -> None:
+    """Write (or update) the ``patient_size_measurement`` row of a CT image."""
+    queries.add_patient_size_measurement(
+        session,
+        sop_instance_uid=size.sop_instance_uid,
+        study_instance_uid=size.study_instance_uid,
+        series_instance_uid=size.series_instance_uid,
+        image_type=size.image_type,
+        size_mm=size.size_mm,
+        table_position_mm=size.table_position_mm,
+        method=size.method,
+    )
 
 
 def _text(ds: Any, keyword: str) -> str | None:

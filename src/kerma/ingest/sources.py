@@ -17,7 +17,8 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     """Yield the files of ``paths`` in the order given; folders recursively, sorted.
 
     Hidden files and folders (name starting with ``.``) inside a folder are skipped. A
-    path that does not exist is yielded as is, so the caller can report it.
+    path that does not exist is yielded as is, so the caller can report it (``kerma
+    import`` refuses such paths beforehand, see :func:`find_missing`).
     """
     for raw in paths:
         path = Path(raw)
@@ -34,3 +35,19 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
 def count_files(paths: Iterable[str | os.PathLike[str]]) -> int:
     """Return how many files :func:`iter_files` would yield (for a progress bar)."""
     return sum(1 for _ in iter_files(paths))
+
+
+def find_missing(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Return the paths that do not exist, in the order given (to refuse a mistyped import).
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        Files and folders.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Those for which :meth:`pathlib.Path.exists` is false (a dangling symlink too).
+    """
+    return [Path(p) for p in paths if not Path(p).exists()]

@@ -5,26 +5,34 @@
 ``search_for_instances``); :func:`pull_dicomweb` retrieves the planned instances with
 ``retrieve_instance`` (or ``retrieve_series``) and spools them like the SCP does.
 
-:func:`store_parts` is the storage step of the STOW-RS endpoint
-(:mod:`kerma.web.routes.dicomweb`): each part is checked, written and fsynced to the
-spool before the response, and the result is a PS3.18 Store Instances Response.
+:class:`StowReceiver` is the storage step of the STOW-RS endpoint
+(:mod:`kerma.web.routes.dicomweb`): it parses the multipart/related body as it
+arrives, streams each part to the spool, checks it and fsyncs it before the response
+(:func:`finish_part`); :func:`store_response` builds the PS3.18 Store Instances
+Response.
 
 May import ``kerma.config`` and ``kerma.net``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import os
+import uuid
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_partial
+from python_multipart.decoders import Base64Decoder, QuotedPrintableDecoder
 
 from kerma.config import Settings
 from kerma.net import status
-from kerma.net.handlers import check_encoded_dataset
 from kerma.net.pull import (
     ProgressCallback,
     PullCriteria,
@@ -34,7 +42,7 @@ from kerma.net.pull import (
     known_sop_instance_uids,
     plan_pull,
 )
-from kerma.net.spool import Spool, SpoolWorker
+from kerma.net.spool import SPOOL_SUFFIX, Spool, SpoolWorker, fsync_directory
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +202,12 @@ def pull_dicomweb(
 
 # -- STOW-RS -------------------------------------------------------------------------------
 
+#: Media types of a part that is stored (PS3.18 10.5.1.1; octet-stream from lax senders).
+STOW_PART_MEDIA_TYPES = frozenset({"application/dicom", "application/octet-stream"})
+
+#: Largest preamble (RFC 2046 5.1.1: text before the first boundary) skipped, in bytes.
+MAX_PREAMBLE_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class StoredPart:
@@ -204,47 +218,415 @@ class StoredPart:
     failure_reason: int | None = None
 
 
-def store_part(
-    data: bytes, spool: Spool, worker: SpoolWorker, *, study_instance_uid: str | None = None
-) -> StoredPart:
-    """Check one ``application/dicom`` part, spool it (fsynced) and queue its import.
+class SpooledPartWriter:
+    """Write one received object to a temporary file in the spool folder, hashing it.
+
+    The file is ``<archive_dir>/incoming/.<uuid>.tmp``, the name
+    :meth:`kerma.net.spool.Spool.clean_temporary` removes after a crash (such a file
+    was never acknowledged). :meth:`commit` fsyncs it and renames it to
+    ``<sha256>.dcm``, exactly what :meth:`kerma.net.spool.Spool.put` does with bytes
+    held in memory; here the object never is.
 
     Parameters
     ----------
-    data : bytes
-        The Part 10 object.
     spool : Spool
-        Where it is written.
+        The spool the object goes to.
+
+    Raises
+    ------
+    OSError
+        When the temporary file cannot be created.
+    """
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.path = spool.directory / f".{uuid.uuid4().hex}.tmp"
+        self._digest = hashlib.sha256()
+        self._fh: BinaryIO | None = self.path.open("wb")
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Append ``data``; return its length.
+
+        Raises
+        ------
+        OSError
+            When the data cannot be written (disk full, I/O error).
+        """
+        assert self._fh is not None, "write after commit or discard"
+        self._fh.write(data)
+        self._digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Hand the written data to the operating system (readable by :meth:`read_uids`)."""
+        if self._fh is not None:
+            self._fh.flush()
+
+    def read_uids(self, *, with_study: bool = False) -> tuple[str, str, str | None]:
+        """Decode the start of the object and return its UIDs.
+
+        Only the file meta and the elements up to (0008,0018) 'SOP Instance UID' (or
+        (0020,000D) 'Study Instance UID' when ``with_study``) are read, as in
+        :func:`kerma.net.handlers.check_encoded_dataset`.
+
+        Returns
+        -------
+        tuple
+            ``(sop_class_uid, sop_instance_uid, study_instance_uid or None)``.
+
+        Raises
+        ------
+        ValueError
+            When the start cannot be decoded or lacks the SOP Class or Instance UID.
+        """
+        last = 0x0020000D if with_study else 0x00080018
+        self.flush()
+        try:
+            with self.path.open("rb") as fh:
+                ds = read_partial(fh, stop_when=lambda tag, vr, length: bool(tag > last))
+            sop_class_uid = str(ds.get("SOPClassUID", ""))
+            sop_instance_uid = str(ds.get("SOPInstanceUID", ""))
+            study = str(ds.get("StudyInstanceUID", "")) if with_study else None
+        except RecursionError as exc:
+            raise ValueError("its sequences are nested too deeply to decode") from exc
+        except Exception as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+        if not sop_class_uid or not sop_instance_uid:
+            raise ValueError("it has no (0008,0016) SOP Class UID or (0008,0018) SOP Instance UID")
+        return sop_class_uid, sop_instance_uid, study
+
+    def commit(self) -> Path:
+        """Fsync the file, rename it to ``<sha256>.dcm`` and fsync the folder; return it.
+
+        Raises
+        ------
+        OSError
+            When the object could not be flushed to disk (the temporary file is removed).
+        """
+        assert self._fh is not None, "commit after commit or discard"
+        path = self.spool.directory / f"{self._digest.hexdigest()}{SPOOL_SUFFIX}"
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+            if path.exists():  # the same bytes were spooled (and fsynced) before
+                self.path.unlink()
+                return path
+            os.replace(self.path, path)
+        except BaseException:
+            self.discard()
+            raise
+        fsync_directory(self.spool.directory)
+        return path
+
+    def quarantine(self, *, name: str) -> Path | None:
+        """Move the object to ``<archive_dir>/quarantine/`` for inspection (best effort)."""
+        target = self.spool.quarantine_dir / f"{name}-{self._digest.hexdigest()[:16]}.dcm"
+        try:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            self.spool.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, target)
+        except OSError:
+            logger.exception("Unable to keep an undecodable object in %s", target.parent)
+            self.discard()
+            return None
+        return target
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (nothing was acknowledged)."""
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def finish_part(
+    writer: SpooledPartWriter,
+    worker: SpoolWorker,
+    *,
+    study_instance_uid: str | None = None,
+) -> StoredPart:
+    """Check a fully received part, commit it to the spool (fsynced) and queue its import.
+
+    Parameters
+    ----------
+    writer : SpooledPartWriter
+        The part, written to its temporary file.
     worker : SpoolWorker
-        Imports it.
+        Imports it (with the worker's ``keep_non_dose``, i.e. ``settings.scp_keep_non_dose``).
     study_instance_uid : str, optional
         For ``POST /studies/{study}``: the part must belong to this study.
 
     Returns
     -------
     StoredPart
-        With ``failure_reason`` (a :mod:`kerma.net.status` code) when it failed.
+        With ``failure_reason`` (a :mod:`kerma.net.status` code) when it failed: 0xC000
+        when its start cannot be decoded (the bytes are kept in ``quarantine/``), 0x0122
+        when it belongs to another study, 0xA700 when it could not be written to disk.
     """
     try:
-        sop_class_uid, sop_instance_uid = check_encoded_dataset(data)
+        sop_class_uid, sop_instance_uid, study = writer.read_uids(
+            with_study=study_instance_uid is not None
+        )
     except ValueError as exc:
         logger.error("STOW-RS part cannot be decoded: %s", exc)
-        spool.quarantine(data, name="stow")
+        writer.quarantine(name="stow")
         return StoredPart(None, None, status.CANNOT_UNDERSTAND_GENERIC)
-    if study_instance_uid is not None:
-        ds = pydicom.dcmread(
-            BytesIO(data), stop_before_pixels=True, specific_tags=["StudyInstanceUID"]
-        )
-        if str(ds.get("StudyInstanceUID", "")) != study_instance_uid:
-            return StoredPart(sop_class_uid, sop_instance_uid, status.SOP_CLASS_NOT_SUPPORTED)
+    except OSError:
+        logger.exception("Unable to read back a STOW-RS part from the spool")
+        writer.discard()
+        return StoredPart(None, None, status.OUT_OF_RESOURCES)
+    if study_instance_uid is not None and study != study_instance_uid:
+        writer.discard()
+        return StoredPart(sop_class_uid, sop_instance_uid, status.SOP_CLASS_NOT_SUPPORTED)
     try:
-        path = spool.put(data)
+        path = writer.commit()
     except OSError:
         logger.exception("Unable to write STOW-RS object %s to the spool", sop_instance_uid)
         return StoredPart(sop_class_uid, sop_instance_uid, status.OUT_OF_RESOURCES)
     worker.submit(path)
     logger.info("Stored %s (STOW-RS)", sop_instance_uid)
     return StoredPart(sop_class_uid, sop_instance_uid)
+
+
+class StowReceiver:
+    """Parse a ``multipart/related`` STOW-RS body as it arrives and spool each part.
+
+    The body is given in chunks to :meth:`feed` and parsed incrementally by
+    ``python_multipart.MultipartParser`` (the parser behind FastAPI's forms, which
+    works for any multipart body given its boundary). Each ``application/dicom`` part
+    is streamed to a temporary file in the spool folder
+    (:class:`SpooledPartWriter`), then checked, fsynced and queued for import by
+    :func:`finish_part` as soon as its closing boundary is read; memory holds at most
+    one chunk, whatever the size of the body or of a part.
+
+    A preamble before the first boundary (RFC 2046 5.1.1) is skipped; a part with
+    ``Content-Transfer-Encoding: base64`` or ``quoted-printable`` is decoded on the
+    fly; a part of another media type is skipped; a part without a Content-Type
+    takes the request's ``type`` parameter.
+
+    Parameters
+    ----------
+    boundary : str
+        The ``boundary`` parameter of the request's Content-Type.
+    spool : Spool
+        Where the parts are written.
+    worker : SpoolWorker
+        Imports them.
+    study_instance_uid : str, optional
+        For ``POST /studies/{study}``: the parts must belong to this study.
+    root_type : str, optional
+        The ``type`` parameter of the request (media type of parts without one).
+
+    Notes
+    -----
+    A part is acknowledged only in the response, but it is spooled (and imported) as
+    soon as it is complete: if the body later turns out to be malformed, the parts
+    before the error are imported all the same, and sending them again is harmless
+    (the import is idempotent by SOP Instance UID).
+    """
+
+    def __init__(
+        self,
+        boundary: str,
+        spool: Spool,
+        worker: SpoolWorker,
+        *,
+        study_instance_uid: str | None = None,
+        root_type: str | None = None,
+    ) -> None:
+        from python_multipart.multipart import MultipartParser
+
+        self.boundary = boundary.encode("latin-1")
+        self.spool = spool
+        self.worker = worker
+        self.study_instance_uid = study_instance_uid
+        self.root_type = (root_type or "application/dicom").lower()
+        self.stored: list[StoredPart] = []
+        self.skipped = 0
+        self.is_complete = False
+        self._head = b""
+        self._in_body = False
+        self._headers: dict[str, str] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+        self._writer: SpooledPartWriter | None = None
+        self._sink: Any = None
+        self._failure: int | None = None
+        self._parser = MultipartParser(
+            self.boundary,
+            callbacks={
+                "on_part_begin": self._on_part_begin,
+                "on_header_field": self._on_header_field,
+                "on_header_value": self._on_header_value,
+                "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
+                "on_part_data": self._on_part_data,
+                "on_part_end": self._on_part_end,
+                "on_end": self._on_end,
+            },
+        )
+
+    # -- feeding --------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Parse the next chunk of the body (blocking file I/O: run it off the event loop).
+
+        Raises
+        ------
+        ValueError
+            When the body is not a well-formed multipart body with this boundary.
+        """
+        from python_multipart.exceptions import MultipartParseError
+
+        if not self._in_body:
+            data = self._skip_preamble(data)
+            if not data:
+                return
+        try:
+            self._parser.write(data)
+        except MultipartParseError as exc:
+            raise ValueError(f"the multipart body is malformed ({exc})") from exc
+
+    def _skip_preamble(self, data: bytes) -> bytes:
+        """Return the body from its first boundary on (``b""`` while it is not found yet)."""
+        self._head += data
+        delimiter = b"--" + self.boundary
+        start = 0
+        while (found := self._head.find(delimiter, start)) != -1:
+            if found == 0 or self._head[found - 1 : found] == b"\n":
+                self._in_body = True
+                rest, self._head = self._head[found:], b""
+                return rest
+            start = found + 1
+        if len(self._head) > MAX_PREAMBLE_BYTES:
+            raise ValueError(f"no boundary {self.boundary.decode('latin-1')!r} in the body")
+        return b""
+
+    def finish(self) -> list[StoredPart]:
+        """Return the outcome of every stored part once the whole body was fed.
+
+        Raises
+        ------
+        ValueError
+            When the body ended before its closing boundary, or held no
+            ``application/dicom`` part.
+        """
+        if not self.is_complete:
+            self.abort()
+            if not self._in_body:
+                raise ValueError(f"no boundary {self.boundary.decode('latin-1')!r} in the body")
+            raise ValueError("the body ends before its closing boundary")
+        if not self.stored:
+            raise ValueError("no application/dicom part")
+        return self.stored
+
+    def abort(self) -> None:
+        """Remove the part being received, if any (the request failed or was cut)."""
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer = None
+        self._sink = None
+
+    # -- python-multipart callbacks -------------------------------------------------------
+
+    def _on_part_begin(self) -> None:
+        """Start a part: forget the previous one's headers."""
+        self._headers = {}
+        self._field.clear()
+        self._value.clear()
+        self._failure = None
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        """Collect a header name (may come in pieces)."""
+        self._field += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        """Collect a header value (may come in pieces)."""
+        self._value += data[start:end]
+
+    def _on_header_end(self) -> None:
+        """Keep one header, names in lower case."""
+        name = self._field.decode("latin-1").strip().lower()
+        self._headers[name] = self._value.decode("latin-1").strip()
+        self._field.clear()
+        self._value.clear()
+
+    def _on_headers_finished(self) -> None:
+        """Open the part's temporary file, or skip a part of another media type."""
+        media = self._headers.get("content-type", self.root_type).split(";")[0].strip().lower()
+        if media not in STOW_PART_MEDIA_TYPES:
+            self.skipped += 1
+            logger.info("STOW-RS part of media type %r skipped", media)
+            return
+        try:
+            self._writer = SpooledPartWriter(self.spool)
+        except OSError:
+            logger.exception("Unable to create a spool file for a STOW-RS part")
+            self._failure = status.OUT_OF_RESOURCES
+            return
+        encoding = self._headers.get("content-transfer-encoding", "binary").lower()
+        if encoding == "base64":
+            self._sink = Base64Decoder(self._writer)
+        elif encoding == "quoted-printable":
+            self._sink = QuotedPrintableDecoder(self._writer)
+        else:
+            self._sink = self._writer
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        """Write a piece of the part to its file (no copy for binary parts)."""
+        sink = self._sink
+        if sink is None:
+            return
+        if sink is self._writer:
+            piece: bytes | memoryview = memoryview(data)[start:end]
+        elif isinstance(sink, Base64Decoder):
+            # MIME base64 is broken into lines (RFC 2045 6.8); the decoder wants them joined
+            piece = data[start:end].translate(None, b" \t\r\n")
+        else:
+            piece = data[start:end]
+        try:
+            sink.write(piece)
+        except OSError:
+            logger.exception("Unable to write a STOW-RS part to the spool")
+            self.abort()
+            self._failure = status.OUT_OF_RESOURCES
+        except ValueError as exc:  # python_multipart.exceptions.DecodeError
+            logger.error("STOW-RS part cannot be decoded: %s", exc)
+            self.abort()
+            self._failure = status.CANNOT_UNDERSTAND_GENERIC
+
+    def _on_part_end(self) -> None:
+        """Check, commit and queue the part that just ended."""
+        writer, sink = self._writer, self._sink
+        self._writer = self._sink = None
+        if self._failure is not None:
+            self.stored.append(StoredPart(None, None, self._failure))
+            return
+        if writer is None:
+            return  # skipped part
+        try:
+            if sink is not writer:
+                sink.finalize()
+        except (OSError, ValueError) as exc:
+            logger.error("STOW-RS part cannot be decoded: %s", exc)
+            writer.discard()
+            self.stored.append(StoredPart(None, None, status.CANNOT_UNDERSTAND_GENERIC))
+            return
+        self.stored.append(
+            finish_part(writer, self.worker, study_instance_uid=self.study_instance_uid)
+        )
+
+    def _on_end(self) -> None:
+        """Note that the closing boundary was read."""
+        self.is_complete = True
 
 
 def store_response(parts: list[StoredPart], *, retrieve_url: str | None = None) -> dict[str, Any]:

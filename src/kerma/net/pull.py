@@ -15,8 +15,9 @@ both :class:`QueryClient`):
    retrieved whole; in series of modalities whose dose lives in image headers (DX,
    CR, MG, PX, IO, NM, PT) one image per series; in small CT series (a vendor dose
    screen) their secondary-capture images;
-3. objects whose SOP Instance UID is already in the registry (stored or rejected)
-   are skipped, so a second run only fetches what is new.
+3. objects whose SOP Instance UID is already in the registry (stored, rejected, or
+   ignored as holding no dose information) are skipped, so a second run only fetches
+   what is new.
 
 The objects retrieved are spooled and imported like everything the SCP receives
 (:mod:`kerma.net.spool`).
@@ -325,27 +326,35 @@ def _is_small(series: dict[str, Any]) -> bool:
 
 
 def known_sop_instance_uids(registry: Any) -> set[str]:
-    """Return the SOP Instance UIDs already in the registry (stored or rejected).
+    """Return the SOP Instance UIDs the registry already knows: stored, rejected or ignored.
+
+    Ignored objects (``ignored_object``: received over the network, holding no dose
+    information, not kept when ``KERMA_SCP_KEEP_NON_DOSE`` is off) count as known, so
+    a second pull does not fetch them again.
 
     Parameters
     ----------
     registry : kerma.Registry
         The registry (read through :meth:`kerma.Registry.session`).
+
+    Returns
+    -------
+    set of str
+        SOP Instance UIDs of ``dose_report``, ``rejected_object`` and ``ignored_object``.
     """
     from sqlalchemy import select
 
-    from kerma.db.models import DoseReport, RejectedObject
+    from kerma.db.models import DoseReport, IgnoredObject, RejectedObject
 
+    known: set[str] = set()
     with registry.session(write=False) as session:
-        stored = set(session.scalars(select(DoseReport.sop_instance_uid)))
-        rejected = set(
-            session.scalars(
-                select(RejectedObject.sop_instance_uid).where(
-                    RejectedObject.sop_instance_uid.is_not(None)
-                )
-            )
+        known.update(session.scalars(select(DoseReport.sop_instance_uid)))
+        known.update(
+            u for u in session.scalars(select(RejectedObject.sop_instance_uid)) if u is not None
         )
-    return {u for u in stored | rejected if u}
+        known.update(session.scalars(select(IgnoredObject.sop_instance_uid)))
+    known.discard("")
+    return known
 
 
 # -- DIMSE -------------------------------------------------------------------------------
