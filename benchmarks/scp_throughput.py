@@ -2,15 +2,19 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/scp_throughput.py [--n 500] [--associations 1]
+    .venv/bin/python benchmarks/scp_throughput.py [--n 500] [--associations 1] [--rounds 5]
 
 Writes ``n`` copies of small shared RDSRs (each a new study: Study, Series and SOP
-Instance UIDs replaced in the bytes), sends them with dcmtk ``storescu`` to dcmtk
-``storescp`` (writing to a temporary folder) and to ``kerma listen`` (fresh SQLite
-registry and archive in a temporary folder), and prints objects per second for both
-and their ratio. Kerma fsyncs every object (file and folder) before it answers;
-storescp does not. Kerma's import worker runs during the transfer, as in production.
-Only loopback is used.
+Instance UIDs replaced in the bytes) and starts dcmtk ``storescp`` (writing to a
+temporary folder) and ``kerma listen`` (fresh SQLite registry and archive in a
+temporary folder) side by side. The objects are split into ``rounds`` slices; each
+slice is sent with dcmtk ``storescu`` to one server and then to the other (the order
+alternates from round to round), so both meet the same load on a shared machine.
+Prints objects per second for both, per round and in total, their ratio, the median
+of the per-round ratios, the CPU time storescp and ``kerma listen``'s network process
+(not its import process) spent per object (Linux ``/proc``), and the load average.
+Kerma fsyncs every object (file and folder) before it answers; storescp does not.
+Kerma's import worker runs during the transfer, as in production. Only loopback is used.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,65 +110,129 @@ def send(port: int, aet: str, files: list[Path], associations: int) -> tuple[flo
     return seconds, sum(o.count("Received Store Response (Success)") for o in outputs)
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """Return the user + system CPU seconds of process ``pid`` (Linux ``/proc``), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_storescp(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start dcmtk storescp writing to ``work/storescp``; return it and its port."""
+    port = free_port()
+    out = work / "storescp"
+    out.mkdir()
+    proc = subprocess.Popen(
+        ["storescp", "-od", str(out), "-aet", "STORESCP", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, TCP_NODELAY="1"),
+    )
+    return proc, port
+
+
+def start_kerma(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``kerma listen`` with a fresh SQLite registry and archive; return it and its port."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        KERMA_DATABASE_URL=f"sqlite:///{work / 'kerma.db'}",
+        KERMA_ARCHIVE_DIR=str(work / "archive"),
+        PYTHONPATH=str(ROOT / "src"),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerma.cli.main", "listen", "--port", str(port)],
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, port
+
+
 def main() -> int:
     """Run the benchmark and print the rates."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="objects to send (default 500)")
     parser.add_argument("--associations", type=int, default=1, help="parallel storescu (default 1)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating slices per server (default 5)"
+    )
     args = parser.parse_args()
     for exe in ("storescu", "storescp", "echoscu"):
         if shutil.which(exe) is None:
             print(f"{exe} (dcmtk) is not installed", file=sys.stderr)
             return 2
+    rounds = max(1, min(args.rounds, args.n))
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="kerma-bench-") as tmp:
         work = Path(tmp)
         files = write_copies(work / "objects", args.n)
-
-        # dcmtk storescp
-        port = free_port()
-        out = work / "storescp"
-        out.mkdir()
-        storescp = subprocess.Popen(
-            ["storescp", "-od", str(out), "-aet", "STORESCP", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=dict(os.environ, TCP_NODELAY="1"),
-        )
+        slices = [files[i * args.n // rounds : (i + 1) * args.n // rounds] for i in range(rounds)]
+        storescp, dcmtk_port = start_storescp(work)
+        kerma, kerma_port = start_kerma(work)
+        seconds = {"storescp": 0.0, "kerma": 0.0}
+        stored = {"storescp": 0, "kerma": 0}
+        ratios = []
+        cpu_s = {"storescp": 0.0, "kerma": 0.0}
         try:
-            wait_echo(port, "STORESCP")
-            dcmtk_s, dcmtk_ok = send(port, "STORESCP", files, args.associations)
+            wait_echo(dcmtk_port, "STORESCP")
+            wait_echo(kerma_port, "KERMA")
+            for i, chunk in enumerate(slices):
+                order = ["storescp", "kerma"] if i % 2 == 0 else ["kerma", "storescp"]
+                rate = {}
+                for server in order:
+                    port, aet = (
+                        (dcmtk_port, "STORESCP") if server == "storescp" else (kerma_port, "KERMA")
+                    )
+                    pid = kerma.pid if server == "kerma" else storescp.pid
+                    cpu_before = process_cpu_s(pid)
+                    s, ok = send(port, aet, chunk, args.associations)
+                    cpu_after = process_cpu_s(pid)
+                    if cpu_before is not None and cpu_after is not None:
+                        cpu_s[server] += cpu_after - cpu_before
+                    seconds[server] += s
+                    stored[server] += ok
+                    rate[server] = ok / s
+                ratios.append(rate["kerma"] / rate["storescp"])
+                print(
+                    f"round {i + 1}/{rounds}: {len(chunk)} objects, storescp "
+                    f"{rate['storescp']:.1f}/s, kerma {rate['kerma']:.1f}/s, "
+                    f"ratio {ratios[-1]:.2f}"
+                )
         finally:
             storescp.send_signal(signal.SIGTERM)
-            storescp.wait(30)
-
-        # kerma listen
-        port = free_port()
-        env = dict(os.environ)
-        env.update(
-            KERMA_DATABASE_URL=f"sqlite:///{work / 'kerma.db'}",
-            KERMA_ARCHIVE_DIR=str(work / "archive"),
-            PYTHONPATH=str(ROOT / "src"),
-        )
-        kerma = subprocess.Popen(
-            [sys.executable, "-m", "kerma.cli.main", "listen", "--port", str(port)],
-            env=env,
-            cwd=work,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_echo(port, "KERMA")
-            kerma_s, kerma_ok = send(port, "KERMA", files, args.associations)
-        finally:
             kerma.send_signal(signal.SIGTERM)
+            storescp.wait(30)
             kerma.wait(300)
+    load_after = os.getloadavg()
 
-    dcmtk_rate, kerma_rate = dcmtk_ok / dcmtk_s, kerma_ok / kerma_s
-    print(f"objects: {args.n} (small RDSRs), associations: {args.associations}")
-    print(f"dcmtk storescp: {dcmtk_ok} stored in {dcmtk_s:.2f} s = {dcmtk_rate:.1f} objects/s")
-    print(f"kerma listen:   {kerma_ok} stored in {kerma_s:.2f} s = {kerma_rate:.1f} objects/s")
+    dcmtk_rate = stored["storescp"] / seconds["storescp"]
+    kerma_rate = stored["kerma"] / seconds["kerma"]
+    print(f"objects: {args.n} (small RDSRs), associations: {args.associations}, rounds: {rounds}")
+    print(
+        f"dcmtk storescp: {stored['storescp']} stored in {seconds['storescp']:.2f} s "
+        f"= {dcmtk_rate:.1f} objects/s"
+    )
+    print(
+        f"kerma listen:   {stored['kerma']} stored in {seconds['kerma']:.2f} s "
+        f"= {kerma_rate:.1f} objects/s"
+    )
+    if cpu_s["kerma"]:
+        print(
+            "CPU per object: storescp "
+            f"{cpu_s['storescp'] / max(stored['storescp'], 1) * 1e3:.2f} ms, kerma listen "
+            f"network process {cpu_s['kerma'] / max(stored['kerma'], 1) * 1e3:.2f} ms"
+        )
+    print(
+        f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+        f"on {os.cpu_count()} CPUs"
+    )
+    print(f"median of the round ratios: {statistics.median(ratios):.2f}")
     print(f"ratio kerma/storescp: {kerma_rate / dcmtk_rate:.2f} (target >= 0.5)")
-    return 0 if dcmtk_ok == kerma_ok == args.n else 1
+    return 0 if stored["storescp"] == stored["kerma"] == args.n else 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -75,12 +76,18 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.2) -> bool:  # 
     return bool(predicate())
 
 
-def echo(port: int, *, aet: str = "KERMA", calling: str = "TESTSCU") -> bool:
-    """Return whether a C-ECHO to 127.0.0.1:port succeeds."""
+def echo(
+    port: int,
+    *,
+    aet: str = "KERMA",
+    calling: str = "TESTSCU",
+    tls_args: tuple[ssl.SSLContext, str] | None = None,
+) -> bool:
+    """Return whether a C-ECHO to 127.0.0.1:port succeeds (over TLS with ``tls_args``)."""
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = 5
-    assoc = ae.associate("127.0.0.1", port, ae_title=aet)
+    assoc = ae.associate("127.0.0.1", port, ae_title=aet, tls_args=tls_args)
     if not assoc.is_established:
         return False
     try:
@@ -101,6 +108,8 @@ class KermaListener:
     extra_env: dict[str, str] = field(default_factory=dict)
     ready_calling: str = "TESTSCU"
     orphans: list[int] = field(default_factory=list)
+    #: (client SSL context, server host name) for the readiness C-ECHO of a TLS listener
+    tls_args: tuple[ssl.SSLContext, str] | None = None
 
     @property
     def database_url(self) -> str:
@@ -153,7 +162,7 @@ class KermaListener:
         ready = wait_until(
             lambda: (
                 self.process.poll() is not None
-                or echo(self.port, aet=self.aet, calling=self.ready_calling)
+                or echo(self.port, aet=self.aet, calling=self.ready_calling, tls_args=self.tls_args)
             ),
             timeout=READY_TIMEOUT_S,
             interval=0.3,
@@ -586,3 +595,36 @@ def deep_sr_file(path: Path, depth: int = 300) -> Path:
         b"\0" * 128 + b"DICM" + meta_buf.getvalue() + encode(before) + nested + encode(after)
     )
     return path
+
+
+def mr_image_file(path: Path) -> Dataset:
+    """Write a synthetic 8 x 8 MR image without any dose attribute; return its dataset.
+
+    An MR Image Storage object (PS3.3 A.4) with the identifying attributes, a Modality
+    of MR and 128 bytes of zero pixel data: a real image type that carries no dose
+    information, such as a Storage SCP receiving whole studies gets.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "MR"
+    ds.PatientID = "KERMA-TEST-MR"
+    ds.StudyDate = "20240101"
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(8 * 8 * 2)
+    ds.save_as(path, enforce_file_format=True)
+    return ds

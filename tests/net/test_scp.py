@@ -15,13 +15,15 @@ from pynetdicom.sop_class import Verification
 
 from kerma.api import Registry
 from kerma.net import status
-from kerma.net.handlers import check_encoded_dataset
+from kerma.net.handlers import FileMetaEncoder, check_dataset, check_encoded_dataset
+from kerma.net.spool import Spool
 from tests.net.conftest import (
     CASES_DIR,
     DICOM_DIR,
     KermaListener,
     SendLog,
     deep_sr_file,
+    mr_image_file,
     registry_sop_uids,
     require_binary,
     send_with_storescu,
@@ -122,15 +124,34 @@ class TestListen:
         assoc.release()
         assert accepted == set(uids)
 
-    def test_non_dose_object_is_acknowledged_not_kept(self, listener: KermaListener) -> None:
-        """An Enhanced SR that is not a dose report gets 0x0000 but is neither stored nor kept."""
-        assert send_file(listener.port, DICOM_DIR / "ESR_non-dose.dcm") == status.SUCCESS
+    def test_non_dose_objects_are_acknowledged_listed_not_kept(
+        self, listener: KermaListener, tmp_path: Path
+    ) -> None:
+        """A non-dose Enhanced SR and an MR image: 0x0000, in ignored(), not stored or kept."""
+        esr = DICOM_DIR / "ESR_non-dose.dcm"
+        mr = mr_image_file(tmp_path / "mr.dcm")
+        assert send_file(listener.port, esr) == status.SUCCESS
+        assert send_file(listener.port, tmp_path / "mr.dcm") == status.SUCCESS
         listener.wait_drained()
         assert registry_sop_uids(listener.settings) == []
         with Registry(settings=listener.settings) as reg:
             assert reg.rejects().empty
-        archived = list(listener.archive_dir.rglob("*.dcm"))
-        assert archived == []
+            ignored = reg.ignored()
+        esr_ds = pydicom.dcmread(esr, stop_before_pixels=True)
+        by_uid = ignored.set_index("sop_instance_uid")
+        assert sorted(by_uid.index) == sorted([str(esr_ds.SOPInstanceUID), str(mr.SOPInstanceUID)])
+        assert by_uid.loc[str(mr.SOPInstanceUID), "modality"] == "MR"
+        assert by_uid.loc[str(mr.SOPInstanceUID), "sop_class_uid"] == str(mr.SOPClassUID)
+        assert by_uid.loc[str(mr.SOPInstanceUID), "series_instance_uid"] == str(
+            mr.SeriesInstanceUID
+        )
+        assert by_uid.loc[str(esr_ds.SOPInstanceUID), "study_instance_uid"] == str(
+            esr_ds.StudyInstanceUID
+        )
+        assert by_uid["reason"].str.len().min() > 0
+        assert list(listener.archive_dir.rglob("*.dcm")) == []  # neither archived nor spooled
+        assert listener.terminate() == 0
+        assert "2 ignored as non-dose, 0 rejected" in listener.log()
 
     def test_deep_sr_is_rejected_by_import_and_kept(
         self, listener: KermaListener, tmp_path: Path
@@ -217,6 +238,128 @@ class TestCheckEncodedDataset:
         )
 
 
+class TestCheckDataset:
+    """The check of a C-STORE data set in its presentation context's transfer syntax."""
+
+    @pytest.mark.parametrize(
+        "transfer_syntax",
+        [
+            pytest.param(pydicom.uid.ImplicitVRLittleEndian, id="implicit-le"),
+            pytest.param(pydicom.uid.ExplicitVRLittleEndian, id="explicit-le"),
+            pytest.param(pydicom.uid.ExplicitVRBigEndian, id="explicit-be"),
+            pytest.param(pydicom.uid.DeflatedExplicitVRLittleEndian, id="deflated"),
+        ],
+    )
+    def test_rdsr_in_each_transfer_syntax_returns_its_uids(self, transfer_syntax: str) -> None:
+        """An RDSR encoded as C-STORE sends it (no file meta) gives its SOP UIDs."""
+        from pynetdicom.dsutils import encode
+
+        ds = pydicom.dcmread(DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm")
+        ts = pydicom.uid.UID(transfer_syntax)
+        encoded = encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+        assert encoded is not None
+        assert check_dataset(encoded, ts) == (str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+
+    def test_garbage_raises(self) -> None:
+        """Bytes that are not a data set cannot be understood (the handler answers 0xC210)."""
+        with pytest.raises(ValueError, match=r"."):
+            check_dataset(b"\xff" * 64, pydicom.uid.ExplicitVRLittleEndian)
+
+
+class TestFileMetaEncoder:
+    """The cached File Meta Information encoding of the C-STORE handler."""
+
+    @pytest.mark.parametrize(
+        "sop_instance_uid",
+        [
+            pytest.param("1.2.3", id="odd-length"),
+            pytest.param("1.2.34", id="even-length"),
+            pytest.param("2.25." + "1" * 59, id="64-characters"),
+            pytest.param("1.2.3.4x", id="not-a-uid-encoded-by-pydicom"),
+        ],
+    )
+    def test_same_bytes_as_pynetdicom(self, sop_instance_uid: str) -> None:
+        """Cached encodings equal pynetdicom's encode_file_meta, for several UIDs in a row."""
+        from pynetdicom.dsutils import create_file_meta, encode_file_meta
+
+        encoder = FileMetaEncoder()
+        sop_class = str(pydicom.uid.XRayRadiationDoseSRStorage)
+        for ts in (pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian):
+            for uid in (sop_instance_uid, sop_instance_uid[:-1] + "7"):
+                expected = encode_file_meta(
+                    create_file_meta(
+                        sop_class_uid=pydicom.uid.UID(sop_class),
+                        sop_instance_uid=pydicom.uid.UID(uid),
+                        transfer_syntax=ts,
+                    )
+                )
+                assert encoder.encode(sop_class, uid, str(ts)) == expected
+
+
+class TestSpool:
+    """The durable spool (no network)."""
+
+    def test_concurrent_puts_share_folder_fsyncs(self, tmp_path: Path) -> None:
+        """40 objects written by 20 threads at once: all spooled, at most one folder fsync each."""
+        spool = Spool(tmp_path / "archive")
+        objects = [f"object {i}".encode() * 1000 for i in range(40)]
+        paths: list[Path] = []
+        lock = threading.Lock()
+
+        def writer(chunk: list[bytes]) -> None:
+            for data in chunk:
+                path = spool.put(data)
+                with lock:
+                    paths.append(path)
+
+        threads = [threading.Thread(target=writer, args=(objects[i::20],)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(p.read_bytes() for p in paths) == sorted(objects)
+        assert len(spool.pending()) == 40
+        assert 1 <= spool.directory_fsyncs <= 40
+
+    def test_same_bytes_twice_is_one_file(self, tmp_path: Path) -> None:
+        """The same object put twice is one spool file (content-addressed)."""
+        spool = Spool(tmp_path / "archive")
+        assert spool.put(b"abc") == spool.put([b"a", b"bc"])
+        assert len(spool.pending()) == 1
+
+
+class TestAssociationActivity:
+    """The DUL reactor sleep follows each association's activity (in-process SCP)."""
+
+    def test_idle_associations_poll_slowly(self, tmp_path: Path) -> None:
+        """Three associations that send nothing get the idle reactor sleep (5 ms)."""
+        from kerma.config import Settings
+        from kerma.net.handlers import DUL_LOOP_DELAY_IDLE_S
+        from kerma.net.scp import StorageSCP
+
+        settings = Settings(
+            database_url=f"sqlite:///{tmp_path / 'kerma.db'}", archive_dir=tmp_path / "archive"
+        )
+        scp = StorageSCP(settings, host="127.0.0.1", port=0)
+        scp.start()
+        assocs = []
+        try:
+            ae = AE(ae_title="TESTSCU")
+            ae.add_requested_context(Verification)
+            assocs = [ae.associate("127.0.0.1", scp.address[1], ae_title="KERMA") for _ in range(3)]
+            assert all(a.is_established for a in assocs)
+
+            def delays() -> list[float]:
+                return [a.dul._run_loop_delay for a in scp._server.active_associations]
+
+            assert wait_until(lambda: delays() == [DUL_LOOP_DELAY_IDLE_S] * 3, timeout=30)
+        finally:
+            for assoc in assocs:
+                if assoc.is_established:
+                    assoc.release()
+            scp.stop(grace_s=5)
+
+
 class TestAllowList:
     """The optional calling-AE allow-list."""
 
@@ -265,8 +408,8 @@ class TestLoad:
     def test_sigkill_mid_transfer_loses_nothing(
         self, listener: KermaListener, tmp_path: Path
     ) -> None:
-        """SIGKILL mid-transfer: every acknowledged object is imported, once, after restart."""
-        n_objects = self.N_OBJECTS // 2  # half the load test's, to keep the suite short
+        """SIGKILL mid-transfer of 1,000 objects: every acknowledged one is imported, once."""
+        n_objects = self.N_OBJECTS
         files = write_copies(tmp_path / "objects", n_objects, seed=1)
         log = SendLog()
         kill_after = n_objects // 3
@@ -294,15 +437,20 @@ class TestLoad:
             restarted.wait_drained()
         finally:
             restarted.terminate()
-        assert acknowledged <= set(after_restart)  # nothing acknowledged was lost
-        assert len(after_restart) == len(set(after_restart))
+            restarted.reap_orphans()
         uids = registry_sop_uids(listener.settings)
-        assert len(uids) == len(set(uids))  # nothing imported twice
-        assert set(uids) == acknowledged | resend.succeeded == set(files.values())
         print(
-            f"\nkill test: {len(acknowledged)} acknowledged before SIGKILL, "
-            f"{len(after_restart)} in the registry after restart "
-            f"({len(after_restart) - len(acknowledged)} stored but not acknowledged), "
-            f"{len(rest)} re-sent, {len(uids)} in the registry at the end, "
+            f"\nkill test: {n_objects} objects over {self.N_ASSOCIATIONS} associations; "
+            f"{len(acknowledged)} acknowledged before SIGKILL; "
+            f"{len(after_restart)} in the registry after restart and drain "
+            f"({len(set(after_restart) - acknowledged)} stored but not acknowledged); "
+            f"{len(rest)} re-sent, {len(resend.succeeded)} acknowledged; "
+            f"{len(uids)} in the registry at the end, {len(set(uids))} distinct, "
             f"{len(uids) - len(set(uids))} duplicates"
         )
+        assert acknowledged <= set(after_restart)  # nothing acknowledged was lost
+        assert len(after_restart) == len(set(after_restart))
+        assert resend.succeeded == set(rest.values())
+        assert len(uids) == len(set(uids)) == n_objects  # nothing imported twice
+        assert set(uids) == acknowledged | resend.succeeded == set(files.values())
+        assert restarted.pending() == []

@@ -37,7 +37,13 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from kerma.config import Settings
 from kerma.errors import ConfigurationError
-from kerma.net.handlers import StoreCounters, handle_echo, handle_open, handle_store
+from kerma.net.handlers import (
+    AssociationActivity,
+    StoreCounters,
+    handle_echo,
+    handle_open,
+    handle_store,
+)
 from kerma.net.spool import PathImporter, ProcessImporter, Spool, SpoolWorker
 
 logger = logging.getLogger(__name__)
@@ -58,6 +64,10 @@ TRANSFER_SYNTAXES: tuple[str, ...] = tuple(ALL_TRANSFER_SYNTAXES)
 ACSE_TIMEOUT_S = 30.0
 DIMSE_TIMEOUT_S = 60.0
 NETWORK_TIMEOUT_S = 60.0
+
+#: How often the reactor sleep of the open associations is refitted, in seconds
+#: (:class:`kerma.net.handlers.AssociationActivity`).
+TUNE_INTERVAL_S = 0.1
 
 
 def storage_sop_classes() -> list[str]:
@@ -152,6 +162,11 @@ class StorageSCP:
     ae_title, host, port : optional
         Override the settings.
 
+    Raises
+    ------
+    ConfigurationError
+        When the TLS certificate, key or CA (``scp_tls_*``) cannot be loaded.
+
     Examples
     --------
     >>> scp = StorageSCP(settings)           # doctest: +SKIP
@@ -175,12 +190,15 @@ class StorageSCP:
         self.port = port if port is not None else settings.scp_port
         self.spool = Spool(settings.archive_dir)
         self.counters = StoreCounters()
+        self.activity = AssociationActivity()
+        self._tuner_stop = threading.Event()
         self.worker = SpoolWorker(
             self.spool,
             registry_factory or _default_registry_factory(settings),
             keep_non_dose=settings.scp_keep_non_dose,
         )
         self.ae = build_ae(settings, ae_title=self.ae_title)
+        self.ssl_context = build_ssl_context(settings)
         self._server: Any = None
         self._lock = threading.Lock()
 
@@ -188,7 +206,11 @@ class StorageSCP:
     def handlers(self) -> list[tuple[Any, ...]]:
         """The event handlers bound to the server (C-STORE, C-ECHO)."""
         return [
-            (evt.EVT_C_STORE, handle_store, [self.spool, self.worker.submit, self.counters]),
+            (
+                evt.EVT_C_STORE,
+                handle_store,
+                [self.spool, self.worker.submit, self.counters, self.activity],
+            ),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_CONN_OPEN, handle_open),
         ]
@@ -201,6 +223,15 @@ class StorageSCP:
         host, port = self._server.server_address[:2]
         return (str(host), int(port))
 
+    @property
+    def tls_description(self) -> str:
+        """``"off"``, ``"on"`` or ``"on, client certificates required"`` (for logs)."""
+        if self.ssl_context is None:
+            return "off"
+        if self.ssl_context.verify_mode == ssl.CERT_REQUIRED:
+            return "on, client certificates required"
+        return "on"
+
     def start(self) -> None:
         """Start the import worker, then listen (returns at once)."""
         with self._lock:
@@ -212,14 +243,27 @@ class StorageSCP:
                 (self.host, self.port),
                 block=False,
                 evt_handlers=self.handlers,
-                ssl_context=build_ssl_context(self.settings),
+                ssl_context=self.ssl_context,
             )
+            self._tuner_stop.clear()
+            threading.Thread(
+                target=self._tune_associations,
+                args=(self._server,),
+                name="kerma-scp-tuner",
+                daemon=True,
+            ).start()
         logger.info(
-            "Storage SCP %s listening on %s:%d (spool %s)",
+            "Storage SCP %s listening on %s:%d (spool %s, TLS %s)",
             self.ae_title,
             *self.address,
             self.spool.directory,
+            self.tls_description,
         )
+
+    def _tune_associations(self, server: Any) -> None:
+        """Every 0.1 s, fit each association's reactor sleep to its activity (until stop)."""
+        while not self._tuner_stop.wait(TUNE_INTERVAL_S):
+            self.activity.tune(list(server.active_associations))
 
     def stop(self, *, grace_s: float = 30.0, drain: bool = False) -> None:
         """Stop listening, let associations in progress finish, stop the worker.
@@ -235,6 +279,7 @@ class StorageSCP:
         """
         with self._lock:
             server, self._server = self._server, None
+        self._tuner_stop.set()
         if server is not None:
             server.shutdown()  # no new associations; running ones carry on
             deadline = time.monotonic() + grace_s
@@ -247,10 +292,13 @@ class StorageSCP:
             self.worker.wait_idle()
         self.worker.stop()
         logger.info(
-            "Storage SCP %s stopped: %d stored, %d failed, %d imported, %d left in the spool",
+            "Storage SCP %s stopped: %d stored, %d failed, %d imported "
+            "(of which %d ignored as non-dose, %d rejected), %d left in the spool",
             self.ae_title,
             self.counters.stored,
             self.counters.failed,
             self.worker.imported,
+            self.worker.ignored,
+            self.worker.rejected,
             len(self.spool.pending()),
         )
