@@ -292,6 +292,37 @@ class TestDemoCommand:
         assert len(list((tmp_path / "kerma-demo-data").glob("DEMO-*.dcm"))) == 20
         assert not (tmp_path / "kerma.db").exists()
 
+    def test_parallel_demo_equals_sequential(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two worker processes write and import the same 120 studies as one process."""
+        from kerma.api import Registry
+        from kerma.cli.main import app
+
+        counts = {}
+        for workers in (1, 2):
+            run = tmp_path / f"w{workers}"
+            run.mkdir()
+            monkeypatch.chdir(run)
+            monkeypatch.delenv("KERMA_DATABASE_URL", raising=False)
+            result = CliRunner().invoke(
+                app, ["demo", "--studies", "120", "--workers", str(workers)]
+            )
+            assert result.exit_code == 0, result.output
+            assert "objects read" in result.output
+            with Registry(f"sqlite:///{run / 'kerma-demo.db'}") as registry:
+                studies = registry.studies(include_non_patient=True)
+                events = registry.events(include_non_patient=True)
+            counts[workers] = (
+                len(studies),
+                len(events),
+                round(float(studies["ct_dlp_total_mgycm"].sum()), 6),
+                round(float(studies["dap_total_gym2"].sum()), 9),
+                sorted(studies["study_instance_uid"]),
+            )
+        assert counts[1][0] == counts[2][0] == 120
+        assert counts[1] == counts[2]
+
     def test_no_import_only_writes_files(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from kerma.cli.console import make_console
 from kerma.config import get_settings
 
 db_app = typer.Typer(name="db", help="Manage the registry database.", no_args_is_help=True)
@@ -26,7 +26,7 @@ def upgrade(
     try:
         run_upgrade(engine, revision)
         url = engine.url.render_as_string(hide_password=True)
-        Console().print(f"{url} is at revision {current_revision(engine)}")
+        make_console().print(f"{url} is at revision {current_revision(engine)}")
     finally:
         engine.dispose()
 
@@ -39,7 +39,7 @@ def current() -> None:
 
     engine = make_engine(get_settings().database_url)
     try:
-        Console().print(f"current: {current_revision(engine)}  newest: {head_revision()}")
+        make_console().print(f"current: {current_revision(engine)}  newest: {head_revision()}")
     finally:
         engine.dispose()
 

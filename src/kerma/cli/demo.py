@@ -8,9 +8,14 @@ and recreated on every run; ``kerma.db`` is never touched.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import os
 import shutil
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +25,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from kerma.cli.console import make_console
 from kerma.errors import ConfigurationError
+
+#: Objects one import worker process takes at a time.
+IMPORT_CHUNK = 25
 
 #: Default demo registry, files and archive (relative to the working directory).
 DEFAULT_DATABASE_URL = "sqlite:///kerma-demo.db"
@@ -33,7 +42,7 @@ _MODALITY_NAMES = {"CT": "CT", "RF": "fluoroscopy", "DX": "radiography", "MG": "
 def demo(
     studies: Annotated[
         int, typer.Option("--studies", "-n", min=0, help="Number of studies to generate.")
-    ] = 200,
+    ] = 1000,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the generated DICOM files.")
     ] = DEFAULT_OUT_DIR,
@@ -49,17 +58,23 @@ def demo(
     no_import: Annotated[
         bool, typer.Option("--no-import", help="Only write the files; do not import them.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, help="Processes that write and import (default: CPU count, max 4)."
+        ),
+    ] = min(4, os.cpu_count() or 1),
 ) -> None:
     """Generate synthetic CT, fluoroscopy, radiography and mammography dose reports; import them.
 
     The demo department has three CT rooms (Siemens, GE, Canon), a cardiac cath lab, a
     fluoroscopy room, a radiography room and a mammography unit, with log-normal dose
     distributions per protocol, a few QA phantom scans, and one CT room set up with
-    higher doses. All names and IDs are synthetic.
+    higher doses. All names and IDs are synthetic. The default 1,000 studies give most
+    rooms the ICRP 135 minimum sample of 20 per standard exam, so ``kerma drl`` on the
+    demo registry compares rooms with the DRLs.
     """
-    from kerma.demo.generator import iter_demo_studies
-
-    console = Console()
+    console = make_console()
     archive_dir = None if no_import else _fresh_registry(database)  # refuse before writing
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("DEMO-*.dcm"):  # only files an earlier demo run wrote
@@ -69,7 +84,7 @@ def demo(
     n_qa = 0
     with _progress(console, "writing dose reports") as progress:
         task = progress.add_task("write", total=studies)
-        for study in iter_demo_studies(out, studies=studies, seed=seed):
+        for study in _write_studies(out, studies=studies, seed=seed, workers=workers):
             paths.append(study.path)
             by_modality[study.modality] += 1
             n_qa += study.is_qa
@@ -81,10 +96,70 @@ def demo(
     )
     if archive_dir is None:
         return
-    import_demo(paths, database=database, archive_dir=archive_dir, console=console)
+    import_demo(paths, database=database, archive_dir=archive_dir, console=console, workers=workers)
 
 
-def import_demo(paths: list[Path], *, database: str, archive_dir: Path, console: Console) -> None:
+def _write_studies(out: Path, *, studies: int, seed: int, workers: int) -> Iterator[Any]:
+    """Yield the demo studies in order, written by ``workers`` processes."""
+    from kerma.demo.generator import iter_demo_studies, write_demo_study
+
+    if workers <= 1 or studies < 4 * IMPORT_CHUNK:
+        yield from iter_demo_studies(out, studies=studies, seed=seed)
+        return
+    write = partial(write_demo_study, out, seed=seed, end_date=dt.date.today(), studies=studies)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(write, range(studies), chunksize=16)
+
+
+def _import_chunk(database: str, archive_dir: Path, paths: list[Path]) -> list[Any]:
+    """Import ``paths`` in a worker process; return their outcomes."""
+    from kerma.api import Registry
+    from kerma.config import get_settings
+
+    settings = get_settings(database_url=database, archive_dir=archive_dir)
+    outcomes: list[Any] = []
+    with Registry(database, settings=settings) as registry:
+        registry.import_paths(paths, progress=outcomes.append)
+    return outcomes
+
+
+def _import_parallel(
+    registry: Any,
+    paths: list[Path],
+    *,
+    database: str,
+    archive_dir: Path,
+    workers: int,
+    advance: Any,
+) -> Any:
+    """Import ``paths`` with ``workers`` processes (one transaction per object each).
+
+    The registry's schema and pseudonym key exist before the workers start, so every
+    worker uses the same key. Returns the merged
+    :class:`~kerma.ingest.pipeline.ImportSummary`.
+    """
+    from kerma.ingest.pipeline import ImportSummary
+
+    registry.importer  # noqa: B018 (creates the archive and the pseudonym key once)
+    summary = ImportSummary()
+    chunks = [paths[i : i + IMPORT_CHUNK] for i in range(0, len(paths), IMPORT_CHUNK)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: set[Future[list[Any]]] = {
+            pool.submit(_import_chunk, database, archive_dir, chunk) for chunk in chunks
+        }
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                outcomes = future.result()
+                for outcome in outcomes:
+                    summary.add(outcome)
+                advance(len(outcomes))
+    return summary
+
+
+def import_demo(
+    paths: list[Path], *, database: str, archive_dir: Path, console: Console, workers: int = 1
+) -> None:
     """Import ``paths`` into the demo registry and print the counts and dose summary.
 
     Parameters
@@ -97,6 +172,9 @@ def import_demo(paths: list[Path], *, database: str, archive_dir: Path, console:
         Archive folder of the demo registry.
     console : rich.console.Console
         Where to print.
+    workers : int, optional
+        Import processes (default 1: in this process). SQLite serialises the writes;
+        decoding, the larger part of the work, runs in parallel.
     """
     from kerma.api import Registry
     from kerma.config import get_settings
@@ -105,7 +183,17 @@ def import_demo(paths: list[Path], *, database: str, archive_dir: Path, console:
     with Registry(database, settings=settings) as registry:
         with _progress(console, "importing") as progress:
             task = progress.add_task("import", total=len(paths))
-            result = registry.import_paths(paths, progress=lambda _o: progress.advance(task))
+            if workers > 1 and len(paths) >= 4 * IMPORT_CHUNK:
+                result = _import_parallel(
+                    registry,
+                    paths,
+                    database=database,
+                    archive_dir=archive_dir,
+                    workers=workers,
+                    advance=lambda n: progress.advance(task, n),
+                )
+            else:
+                result = registry.import_paths(paths, progress=lambda _o: progress.advance(task))
         _print_import(console, result)
         events = registry.events()
         studies = registry.studies()
@@ -116,6 +204,8 @@ def import_demo(paths: list[Path], *, database: str, archive_dir: Path, console:
         f"Demo registry: [bold]{database}[/bold] (archive {archive_dir}). Explore it with "
         f"[bold]KERMA_DATABASE_URL={database} KERMA_ARCHIVE_DIR={archive_dir} kerma studies[/bold]"
         " (QA phantom studies are left out of the statistics; add --include-non-patient)."
+        f" Compare the rooms with the EU DRLs (ICRP 135): [bold]KERMA_DATABASE_URL={database}"
+        f" KERMA_ARCHIVE_DIR={archive_dir} kerma drl[/bold]"
     )
 
 

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kerma.cli.console import make_console
 from kerma.dicom.extract import inspect_path
 from kerma.records import DoseReport
 
@@ -42,7 +43,7 @@ def inspect(
     ] = OutputFormat.table,
 ) -> None:
     """Print what Kerma extracts from DICOM objects, without storing anything."""
-    console = Console()
+    console = make_console()
     err = Console(stderr=True)
     records: list[dict[str, Any]] = []
     n_read = n_rejected = 0

@@ -14,11 +14,11 @@ import threading
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from kerma.cli.console import make_console
 from kerma.config import get_settings
 
-console = Console()
+console = make_console()
 
 
 def listen(
@@ -137,10 +137,9 @@ def pull(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from kerma.api import Registry
-    from kerma.cli.console import make_console
     from kerma.net.pull import PacsPeer, PullCriteria, pull_dimse
 
-    console = make_console()  # readable width when piped (the listen console is module-level)
+    console = make_console()
     settings = get_settings()
     if aet:
         settings = settings.model_copy(update={"scp_aet": aet})

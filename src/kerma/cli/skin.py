@@ -25,6 +25,7 @@ from kerma.analysis.skin_dose import (
     METHOD_PYSKINDOSE,
     estimate_study_skin_doses,
 )
+from kerma.cli.console import make_console
 from kerma.config import get_settings
 
 #: Method labels of the table (the title explains them).
@@ -74,7 +75,7 @@ def skin_dose(
     """
     from kerma.api import Registry
 
-    console = Console()
+    console = make_console()
     settings = get_settings()
     with (
         Registry(settings=settings) as registry,

@@ -10,6 +10,7 @@ May import ``kerma.db`` only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -49,6 +50,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+@functools.cache
 def head_revision() -> str | None:
     """Return the head revision of the shipped migrations."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -97,12 +99,14 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
 def ensure_schema(engine: Engine) -> None:
     """Upgrade the database to the newest revision unless it is there already.
 
-    Checked once per database URL and process; cheap afterwards. An in-memory SQLite
-    database is new for every engine although its URL is the same, so it is always
-    checked.
+    A server database is checked once per URL and process; cheap afterwards. SQLite is
+    checked every time (one query on ``alembic_version``): an in-memory database is new
+    for every engine although its URL is the same, and a file named by a relative path,
+    or deleted and created again (``kerma demo``), is another database under the same
+    URL.
     """
     key = str(engine.url)
-    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+    if engine.url.get_backend_name() == "sqlite":
         key = ""  # never cached
     with _checked_lock:
         if key in _checked:

@@ -267,6 +267,25 @@ def iter_demo_studies(
         yield _write_study(out_dir, index=index, seed=seed, end_date=end, pool=pool)
 
 
+def write_demo_study(
+    out_dir: Path,
+    index: int,
+    *,
+    seed: int = 1,
+    end_date: dt.date | None = None,
+    studies: int = 200,
+) -> DemoStudy:
+    """Write study ``index`` of a demo set of ``studies`` and return it.
+
+    The same study as the ``index``-th one :func:`iter_demo_studies` yields (each study
+    draws from its own random stream), so a set can be written by several processes.
+    """
+    end = end_date or dt.date.today()
+    return _write_study(
+        Path(out_dir), index=index, seed=seed, end_date=end, pool=max(10, int(0.8 * studies))
+    )
+
+
 def build_demo_dataset(
     index: int, *, seed: int = 1, end_date: dt.date | None = None, studies: int = 200
 ) -> tuple[Dataset, DemoStudy]:

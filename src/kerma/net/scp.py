@@ -33,6 +33,7 @@ from pynetdicom import (
     AllStoragePresentationContexts,
     evt,
 )
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from kerma.config import Settings
@@ -120,6 +121,9 @@ def build_ae(settings: Settings, *, ae_title: str | None = None) -> AE:
     ae_title : str, optional
         Overrides ``settings.scp_aet``.
     """
+    # pynetdicom's default event logging formats every PDU and DIMSE message (several
+    # milliseconds of CPU per object); Kerma logs each store itself.
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title=ae_title or settings.scp_aet)
     ae.require_called_aet = True  # refuse associations addressed to another AE title
     for sop_class in storage_sop_classes():
