@@ -4,12 +4,13 @@ skin dose and cumulative dose.
 Every function takes and returns pandas DataFrames whose columns carry their unit
 (``dlp_total_mgycm``, ``kap_gycm2``, ``effective_dose_msv``, ``ssde_mgy``); the frames
 come from :meth:`kerma.Registry.events` / :meth:`kerma.Registry.studies`. Reference
-tables (DRLs, k-factors, SSDE coefficients) ship as package data in
+tables (DRLs, k-factors, SSDE coefficients, alert levels) ship as package data in
 ``kerma/reference`` with their sources (:mod:`kerma.analysis.reference`).
 
-This package imports ``kerma.db`` only inside
-:func:`kerma.analysis.exams.write_standard_exams`; it must not import ``kerma.web`` or
-``kerma.cli``.
+This package imports ``kerma.db`` only inside the functions that read or write the
+registry (:func:`kerma.analysis.exams.write_standard_exams`, the skin dose functions of
+:mod:`kerma.analysis.skin_dose` that take a registry); it must not import ``kerma.web``
+or ``kerma.cli``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kerma.analysis.exams import (
     assign_study_exams,
     load_exam_rules,
     map_standard_exams,
+    split_indication_exam,
     summarise_mapping,
 )
 from kerma.analysis.frames import build_dose_samples
@@ -83,6 +85,7 @@ __all__ = [
     "select_drls",
     "select_k_factor",
     "skin_dose_map_figure",
+    "split_indication_exam",
     "ssde_events",
     "stored_skin_doses",
     "summarise_mapping",
