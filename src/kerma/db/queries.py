@@ -57,7 +57,7 @@ def device_key(info: DeviceInfo) -> str:
         manufacturer = (info.manufacturer or "").strip().casefold()
         text = "serial\x1f" + manufacturer + "\x1f" + serial
     elif info.device_observer_uid:
-        text = "uid\x1f" + info.device_observer_uid
+        return observer_device_key(info.device_observer_uid)
     else:
         parts = (
             info.manufacturer,
@@ -90,14 +90,39 @@ def _insert_or_get(session: Session, row: T, lookup: Callable[[], T | None]) -> 
     return row
 
 
+def observer_device_key(device_observer_uid: str) -> str:
+    """Return the identity key of a device known by its TID 1004 Device Observer UID."""
+    return hashlib.sha256(("uid\x1f" + device_observer_uid).encode("utf-8")).hexdigest()
+
+
+def _observers_differ(device: Device, info: DeviceInfo) -> bool:
+    """Return whether a stored device and ``info`` name two different Device Observer UIDs."""
+    return bool(
+        device.device_observer_uid
+        and info.device_observer_uid
+        and device.device_observer_uid != info.device_observer_uid
+    )
+
+
 def get_or_create_device(session: Session, *, info: DeviceInfo) -> Device:
-    """Return the device of ``info`` (created when new; missing attributes filled in)."""
+    """Return the device of ``info`` (created when new; missing attributes filled in).
+
+    The key is :func:`device_key`. A serial number is not unique across a
+    manufacturer's models everywhere (test and anonymised systems send ``1234``): when
+    the device found by manufacturer and serial number has another TID 1004 Device
+    Observer UID than ``info``, the two are different devices (PS3.16 TID 1004: the
+    observer UID identifies the device), and ``info``'s device is keyed by its observer
+    UID instead (:func:`observer_device_key`).
+    """
     key = device_key(info)
 
     def lookup() -> Device | None:
         return session.scalars(select(Device).where(Device.device_key == key)).one_or_none()
 
     device = lookup()
+    if device is not None and info.device_observer_uid and _observers_differ(device, info):
+        key = observer_device_key(info.device_observer_uid)
+        device = lookup()
     if device is None:
         device = Device(
             device_key=key,
@@ -115,6 +140,7 @@ def get_or_create_device(session: Session, *, info: DeviceInfo) -> Device:
         device,
         info,
         (
+            "device_observer_uid",
             "manufacturer",
             "manufacturer_model_name",
             "device_serial_number",
