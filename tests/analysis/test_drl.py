@@ -223,6 +223,101 @@ class TestCompareWithDrls:
         assert result["typical_value"].item() == pytest.approx(0.1)
 
 
+# DE set (BfS 2010, Tabelle 1): mammography screening AGD 2.5 mGy per view; lumbar
+# spine AP KAP 2.0 Gy·cm² per projection.
+DE_MAMMO_AGD_DRL = 2.5
+DE_LUMBAR_AP_KAP_DRL = 2.0
+
+
+def _mammo_rows(studies: int) -> list[dict]:
+    """Return 4 views (CC and MLO, left and right) per study: CC 1.2 mGy, MLO 1.6 mGy."""
+    return [
+        {
+            "study_id": study,
+            "device": "MAMMO1",
+            "modality": "MG",
+            "standard_exam": "Mammography screening",
+            "image_view": view,
+            "laterality": side,
+            "agd_mgy": agd,
+            "compression_thickness_mm": 50.0,
+        }
+        for study in range(1, studies + 1)
+        for side in ("L", "R")
+        for view, agd in (("CC", 1.2), ("MLO", 1.6))
+    ]
+
+
+def _lumbar_rows(studies: int) -> list[dict]:
+    """Return 2 lumbar spine AP projections per study of 2.4 and 2.8 Gy·cm² (in Gy·m²)."""
+    return [
+        {
+            "study_id": study,
+            "device": "DXROOM1",
+            "modality": "DX",
+            "standard_exam": "Lumbar spine AP",
+            "dap_gym2": dap,
+        }
+        for study in range(1, studies + 1)
+        for dap in (2.4e-4, 2.8e-4)
+    ]
+
+
+class TestMinimumSampleInPatients:
+    """ICRP 135's minimum sample counts patients (studies), not views or projections."""
+
+    @pytest.fixture
+    def de_drls(self) -> pd.DataFrame:
+        """The selected German set (BfS 2010)."""
+        return select_drls(load_drls(), "DE")
+
+    def test_sixty_views_of_fifteen_women_are_insufficient(self, de_drls: pd.DataFrame) -> None:
+        """60 AGD values from 15 studies stay below the mammography minimum of 50."""
+        result = compare_with_drls(build_dose_samples(make_events(_mammo_rows(15))), de_drls)
+        row = _rows_of(result, standard_exam="Mammography screening").iloc[0]
+        assert (row["n"], row["n_studies"], row["min_sample"]) == (60, 15, 50)
+        assert row["status"] == "insufficient sample"
+        assert np.isnan(row["typical_value"])
+
+    def test_two_hundred_views_of_fifty_women_are_compared(self, de_drls: pd.DataFrame) -> None:
+        """200 views of 50 studies reach the minimum; typical = median of all 200 views."""
+        result = compare_with_drls(build_dose_samples(make_events(_mammo_rows(50))), de_drls)
+        row = _rows_of(result, standard_exam="Mammography screening").iloc[0]
+        assert (row["n"], row["n_studies"]) == (200, 50)
+        assert row["typical_value"] == pytest.approx(1.4)  # 100 CC at 1.2, 100 MLO at 1.6
+        assert row["drl_value"] == DE_MAMMO_AGD_DRL
+        assert row["status"] == "below"
+
+    @pytest.mark.parametrize(
+        ("studies", "status"),
+        [(20, "above"), (19, "insufficient sample")],
+        ids=["20-studies-compared", "19-studies-insufficient"],
+    )
+    def test_radiography_counts_studies_not_projections(
+        self, de_drls: pd.DataFrame, studies: int, status: str
+    ) -> None:
+        """2 projections per study: 40 from 20 studies are compared, 38 from 19 are not."""
+        result = compare_with_drls(build_dose_samples(make_events(_lumbar_rows(studies))), de_drls)
+        row = _rows_of(result, standard_exam="Lumbar spine AP").iloc[0]
+        assert (row["n"], row["n_studies"], row["min_sample"]) == (2 * studies, studies, 20)
+        assert row["status"] == status
+        if status == "above":
+            assert row["typical_value"] == pytest.approx(2.6)  # median of 2.4 and 2.8
+            assert row["drl_value"] == DE_LUMBAR_AP_KAP_DRL
+
+    def test_local_drl_counts_studies(self) -> None:
+        """local_drls leaves out a room of 38 projections from 19 studies, keeps 20."""
+        rows = _lumbar_rows(19)
+        rows += [
+            row | {"device": "DXROOM2", "study_id": row["study_id"] + 100}
+            for row in _lumbar_rows(20)
+        ]
+        result = local_drls(build_dose_samples(make_events(rows)), quantities=["kap_gycm2"])
+        row = result.iloc[0]
+        assert (row["n_rooms"], row["n"], row["n_studies"]) == (1, 40, 20)
+        assert row["local_drl"] == pytest.approx(2.6)
+
+
 class TestClinicalIndications:
     """EUCLID clinical-indication exams meet their own DRL row; generic exams never do."""
 
@@ -372,7 +467,9 @@ class TestUnknownAge:
         result = compare_with_drls(samples, eu_drls, unknown_age="adult")
         adult = _rows_of(result, patient_group="adult", quantity="dlp_mgycm")
         assert adult["n"].item() == 30
+        assert adult["n_studies"].item() == 30
         assert adult["n_unknown_age"].item() == 10
+        assert adult["unknown_age_policy"].item() == "adult"  # the 10 are in n
         assert adult["typical_value"].item() == pytest.approx(700.0)
         paediatric = _rows_of(result, patient_group="paediatric")
         assert paediatric.empty  # unknown age never enters a paediatric band
@@ -384,7 +481,9 @@ class TestUnknownAge:
         result = compare_with_drls(samples, eu_drls, unknown_age="exclude")
         adult = _rows_of(result, patient_group="adult", quantity="dlp_mgycm")
         assert adult["n"].item() == 20
+        assert adult["n_studies"].item() == 20
         assert adult["n_unknown_age"].item() == 10
+        assert adult["unknown_age_policy"].item() == "exclude"  # the 10 are not in n
         assert adult["status"].item() == "below"
 
     def test_exclude_policy_can_make_a_sample_insufficient(self, eu_drls: pd.DataFrame) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import os
 import shutil
@@ -260,6 +261,13 @@ class TestKeepNonDose:
         assert len(registry.rejects()) == 1
 
 
+def _encode(ds: pydicom.Dataset) -> bytes:
+    """Return a dataset written as a DICOM file."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 @needs_shared
 class TestConflictingDuplicates:
     """Same SOP Instance UID, different content: first copy kept, second rejected."""
@@ -307,6 +315,71 @@ class TestConflictingDuplicates:
         assert summary.already_present == 2
         assert summary.rejected == 0
         assert registry.rejects().empty
+
+    def test_differing_fields_named_in_reason(self, registry: Registry) -> None:
+        """The reason names the first differing extracted fields and suggests inspect."""
+        registry.import_paths([self.ZEE])
+        summary = registry.import_paths([self.ZEE_ADJUSTED])
+        assert summary.rejected == 1
+        reason = registry.rejects().iloc[0]["reason"]
+        # the adjusted copy moves the study two days and gives it another Study UID
+        assert "(study_instance_uid " in reason
+        assert "; study_date 2016-05-12 vs 2016-05-10)" in reason
+        assert "kerma inspect" in reason
+        assert "re-create the registry" not in reason
+
+    def test_real_byte_difference_in_event_comment_is_a_conflict(self, registry: Registry) -> None:
+        """OR1-...-Zee_adjusted differs from Zee_adjusted only in an event comment: rejected."""
+        other = DICOM_DIR / "OR1-RF-RDSR-Siemens-Zee_adjusted.dcm"
+        assert sop_uid(other) == sop_uid(self.ZEE_ADJUSTED)
+        registry.import_paths([self.ZEE_ADJUSTED])
+        summary = registry.import_paths([other])
+        assert (summary.rejected, summary.already_present) == (1, 0)
+        reason = registry.rejects().iloc[0]["reason"]
+        # the scene name reads "FL - Ang" in one copy and "FLå Ang" in the other
+        assert "(event 1 comment " in reason
+        assert "FL - Ang" in reason
+        assert "FLå Ang" in reason
+
+    @pytest.mark.parametrize(
+        "transfer_syntax",
+        [pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian],
+        ids=["implicit-little", "explicit-big"],
+    )
+    def test_same_object_in_other_transfer_syntax_is_already_present(
+        self, registry: Registry, tmp_path: Path, transfer_syntax: pydicom.uid.UID
+    ) -> None:
+        """A copy re-encoded as e.g. by ``storescu -xi`` is the same object, not a conflict."""
+        original = DICOM_DIR / "DX-Im-GE_XR220-1.dcm"
+        ds = pydicom.dcmread(original)
+        assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = transfer_syntax
+        copy = tmp_path / "reencoded.dcm"
+        # dcmwrite, not save_as: save_as refuses a change of endianness (pixel data are
+        # not byte-swapped, which Kerma does not read for a DX image)
+        pydicom.dcmwrite(copy, ds, enforce_file_format=True)
+        reread = pydicom.dcmread(copy)
+        assert reread.file_meta.TransferSyntaxUID == transfer_syntax
+        assert copy.read_bytes() != original.read_bytes()
+        assert registry.import_paths([original]).n_imported == 1
+        summary = registry.import_paths([copy])
+        assert (summary.already_present, summary.rejected, summary.n_imported) == (1, 0, 0)
+        assert registry.rejects().empty
+        with registry.session() as session:
+            reports = session.scalars(select(DoseReport)).all()
+            assert [r.source for r in reports] == [str(original)]
+
+    def test_older_extractor_content_is_re_extracted(self, registry: Registry) -> None:
+        """A stored report from another extractor version is compared after re-extraction."""
+        registry.import_paths([self.ZEE])
+        with registry.session(write=True) as session:
+            row = session.scalars(select(DoseReport)).one()
+            row.extractor_version = "0.0.1"
+            row.content = {**row.content, "study": {**row.content["study"], "study_date": None}}
+        ds = pydicom.dcmread(self.ZEE)
+        ds.file_meta.ImplementationVersionName = "OTHER_SENDER"
+        summary = registry.import_bytes(_encode(ds), source="resent")
+        assert summary.status is ImportStatus.ALREADY_PRESENT
 
     def test_reprocess_keeps_the_conflict_rejected(self, registry: Registry) -> None:
         """Reprocessing counts the conflicting copy as still rejected."""

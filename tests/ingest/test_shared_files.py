@@ -117,9 +117,11 @@ class TestImportSharedFiles:
         n_non_dicom = sum(1 for p in DICOM_DIR.rglob("*") if p.is_file() and p.suffix != ".dcm")
         # + 1: ESR_non-dose.dcm; + 2: RF-RDSR-Siemens-Zee.dcm and RF-RDSR-Siemens-Zee_adjusted.dcm
         # share their SOP Instance UID with OR1-RF-RDSR-Siemens-Zee_adjusted.dcm (imported
-        # first, in name order) but differ in content (study date and Study Instance UID;
-        # a private text's character set), so they are conflicting duplicates: rejected and
-        # listed, no longer silently "already present" (issue: conflicting duplicates).
+        # first, in name order) and differ from it in what Kerma extracts (study date and
+        # Study Instance UID; the bytes of the scene name in event 1's comment, "FL - Ang"
+        # vs "FLå Ang"), so they are conflicting duplicates: rejected and listed. Copies
+        # are compared by extracted content, not dataset equality, since a change of
+        # transfer syntax alone is not a conflict (issue: false conflicts).
         assert len(rejects) == n_non_dicom + 1 + 2 == shared_import.first.rejected
         assert shared_import.first.already_present == 0
         conflicts = rejects[rejects["reason"].str.contains("same SOP Instance UID")]
@@ -128,6 +130,12 @@ class TestImportSharedFiles:
             "RF-RDSR-Siemens-Zee_adjusted.dcm",
         ]
         assert conflicts["reason"].str.contains("OR1-RF-RDSR-Siemens-Zee_adjusted.dcm").all()
+        by_name = {
+            Path(f).name: r
+            for f, r in zip(conflicts["file_name"], conflicts["reason"], strict=True)
+        }
+        assert "; study_date 2016-05-10 vs 2016-05-12;" in by_name["RF-RDSR-Siemens-Zee.dcm"]
+        assert "(event 1 comment " in by_name["RF-RDSR-Siemens-Zee_adjusted.dcm"]
         esr = rejects[rejects["file_name"].str.endswith("ESR_non-dose.dcm")]
         assert len(esr) == 1
         assert "not a dose report" in esr["reason"].iloc[0]

@@ -4,9 +4,13 @@ ICRP Publication 135 (Diagnostic Reference Levels in Medical Imaging, 2017):
 
 * the **typical value** of a room (X-ray device) for an examination is the **median**
   of the DRL quantity over a sample of patients, computed only when the sample is
-  large enough (Kerma: ``Settings.drl_min_sample``, 20 by default, and
-  ``Settings.drl_min_sample_mammography``, 50, following ICRP 135's recommendation
-  of at least 20 patients, 50 for mammography);
+  large enough: ICRP 135 sets the minimum in **patients**, at least 20 per room and
+  examination, 50 for mammography (Kerma: ``Settings.drl_min_sample``, 20, and
+  ``Settings.drl_min_sample_mammography``, 50). Kerma counts the distinct studies
+  (``study_id``, one patient examination each) that contribute values, not the values:
+  radiography (KAP per projection) and mammography (AGD per view) give several values
+  per patient, and 60 views of 15 women are a sample of 15. The typical value stays the
+  median of all the values (per projection or per view where the DRL is);
 * the typical value is compared with the **national DRL** for that examination, in
   the DRL table's quantity and unit (CTDIvol in mGy, DLP in mGy·cm, KAP in Gy·cm²,
   AGD in mGy); a typical value above the DRL calls for a review of the procedure;
@@ -24,7 +28,9 @@ sequence": the study mean of sequence CTDIvols is Kerma's choice, documented in
 mammography AGD per view. Paediatric CT samples (age below ``adult_age_years``) are
 compared with the paediatric table's age or weight band that contains the patient,
 never with adult DRLs. Samples of unknown age are compared as adults or left out
-(``Settings.drl_unknown_age``) and counted in ``n_unknown_age``.
+(``Settings.drl_unknown_age``) and counted in ``n_unknown_age`` (included in ``n``
+under ``"adult"``, the number excluded under ``"exclude"``; ``unknown_age_policy``
+says which).
 
 Clinical indications (EUCLID, EC RP 195): a study mapped to an indication exam (``"CT
 Head (Stroke)"``) is compared with the set's row for that indication, else with the
@@ -77,7 +83,9 @@ COMPARISON_COLUMNS: Final[tuple[str, ...]] = (
     "quantity",
     "unit",
     "n",
+    "n_studies",
     "n_unknown_age",
+    "unknown_age_policy",
     "min_sample",
     "typical_value",
     "drl_value",
@@ -128,40 +136,53 @@ def _room_medians(
     included: pd.Series | None = None,
     unknown_age: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Return n, unknown-age count and median per room (``device_id``) of ``column``.
+    """Return n, n_studies, unknown-age count and median per room (``device_id``).
 
-    ``included`` marks the samples that count (default: all); ``unknown_age`` marks
-    samples of unknown age, counted in ``n_unknown_age`` whether included or not. A
-    room whose ``n`` is below ``min_sample`` gets a NaN typical value.
+    ``n`` counts the values of ``column`` (projections, views, studies) and
+    ``n_studies`` the distinct ``study_id`` they come from; ``included`` marks the
+    samples that count (default: all); ``unknown_age`` marks samples of unknown age,
+    counted in ``n_unknown_age`` whether included or not. A room whose ``n_studies`` is
+    below ``min_sample`` gets a NaN typical value (ICRP 135 sets the minimum in
+    patients). A frame without ``study_id`` counts each row as a study.
     """
     values = pd.to_numeric(subset[column], errors="coerce")
     if included is None:
         included = pd.Series(True, index=subset.index)
     if unknown_age is None:
         unknown_age = pd.Series(False, index=subset.index)
+    study = subset["study_id"] if "study_id" in subset.columns else subset.index.to_series()
     keep = values.notna() & (included | unknown_age)
     data = pd.DataFrame(
         {
             "device_id": subset["device_id"],
             "device_name": subset["device_name"],
             "value": values.where(included),
+            "study": study.where(included),
             "unknown": unknown_age.astype(int),
         }
     )[keep]
     if data.empty:
         return pd.DataFrame(
-            columns=["device_id", "device_name", "n", "n_unknown_age", "typical_value"]
+            columns=[
+                "device_id",
+                "device_name",
+                "n",
+                "n_studies",
+                "n_unknown_age",
+                "typical_value",
+            ]
         )
     grouped = data.groupby("device_id", dropna=False, sort=True)
     out = pd.DataFrame(
         {
             "device_name": grouped["device_name"].first(),
             "n": grouped["value"].count(),
+            "n_studies": grouped["study"].nunique(),
             "n_unknown_age": grouped["unknown"].sum(),
             "typical_value": grouped["value"].median(),
         }
     ).reset_index()
-    out.loc[out["n"] < min_sample, "typical_value"] = np.nan
+    out.loc[out["n_studies"] < min_sample, "typical_value"] = np.nan
     return out
 
 
@@ -240,9 +261,12 @@ def compare_with_drls(
     drls : pandas.DataFrame
         Selected DRL rows (:func:`kerma.analysis.reference.select_drls`).
     min_sample : int, optional
-        Minimum sample per room and exam (ICRP 135: 20; ``Settings.drl_min_sample``).
+        Minimum sample per room and exam, in patients: distinct studies
+        (``study_id``) contributing values, not the values themselves (ICRP 135: 20
+        patients; ``Settings.drl_min_sample``).
     min_sample_mammography : int, optional
-        Minimum for mammography (ICRP 135: 50).
+        Minimum for mammography, in patients (ICRP 135: 50), however many views each
+        contributes (``Settings.drl_min_sample_mammography``).
     adult_age_years : float, optional
         Age (years) from which adult DRLs apply (default 18); younger patients are
         compared with the paediatric rows whose band contains their age or weight.
@@ -261,11 +285,16 @@ def compare_with_drls(
         ``standard_exam`` (the studies' exam), ``clinical_indication`` (the DRL row's,
         as published), ``patient_group`` (``adult``/``paediatric``), ``band_label``,
         ``view``, ``device_id``, ``device_name``, ``quantity`` (``dlp_mgycm``,
-        ``ctdivol_mgy``, ``kap_gycm2``, ``agd_mgy``), ``unit``, ``n`` (samples),
-        ``n_unknown_age`` (samples of unknown age in this room, exam and band: counted
-        in ``n`` under ``"adult"``, not under ``"exclude"``; 0 on paediatric rows),
-        ``min_sample``, ``typical_value`` (room median, in ``unit``; NaN when ``n`` is
-        below the minimum), ``drl_value``, ``ratio_to_drl``, ``status`` (``"above"``,
+        ``ctdivol_mgy``, ``kap_gycm2``, ``agd_mgy``), ``unit``, ``n`` (values: one
+        per study for CT and fluoroscopy, per projection for radiography, per view for
+        mammography), ``n_studies`` (distinct studies, i.e. patient examinations, that
+        contribute the ``n`` values: the sample size that ICRP 135's minimum applies
+        to), ``n_unknown_age`` (values of unknown patient age in this room, exam and
+        band: *included* in ``n`` under ``"adult"``, *excluded* from it under
+        ``"exclude"``; 0 on paediatric rows), ``unknown_age_policy`` (``"adult"`` or
+        ``"exclude"``, saying which), ``min_sample`` (in studies), ``typical_value``
+        (median of the ``n`` values, in ``unit``; NaN when ``n_studies`` is below
+        ``min_sample``), ``drl_value``, ``ratio_to_drl``, ``status`` (``"above"``,
         ``"below"`` (at or below), ``"insufficient sample"``, ``"no DRL in the
         selected set"``, ``"no DRL without clinical indication"``), ``drl_exam`` (the
         exam of the DRL row compared with), ``drl_region``, ``drl_source``,
@@ -276,6 +305,12 @@ def compare_with_drls(
     ------
     kerma.errors.ConfigurationError
         When ``unknown_age`` is not ``"adult"`` or ``"exclude"``.
+
+    References
+    ----------
+    ICRP Publication 135, Diagnostic Reference Levels in Medical Imaging, Ann. ICRP
+    46(1), 2017: the typical value is the median of the DRL quantity for a room and
+    examination; the sample should be at least 20 patients (50 for mammography).
     """
     if unknown_age not in UNKNOWN_AGE_POLICIES:
         raise ConfigurationError(
@@ -366,7 +401,9 @@ def compare_with_drls(
     for name in ("clinical_indication", "band_label", "view", "drl_exam", "note"):
         out[name] = out[name].fillna("")
     out["n"] = out["n"].astype(int)
+    out["n_studies"] = out["n_studies"].astype(int)
     out["n_unknown_age"] = out["n_unknown_age"].astype(int)
+    out["unknown_age_policy"] = unknown_age
     out = out[list(COMPARISON_COLUMNS)]
     return out.sort_values(
         ["standard_exam", "quantity", "patient_group", "band_label", "device_name"],
@@ -406,7 +443,8 @@ def local_drls(
 ) -> pd.DataFrame:
     """Return local DRLs: the 75th percentile of room medians per exam (ICRP 135).
 
-    Only rooms whose sample reaches the minimum contribute a median. The percentile is
+    Only rooms whose sample reaches the minimum, counted in distinct studies
+    (patients, ICRP 135) rather than values, contribute a median. The percentile is
     ``numpy.percentile(medians, 75, method="linear")``. With a single room the local
     DRL equals that room's median (ICRP 135 then speaks of a typical value; the
     ``n_rooms`` column shows it).
@@ -416,7 +454,8 @@ def local_drls(
     samples : pandas.DataFrame
         Sample frame (:func:`kerma.analysis.frames.build_dose_samples`).
     min_sample, min_sample_mammography : int, optional
-        Minimum sample per room (ICRP 135: 20, mammography 50).
+        Minimum sample per room, in distinct studies (ICRP 135: 20 patients,
+        mammography 50).
     quantities : sequence of str, optional
         Sample columns (default: every ``SAMPLE_QUANTITIES`` column with data).
 
@@ -424,7 +463,8 @@ def local_drls(
     -------
     pandas.DataFrame
         One row per (``modality_family``, ``standard_exam``, ``quantity``):
-        ``unit``, ``n_rooms`` (rooms with a sufficient sample), ``n`` (their samples),
+        ``unit``, ``n_rooms`` (rooms with a sufficient sample), ``n`` (their values),
+        ``n_studies`` (their distinct studies),
         ``local_drl`` (in ``unit``), ``median_of_room_medians``.
     """
     if quantities is None:
@@ -448,6 +488,7 @@ def local_drls(
                     "unit": SAMPLE_QUANTITIES.get(quantity, ""),
                     "n_rooms": len(medians),
                     "n": int(rooms["n"].sum()),
+                    "n_studies": int(rooms["n_studies"].sum()),
                     "local_drl": float(np.percentile(medians, 75, method="linear")),
                     "median_of_room_medians": float(np.median(medians)),
                 }
@@ -461,6 +502,7 @@ def local_drls(
             "unit",
             "n_rooms",
             "n",
+            "n_studies",
             "local_drl",
             "median_of_room_medians",
         ],

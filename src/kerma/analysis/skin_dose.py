@@ -20,7 +20,8 @@ NCRP Report No. 168 (2010) substantial radiation dose level (SRDL, thresholds fr
 packaged ``alert_levels.csv``) for patient follow-up; :func:`stored_skin_doses` reads
 the stored estimates.
 
-PySkinDose is an optional dependency (``pip install kerma[skin]``).
+PySkinDose is an optional dependency (``pip install "kerma[skin]"``; from a source
+checkout ``pip install -e ".[skin]"``).
 
 This module imports ``kerma.db`` only inside the functions that take a registry; it
 must not import ``kerma.ingest``, ``kerma.web`` or ``kerma.cli``.
@@ -93,6 +94,54 @@ class SkinDoseResult:
     axis_centre_cm: tuple[float, float] = (0.0, 0.0)
 
 
+#: Fallback reason when PySkinDose is not installed (retried once it is installed).
+NOT_INSTALLED_REASON: Final = (
+    'PySkinDose is not installed (pip install "kerma[skin]"; from a source checkout: '
+    'pip install -e ".[skin]")'
+)
+
+#: Start of the fallback reason when PySkinDose ran out of time (always retried).
+TIMEOUT_REASON_START: Final = "PySkinDose did not finish within"
+
+#: Start of :data:`NOT_INSTALLED_REASON` in this and earlier versions (stored reasons).
+_NOT_INSTALLED_START: Final = "PySkinDose is not installed"
+
+
+def is_transient_fallback(reason: str | None, *, is_installed: bool) -> bool:
+    """Return whether a stored Ka,r fallback should be computed again.
+
+    A fallback is transient when its cause may have gone since: PySkinDose was not
+    installed and now is (``is_installed``), or PySkinDose timed out (the machine may
+    have been busy; retried on every run). Other reasons (unsupported device, missing
+    geometry, no RDSR) stay until ``recompute`` or a new RDSR.
+
+    Parameters
+    ----------
+    reason : str or None
+        The stored ``skin_dose_estimate.reason`` (notes joined by ``"; "``).
+    is_installed : bool
+        Whether PySkinDose is installed now (:func:`is_pyskindose_available`).
+
+    Returns
+    -------
+    bool
+        ``True`` to recompute the estimate.
+
+    Examples
+    --------
+    >>> is_transient_fallback(NOT_INSTALLED_REASON, is_installed=True)
+    True
+    >>> is_transient_fallback(NOT_INSTALLED_REASON, is_installed=False)
+    False
+    >>> is_transient_fallback("PySkinDose did not finish within 180 s", is_installed=False)
+    True
+    """
+    notes = (reason or "").split("; ")
+    if is_installed and any(n.startswith(_NOT_INSTALLED_START) for n in notes):
+        return True
+    return any(n.startswith(TIMEOUT_REASON_START) for n in notes)
+
+
 def is_pyskindose_available() -> bool:
     """Return whether the optional ``pyskindose`` package is installed."""
     return find_spec("pyskindose") is not None
@@ -130,7 +179,7 @@ def estimate_skin_dose(
         Never raises for a PySkinDose failure.
     """
     if not is_pyskindose_available():
-        return _fallback(ka_r_total_mgy, "PySkinDose is not installed (pip install kerma[skin])")
+        return _fallback(ka_r_total_mgy, NOT_INSTALLED_REASON)
     path = Path(rdsr_path)
     if not path.is_file():
         return _fallback(ka_r_total_mgy, f"no RDSR file at {path}")
@@ -142,7 +191,7 @@ def estimate_skin_dose(
                 command, cwd=work, capture_output=True, text=True, timeout=timeout_s, check=False
             )
         except subprocess.TimeoutExpired:
-            return _fallback(ka_r_total_mgy, f"PySkinDose did not finish within {timeout_s:g} s")
+            return _fallback(ka_r_total_mgy, f"{TIMEOUT_REASON_START} {timeout_s:g} s")
         if completed.returncode != 0 or not out.is_file():
             last = (completed.stderr or "").strip().splitlines()[-1:] or ["no output"]
             return _fallback(ka_r_total_mgy, explain_pyskindose_failure(last[0]))
@@ -528,9 +577,11 @@ def estimate_study_skin_doses(
     export (kaleido with Chrome) works, else ``.html`` (Plotly; ``plotly.min.js``
     written once into the same folder and referenced relatively).
 
-    A study already estimated is skipped unless ``recompute`` is given or its stored
+    A study already estimated is skipped unless ``recompute`` is given, its stored
     estimate was computed from an RDSR that is no longer the chosen current one (a
-    newer report arrived). A failure on one study never stops the batch: the study
+    newer report arrived), or it is a Ka,r fallback whose cause may have gone
+    (:func:`is_transient_fallback`: PySkinDose was not installed and now is, or it
+    timed out). A failure on one study never stops the batch: the study
     gets the Ka,r fallback with the reason.
 
     Parameters
@@ -590,12 +641,18 @@ def estimate_study_skin_doses(
     studies = _fluoro_studies(registry, study_instance_uids, since, until)
     reports = _current_projection_rdsrs(registry, studies["study_id"].tolist())
     stored = _stored_sources(registry, studies["study_id"].tolist())
+    is_installed = is_pyskindose_available()
     todo = []
     for study in studies.to_dict("records"):
         chosen = reports.get(int(study["study_id"]))
         source_uid = chosen[0]["sop_instance_uid"] if chosen else None
         sid = int(study["study_id"])
-        if not recompute and sid in stored and stored[sid] == source_uid:
+        if (
+            not recompute
+            and sid in stored
+            and stored[sid][0] == source_uid
+            and not is_transient_fallback(stored[sid][1], is_installed=is_installed)
+        ):
             continue
         todo.append((study, chosen or []))
     archive_dir = Path(registry.settings.archive_dir)
@@ -688,8 +745,10 @@ def _current_projection_rdsrs(
     return reports
 
 
-def _stored_sources(registry: Registry, study_ids: list[int]) -> dict[int, str | None]:
-    """Return {study id: RDSR SOP Instance UID} of the stored estimates of these studies."""
+def _stored_sources(
+    registry: Registry, study_ids: list[int]
+) -> dict[int, tuple[str | None, str | None]]:
+    """Return {study id: (RDSR SOP Instance UID, reason)} of these studies' stored estimates."""
     from sqlalchemy import select
 
     from kerma.db.models import SkinDoseEstimate
@@ -697,9 +756,11 @@ def _stored_sources(registry: Registry, study_ids: list[int]) -> dict[int, str |
     if not study_ids:
         return {}
     e = SkinDoseEstimate
-    stmt = select(e.study_id, e.dose_report_sop_instance_uid).where(e.study_id.in_(study_ids))
+    stmt = select(e.study_id, e.dose_report_sop_instance_uid, e.reason).where(
+        e.study_id.in_(study_ids)
+    )
     with registry.session(write=False) as session:
-        return {int(sid): uid for sid, uid in session.execute(stmt).all()}
+        return {int(sid): (uid, reason) for sid, uid, reason in session.execute(stmt).all()}
 
 
 def _ka_r_mgy(study: dict[str, Any]) -> float | None:

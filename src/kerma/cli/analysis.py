@@ -7,14 +7,11 @@ writes every row to a CSV file with ``--out``.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -36,30 +33,53 @@ from kerma.analysis.exams import (
     summarise_mapping,
     write_standard_exams,
 )
-from kerma.analysis.frames import build_dose_samples
+from kerma.analysis.frames import SAMPLE_QUANTITIES, build_dose_samples
 from kerma.analysis.reference import list_drl_sets, load_drls, select_drls
-from kerma.analysis.stats import add_period, dose_statistics, filter_samples
+from kerma.analysis.stats import PERIODS, add_period, dose_statistics, filter_samples
+from kerma.cli.console import make_console
+from kerma.cli.ingest import parse_date_option
 from kerma.config import Settings, get_settings
 
+#: Modality families of the sample frame (``kerma.analysis.frames.modality_family``).
+MODALITY_FAMILIES: tuple[str, ...] = ("CT", "DX", "MG", "RF/XA")
 
-def _console_width() -> int | None:
-    """Return the table width: ``COLUMNS``, else the terminal's, else 120 characters.
+#: Groupings ``kerma stats --by`` lists (any other non-quantity column of the sample
+#: frame, docs/analysis.md §3, is accepted too).
+GROUPINGS: tuple[str, ...] = (
+    "standard_exam",
+    "device_name",
+    "station_name",
+    "period",
+    "modality_family",
+    "patient_sex",
+    "view",
+    "laterality",
+    "study_description",
+)
 
-    Output piped to a file or a pager gets 120 columns, wide enough for the DRL table
-    and narrow enough for a report page.
-    """
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit():
-        return int(columns)
-    return None if sys.stdout.isatty() else 120
+
+def _check_family(value: str | None) -> str | None:
+    """Return ``--modality`` as given when it is a modality family, else a usage error."""
+    if value is not None and value not in MODALITY_FAMILIES:
+        raise typer.BadParameter(
+            f"{value!r} is not a modality family; use one of {', '.join(MODALITY_FAMILIES)}."
+        )
+    return value
 
 
-console = Console(width=_console_width())
-
-FromOpt = Annotated[str | None, typer.Option("--from", help="First study date, YYYY-MM-DD.")]
-ToOpt = Annotated[str | None, typer.Option("--to", help="Last study date, YYYY-MM-DD.")]
+FromOpt = Annotated[
+    str | None,
+    typer.Option("--from", help="First study date, YYYY-MM-DD.", callback=parse_date_option),
+]
+ToOpt = Annotated[
+    str | None,
+    typer.Option("--to", help="Last study date, YYYY-MM-DD.", callback=parse_date_option),
+]
 FamilyOpt = Annotated[
-    str | None, typer.Option("--modality", "-m", help="Modality family: CT, DX, MG or RF/XA.")
+    str | None,
+    typer.Option(
+        "--modality", "-m", help="Modality family: CT, DX, MG or RF/XA.", callback=_check_family
+    ),
 ]
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", "-d", help="Part of the device, station or model name.")
@@ -126,14 +146,14 @@ def print_frame(
             style = styles.get(column, {}).get(str(record[column]))
             cells.append(f"[{style}]{cell}[/]" if style else cell)
         table.add_row(*cells)
-    console.print(table)
+    make_console().print(table)
 
 
 def _write(frame: pd.DataFrame, out: Path | None) -> None:
     """Write ``frame`` to CSV when ``out`` is given and say so."""
     if out is not None:
         frame.to_csv(out, index=False)
-        console.print(f"wrote {len(frame)} rows to {out}")
+        make_console().print(f"wrote {len(frame)} rows to {out}")
 
 
 def _samples(
@@ -168,7 +188,7 @@ def exams(
     """List the standard-exam rules, the exam → study counts and unmapped descriptions."""
     settings = get_settings()
     rules = load_exam_rules(settings.exam_rules_path)
-    console.print(f"rules from: {', '.join(rules.sources)}")
+    make_console().print(f"rules from: {', '.join(rules.sources)}")
     if show_rules:
         print_frame(rules.to_frame(), "Standard-exam rules (first match wins)")
     registry = _registry(settings)
@@ -185,7 +205,7 @@ def exams(
         )
         if apply:
             changed = write_standard_exams(registry, mapped)
-            console.print(f"applied: {changed} studies updated")
+            make_console().print(f"applied: {changed} studies updated")
     finally:
         registry.close()
     _write(mapped, out)
@@ -414,7 +434,7 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
             cells[-1] = f"[{style}]{cells[-1]}[/]"
         last_of_exam = index + 1 == len(records) or records[index + 1]["exam"] != record["exam"]
         table.add_row(*cells, end_section=last_of_exam)
-    console.print(table)
+    make_console().print(table)
 
 
 #: Short names of DRL quantities for tables.
@@ -537,7 +557,7 @@ def stats(
         },
     )
     if samples["modality_family"].ne("CT").any():
-        console.print(f"effective dose: CT only ({NO_COEFFICIENT_NOTE})")
+        make_console().print(f"effective dose: CT only ({NO_COEFFICIENT_NOTE})")
     _write(result, out)
 
 

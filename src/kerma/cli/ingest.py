@@ -6,7 +6,9 @@ Thin wrappers around :class:`kerma.Registry`; the registry is chosen by
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,8 +25,49 @@ from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2
 ModalityOpt = Annotated[
     str | None, typer.Option("--modality", "-m", help="Modality (CT, DX, MG, RF, XA, NM, PT ...).")
 ]
-FromOpt = Annotated[str | None, typer.Option("--from", help="First study date, YYYY-MM-DD.")]
-ToOpt = Annotated[str | None, typer.Option("--to", help="Last study date, YYYY-MM-DD.")]
+
+
+def parse_date_option(value: str | None) -> str | None:
+    """Return a date option (``--from``, ``--to``) unchanged when it is a YYYY-MM-DD date.
+
+    Parameters
+    ----------
+    value : str or None
+        The option as typed; ``None`` when not given.
+
+    Returns
+    -------
+    str or None
+        ``value``.
+
+    Raises
+    ------
+    typer.BadParameter
+        When ``value`` is not a calendar date written YYYY-MM-DD (a usage error, exit
+        code 2, naming the option).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError(text)
+        dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not a date: write it as YYYY-MM-DD, e.g. 2026-01-31."
+        ) from exc
+    return text
+
+
+FromOpt = Annotated[
+    str | None,
+    typer.Option("--from", help="First study date, YYYY-MM-DD.", callback=parse_date_option),
+]
+ToOpt = Annotated[
+    str | None,
+    typer.Option("--to", help="Last study date, YYYY-MM-DD.", callback=parse_date_option),
+]
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", "-d", help="Part of the device, station or model name.")
 ]

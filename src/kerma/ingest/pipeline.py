@@ -9,8 +9,10 @@ Outcomes: ``imported``; ``superseded`` (stored, but an existing report already h
 all its irradiation events); ``already-present`` (same SOP Instance UID and the same
 content: no-op); ``rejected`` (with a reason, kept in the archive, listed in
 ``rejected_object``), which includes a *conflicting duplicate* (same SOP Instance UID as
-a stored report but different content: the first copy stays in the registry, the new
-one is archived and listed so a physicist hears of it); ``ignored`` (only with
+a stored report but different extracted content, e.g. another study date: the first
+copy stays in the registry, the new one is archived and listed so a physicist hears of
+it; a copy that differs only in encoding, such as another transfer syntax, is
+``already-present``); ``ignored`` (only with
 ``keep_non_dose=False``: a readable object without dose information, not archived,
 listed in ``ignored_object``).
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import json
 import logging
 import math
 import re
@@ -74,6 +77,14 @@ MAX_ATTEMPTS = 4
 
 #: Rejection examples kept by a summary (the counts are complete).
 MAX_EXAMPLES = 50
+
+#: Differing fields named in the reason of a conflicting copy (the rest are counted).
+MAX_DIFFERENCES_SHOWN = 3
+
+#: Keys of an extracted record (``DoseReport.to_dict()``) that describe the file or its
+#: transfer rather than the dose data; left out when two copies of one SOP Instance UID
+#: are compared.
+TRANSFER_KEYS = frozenset({"file", "status", "warnings"})
 
 
 class ImportStatus(StrEnum):
@@ -586,39 +597,68 @@ class Importer:
         )
 
     def _conflict_reason(
-        self, existing: DoseReportRow, archived: ArchivedObject, source: str
+        self,
+        existing: DoseReportRow,
+        item: _Extracted,
+        archived: ArchivedObject,
+        source: str,
     ) -> str | None:
         """Return why a copy of a stored SOP Instance UID is rejected, or ``None`` if equal.
 
-        Same bytes, or the same data elements in another encoding (file meta, transfer
-        syntax), is the same object. Otherwise the copy conflicts with the stored one.
+        The copies are compared by what Kerma extracts from them, not byte for byte or
+        element by element: the new copy's record (``DoseReport.to_dict()``) against the
+        stored report's ``content``, leaving out what describes the file or its transfer
+        (``file``, ``status`` and the reading ``warnings``, which depend on the transfer
+        syntax and VR encoding; a warning that matters changes a value). The same object
+        sent in another transfer syntax (e.g. ``storescu -xi``, Implicit VR Little
+        Endian, where private elements become UN) is therefore the same object. A
+        different patient (pseudonym of Patient ID and issuer) is a difference too.
+
+        When the stored ``content`` was written by another extractor version, the first
+        copy is re-extracted from the archive so that both sides come from this version.
         """
         if existing.archive_sha256 == archived.sha256:
             return None
-        if self._same_content(existing.archive_path, archived.relative_path):
+        new = _comparable(item.report.to_dict())
+        stored: dict[str, Any] | None = existing.content
+        if existing.extractor_version != EXTRACTOR_VERSION or stored is None:
+            stored = self._stored_content(existing) or stored
+        differences = _content_differences(_comparable(stored or {}), new)
+        patient = existing.study.patient if existing.study is not None else None
+        if item.pseudonym and patient is not None and patient.pseudonym != item.pseudonym:
+            differences.insert(0, "patient (pseudonymised Patient ID and issuer)")
+        if not differences:
             return None
+        shown = "; ".join(differences[:MAX_DIFFERENCES_SHOWN])
+        if len(differences) > MAX_DIFFERENCES_SHOWN:
+            shown += f"; and {len(differences) - MAX_DIFFERENCES_SHOWN} more"
         first = existing.source or existing.archive_path
         received = existing.received_at.strftime("%Y-%m-%d %H:%M") if existing.received_at else "?"
         return (
             f"Not imported: {source} has the same SOP Instance UID {existing.sop_instance_uid} "
             f"as an object already in the registry ({first}, received {received}) but "
-            "different content. The registry keeps the first copy; this copy is kept in the "
-            f"archive ({archived.relative_path}). Compare the two objects (e.g. with dcmdump). "
-            "A corrected object should carry a new SOP Instance UID: if this copy is the "
-            "corrected one, have the device or PACS send it with a new SOP Instance UID, "
-            "or re-create the registry without the first copy."
+            f"different content ({shown}). The registry keeps the first copy; this copy is "
+            f"kept in the archive ({archived.relative_path}; the first copy is "
+            f"{existing.archive_path}). First check both copies with 'kerma inspect' (the "
+            "archive paths are relative to KERMA_ARCHIVE_DIR). A corrected object should "
+            "carry a new SOP Instance UID: if this copy is the corrected one, have the "
+            "device or PACS send it again with a new SOP Instance UID."
         )
 
-    def _same_content(self, first: str, second: str) -> bool:
-        """Return whether two archived objects hold the same data elements (meta ignored)."""
+    def _stored_content(self, existing: DoseReportRow) -> dict[str, Any] | None:
+        """Return the record of a stored report re-extracted from its archived copy.
+
+        ``None`` when the archived copy is missing or no longer extracts.
+        """
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                a = read_dataset(io.BytesIO(self.archive.read(first)), stop_before_pixels=False)
-                b = read_dataset(io.BytesIO(self.archive.read(second)), stop_before_pixels=False)
-                return bool(a == b)
-        except (OSError, IngestError):
-            return False
+            data = self.archive.read(existing.archive_path)
+        except OSError:
+            return None
+        result = self._extract_record(data, existing.source or existing.archive_path)
+        if not isinstance(result, _Extracted):
+            return None
+        content: dict[str, Any] = result.report.to_dict()
+        return content
 
     def _store_new(self, item: _Extracted, archived: ArchivedObject, source: str) -> ImportOutcome:
         """Store a new report in one transaction and reconcile its study."""
@@ -697,7 +737,7 @@ class Importer:
         A conflicting copy (same SOP Instance UID, different content) is recorded in
         ``rejected_object`` with the reason, in ``session``; the stored copy is kept.
         """
-        reason = self._conflict_reason(existing, archived, source)
+        reason = self._conflict_reason(existing, item, archived, source)
         if reason is None:
             return ImportOutcome(
                 source,
@@ -1026,6 +1066,96 @@ def _sync_events(session: Session, row: DoseReportRow, study: Study, report: Dos
     for extra in existing.values():
         session.delete(extra)
     session.flush()
+
+
+def _comparable(content: dict[str, Any]) -> dict[str, Any]:
+    """Return an extracted record as stored (JSON types, cleaned), transfer keys left out."""
+    cleaned = json.loads(json.dumps(_clean(content), default=str))
+    return {k: v for k, v in cleaned.items() if k not in TRANSFER_KEYS}
+
+
+def _content_differences(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
+    """Return the fields in which two extracted records differ, as ``"name a vs b"``.
+
+    In record order (top level, study, device, accumulated, events); floats equal
+    within a relative 1e-9 (a database round trip) count as equal.
+    """
+    a, b = _flatten(first), _flatten(second)
+    out: list[str] = []
+    n_a, n_b = len(first.get("events") or []), len(second.get("events") or [])
+    if n_a != n_b:
+        out.append(f"number of events {n_a} vs {n_b}")
+    for path in list(a) + [p for p in b if p not in a]:
+        x, y = a.get(path), b.get(path)
+        if _same_value(x, y):
+            continue
+        out.append(f"{_field_label(path)} {_show_pair(x, y)}")
+    return out
+
+
+def _flatten(value: Any, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], Any]:
+    """Return the leaves of a JSON value by their path (dict keys and list indices)."""
+    if isinstance(value, dict):
+        out: dict[tuple[str | int, ...], Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, (*path, key)))
+        return out
+    if isinstance(value, list) and value:
+        out = {}
+        for index, item in enumerate(value):
+            out.update(_flatten(item, (*path, index)))
+        return out
+    return {path: None if value == [] else value}
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    """Return whether two leaf values are equal (floats to a relative 1e-9)."""
+    if isinstance(x, float | int) and isinstance(y, float | int):
+        if isinstance(x, bool) or isinstance(y, bool):
+            return x == y
+        return math.isclose(x, y, rel_tol=1e-9, abs_tol=0.0)
+    return bool(x == y)
+
+
+def _field_label(path: tuple[str | int, ...]) -> str:
+    """Return a readable field name: ``study_date``, ``event 3 dose_rp_gy``, ``plane 1 ...``."""
+    parts: list[str] = []
+    keys = list(path)
+    if keys and keys[0] in {"study", "device", "accumulated"}:
+        keys = keys[1:]
+    i = 0
+    while i < len(keys):
+        key = keys[i]
+        nxt = keys[i + 1] if i + 1 < len(keys) else None
+        if key in {"events", "planes"} and isinstance(nxt, int):
+            parts.append(f"{'event' if key == 'events' else 'plane'} {nxt + 1}")
+            i += 2
+            continue
+        if isinstance(key, int):
+            parts[-1] += f"[{key}]"
+        else:
+            parts.append(str(key))
+        i += 1
+    return " ".join(parts)
+
+
+def _show_pair(x: Any, y: Any, width: int = 40) -> str:
+    """Return ``"x vs y"``, long strings cut to a window around their first difference."""
+    if isinstance(x, str) and isinstance(y, str) and max(len(x), len(y)) > width:
+        pairs = enumerate(zip(x, y, strict=False))
+        start = next((i for i, (c, d) in pairs if c != d), min(len(x), len(y)))
+        start = max(0, start - width // 4)
+
+        def cut(text: str) -> str:
+            piece = text[start : start + width]
+            return ("…" if start else "") + piece + ("…" if start + width < len(text) else "")
+
+        return f"{cut(x)!r} vs {cut(y)!r}"
+
+    def show(v: Any) -> str:
+        return "(none)" if v is None else str(v)
+
+    return f"{show(x)} vs {show(y)}"
 
 
 def _as_dicts(items: list[Any] | None) -> list[dict[str, Any]] | None:

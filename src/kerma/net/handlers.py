@@ -12,9 +12,9 @@ and its own DIMSE status (:mod:`kerma.net.status`):
    kept in ``<archive_dir>/quarantine/``; an object whose content tree breaks the
    reader (an SR nested hundreds of levels deep) passes this check and is rejected
    by the import, which keeps it in the archive (``kerma rejects``);
-3. write preamble, file meta and data set to the spool, fsync the file, rename it
-   and fsync the folder (:meth:`kerma.net.spool.Spool.put`; objects arriving at the
-   same time share one folder fsync) — failure (disk full, I/O error): 0xA700;
+3. write preamble, file meta and data set to a pre-created spool slot (its name
+   already durable) with a footer, and fsync the slot (:meth:`kerma.net.spool.Spool.put`:
+   one device flush per object) — failure (disk full, I/O error): 0xA700;
 4. queue it for import and return 0x0000.
 
 The import itself runs later on the spool worker, so a slow or failing database

@@ -1,13 +1,19 @@
 """The durable spool of received objects and the worker that imports it.
 
-Every object that arrives over the network (C-STORE, C-GET sub-operation, STOW-RS,
-WADO-RS) is first written to ``<archive_dir>/incoming/<sha256>.dcm`` and fsynced
-(the file, then the folder) **before** the peer is told it was stored. A worker
-thread then imports the spooled files with :meth:`kerma.Registry.import_paths` and
-removes each spool file only after its import returned; an import that fails for
-an infrastructure reason (database down) leaves the file where it is and is
-retried. On start-up the worker first imports whatever a previous run left in the
-spool, so a crash or a ``kill -9`` loses nothing that was acknowledged.
+Every object that arrives over the network (C-STORE, C-GET sub-operation, WADO-RS)
+is first written with :meth:`Spool.put` to a pre-created *slot* file in
+``<archive_dir>/incoming/``, followed by a footer (magic, length, SHA-256), and the
+slot is fsynced **before** the peer is told it was stored: one device flush per
+object, because the slot's name was made durable ahead of time (see :class:`Spool`
+for the argument). STOW-RS parts are streamed to a temporary file, fsynced and
+renamed to ``<sha256>.dcm`` (then the folder is fsynced), as all objects were before.
+A worker thread then imports the spooled objects with
+:meth:`kerma.Registry.import_paths` and removes each spool file only after its import
+returned; an import that fails for an infrastructure reason (database down) leaves
+the file where it is and is retried. On start-up the worker first imports whatever a
+previous run left in the spool (complete slots and ``<sha256>.dcm`` files; torn slots,
+never acknowledged, are discarded), so a crash or a ``kill -9`` loses nothing that
+was acknowledged.
 
 Objects that the receiving side cannot even decode are written to
 ``<archive_dir>/quarantine/`` for inspection. Whether an object holds dose
@@ -20,11 +26,16 @@ May import ``kerma.config`` and ``kerma.errors``; the registry is passed in.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import queue
+import re
+import shutil
+import struct
 import sys
 import threading
 import time
@@ -36,8 +47,36 @@ from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
-#: Suffix of the spooled files.
+#: Suffix of spooled files written by a rename (``<sha256>.dcm``: earlier versions, STOW-RS).
 SPOOL_SUFFIX = ".dcm"
+
+#: Suffix of slot files (``<instance>-<n>.slot``), written by :meth:`Spool.put`.
+SLOT_SUFFIX = ".slot"
+
+#: Names of slots: ``<instance>-<n>.slot``, and the ``<instance>-<n>.dcm`` link that
+#: :meth:`Spool.put` adds once the slot is complete.
+SLOT_NAME = re.compile(r"[0-9a-f]{16}-[0-9]{8}\.(?:slot|dcm)")
+
+#: Suffix of the lock file each live :class:`Spool` holds (``.<instance>.lock``).
+LOCK_SUFFIX = ".lock"
+
+#: Prefix of the folder where slots are copied without their footer for import.
+SCRATCH_PREFIX = ".import-"
+
+#: First field of a slot's footer.
+SLOT_MAGIC = b"KERMASLT"
+
+#: Footer after the object in a slot: magic, object length (bytes), SHA-256 of the object.
+FOOTER = struct.Struct("<8sQ32s")
+
+#: Size of :data:`FOOTER` in bytes (48).
+FOOTER_SIZE = FOOTER.size
+
+#: Slots created per folder fsync.
+SLOT_BATCH = 64
+
+#: The pool is refilled (in the background) when fewer slots than this are free.
+SLOT_LOW_WATER = 24
 
 
 def fsync_directory(directory: Path) -> None:
@@ -55,8 +94,65 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+class SlotError(ValueError):
+    """A spool slot does not hold a complete object (torn write, or not a slot at all)."""
+
+
+def parse_slot(data: bytes) -> bytes:
+    """Return the object held by the bytes of a slot file, checking its footer.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole slot file.
+
+    Returns
+    -------
+    bytes
+        The object as received, without the footer.
+
+    Raises
+    ------
+    SlotError
+        When the footer is missing, its magic is wrong, or the length or SHA-256 it
+        records does not match the bytes before it (a write that never completed).
+    """
+    if len(data) < FOOTER_SIZE:
+        raise SlotError(f"it holds {len(data)} bytes, fewer than a footer ({FOOTER_SIZE})")
+    magic, length, digest = FOOTER.unpack_from(data, len(data) - FOOTER_SIZE)
+    if magic != SLOT_MAGIC:
+        raise SlotError("its footer magic is missing")
+    if length != len(data) - FOOTER_SIZE:
+        raise SlotError(
+            f"its footer records {length} bytes but {len(data) - FOOTER_SIZE} precede it"
+        )
+    content = data[:length]
+    if hashlib.sha256(content).digest() != digest:
+        raise SlotError("the SHA-256 of its content differs from the one in its footer")
+    return content
+
+
+def is_slot(path: Path) -> bool:
+    """Return whether ``path`` is named like a slot (object + footer), either name."""
+    return SLOT_NAME.fullmatch(path.name) is not None
+
+
+def has_footer(path: Path) -> bool:
+    """Return whether a slot file ends with a footer whose magic and length match (no hash)."""
+    try:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < FOOTER_SIZE:
+                return False
+            fh.seek(size - FOOTER_SIZE)
+            magic, length, _ = FOOTER.unpack(fh.read(FOOTER_SIZE))
+    except (OSError, struct.error):
+        return False
+    return magic == SLOT_MAGIC and length == size - FOOTER_SIZE
+
+
 class Spool:
-    """A folder of received objects, each written atomically and durably.
+    """A folder of received objects, each durable before :meth:`put` returns.
 
     Parameters
     ----------
@@ -64,18 +160,56 @@ class Spool:
         Kerma's archive folder (``settings.archive_dir``); the spool is its
         ``incoming/`` subfolder and undecodable objects go to ``quarantine/``.
 
+    Attributes
+    ----------
+    directory_fsyncs : int
+        Folder fsyncs run to make new slot names durable (one per batch of
+        :data:`SLOT_BATCH` slots).
+    file_fsyncs : int
+        Slot fsyncs run by :meth:`put` (one per object).
+
     Notes
     -----
-    A file is written under a temporary name beginning with ``.``, fsynced, renamed
-    to ``<sha256>.dcm`` and the folder fsynced. A crash before the rename leaves a
-    temporary file, which :meth:`clean_temporary` removes (it was never
-    acknowledged); a file with its final name is always complete.
+    **Durability with one flush per object.** POSIX ``fsync(fd)`` returns only
+    after all data *and metadata* of the open file (its size included: "synchronized
+    I/O file integrity completion", XBD 3.382 and XSH ``fsync``) have reached the
+    storage device; it does not cover the directory entry that names the file, which
+    needs an fsync of the folder. Renaming a new file into place therefore costs two
+    flushes. The spool moves the second one off the per-object path:
 
-    Objects written at the same time by several associations share folder fsyncs
-    (group commit, :meth:`sync_directory`): each :meth:`put` returns only after a
-    folder fsync that *started after its own rename* has completed, so every object
-    is durable before it is acknowledged, but 20 concurrent writers need far fewer
-    than 20 folder fsyncs.
+    1. Ahead of time, a background thread creates a batch of :data:`SLOT_BATCH` empty
+       *slot* files (``<instance>-<n>.slot``) and fsyncs the folder once, so their
+       names are durable before any of them is used (refilled when fewer than
+       :data:`SLOT_LOW_WATER` are free; a :meth:`put` that finds none creates a batch
+       itself).
+    2. :meth:`put` takes a free slot, writes the object followed by a footer
+       (:data:`SLOT_MAGIC`, the object's length and its SHA-256), fsyncs the slot and
+       returns. Only then does the caller acknowledge the object. After the fsync it
+       also hard-links the slot as ``<instance>-<n>.dcm``, so that ``incoming/*.dcm``
+       still lists exactly the objects waiting for import; that link is not needed
+       for durability (not fsynced; either name is found after a crash).
+    3. After a crash a slot is either empty (free), or ends with a valid footer whose
+       length and hash match the bytes before it (complete: its fsync may or may not
+       have returned, either way it is imported), or anything else (a write that
+       never completed, hence never acknowledged: discarded, logged at INFO). The
+       hash makes this independent of how a filesystem orders or tears unsynced
+       writes. A slot that has its ``.dcm`` link but fails the check was fsynced
+       before the link was made, so the disk damaged it: it is quarantined, not
+       discarded.
+
+    Slots are never reused: the worker deletes a slot after its import committed
+    (no fsync needed; a slot that reappears after a crash is imported again, which
+    the registry's de-duplication by SOP Instance UID makes a no-op). The same bytes
+    put twice make two slots, stored once.
+
+    Each :class:`Spool` names its slots with its own instance id and holds a
+    ``flock`` on ``.<instance>.lock`` while it lives; :meth:`recover` discards empty
+    or torn slots only of instances whose lock is free (a process that died), so
+    several processes (``kerma listen``, ``kerma serve``) can share a spool.
+
+    Files written by earlier versions (``<sha256>.dcm``, fsynced then renamed, as
+    :class:`~kerma.net.dicomweb.SpooledPartWriter` still does for STOW-RS) are
+    complete by construction and are imported as they are.
     """
 
     def __init__(self, archive_dir: Path) -> None:
@@ -84,14 +218,26 @@ class Spool:
         self.quarantine_dir = self.archive_dir / "quarantine"
         self.directory.mkdir(parents=True, exist_ok=True)
         fsync_directory(self.directory.parent)
+        self.instance = uuid.uuid4().hex[:16]
         self._sync = threading.Condition()
         self._sync_requested = 0  # tickets handed out to writers, in order
         self._sync_durable = 0  # every ticket up to this one is covered by a folder fsync
         self._sync_running = False
         self.directory_fsyncs = 0
+        self.file_fsyncs = 0
+        self._pool = threading.Condition()
+        self._free: collections.deque[Path] = collections.deque()
+        self._next_slot = 0
+        self._refilling = False
+        self._lock_fh: Any = None
+        self._refiller: threading.Thread | None = None
+        self._refill_wanted = threading.Event()
+        self._closing = threading.Event()
+
+    # -- folder fsyncs ----------------------------------------------------------------------
 
     def sync_directory(self) -> None:
-        """Make every entry renamed into the spool before this call durable (group commit).
+        """Make every entry created or renamed before this call durable (group commit).
 
         The caller takes a ticket; if no folder fsync is running, it runs one covering
         every ticket handed out so far, otherwise it waits for the running one to end
@@ -122,8 +268,128 @@ class Spool:
                 self.directory_fsyncs += 1
                 self._sync_durable = max(self._sync_durable, covers)
 
+    # -- the pool of slots ------------------------------------------------------------------
+
+    @property
+    def free_slots(self) -> int:
+        """Number of empty slots ready for :meth:`put` (their names already durable)."""
+        with self._pool:
+            return len(self._free)
+
+    def _start(self) -> None:
+        """Take this instance's lock and start the refill thread (caller holds the pool)."""
+        if self._lock_fh is None:
+            staging = self.directory / f".{self.instance}.locking"
+            fh = staging.open("wb")
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            os.replace(staging, self.directory / f".{self.instance}{LOCK_SUFFIX}")
+            self._lock_fh = fh
+        if self._refiller is None or not self._refiller.is_alive():
+            self._closing.clear()
+            self._refiller = threading.Thread(
+                target=self._refill_loop, name="kerma-spool-slots", daemon=True
+            )
+            self._refiller.start()
+
+    def _refill_loop(self) -> None:
+        """Create a batch of slots whenever the pool runs low, until :meth:`close`."""
+        while not self._closing.is_set():
+            if not self._refill_wanted.wait(0.5):
+                continue
+            self._refill_wanted.clear()
+            if self._closing.is_set():
+                return
+            try:
+                self._refill()
+            except OSError:
+                logger.exception("Unable to create spool slots in %s", self.directory)
+
+    def _refill(self) -> None:
+        """Create :data:`SLOT_BATCH` empty slots, fsync the folder once, add them to the pool.
+
+        Only one refill runs at a time; a caller that finds one running waits for it.
+
+        Raises
+        ------
+        OSError
+            When the slots could not be created or their names flushed to disk.
+        """
+        with self._pool:
+            if self._refilling:
+                while self._refilling:
+                    self._pool.wait()
+                return
+            self._refilling = True
+            first = self._next_slot
+            self._next_slot += SLOT_BATCH
+        created: list[Path] = []
+        try:
+            for n in range(first, first + SLOT_BATCH):
+                path = self.directory / f"{self.instance}-{n:08d}{SLOT_SUFFIX}"
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                created.append(path)
+            self.sync_directory()
+        except BaseException:
+            for path in created:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        finally:
+            with self._pool:
+                self._refilling = False
+                self._pool.notify_all()
+        with self._pool:
+            self._free.extend(created)
+            self._pool.notify_all()
+
+    def _take_slot(self) -> Path:
+        """Return an empty slot whose name is durable (creating a batch if none is free)."""
+        with self._pool:
+            self._start()
+            while not self._free:
+                if not self._refilling:
+                    self._pool.release()
+                    try:
+                        self._refill()
+                    finally:
+                        self._pool.acquire()
+                else:
+                    self._pool.wait()
+            slot = self._free.popleft()
+            if len(self._free) < SLOT_LOW_WATER and not self._refilling:
+                self._refill_wanted.set()
+            return slot
+
+    def close(self) -> None:
+        """Stop the refill thread, delete the free slots and release the instance lock.
+
+        Also removes this instance's folder of import copies (call it after the worker
+        stopped). A later :meth:`put` starts again (new slots, lock taken again).
+        """
+        self._closing.set()
+        self._refill_wanted.set()
+        refiller = self._refiller
+        if refiller is not None and refiller is not threading.current_thread():
+            refiller.join(10)
+        with self._pool:
+            while self._refilling:
+                self._pool.wait()
+            free, self._free = list(self._free), collections.deque()
+            for path in free:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if self._lock_fh is not None:
+                with contextlib.suppress(OSError):
+                    (self.directory / f".{self.instance}{LOCK_SUFFIX}").unlink()
+                self._lock_fh.close()
+                self._lock_fh = None
+            self._refiller = None
+        shutil.rmtree(self.directory / f"{SCRATCH_PREFIX}{self.instance}", ignore_errors=True)
+
+    # -- writing ----------------------------------------------------------------------------
+
     def put(self, data: bytes | Sequence[bytes]) -> Path:
-        """Write an object durably and return its spool path.
+        """Write an object durably (one fsync of its slot) and return its spool path.
 
         Parameters
         ----------
@@ -133,52 +399,219 @@ class Spool:
         Returns
         -------
         pathlib.Path
-            ``<archive_dir>/incoming/<sha256>.dcm``; the same path for the same bytes.
+            ``<archive_dir>/incoming/<instance>-<n>.dcm``: a hard link, added after the
+            fsync, to the slot ``<instance>-<n>.slot`` that holds the object and its
+            footer (the slot itself where hard links are not supported); a new slot
+            for every call. Neither name is a plain DICOM file: the worker strips
+            the footer (:meth:`read_for_import`).
 
         Raises
         ------
         OSError
-            When the object could not be written and flushed to disk.
+            When the object could not be written and flushed to disk (the slot is
+            deleted: nothing was acknowledged).
         """
         chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
         digest = hashlib.sha256()
+        length = 0
         for chunk in chunks:
             digest.update(chunk)
-        path = self.directory / f"{digest.hexdigest()}{SPOOL_SUFFIX}"
-        if path.exists():
-            # the same bytes were spooled (file fsynced before its rename); the writer
-            # may still be waiting for its folder fsync, so wait for one as well
-            self.sync_directory()
-            return path
-        tmp = self.directory / f".{uuid.uuid4().hex}.tmp"
+            length += len(chunk)
+        footer = FOOTER.pack(SLOT_MAGIC, length, digest.digest())
+        slot = self._take_slot()
         try:
-            with tmp.open("wb") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            fd = os.open(slot, os.O_WRONLY)
+            try:
+                buffers = [*chunks, footer]
+                written = os.writev(fd, buffers)
+                if written != length + FOOTER_SIZE:  # short write: finish it chunk by chunk
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    for chunk in buffers:
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except BaseException:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                slot.unlink()
             raise
-        self.sync_directory()
-        return path
+        self.file_fsyncs += 1
+        committed = slot.with_suffix(SPOOL_SUFFIX)
+        try:
+            os.link(slot, committed)
+        except OSError:  # a filesystem without hard links: the slot name alone will do
+            logger.debug("Unable to link %s to %s", slot.name, committed.name, exc_info=True)
+            return slot
+        return committed
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _live_instances(self) -> set[str]:
+        """Return the instances whose lock is held (this one included); drop dead locks."""
+        live = {self.instance}
+        for entry in os.scandir(self.directory):
+            if not (entry.name.startswith(".") and entry.name.endswith(LOCK_SUFFIX)):
+                continue
+            instance = entry.name[1 : -len(LOCK_SUFFIX)]
+            if instance == self.instance:
+                continue
+            try:
+                with open(entry.path, "rb") as fh:
+                    try:
+                        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        live.add(instance)
+                        continue
+                    os.unlink(entry.path)  # its process is gone; nobody else uses the name
+            except FileNotFoundError:
+                continue
+        return live
 
     def pending(self) -> list[Path]:
-        """Return the spooled files waiting for import, oldest first."""
-        entries = [
-            e
-            for e in os.scandir(self.directory)
-            if e.is_file() and e.name.endswith(SPOOL_SUFFIX) and not e.name.startswith(".")
-        ]
-        entries.sort(key=lambda e: e.stat().st_mtime_ns)
-        return [Path(e.path) for e in entries]
+        """Return the spooled objects waiting for import, oldest first.
+
+        Old-format ``<sha256>.dcm`` files, and slots that end with a footer whose
+        magic and length match (the hash is checked when the slot is read for import),
+        each once (by its ``.dcm`` link when it has one).
+        """
+        entries: dict[str, os.DirEntry[str]] = {}
+        for e in os.scandir(self.directory):
+            if e.name.startswith(".") or not e.is_file():
+                continue
+            path = Path(e.path)
+            if is_slot(path):
+                if path.stem in entries and path.suffix == SLOT_SUFFIX:
+                    continue
+                if path.suffix == SPOOL_SUFFIX or has_footer(path):
+                    entries[path.stem] = e
+            elif e.name.endswith(SPOOL_SUFFIX):
+                entries[e.name] = e
+        listed = []
+        for e in entries.values():
+            with contextlib.suppress(FileNotFoundError):
+                listed.append((e.stat().st_mtime_ns, e.name, Path(e.path)))
+        return [path for _, _, path in sorted(listed)]
+
+    def recover(self) -> list[Path]:
+        """Sort out what earlier runs left in the spool; return what must be imported.
+
+        Slots of instances that are gone (lock free or missing): empty ones are
+        deleted; torn ones (footer missing or not matching, written by a put that
+        never returned, so never acknowledged) are deleted and logged at INFO;
+        complete ones are returned. Complete slots of live instances are returned too
+        (importing twice is harmless); their empty or torn slots are left alone. Old
+        ``<sha256>.dcm`` files are returned as they are. Scratch folders of gone
+        instances are removed.
+
+        Returns
+        -------
+        list of pathlib.Path
+            Spooled objects to import, oldest first.
+        """
+        live = self._live_instances()
+        for entry in os.scandir(self.directory):
+            instance = entry.name[len(SCRATCH_PREFIX) :]
+            if entry.name.startswith(SCRATCH_PREFIX) and entry.is_dir() and instance not in live:
+                shutil.rmtree(entry.path, ignore_errors=True)
+        keep = []
+        for path in self.pending():
+            if not is_slot(path):
+                keep.append(path)
+                continue
+            try:
+                parse_slot(path.read_bytes())
+            except SlotError as exc:
+                if path.suffix == SPOOL_SUFFIX:  # linked after its fsync: the disk changed it
+                    logger.error("Spool slot %s is damaged (%s); quarantined", path.name, exc)
+                    self._quarantine_slot(path)
+                elif self._slot_instance(path) not in live:
+                    logger.info("Discarding spool slot %s (never acknowledged): %s", path.name, exc)
+                    self.remove(path)
+                continue
+            except FileNotFoundError:
+                continue
+            keep.append(path)
+        kept = {p.stem for p in keep}
+        for entry in os.scandir(self.directory):
+            if not entry.name.endswith(SLOT_SUFFIX) or entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if not is_slot(path) or self._slot_instance(path) in live or path.stem in kept:
+                continue
+            try:
+                size = entry.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size == 0:
+                self.remove(path)
+            elif not has_footer(path):
+                logger.info("Discarding spool slot %s (never acknowledged): torn write", path.name)
+                self.remove(path)
+        return keep
+
+    def _quarantine_slot(self, path: Path) -> None:
+        """Move a damaged slot to the quarantine folder, for inspection (best effort)."""
+        with contextlib.suppress(OSError):
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, self.quarantine_dir / path.name)
+            self.remove(path)
+
+    @staticmethod
+    def _slot_instance(path: Path) -> str:
+        """Return the instance id in a slot's name."""
+        return path.name.rsplit("-", 1)[0]
+
+    def read_for_import(self, path: Path) -> Path:
+        """Return a file holding exactly the object spooled at ``path``.
+
+        An old-format ``<sha256>.dcm`` file is returned as it is. For a slot, its
+        footer is checked and the object is copied (not fsynced: the slot stays until
+        the import committed) to ``.import-<instance>/`` in the spool folder; call
+        :meth:`done_importing` afterwards.
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            A path returned by :meth:`put`, :meth:`pending` or :meth:`recover`.
+
+        Returns
+        -------
+        pathlib.Path
+            The file to give to ``import_paths``.
+
+        Raises
+        ------
+        SlotError
+            When the slot does not hold a complete object.
+        OSError
+            When the slot cannot be read or the copy written.
+        """
+        if not is_slot(path):
+            return path
+        content = parse_slot(path.read_bytes())
+        scratch = self.directory / f"{SCRATCH_PREFIX}{self.instance}"
+        scratch.mkdir(exist_ok=True)
+        target = scratch / f"{path.stem}{SPOOL_SUFFIX}"
+        target.write_bytes(content)
+        return target
+
+    def done_importing(self, path: Path, content: Path) -> None:
+        """Delete the copy made by :meth:`read_for_import` (if it made one)."""
+        if content != path:
+            with contextlib.suppress(FileNotFoundError):
+                content.unlink()
 
     def remove(self, path: Path) -> None:
-        """Remove a spool file after its import committed (missing files are ignored)."""
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        """Remove a spool file after its import committed (missing files are ignored).
+
+        For a slot, both its names (``.dcm`` link and ``.slot``) are removed.
+        """
+        names = [path.with_suffix(SPOOL_SUFFIX), path.with_suffix(SLOT_SUFFIX)]
+        for name in names if is_slot(path) else [path]:
+            with contextlib.suppress(FileNotFoundError):
+                name.unlink()
 
     def clean_temporary(self) -> int:
         """Remove temporary files of writes that never finished; return how many."""
@@ -334,7 +767,7 @@ class SpoolWorker(threading.Thread):
         removed = spool.clean_temporary()
         if removed:
             logger.info("Removed %d unfinished temporary spool files", removed)
-        leftovers = spool.pending()
+        leftovers = spool.recover()
         if leftovers:
             logger.info("Importing %d objects left in %s", len(leftovers), spool.directory)
         for path in leftovers:
@@ -367,6 +800,7 @@ class SpoolWorker(threading.Thread):
             self.join(timeout)
         if isinstance(self._registry, ProcessImporter):
             self._registry.close()
+        self.spool.close()
 
     def run(self) -> None:
         """Import queued files until :meth:`stop` is called."""
@@ -405,6 +839,10 @@ class SpoolWorker(threading.Thread):
         if len(to_import) < len(batch):  # already imported (e.g. the same bytes twice)
             present = set(to_import)
             self._done([p for p in batch if p not in present])
+        torn = [p for p in to_import if self._is_torn(p)]
+        if torn:
+            self._done(torn)
+            to_import = [p for p in to_import if p not in torn]
         if not to_import:
             return
         try:
@@ -437,11 +875,36 @@ class SpoolWorker(threading.Thread):
             else:
                 self._retry[path] = (attempts, time.monotonic() + self.retry_delay_s)
 
+    def _is_torn(self, path: Path) -> bool:
+        """Return whether a queued slot lacks its footer; if so, move it to quarantine.
+
+        Slots are queued only once complete, so this means the disk changed them
+        (the hash is checked when the slot is read for import).
+        """
+        if not is_slot(path) or has_footer(path) or not path.exists():
+            return False
+        target = self.spool.quarantine_dir / path.name
+        with contextlib.suppress(OSError):
+            self.spool.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            self.spool.remove(path)  # its other name
+        logger.error("Spool slot %s has no valid footer; moved to %s", path.name, target)
+        return True
+
     def _import(self, paths: list[Path]) -> None:
         """Import files with the registry (created on first use) and count the outcomes."""
         if self._registry is None:
             self._registry = self._registry_factory()
-        summary = self._registry.import_paths(paths, keep_non_dose=self.keep_non_dose)
+        contents: list[tuple[Path, Path]] = []
+        try:
+            for path in paths:
+                contents.append((path, self.spool.read_for_import(path)))
+            summary = self._registry.import_paths(
+                [content for _, content in contents], keep_non_dose=self.keep_non_dose
+            )
+        finally:
+            for path, content in contents:
+                self.spool.done_importing(path, content)
         counts = ImportCounts.from_summary(summary, default_read=len(paths))
         with self._lock:
             self.ignored += counts.ignored
@@ -462,6 +925,7 @@ class SpoolWorker(threading.Thread):
         try:
             self.spool.quarantine_dir.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
+            self.spool.remove(path)  # a slot's other name
         except OSError:
             logger.exception("Unable to move %s to %s", path, self.spool.quarantine_dir)
             self._retry[path] = (0, time.monotonic() + self.retry_delay_s)
