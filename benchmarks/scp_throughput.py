@@ -13,7 +13,8 @@ alternates from round to round), so both meet the same load on a shared machine.
 Prints objects per second for both, per round and in total, their ratio, the median
 of the per-round ratios, the CPU time storescp and ``kerma listen``'s network process
 (not its import process) spent per object (Linux ``/proc``), and the load average.
-Kerma fsyncs every object (file and folder) before it answers; storescp does not.
+Kerma makes every object durable (fsync of a pre-created spool slot) before it
+answers; storescp does not.
 Kerma's import worker runs during the transfer, as in production. Only loopback is used.
 """
 
