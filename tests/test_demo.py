@@ -291,6 +291,41 @@ class TestDemoCommand:
         assert (tmp_path / "kerma-demo.db").exists()
         assert len(list((tmp_path / "kerma-demo-data").glob("DEMO-*.dcm"))) == 20
         assert not (tmp_path / "kerma.db").exists()
+        lines = result.output.splitlines()
+        assert lines[-1] == "  kerma drl"
+        assert lines[-2] == "  kerma studies"
+        assert lines[-3].startswith("  export KERMA_DATABASE_URL=sqlite:///")
+        assert "KERMA_ARCHIVE_DIR=" in lines[-3]
+
+    def test_next_steps_commands_never_wrap(self) -> None:
+        """On a 40-column terminal each command is still one pasteable line."""
+        from rich.console import Console
+
+        from kerma.cli.demo import _print_next_steps
+
+        console = Console(width=40, record=True, color_system=None)
+        _print_next_steps(console, "sqlite:///kerma-demo.db", Path("kerma-demo-archive"))
+        lines = console.export_text().splitlines()
+        assert lines[-3:] == [
+            "  export KERMA_DATABASE_URL=sqlite:///kerma-demo.db"
+            " KERMA_ARCHIVE_DIR=kerma-demo-archive",
+            "  kerma studies",
+            "  kerma drl",
+        ]
+        assert all(len(line) <= 40 for line in lines[:-3])  # the prose does wrap
+
+    def test_next_steps_quote_paths_for_the_shell(self) -> None:
+        """A path with a space is quoted, so the export sets the whole path."""
+        from rich.console import Console
+
+        from kerma.cli.demo import _print_next_steps
+
+        console = Console(width=200, record=True, color_system=None)
+        _print_next_steps(console, "sqlite:///my demo.db", Path("my archive"))
+        lines = console.export_text().splitlines()
+        assert lines[-3] == (
+            "  export KERMA_DATABASE_URL='sqlite:///my demo.db' KERMA_ARCHIVE_DIR='my archive'"
+        )
 
     def test_parallel_demo_equals_sequential(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

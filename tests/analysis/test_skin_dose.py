@@ -461,3 +461,101 @@ class TestEstimateStudySkinDoses:
         )
         others = frame.drop(index=row.name)
         assert not others["srdl_exceeded"].any()
+
+
+class TestTransientFallbacks:
+    """Fallbacks whose cause may have gone (not installed, timeout) are computed again."""
+
+    @pytest.mark.parametrize(
+        ("reason", "is_installed", "expected"),
+        [
+            # written by this version; installed since
+            ('PySkinDose is not installed (pip install "kerma[skin]"; ...)', True, True),
+            # written by earlier versions, still not installed: same result, skip it
+            ("PySkinDose is not installed (pip install kerma[skin])", False, False),
+            ("PySkinDose is not installed (pip install kerma[skin])", True, True),
+            # a timeout may not recur on a less busy machine: always retried
+            ("PySkinDose did not finish within 180 s", False, True),
+            ("PySkinDose did not finish within 5 s; computed from 1 of 2 RDSRs", True, True),
+            # lasting causes: kept until --recompute or a new RDSR
+            ("PySkinDose cannot model this device", True, False),
+            ("no projection X-Ray Radiation Dose SR stored for this study", True, False),
+            ("", True, False),
+            (None, True, False),
+        ],
+        ids=[
+            "not-installed-now-installed",
+            "old-text-still-not-installed",
+            "old-text-now-installed",
+            "timeout",
+            "timeout-with-note",
+            "device-unsupported",
+            "no-rdsr",
+            "empty",
+            "none",
+        ],
+    )
+    def test_reason_classified(
+        self, reason: str | None, is_installed: bool, expected: bool
+    ) -> None:
+        """Only transient reasons (installable, timeout) ask for a new estimate."""
+        from kerma.analysis.skin_dose import is_transient_fallback
+
+        assert is_transient_fallback(reason, is_installed=is_installed) is expected
+
+    def test_not_installed_advice_names_the_extra(self) -> None:
+        """The advice is copy-pasteable in a shell (quoted extra) and covers a checkout."""
+        from kerma.analysis.skin_dose import NOT_INSTALLED_REASON
+
+        assert 'pip install "kerma[skin]"' in NOT_INSTALLED_REASON
+        assert 'pip install -e ".[skin]"' in NOT_INSTALLED_REASON
+
+    @pytest.mark.parametrize(
+        ("stored_reason", "is_recomputed"),
+        [
+            ("PySkinDose is not installed (pip install kerma[skin])", True),
+            ("PySkinDose did not finish within 1 s", True),
+            ("a lasting reason stored before", False),
+        ],
+        ids=["not-installed", "timeout", "lasting"],
+    )
+    def test_stored_transient_fallback_recomputed_on_plain_run(
+        self, registry: object, shared_dir: Path, stored_reason: str, is_recomputed: bool
+    ) -> None:
+        """A stored "not installed" or timeout row is replaced by a plain run (no --recompute)."""
+        if not is_pyskindose_available():
+            pytest.skip("pyskindose is not installed")
+        import datetime as dt
+
+        from kerma.analysis.skin_dose import estimate_study_skin_doses, stored_skin_doses
+        from kerma.db.models import DoseReport, SkinDoseEstimate
+
+        _import(registry, [NO_MODEL])
+        studies = registry.studies()  # type: ignore[attr-defined]
+        study_id = int(studies["study_id"].iloc[0])
+        with registry.session() as session:  # type: ignore[attr-defined]
+            rdsr_uid = session.query(DoseReport.sop_instance_uid).scalar()
+            session.add(
+                SkinDoseEstimate(
+                    study_id=study_id,
+                    computed_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                    method=METHOD_KAR,
+                    peak_skin_dose_mgy=None,
+                    ka_r_total_mgy=expected_ka_r_mgy(NO_MODEL),
+                    reason=stored_reason,
+                    map_path=None,
+                    dose_report_sop_instance_uid=rdsr_uid,
+                )
+            )
+        frame = estimate_study_skin_doses(registry, timeout_s=120)
+        assert frame["is_computed_now"].tolist() == [is_recomputed]
+        row = frame.iloc[0]
+        assert row["method"] == METHOD_KAR  # PySkinDose has no model of this device
+        assert row["ka_r_total_mgy"] == pytest.approx(expected_ka_r_mgy(NO_MODEL))
+        if is_recomputed:
+            assert row["reason"] != stored_reason
+            assert "not installed" not in row["reason"]
+            assert row["computed_at"].year > 2020
+        else:
+            assert row["reason"] == stored_reason
+        assert len(stored_skin_doses(registry)) == 1  # replaced, not added

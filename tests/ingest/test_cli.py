@@ -133,6 +133,34 @@ class TestReadCommands:
         assert "Studies (1)" in out
         assert "SynthSOMATOM" not in out
 
+    @pytest.mark.parametrize(
+        ("command", "option", "value"),
+        [
+            ("studies", "--from", "yesterday"),
+            ("studies", "--to", "2026-02-30"),  # not a calendar date
+            ("studies", "--from", "31.01.2026"),
+            ("summary", "--from", "20260131"),  # ISO basic form: not YYYY-MM-DD
+        ],
+        ids=["word", "no-such-day", "day-first", "basic-iso"],
+    )
+    def test_bad_date_is_usage_error(self, cli, command: str, option: str, value: str) -> None:
+        """A date not written YYYY-MM-DD: exit 2 naming the option and the format."""
+        result = cli(command, option, value)
+        assert result.exit_code == 2, result.output
+        error = " ".join(result.output.split())  # undo the panel's line breaks
+        assert f"'{option}'" in error
+        assert f"{value!r} is not a date: write it as YYYY-MM-DD, e.g. 2026-01-31." in error
+        assert "isoformat" not in error
+        assert "ValueError" not in error
+
+    def test_date_range_filters_studies(self, cli, incoming: Path) -> None:
+        """Valid --from/--to dates still filter: a range after every study shows none."""
+        cli("import", str(incoming))
+        assert "Studies (2)" in cli("studies", "--from", "1900-01-01").output  # C05 and DX
+        result = cli("studies", "--from", "2999-01-01", "--to", "2999-12-31")
+        assert result.exit_code == 0, result.output
+        assert "Studies (0)" in result.output
+
     def test_summary_shows_medians(self, cli, incoming: Path) -> None:
         """Median and quartiles per protocol in display units."""
         cli("import", str(incoming))
@@ -226,3 +254,127 @@ class TestReadCommands:
         result = cli("db", "upgrade")
         assert result.exit_code == 0, result.output
         assert f"revision {head_revision()}" in result.output
+
+
+def _ignored_mr(tmp_path: Path, database_url: str, *, source_dir: str) -> str:
+    """Import a synthetic MR image as ignored from a deep folder; return its reason."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    from kerma.api import Registry
+    from tests.db_fixtures import make_settings
+
+    mr = Dataset()
+    mr.SOPClassUID, mr.SOPInstanceUID = MRImageStorage, generate_uid()
+    mr.StudyInstanceUID, mr.SeriesInstanceUID = generate_uid(), generate_uid()
+    mr.Modality, mr.PatientID = "MR", "IGNORED-2"
+    mr.file_meta = FileMetaDataset()
+    mr.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    mr.file_meta.MediaStorageSOPInstanceUID = mr.SOPInstanceUID
+    mr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    folder = tmp_path / source_dir
+    folder.mkdir(parents=True)
+    path = folder / "mr.dcm"
+    pydicom.dcmwrite(path, mr, enforce_file_format=True)
+    with Registry(settings=make_settings(database_url, tmp_path)) as reg:
+        assert reg.import_paths([path], keep_non_dose=False).ignored == 1
+        return str(reg.ignored()["reason"].iloc[0])
+
+
+class TestListingLimits:
+    """Listings say when they are cut to the newest rows; ``kerma ignored`` fits the width."""
+
+    NOTE = "showing the newest {shown} of {total}; use --limit N (0 = all)"
+
+    def test_rejects_cut_says_how_many(self, cli, tmp_path: Path) -> None:
+        """Three rejects, --limit 2: two rows and "2 of 3"; --limit 0 and the default: all."""
+        folder = tmp_path / "junk"
+        folder.mkdir()
+        for name in ("a.txt", "b.txt", "c.txt"):
+            (folder / name).write_text(f"not DICOM {name}")
+        cli("import", str(folder))
+        cut = cli("rejects", "--limit", "2").output
+        assert self.NOTE.format(shown=2, total=3) in cut
+        assert sum(name in cut for name in ("a.txt", "b.txt", "c.txt")) == 2
+        for args in (["--limit", "0"], []):
+            full = cli("rejects", *args).output
+            assert "showing the newest" not in full
+            assert all(name in full for name in ("a.txt", "b.txt", "c.txt"))
+
+    def test_rejects_limit_equal_to_total_has_no_note(self, cli, tmp_path: Path) -> None:
+        """--limit 1 with exactly one reject shows it without a note."""
+        (tmp_path / "one.txt").write_text("not DICOM")
+        cli("import", str(tmp_path / "one.txt"))
+        out = cli("rejects", "--limit", "1").output
+        assert "one.txt" in out
+        assert "showing the newest" not in out
+
+    def test_studies_cut_shows_the_newest(self, cli, incoming: Path, tmp_path: Path) -> None:
+        """Two studies, --limit 1: the later-dated one, "1 of 2"; --limit 0: both."""
+        import pandas as pd
+
+        cli("import", str(incoming))
+        csv = tmp_path / "studies.csv"
+        cli("studies", "--csv", str(csv))
+        frame = pd.read_csv(csv).sort_values("study_date")
+        newest, oldest = frame["device_name"].iloc[-1], frame["device_name"].iloc[0]
+        assert newest != oldest
+        cut = cli("studies", "--limit", "1").output
+        assert "Studies (2)" in cut
+        assert self.NOTE.format(shown=1, total=2) in cut
+        assert newest in cut and oldest not in cut
+        full = cli("studies", "--limit", "0").output
+        assert newest in full and oldest in full
+        assert "showing the newest" not in full
+
+    def test_negative_limit_refused(self, cli) -> None:
+        """--limit -1 is a usage error naming the option."""
+        result = CliRunner().invoke(app, ["studies", "--limit", "-1"])
+        assert result.exit_code == 2
+        assert "--limit" in result.output
+
+    @pytest.mark.parametrize("columns", [80, 120, 160], ids=lambda c: f"{c}-columns")
+    def test_ignored_table_fits_width_and_folds_reason(
+        self, database_url: str, tmp_path: Path, columns: int
+    ) -> None:
+        """Every line fits the console; the whole reason and source are there, folded."""
+        reason = _ignored_mr(tmp_path, database_url, source_dir="incoming/" + "deep/" * 12)
+        env = {
+            "KERMA_DATABASE_URL": database_url,
+            "KERMA_ARCHIVE_DIR": str(tmp_path / "archive"),
+            "KERMA_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
+            "COLUMNS": str(columns),
+        }
+        result = CliRunner().invoke(app, ["ignored"], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert max(len(line) for line in lines) <= columns
+        start = next(i for i, line in enumerate(lines) if "Newest 1" in line)
+        body = [line for line in lines[start:] if line.startswith("│")]
+        assert body and all(line.rstrip().endswith("│") for line in body)  # not cropped
+        cells = [line.split("│") for line in body]
+        folded_source = "".join(c[-3].strip() for c in cells)
+        folded_reason = "".join(c[-2].strip() for c in cells)
+        assert folded_reason.replace(" ", "") == reason.replace(" ", "")
+        assert folded_source.endswith("deep/deep/mr.dcm")
+
+    def test_ignored_wide_console_keeps_uid_on_one_line(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """At 250 columns the SOP Instance UID is not folded."""
+        _ignored_mr(tmp_path, database_url, source_dir="incoming")
+        env = {
+            "KERMA_DATABASE_URL": database_url,
+            "KERMA_ARCHIVE_DIR": str(tmp_path / "archive"),
+            "KERMA_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
+            "COLUMNS": "250",
+        }
+        result = CliRunner().invoke(app, ["ignored"], env=env, catch_exceptions=False)
+        from kerma.api import Registry
+        from tests.db_fixtures import make_settings
+
+        with Registry(settings=make_settings(database_url, tmp_path)) as reg:
+            uid = str(reg.ignored()["sop_instance_uid"].iloc[0])
+        assert uid in result.output
+        assert max(len(line) for line in result.output.splitlines()) <= 250

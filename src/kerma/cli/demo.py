@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import shlex
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.engine import make_url
@@ -200,13 +202,29 @@ def import_demo(
         frame = registry.summary()
     _print_study_statistics(console, events, studies)
     _print_summary(console, frame)
+    _print_next_steps(console, database, archive_dir)
+
+
+def _print_next_steps(console: Console, database: str, archive_dir: Path) -> None:
+    """Print where the demo registry is and the commands to explore it.
+
+    Each command is printed on a line of its own and never wrapped (``soft_wrap``), so
+    that a copy and paste of a narrow terminal still runs against the demo registry
+    and not the default ``./kerma.db``.
+    """
     console.print(
-        f"Demo registry: [bold]{database}[/bold] (archive {archive_dir}). Explore it with "
-        f"[bold]KERMA_DATABASE_URL={database} KERMA_ARCHIVE_DIR={archive_dir} kerma studies[/bold]"
-        " (QA phantom studies are left out of the statistics; add --include-non-patient)."
-        f" Compare the rooms with the EU DRLs (ICRP 135): [bold]KERMA_DATABASE_URL={database}"
-        f" KERMA_ARCHIVE_DIR={archive_dir} kerma drl[/bold]"
+        f"Demo registry: [bold]{escape(database)}[/bold] (archive {escape(str(archive_dir))})."
+        " Explore it with the commands below (QA phantom studies are left out of the"
+        " statistics; add --include-non-patient), and compare the rooms with the EU DRLs"
+        " (ICRP 135) with kerma drl:"
     )
+    for command in (
+        f"export KERMA_DATABASE_URL={shlex.quote(database)}"
+        f" KERMA_ARCHIVE_DIR={shlex.quote(str(archive_dir))}",
+        "kerma studies",
+        "kerma drl",
+    ):
+        console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
 
 
 def _fresh_registry(database: str) -> Path:

@@ -157,18 +157,44 @@ def import_(
         raise typer.Exit(1)
 
 
+def _limit_note(shown: int, total: int) -> str | None:
+    """Return the caption of a listing cut to its newest rows, or ``None`` when all are shown."""
+    if shown >= total:
+        return None
+    return f"showing the newest {shown} of {total}; use --limit N (0 = all)"
+
+
+def _count_rejects(reg: Any) -> int:
+    """Return how many rejected objects the registry lists."""
+    from sqlalchemy import func, select
+
+    from kerma.db.models import RejectedObject
+
+    with reg.session(write=False) as session:
+        return int(session.scalar(select(func.count(RejectedObject.id))) or 0)
+
+
 def rejects(
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Newest rows to show.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=0, help="Newest rows to show (0 = all).")
+    ] = 50,
 ) -> None:
     """List rejected objects: when, file, SOP Instance UID and reason."""
     console = make_console()
     reg = _registry()
-    frame = reg.rejects(limit=limit)
+    frame = reg.rejects(limit=limit or None)
+    total = _count_rejects(reg) if limit and len(frame) == limit else len(frame)
     reg.close()
     if frame.empty:
         console.print("No rejected objects.")
         return
-    table = Table(title="Rejected objects", show_header=True, header_style="bold")
+    table = Table(
+        title="Rejected objects",
+        caption=_limit_note(len(frame), total),
+        caption_justify="left",
+        show_header=True,
+        header_style="bold",
+    )
     for column in ("when", "file", "SOP Instance UID", "reason"):
         table.add_column(column, overflow="fold")
     for row in frame.itertuples(index=False):
@@ -182,7 +208,9 @@ def rejects(
 
 
 def ignored(
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Newest rows to show.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=0, help="Newest rows to show (0 = all).")
+    ] = 50,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write every ignored object to this CSV file.")
     ] = None,
@@ -234,13 +262,29 @@ def ignored(
     for (modality, sop_class), n in counts.items():
         totals.add_row(_fmt(modality), _fmt(sop_class), str(n))
     console.print(totals)
-    table = Table(title=f"Newest {min(limit, len(frame))}", show_header=True, header_style="bold")
-    for column in ("received", "modality", "SOP class"):
-        table.add_column(column, overflow="fold")
-    table.add_column("SOP Instance UID", overflow="fold", min_width=64)  # UIDs: up to 64
-    table.add_column("source", overflow="fold")
-    table.add_column("reason", overflow="fold")
-    for row in frame.head(limit).itertuples(index=False):
+    newest = frame.head(limit) if limit else frame
+    table = Table(
+        title=f"Newest {len(newest)}",
+        caption=_limit_note(len(newest), len(frame)),
+        caption_justify="left",
+        show_header=True,
+        header_style="bold",
+    )
+    # Rich crops a table whose minimum widths exceed the console instead of folding it,
+    # so only fixed widths that fit are set: a UID (up to 64 characters) stays on one
+    # line when the console leaves room for source and reason beside it; every other
+    # column folds to what is left.
+    table.add_column("received", no_wrap=True)
+    table.add_column("modality", overflow="fold")
+    table.add_column("SOP class", overflow="fold", max_width=24)
+    is_wide = console.width >= IGNORED_WIDE_TABLE
+    if is_wide:
+        table.add_column("SOP Instance UID", overflow="fold", width=64)
+    else:
+        table.add_column("SOP Instance UID", overflow="fold", ratio=1)
+    table.add_column("source", overflow="fold", ratio=1)
+    table.add_column("reason", overflow="fold", ratio=2)
+    for row in newest.itertuples(index=False):
         table.add_row(
             row.received_at.strftime("%Y-%m-%d %H:%M:%S") if pd.notna(row.received_at) else "",
             _fmt(row.modality),
@@ -251,6 +295,11 @@ def ignored(
         )
     console.print(table)
 
+
+#: Console width (columns) from which ``kerma ignored`` keeps whole UIDs on one line:
+#: received 19 + modality 8 + SOP class 24 + UID 64 + source 20 + reason 30, plus the
+#: borders and padding of six columns (19).
+IGNORED_WIDE_TABLE = 184
 
 #: Columns of ``kerma studies``: (frame column, header, factor to the display unit).
 STUDY_TABLE: tuple[tuple[str, str, float | None], ...] = (
@@ -274,7 +323,9 @@ def studies(
     date_to: ToOpt = None,
     device: DeviceOpt = None,
     include_non_patient: NonPatientOpt = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=0, help="Newest rows to show (0 = all).")
+    ] = 50,
     csv: CsvOpt = None,
 ) -> None:
     """List studies with their dose totals (display units: KAP in Gy·cm², Ka,r in mGy)."""
@@ -291,11 +342,18 @@ def studies(
     if csv is not None:
         frame.to_csv(csv, index=False)
         console.print(f"{len(frame)} studies written to {csv}")
-    table = Table(title=f"Studies ({len(frame)})", show_header=True, header_style="bold")
+    newest = frame.tail(limit) if limit else frame
+    table = Table(
+        title=f"Studies ({len(frame)})",
+        caption=_limit_note(len(newest), len(frame)),
+        caption_justify="left",
+        show_header=True,
+        header_style="bold",
+    )
     shown = [c for c in STUDY_TABLE if c[2] is None or frame[c[0]].notna().any()]
     for _, header, _ in shown:
         table.add_column(header, overflow="fold")
-    for _, row in frame.tail(limit).iterrows():
+    for _, row in newest.iterrows():
         table.add_row(
             *(
                 _fmt(row[name] * factor if factor and pd.notna(row[name]) else row[name])

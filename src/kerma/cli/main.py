@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -31,8 +32,27 @@ app = typer.Typer(
 err_console = make_console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    """Print ``kerma <version>`` and stop, for ``kerma --version``."""
+    if value:
+        from kerma import __version__
+
+        print(f"kerma {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the Kerma version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Kerma: an open registry of patient radiation dose."""
 
 

@@ -57,7 +57,12 @@ def skin_dose(
         typer.Option("--until", "--to", formats=["%Y-%m-%d"], help="Last study date."),
     ] = None,
     recompute: Annotated[
-        bool, typer.Option("--recompute", help="Replace the stored estimates.")
+        bool,
+        typer.Option(
+            "--recompute",
+            help="Replace all stored estimates (without it, only missing ones and Ka,r "
+            "fallbacks that may now work: PySkinDose installed since, or timed out).",
+        ),
     ] = False,
     timeout: Annotated[
         float,
@@ -69,9 +74,10 @@ def skin_dose(
 ) -> None:
     """Peak skin dose of fluoroscopy studies (PySkinDose), else Ka,r; NCRP 168 SRDL flags.
 
-    PySkinDose runs on the archived RDSR of each RF/XA study that has no estimate yet;
-    where it cannot (unsupported device, missing geometry), the reference point air
-    kerma total (Ka,r) is given, labelled as not a skin dose, with the reason.
+    PySkinDose runs on the archived RDSR of each RF/XA study that has no estimate yet
+    (or whose Ka,r fallback was only for want of PySkinDose or time); where it cannot
+    (unsupported device, missing geometry), the reference point air kerma total (Ka,r)
+    is given, labelled as not a skin dose, with the reason.
     """
     from kerma.api import Registry
 

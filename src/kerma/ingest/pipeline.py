@@ -1139,8 +1139,8 @@ def _field_label(path: tuple[str | int, ...]) -> str:
     return " ".join(parts)
 
 
-def _show_pair(x: Any, y: Any, width: int = 40) -> str:
-    """Return ``"x vs y"``, long strings cut to a window around their first difference."""
+def _show_pair(x: Any, y: Any, width: int = 64) -> str:
+    """Return ``"x vs y"``; strings over ``width`` (a UID fits) cut around the difference."""
     if isinstance(x, str) and isinstance(y, str) and max(len(x), len(y)) > width:
         pairs = enumerate(zip(x, y, strict=False))
         start = next((i for i, (c, d) in pairs if c != d), min(len(x), len(y)))
