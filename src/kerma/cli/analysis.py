@@ -7,6 +7,9 @@ writes every row to a CSV file with ``--out``.
 
 from __future__ import annotations
 
+import re
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +17,7 @@ import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kerma.analysis.cumulative import cumulative_dose
 from kerma.analysis.drl import (
@@ -132,21 +136,34 @@ def print_frame(
     """Print ``frame`` as a Rich table with ``columns`` ({column: header}).
 
     ``styles`` maps a column to {cell value: Rich style}, e.g. ``{"status": {"above":
-    "bold red"}}``; ``caption`` is printed under the table.
+    "bold red"}}``; ``caption`` is printed under the table. Cells wrap at spaces and
+    split a word only when the console is too narrow for the longest words
+    (:func:`_column_widths`).
     """
     columns = columns or {c: c for c in frame.columns}
     styles = styles or {}
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    for header in columns.values():
-        table.add_column(header, overflow="fold")
+    rows = []
     for record in frame[list(columns)].to_dict("records"):
         cells = []
         for column in columns:
             cell = _fmt(record[column])
             style = styles.get(column, {}).get(str(record[column]))
             cells.append(f"[{style}]{cell}[/]" if style else cell)
+        rows.append(cells)
+    console = make_console()
+    widths = _column_widths(
+        list(columns.values()),
+        [True] * len(columns),
+        rows,
+        console.width - 3 * len(columns) - 1,  # a line and 2 spaces per column, one edge
+        list(columns),
+    )
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    for index, header in enumerate(columns.values()):
+        table.add_column(header, overflow="fold", width=widths[index])
+    for cells in rows:
         table.add_row(*cells)
-    make_console().print(table)
+    console.print(table)
 
 
 def _write(frame: pd.DataFrame, out: Path | None) -> None:
@@ -261,9 +278,7 @@ def drl(
     chosen = drl_set or settings.drl_set
     drls = select_drls(load_drls(extra_paths=settings.drl_extra_paths), chosen)
     samples = _samples(settings, date_from=date_from, date_to=date_to, use_rules=use_rules)
-    samples = filter_samples(
-        samples, modality_family=family, device=_device_ids(samples, device), standard_exam=exam
-    )
+    samples = _select(samples, family=family, device=device, exam=exam)
     result = compare_with_drls(
         samples,
         drls,
@@ -280,6 +295,17 @@ def drl(
                 min_sample_mammography=settings.drl_min_sample_mammography,
             ),
             "Local DRLs: 75th percentile of room medians (ICRP 135)",
+            {
+                "modality_family": "modality",
+                "standard_exam": "exam",
+                "quantity": "quantity",
+                "unit": "unit",
+                "n_rooms": "rooms",
+                "n": "n",
+                "n_studies": "patients",
+                "local_drl": "local DRL",
+                "median_of_room_medians": "median of room medians",
+            },
         )
     if periods:
         _, summary = compare_by_period(
@@ -334,9 +360,15 @@ def _exam_label(exam: str, indication: str, band: str, view: str) -> str:
 
 
 def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> None:
-    """Print the DRL comparison: exam, room, n, typical value, DRL and source, status.
+    """Print the DRL comparison: exam, room, n, patients, typical value, DRL, status.
 
-    Rows with a note (fallback to another DRL row, missing clinical indication) are
+    ``n`` counts the values (projections, views or studies) whose median is the typical
+    value; ``patients`` counts the distinct studies they come from, the sample that
+    ICRP 135's minimum applies to. The unknown-age column says in its header whether
+    its samples are in ``n`` (``KERMA_DRL_UNKNOWN_AGE=adult``) or were excluded
+    (``exclude``). Columns that must stay legible (status, room, numbers) are not
+    wrapped; exam, quantity and source wrap at word boundaries. Rows with a note
+    (fallback to another DRL row, missing clinical indication) are
     marked with a number that the notes under the table explain.
     """
     notes: dict[str, int] = {}
@@ -367,10 +399,13 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
             for q, u in zip(result["quantity"], result["unit"], strict=True)
         ],
     )
-    policy = {
-        "adult": "compared as adults",
-        "exclude": "left out of n",
-    }.get(settings.drl_unknown_age, settings.drl_unknown_age)
+    excluded = settings.drl_unknown_age == "exclude"
+    no_age_header = "no age (excl.)" if excluded else "no age (in n)"
+    policy = (
+        "excluded: not in n, patients or the typical value"
+        if excluded
+        else "compared as adults: counted in n and patients"
+    )
     rooms = shown.drop_duplicates("device_name")
     sources = shown[shown["drl_cited"] != ""].drop_duplicates("drl_cited")
     caption_lines = [
@@ -391,7 +426,10 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
                 strict=True,
             )
         ),
-        f"no age: samples of unknown patient age, {policy} "
+        "n: values (one per CT or fluoroscopy study, per radiography projection, per "
+        "mammography view); patients: the studies they come from, which the minimum "
+        "sample counts (ICRP 135).",
+        f"{no_age_header}: values of unknown patient age, {policy} "
         f"(KERMA_DRL_UNKNOWN_AGE={settings.drl_unknown_age}); children are compared "
         "only with paediatric DRLs.",
         *(f"[{number}] {escape(note)}" for note, number in notes.items()),
@@ -403,27 +441,23 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
         title_justify="left",
         caption="\n".join(caption_lines),
         caption_justify="left",
+        show_edge=False,
+        pad_edge=False,
     )
-    # column: (header, max width or None, right-justified)
-    layout = {
-        "exam": ("exam", 30, False),
-        "room": ("room", 24, False),
-        "what": ("quantity", None, False),
-        "n": ("n", None, True),
-        "n_unknown_age": ("no age", None, True),
-        "typical_value": ("typical", None, True),
-        "drl_value": ("DRL", None, True),
-        "drl_cited": ("DRL source", 21, False),
-        "status": ("status", 20, False),
+    # column: (header, wraps at spaces, right-justified)
+    layout: dict[str, tuple[str, bool, bool]] = {
+        "exam": ("exam", True, False),
+        "room": ("room", False, False),
+        "what": ("quantity", True, False),
+        "n": ("n", False, True),
+        "n_studies": ("patients", False, True),
+        "n_unknown_age": (no_age_header.replace(" (", "\n("), False, True),
+        "typical_value": ("median", False, True),
+        "drl_value": ("DRL", False, True),
+        "drl_cited": ("DRL source", True, False),
+        "status": ("status", True, False),
     }
-    for header, max_width, right in layout.values():
-        table.add_column(
-            header,
-            overflow="fold",
-            max_width=max_width,
-            no_wrap=max_width is None,
-            justify="right" if right else "left",
-        )
+    rows: list[tuple[list[str], bool]] = []
     records = shown[list(layout)].to_dict("records")
     for index, record in enumerate(records):
         cells = [_fmt(record[c]) for c in layout]
@@ -433,8 +467,84 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
         if style:
             cells[-1] = f"[{style}]{cells[-1]}[/]"
         last_of_exam = index + 1 == len(records) or records[index + 1]["exam"] != record["exam"]
+        rows.append((cells, last_of_exam))
+    console = make_console()
+    widths = _column_widths(
+        [header for header, _, _ in layout.values()],
+        [wraps for _, wraps, _ in layout.values()],
+        [cells for cells, _ in rows],
+        # no outer edge (show_edge, pad_edge off): a line and 2 spaces between columns
+        console.width - 3 * (len(layout) - 1),
+        list(layout),
+        maximum={"exam": 32, "room": 24, "status": 34},
+        minimum={"status": len(STATUS_INSUFFICIENT)},  # one line
+        hyphenated=frozenset({"exam"}),
+    )
+    for index, (header, _, right) in enumerate(layout.values()):
+        table.add_column(
+            header,
+            overflow="fold",
+            width=widths[index],
+            justify="right" if right else "left",
+        )
+    for cells, last_of_exam in rows:
+        # Rich breaks lines only at spaces: break exam names after a hyphen too
+        exam_lines = textwrap.wrap(Text.from_markup(cells[0]).plain, widths[0])
+        cells[0] = escape("\n".join(exam_lines))
         table.add_row(*cells, end_section=last_of_exam)
-    make_console().print(table)
+    console.print(table)
+
+
+def _column_widths(
+    headers: list[str],
+    wraps: list[bool],
+    rows: list[list[str]],
+    available: int,
+    names: list[str],
+    *,
+    maximum: dict[str, int] | None = None,
+    minimum: dict[str, int] | None = None,
+    hyphenated: frozenset[str] = frozenset(),
+) -> list[int]:
+    """Return column widths (characters) whose sum fits ``available`` without splitting words.
+
+    ``available`` is the console width less borders and padding. Every column starts at
+    its widest cell or header (at most ``maximum[name]``); while the total exceeds
+    ``available``, the wrapping column with the most room above its floor gives one
+    character. The floor is the column's longest word (in ``hyphenated`` columns, the
+    longest part after splitting at hyphens too), or ``minimum[name]`` when larger;
+    unwrapped columns keep their width. When even the floors do not fit, the largest
+    floors are lowered until they do, so only the longest words (regular expressions,
+    long identifiers) are folded.
+    """
+    maximum = maximum or {}
+    minimum = minimum or {}
+
+    def cell_len(text: str) -> int:
+        return max((Text.from_markup(line).cell_len for line in text.split("\n")), default=0)
+
+    def word_len(text: str, hyphens: bool = False) -> int:
+        plain = Text.from_markup(text).plain
+        words = re.split(r"\s+|(?<=\w-)(?=\w)" if hyphens else r"\s+", plain)
+        return max((len(word) for word in words), default=0)
+
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in headers]
+    widths, floors = [], []
+    for name, header, wrap, cells in zip(names, headers, wraps, columns, strict=True):
+        natural = max([cell_len(header), *(cell_len(c) for c in cells)])
+        widths.append(min(natural, maximum.get(name, natural)))
+        hyphens = name in hyphenated
+        words = max(
+            [word_len(header), *(word_len(c, hyphens) for c in cells), minimum.get(name, 0)]
+        )
+        floors.append(min(widths[-1], words) if wrap else widths[-1])
+    while sum(floors) > max(available, len(floors)):  # fold the longest words only
+        floors[floors.index(max(floors))] -= 1
+    while sum(widths) > available:
+        slack = [w - f for w, f in zip(widths, floors, strict=True)]
+        widest = max(range(len(widths)), key=lambda i: (slack[i], widths[i]))
+        widths[widest] -= 1
+    return widths
 
 
 #: Short names of DRL quantities for tables.
@@ -475,22 +585,144 @@ def _int_text(value: Any) -> str:
 
 
 def _device_ids(samples: pd.DataFrame, device: str | None) -> list[str] | None:
-    """Return the device ids whose name contains ``device`` (case-insensitive)."""
+    """Return the device ids whose name contains ``device`` (case-insensitive).
+
+    Raises
+    ------
+    typer.BadParameter
+        When no device name contains ``device``; the message lists the rooms present.
+    """
     if device is None:
         return None
     names = samples["device_name"].astype(str).str.contains(device, case=False, regex=False)
-    return [str(d) for d in samples.loc[names, "device_id"].unique()] or ["<none>"]
+    ids = [str(d) for d in samples.loc[names, "device_id"].unique()]
+    if not ids:
+        rooms = sorted(samples["device_name"].dropna().astype(str).unique())
+        raise typer.BadParameter(
+            f"no device name contains {device!r}; devices present: {_listing(rooms)}.",
+            param_hint="'--device' / '-d'",
+        )
+    return ids
+
+
+def _listing(names: list[str]) -> str:
+    """Return ``names`` joined by commas, or ``(none)``."""
+    return ", ".join(escape(n) for n in names) if names else "(none)"
+
+
+def _select(
+    samples: pd.DataFrame,
+    *,
+    family: str | None,
+    device: str | None,
+    exam: str | None,
+    **filters: Any,
+) -> pd.DataFrame:
+    """Return the samples of ``family``, ``device`` and ``exam`` (and ``filters``).
+
+    Raises
+    ------
+    typer.BadParameter
+        When no study of the selection is mapped to ``exam`` (the message lists the
+        exams present) or no device name contains ``device``.
+    """
+    selected = filter_samples(
+        samples, modality_family=family, device=_device_ids(samples, device), **filters
+    )
+    if exam is not None and not selected["standard_exam"].eq(exam).any():
+        present = sorted(selected["standard_exam"].dropna().astype(str).unique())
+        scope = f" of modality {family}" if family else ""
+        raise typer.BadParameter(
+            f"no study{scope} is mapped to the exam {exam!r}; exams present: "
+            f"{_listing(present)} (`kerma exams` shows the mapping rules).",
+            param_hint="'--exam' / '-e'",
+        )
+    if exam is not None:
+        selected = selected[selected["standard_exam"] == exam]
+    return selected
 
 
 # ----------------------------------------------------------------------------- stats
 
+#: Unit of each band option of ``kerma stats``.
+BAND_UNITS: dict[str, str] = {"age": "years", "weight": "kg"}
 
-def _band(text: str | None) -> tuple[float | None, float | None] | None:
-    """Parse a band ``"MIN-MAX"`` (either side may be empty) into numbers."""
+#: Numeric sample columns ``kerma stats -q`` accepts besides ``SAMPLE_QUANTITIES``.
+EXTRA_QUANTITIES: tuple[str, ...] = ("kvp_kv", "compression_thickness_mm", "ssde_size_mm")
+
+#: Sexes of ``kerma stats --sex`` (DICOM (0010,0040) 'Patient's Sex').
+SEXES: tuple[str, ...] = ("M", "F", "O")
+
+
+def _band(text: str | None, unit: str = "") -> tuple[float | None, float | None] | None:
+    """Parse a band ``"MIN-MAX"`` (either side may be empty) into numbers.
+
+    Raises
+    ------
+    typer.BadParameter
+        When ``text`` is not two numbers (or empty sides) around ``-``, or MIN ≥ MAX.
+    """
     if text is None:
         return None
-    low, _, high = text.partition("-")
-    return (float(low) if low.strip() else None, float(high) if high.strip() else None)
+    low, sep, high = text.strip().partition("-")
+    try:
+        if not sep or not (low.strip() or high.strip()):
+            raise ValueError(text)
+        band = (float(low) if low.strip() else None, float(high) if high.strip() else None)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{text!r} is not a band MIN-MAX in {unit}: e.g. 0-18, 18- or -16 (MIN "
+            "included, MAX excluded)."
+        ) from exc
+    if band[0] is not None and band[1] is not None and band[0] >= band[1]:
+        raise typer.BadParameter(f"{text!r}: MIN must be below MAX.")
+    return band
+
+
+def _check_band(param: typer.CallbackParam, value: str | None) -> str | None:
+    """Return ``--age``/``--weight`` unchanged when :func:`_band` can parse it."""
+    _band(value, BAND_UNITS.get(str(param.name), ""))
+    return value
+
+
+def _check_choice(
+    allowed: tuple[str, ...], what: str, *, many: bool = False
+) -> Callable[[str | None], str | None]:
+    """Return an option callback refusing values outside ``allowed`` (comma lists if ``many``)."""
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        given = [v.strip() for v in value.split(",")] if many else [value]
+        wrong = [v for v in given if v not in allowed]
+        if wrong or (many and not any(given)):
+            raise typer.BadParameter(
+                f"{', '.join(repr(w) for w in wrong) or repr(value)} is not "
+                f"{'a ' + what if len(wrong) < 2 else what + 's'}; use "
+                f"{'a comma-separated list of ' if many else 'one of '}"
+                f"{', '.join(allowed)}."
+            )
+        return value
+
+    return check
+
+
+def _no_values_reason(quantity: str) -> str:
+    """Return why ``kerma stats`` has no row for ``quantity`` and what to do."""
+    if quantity == "ssde_mgy":
+        return (
+            "ssde_mgy: no CT study in the selection has a patient size, so there is no "
+            "SSDE (AAPM 204/220). SSDE needs the water-equivalent diameter in the RDSR "
+            "(TID 10013), the patient's AP and lateral dimensions, or the study's CT axial "
+            "images or localizers imported into Kerma (`kerma import <image folder>`); "
+            "see docs/analysis.md §6."
+        )
+    if quantity == "effective_dose_msv":
+        return f"effective_dose_msv: no CT study in the selection ({NO_COEFFICIENT_NOTE})."
+    return (
+        f"{quantity}: no value in the selected studies (check --modality, --exam, "
+        "--from/--to and the other filters)."
+    )
 
 
 def stats(
@@ -498,12 +730,21 @@ def stats(
         str,
         typer.Option(
             "--by",
-            help="Comma-separated grouping: standard_exam, device_name, period, "
-            "patient_sex, view ...",
+            help="Comma-separated grouping: " + ", ".join(GROUPINGS) + ".",
+            callback=_check_choice(
+                (*GROUPINGS, "device_id", "sample_level", "ssde_size_source"),
+                "grouping",
+                many=True,
+            ),
         ),
     ] = "standard_exam,device_name",
     period: Annotated[
-        str, typer.Option("--period", help="Period of the 'period' column: month, quarter, year.")
+        str,
+        typer.Option(
+            "--period",
+            help="Period of the 'period' column: month, quarter, year, week.",
+            callback=_check_choice(tuple(PERIODS), "period"),
+        ),
     ] = "month",
     date_from: FromOpt = None,
     date_to: ToOpt = None,
@@ -511,14 +752,25 @@ def stats(
     device: DeviceOpt = None,
     exam: ExamOpt = None,
     age: Annotated[
-        str | None, typer.Option("--age", help="Age band MIN-MAX (years, max excluded).")
+        str | None,
+        typer.Option("--age", help="Age band MIN-MAX (years, max excluded).", callback=_check_band),
     ] = None,
     weight: Annotated[
-        str | None, typer.Option("--weight", help="Weight band MIN-MAX (kg).")
+        str | None,
+        typer.Option("--weight", help="Weight band MIN-MAX (kg).", callback=_check_band),
     ] = None,
-    sex: Annotated[str | None, typer.Option("--sex", help="M, F or O.")] = None,
+    sex: Annotated[
+        str | None,
+        typer.Option("--sex", help="M, F or O.", callback=_check_choice(SEXES, "sex")),
+    ] = None,
     quantity: Annotated[
-        str | None, typer.Option("--quantity", "-q", help="Comma-separated quantity columns.")
+        str | None,
+        typer.Option(
+            "--quantity",
+            "-q",
+            help="Comma-separated quantity columns: " + ", ".join(SAMPLE_QUANTITIES) + ".",
+            callback=_check_choice((*SAMPLE_QUANTITIES, *EXTRA_QUANTITIES), "quantity", many=True),
+        ),
     ] = None,
     use_rules: RulesOpt = True,
     out: OutOpt = None,
@@ -527,37 +779,52 @@ def stats(
     settings = get_settings()
     samples = _samples(settings, date_from=date_from, date_to=date_to, use_rules=use_rules)
     samples = ct_effective_dose(samples)
-    samples = filter_samples(
+    samples = _select(
         samples,
-        modality_family=family,
-        device=_device_ids(samples, device),
-        standard_exam=exam,
-        age_years=_band(age),
-        weight_kg=_band(weight),
+        family=family,
+        device=device,
+        exam=exam,
+        age_years=_band(age, "years"),
+        weight_kg=_band(weight, "kg"),
         sex=sex,
     )
     groups = [g.strip() for g in by.split(",") if g.strip()]
     if "period" in groups:
         samples = add_period(samples, period)
-    quantities = [q.strip() for q in quantity.split(",")] if quantity else None
-    result = dose_statistics(samples, groups, quantities)
-    print_frame(
-        result,
-        "Dose statistics (linear percentiles; non-patient studies excluded)",
-        {g: g for g in groups}
-        | {
-            "quantity": "quantity",
-            "unit": "unit",
-            "n": "n",
-            "mean": "mean",
-            "median": "median",
-            "p25": "p25",
-            "p75": "p75",
-            "p95": "p95",
-        },
-    )
-    if samples["modality_family"].ne("CT").any():
-        make_console().print(f"effective dose: CT only ({NO_COEFFICIENT_NOTE})")
+    for group in groups:
+        if group not in samples.columns:  # an empty selection has no family columns
+            samples[group] = pd.Series(pd.NA, index=samples.index, dtype=object)
+    wanted = [q.strip() for q in quantity.split(",")] if quantity else None
+    present = None if wanted is None else [q for q in wanted if q in samples.columns]
+    result = dose_statistics(samples, groups, present)
+    console = make_console()
+    if samples.empty:
+        console.print("No studies match the filters.")
+    elif result.empty and wanted:
+        console.print("No statistics: no quantity asked for has a value in the selection.")
+    else:
+        print_frame(
+            result,
+            "Dose statistics (linear percentiles; non-patient studies excluded)",
+            {g: g for g in groups}
+            | {
+                "quantity": "quantity",
+                "unit": "unit",
+                "n": "n",
+                "mean": "mean",
+                "median": "median",
+                "p25": "p25",
+                "p75": "p75",
+                "p95": "p95",
+            },
+        )
+    for name in wanted or []:
+        if samples.empty or name in set(result["quantity"]):
+            continue
+        console.print(f"no statistics for {escape(_no_values_reason(name))}")
+    shows_effective_dose = wanted is None or "effective_dose_msv" in wanted
+    if shows_effective_dose and samples["modality_family"].ne("CT").any():
+        console.print(f"effective dose: CT only ({NO_COEFFICIENT_NOTE})")
     _write(result, out)
 
 
@@ -569,7 +836,12 @@ def cumulative(
         int | None, typer.Option("--window", help="Window in days (default: setting, 365).")
     ] = None,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Last day of the window (default: latest study).")
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Last day of the window, YYYY-MM-DD (default: latest study).",
+            callback=parse_date_option,
+        ),
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Rows to print.")] = 20,
     use_rules: RulesOpt = True,
