@@ -70,7 +70,17 @@ class TestCommandsOnRegistry:
         lines = result.output.splitlines()
         at = next(i for i, line in enumerate(lines) if "DRL source" in line)
         header = lines[at - 1] + lines[at]  # 'no age' / '(in n)' take two lines
-        for word in ("exam", "room", "quantity", "n", "patients", "no age", "(in n)", "median"):
+        for word in (
+            "exam",
+            "room",
+            "quantity",
+            "n",
+            "patients",
+            "no age",
+            "(in n)",
+            "typical",
+            "(median)",
+        ):
             assert word in header
         assert "KERMA_DRL_UNKNOWN_AGE=adult" in result.output
         assert "no age (in n): values of unknown patient age, compared as adults" in result.output

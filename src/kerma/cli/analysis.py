@@ -452,7 +452,7 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
         "n": ("n", False, True),
         "n_studies": ("patients", False, True),
         "n_unknown_age": (no_age_header.replace(" (", "\n("), False, True),
-        "typical_value": ("median", False, True),
+        "typical_value": ("typical\n(median)", False, True),
         "drl_value": ("DRL", False, True),
         "drl_cited": ("DRL source", True, False),
         "status": ("status", True, False),
