@@ -41,7 +41,7 @@ from kerma.analysis.frames import SAMPLE_QUANTITIES, build_dose_samples
 from kerma.analysis.reference import list_drl_sets, load_drls, select_drls
 from kerma.analysis.stats import PERIODS, add_period, dose_statistics, filter_samples
 from kerma.cli.console import make_console
-from kerma.cli.ingest import parse_date_option
+from kerma.cli.ingest import DeviceOpt, FromOpt, ToOpt, parse_date_option
 from kerma.config import Settings, get_settings
 
 #: Modality families of the sample frame (``kerma.analysis.frames.modality_family``).
@@ -71,22 +71,11 @@ def _check_family(value: str | None) -> str | None:
     return value
 
 
-FromOpt = Annotated[
-    str | None,
-    typer.Option("--from", help="First study date, YYYY-MM-DD.", callback=parse_date_option),
-]
-ToOpt = Annotated[
-    str | None,
-    typer.Option("--to", help="Last study date, YYYY-MM-DD.", callback=parse_date_option),
-]
 FamilyOpt = Annotated[
     str | None,
     typer.Option(
         "--modality", "-m", help="Modality family: CT, DX, MG or RF/XA.", callback=_check_family
     ),
-]
-DeviceOpt = Annotated[
-    str | None, typer.Option("--device", "-d", help="Part of the device, station or model name.")
 ]
 ExamOpt = Annotated[str | None, typer.Option("--exam", "-e", help="Standard exam name.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write all rows to this CSV.")]
