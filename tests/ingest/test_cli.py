@@ -28,15 +28,22 @@ def cli(database_url: str, tmp_path: Path):
         "COLUMNS": "250",
     }
 
-    def run(*args: str):
-        return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+    def run(*args: str, input: str | None = None):
+        return runner.invoke(app, list(args), env=env, catch_exceptions=False, input=input)
 
     return run
 
 
+def damaged_copy(source: Path, target: Path, fraction: float = 0.5) -> Path:
+    """Write the first part of a DICOM file (a transfer cut short): damaged DICOM."""
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * fraction)])
+    return target
+
+
 @pytest.fixture
 def incoming(tmp_path: Path) -> Path:
-    """A folder with C05 (two CT RDSRs), two DX images and a non-DICOM file."""
+    """A folder with C05 (two CT RDSRs), two DX images, a damaged RDSR and a text file."""
     folder = tmp_path / "incoming"
     folder.mkdir()
     for path in (
@@ -47,6 +54,7 @@ def incoming(tmp_path: Path) -> Path:
     ):
         shutil.copy(path, folder / path.name)
     (folder / "readme.txt").write_text("hello")
+    damaged_copy(DICOM_DIR / "CT-RDSR-Siemens_Flash-TAP-SS.dcm", folder / "cut.dcm")
     return folder
 
 
@@ -61,29 +69,48 @@ class TestImportCommand:
     """kerma import."""
 
     def test_import_prints_counts_and_reasons(self, cli, incoming: Path) -> None:
-        """The table counts objects by kind and modality, and the rejection reason."""
+        """The table counts objects by kind and modality, skips, and the rejection reason."""
         result = cli("import", str(incoming))
         assert result.exit_code == 0, result.output
         out = result.output
-        assert "5" in row_of(out, "objects read")
+        assert "6" in row_of(out, "files read")
+        assert "1" in row_of(out, "skipped: not DICOM")
         assert "2" in row_of(out, "imported rdsr-ct CT")
         assert "2" in row_of(out, "imported header-dx DX")
         assert "4" in row_of(out, "imported (total)")
-        assert "1" in row_of(out, "│ rejected")
-        assert "not a DICOM file" in out
+        assert "1" in row_of(out, "rejected: new")
+        assert "0" in row_of(out, "rejected: already listed")
+        assert "skipped 1 non-DICOM file (not archived, not listed)" in out
+        assert "the file is incomplete" in row_of(out, "Unable to read <file>")
+        assert "readme.txt" not in out
 
     def test_second_import_reports_already_present(self, cli, incoming: Path) -> None:
-        """Running the same import again imports nothing and says so."""
+        """Running the same import again imports nothing and lists no rejection as new."""
         cli("import", str(incoming))
         result = cli("import", str(incoming))
         assert result.exit_code == 0
         assert "0" in row_of(result.output, "imported (total)")
         assert "4" in row_of(result.output, "already present")
+        assert "rejected: 0 new, 1 already listed." in result.output
+        assert "New rejections" not in result.output
+        assert len(cli("rejects").output.split("Unable to read")) == 2  # listed once
 
-    def test_nothing_readable_exits_1(self, cli, tmp_path: Path) -> None:
-        """Only non-DICOM input: exit code 1."""
+    def test_only_non_dicom_says_so_and_exits_1(self, cli, tmp_path: Path) -> None:
+        """Only non-DICOM input: skipped, 'no DICOM file found', exit code 1."""
         (tmp_path / "a.txt").write_text("x")
-        assert cli("import", str(tmp_path / "a.txt")).exit_code == 1
+        result = cli("import", str(tmp_path / "a.txt"))
+        assert result.exit_code == 1
+        assert "no DICOM file found among 1 file (all skipped as not DICOM)" in result.output
+        assert "No rejected objects." in cli("rejects").output
+
+    def test_empty_folder_says_so_and_exits_1(self, cli, tmp_path: Path) -> None:
+        """An empty folder (or one with hidden files only): said, exit code 1."""
+        folder = tmp_path / "empty"
+        folder.mkdir()
+        (folder / ".DS_Store").write_text("x")
+        result = cli("import", str(folder))
+        assert result.exit_code == 1
+        assert f"nothing to import: {folder} holds no files" in result.output
 
     def test_missing_path_is_usage_error(self, cli, tmp_path: Path) -> None:
         """A path that does not exist: exit 2, the path named, nothing recorded."""
@@ -174,12 +201,14 @@ class TestReadCommands:
         assert "0.0615" in kap and "0.05125" in kap and "0.07175" in kap
 
     def test_rejects_lists_file_and_reason(self, cli, incoming: Path) -> None:
-        """kerma rejects shows the rejected file and why."""
+        """kerma rejects shows the rejected file, its reason group and why; not skipped files."""
         cli("import", str(incoming))
         result = cli("rejects")
         assert result.exit_code == 0
-        assert "readme.txt" in result.output
-        assert "not a DICOM" in result.output
+        row = row_of(result.output, "│ unreadable │")
+        assert "Unable to read" in row
+        assert "the file is incomplete" in result.output
+        assert "readme.txt" not in result.output
 
     def test_ignored_lists_counts_and_writes_csv(
         self, cli, database_url: str, tmp_path: Path
@@ -245,7 +274,7 @@ class TestReadCommands:
         result = cli("reprocess")
         assert result.exit_code == 0, result.output
         assert "4" in row_of(result.output, "dose reports updated")
-        assert "1" in row_of(result.output, "rejected objects still rejected")
+        assert "1" in row_of(result.output, "rejected objects still rejected")  # cut.dcm
 
     def test_db_upgrade_reports_revision(self, cli) -> None:
         """kerma db upgrade migrates and prints the revision."""
@@ -291,23 +320,24 @@ class TestListingLimits:
         """Three rejects, --limit 2: two rows and "2 of 3"; --limit 0 and the default: all."""
         folder = tmp_path / "junk"
         folder.mkdir()
-        for name in ("a.txt", "b.txt", "c.txt"):
-            (folder / name).write_text(f"not DICOM {name}")
+        names = ("a.dcm", "b.dcm", "c.dcm")
+        for i, name in enumerate(names):
+            damaged_copy(DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm", folder / name, 0.3 + i / 10)
         cli("import", str(folder))
         cut = cli("rejects", "--limit", "2").output
         assert self.NOTE.format(shown=2, total=3) in cut
-        assert sum(name in cut for name in ("a.txt", "b.txt", "c.txt")) == 2
+        assert sum(name in cut for name in names) == 2
         for args in (["--limit", "0"], []):
             full = cli("rejects", *args).output
             assert "showing the newest" not in full
-            assert all(name in full for name in ("a.txt", "b.txt", "c.txt"))
+            assert all(name in full for name in names)
 
     def test_rejects_limit_equal_to_total_has_no_note(self, cli, tmp_path: Path) -> None:
         """--limit 1 with exactly one reject shows it without a note."""
-        (tmp_path / "one.txt").write_text("not DICOM")
-        cli("import", str(tmp_path / "one.txt"))
+        damaged_copy(DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm", tmp_path / "one.dcm")
+        cli("import", str(tmp_path / "one.dcm"))
         out = cli("rejects", "--limit", "1").output
-        assert "one.txt" in out
+        assert "one.dcm" in out
         assert "showing the newest" not in out
 
     def test_studies_cut_shows_the_newest(self, cli, incoming: Path, tmp_path: Path) -> None:
@@ -378,3 +408,235 @@ class TestListingLimits:
             uid = str(reg.ignored()["sop_instance_uid"].iloc[0])
         assert uid in result.output
         assert max(len(line) for line in result.output.splitlines()) <= 250
+
+
+@pytest.fixture
+def rejected_mix(cli, tmp_path: Path) -> Path:
+    """A registry with three kinds of rejects: damaged, not dose, conflicting copy."""
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    damaged_copy(DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm", folder / "a-cut.dcm")
+    shutil.copy(DICOM_DIR / "ESR_non-dose.dcm", folder / "b-esr.dcm")
+    shutil.copy(DICOM_DIR / "OR1-RF-RDSR-Siemens-Zee_adjusted.dcm", folder / "c-first.dcm")
+    shutil.copy(DICOM_DIR / "RF-RDSR-Siemens-Zee.dcm", folder / "d-conflict.dcm")
+    (folder / "e-notes.json").write_text('{"note": "sidecar"}')
+    result = cli("import", str(folder))
+    assert result.exit_code == 0, result.output
+    assert "3" in row_of(result.output, "rejected: new")
+    return folder
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """Return the rows of a CSV file as dicts."""
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+class TestRejectsCommand:
+    """kerma rejects: filters by reason and date, CSV, purge."""
+
+    @pytest.mark.parametrize(
+        ("reason", "expected"),
+        [
+            ("unreadable", ["a-cut.dcm"]),
+            ("not-dose", ["b-esr.dcm"]),
+            ("conflict", ["d-conflict.dcm"]),
+            ("other", []),
+            ("INCOMPLETE", ["a-cut.dcm"]),  # part of a reason, any case
+            ("Not imported: <file> has the same SOP Instance UID <uid> as", ["d-conflict.dcm"]),
+        ],
+        ids=[
+            "group-unreadable",
+            "group-not-dose",
+            "group-conflict",
+            "group-other",
+            "text",
+            "masked",
+        ],
+    )
+    def test_reason_filter_and_csv(
+        self, cli, rejected_mix: Path, tmp_path: Path, reason: str, expected: list[str]
+    ) -> None:
+        """--reason takes a group name, part of a reason, or a masked reason; --out has them."""
+        out = tmp_path / "rejects.csv"
+        result = cli("rejects", "--reason", reason, "--out", str(out))
+        assert result.exit_code == 0, result.output
+        rows = csv_rows(out)
+        assert sorted(Path(r["file_name"]).name for r in rows) == expected
+        if not expected:
+            assert "No rejected objects match (reason group 'other')." in result.output
+
+    def test_csv_columns_and_groups(self, cli, rejected_mix: Path, tmp_path: Path) -> None:
+        """The CSV has one row per rejected object with its group, UTC time and archive path."""
+        out = tmp_path / "all.csv"
+        assert cli("rejects", "--out", str(out)).exit_code == 0
+        rows = csv_rows(out)
+        assert list(rows[0]) == [
+            "rejected_at",
+            "file_name",
+            "sop_instance_uid",
+            "sop_class_uid",
+            "reason_group",
+            "reason",
+            "archive_sha256",
+            "archive_path",
+        ]
+        groups = {Path(r["file_name"]).name: r["reason_group"] for r in rows}
+        assert groups == {
+            "a-cut.dcm": "unreadable",
+            "b-esr.dcm": "not-dose",
+            "d-conflict.dcm": "conflict",
+        }
+        for row in rows:
+            assert row["rejected_at"].endswith("+00:00")
+            archived = tmp_path / "archive" / row["archive_path"]
+            import hashlib
+
+            assert hashlib.sha256(archived.read_bytes()).hexdigest() == row["archive_sha256"]
+
+    def test_date_filter(self, cli, rejected_mix: Path, tmp_path: Path) -> None:
+        """--since/--until select by the day of rejection (UTC); an empty range is refused."""
+        import datetime as dt
+
+        today = dt.datetime.now(dt.UTC).date()
+        tomorrow = today + dt.timedelta(days=1)
+        out = tmp_path / "today.csv"
+        assert (
+            cli(
+                "rejects", "--since", str(today), "--until", str(today), "--out", str(out)
+            ).exit_code
+            == 0
+        )
+        assert len(csv_rows(out)) == 3
+        result = cli("rejects", "--since", str(tomorrow))
+        assert f"No rejected objects match (since {tomorrow})." in result.output
+        result = cli("rejects", "--until", str(today - dt.timedelta(days=1)))
+        assert "No rejected objects match" in result.output
+        result = CliRunner().invoke(
+            app, ["rejects", "--since", str(tomorrow), "--until", str(today)]
+        )
+        assert result.exit_code == 2
+        assert "is before --since" in result.output
+        result = CliRunner().invoke(app, ["rejects", "--since", "2026-02-30"])
+        assert result.exit_code == 2
+        assert "is not a date" in result.output
+
+    def test_purge_removes_listing_and_archived_bytes(
+        self, cli, rejected_mix: Path, tmp_path: Path
+    ) -> None:
+        """purge --reason unreadable --yes: that row and its archived file go; the rest stays."""
+        out = tmp_path / "before.csv"
+        cli("rejects", "--out", str(out))
+        paths = {
+            Path(r["file_name"]).name: tmp_path / "archive" / r["archive_path"]
+            for r in csv_rows(out)
+        }
+        result = cli("rejects", "purge", "--reason", "unreadable", "--yes")
+        assert result.exit_code == 0, result.output
+        assert (
+            "removed 1 rejected object (reason group 'unreadable') from the listing and "
+            "1 archived file (" in result.output
+        )
+        assert not paths["a-cut.dcm"].exists()
+        assert paths["b-esr.dcm"].is_file() and paths["d-conflict.dcm"].is_file()
+        after = tmp_path / "after.csv"
+        cli("rejects", "--out", str(after))
+        assert sorted(Path(r["file_name"]).name for r in csv_rows(after)) == [
+            "b-esr.dcm",
+            "d-conflict.dcm",
+        ]
+        # the stored reports are untouched
+        assert "Studies (1)" in cli("studies").output
+
+    def test_purge_asks_and_a_no_removes_nothing(
+        self, cli, rejected_mix: Path, tmp_path: Path
+    ) -> None:
+        """Without --yes, purge asks; answering no removes nothing (exit 1)."""
+        result = cli("rejects", "purge", "--reason", "not-dose", input="n\n")
+        assert result.exit_code == 1
+        assert "Remove 1 rejected object (reason group 'not-dose')" in result.output
+        assert "Nothing removed." in result.output
+        out = tmp_path / "still.csv"
+        cli("rejects", "--reason", "not-dose", "--out", str(out))
+        (row,) = csv_rows(out)
+        assert Path(row["file_name"]).name == "b-esr.dcm"
+        assert (tmp_path / "archive" / row["archive_path"]).is_file()
+
+    def test_purge_keeps_bytes_a_stored_report_uses(
+        self, cli, database_url: str, tmp_path: Path
+    ) -> None:
+        """A listing whose bytes a stored report also uses: the listing goes, the bytes stay."""
+        from kerma.api import Registry
+        from kerma.db import queries
+        from tests.db_fixtures import make_settings
+
+        good = DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm"
+        assert "1" in row_of(cli("import", str(good)).output, "imported (total)")
+        with Registry(settings=make_settings(database_url, tmp_path)) as reg:
+            row = reg.rejects()
+            assert row.empty
+            with reg.session() as session:
+                from sqlalchemy import select
+
+                from kerma.db.models import DoseReport
+
+                report = session.scalars(select(DoseReport)).one()
+                queries.add_rejected_object(
+                    session,
+                    sha256=report.archive_sha256,
+                    archive_path=report.archive_path,
+                    file_name="listed by hand",
+                    reason="Unable to read listed by hand: test",
+                )
+                archived = tmp_path / "archive" / report.archive_path
+        result = cli("rejects", "purge", "--yes")
+        assert result.exit_code == 0, result.output
+        assert "removed 1 rejected object from the listing and 0 archived files" in result.output
+        assert "kept 1 archived file that stored reports use" in result.output
+        assert archived.is_file()
+        assert "No rejected objects." in cli("rejects").output
+
+
+class TestUsageErrors:
+    """Out-of-range options are usage errors (exit 2) naming the allowed values."""
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["listen", "--port", "99999"], "99999 is not a TCP port: use 0 to 65535"),
+            (["listen", "--port", "-1"], "-1 is not a TCP port: use 0 to 65535"),
+            (["serve", "--port", "0"], "0 is not a TCP port: use 1 to 65535"),
+            (["serve", "--log-level", "loud"], "'loud' is not a log level; use one of critical"),
+            (["pull", "--pacs-aet", "P", "--pacs-port", "70000"], "70000 is not a TCP port"),
+            (["pull", "--pacs-aet", "P", "--port", "0"], "0 is not a TCP port: use 1 to 65535"),
+            (["pull", "--pacs-aet", "P", "-m", "XYZ"], "'XYZ' is not a modality Kerma reads"),
+            (["pull", "--pacs-aet", "P", "--from", "2024-13-01"], "is not a date"),
+            (["rejects", "--limit", "-1"], "--limit"),
+            (["ignored", "--limit", "-5"], "--limit"),
+        ],
+        ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+    )
+    def test_out_of_range_option(self, args: list[str], message: str) -> None:
+        """The error names the allowed values; nothing runs."""
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.replace("│", " ").split())
+
+    def test_modality_error_lists_every_modality(self) -> None:
+        """-m XYZ names the modalities Kerma reads, which are those the header reader knows."""
+        from kerma.cli.ingest import DOSE_MODALITIES
+        from kerma.dicom.headers import KIND_BY_MODALITY
+
+        assert set(DOSE_MODALITIES) == set(KIND_BY_MODALITY)
+        result = CliRunner().invoke(
+            app, ["pull", "--pacs-aet", "P", "-m", "xyz"], env={"COLUMNS": "300"}
+        )
+        assert ", ".join(DOSE_MODALITIES) in " ".join(result.output.replace("│", " ").split())
+
+    def test_lower_case_modality_is_accepted(self) -> None:
+        """-m ct is CT (the parser upper-cases it)."""
+        from kerma.cli.ingest import parse_modalities_option
+
+        assert parse_modalities_option(["ct", "Dx"]) == ["CT", "DX"]

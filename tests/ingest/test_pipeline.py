@@ -164,7 +164,7 @@ class TestRejections:
     def test_bad_objects_rejected_and_good_ones_imported(
         self, registry: Registry, tmp_path: Path
     ) -> None:
-        """A non-DICOM file, a truncated RDSR, an image without dose and a non-dose SR."""
+        """A truncated RDSR, an image without dose and a non-dose SR; a text file skipped."""
         folder = tmp_path / "incoming"
         folder.mkdir()
         (folder / "notes.txt").write_text("not a DICOM object\n")
@@ -176,10 +176,11 @@ class TestRejections:
         summary = registry.import_paths([folder])
         assert summary.objects_read == 5
         assert summary.n_imported == 1
-        assert summary.rejected == 4
+        assert summary.rejected == 3
+        assert summary.skipped_not_dicom == 1
         rejects = registry.rejects().set_index("file_name")
         reasons = rejects["reason"].to_dict()
-        assert "not a DICOM file" in reasons[str(folder / "notes.txt")]
+        assert str(folder / "notes.txt") not in reasons
         assert "incomplete" in reasons[str(folder / "truncated.dcm")]
         assert "not a dose report" in reasons[str(folder / "esr.dcm")]
         assert str(folder / "mr.dcm") in reasons
@@ -198,11 +199,15 @@ class TestRejections:
     def test_same_rejected_bytes_twice_keep_one_row(
         self, registry: Registry, tmp_path: Path
     ) -> None:
-        """Rejecting the same bytes again does not add a second rejected_object row."""
-        bad = tmp_path / "x.txt"
-        bad.write_text("nothing")
-        registry.import_paths([bad])
-        registry.import_paths([bad])
+        """Rejecting the same bytes again keeps one row and counts it as already listed."""
+        rdsr = (DICOM_DIR / "CT-RDSR-Siemens_Flash-TAP-SS.dcm").read_bytes()
+        bad = tmp_path / "cut.dcm"
+        bad.write_bytes(rdsr[: len(rdsr) // 3])
+        first = registry.import_paths([bad])
+        second = registry.import_paths([bad])
+        assert (first.rejected, first.rejected_new, first.rejected_already_listed) == (1, 1, 0)
+        assert (second.rejected, second.rejected_new, second.rejected_already_listed) == (1, 0, 1)
+        assert sum(second.new_rejections_by_reason.values()) == 0
         assert len(registry.rejects()) == 1
 
     def test_missing_path_is_reported_not_raised(self, registry: Registry, tmp_path: Path) -> None:
@@ -233,23 +238,20 @@ class TestKeepNonDose:
         assert summary.objects_read == 5
         assert summary.n_imported == 1
         assert summary.ignored == 2
-        assert summary.rejected == 2
+        assert summary.rejected == 1
+        assert summary.skipped_not_dicom == 1
+        # where each came from: its path relative to the folder imported
         ignored = registry.ignored().set_index("source")
-        assert set(ignored.index) == {str(folder / "mr.dcm"), str(folder / "esr.dcm")}
-        assert ignored.loc[str(folder / "esr.dcm"), "sop_instance_uid"] == sop_uid(
-            folder / "esr.dcm"
-        )
-        assert "not a dose report" in ignored.loc[str(folder / "esr.dcm"), "reason"]
+        assert set(ignored.index) == {"mr.dcm", "esr.dcm"}
+        assert ignored.loc["esr.dcm", "sop_instance_uid"] == sop_uid(folder / "esr.dcm")
+        assert "not a dose report" in ignored.loc["esr.dcm", "reason"]
         rejects = registry.rejects()
-        assert set(rejects["file_name"]) == {
-            str(folder / "notes.txt"),
-            str(folder / "truncated.dcm"),
-        }
+        assert set(rejects["file_name"]) == {str(folder / "truncated.dcm")}
         archived = {p.name for p in registry.settings.archive_dir.rglob("*.dcm")}
-        for name in ("mr.dcm", "esr.dcm"):
+        for name in ("mr.dcm", "esr.dcm", "notes.txt"):
             sha = hashlib.sha256((folder / name).read_bytes()).hexdigest()
             assert f"{sha}.dcm" not in archived
-        assert len(archived) == 3  # the RDSR, the truncated file and the text file
+        assert len(archived) == 2  # the RDSR and the truncated file
         assert "Nodose^Mary" not in dump_text(registry.engine)
 
     def test_default_keeps_and_rejects_non_dose(self, registry: Registry, tmp_path: Path) -> None:

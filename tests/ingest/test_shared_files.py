@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Iterator
@@ -78,6 +79,9 @@ class TestImportSharedFiles:
         assert second.n_imported == 0
         assert second.already_present == first.n_imported + first.already_present
         assert second.rejected == first.rejected
+        # the same rejects are not reported again as new
+        assert (first.rejected_new, first.rejected_already_listed) == (first.rejected, 0)
+        assert (second.rejected_new, second.rejected_already_listed) == (0, first.rejected)
 
     def test_second_run_leaves_the_same_studies_and_events(self, shared_import) -> None:
         """Studies and current events are identical after the second run."""
@@ -110,19 +114,31 @@ class TestImportSharedFiles:
             checked += 1
         assert checked == sum(1 for r in expected.values() if r.get("status") != "rejected")
 
-    def test_non_dose_and_non_dicom_files_are_rejected_and_archived(self, shared_import) -> None:
-        """ESR_non-dose.dcm, INDEX.md and the JSON files are rejected, listed and archived."""
+    def test_non_dicom_files_are_skipped_and_counted(self, shared_import) -> None:
+        """INDEX.md and the 58 JSON files: skipped, counted, neither listed nor archived."""
+        reg, settings = shared_import.registry, shared_import.settings
+        non_dicom = [p for p in DICOM_DIR.rglob("*") if p.is_file() and p.suffix != ".dcm"]
+        assert len(non_dicom) == 59
+        for summary in (shared_import.first, shared_import.second):
+            assert summary.skipped_not_dicom == len(non_dicom)
+        listed = {Path(f).name for f in reg.rejects()["file_name"]}
+        assert not listed & {p.name for p in non_dicom}
+        archived = {p.name for p in settings.archive_dir.rglob("*.dcm")}
+        for path in non_dicom:
+            assert f"{hashlib.sha256(path.read_bytes()).hexdigest()}.dcm" not in archived
+
+    def test_non_dose_and_conflicting_files_are_rejected_and_archived(self, shared_import) -> None:
+        """ESR_non-dose.dcm and two conflicting copies are rejected, listed and archived."""
         reg, settings = shared_import.registry, shared_import.settings
         rejects = reg.rejects()
-        n_non_dicom = sum(1 for p in DICOM_DIR.rglob("*") if p.is_file() and p.suffix != ".dcm")
-        # + 1: ESR_non-dose.dcm; + 2: RF-RDSR-Siemens-Zee.dcm and RF-RDSR-Siemens-Zee_adjusted.dcm
+        # 1: ESR_non-dose.dcm; + 2: RF-RDSR-Siemens-Zee.dcm and RF-RDSR-Siemens-Zee_adjusted.dcm
         # share their SOP Instance UID with OR1-RF-RDSR-Siemens-Zee_adjusted.dcm (imported
         # first, in name order) and differ from it in what Kerma extracts (study date and
         # Study Instance UID; the bytes of the scene name in event 1's comment, "FL - Ang"
         # vs "FLå Ang"), so they are conflicting duplicates: rejected and listed. Copies
         # are compared by extracted content, not dataset equality, since a change of
         # transfer syntax alone is not a conflict (issue: false conflicts).
-        assert len(rejects) == n_non_dicom + 1 + 2 == shared_import.first.rejected
+        assert len(rejects) == 1 + 2 == shared_import.first.rejected
         assert shared_import.first.already_present == 0
         conflicts = rejects[rejects["reason"].str.contains("same SOP Instance UID")]
         assert sorted(Path(f).name for f in conflicts["file_name"]) == [
@@ -142,8 +158,6 @@ class TestImportSharedFiles:
         assert esr["sop_instance_uid"].iloc[0] == str(
             read_header(DICOM_DIR / "ESR_non-dose.dcm").SOPInstanceUID
         )
-        index = rejects[rejects["file_name"].str.endswith("INDEX.md")]
-        assert "not a DICOM file" in index["reason"].iloc[0]
         for rel in rejects["archive_path"]:
             assert (settings.archive_dir / rel).is_file()
 

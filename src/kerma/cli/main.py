@@ -1,35 +1,93 @@
 """Typer root of the ``kerma`` command; maps errors to exit codes, configures logging.
 
 Each command group lives in its own module with a ``register(app)`` function that adds
-its commands (``kerma.cli.inspect``, ``kerma.cli.ingest``, ...). Errors: a
-:class:`kerma.errors.KermaError` prints its message and exits 2; anything else prints
-a one-line message (the traceback goes to the log at DEBUG level) and exits 3. No
-traceback reaches a user unless ``KERMA_DEBUG=1``.
+its commands (``kerma.cli.inspect``, ``kerma.cli.ingest``, ...). :func:`main` imports
+only the module of the command it runs (:data:`COMMANDS`), so ``kerma --version`` and
+``kerma inspect FILE`` start without loading pandas, SQLAlchemy or pynetdicom;
+``kerma --help`` (or an unknown command) loads them all. Help texts are Markdown
+(``rich_markup_mode="markdown"``): docstring paragraphs are rewrapped to the
+terminal's width and ``code`` is shown as code.
+
+Errors: a :class:`kerma.errors.KermaError` prints its message and exits 2; a usage
+error (a bad option) prints what is allowed and exits 2; anything else prints a
+one-line message (the traceback goes to the log at DEBUG level) and exits 3. No
+traceback reaches a user unless ``KERMA_DEBUG=1``. A database URL Kerma cannot use
+(``mysql://...``) is refused before the command starts.
+
+May import ``kerma.errors``, ``kerma.config`` and ``kerma.cli``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import re
 import sys
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from kerma.cli.console import make_console
-from kerma.errors import KermaError
+from kerma.errors import ConfigurationError, KermaError
 
-app = typer.Typer(
-    name="kerma",
-    help="Kerma: an open registry of patient radiation dose.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+#: How Typer renders help texts: Markdown, so docstring paragraphs are rewrapped and
+#: ``code`` is shown as code, never as literal backticks.
+RICH_MARKUP_MODE = "markdown"
+
+#: Modules that add commands, in the order of ``kerma --help``; each has
+#: ``register(app: typer.Typer) -> None``. A module that does not exist is skipped.
+COMMAND_MODULES = (
+    "kerma.cli.inspect",
+    "kerma.cli.ingest",
+    "kerma.cli.registry",
+    "kerma.cli.db",
+    "kerma.cli.demo",
+    "kerma.cli.net",
+    "kerma.cli.analysis",
+    "kerma.cli.skin",
+    "kerma.cli.serve",
 )
+
+#: The modules to load for each command, tried in order until one adds it; a command
+#: not listed here (or not added by its modules) loads every module.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "inspect": ("kerma.cli.inspect",),
+    "import": ("kerma.cli.ingest",),
+    "rejects": ("kerma.cli.ingest",),
+    "ignored": ("kerma.cli.ingest",),
+    "reprocess": ("kerma.cli.ingest",),
+    "studies": ("kerma.cli.registry", "kerma.cli.ingest"),
+    "summary": ("kerma.cli.registry", "kerma.cli.ingest"),
+    "db": ("kerma.cli.db",),
+    "demo": ("kerma.cli.demo",),
+    "listen": ("kerma.cli.net",),
+    "pull": ("kerma.cli.net",),
+    "exams": ("kerma.cli.analysis",),
+    "drl": ("kerma.cli.analysis",),
+    "stats": ("kerma.cli.analysis",),
+    "cumulative": ("kerma.cli.analysis",),
+    "skin-dose": ("kerma.cli.skin",),
+    "serve": ("kerma.cli.serve",),
+}
+
+#: Commands that do not open the registry database (its URL is not checked for them).
+NO_DATABASE_COMMANDS = frozenset({"inspect", "demo"})
+
+#: Database back ends Kerma runs on (SQLAlchemy dialect names) and an example URL each.
+SUPPORTED_DATABASES: dict[str, str] = {
+    "sqlite": "sqlite:///kerma.db",
+    "postgresql": "postgresql+psycopg://user@host/kerma",
+}
+
+#: PostgreSQL drivers Kerma installs (psycopg 3); ``postgresql://`` alone means psycopg2.
+POSTGRESQL_DRIVERS = frozenset({"psycopg", "psycopg2"})
+
 err_console = make_console(stderr=True)
+logger = logging.getLogger("kerma")
 
 
 def _print_version(value: bool) -> None:
@@ -41,7 +99,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -56,32 +113,178 @@ def _root(
     """Kerma: an open registry of patient radiation dose."""
 
 
-logger = logging.getLogger("kerma")
+def _command_names(app: typer.Typer) -> set[str]:
+    """Return the names of the commands and groups registered on ``app``."""
+    names = set()
+    for command in app.registered_commands:
+        if command.name:
+            names.add(command.name)
+        elif command.callback is not None:
+            names.add(command.callback.__name__.replace("_", "-"))
+    for group in app.registered_groups:
+        name = group.name or (group.typer_instance.info.name if group.typer_instance else None)
+        if isinstance(name, str):
+            names.add(name)
+    return names
 
-#: Modules that add commands; each has ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES = (
-    "kerma.cli.inspect",
-    "kerma.cli.ingest",
-    "kerma.cli.db",
-    "kerma.cli.demo",
-    "kerma.cli.net",
-    "kerma.cli.analysis",
-    "kerma.cli.skin",
-    "kerma.cli.serve",
-)
 
-for _name in COMMAND_MODULES:
+def _register(app: typer.Typer, modules: Sequence[str]) -> None:
+    """Import each module and let it add its commands (missing modules are skipped)."""
+    for name in modules:
+        if importlib.util.find_spec(name) is None:
+            continue
+        importlib.import_module(name).register(app)
+
+
+def build_app(command: str | None = None) -> typer.Typer:
+    """Return the ``kerma`` Typer app with the commands needed to run ``command``.
+
+    Parameters
+    ----------
+    command : str, optional
+        The command about to run: only its module is imported (:data:`COMMANDS`).
+        :data:`VERSION_ONLY` imports none; ``None``, or a command that its modules do
+        not add, registers every command.
+
+    Returns
+    -------
+    typer.Typer
+        The root app.
+    """
+    app = typer.Typer(
+        name="kerma",
+        help="Kerma: an open registry of patient radiation dose.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=RICH_MARKUP_MODE,
+    )
+    app.callback()(_root)
+    if command == VERSION_ONLY:
+        return app
+    for module in COMMANDS.get(command or "", ()):
+        _register(app, [module])
+        if command in _command_names(app):
+            return app
+    if command is not None and command in COMMANDS:
+        app = build_app(None)
+    elif command is None or not _command_names(app):
+        _register(app, COMMAND_MODULES)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """Build the full app on first use of ``kerma.cli.main.app`` (tests, documentation)."""
+    if name == "app":
+        full = build_app(None)
+        globals()["app"] = full
+        return full
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: What :func:`command_of` returns for ``kerma --version``: no command module is needed.
+VERSION_ONLY = ""
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """Return the command a ``kerma`` command line runs.
+
+    The root takes only flags (``--version``, ``--help``), so the command is the first
+    argument that is not an option.
+
+    Returns
+    -------
+    str or None
+        The command; :data:`VERSION_ONLY` when ``--version`` comes first (it stops
+        before any command runs); ``None`` for help or no command (every module is
+        loaded, to list the commands).
+    """
+    for arg in argv:
+        if arg == "--version":
+            return VERSION_ONLY
+        if arg in {"--help", "-h"}:
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _mask_password(url: str) -> str:
+    """Return a database URL with its password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a database URL Kerma cannot use, naming the ones it can.
+
+    Parameters
+    ----------
+    url : str
+        ``KERMA_DATABASE_URL``.
+
+    Raises
+    ------
+    ConfigurationError
+        When its back end is not SQLite or PostgreSQL, or it is PostgreSQL through a
+        driver that is not installed.
+    """
+    scheme = url.split("://", 1)[0] if "://" in url else url.split(":", 1)[0]
+    backend, _, driver = scheme.lower().partition("+")
+    supported = " or ".join(
+        f"{'SQLite' if name == 'sqlite' else 'PostgreSQL'} ({example})"
+        for name, example in SUPPORTED_DATABASES.items()
+    )
+    shown = _mask_password(url)
+    if backend not in SUPPORTED_DATABASES:
+        raise ConfigurationError(
+            f"KERMA_DATABASE_URL {shown!r} is not a database Kerma can use: Kerma stores its "
+            f"registry in {supported}. Set KERMA_DATABASE_URL to one of these."
+        )
+    if backend == "postgresql":
+        module = "psycopg2" if driver in {"", "psycopg2"} else driver
+        unknown = bool(driver) and driver not in POSTGRESQL_DRIVERS
+        if unknown or importlib.util.find_spec(module) is None:
+            raise ConfigurationError(
+                f"KERMA_DATABASE_URL {shown!r} asks for the PostgreSQL driver "
+                f"{module!r}, which is not installed; Kerma installs psycopg 3: write the "
+                f"URL as {SUPPORTED_DATABASES['postgresql']}."
+            )
+
+
+def _check_settings(command: str | None) -> None:
+    """Read the settings and check the database URL before a command that uses it.
+
+    Raises
+    ------
+    ConfigurationError
+        When a setting is invalid or the database URL cannot be used.
+    """
+    if not command or command in NO_DATABASE_COMMANDS:
+        return
+    from pydantic import ValidationError
+
+    from kerma.config import get_settings
+
     try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _name:
-            raise
-        continue
-    _module.register(app)
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"KERMA_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigurationError(f"Unable to read the settings: {problems}.") from None
+    check_database_url(settings.database_url)
 
 
-def main() -> None:
-    """Run the ``kerma`` command with error mapping (entry point of the console script)."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the ``kerma`` command with error mapping (entry point of the console script).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after ``kerma``; default ``sys.argv[1:]``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("KERMA_DEBUG") == "1"
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
@@ -93,10 +296,12 @@ def main() -> None:
         # pydicom logs every lenient decode (e.g. an IS holding a decimal) at WARNING;
         # Kerma reports what matters as warnings on the dose record instead.
         logging.getLogger("pydicom").setLevel(logging.ERROR)
+    command = command_of(args)
     try:
-        code = app(standalone_mode=False)
+        _check_settings(command)
+        code = build_app(command)(args, prog_name="kerma", standalone_mode=False)
     except KermaError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
@@ -107,15 +312,13 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:
+    except Exception as exc:  # the CLI's boundary (STYLE.md B6): no traceback for users
         sys.exit(_report(exc, debug=debug))
     sys.exit(code if isinstance(code, int) else 0)
 
 
 def _report(exc: Exception, *, debug: bool) -> int:
     """Print an error a user can act on and return the exit code (2 usage, 3 internal)."""
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
     if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click/typer usage errors
         exc.show()
         return int(exc.exit_code)
@@ -123,31 +326,40 @@ def _report(exc: Exception, *, debug: bool) -> int:
         raise exc
     logger.debug("error", exc_info=True)
     message = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ArgumentError | SQLAlchemyError):
-        first_line = str(exc).splitlines()[0]
-        err_console.print(
-            f"[red]error:[/red] the registry database cannot be used ({escape(first_line)}). "
-            "Check KERMA_DATABASE_URL (e.g. sqlite:///kerma.db or "
-            "postgresql+psycopg://user@host/db) and that the server is running."
-        )
-        return 2
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+        if isinstance(exc, ArgumentError | SQLAlchemyError):
+            first_line = str(exc).splitlines()[0]
+            err_console.print(
+                f"[red]error:[/red] the registry database cannot be used ({escape(first_line)}). "
+                "Check KERMA_DATABASE_URL (e.g. sqlite:///kerma.db or "
+                "postgresql+psycopg://user@host/db) and that the server is running.",
+                soft_wrap=True,
+            )
+            return 2
     if isinstance(exc, re.error):
         err_console.print(
             f"[red]error:[/red] invalid regular expression ({escape(str(exc))}); check "
-            "KERMA_NON_PATIENT_PATTERNS and the exam rules file."
+            "KERMA_NON_PATIENT_PATTERNS and the exam rules file.",
+            soft_wrap=True,
         )
         return 2
     if isinstance(exc, OSError):
-        err_console.print(f"[red]error:[/red] {escape(message)}. Check the path and permissions.")
+        err_console.print(
+            f"[red]error:[/red] {escape(message)}. Check the path and permissions.", soft_wrap=True
+        )
         return 2
     if isinstance(exc, ValueError | KeyError):
         err_console.print(
-            f"[red]error:[/red] {escape(message)}. Check the command's options (--help)."
+            f"[red]error:[/red] {escape(message)}. Check the command's options (--help).",
+            soft_wrap=True,
         )
         return 2
     err_console.print(
         f"[red]internal error:[/red] {escape(message)}. "
-        "Run with KERMA_DEBUG=1 for details and report it."
+        "Run with KERMA_DEBUG=1 for details and report it.",
+        soft_wrap=True,
     )
     return 3
 

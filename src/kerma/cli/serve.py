@@ -6,17 +6,40 @@ from typing import Annotated
 
 import typer
 
-from kerma.config import get_settings
+from kerma.cli.net import parse_port_option
+
+#: Log levels of uvicorn (``uvicorn.config.LOG_LEVELS``).
+LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def parse_log_level_option(value: str) -> str:
+    """Return a ``--log-level`` option in lower case; a usage error names the levels."""
+    level = value.strip().lower()
+    if level not in LOG_LEVELS:
+        raise typer.BadParameter(
+            f"{value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}."
+        )
+    return level
 
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    port: Annotated[
+        int, typer.Option("--port", help="TCP port, 1 to 65535.", callback=parse_port_option)
+    ] = 8000,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level",
+            help=f"uvicorn log level: {', '.join(LOG_LEVELS)}.",
+            callback=parse_log_level_option,
+        ),
+    ] = "info",
 ) -> None:
     """Run Kerma's web application (STOW-RS at /dicomweb/studies) until Ctrl-C or SIGTERM."""
     import uvicorn
 
+    from kerma.config import get_settings
     from kerma.web.app import create_app
 
     uvicorn.run(create_app(get_settings()), host=host, port=port, log_level=log_level)

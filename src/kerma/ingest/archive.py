@@ -4,7 +4,8 @@ Each object is kept byte for byte under ``<archive_dir>/aa/bb/<sha256>.dcm``, wh
 ``aa`` and ``bb`` are the first two pairs of hex digits of the SHA-256 of its bytes. A
 file is written to a temporary name in its final folder, flushed and fsynced, renamed
 into place and the folder fsynced, so a crash leaves either the whole object or none.
-The same bytes are stored once.
+The same bytes are stored once. A caller that already hashed the bytes (the spool does,
+when it receives them) passes the digest, so an object is hashed once on its way in.
 
 Must not import ``kerma.db`` or any interface package.
 """
@@ -13,11 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 SUFFIX = ".dcm"
+
+#: A SHA-256 digest as the archive writes it: 64 lowercase hex digits.
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class ArchivedObject:
     relative_path: str
 
 
-def sha256_of(data: bytes) -> str:
+def sha256_of(data: bytes | memoryview) -> str:
     """Return the archive key of ``data``: its SHA-256, 64 lowercase hex digits."""
     return hashlib.sha256(data).hexdigest()
 
@@ -58,15 +63,34 @@ class Archive:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def store(self, data: bytes) -> ArchivedObject:
+    def store(self, data: bytes | memoryview, *, sha256: str | None = None) -> ArchivedObject:
         """Keep ``data`` in the archive (no-op when the same bytes are there) and return where.
+
+        Parameters
+        ----------
+        data : bytes or memoryview
+            The object's bytes, written as they are.
+        sha256 : str, optional
+            Their SHA-256 (64 lowercase hex digits) when the caller already computed it
+            (the spool records it when it receives an object): the bytes are then not
+            hashed again. Default: computed here.
+
+        Returns
+        -------
+        ArchivedObject
+            Where the bytes are kept.
 
         Raises
         ------
         OSError
             When the archive cannot be written (disk full, permissions).
+        ValueError
+            When ``sha256`` is not 64 lowercase hex digits.
         """
-        sha256 = sha256_of(data)
+        if sha256 is None:
+            sha256 = sha256_of(data)
+        elif not _SHA256_HEX.fullmatch(sha256):
+            raise ValueError(f"Unable to archive: {sha256!r} is not a SHA-256 hex digest.")
         rel = relative_path_for(sha256)
         target = self.root / rel
         if target.is_file() and target.stat().st_size == len(data):

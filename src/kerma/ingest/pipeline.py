@@ -14,7 +14,17 @@ copy stays in the registry, the new one is archived and listed so a physicist he
 it; a copy that differs only in encoding, such as another transfer syntax, is
 ``already-present``); ``ignored`` (only with
 ``keep_non_dose=False``: a readable object without dose information, not archived,
-listed in ``ignored_object``).
+listed in ``ignored_object`` with where it came from); ``skipped`` (not kept, not
+listed: a file that is not DICOM at all, such as a sidecar JSON file or notes in an
+imported folder, or, with ``modalities``, a dose object of another modality).
+
+A rejection of bytes that are already listed (the same file imported again) updates
+the listing and is counted as *already listed*, not as a new rejection.
+
+An object is hashed once: a caller that received it and hashed it already (the spool
+of the network intake) passes the SHA-256 to :meth:`Importer.import_bytes`, which
+archives the bytes under it without hashing them again; nothing is written anywhere
+but the archive.
 
 Every CT image (CT Image Storage, Enhanced CT Image Storage) also gets a
 ``patient_size_measurement`` row, in the same transaction as its report, rejection or
@@ -38,7 +48,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from os import PathLike
@@ -63,6 +73,7 @@ from kerma.errors import IngestError, IngestWarning, NotADoseReportError
 from kerma.ingest.archive import Archive, ArchivedObject, sha256_of
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
+from kerma.ingest.sources import is_dicom, iter_sources
 from kerma.records import EVENT_SCALAR_FIELDS, DoseReport, PatientIdentity, Rejection
 
 logger = logging.getLogger(__name__)
@@ -95,6 +106,14 @@ class ImportStatus(StrEnum):
     ALREADY_PRESENT = "already-present"
     REJECTED = "rejected"
     IGNORED = "ignored"
+    SKIPPED = "skipped"
+
+
+class SkipKind(StrEnum):
+    """Why an object was skipped (``ImportOutcome.kind`` of a ``skipped`` outcome)."""
+
+    NOT_DICOM = "not-dicom"
+    OTHER_MODALITY = "other-modality"
 
 
 @dataclass(frozen=True)
@@ -108,9 +127,12 @@ class ImportOutcome:
     status : ImportStatus
         What happened.
     sop_instance_uid, kind, modality : str or None
-        Of the object, when known.
+        Of the object, when known; for a ``skipped`` outcome ``kind`` is a
+        :class:`SkipKind` and for a rejection of bytes that are not readable DICOM
+        ``"unreadable"``.
     reason : str or None
-        Why it was rejected (``status`` ``rejected``) or ignored (``ignored``).
+        Why it was rejected (``status`` ``rejected``), ignored (``ignored``) or
+        skipped (``skipped``).
     archive_sha256 : str or None
         Archive key of its bytes (``None`` when the file could not be read at all, and
         for ignored objects, which are not archived).
@@ -120,6 +142,9 @@ class ImportOutcome:
         Irradiation events the object holds.
     superseded_reports : int
         Earlier reports of the study that this one superseded.
+    already_listed : bool
+        For a rejection: the same bytes were already listed as rejected (an import
+        of the same file again), so this is not a new rejection.
     """
 
     source: str
@@ -133,6 +158,7 @@ class ImportOutcome:
     study_id: int | None = None
     number_of_events: int = 0
     superseded_reports: int = 0
+    already_listed: bool = False
 
     @property
     def is_stored(self) -> bool:
@@ -172,16 +198,25 @@ class ImportSummary:
     replaced : int
         Earlier reports that newly imported objects superseded.
     rejected : int
-        Objects rejected.
+        Objects rejected (new rejections and those already listed).
+    rejected_already_listed : int
+        Of those, objects whose bytes were already listed as rejected (the same
+        file imported again): the listing is updated, not added to.
     unreadable : int
         Rejected objects that were not readable DICOM at all.
     rejections_by_reason : collections.Counter
         Rejection reasons (file names and UIDs masked) and their counts.
+    new_rejections_by_reason : collections.Counter
+        The same, of the rejections that were not listed before.
     rejection_examples : list of (str, str)
         The first :data:`MAX_EXAMPLES` (file, reason) pairs.
     ignored : int
         Readable objects without dose information that were not kept
         (``keep_non_dose=False`` only; listed in ``ignored_object``).
+    skipped : collections.Counter
+        Objects neither kept nor listed, by :class:`SkipKind`: files that are not
+        DICOM at all (``not-dicom``), dose objects of a modality not asked for
+        (``other-modality``).
     """
 
     objects_read: int = 0
@@ -190,15 +225,28 @@ class ImportSummary:
     superseded: int = 0
     replaced: int = 0
     rejected: int = 0
+    rejected_already_listed: int = 0
     unreadable: int = 0
     rejections_by_reason: Counter[str] = field(default_factory=Counter)
+    new_rejections_by_reason: Counter[str] = field(default_factory=Counter)
     rejection_examples: list[tuple[str, str]] = field(default_factory=list)
     ignored: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
 
     @property
     def n_imported(self) -> int:
         """Objects newly stored (including those superseded on arrival)."""
         return sum(self.imported.values())
+
+    @property
+    def rejected_new(self) -> int:
+        """Objects rejected that were not listed as rejected before."""
+        return self.rejected - self.rejected_already_listed
+
+    @property
+    def skipped_not_dicom(self) -> int:
+        """Files skipped because they are not DICOM at all."""
+        return self.skipped[SkipKind.NOT_DICOM]
 
     def add(self, outcome: ImportOutcome) -> None:
         """Count one outcome."""
@@ -212,11 +260,17 @@ class ImportSummary:
             self.already_present += 1
         elif outcome.status is ImportStatus.IGNORED:
             self.ignored += 1
+        elif outcome.status is ImportStatus.SKIPPED:
+            self.skipped[outcome.kind or SkipKind.NOT_DICOM] += 1
         else:
             self.rejected += 1
+            if outcome.already_listed:
+                self.rejected_already_listed += 1
             if outcome.kind == "unreadable":
                 self.unreadable += 1
             self.rejections_by_reason[reason_group(outcome)] += 1
+            if not outcome.already_listed:
+                self.new_rejections_by_reason[reason_group(outcome)] += 1
             if len(self.rejection_examples) < MAX_EXAMPLES:
                 self.rejection_examples.append((outcome.source, outcome.reason or ""))
 
@@ -311,6 +365,9 @@ class Importer:
     ) -> ImportSummary:
         """Import files and folders (recursively); see :meth:`import_file`.
 
+        Files that are not DICOM at all (sidecar JSON files, notes, an index) are
+        skipped and counted (``summary.skipped``), neither archived nor listed.
+
         Parameters
         ----------
         paths : iterable of path-like
@@ -319,7 +376,8 @@ class Importer:
             Called with each object's outcome.
         keep_non_dose : bool, optional
             Archive and reject objects without dose information (default ``True``);
-            ``False`` lists them in ``ignored_object`` instead (see :meth:`import_bytes`).
+            ``False`` lists them in ``ignored_object`` instead (see :meth:`import_bytes`),
+            with their path relative to the folder given as where they came from.
 
         Returns
         -------
@@ -331,22 +389,25 @@ class Importer:
         OSError
             When the archive cannot be written.
         """
-        from kerma.ingest.sources import iter_files
-
         summary = ImportSummary()
-        for path in iter_files(paths):
-            outcome = self.import_file(path, keep_non_dose=keep_non_dose)
+        for found in iter_sources(paths):
+            outcome = self.import_file(found.path, keep_non_dose=keep_non_dose, origin=found.origin)
             summary.add(outcome)
             if progress is not None:
                 progress(outcome)
         return summary
 
     def import_file(
-        self, path: str | PathLike[str], *, keep_non_dose: bool = True
+        self,
+        path: str | PathLike[str],
+        *,
+        keep_non_dose: bool = True,
+        origin: str | None = None,
     ) -> ImportOutcome:
         """Import one file; a file that cannot be read is rejected (not archived).
 
-        ``keep_non_dose`` as :meth:`import_bytes`.
+        ``keep_non_dose`` and ``origin`` as :meth:`import_bytes` (``source`` is the
+        path as given).
 
         Raises
         ------
@@ -361,34 +422,62 @@ class Importer:
                 f"Unable to read {name}: {exc.strerror or exc}. Check the path and permissions."
             )
             return ImportOutcome(name, ImportStatus.REJECTED, reason=reason, kind="unreadable")
-        return self.import_bytes(data, source=name, keep_non_dose=keep_non_dose)
+        return self.import_bytes(data, source=name, origin=origin, keep_non_dose=keep_non_dose)
 
     def import_bytes(
-        self, data: bytes, *, source: str = "bytes", keep_non_dose: bool = True
+        self,
+        data: bytes,
+        *,
+        sha256: str | None = None,
+        source: str = "bytes",
+        origin: str | None = None,
+        keep_non_dose: bool = True,
+        modalities: Collection[str] | None = None,
     ) -> ImportOutcome:
         """Archive, extract, reconcile and store one object held in memory.
+
+        The bytes are archived exactly as given (the sender's bytes) and nothing else
+        is written; they are hashed at most once (not at all when ``sha256`` is given).
 
         Parameters
         ----------
         data : bytes
             The DICOM object (Part 10 file, or a bare dataset).
+        sha256 : str, optional
+            The SHA-256 of ``data`` (64 lowercase hex digits) when the caller has it
+            already (the spool computed it when the object arrived); the bytes are
+            then not hashed again. Default: computed here.
         source : str, optional
-            Its name, kept with a rejection. Default ``"bytes"``.
+            Its name, kept with a rejection (``rejected_object.file_name``). Default
+            ``"bytes"``.
+        origin : str, optional
+            Where it came from, kept with an ignored object (``ignored_object.source``):
+            e.g. the calling AE title and address of a C-STORE, or a path relative to
+            an imported folder. Default ``source``.
         keep_non_dose : bool, optional
             What to do with a readable object that holds no dose information (the
             extractor raises :class:`~kerma.errors.NotADoseReportError`, e.g. an MR
             image or a CT image without CTDIvol): ``True`` (default) archives it and
             rejects it with the reason, as ``kerma import`` does; ``False`` does not
             archive it and writes an ``ignored_object`` row (SOP, Study and Series
-            Instance UIDs, SOP class, modality, reason, source) instead, status
+            Instance UIDs, SOP class, modality, reason, origin) instead, status
             ``ignored`` (for a Storage SCP that receives whole studies). Unreadable
             or malformed objects are archived and rejected either way. Objects are
             archived before anything is stored in both cases.
+        modalities : collection of str, optional
+            Keep only dose objects of these modalities (upper case, e.g. ``{"CT"}``):
+            a dose object whose report modality and event modalities are all other
+            ones is skipped (``skipped``, kind ``other-modality``), neither archived
+            nor listed. For ``kerma pull -m``: a dose report of a study that holds
+            nothing but SR objects tells its modality only once it is read. Default:
+            every modality.
 
         Returns
         -------
         ImportOutcome
-            What happened. A bad object is rejected with a reason, never raised.
+            What happened. A bad object is rejected with a reason, never raised. Bytes
+            that are not DICOM at all (:func:`kerma.ingest.sources.is_dicom`) are
+            ``skipped`` (kind ``not-dicom``), neither archived nor listed.
 
         Raises
         ------
@@ -397,9 +486,24 @@ class Importer:
         sqlalchemy.exc.SQLAlchemyError
             When the database fails (the object stays archived; import it again).
         """
-        # non-dose objects may be dropped, so they are archived only once that is decided
-        archived = self.archive.store(data) if keep_non_dose else None
-        sha256 = archived.sha256 if archived is not None else sha256_of(data)
+        if not is_dicom(data):
+            return ImportOutcome(
+                source,
+                ImportStatus.SKIPPED,
+                kind=SkipKind.NOT_DICOM,
+                reason=f"{source} is not a DICOM file (no DICM prefix and no SOP Class UID)",
+            )
+        origin = origin or source
+        # non-dose objects and other modalities may be dropped, so they are archived only
+        # once that is decided
+        wanted = frozenset(m.upper() for m in modalities) if modalities else None
+        archived = (
+            self.archive.store(data, sha256=sha256) if keep_non_dose and wanted is None else None
+        )
+        if archived is not None:
+            sha256 = archived.sha256
+        elif sha256 is None:
+            sha256 = sha256_of(data)
         with session_scope(self.session_factory) as session:
             row = queries.get_dose_report_by_sha256(session, sha256=sha256)
             if row is not None:
@@ -413,10 +517,24 @@ class Importer:
                     study_id=row.study_id,
                 )
         result = self._extract(data, source)
+        if wanted is not None and isinstance(result, _Extracted):
+            found = _report_modalities(result.report)
+            if found and not found & wanted:
+                return ImportOutcome(
+                    source,
+                    ImportStatus.SKIPPED,
+                    sop_instance_uid=result.report.sop_instance_uid,
+                    kind=SkipKind.OTHER_MODALITY,
+                    modality=result.report.study.modality,
+                    reason=(
+                        f"{source} is a dose object of {', '.join(sorted(found))}, not of "
+                        f"{', '.join(sorted(wanted))}"
+                    ),
+                )
         if not keep_non_dose and isinstance(result, _NotDose) and result.sop_instance_uid:
-            return self._ignore(result, source)
+            return self._ignore(result, origin)
         if archived is None:
-            archived = self.archive.store(data)
+            archived = self.archive.store(data, sha256=sha256)
         del data
         if isinstance(result, Rejection):
             return self._reject(result, archived, source)
@@ -541,9 +659,13 @@ class Importer:
         return extracted
 
     def _reject(self, rejection: Rejection, archived: ArchivedObject, source: str) -> ImportOutcome:
-        """Record a rejection (one row per archived object) and return its outcome."""
+        """Record a rejection (one row per archived object) and return its outcome.
 
-        def work(session: Session) -> None:
+        The outcome says whether the bytes were listed as rejected already.
+        """
+
+        def work(session: Session) -> bool:
+            listed = queries.get_rejected_object(session, sha256=archived.sha256) is not None
             queries.add_rejected_object(
                 session,
                 sha256=archived.sha256,
@@ -555,8 +677,9 @@ class Importer:
             )
             if isinstance(rejection, _NotDose) and rejection.size is not None:
                 _add_size(session, rejection.size)
+            return listed
 
-        self._run(work)
+        already_listed = self._run(work)
         logger.info("rejected %s (%s)", rejection.sop_instance_uid or archived.sha256, source)
         return ImportOutcome(
             source,
@@ -565,10 +688,14 @@ class Importer:
             kind="unreadable" if isinstance(rejection, _Unreadable) else None,
             reason=rejection.reason,
             archive_sha256=archived.sha256,
+            already_listed=already_listed,
         )
 
     def _ignore(self, item: _NotDose, source: str) -> ImportOutcome:
-        """Record a readable object without dose data as ignored (not archived)."""
+        """Record a readable object without dose data as ignored (not archived).
+
+        ``source`` is where it came from (``ignored_object.source``).
+        """
         sop_uid = item.sop_instance_uid
         assert sop_uid is not None
 
@@ -748,6 +875,7 @@ class Importer:
                 dose_report_id=existing.id,
                 study_id=existing.study_id,
             )
+        listed = queries.get_rejected_object(session, sha256=archived.sha256) is not None
         queries.add_rejected_object(
             session,
             sha256=archived.sha256,
@@ -769,6 +897,7 @@ class Importer:
             reason=reason,
             archive_sha256=archived.sha256,
             study_id=existing.study_id,
+            already_listed=listed,
         )
 
     def _study_for(
@@ -944,6 +1073,13 @@ class Importer:
 
 
 # -- row builders ------------------------------------------------------------------------------
+
+
+def _report_modalities(report: DoseReport) -> frozenset[str]:
+    """Return the modalities a dose report is of: its own and its events' (upper case)."""
+    found = {report.study.modality or ""}
+    found.update(getattr(event, "modality", None) or "" for event in report.events)
+    return frozenset(m.strip().upper() for m in found if m and m.strip())
 
 
 def _add_size(session: Session, size: PatientSize) -> None:

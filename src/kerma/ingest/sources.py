@@ -1,16 +1,83 @@
-"""Where objects come from: files and folders (the SCP hands bytes to the pipeline).
+"""Where objects come from: files and folders (the network intake hands bytes to the pipeline).
 
 :func:`iter_files` walks folders lazily, one folder listing at a time, so a folder of a
-million files does not become a list of a million paths.
+million files does not become a list of a million paths; :func:`iter_sources` does the
+same and also names each file by its path relative to the folder it was found in (what
+``kerma ignored`` shows). :func:`is_dicom` tells a DICOM object (damaged or not) from
+a file that is not DICOM at all (a sidecar JSON file, notes), which a folder import
+skips instead of rejecting.
 
 Must not import ``kerma.db`` or any interface package.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+#: Offset and value of the DICOM prefix after the 128-byte preamble (PS3.10 Section 7.1).
+DICM_OFFSET = 128
+DICM_PREFIX = b"DICM"
+
+#: A UID as PS3.5 Section 9.1 allows it: digits and dots, at most 64 characters.
+_UID = re.compile(r"[0-9][0-9.]{0,63}")
+
+
+def is_dicom(data: bytes | memoryview) -> bool:
+    """Return whether ``data`` is a DICOM object, whole or damaged, rather than another file.
+
+    An object is DICOM when it has the Part 10 prefix ``DICM`` after its 128-byte
+    preamble (PS3.10 Section 7.1), however damaged the rest; without the prefix, when
+    pydicom reads its first elements as a bare data set (as some archives hold them)
+    and finds a (0008,0016) 'SOP Class UID' that is a UID. Anything else (JSON, text,
+    an image file, an empty file) is not DICOM. Only the elements up to (0008,0018)
+    are decoded, so the check costs the same for a file of any size.
+
+    Parameters
+    ----------
+    data : bytes or memoryview
+        The whole file.
+
+    Returns
+    -------
+    bool
+        ``True`` for a DICOM object (to be imported, or rejected and kept when it does
+        not read), ``False`` for a file that is not DICOM (skipped).
+    """
+    if bytes(data[DICM_OFFSET : DICM_OFFSET + len(DICM_PREFIX)]) == DICM_PREFIX:
+        return True
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import read_partial
+
+    try:
+        ds = read_partial(
+            io.BytesIO(data), stop_when=lambda tag, vr, length: bool(tag > 0x00080018), force=True
+        )
+        value = ds.get("SOPClassUID")
+    except (InvalidDicomError, ValueError, TypeError, KeyError, EOFError, OverflowError):
+        return False
+    return value is not None and _UID.fullmatch(str(value).strip("\x00 ")) is not None
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A file found by :func:`iter_sources`.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file, as found (relative to the working folder when the folder was given so).
+    origin : str
+        Where it came from, for listings: its path relative to the folder given to the
+        import (POSIX separators), or the path as given for a file given by itself.
+    """
+
+    path: Path
+    origin: str
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
@@ -30,6 +97,28 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             for name in sorted(filenames):
                 if not name.startswith("."):
                     yield Path(dirpath) / name
+
+
+def iter_sources(paths: Iterable[str | os.PathLike[str]]) -> Iterator[FileSource]:
+    """Yield the files of ``paths`` as :func:`iter_files` does, each with its origin.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        Files and folders, in order.
+
+    Yields
+    ------
+    FileSource
+        The file and its path relative to the folder it was found in.
+    """
+    for raw in paths:
+        root = Path(raw)
+        if not root.is_dir():
+            yield FileSource(root, str(raw))
+            continue
+        for path in iter_files([root]):
+            yield FileSource(path, path.relative_to(root).as_posix())
 
 
 def count_files(paths: Iterable[str | os.PathLike[str]]) -> int:

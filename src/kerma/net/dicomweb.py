@@ -1,48 +1,54 @@
-"""DICOMweb: pull with QIDO-RS / WADO-RS (dicomweb-client), and the STOW-RS store step.
+"""DICOMweb: pull with QIDO-RS / WADO-RS, and the STOW-RS store step.
 
 :class:`DicomwebQueryClient` implements :class:`kerma.net.pull.QueryClient` with
 ``dicomweb_client.DICOMwebClient`` (``search_for_studies``, ``search_for_series``,
-``search_for_instances``); :func:`pull_dicomweb` retrieves the planned instances with
-``retrieve_instance`` (or ``retrieve_series``) and spools them like the SCP does.
+``search_for_instances``). :func:`pull_dicomweb` retrieves the planned instances by
+WADO-RS asking for the stored transfer syntax (``Accept: multipart/related;
+type="application/dicom"; transfer-syntax=*``, PS3.18 8.7.3.5) and streams the
+response's parts to the spool as they arrive, byte for byte: the archive keeps the
+objects as the PACS holds them, never decoded and re-encoded.
 
-:class:`StowReceiver` is the storage step of the STOW-RS endpoint
-(:mod:`kerma.web.routes.dicomweb`): it parses the multipart/related body as it
-arrives, streams each part to the spool, checks it and fsyncs it before the response
-(:func:`finish_part`); :func:`store_response` builds the PS3.18 Store Instances
+:class:`StowReceiver` parses a ``multipart/related`` body as it arrives and streams
+each part to the spool, checks it and fsyncs it (:func:`finish_part`): the storage
+step of the STOW-RS endpoint (:mod:`kerma.web.routes.dicomweb`), before its response,
+and of a WADO-RS retrieval. :func:`store_response` builds the PS3.18 Store Instances
 Response.
 
-May import ``kerma.config`` and ``kerma.net``.
+May import ``kerma.config``, ``kerma.errors`` and ``kerma.net``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.message
 import hashlib
 import logging
 import os
 import uuid
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_partial
 from python_multipart.decoders import Base64Decoder, QuotedPrintableDecoder
 
 from kerma.config import Settings
 from kerma.net import status
+from kerma.net.handlers import DECODE_ERRORS
 from kerma.net.pull import (
+    ImporterFactory,
+    KnownInstances,
     ProgressCallback,
     PullCriteria,
     PullError,
     PullSummary,
+    RetrieveItem,
+    _nothing_known,
     drain_worker,
-    known_sop_instance_uids,
     plan_pull,
 )
-from kerma.net.spool import SPOOL_SUFFIX, Spool, SpoolWorker, fsync_directory
+from kerma.net.spool import SPOOL_SUFFIX, Spool, SpoolWorker, fsync_directory, pack_footer
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +71,21 @@ class DicomwebQueryClient:
     ----------
     url : str
         DICOMweb service root, e.g. ``http://pacs:8042/dicom-web``.
+
+    Attributes
+    ----------
+    session : requests.Session
+        The HTTP session of the queries (``dicomweb_client.session_utils``), used for
+        the WADO-RS retrievals too.
     """
 
     def __init__(self, url: str) -> None:
         from dicomweb_client.api import DICOMwebClient
+        from dicomweb_client.session_utils import create_session
 
-        self.url = url
-        self.client = DICOMwebClient(url=url)
+        self.url = url.rstrip("/")
+        self.session = create_session()
+        self.client = DICOMwebClient(url=self.url, session=self.session)
 
     def find_studies(self, criteria: PullCriteria, *, by_modality: bool) -> list[dict[str, Any]]:
         """Return the studies matching the date range (and ModalitiesInStudy)."""
@@ -84,7 +98,7 @@ class DicomwebQueryClient:
             found = self.client.search_for_studies(
                 search_filters=filters, fields=["ModalitiesInStudy", "StudyDate"]
             )
-        except Exception as exc:
+        except (OSError, ValueError) as exc:  # requests errors are OSErrors
             raise PullError(f"Unable to query {self.url}: {type(exc).__name__}: {exc}.") from exc
         return [_json_to_dict(item) for item in found]
 
@@ -108,17 +122,108 @@ class DicomwebQueryClient:
         return [_json_to_dict(item) for item in found]
 
 
-def encode_dataset(ds: Dataset) -> bytes:
-    """Return a dataset as a Part 10 file (file meta added when missing)."""
-    if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-        ds.file_meta = meta
-    buf = BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
+#: Accept header of a WADO-RS retrieval: the objects in the transfer syntax the origin
+#: server holds them in, unchanged (PS3.18 8.7.3.5.2, ``transfer-syntax=*``).
+WADO_ACCEPT_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+#: Accept header used when a server refuses ``transfer-syntax=*`` (406): its default
+#: transfer syntax (Explicit VR Little Endian), which may be a re-encoding.
+WADO_ACCEPT_DEFAULT = 'multipart/related; type="application/dicom"'
+
+#: Bytes of a WADO-RS response read at a time.
+WADO_CHUNK_BYTES = 1024 * 1024
+
+#: Seconds to wait for a WADO-RS server to answer (connect, read).
+WADO_TIMEOUT_S = (20.0, 300.0)
+
+
+def parse_content_type(content_type: str) -> email.message.EmailMessage:
+    """Return a message holding only the Content-Type header, to read its parameters."""
+    message = email.message.EmailMessage()
+    message["Content-Type"] = content_type
+    return message
+
+
+def _wado_url(root: str, item: RetrieveItem) -> str:
+    """Return the WADO-RS URL of an instance, or of a series (PS3.18 10.4.1)."""
+    url = f"{root}/studies/{item.study_instance_uid}/series/{item.series_instance_uid}"
+    return f"{url}/instances/{item.sop_instance_uid}" if item.sop_instance_uid else url
+
+
+def retrieve_to_spool(
+    session: Any, url: str, spool: Spool, worker: SpoolWorker, *, origin: str
+) -> list[StoredPart]:
+    """Retrieve objects by WADO-RS and stream each one, as sent, to the spool.
+
+    Parameters
+    ----------
+    session : requests.Session
+        The HTTP session.
+    url : str
+        WADO-RS URL of an instance or a series.
+    spool : Spool
+        Where the objects are written (fsynced) before they are queued for import.
+    worker : SpoolWorker
+        Imports them.
+    origin : str
+        Where they came from, kept with each (e.g. ``WADO-RS http://pacs/dicom-web``).
+
+    Returns
+    -------
+    list of StoredPart
+        One per object received (``failure_reason`` set when it could not be kept).
+
+    Raises
+    ------
+    OSError
+        When the server cannot be reached or answers with an error status
+        (``requests`` errors are ``OSError``).
+    ValueError
+        When the response is not a DICOM object or a well-formed multipart body.
+    """
+    response = session.get(
+        url, headers={"Accept": WADO_ACCEPT_AS_STORED}, stream=True, timeout=WADO_TIMEOUT_S
+    )
+    if response.status_code == 406:  # the server cannot send objects as it holds them
+        response.close()
+        logger.warning("%s refused transfer-syntax=*; retrieving in its default syntax", url)
+        response = session.get(
+            url, headers={"Accept": WADO_ACCEPT_DEFAULT}, stream=True, timeout=WADO_TIMEOUT_S
+        )
+    with response:
+        response.raise_for_status()
+        message = parse_content_type(response.headers.get("Content-Type", ""))
+        media = message.get_content_type()
+        chunks = response.iter_content(WADO_CHUNK_BYTES)
+        if media == "multipart/related":
+            boundary = message.get_boundary()
+            if not boundary:
+                raise ValueError("the multipart response has no boundary parameter")
+            part_type = message.get_param("type")
+            receiver = StowReceiver(
+                boundary,
+                spool,
+                worker,
+                root_type=str(part_type) if part_type else None,
+                origin=origin,
+            )
+            try:
+                for chunk in chunks:
+                    receiver.feed(chunk)
+                return receiver.finish()
+            except BaseException:
+                receiver.abort()
+                raise
+        if media in STOW_PART_MEDIA_TYPES:  # a bare object, as some servers send
+            writer = SpooledPartWriter(spool)
+            try:
+                for chunk in chunks:
+                    writer.write(chunk)
+            except BaseException:
+                writer.discard()
+                raise
+            return [finish_part(writer, worker, origin=origin)]
+        raise ValueError(f"the response is {media or 'of no media type'}, not DICOM")
 
 
 def pull_dicomweb(
@@ -126,10 +231,15 @@ def pull_dicomweb(
     url: str,
     criteria: PullCriteria,
     *,
-    registry: Any,
+    importer_factory: ImporterFactory,
+    known: KnownInstances = _nothing_known,
     progress: ProgressCallback | None = None,
 ) -> PullSummary:
     """Query a DICOMweb service (QIDO-RS) and retrieve its dose objects (WADO-RS).
+
+    The objects are retrieved in the transfer syntax the server holds them in and
+    spooled byte for byte (:func:`retrieve_to_spool`), so the archive holds what the
+    server sent.
 
     Parameters
     ----------
@@ -139,8 +249,10 @@ def pull_dicomweb(
         DICOMweb service root.
     criteria : PullCriteria
         Dates and modalities.
-    registry : kerma.Registry
-        Where the objects go; also tells which ones are already there.
+    importer_factory : callable
+        Returns the importer of the objects retrieved (see :func:`kerma.net.pull.pull_dimse`).
+    known : callable, optional
+        Returns which of the SOP Instance UIDs it is given are already in the registry.
     progress : callable, optional
         Called with ``(phase, done, total)``.
 
@@ -155,46 +267,44 @@ def pull_dicomweb(
         When the service cannot be queried.
     """
     client = DicomwebQueryClient(url)
-    plan = plan_pull(
-        client,
-        criteria,
-        known_sop_instance_uids=known_sop_instance_uids(registry),
-        progress=progress,
-    )
+    plan = plan_pull(client, criteria, known=known, progress=progress)
     summary = PullSummary(plan=plan)
     if not plan.items:
         return summary
     spool = Spool(settings.archive_dir)
-    worker = SpoolWorker(spool, lambda: registry, keep_non_dose=settings.scp_keep_non_dose)
+    worker = SpoolWorker(
+        spool,
+        importer_factory,
+        keep_non_dose=settings.scp_keep_non_dose,
+        modalities=criteria.modalities or None,
+    )
     worker.start()
+    origin = f"WADO-RS {client.url}"
     try:
         for done, item in enumerate(plan.items, start=1):
+            what = item.sop_instance_uid or item.series_instance_uid
             try:
-                if item.sop_instance_uid:
-                    datasets = [
-                        client.client.retrieve_instance(
-                            item.study_instance_uid,
-                            item.series_instance_uid,
-                            item.sop_instance_uid,
-                        )
-                    ]
-                else:
-                    datasets = client.client.retrieve_series(
-                        item.study_instance_uid, item.series_instance_uid
-                    )
-                for ds in datasets:
-                    worker.submit(spool.put(encode_dataset(ds)))
-                    summary.retrieved += 1
-            except Exception as exc:
-                summary.failed += 1
-                summary.warnings.append(
-                    f"Unable to retrieve {item.sop_instance_uid or item.series_instance_uid}: "
-                    f"{type(exc).__name__}: {exc}"
+                parts = retrieve_to_spool(
+                    client.session, _wado_url(client.url, item), spool, worker, origin=origin
                 )
+            except (OSError, ValueError) as exc:  # requests errors are OSErrors
+                summary.failed += 1
+                summary.warnings.append(f"Unable to retrieve {what}: {type(exc).__name__}: {exc}")
                 logger.warning(summary.warnings[-1])
+            else:
+                for part in parts:
+                    if part.failure_reason is None:
+                        summary.retrieved += 1
+                    else:
+                        summary.failed += 1
+                        summary.warnings.append(
+                            f"Unable to keep an object of {what}: status "
+                            f"0x{part.failure_reason:04X}"
+                        )
             if progress is not None:
                 progress("retrieve", done, len(plan.items))
         summary.imported = drain_worker(worker, progress)
+        summary.skipped_other_modality = worker.skipped
     finally:
         worker.stop()
     return summary
@@ -223,9 +333,10 @@ class SpooledPartWriter:
 
     The file is ``<archive_dir>/incoming/.<uuid>.tmp``, the name
     :meth:`kerma.net.spool.Spool.clean_temporary` removes after a crash (such a file
-    was never acknowledged). :meth:`commit` fsyncs it and renames it to
-    ``<sha256>.dcm``, exactly what :meth:`kerma.net.spool.Spool.put` does with bytes
-    held in memory; here the object never is.
+    was never acknowledged). :meth:`commit` appends the object's origin and footer
+    (:func:`kerma.net.spool.pack_footer`, as :meth:`kerma.net.spool.Spool.put` writes
+    with bytes held in memory; here the object never is), fsyncs the file and renames
+    it to ``<sha256>.dcm``. The object is hashed once, as it is written.
 
     Parameters
     ----------
@@ -291,14 +402,24 @@ class SpooledPartWriter:
             study = str(ds.get("StudyInstanceUID", "")) if with_study else None
         except RecursionError as exc:
             raise ValueError("its sequences are nested too deeply to decode") from exc
-        except Exception as exc:
+        except DECODE_ERRORS as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from exc
         if not sop_class_uid or not sop_instance_uid:
             raise ValueError("it has no (0008,0016) SOP Class UID or (0008,0018) SOP Instance UID")
         return sop_class_uid, sop_instance_uid, study
 
-    def commit(self) -> Path:
-        """Fsync the file, rename it to ``<sha256>.dcm`` and fsync the folder; return it.
+    def commit(self, *, origin: str | None = None) -> Path:
+        """Add origin and footer, fsync, rename to ``<sha256>.dcm``, fsync the folder.
+
+        Parameters
+        ----------
+        origin : str, optional
+            Where the object came from (e.g. ``STOW-RS from 10.1.2.3``).
+
+        Returns
+        -------
+        pathlib.Path
+            The spool file, to queue for import.
 
         Raises
         ------
@@ -306,8 +427,10 @@ class SpooledPartWriter:
             When the object could not be flushed to disk (the temporary file is removed).
         """
         assert self._fh is not None, "commit after commit or discard"
-        path = self.spool.directory / f"{self._digest.hexdigest()}{SPOOL_SUFFIX}"
+        digest = self._digest.digest()
+        path = self.spool.directory / f"{digest.hex()}{SPOOL_SUFFIX}"
         try:
+            self._fh.write(pack_footer(self.size, digest, origin))
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
@@ -352,6 +475,7 @@ def finish_part(
     worker: SpoolWorker,
     *,
     study_instance_uid: str | None = None,
+    origin: str | None = None,
 ) -> StoredPart:
     """Check a fully received part, commit it to the spool (fsynced) and queue its import.
 
@@ -363,6 +487,8 @@ def finish_part(
         Imports it (with the worker's ``keep_non_dose``, i.e. ``settings.scp_keep_non_dose``).
     study_instance_uid : str, optional
         For ``POST /studies/{study}``: the part must belong to this study.
+    origin : str, optional
+        Where it came from, kept with it (``STOW-RS from <client>``, ``WADO-RS <url>``).
 
     Returns
     -------
@@ -387,12 +513,12 @@ def finish_part(
         writer.discard()
         return StoredPart(sop_class_uid, sop_instance_uid, status.SOP_CLASS_NOT_SUPPORTED)
     try:
-        path = writer.commit()
+        path = writer.commit(origin=origin)
     except OSError:
         logger.exception("Unable to write STOW-RS object %s to the spool", sop_instance_uid)
         return StoredPart(sop_class_uid, sop_instance_uid, status.OUT_OF_RESOURCES)
     worker.submit(path)
-    logger.info("Stored %s (STOW-RS)", sop_instance_uid)
+    logger.info("Stored %s (%s)", sop_instance_uid, origin or "DICOMweb")
     return StoredPart(sop_class_uid, sop_instance_uid)
 
 
@@ -424,6 +550,8 @@ class StowReceiver:
         For ``POST /studies/{study}``: the parts must belong to this study.
     root_type : str, optional
         The ``type`` parameter of the request (media type of parts without one).
+    origin : str, optional
+        Where the parts come from, kept with each (``STOW-RS from <client>``).
 
     Notes
     -----
@@ -441,9 +569,11 @@ class StowReceiver:
         *,
         study_instance_uid: str | None = None,
         root_type: str | None = None,
+        origin: str | None = None,
     ) -> None:
         from python_multipart.multipart import MultipartParser
 
+        self.origin = origin
         self.boundary = boundary.encode("latin-1")
         self.spool = spool
         self.worker = worker
@@ -621,7 +751,12 @@ class StowReceiver:
             self.stored.append(StoredPart(None, None, status.CANNOT_UNDERSTAND_GENERIC))
             return
         self.stored.append(
-            finish_part(writer, self.worker, study_instance_uid=self.study_instance_uid)
+            finish_part(
+                writer,
+                self.worker,
+                study_instance_uid=self.study_instance_uid,
+                origin=self.origin,
+            )
         )
 
     def _on_end(self) -> None:

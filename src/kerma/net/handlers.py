@@ -13,8 +13,10 @@ and its own DIMSE status (:mod:`kerma.net.status`):
    reader (an SR nested hundreds of levels deep) passes this check and is rejected
    by the import, which keeps it in the archive (``kerma rejects``);
 3. write preamble, file meta and data set to a pre-created spool slot (its name
-   already durable) with a footer, and fsync the slot (:meth:`kerma.net.spool.Spool.put`:
-   one device flush per object) — failure (disk full, I/O error): 0xA700;
+   already durable), with the object's origin (the peer's AE title and address,
+   :func:`peer_origin`) and a footer, and fsync the slot
+   (:meth:`kerma.net.spool.Spool.put`: one device flush per object) — failure (disk
+   full, I/O error): 0xA700;
 4. queue it for import and return 0x0000.
 
 The import itself runs later on the spool worker, so a slow or failing database
@@ -30,6 +32,7 @@ import contextlib
 import logging
 import re
 import socket
+import struct
 import threading
 import time
 import zlib
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import uid
+from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_partial
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
@@ -84,6 +88,22 @@ class StoreCounters:
             self.stored += stored
             self.failed += failed
 
+
+#: What pydicom raises when the start of a received object cannot be decoded (bytes
+#: that are not DICOM, a truncated element, a value of the wrong form).
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidDicomError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    EOFError,
+    OverflowError,
+    AttributeError,
+    NotImplementedError,
+    struct.error,
+    zlib.error,
+)
 
 #: A UID as PS3.5 Section 9.1 allows it: digits and dots, at most 64 characters.
 _UID_PATTERN = re.compile(r"[0-9.]{1,64}")
@@ -201,6 +221,38 @@ def _calling_aet(event: Any) -> str:
         return "?"
 
 
+def peer_origin(event: Any) -> tuple[str, str]:
+    """Return the peer's AE title and where an object it sends comes from.
+
+    On an association the peer requested (a modality or a PACS sending C-STORE to the
+    SCP) the origin is ``C-STORE from <calling AE title> at <address>``; on one Kerma
+    requested (the C-STORE sub-operations of a C-GET) it is ``C-GET from <called AE
+    title> at <address>:<port>``. This is what ``kerma ignored`` and ``kerma rejects``
+    show as the object's source.
+
+    Parameters
+    ----------
+    event : pynetdicom.events.Event
+        A C-STORE event.
+
+    Returns
+    -------
+    tuple of str
+        ``(ae_title, origin)``; ``"?"`` for what pynetdicom does not tell.
+    """
+    assoc = getattr(event, "assoc", None)
+    try:
+        if assoc is not None and assoc.is_requestor:
+            peer = assoc.acceptor
+            ae_title = str(peer.ae_title).strip() or "?"
+            return ae_title, f"C-GET from {ae_title} at {peer.address}:{peer.port}"
+        peer = assoc.requestor  # type: ignore[union-attr]
+        ae_title = str(peer.ae_title).strip() or "?"
+        return ae_title, f"C-STORE from {ae_title} at {peer.address}"
+    except AttributeError:
+        return "?", "C-STORE from an unknown peer"
+
+
 def _after_sop_instance_uid(tag: Any, vr: Any, length: Any) -> bool:
     """Stop reading after (0008,0018) 'SOP Instance UID' (a ``read_partial`` callback)."""
     return bool(tag > 0x00080018)
@@ -253,7 +305,7 @@ def check_encoded_dataset(encoded: bytes) -> tuple[str, str]:
         raise ValueError("its sequences are nested too deeply to decode") from exc
     except ValueError:
         raise
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -296,7 +348,7 @@ def check_dataset(dataset: bytes, transfer_syntax: str) -> tuple[str, str]:
         raise ValueError("its sequences are nested too deeply to decode") from exc
     except ValueError:
         raise
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -335,7 +387,7 @@ def handle_store(
     """
     request = event.request
     affected_uid = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
-    calling = _calling_aet(event)
+    calling, origin = peer_origin(event)
     if activity is not None:
         activity.mark(event.assoc)
     try:
@@ -374,7 +426,7 @@ def handle_store(
         )
 
     try:
-        path = spool.put(chunks)
+        path = spool.put(chunks, origin=origin)
     except OSError:
         logger.exception(
             "Unable to write %s from %s to %s", sop_instance_uid, calling, spool.directory

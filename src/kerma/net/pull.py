@@ -7,23 +7,32 @@ both :class:`QueryClient`):
 1. studies by date range and modality, at study level (``ModalitiesInStudy``, with
    ``SR`` added to the modalities asked for, since a study that holds only its dose
    report has modality SR); a PACS that returns no study, or studies without
-   ``ModalitiesInStudy``, is asked again without it and the studies are filtered by
-   their series' modalities;
-2. the series of each study; in every SR series the instances whose SOP class can
+   ``ModalitiesInStudy``, is asked again without it and the studies' modalities are
+   taken from their series;
+2. with modalities asked for (``kerma pull -m CT``), a study is kept when its
+   modalities name one of them, and also when it holds nothing but SR and other
+   non-image objects (:data:`NON_IMAGE_MODALITIES`): such a study's dose report tells
+   its modality only once it is read, so it is retrieved and the import keeps it only
+   when it is of a modality asked for (``Importer.import_bytes(modalities=...)``). A
+   study whose image modalities are all other ones (a DX study with its RDSR) is not
+   retrieved at all;
+3. the series of each study; in every SR series the instances whose SOP class can
    hold a dose report (X-Ray, Enhanced X-Ray and Radiopharmaceutical Radiation Dose
    SR, Enhanced and Comprehensive SR) — an SR series that lists no instance is
    retrieved whole; in series of modalities whose dose lives in image headers (DX,
-   CR, MG, PX, IO, NM, PT) one image per series; in small CT series (a vendor dose
-   screen) their secondary-capture images;
-3. objects whose SOP Instance UID is already in the registry (stored, rejected, or
+   CR, MG, PX, IO, NM, PT) one image per series, when that modality is asked for; in
+   small CT series (a vendor dose screen) their secondary-capture images, when CT is;
+4. objects whose SOP Instance UID is already in the registry (stored, rejected, or
    ignored as holding no dose information) are skipped, so a second run only fetches
-   what is new.
+   what is new. The caller says which are (a :data:`KnownInstances` callable), so this
+   module never reads the registry itself.
 
 The objects retrieved are spooled and imported like everything the SCP receives
-(:mod:`kerma.net.spool`).
+(:mod:`kerma.net.spool`), with their bytes as the PACS sent them.
 
-May import ``kerma.config``, ``kerma.net`` and (lazily) ``kerma.api`` / ``kerma.db.models``
-through :meth:`kerma.Registry.session`.
+May import ``kerma.config``, ``kerma.errors`` and ``kerma.net``; never ``kerma.api``,
+``kerma.db`` or ``kerma.services`` (the importer and the known-instances check are
+passed in by the CLI).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,7 +57,7 @@ from kerma.config import Settings
 from kerma.errors import KermaError
 from kerma.net import status
 from kerma.net.handlers import StoreCounters, handle_store
-from kerma.net.spool import Spool, SpoolWorker
+from kerma.net.spool import BytesImporter, Spool, SpoolImporter, SpoolWorker
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +74,25 @@ DOSE_REPORT_SOP_CLASSES: frozenset[str] = frozenset(
 
 #: Modalities whose dose information is in image headers: one image per series.
 HEADER_MODALITIES: frozenset[str] = frozenset({"DX", "CR", "MG", "PX", "IO", "NM", "PT"})
+
+#: Modalities of objects that are not images of an acquisition (PS3.3 C.7.3.1.1.1):
+#: structured reports, key object selections, presentation states, documents, and
+#: "other". A study holding only these tells no acquisition modality; its dose report
+#: is read to find it.
+NON_IMAGE_MODALITIES: frozenset[str] = frozenset({"SR", "KO", "PR", "DOC", "OT", ""})
+
+#: Returns those of the given SOP Instance UIDs that are already in the registry
+#: (stored, rejected or ignored).
+KnownInstances = Callable[[Collection[str]], Collection[str]]
+
+#: Returns the importer of the objects retrieved (see :class:`kerma.net.spool.SpoolWorker`).
+ImporterFactory = Callable[[], SpoolImporter | BytesImporter]
+
+
+def _nothing_known(uids: Collection[str]) -> Collection[str]:
+    """Return no UID: nothing is in the registry yet (the default of :func:`plan_pull`)."""
+    return ()
+
 
 #: Largest CT series searched for a vendor dose screen (secondary capture).
 DOSE_SCREEN_MAX_IMAGES = 5
@@ -133,12 +161,18 @@ class PullCriteria:
 
 @dataclass(frozen=True)
 class RetrieveItem:
-    """One retrieval: an instance (``sop_instance_uid`` set) or a whole series."""
+    """One retrieval: an instance (``sop_instance_uid`` set) or a whole series.
+
+    ``modality_unknown`` marks the dose reports of a study that holds only SR and
+    other non-image objects, retrieved for a pull of some modalities: their modality
+    is known only once they are read.
+    """
 
     study_instance_uid: str
     series_instance_uid: str
     sop_instance_uid: str | None = None
     modality: str | None = None
+    modality_unknown: bool = False
 
     @property
     def level(self) -> str:
@@ -148,10 +182,30 @@ class RetrieveItem:
 
 @dataclass
 class PullPlan:
-    """What :func:`plan_pull` found and decided."""
+    """What :func:`plan_pull` found and decided.
+
+    Attributes
+    ----------
+    studies_found : int
+        Studies of the dates and modalities asked for.
+    studies_skipped : int
+        Of those, studies with nothing new to retrieve.
+    studies_other_modality : int
+        Studies the PACS returned (for their SR) whose image modalities are all other
+        than those asked for: not retrieved, not counted in ``studies_found``.
+    studies_sr_only : int
+        Studies holding only SR and other non-image objects, whose dose reports are
+        retrieved and kept only when of a modality asked for (modalities asked only).
+    instances_found, instances_skipped : int
+        Dose objects found, and those already in the registry.
+    items : list of RetrieveItem
+        What to retrieve.
+    """
 
     studies_found: int = 0
     studies_skipped: int = 0
+    studies_other_modality: int = 0
+    studies_sr_only: int = 0
     instances_found: int = 0
     instances_skipped: int = 0
     items: list[RetrieveItem] = field(default_factory=list)
@@ -159,13 +213,30 @@ class PullPlan:
 
 @dataclass
 class PullSummary:
-    """What a pull did."""
+    """What a pull did.
+
+    Attributes
+    ----------
+    plan : PullPlan
+        What was found and planned.
+    retrieved, failed : int
+        Objects retrieved, and retrievals that failed.
+    warnings : list of str
+        What went wrong, one line each.
+    imported : int
+        Objects handed to the import (stored, already present, rejected, ignored or
+        skipped).
+    skipped_other_modality : int
+        Of those, dose reports of SR-only studies that turned out to be of another
+        modality than asked for: not kept.
+    """
 
     plan: PullPlan
     retrieved: int = 0
     failed: int = 0
     warnings: list[str] = field(default_factory=list)
     imported: int = 0
+    skipped_other_modality: int = 0
 
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -214,7 +285,7 @@ def plan_pull(
     client: QueryClient,
     criteria: PullCriteria,
     *,
-    known_sop_instance_uids: set[str] | frozenset[str] = frozenset(),
+    known: KnownInstances = _nothing_known,
     progress: ProgressCallback | None = None,
 ) -> PullPlan:
     """Query the PACS and decide what to retrieve (see the module docstring).
@@ -225,8 +296,9 @@ def plan_pull(
         DIMSE or DICOMweb queries.
     criteria : PullCriteria
         Dates and modalities.
-    known_sop_instance_uids : set of str, optional
-        Objects already in the registry; they are not retrieved again.
+    known : callable, optional
+        Returns which of the SOP Instance UIDs it is given (those of one study at a
+        time) are already in the registry; they are not retrieved again. Default: none.
     progress : callable, optional
         Called with ``("query", studies done, studies found)``.
 
@@ -236,37 +308,46 @@ def plan_pull(
         The items to retrieve and the counts.
     """
     plan = PullPlan()
-    wanted = {m.upper() for m in criteria.modalities}
+    wanted = frozenset(m.upper() for m in criteria.modalities)
     if wanted:
         # dose reports live in SR series: a study that holds only SR objects matches too,
         # since its modality is known only once its report is read
-        wanted.add("SR")
-        criteria = dataclasses.replace(criteria, modalities=tuple(sorted(wanted)))
+        criteria = dataclasses.replace(criteria, modalities=tuple(sorted(wanted | {"SR"})))
     studies = client.find_studies(criteria, by_modality=bool(wanted))
     filter_by_series = False
     if wanted and not studies:
         logger.info("No study matched ModalitiesInStudy; filtering by series modality instead")
         studies = client.find_studies(criteria, by_modality=False)
         filter_by_series = True
-    plan.studies_found = len(studies)
     for done, study in enumerate(studies, start=1):
+        if progress is not None:
+            progress("query", done, len(studies))
         study_uid = str(study.get("StudyInstanceUID") or "")
         if not study_uid:
             continue
         series = client.find_series(study_uid)
         in_study = set(_as_list(study.get("ModalitiesInStudy")))
-        if wanted and (filter_by_series or not in_study):
+        if filter_by_series or not in_study:
             in_study = {str(s.get("Modality") or "").upper() for s in series}
-            if not in_study & wanted:
-                plan.studies_found -= 1
+        if wanted:
+            image_modalities = in_study - NON_IMAGE_MODALITIES
+            if image_modalities and not image_modalities & wanted:
+                plan.studies_other_modality += 1
                 continue
-        before = len(plan.items)
-        for item in _plan_study(client, study_uid, series, known_sop_instance_uids, plan):
-            plan.items.append(item)
-        if len(plan.items) == before:
+            if not image_modalities:
+                plan.studies_sr_only += 1
+        plan.studies_found += 1
+        chosen = list(_plan_study(client, study_uid, series, wanted))
+        if wanted and not in_study - NON_IMAGE_MODALITIES:
+            chosen = [dataclasses.replace(item, modality_unknown=True) for item in chosen]
+        plan.instances_found += sum(1 for item in chosen if item.sop_instance_uid)
+        uids = [item.sop_instance_uid for item in chosen if item.sop_instance_uid]
+        present = set(known(uids)) if uids else set()
+        new = [item for item in chosen if item.sop_instance_uid not in present]
+        plan.instances_skipped += len(chosen) - len(new)
+        if not new:
             plan.studies_skipped += 1
-        if progress is not None:
-            progress("query", done, len(studies))
+        plan.items.extend(new)
     return plan
 
 
@@ -274,10 +355,9 @@ def _plan_study(
     client: QueryClient,
     study_uid: str,
     series: list[dict[str, Any]],
-    known: set[str] | frozenset[str],
-    plan: PullPlan,
+    wanted: frozenset[str],
 ) -> Iterator[RetrieveItem]:
-    """Yield the retrievals of one study."""
+    """Yield the retrievals of one study (header series only of ``wanted`` modalities)."""
     for s in series:
         series_uid = str(s.get("SeriesInstanceUID") or "")
         modality = str(s.get("Modality") or "").upper()
@@ -294,10 +374,10 @@ def _plan_study(
                 for i in instances
                 if not i.get("SOPClassUID") or str(i["SOPClassUID"]) in DOSE_REPORT_SOP_CLASSES
             ]
-        elif modality in HEADER_MODALITIES:
+        elif modality in HEADER_MODALITIES and (not wanted or modality in wanted):
             instances = client.find_instances(study_uid, series_uid)
             chosen = sorted(instances, key=_instance_number)[:1]
-        elif modality in {"CT", "OT", "SC"} and _is_small(s):
+        elif modality in {"CT", "OT", "SC"} and (not wanted or "CT" in wanted) and _is_small(s):
             instances = client.find_instances(study_uid, series_uid)
             chosen = [
                 i
@@ -308,13 +388,8 @@ def _plan_study(
             continue
         for instance in chosen:
             sop_uid = str(instance.get("SOPInstanceUID") or "")
-            if not sop_uid:
-                continue
-            plan.instances_found += 1
-            if sop_uid in known:
-                plan.instances_skipped += 1
-                continue
-            yield RetrieveItem(study_uid, series_uid, sop_uid, modality)
+            if sop_uid:
+                yield RetrieveItem(study_uid, series_uid, sop_uid, modality)
 
 
 def _is_small(series: dict[str, Any]) -> bool:
@@ -323,38 +398,6 @@ def _is_small(series: dict[str, Any]) -> bool:
         return int(series.get("NumberOfSeriesRelatedInstances") or 0) <= DOSE_SCREEN_MAX_IMAGES
     except (TypeError, ValueError):
         return True
-
-
-def known_sop_instance_uids(registry: Any) -> set[str]:
-    """Return the SOP Instance UIDs the registry already knows: stored, rejected or ignored.
-
-    Ignored objects (``ignored_object``: received over the network, holding no dose
-    information, not kept when ``KERMA_SCP_KEEP_NON_DOSE`` is off) count as known, so
-    a second pull does not fetch them again.
-
-    Parameters
-    ----------
-    registry : kerma.Registry
-        The registry (read through :meth:`kerma.Registry.session`).
-
-    Returns
-    -------
-    set of str
-        SOP Instance UIDs of ``dose_report``, ``rejected_object`` and ``ignored_object``.
-    """
-    from sqlalchemy import select
-
-    from kerma.db.models import DoseReport, IgnoredObject, RejectedObject
-
-    known: set[str] = set()
-    with registry.session(write=False) as session:
-        known.update(session.scalars(select(DoseReport.sop_instance_uid)))
-        known.update(
-            u for u in session.scalars(select(RejectedObject.sop_instance_uid)) if u is not None
-        )
-        known.update(session.scalars(select(IgnoredObject.sop_instance_uid)))
-    known.discard("")
-    return known
 
 
 # -- DIMSE -------------------------------------------------------------------------------
@@ -539,7 +582,8 @@ def pull_dimse(
     peer: PacsPeer,
     criteria: PullCriteria,
     *,
-    registry: Any,
+    importer_factory: ImporterFactory,
+    known: KnownInstances = _nothing_known,
     method: str = "move",
     move_destination: str | None = None,
     port: int | None = None,
@@ -556,14 +600,20 @@ def pull_dimse(
         The PACS.
     criteria : PullCriteria
         Dates and modalities.
-    registry : kerma.Registry
-        Where the objects go; also tells which ones are already there.
+    importer_factory : callable
+        Returns the importer of the objects retrieved: the ingest pipeline
+        (``kerma.ingest.pipeline.Importer``) or a :class:`~kerma.net.spool.SpoolImporter`.
+    known : callable, optional
+        Returns which of the SOP Instance UIDs it is given are already in the registry
+        (stored, rejected or ignored); those are not retrieved. Default: none.
     method : {"move", "get"}, optional
         C-MOVE (default) or C-GET.
     move_destination : str, optional
         AE title of a running ``kerma listen`` to move to. When ``None``, Kerma starts
         a temporary Storage SCP with AE title ``settings.scp_aet`` on ``port`` (default
-        ``settings.scp_port``), which the PACS must know as a C-MOVE destination.
+        ``settings.scp_port``), which the PACS must know as a C-MOVE destination. With
+        modalities asked for, the dose reports of SR-only studies are not moved there
+        (that listener would keep them whatever their modality); a warning says how many.
     port : int, optional
         Port of the temporary SCP.
     progress : callable, optional
@@ -572,41 +622,60 @@ def pull_dimse(
     Returns
     -------
     PullSummary
-        Counts; ``imported`` counts objects handed to the registry.
+        Counts; ``imported`` counts objects handed to the import.
 
     Raises
     ------
     PullError
         When the PACS cannot be reached or refuses the query or retrieval.
+    ValueError
+        When ``method`` is neither ``"move"`` nor ``"get"``.
     """
-    known = known_sop_instance_uids(registry)
+    if method not in {"move", "get"}:
+        raise ValueError(f"Unable to pull: unknown method {method!r} (use 'move' or 'get').")
     with DimseQueryClient(peer) as client:
-        plan = plan_pull(client, criteria, known_sop_instance_uids=known, progress=progress)
+        plan = plan_pull(client, criteria, known=known, progress=progress)
     summary = PullSummary(plan=plan)
+    modalities = criteria.modalities or None
+    if move_destination and modalities:
+        unknown = [item for item in plan.items if item.modality_unknown]
+        if unknown:
+            plan.items = [item for item in plan.items if not item.modality_unknown]
+            summary.warnings.append(
+                f"{len(unknown)} dose reports of studies holding only SR objects were not "
+                f"moved to {move_destination}: their modality is known only once read, and "
+                "that listener would keep them whatever it is. Pull without --move-dest to "
+                "retrieve them and keep those of the modalities asked for."
+            )
     if not plan.items:
         return summary
     spool = Spool(settings.archive_dir)
     if method == "get":
-        worker = SpoolWorker(spool, lambda: registry, keep_non_dose=settings.scp_keep_non_dose)
+        worker = SpoolWorker(
+            spool,
+            importer_factory,
+            keep_non_dose=settings.scp_keep_non_dose,
+            modalities=modalities,
+        )
         worker.start()
         try:
             _get(peer, plan.items, summary, spool, worker, progress)
             summary.imported = drain_worker(worker, progress)
+            summary.skipped_other_modality = worker.skipped
         finally:
             worker.stop()
         return summary
-    if method != "move":
-        raise ValueError(f"Unable to pull: unknown method {method!r} (use 'move' or 'get').")
     if move_destination:
         _move(peer, plan.items, summary, move_destination, progress)
         return summary
     from kerma.net.scp import StorageSCP
 
-    scp = StorageSCP(settings, registry_factory=lambda: registry, port=port)
+    scp = StorageSCP(settings, importer_factory=importer_factory, port=port, modalities=modalities)
     scp.start()
     try:
         _move(peer, plan.items, summary, scp.ae_title, progress)
         summary.imported = drain_worker(scp.worker, progress)
+        summary.skipped_other_modality = scp.worker.skipped
     finally:
         scp.stop(grace_s=10)
     return summary

@@ -12,9 +12,11 @@ SR of a PET/NM scanner (case C14, pynetdicom issue #432). Every transfer syntax 
 accepted, since only headers are read and compressed pixel data is kept as sent.
 
 Received objects go to the durable spool and a :class:`~kerma.net.spool.SpoolWorker`
-imports them (see :mod:`kerma.net.spool`).
+imports them (see :mod:`kerma.net.spool`) with the importer the caller passes in
+(``kerma listen``: a :class:`~kerma.net.spool.ProcessImporter`).
 
-May import ``kerma.config``, ``kerma.errors``, ``kerma.net`` and (lazily) ``kerma.api``.
+May import ``kerma.config``, ``kerma.errors`` and ``kerma.net``; never ``kerma.api``,
+``kerma.db`` or ``kerma.services``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from pydicom import uid
@@ -45,7 +47,7 @@ from kerma.net.handlers import (
     handle_open,
     handle_store,
 )
-from kerma.net.spool import PathImporter, ProcessImporter, Spool, SpoolWorker
+from kerma.net.spool import BytesImporter, Spool, SpoolImporter, SpoolWorker
 
 logger = logging.getLogger(__name__)
 
@@ -139,17 +141,6 @@ def build_ae(settings: Settings, *, ae_title: str | None = None) -> AE:
     return ae
 
 
-def _default_registry_factory(settings: Settings) -> Callable[[], PathImporter]:
-    """Return a factory of the importer: :class:`kerma.Registry` in a child process."""
-
-    def factory() -> PathImporter:
-        importer = ProcessImporter(settings)
-        importer.start()
-        return importer
-
-    return factory
-
-
 class StorageSCP:
     """A running Storage SCP with its spool and import worker.
 
@@ -159,12 +150,16 @@ class StorageSCP:
         ``scp_aet``, ``scp_host``, ``scp_port``, ``scp_allowed_aets``, TLS fields,
         ``archive_dir`` (the spool is ``<archive_dir>/incoming``) and
         ``scp_keep_non_dose``.
-    registry_factory : callable, optional
-        Returns the registry the worker imports into; default a
-        :class:`~kerma.net.spool.ProcessImporter` (``kerma.Registry(settings=settings)``
-        in a child process, so imports never hold up the network threads).
+    importer_factory : callable
+        Returns what the worker imports with (called once, on the worker thread): a
+        :class:`~kerma.net.spool.ProcessImporter` (``kerma listen``: the pipeline in a
+        child process, so imports never hold up the network threads), or the ingest
+        pipeline itself (``kerma.ingest.pipeline.Importer``, in this process).
     ae_title, host, port : optional
         Override the settings.
+    modalities : collection of str, optional
+        Keep only dose objects of these modalities (``kerma pull -m`` with a temporary
+        SCP); default every modality.
 
     Raises
     ------
@@ -173,7 +168,7 @@ class StorageSCP:
 
     Examples
     --------
-    >>> scp = StorageSCP(settings)           # doctest: +SKIP
+    >>> scp = StorageSCP(settings, importer_factory=factory)  # doctest: +SKIP
     >>> scp.start()                          # returns at once
     >>> ...
     >>> scp.stop()                           # finish in-flight work, stop the worker
@@ -183,10 +178,11 @@ class StorageSCP:
         self,
         settings: Settings,
         *,
-        registry_factory: Callable[[], PathImporter] | None = None,
+        importer_factory: Callable[[], SpoolImporter | BytesImporter],
         ae_title: str | None = None,
         host: str | None = None,
         port: int | None = None,
+        modalities: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
         self.ae_title = ae_title or settings.scp_aet
@@ -198,8 +194,9 @@ class StorageSCP:
         self._tuner_stop = threading.Event()
         self.worker = SpoolWorker(
             self.spool,
-            registry_factory or _default_registry_factory(settings),
+            importer_factory,
             keep_non_dose=settings.scp_keep_non_dose,
+            modalities=modalities,
         )
         self.ae = build_ae(settings, ae_title=self.ae_title)
         self.ssl_context = build_ssl_context(settings)

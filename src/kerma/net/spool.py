@@ -1,19 +1,25 @@
 """The durable spool of received objects and the worker that imports it.
 
-Every object that arrives over the network (C-STORE, C-GET sub-operation, WADO-RS)
-is first written with :meth:`Spool.put` to a pre-created *slot* file in
-``<archive_dir>/incoming/``, followed by a footer (magic, length, SHA-256), and the
-slot is fsynced **before** the peer is told it was stored: one device flush per
-object, because the slot's name was made durable ahead of time (see :class:`Spool`
-for the argument). STOW-RS parts are streamed to a temporary file, fsynced and
-renamed to ``<sha256>.dcm`` (then the folder is fsynced), as all objects were before.
-A worker thread then imports the spooled objects with
-:meth:`kerma.Registry.import_paths` and removes each spool file only after its import
-returned; an import that fails for an infrastructure reason (database down) leaves
-the file where it is and is retried. On start-up the worker first imports whatever a
-previous run left in the spool (complete slots and ``<sha256>.dcm`` files; torn slots,
-never acknowledged, are discarded), so a crash or a ``kill -9`` loses nothing that
-was acknowledged.
+Every object that arrives over the network (C-STORE, C-GET sub-operation) is first
+written with :meth:`Spool.put` to a pre-created *slot* file in
+``<archive_dir>/incoming/``, followed by where it came from (its *origin*: the peer's
+AE title and address) and a footer (magic, object length, origin length, SHA-256),
+and the slot is fsynced **before** the peer is told it was stored: one device flush
+per object, because the slot's name was made durable ahead of time (see
+:class:`Spool` for the argument). STOW-RS parts and WADO-RS responses are streamed to
+a temporary file, given the same origin and footer, fsynced and renamed to
+``<sha256>.dcm`` (then the folder is fsynced).
+
+A worker thread then imports the spooled objects and removes each spool file only
+after its import returned; an import that fails for an infrastructure reason
+(database down) leaves the file where it is and is retried. The import reads each
+spool file once and hands its bytes, the SHA-256 from its footer and its origin to
+the pipeline (``Importer.import_bytes``): the object is never copied to a scratch
+file and never hashed a second time, so an object received by the SCP is written
+twice in all, once to the spool and once to the archive. On start-up the worker
+first imports whatever a previous run left in the spool (complete slots and
+``<sha256>.dcm`` files; torn slots, never acknowledged, are discarded), so a crash or
+a ``kill -9`` loses nothing that was acknowledged.
 
 Objects that the receiving side cannot even decode are written to
 ``<archive_dir>/quarantine/`` for inspection. Whether an object holds dose
@@ -21,13 +27,17 @@ information is decided by the import, not here: with ``keep_non_dose=False`` the
 import records an object without dose information in ``ignored_object`` and does
 not keep it.
 
-May import ``kerma.config`` and ``kerma.errors``; the registry is passed in.
+Never imports ``kerma.api``, ``kerma.db`` or ``kerma.services``: the importer is passed
+in (:class:`SpoolWorker` takes a factory; :class:`ProcessImporter` a module-level
+factory function that the child process calls with the settings). May import
+``kerma.config`` and ``kerma.errors``.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -40,14 +50,17 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from kerma.errors import KermaError
+
 logger = logging.getLogger(__name__)
 
-#: Suffix of spooled files written by a rename (``<sha256>.dcm``: earlier versions, STOW-RS).
+#: Suffix of spooled files written by a rename (``<sha256>.dcm``: STOW-RS, WADO-RS, and
+#: plain files of earlier versions).
 SPOOL_SUFFIX = ".dcm"
 
 #: Suffix of slot files (``<instance>-<n>.slot``), written by :meth:`Spool.put`.
@@ -60,17 +73,34 @@ SLOT_NAME = re.compile(r"[0-9a-f]{16}-[0-9]{8}\.(?:slot|dcm)")
 #: Suffix of the lock file each live :class:`Spool` holds (``.<instance>.lock``).
 LOCK_SUFFIX = ".lock"
 
-#: Prefix of the folder where slots are copied without their footer for import.
+#: Prefix of the folders where earlier versions copied slots for import (removed at
+#: recovery; the import now reads the slot itself).
 SCRATCH_PREFIX = ".import-"
 
-#: First field of a slot's footer.
+#: First field of the footer written by earlier versions (no origin).
 SLOT_MAGIC = b"KERMASLT"
 
-#: Footer after the object in a slot: magic, object length (bytes), SHA-256 of the object.
+#: Footer of earlier versions: magic, object length (bytes), SHA-256 of the object.
 FOOTER = struct.Struct("<8sQ32s")
 
 #: Size of :data:`FOOTER` in bytes (48).
 FOOTER_SIZE = FOOTER.size
+
+#: First field of the footer written now.
+FRAME_MAGIC = b"KERMASL2"
+
+#: Footer after the object and its origin: magic, object length (bytes), origin length
+#: (bytes of UTF-8), SHA-256 of the object.
+FRAME_FOOTER = struct.Struct("<8sQI32s")
+
+#: Size of :data:`FRAME_FOOTER` in bytes (52).
+FRAME_FOOTER_SIZE = FRAME_FOOTER.size
+
+#: Longest origin kept, in bytes of UTF-8 (an AE title and an address need far fewer).
+MAX_ORIGIN_BYTES = 1024
+
+#: A SHA-256 digest as a spool file name (``<sha256>.dcm``) carries it.
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
 #: Slots created per folder fsync.
 SLOT_BATCH = 64
@@ -98,8 +128,83 @@ class SlotError(ValueError):
     """A spool slot does not hold a complete object (torn write, or not a slot at all)."""
 
 
+@dataclass(frozen=True)
+class Footer:
+    """What the footer of a spool file records.
+
+    Attributes
+    ----------
+    length : int
+        Length of the object in bytes (it starts the file).
+    origin : str or None
+        Where the object came from (``None`` in files of earlier versions).
+    sha256 : str
+        SHA-256 of the object, 64 lowercase hex digits.
+    """
+
+    length: int
+    origin: str | None
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SpooledObject:
+    """An object read back from the spool for import.
+
+    Attributes
+    ----------
+    data : bytes
+        The object as received (Part 10: preamble, file meta, data set as sent).
+    sha256 : str
+        Its SHA-256, 64 lowercase hex digits (from the footer: not computed again).
+    origin : str or None
+        Where it came from, e.g. ``C-STORE from CT01 at 10.1.2.3``; ``None`` for a
+        file of an earlier version that did not record it.
+    """
+
+    data: bytes
+    sha256: str
+    origin: str | None
+
+
+def pack_footer(length: int, digest: bytes, origin: str | None) -> bytes:
+    """Return the origin (UTF-8) and the footer to write after an object.
+
+    Parameters
+    ----------
+    length : int
+        Length of the object in bytes.
+    digest : bytes
+        Its SHA-256 (32 bytes).
+    origin : str or None
+        Where it came from (cut to :data:`MAX_ORIGIN_BYTES`).
+
+    Returns
+    -------
+    bytes
+        The origin's UTF-8 bytes followed by :data:`FRAME_FOOTER`.
+    """
+    text = (origin or "").encode("utf-8", "replace")[:MAX_ORIGIN_BYTES]
+    return text + FRAME_FOOTER.pack(FRAME_MAGIC, length, len(text), digest)
+
+
+def _unpack_tail(tail: bytes, size: int) -> tuple[int, int, bytes] | None:
+    """Return (object length, origin length, digest) of a footer ending a file of ``size``."""
+    if len(tail) >= FRAME_FOOTER_SIZE:
+        magic, length, n_origin, digest = FRAME_FOOTER.unpack_from(
+            tail, len(tail) - FRAME_FOOTER_SIZE
+        )
+        if magic == FRAME_MAGIC and length + n_origin + FRAME_FOOTER_SIZE == size:
+            return length, n_origin, digest
+    if len(tail) >= FOOTER_SIZE:
+        magic, length, digest = FOOTER.unpack_from(tail, len(tail) - FOOTER_SIZE)
+        if magic == SLOT_MAGIC and length + FOOTER_SIZE == size:
+            return length, 0, digest
+    return None
+
+
 def parse_slot(data: bytes) -> bytes:
-    """Return the object held by the bytes of a slot file, checking its footer.
+    """Return the object held by the bytes of a slot file, checking its footer and hash.
 
     Parameters
     ----------
@@ -109,27 +214,127 @@ def parse_slot(data: bytes) -> bytes:
     Returns
     -------
     bytes
-        The object as received, without the footer.
+        The object as received, without its origin and footer.
 
     Raises
     ------
     SlotError
-        When the footer is missing, its magic is wrong, or the length or SHA-256 it
-        records does not match the bytes before it (a write that never completed).
+        When the footer is missing, its magic is wrong, or the lengths or SHA-256 it
+        records do not match the bytes before it (a write that never completed).
+    """
+    return parse_frame(data).data
+
+
+def parse_frame(data: bytes) -> SpooledObject:
+    """Return the object and origin held by the bytes of a spool file, checking its hash.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file (object, origin, footer; or object and footer of earlier versions).
+
+    Returns
+    -------
+    SpooledObject
+        The object, its SHA-256 and origin.
+
+    Raises
+    ------
+    SlotError
+        When the footer is missing, its magic is wrong, or the lengths or SHA-256 it
+        records do not match the bytes before it (a write that never completed).
     """
     if len(data) < FOOTER_SIZE:
         raise SlotError(f"it holds {len(data)} bytes, fewer than a footer ({FOOTER_SIZE})")
-    magic, length, digest = FOOTER.unpack_from(data, len(data) - FOOTER_SIZE)
-    if magic != SLOT_MAGIC:
+    tail = data[-FRAME_FOOTER_SIZE:]
+    found = _unpack_tail(tail, len(data))
+    if found is None:
+        if SLOT_MAGIC in tail or FRAME_MAGIC in tail:
+            raise SlotError("the lengths its footer records do not match its size")
         raise SlotError("its footer magic is missing")
-    if length != len(data) - FOOTER_SIZE:
-        raise SlotError(
-            f"its footer records {length} bytes but {len(data) - FOOTER_SIZE} precede it"
-        )
+    length, n_origin, digest = found
     content = data[:length]
     if hashlib.sha256(content).digest() != digest:
         raise SlotError("the SHA-256 of its content differs from the one in its footer")
-    return content
+    origin = data[length : length + n_origin].decode("utf-8", "replace") if n_origin else None
+    return SpooledObject(content, digest.hex(), origin)
+
+
+def read_footer(path: Path) -> Footer | None:
+    """Return the footer of a spool file, or ``None`` when it has none (no hash check).
+
+    Only the end of the file (footer and origin) is read.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A spool file.
+
+    Returns
+    -------
+    Footer or None
+        Lengths, origin and SHA-256; ``None`` for a file without a valid footer.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read.
+    """
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - FRAME_FOOTER_SIZE))
+        found = _unpack_tail(fh.read(FRAME_FOOTER_SIZE), size)
+        if found is None:
+            return None
+        length, n_origin, digest = found
+        origin = None
+        if n_origin:
+            fh.seek(length)
+            origin = fh.read(n_origin).decode("utf-8", "replace")
+    return Footer(length, origin, digest.hex())
+
+
+def read_spooled(path: Path) -> SpooledObject:
+    """Read a spool file for import: the object, its SHA-256 and origin.
+
+    A file with a footer (slots, and the ``<sha256>.dcm`` files of STOW-RS and
+    DICOMweb pull) gives its object without origin and footer, the SHA-256 the footer
+    records (not computed again: the spool hashed the object when it arrived, and
+    :meth:`Spool.recover` checks the hash of slots a crash left behind) and its
+    origin. A plain file of an earlier version (``<sha256>.dcm`` without footer) is
+    returned whole, with the digest its name carries.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A spool file.
+
+    Returns
+    -------
+    SpooledObject
+        What to import.
+
+    Raises
+    ------
+    SlotError
+        When a slot has no valid footer (a torn write), or the file is shorter than
+        its footer says.
+    OSError
+        When the file cannot be read.
+    """
+    footer = read_footer(path)
+    if footer is None:
+        if is_slot(path):
+            raise SlotError(f"spool slot {path.name} has no valid footer")
+        data = path.read_bytes()
+        stem = path.name.removesuffix(SPOOL_SUFFIX)
+        digest = stem if _SHA256_NAME.fullmatch(stem) else hashlib.sha256(data).hexdigest()
+        return SpooledObject(data, digest, None)
+    with path.open("rb") as fh:
+        data = fh.read(footer.length)
+    if len(data) != footer.length:
+        raise SlotError(f"spool file {path.name} is shorter than its footer records")
+    return SpooledObject(data, footer.sha256, footer.origin)
 
 
 def is_slot(path: Path) -> bool:
@@ -138,17 +343,11 @@ def is_slot(path: Path) -> bool:
 
 
 def has_footer(path: Path) -> bool:
-    """Return whether a slot file ends with a footer whose magic and length match (no hash)."""
+    """Return whether a spool file ends with a footer whose magic and lengths match (no hash)."""
     try:
-        with path.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < FOOTER_SIZE:
-                return False
-            fh.seek(size - FOOTER_SIZE)
-            magic, length, _ = FOOTER.unpack(fh.read(FOOTER_SIZE))
+        return read_footer(path) is not None
     except (OSError, struct.error):
         return False
-    return magic == SLOT_MAGIC and length == size - FOOTER_SIZE
 
 
 class Spool:
@@ -363,8 +562,7 @@ class Spool:
     def close(self) -> None:
         """Stop the refill thread, delete the free slots and release the instance lock.
 
-        Also removes this instance's folder of import copies (call it after the worker
-        stopped). A later :meth:`put` starts again (new slots, lock taken again).
+        A later :meth:`put` starts again (new slots, lock taken again).
         """
         self._closing.set()
         self._refill_wanted.set()
@@ -384,17 +582,21 @@ class Spool:
                 self._lock_fh.close()
                 self._lock_fh = None
             self._refiller = None
-        shutil.rmtree(self.directory / f"{SCRATCH_PREFIX}{self.instance}", ignore_errors=True)
 
     # -- writing ----------------------------------------------------------------------------
 
-    def put(self, data: bytes | Sequence[bytes]) -> Path:
+    def put(self, data: bytes | Sequence[bytes], *, origin: str | None = None) -> Path:
         """Write an object durably (one fsync of its slot) and return its spool path.
+
+        The slot holds the object, its origin and a footer (:func:`pack_footer`); the
+        object is hashed once, here, and the import uses that digest.
 
         Parameters
         ----------
         data : bytes or sequence of bytes
             The encoded DICOM object (Part 10 file), possibly in chunks.
+        origin : str, optional
+            Where it came from (e.g. ``C-STORE from CT01 at 10.1.2.3``), kept with it.
 
         Returns
         -------
@@ -402,8 +604,8 @@ class Spool:
             ``<archive_dir>/incoming/<instance>-<n>.dcm``: a hard link, added after the
             fsync, to the slot ``<instance>-<n>.slot`` that holds the object and its
             footer (the slot itself where hard links are not supported); a new slot
-            for every call. Neither name is a plain DICOM file: the worker strips
-            the footer (:meth:`read_for_import`).
+            for every call. Neither name is a plain DICOM file: the worker reads the
+            object without its origin and footer (:func:`read_spooled`).
 
         Raises
         ------
@@ -417,14 +619,14 @@ class Spool:
         for chunk in chunks:
             digest.update(chunk)
             length += len(chunk)
-        footer = FOOTER.pack(SLOT_MAGIC, length, digest.digest())
+        footer = pack_footer(length, digest.digest(), origin)
         slot = self._take_slot()
         try:
             fd = os.open(slot, os.O_WRONLY)
             try:
                 buffers = [*chunks, footer]
                 written = os.writev(fd, buffers)
-                if written != length + FOOTER_SIZE:  # short write: finish it chunk by chunk
+                if written != length + len(footer):  # short write: finish it chunk by chunk
                     os.lseek(fd, 0, os.SEEK_SET)
                     for chunk in buffers:
                         view = memoryview(chunk)
@@ -502,8 +704,8 @@ class Spool:
         never returned, so never acknowledged) are deleted and logged at INFO;
         complete ones are returned. Complete slots of live instances are returned too
         (importing twice is harmless); their empty or torn slots are left alone. Old
-        ``<sha256>.dcm`` files are returned as they are. Scratch folders of gone
-        instances are removed.
+        ``<sha256>.dcm`` files are returned as they are. Folders of import copies left
+        by earlier versions are removed.
 
         Returns
         -------
@@ -563,46 +765,6 @@ class Spool:
         """Return the instance id in a slot's name."""
         return path.name.rsplit("-", 1)[0]
 
-    def read_for_import(self, path: Path) -> Path:
-        """Return a file holding exactly the object spooled at ``path``.
-
-        An old-format ``<sha256>.dcm`` file is returned as it is. For a slot, its
-        footer is checked and the object is copied (not fsynced: the slot stays until
-        the import committed) to ``.import-<instance>/`` in the spool folder; call
-        :meth:`done_importing` afterwards.
-
-        Parameters
-        ----------
-        path : pathlib.Path
-            A path returned by :meth:`put`, :meth:`pending` or :meth:`recover`.
-
-        Returns
-        -------
-        pathlib.Path
-            The file to give to ``import_paths``.
-
-        Raises
-        ------
-        SlotError
-            When the slot does not hold a complete object.
-        OSError
-            When the slot cannot be read or the copy written.
-        """
-        if not is_slot(path):
-            return path
-        content = parse_slot(path.read_bytes())
-        scratch = self.directory / f"{SCRATCH_PREFIX}{self.instance}"
-        scratch.mkdir(exist_ok=True)
-        target = scratch / f"{path.stem}{SPOOL_SUFFIX}"
-        target.write_bytes(content)
-        return target
-
-    def done_importing(self, path: Path, content: Path) -> None:
-        """Delete the copy made by :meth:`read_for_import` (if it made one)."""
-        if content != path:
-            with contextlib.suppress(FileNotFoundError):
-                content.unlink()
-
     def remove(self, path: Path) -> None:
         """Remove a spool file after its import committed (missing files are ignored).
 
@@ -649,19 +811,40 @@ class Spool:
         return path
 
 
-class PathImporter(Protocol):
-    """What the worker needs of the registry: ``import_paths`` (see kerma.Registry)."""
+class BytesImporter(Protocol):
+    """What the spool needs of the ingest pipeline (``kerma.ingest.pipeline.Importer``)."""
 
-    def import_paths(
-        self, paths: Iterable[Path], *, progress: Any = None, keep_non_dose: bool = True
+    def import_bytes(
+        self,
+        data: bytes,
+        *,
+        sha256: str | None = None,
+        source: str = "bytes",
+        origin: str | None = None,
+        keep_non_dose: bool = True,
+        modalities: Collection[str] | None = None,
     ) -> Any:
-        """Import files; return a summary (``ImportSummary`` or :class:`ImportCounts`)."""
+        """Import one object; return its outcome (``status`` is an ``ImportStatus``)."""
+        ...
+
+
+class SpoolImporter(Protocol):
+    """Imports spool files: :class:`InProcessImporter` or :class:`ProcessImporter`."""
+
+    def import_spooled(
+        self,
+        paths: Sequence[Path],
+        *,
+        keep_non_dose: bool = True,
+        modalities: Collection[str] | None = None,
+    ) -> ImportCounts:
+        """Import spool files; return the counts; raise when the archive or database fails."""
         ...
 
 
 @dataclass(frozen=True)
 class ImportCounts:
-    """Counts of one ``import_paths`` call, as returned across a process boundary.
+    """Counts of the import of spool files, as returned across a process boundary.
 
     Attributes
     ----------
@@ -674,24 +857,122 @@ class ImportCounts:
         (``keep_non_dose=False``).
     rejected : int
         Objects rejected (kept in the archive, listed by ``kerma rejects``).
+    skipped : int
+        Objects neither kept nor listed: dose objects of a modality not asked for
+        (``kerma pull -m``).
     """
 
     objects_read: int = 0
     n_imported: int = 0
     ignored: int = 0
     rejected: int = 0
+    skipped: int = 0
 
-    @classmethod
-    def from_summary(cls, summary: Any, *, default_read: int = 0) -> ImportCounts:
-        """Return the counts of an ``ImportSummary`` (missing fields count 0)."""
-        if isinstance(summary, ImportCounts):
-            return summary
-        return cls(
-            objects_read=int(getattr(summary, "objects_read", default_read)),
-            n_imported=int(getattr(summary, "n_imported", 0)),
-            ignored=int(getattr(summary, "ignored", 0)),
-            rejected=int(getattr(summary, "rejected", 0)),
+    def __add__(self, other: ImportCounts) -> ImportCounts:
+        """Return the sums of two counts."""
+        return ImportCounts(
+            *(
+                getattr(self, f.name) + getattr(other, f.name)
+                for f in dataclasses.fields(ImportCounts)
+            )
         )
+
+
+#: ``ImportOutcome.status`` values (``kerma.ingest.pipeline.ImportStatus``, a StrEnum)
+#: counted by :func:`import_spooled_files`.
+_STORED_STATUSES = frozenset({"imported", "superseded"})
+
+
+def import_spooled_files(
+    importer: BytesImporter,
+    paths: Sequence[Path],
+    *,
+    keep_non_dose: bool = True,
+    modalities: Collection[str] | None = None,
+) -> ImportCounts:
+    """Import spool files with the pipeline, one read of each file and no copy.
+
+    Each file is read once (:func:`read_spooled`) and its bytes are handed to
+    ``importer.import_bytes`` with the SHA-256 recorded in its footer (so they are not
+    hashed again) and its origin (where it came from; the spool file name otherwise).
+
+    Parameters
+    ----------
+    importer : BytesImporter
+        The ingest pipeline (``kerma.ingest.pipeline.Importer``).
+    paths : sequence of pathlib.Path
+        Spool files.
+    keep_non_dose : bool, optional
+        See ``Importer.import_bytes``. Default ``True``.
+    modalities : collection of str, optional
+        See ``Importer.import_bytes``. Default: every modality.
+
+    Returns
+    -------
+    ImportCounts
+        The counts of the outcomes.
+
+    Raises
+    ------
+    SlotError
+        When a slot has no valid footer.
+    OSError
+        When a spool file cannot be read or the archive written.
+    sqlalchemy.exc.SQLAlchemyError
+        When the database fails (what was imported before stays imported).
+    """
+    counts = {"objects_read": 0, "n_imported": 0, "ignored": 0, "rejected": 0, "skipped": 0}
+    for path in paths:
+        spooled = read_spooled(path)
+        origin = spooled.origin or f"spool file {path.name} (origin not recorded)"
+        outcome = importer.import_bytes(
+            spooled.data,
+            sha256=spooled.sha256,
+            source=origin,
+            origin=origin,
+            keep_non_dose=keep_non_dose,
+            modalities=modalities,
+        )
+        del spooled
+        counts["objects_read"] += 1
+        status = str(outcome.status)
+        if status in _STORED_STATUSES:
+            counts["n_imported"] += 1
+        elif status in counts:
+            counts[status] += 1
+    return ImportCounts(**counts)
+
+
+class InProcessImporter:
+    """Import spool files in this process, with an ingest ``Importer``.
+
+    Parameters
+    ----------
+    importer : BytesImporter
+        The ingest pipeline.
+    """
+
+    def __init__(self, importer: BytesImporter) -> None:
+        self.importer = importer
+
+    def import_spooled(
+        self,
+        paths: Sequence[Path],
+        *,
+        keep_non_dose: bool = True,
+        modalities: Collection[str] | None = None,
+    ) -> ImportCounts:
+        """Import spool files; see :func:`import_spooled_files`."""
+        return import_spooled_files(
+            self.importer, paths, keep_non_dose=keep_non_dose, modalities=modalities
+        )
+
+
+def as_spool_importer(importer: SpoolImporter | BytesImporter) -> SpoolImporter:
+    """Return ``importer`` if it imports spool files, else wrap it in :class:`InProcessImporter`."""
+    if hasattr(importer, "import_spooled"):
+        return importer  # type: ignore[return-value]
+    return InProcessImporter(importer)  # type: ignore[arg-type]
 
 
 class SpoolWorker(threading.Thread):
@@ -701,17 +982,22 @@ class SpoolWorker(threading.Thread):
     ----------
     spool : Spool
         The spool to drain.
-    registry_factory : callable
-        Returns the registry (called once, on the worker thread, so that opening
-        the database never delays the network service).
+    importer_factory : callable
+        Returns the importer: a :class:`SpoolImporter` (:class:`ProcessImporter`), or
+        the ingest pipeline itself (``kerma.ingest.pipeline.Importer``, run in this
+        process through :class:`InProcessImporter`). Called once, on the worker
+        thread, so that opening the database never delays the network service.
     keep_non_dose : bool, optional
-        Passed to ``import_paths``: when ``True``, objects that hold no dose
-        information are rejected and kept in the archive; when ``False`` (default,
-        ``settings.scp_keep_non_dose``) the import records them in ``ignored_object``
-        (``Registry.ignored()``) and does not keep them. The decision is the import's
-        (its extractor raising ``NotADoseReportError``), never the network side's.
+        When ``True``, objects that hold no dose information are rejected and kept in
+        the archive; when ``False`` (default, ``settings.scp_keep_non_dose``) the
+        import records them in ``ignored_object`` (``kerma ignored``) and does not
+        keep them. The decision is the import's (its extractor raising
+        ``NotADoseReportError``), never the network side's.
+    modalities : collection of str, optional
+        Keep only dose objects of these modalities (``kerma pull -m``); see
+        ``Importer.import_bytes``. Default: every modality.
     batch_size : int, optional
-        Largest number of files given to one ``import_paths`` call. Default 128.
+        Largest number of files given to one import call. Default 128.
     retry_delay_s : float, optional
         Wait before retrying a failed import, in seconds. Default 5.
     max_attempts : int, optional
@@ -723,34 +1009,36 @@ class SpoolWorker(threading.Thread):
     imported : int
         Spool files handled by the import (stored, already present, rejected or
         ignored) and removed from the spool.
-    ignored, rejected : int
-        Of those, objects without dose information (not kept) and rejected objects,
-        as the import summaries report them.
+    ignored, rejected, skipped : int
+        Of those, objects without dose information (not kept), rejected objects, and
+        objects of another modality (not kept, ``modalities``), as the import counts.
     quarantined : int
         Files whose import kept failing, moved to the quarantine folder.
 
     Notes
     -----
-    ``import_paths`` records a bad object as a rejection and returns; it raises only
-    when the archive or the database fails. The batch is then retried one file at a
-    time, so one poisonous file cannot stop the others.
+    The import records a bad object as a rejection and returns; it raises only when
+    the archive or the database fails. The batch is then retried one file at a time,
+    so one poisonous file cannot stop the others.
     """
 
     def __init__(
         self,
         spool: Spool,
-        registry_factory: Callable[[], PathImporter],
+        importer_factory: Callable[[], SpoolImporter | BytesImporter],
         *,
         keep_non_dose: bool = False,
+        modalities: Collection[str] | None = None,
         batch_size: int = 128,
         retry_delay_s: float = 5.0,
         max_attempts: int = 5,
     ) -> None:
         super().__init__(name="kerma-spool-worker", daemon=True)
         self.spool = spool
-        self._registry_factory = registry_factory
-        self._registry: PathImporter | None = None
+        self._importer_factory = importer_factory
+        self._importer: SpoolImporter | None = None
         self.keep_non_dose = keep_non_dose
+        self.modalities = frozenset(m.upper() for m in modalities) if modalities else None
         self.batch_size = batch_size
         self.retry_delay_s = retry_delay_s
         self.max_attempts = max_attempts
@@ -763,6 +1051,7 @@ class SpoolWorker(threading.Thread):
         self.imported = 0
         self.ignored = 0
         self.rejected = 0
+        self.skipped = 0
         self.quarantined = 0
         removed = spool.clean_temporary()
         if removed:
@@ -798,8 +1087,8 @@ class SpoolWorker(threading.Thread):
         self._stop_event.set()
         if self.is_alive():
             self.join(timeout)
-        if isinstance(self._registry, ProcessImporter):
-            self._registry.close()
+        if isinstance(self._importer, ProcessImporter):
+            self._importer.close()
         self.spool.close()
 
     def run(self) -> None:
@@ -892,23 +1181,16 @@ class SpoolWorker(threading.Thread):
         return True
 
     def _import(self, paths: list[Path]) -> None:
-        """Import files with the registry (created on first use) and count the outcomes."""
-        if self._registry is None:
-            self._registry = self._registry_factory()
-        contents: list[tuple[Path, Path]] = []
-        try:
-            for path in paths:
-                contents.append((path, self.spool.read_for_import(path)))
-            summary = self._registry.import_paths(
-                [content for _, content in contents], keep_non_dose=self.keep_non_dose
-            )
-        finally:
-            for path, content in contents:
-                self.spool.done_importing(path, content)
-        counts = ImportCounts.from_summary(summary, default_read=len(paths))
+        """Import files with the importer (created on first use) and count the outcomes."""
+        if self._importer is None:
+            self._importer = as_spool_importer(self._importer_factory())
+        counts = self._importer.import_spooled(
+            paths, keep_non_dose=self.keep_non_dose, modalities=self.modalities
+        )
         with self._lock:
             self.ignored += counts.ignored
             self.rejected += counts.rejected
+            self.skipped += counts.skipped
         if counts.ignored:
             logger.info("%d objects without dose information recorded as ignored", counts.ignored)
 
@@ -947,7 +1229,8 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float =
 
 # -- import in a child process --------------------------------------------------------------
 
-_child_registry: Any = None
+#: The child process's pipeline, opened once by :func:`_init_child`.
+_child_importer: Any = None
 
 #: Niceness added to the import process (``os.nice``): on a machine with few cores the
 #: network threads, which must answer each C-STORE, get the CPU first; the import
@@ -955,16 +1238,19 @@ _child_registry: Any = None
 IMPORT_NICENESS = 10
 
 
-def _init_child(settings_json: str) -> None:
-    """Open the registry once in the child process (runs the migrations if needed)."""
-    global _child_registry
+class ImportChildError(KermaError):
+    """The import in the child process failed; the spool file stays and is retried."""
+
+
+def _init_child(settings_json: str, factory: Callable[[Any], BytesImporter]) -> None:
+    """Open the pipeline once in the child process (runs the migrations if needed)."""
+    global _child_importer
     import signal as _signal
+
+    from kerma.config import Settings
 
     with contextlib.suppress(OSError):
         os.nice(IMPORT_NICENESS)
-
-    from kerma.api import Registry
-    from kerma.config import Settings
 
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the parent decides when to stop
     parent = os.getppid()
@@ -981,38 +1267,62 @@ def _init_child(settings_json: str) -> None:
 
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, _signal.SIGTERM)  # PR_SET_PDEATHSIG
-    _child_registry = Registry(settings=Settings.model_validate_json(settings_json))
+    _child_importer = factory(Settings.model_validate_json(settings_json))
 
 
-def _import_in_child(paths: list[str], keep_non_dose: bool = True) -> ImportCounts:
-    """Import files with the child's registry; return the counts of its summary."""
+def _import_in_child(
+    paths: list[str],
+    keep_non_dose: bool = True,
+    modalities: tuple[str, ...] | None = None,
+) -> ImportCounts:
+    """Import spool files with the child's pipeline; return the counts.
+
+    The boundary of the import process: any failure is logged with its traceback (in
+    the child's log) and raised again as :class:`ImportChildError`, which pickles
+    whatever the failure was, so the parent retries the files.
+    """
     if not paths:
         return ImportCounts()
-    summary = _child_registry.import_paths(paths, keep_non_dose=keep_non_dose)
-    return ImportCounts.from_summary(summary, default_read=len(paths))
+    try:
+        return import_spooled_files(
+            _child_importer,
+            [Path(p) for p in paths],
+            keep_non_dose=keep_non_dose,
+            modalities=modalities,
+        )
+    except Exception as exc:  # the import process's boundary (STYLE.md B6)
+        logger.exception("Unable to import %d spooled objects", len(paths))
+        raise ImportChildError(
+            f"Unable to import {len(paths)} spooled objects: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 class ProcessImporter:
-    """Run :meth:`kerma.Registry.import_paths` in a child process.
+    """Import spool files in a child process, with a pipeline the child opens itself.
 
     The DICOM network threads of the SCP then never wait for the Python GIL held by
     extraction and database work (which costs far more CPU per object than
     receiving it), and the child runs at a lower priority (:data:`IMPORT_NICENESS`),
     so on a small machine the import takes the CPU the network threads leave idle.
-    Same interface as the registry for :class:`SpoolWorker`.
+    Only spool file names cross the process boundary: the child reads each file.
 
     Parameters
     ----------
     settings : kerma.config.Settings
-        Passed to the child, which opens ``kerma.Registry(settings=settings)``.
+        Passed to the child (as JSON).
+    factory : callable
+        A module-level function (pickled by reference) that the child calls once with
+        the settings to get its pipeline (``kerma.ingest.pipeline.Importer``), e.g.
+        ``kerma.services.intake_importer``.
     """
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, factory: Callable[[Any], BytesImporter]) -> None:
         self._settings_json = settings.model_dump_json()
+        self._factory = factory
         self._executor: Any = None
 
     def start(self) -> None:
-        """Start the child process and open its registry (waits until it is ready)."""
+        """Start the child process and open its pipeline (waits until it is ready)."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -1021,34 +1331,49 @@ class ProcessImporter:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_child,
-                initargs=(self._settings_json,),
+                initargs=(self._settings_json, self._factory),
             )
             self._executor.submit(_import_in_child, []).result()
 
-    def import_paths(
-        self, paths: Iterable[Path], *, progress: Any = None, keep_non_dose: bool = True
+    def import_spooled(
+        self,
+        paths: Sequence[Path],
+        *,
+        keep_non_dose: bool = True,
+        modalities: Collection[str] | None = None,
     ) -> ImportCounts:
-        """Import files in the child; return its counts; raise what the import raised.
+        """Import spool files in the child; return its counts; raise when it failed.
 
         Parameters
         ----------
-        paths : iterable of pathlib.Path
-            Spooled files.
-        progress : None
-            Not supported across the process boundary (ignored).
+        paths : sequence of pathlib.Path
+            Spool files.
         keep_non_dose : bool, optional
-            See :meth:`kerma.Registry.import_paths`. Default ``True``.
+            See ``Importer.import_bytes``. Default ``True``.
+        modalities : collection of str, optional
+            See ``Importer.import_bytes``.
+
+        Raises
+        ------
+        ImportChildError
+            When the import failed in the child (the files stay in the spool).
+        concurrent.futures.process.BrokenProcessPool
+            When the child died (a new one is started on the next call).
         """
         from concurrent.futures.process import BrokenProcessPool
 
         self.start()
+        wanted = tuple(sorted(modalities)) if modalities else None
         try:
-            future = self._executor.submit(_import_in_child, [str(p) for p in paths], keep_non_dose)
-            return ImportCounts.from_summary(future.result())
+            future = self._executor.submit(
+                _import_in_child, [str(p) for p in paths], keep_non_dose, wanted
+            )
+            result: ImportCounts = future.result()
         except BrokenProcessPool:
             logger.error("The import process died; starting a new one")
             self.close()
             raise
+        return result
 
     def close(self) -> None:
         """Stop the child process (after the import in progress)."""

@@ -6,7 +6,7 @@ are included here, one per resource; dashboard pages and the JSON API add theirs
 the same way.
 
 Logging is configured here (for ``kerma serve``) and in ``kerma.cli.main``.
-May import everything in Kerma.
+May import ``kerma.services``, ``kerma.export`` and ``kerma.net`` (DESIGN.md "Layers").
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from kerma import __version__
 from kerma.config import Settings, get_settings
 from kerma.net.spool import Spool, SpoolWorker
+from kerma.services.intake import build_intake_importer
+
+if TYPE_CHECKING:
+    from kerma.ingest.pipeline import Importer
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Start the import worker with the app; stop it (spool kept) at shutdown."""
         spool = Spool(settings.archive_dir)
 
-        def registry_factory():  # type: ignore[no-untyped-def]
-            from kerma.api import Registry
+        def importer_factory() -> Importer:
+            """Open the ingest pipeline (on the worker thread, not at start-up)."""
+            # LEAD: kerma.services.intake_importer (services engineer) at merge
+            return build_intake_importer(settings)
 
-            return Registry(settings=settings)
-
-        worker = SpoolWorker(spool, registry_factory, keep_non_dose=settings.scp_keep_non_dose)
+        worker = SpoolWorker(spool, importer_factory, keep_non_dose=settings.scp_keep_non_dose)
         worker.start()
         app.state.spool, app.state.worker = spool, worker
         try:

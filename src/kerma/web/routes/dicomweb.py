@@ -5,7 +5,9 @@ It is read as it arrives (``request.stream()``) and parsed incrementally
 (:class:`kerma.net.dicomweb.StowReceiver`): each part is streamed to a temporary file
 in the spool, checked, fsynced and queued on the app's import worker before the
 response is sent, so a body of any size is received in bounded memory. The import
-follows on the worker, with ``settings.scp_keep_non_dose`` as for the Storage SCP.
+follows on the worker, with ``settings.scp_keep_non_dose`` as for the Storage SCP;
+each object keeps its origin (``STOW-RS from <client address>``), which ``kerma
+ignored`` and ``kerma rejects`` show.
 
 The response is the Store Instances Response in DICOM JSON: 200 when every instance
 was stored, 202 when some failed, 409 when none was stored; 415 for another media
@@ -14,7 +16,6 @@ type; 400 for a body that is not a well-formed multipart body.
 
 from __future__ import annotations
 
-import email.message
 import logging
 from typing import Any
 
@@ -23,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from kerma.net.dicomweb import StowReceiver, store_response
+from kerma.net.dicomweb import StowReceiver, parse_content_type, store_response
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +35,6 @@ DICOM_JSON = "application/dicom+json"
 #: Bytes of the body handed to the parser at a time (chunks of the ASGI server are
 #: gathered up to this size, so the parser's thread is not woken for every 64 KiB).
 FEED_SIZE = 1024 * 1024
-
-
-def parse_content_type(content_type: str) -> email.message.EmailMessage:
-    """Return a message holding only the Content-Type header, to read its parameters."""
-    message = email.message.EmailMessage()
-    message["Content-Type"] = content_type
-    return message
 
 
 def accepts_media_type(content_type: str) -> bool:
@@ -72,6 +66,7 @@ async def _store(request: Request, study_instance_uid: str | None) -> Response:
     if not boundary:
         return _bad_request("the Content-Type has no boundary parameter")
     part_type = message.get_param("type")
+    client = request.client.host if request.client is not None else "an unknown client"
     try:
         receiver = StowReceiver(
             boundary,
@@ -79,6 +74,7 @@ async def _store(request: Request, study_instance_uid: str | None) -> Response:
             request.app.state.worker,
             study_instance_uid=study_instance_uid,
             root_type=str(part_type) if part_type else None,
+            origin=f"STOW-RS from {client}",
         )
     except ValueError as exc:  # a boundary python-multipart refuses (e.g. > 70 characters)
         return _bad_request(f"the boundary cannot be used ({exc})")
