@@ -1,15 +1,19 @@
-"""The ``kerma`` root command: ``--version``."""
+"""The ``kerma`` root command: ``--version``, start-up cost, configuration errors, help texts."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import version
 
+import pytest
+import typer
 from typer.testing import CliRunner
 
 import kerma
-from kerma.cli.main import app
+from kerma.cli.main import COMMANDS, app, build_app, check_database_url, command_of
+from kerma.errors import ConfigurationError
 
 
 class TestVersionOption:
@@ -39,3 +43,185 @@ class TestVersionOption:
         )
         assert completed.returncode == 0, completed.stderr
         assert completed.stdout == f"kerma {kerma.__version__}\n"
+
+
+#: Libraries ``kerma --version`` and ``kerma inspect FILE`` must not load (issue #9 item 7).
+HEAVY_MODULES = ("pandas", "sqlalchemy", "pynetdicom", "fastapi", "uvicorn")
+
+
+def modules_loaded_by(*args: str) -> set[str]:
+    """Run ``kerma ARGS`` in a fresh interpreter; return the top-level modules it loaded."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from kerma.cli.main import main\n"
+        "out = io.StringIO()\n"
+        "try:\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        f"        main({list(args)!r})\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print(code, file=sys.stderr)\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == "0", run.stderr
+    return set(run.stdout.split())
+
+
+class TestStartUp:
+    """``kerma`` imports only the module of the command it runs."""
+
+    def test_version_loads_no_heavy_library(self) -> None:
+        """``kerma --version``: none of pandas, SQLAlchemy, pynetdicom, FastAPI, uvicorn."""
+        loaded = modules_loaded_by("--version")
+        assert "typer" in loaded
+        assert not loaded & set(HEAVY_MODULES), loaded & set(HEAVY_MODULES)
+
+    def test_inspect_one_file_loads_no_heavy_library(self) -> None:
+        """``kerma inspect FILE`` reads the file with pydicom, without the registry or network."""
+        from tests.conftest import DICOM_DIR
+
+        if not DICOM_DIR.is_dir():
+            pytest.skip("../shared/dicom is not beside the repository")
+        loaded = modules_loaded_by("inspect", str(DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm"))
+        assert "pydicom" in loaded
+        assert not loaded & set(HEAVY_MODULES), loaded & set(HEAVY_MODULES)
+
+    @pytest.mark.parametrize(
+        ("argv", "command"),
+        [
+            (["--version"], ""),
+            (["--version", "import", "x"], ""),
+            (["--help"], None),
+            ([], None),
+            (["import", "--help"], "import"),
+            (["rejects", "purge", "--yes"], "rejects"),
+        ],
+        ids=str,
+    )
+    def test_command_of(self, argv: list[str], command: str | None) -> None:
+        """The command is the first argument that is not an option; --version needs none."""
+        assert command_of(argv) == command
+
+    def test_only_the_commands_module_is_registered(self) -> None:
+        """``build_app("listen")`` adds the network commands only; None adds every command."""
+        names = {c.name for c in build_app("listen").registered_commands}
+        assert names == {"listen", "pull"}
+        full = build_app(None)
+        every = {c.name for c in full.registered_commands} | {
+            g.name for g in full.registered_groups
+        }
+        assert {"inspect", "import", "rejects", "listen", "pull", "serve", "db"} <= every
+        assert build_app("no-such-command").registered_commands  # all, for the error
+
+    def test_every_command_is_mapped_to_its_module(self) -> None:
+        """Each command of ``kerma --help`` is found through COMMANDS, not by loading all."""
+        full = build_app(None)
+        every = {c.name for c in full.registered_commands} | {
+            g.name for g in full.registered_groups
+        }
+        assert every <= set(COMMANDS)
+        for name in every:
+            app_ = build_app(name)
+            names = {c.name for c in app_.registered_commands} | {
+                g.name for g in app_.registered_groups
+            }
+            assert name in names
+            assert len(names) < len(every), name
+
+
+class TestConfigurationErrors:
+    """A database URL Kerma cannot use is refused at start, naming what it can use."""
+
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [
+            ("mysql://kerma:secret@db/kerma", "'mysql://kerma:***@db/kerma' is not a database"),
+            ("mssql+pyodbc://db/kerma", "is not a database Kerma can use"),
+            ("postgresql+asyncpg://db/kerma", "asks for the PostgreSQL driver 'asyncpg'"),
+        ],
+        ids=["mysql", "mssql", "postgresql-other-driver"],
+    )
+    def test_unsupported_database_url(self, url: str, message: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        """Exit 2, one clear line naming SQLite and PostgreSQL, no traceback, password hidden."""
+        env = dict(os.environ, KERMA_DATABASE_URL=url, COLUMNS="400")
+        run = subprocess.run(
+            [sys.executable, "-m", "kerma.cli.main", "rejects"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 2, run.stderr
+        assert message in run.stderr
+        assert "Traceback" not in run.stderr + run.stdout
+        assert "secret" not in run.stderr
+        if "is not a database" in message:
+            assert "SQLite (sqlite:///kerma.db) or PostgreSQL" in run.stderr
+        assert not (tmp_path / "kerma-archive").exists()
+
+    def test_supported_urls_pass(self) -> None:
+        """SQLite and PostgreSQL through psycopg are accepted."""
+        for url in ("sqlite:///kerma.db", "sqlite://", "postgresql+psycopg://u@h/db"):
+            check_database_url(url)
+        with pytest.raises(ConfigurationError, match="not a database Kerma can use"):
+            check_database_url("oracle://h/db")
+
+    def test_invalid_setting_is_a_clear_error(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        """KERMA_SCP_PORT=abc: exit 2 naming the variable, no traceback."""
+        env = dict(os.environ, KERMA_SCP_PORT="abc", COLUMNS="400")
+        run = subprocess.run(
+            [sys.executable, "-m", "kerma.cli.main", "listen"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 2
+        assert "KERMA_SCP_PORT:" in run.stderr
+        assert "Traceback" not in run.stderr
+
+
+#: Commands of the intake engineer's modules (ingest, net, serve, db), whose help is checked.
+INTAKE_COMMANDS = (
+    ["import"],
+    ["rejects"],
+    ["rejects", "purge"],
+    ["ignored"],
+    ["reprocess"],
+    ["listen"],
+    ["pull"],
+    ["serve"],
+    ["db"],
+    ["db", "upgrade"],
+    ["db", "current"],
+)
+
+
+class TestHelpTexts:
+    """Help texts: paragraphs not hard-wrapped, no reStructuredText markup."""
+
+    @pytest.mark.parametrize("command", INTAKE_COMMANDS, ids=" ".join)
+    def test_help_paragraphs_are_whole_lines(self, command: list[str]) -> None:
+        """On a wide console each docstring paragraph is one line; no ``double backticks``."""
+        import inspect as inspect_module
+
+        result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "1000"})
+        assert result.exit_code == 0, result.output
+        out = result.output
+        assert "``" not in out and ":class:" not in out and ":func:" not in out
+        click_command = typer.main.get_command(app)
+        for name in command:
+            click_command = click_command.commands[name]  # type: ignore[attr-defined]
+        doc = inspect_module.cleandoc(click_command.help or "")
+        lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
+        for paragraph in doc.split("\n\n"):
+            text = " ".join(paragraph.replace("`", "").split())
+            assert any(text in line for line in lines), f"{text!r} is wrapped in:\n{out}"
