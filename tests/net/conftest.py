@@ -540,6 +540,19 @@ class Orthanc:
                 n += 1
         return n
 
+    def instance_file(self, sop_instance_uid: str) -> bytes:
+        """Return the file Orthanc holds for a SOP Instance UID (what it sends when asked)."""
+        with httpx.Client(timeout=60) as client:
+            found = client.post(
+                f"{self.url}/tools/find",
+                json={"Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}},
+            )
+            found.raise_for_status()
+            (orthanc_id,) = found.json()
+            r = client.get(f"{self.url}/instances/{orthanc_id}/file")
+            r.raise_for_status()
+            return r.content
+
     def stop(self) -> None:
         """Stop Orthanc."""
         if self.process is not None and self.process.poll() is None:
@@ -595,6 +608,27 @@ def deep_sr_file(path: Path, depth: int = 300) -> Path:
         b"\0" * 128 + b"DICM" + meta_buf.getvalue() + encode(before) + nested + encode(after)
     )
     return path
+
+
+def dataset_bytes(part10: bytes) -> bytes:
+    """Return the data set of a Part 10 object: what follows its preamble and file meta.
+
+    The file meta group's length is (0002,0000) 'File Meta Information Group Length'
+    (PS3.10 Section 7.1), which starts right after the ``DICM`` prefix.
+    """
+    import struct
+
+    assert part10[128:132] == b"DICM"
+    tag, vr, _, group_length = struct.unpack_from("<I2sHI", part10, 132)
+    assert (tag, vr) == (0x00000002, b"UL")
+    return part10[132 + 12 + group_length :]
+
+
+def file_meta_of(part10: bytes) -> Dataset:
+    """Return the file meta information of a Part 10 object."""
+    from io import BytesIO
+
+    return pydicom.dcmread(BytesIO(part10), stop_before_pixels=True).file_meta
 
 
 def mr_image_file(path: Path) -> Dataset:

@@ -17,6 +17,7 @@ from kerma.api import Registry
 from kerma.net import status
 from kerma.net.handlers import FileMetaEncoder, check_dataset, check_encoded_dataset
 from kerma.net.spool import Spool, parse_slot
+from kerma.services.intake import build_intake_importer
 from tests.net.conftest import (
     CASES_DIR,
     DICOM_DIR,
@@ -336,7 +337,12 @@ class TestAssociationActivity:
         settings = Settings(
             database_url=f"sqlite:///{tmp_path / 'kerma.db'}", archive_dir=tmp_path / "archive"
         )
-        scp = StorageSCP(settings, host="127.0.0.1", port=0)
+        scp = StorageSCP(
+            settings,
+            importer_factory=lambda: build_intake_importer(settings),
+            host="127.0.0.1",
+            port=0,
+        )
         scp.start()
         assocs = []
         try:

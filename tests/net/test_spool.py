@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ from kerma.net.spool import (
     SLOT_LOW_WATER,
     SLOT_MAGIC,
     SLOT_SUFFIX,
-    ImportCounts,
     SlotError,
     Spool,
     SpoolWorker,
+    pack_footer,
+    parse_frame,
     parse_slot,
+    read_spooled,
     wait_for,
 )
 
@@ -32,24 +34,38 @@ from kerma.net.spool import (
 DEAD = "0123456789abcdef"
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What the recording importer returns (``status`` as ``ImportOutcome.status``)."""
+
+    status: str = "imported"
+
+
 class RecordingRegistry:
-    """Stands in for ``kerma.Registry``: records the bytes of every file it imports."""
+    """Stands in for the ingest pipeline: records what ``import_bytes`` is given."""
 
     def __init__(self) -> None:
         self.imported: list[bytes] = []
-        self.sources: list[Path] = []
+        self.sha256s: list[str | None] = []
+        self.origins: list[str | None] = []
         self.lock = threading.Lock()
 
-    def import_paths(
-        self, paths: Iterable[Path], *, progress: Any = None, keep_non_dose: bool = True
-    ) -> ImportCounts:
-        """Read each file (as the pipeline does) and record it."""
-        paths = [Path(p) for p in paths]
+    def import_bytes(
+        self,
+        data: bytes,
+        *,
+        sha256: str | None = None,
+        source: str = "bytes",
+        origin: str | None = None,
+        keep_non_dose: bool = True,
+        modalities: Any = None,
+    ) -> Outcome:
+        """Record the object, the digest and the origin it came with."""
         with self.lock:
-            for path in paths:
-                self.sources.append(path)
-                self.imported.append(path.read_bytes())
-        return ImportCounts(objects_read=len(paths), n_imported=len(paths))
+            self.imported.append(bytes(data))
+            self.sha256s.append(sha256)
+            self.origins.append(origin)
+        return Outcome()
 
 
 def run_worker(spool: Spool, registry: RecordingRegistry) -> SpoolWorker:
@@ -63,8 +79,13 @@ def run_worker(spool: Spool, registry: RecordingRegistry) -> SpoolWorker:
     return worker
 
 
-def slot_bytes(content: bytes) -> bytes:
+def slot_bytes(content: bytes, origin: str | None = None) -> bytes:
     """Return what :meth:`Spool.put` writes to a slot for ``content``."""
+    return content + pack_footer(len(content), hashlib.sha256(content).digest(), origin)
+
+
+def old_slot_bytes(content: bytes) -> bytes:
+    """Return what an earlier version wrote to a slot (footer without origin)."""
     return content + FOOTER.pack(SLOT_MAGIC, len(content), hashlib.sha256(content).digest())
 
 
@@ -101,10 +122,21 @@ class TestSlotFormat:
         assert slot.with_suffix(SLOT_SUFFIX).stat().st_ino == slot.stat().st_ino
         assert slot.read_bytes() == slot_bytes(b"preamblemetadataset")
         assert parse_slot(slot.read_bytes()) == b"preamblemetadataset"
-        content = spool.read_for_import(slot)
-        assert content.read_bytes() == b"preamblemetadataset"
-        spool.done_importing(slot, content)
-        assert not content.exists()
+        spooled = read_spooled(slot)
+        assert spooled.data == b"preamblemetadataset"
+        assert spooled.sha256 == hashlib.sha256(b"preamblemetadataset").hexdigest()
+        assert spooled.origin is None
+        spool.close()
+
+    def test_origin_is_kept_with_the_object(self, tmp_path: Path) -> None:
+        """The origin given to put is in the slot, after the object, and read back."""
+        spool = Spool(tmp_path / "archive")
+        origin = "C-STORE from CT_ÜBER_1 at 10.1.2.3"
+        slot = spool.put(b"object", origin=origin)
+        assert slot.read_bytes() == slot_bytes(b"object", origin)
+        assert parse_frame(slot.read_bytes()).origin == origin
+        assert read_spooled(slot).origin == origin
+        assert read_spooled(slot).data == b"object"
         spool.close()
 
     @pytest.mark.parametrize(
@@ -112,10 +144,16 @@ class TestSlotFormat:
         [
             pytest.param(b"", "fewer than a footer", id="empty"),
             pytest.param(b"object only, never finished" * 3, "magic", id="no-footer"),
-            pytest.param(slot_bytes(b"object")[:-1], "magic", id="footer-cut"),
-            pytest.param(b"x" + slot_bytes(b"object"), "records 6 bytes but 7", id="length"),
+            pytest.param(slot_bytes(b"object")[:-1], "do not match its size", id="footer-cut"),
+            pytest.param(b"x" + slot_bytes(b"object"), "do not match its size", id="length"),
+            pytest.param(
+                b"x" + slot_bytes(b"object", "CT1"), "do not match its size", id="origin-length"
+            ),
             pytest.param(
                 b"OBJECT" + slot_bytes(b"object")[6:], "SHA-256", id="content-not-flushed"
+            ),
+            pytest.param(
+                b"OBJECT" + old_slot_bytes(b"object")[6:], "SHA-256", id="old-format-torn"
             ),
         ],
     )
@@ -162,6 +200,7 @@ class TestPut:
         registry = RecordingRegistry()
         run_worker(spool, registry)
         assert registry.imported == [b"abc", b"abc"]
+        assert registry.sha256s == [hashlib.sha256(b"abc").hexdigest()] * 2
         assert spool.pending() == []
 
 
@@ -273,9 +312,38 @@ class TestRecovery:
         assert spool.pending() == [old]
         registry = RecordingRegistry()
         run_worker(spool, registry)
-        assert registry.sources == [old]
         assert registry.imported == [data]
+        assert registry.sha256s == [hashlib.sha256(data).hexdigest()]  # from its name
+        assert registry.origins == [f"spool file {old.name} (origin not recorded)"]
         assert not old.exists()
+
+    def test_slot_of_an_earlier_version_is_imported(self, tmp_path: Path) -> None:
+        """A complete slot with the footer of an earlier version (no origin) is imported."""
+        spool = Spool(tmp_path / "archive")
+        name = f"{DEAD}-00000007{SLOT_SUFFIX}"
+        (spool.directory / name).write_bytes(old_slot_bytes(b"old slot"))
+        registry = RecordingRegistry()
+        run_worker(spool, registry)
+        assert registry.imported == [b"old slot"]
+        assert registry.sha256s == [hashlib.sha256(b"old slot").hexdigest()]
+        assert registry.origins == [f"spool file {name} (origin not recorded)"]
+
+    def test_the_import_gets_digest_and_origin_from_the_footer(self, tmp_path: Path) -> None:
+        """The worker hands the pipeline the slot's bytes, the footer's SHA-256 and origin."""
+        spool = Spool(tmp_path / "archive")
+        objects = {b"one" * 50: "C-STORE from A at 10.0.0.1", b"two" * 70: "STOW-RS from ::1"}
+        for data, origin in objects.items():
+            spool.put([data[:10], data[10:]], origin=origin)
+        registry = RecordingRegistry()
+        run_worker(spool, registry)
+        got = dict(
+            zip(
+                registry.imported, zip(registry.sha256s, registry.origins, strict=True), strict=True
+            )
+        )
+        assert got == {
+            data: (hashlib.sha256(data).hexdigest(), origin) for data, origin in objects.items()
+        }
 
     def test_slots_of_a_live_instance_are_left_alone(self, tmp_path: Path) -> None:
         """Another live instance's complete slots are imported; its empty or torn ones kept."""

@@ -7,6 +7,7 @@ memory the route uses while a large body goes through it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import struct
@@ -27,7 +28,8 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from kerma.api import Registry
 from kerma.config import Settings
-from kerma.net.spool import SpoolWorker
+from kerma.net.spool import SpoolWorker, read_footer
+from kerma.services.intake import build_intake_importer
 from kerma.web.app import create_app
 from tests.net.conftest import DICOM_DIR, ROOT, free_port, registry_sop_uids, wait_until
 
@@ -198,7 +200,7 @@ class InProcessServer:
         self.app.state.worker.stop()
         self.held = SpoolWorker(
             self.app.state.spool,
-            lambda: Registry(settings=self.settings),
+            lambda: build_intake_importer(self.settings),
             keep_non_dose=self.settings.scp_keep_non_dose,
         )
         self.app.state.worker = self.held
@@ -302,9 +304,11 @@ class TestStowStreaming:
         assert referenced == [big_uid, *rdsr_uids]
         assert body_size > 128 * 1024 * 1024
         assert peak < body_size / 8, f"peak {peak} bytes for a body of {body_size} bytes"
-        # spooled whole before the response: the big part's file has every byte
-        spooled = sorted(p.stat().st_size for p in app_server.app.state.spool.pending())
-        assert spooled[-1] == len(big_head) + BIG_PIXEL_BYTES
+        # spooled whole before the response: the big part's file has every byte (and after
+        # them its origin and footer)
+        footers = [read_footer(p) for p in app_server.app.state.spool.pending()]
+        assert max(f.length for f in footers if f is not None) == len(big_head) + BIG_PIXEL_BYTES
+        assert {f.origin for f in footers if f is not None} == {"STOW-RS from 127.0.0.1"}
         app_server.release_imports()
         assert sorted(registry_sop_uids(app_server.settings)) == sorted(rdsr_uids)
         with Registry(settings=app_server.settings) as reg:
@@ -403,3 +407,50 @@ class TestStowStreaming:
         assert list(ignored["sop_instance_uid"]) == [uid]
         assert rejects.empty
         assert registry_sop_uids(app_server.settings) == []
+
+
+class TestStowKeepsTheSendersBytes:
+    """What STOW-RS archives is the part as sent; what it ignores says who sent it."""
+
+    def test_archived_object_is_the_part_as_sent(self, app_server: InProcessServer) -> None:
+        """Each part's bytes are archived unchanged: same SHA-256 as the bytes posted."""
+        sent = {name: (DICOM_DIR / name).read_bytes() for name in STOW_FILES}
+        body = b"".join(part_header() + data + b"\r\n" for data in sent.values())
+        r = httpx.post(
+            f"{app_server.url}/dicomweb/studies",
+            content=body + f"--{BOUNDARY}--\r\n".encode(),
+            headers={"Content-Type": STOW_CONTENT_TYPE},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        assert wait_until(lambda: not app_server.app.state.spool.pending(), timeout=300)
+        assert app_server.app.state.worker.wait_idle(300)
+        archive = app_server.settings.archive_dir
+        archived = {
+            p.name for p in archive.rglob("*.dcm") if "incoming" not in p.relative_to(archive).parts
+        }
+        assert archived == {f"{hashlib.sha256(d).hexdigest()}.dcm" for d in sent.values()}
+        with Registry(settings=app_server.settings) as reg, reg.session(write=False) as session:
+            from sqlalchemy import select
+
+            from kerma.db.models import DoseReport
+
+            rows = session.execute(select(DoseReport.archive_sha256, DoseReport.source)).all()
+        assert {sha for sha, _ in rows} == {hashlib.sha256(d).hexdigest() for d in sent.values()}
+        assert {source for _, source in rows} == {"STOW-RS from 127.0.0.1"}
+
+    def test_ignored_object_shows_the_client(self, app_server: InProcessServer) -> None:
+        """A non-dose object by STOW-RS is listed with the client's address, not a spool path."""
+        data = (DICOM_DIR / "ESR_non-dose.dcm").read_bytes()
+        r = httpx.post(
+            f"{app_server.url}/dicomweb/studies",
+            content=part_header() + data + f"\r\n--{BOUNDARY}--\r\n".encode(),
+            headers={"Content-Type": STOW_CONTENT_TYPE},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        assert wait_until(lambda: not app_server.app.state.spool.pending(), timeout=300)
+        assert app_server.app.state.worker.wait_idle(300)
+        with Registry(settings=app_server.settings) as reg:
+            ignored = reg.ignored()
+        assert list(ignored["source"]) == ["STOW-RS from 127.0.0.1"]

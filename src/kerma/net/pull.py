@@ -10,7 +10,9 @@ both :class:`QueryClient`):
    ``ModalitiesInStudy``, is asked again without it and the studies' modalities are
    taken from their series;
 2. with modalities asked for (``kerma pull -m CT``), a study is kept when its
-   modalities name one of them, and also when it holds nothing but SR and other
+   modalities (those of its series: a PACS may answer ``ModalitiesInStudy`` with only
+   the modalities that matched) name one of them, and also when it holds nothing but
+   SR and other
    non-image objects (:data:`NON_IMAGE_MODALITIES`): such a study's dose report tells
    its modality only once it is read, so it is retrieved and the import keeps it only
    when it is of a modality asked for (``Importer.import_bytes(modalities=...)``). A
@@ -326,9 +328,11 @@ def plan_pull(
         if not study_uid:
             continue
         series = client.find_series(study_uid)
-        in_study = set(_as_list(study.get("ModalitiesInStudy")))
-        if filter_by_series or not in_study:
-            in_study = {str(s.get("Modality") or "").upper() for s in series}
+        # the series tell the study's modalities; a PACS may answer ModalitiesInStudy with
+        # only those that matched the query (Orthanc answers "SR" for a DX + SR study)
+        in_study = {str(s.get("Modality") or "").upper() for s in series} - {""}
+        if not in_study and not filter_by_series:
+            in_study = set(_as_list(study.get("ModalitiesInStudy")))
         if wanted:
             image_modalities = in_study - NON_IMAGE_MODALITIES
             if image_modalities and not image_modalities & wanted:

@@ -160,6 +160,8 @@ class StorageSCP:
     modalities : collection of str, optional
         Keep only dose objects of these modalities (``kerma pull -m`` with a temporary
         SCP); default every modality.
+    spool : Spool, optional
+        The spool to write to; default one in ``settings.archive_dir``.
 
     Raises
     ------
@@ -183,12 +185,13 @@ class StorageSCP:
         host: str | None = None,
         port: int | None = None,
         modalities: Collection[str] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.settings = settings
         self.ae_title = ae_title or settings.scp_aet
         self.host = host if host is not None else settings.scp_host
         self.port = port if port is not None else settings.scp_port
-        self.spool = Spool(settings.archive_dir)
+        self.spool = spool if spool is not None else Spool(settings.archive_dir)
         self.counters = StoreCounters()
         self.activity = AssociationActivity()
         self._tuner_stop = threading.Event()
