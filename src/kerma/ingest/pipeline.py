@@ -45,6 +45,7 @@ import json
 import logging
 import math
 import re
+import struct
 import time
 import warnings
 from collections import Counter
@@ -91,6 +92,25 @@ MAX_EXAMPLES = 50
 
 #: Differing fields named in the reason of a conflicting copy (the rest are counted).
 MAX_DIFFERENCES_SHOWN = 3
+
+#: What reading a quirky object, measuring it, or a bug of an extractor may raise
+#: (pydicom decoding errors, values of the wrong type, missing keys or items,
+#: arithmetic on odd values, pixel data without a decoder, too deep a tree): the object
+#: is rejected with the error named (or its measurement skipped) and the batch goes on.
+#: Infrastructure failures (``OSError``, database errors, ``MemoryError``) are not in
+#: it: they stop the import, whose object stays where it came from and is retried.
+READER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    LookupError,
+    AttributeError,
+    ArithmeticError,
+    NotImplementedError,
+    RuntimeError,
+    AssertionError,
+    EOFError,
+    struct.error,
+)
 
 #: Keys of an extracted record (``DoseReport.to_dict()``) that describe the file or its
 #: transfer rather than the dose data; left out when two copies of one SOP Instance UID
@@ -569,7 +589,7 @@ class Importer:
                 ds = read_dataset(io.BytesIO(data), stop_before_pixels=False)
                 result = measure_patient_size(ds)
             del ds
-        except Exception as exc:  # a measurement bug must not stop an import (STYLE.md B6)
+        except READER_ERRORS as exc:  # a measurement must not stop an import (STYLE.md B6)
             logger.debug("patient size traceback", exc_info=True)
             reason = f"{type(exc).__name__}: {exc}"
         else:
@@ -617,7 +637,7 @@ class Importer:
                 )
             except IngestError as exc:
                 return Rejection(str(exc), source, sop_class_uid, sop_instance_uid)
-            except Exception as exc:  # a reader bug must not stop a batch (STYLE.md B6)
+            except READER_ERRORS as exc:  # a reader bug must not stop a batch (STYLE.md B6)
                 logger.warning(
                     "extractor failed on %s: %s: %s", sop_instance_uid, type(exc).__name__, exc
                 )
@@ -1100,7 +1120,7 @@ def _text(ds: Any, keyword: str) -> str | None:
     """Return a top-level string attribute stripped, or ``None``."""
     try:
         value = ds.get(keyword)
-    except Exception:
+    except READER_ERRORS:
         return None
     text = str(value).strip() if value is not None else ""
     return text or None

@@ -1136,7 +1136,7 @@ class SpoolWorker(threading.Thread):
             return
         try:
             self._import(to_import)
-        except Exception:
+        except Exception:  # the import thread's boundary: the files stay, are retried
             logger.exception(
                 "Unable to import a batch of %d spooled objects; retrying one by one",
                 len(to_import),
@@ -1151,7 +1151,7 @@ class SpoolWorker(threading.Thread):
                 return  # left in the spool: imported on the next start
             try:
                 self._import([path])
-            except Exception:
+            except Exception:  # the import thread's boundary: the file stays, is retried
                 logger.exception("Unable to import spooled object %s", path.name)
                 failed.append(path)
             else:
