@@ -12,7 +12,8 @@ slice is sent with dcmtk ``storescu`` to one server and then to the other (the o
 alternates from round to round), so both meet the same load on a shared machine.
 Prints objects per second for both, per round and in total, their ratio, the median
 of the per-round ratios, the CPU time storescp and ``kerma listen``'s network process
-(not its import process) spent per object (Linux ``/proc``), and the load average.
+spent per object while receiving, the CPU time its import process spent per object
+once the spool is drained (Linux ``/proc``), and the load average.
 Kerma makes every object durable (fsync of a pre-created spool slot) before it
 answers; storescp does not.
 Kerma's import worker runs during the transfer, as in production. Only loopback is used.
@@ -120,6 +121,29 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu_s(pid: int) -> float:
+    """Return the user + system CPU seconds of the live child processes of ``pid``."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def wait_drained(spool: Path, timeout: float = 600.0) -> bool:
+    """Wait until ``kerma listen`` imported everything spooled (no ``*.dcm`` left)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(p.suffix == ".dcm" for p in spool.glob("*.dcm")):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def start_storescp(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start dcmtk storescp writing to ``work/storescp``; return it and its port."""
     port = free_port()
@@ -178,6 +202,7 @@ def main() -> int:
         stored = {"storescp": 0, "kerma": 0}
         ratios = []
         cpu_s = {"storescp": 0.0, "kerma": 0.0}
+        import_cpu_s: float | None = None
         try:
             wait_echo(dcmtk_port, "STORESCP")
             wait_echo(kerma_port, "KERMA")
@@ -203,6 +228,8 @@ def main() -> int:
                     f"{rate['storescp']:.1f}/s, kerma {rate['kerma']:.1f}/s, "
                     f"ratio {ratios[-1]:.2f}"
                 )
+            drained = wait_drained(work / "archive" / "incoming")
+            import_cpu_s = children_cpu_s(kerma.pid) if drained else None
         finally:
             storescp.send_signal(signal.SIGTERM)
             kerma.send_signal(signal.SIGTERM)
@@ -226,6 +253,11 @@ def main() -> int:
             "CPU per object: storescp "
             f"{cpu_s['storescp'] / max(stored['storescp'], 1) * 1e3:.2f} ms, kerma listen "
             f"network process {cpu_s['kerma'] / max(stored['kerma'], 1) * 1e3:.2f} ms"
+        )
+    if import_cpu_s is not None:
+        print(
+            "CPU per object of kerma listen's import process (start-up included): "
+            f"{import_cpu_s / max(stored['kerma'], 1) * 1e3:.2f} ms"
         )
     print(
         f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} "

@@ -198,7 +198,7 @@ def import_(
         TimeElapsedColumn,
     )
 
-    from kerma.ingest.sources import count_files, find_missing
+    from kerma.services.intake import count_files, find_missing
 
     console = make_console()
     err = make_console(stderr=True)

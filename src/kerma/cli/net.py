@@ -24,7 +24,7 @@ from kerma.cli.ingest import FromOpt, ToOpt, parse_modalities_option
 
 if TYPE_CHECKING:
     from kerma.config import Settings
-    from kerma.ingest.pipeline import Importer
+    from kerma.net.spool import BytesImporter
 
 console = make_console()
 
@@ -32,7 +32,7 @@ console = make_console()
 MAX_PORT = 65535
 
 
-def intake_importer(settings: Settings) -> Importer:
+def intake_importer(settings: Settings) -> BytesImporter:
     """Return the ingest pipeline of ``kerma listen``'s import process and of ``kerma pull``.
 
     A module-level function, handed by reference to the import child process, which
@@ -226,10 +226,10 @@ def pull(
         date_to=_date(date_to),
         modalities=tuple(modality or ()),
     )
-    importer: Importer | None = None
+    importer: BytesImporter | None = None
     reader = _KnownInstances(settings)
 
-    def importer_factory() -> Importer:
+    def importer_factory() -> BytesImporter:
         """Open the ingest pipeline once, in this process."""
         nonlocal importer
         if importer is None:

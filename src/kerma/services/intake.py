@@ -10,6 +10,8 @@
   ``kerma pull``.
 - :func:`build_intake_importer`: the ingest pipeline of a process that receives
   objects (the SCP's import child, the web app's STOW-RS worker, ``kerma pull``).
+- :func:`find_missing` and :func:`count_files` (from :mod:`kerma.ingest.sources`):
+  what ``kerma import`` checks and counts before it starts.
 
 Functions take a SQLAlchemy ``Session``; the caller owns the unit of work. SQL lives in
 :mod:`kerma.db.intake_queries`.
@@ -32,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from kerma.db import intake_queries as q
 from kerma.db.intake_queries import IgnoredRow, RejectedRow, RejectWhere
+from kerma.ingest.sources import count_files, find_missing
 
 if TYPE_CHECKING:
     from kerma.config import Settings
@@ -44,9 +47,11 @@ __all__ = [
     "RejectPurge",
     "RejectedRow",
     "build_intake_importer",
+    "count_files",
     "count_ignored",
     "count_rejects",
     "delete_rejects",
+    "find_missing",
     "ignored_by_kind",
     "iter_ignored",
     "iter_rejects",

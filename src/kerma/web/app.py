@@ -14,17 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from kerma import __version__
 from kerma.config import Settings, get_settings
-from kerma.net.spool import Spool, SpoolWorker
+from kerma.net.spool import BytesImporter, Spool, SpoolWorker
 from kerma.services.intake import build_intake_importer
-
-if TYPE_CHECKING:
-    from kerma.ingest.pipeline import Importer
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Start the import worker with the app; stop it (spool kept) at shutdown."""
         spool = Spool(settings.archive_dir)
 
-        def importer_factory() -> Importer:
+        def importer_factory() -> BytesImporter:
             """Open the ingest pipeline (on the worker thread, not at start-up)."""
             # LEAD: kerma.services.intake_importer (services engineer) at merge
             return build_intake_importer(settings)
