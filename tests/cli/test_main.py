@@ -225,3 +225,8 @@ class TestHelpTexts:
         for paragraph in doc.split("\n\n"):
             text = " ".join(paragraph.replace("`", "").split())
             assert any(text in line for line in lines), f"{text!r} is wrapped in:\n{out}"
+
+    def test_markup_in_option_help_is_shown_literally(self) -> None:
+        """Markdown help must not swallow ``<file>``/``<uid>`` as HTML tags."""
+        result = CliRunner().invoke(app, ["rejects", "--help"], env={"COLUMNS": "1000"})
+        assert "where <file> and <uid> stand for any text" in result.output

@@ -310,7 +310,7 @@ ReasonOpt = Annotated[
         help=(
             "Only rejections of this reason group (conflict, strict, unreadable, not-dose, "
             "reader-error, other), or whose reason contains this text (a reason copied from "
-            "the import summary, where <file> and <uid> stand for any text)."
+            "the import summary, where `<file>` and `<uid>` stand for any text)."
         ),
     ),
 ]
