@@ -205,6 +205,19 @@ INTAKE_COMMANDS = (
 )
 
 
+@pytest.fixture
+def wide_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Render Typer help 1,000 columns wide (restored afterwards).
+
+    Typer reads ``TERMINAL_WIDTH`` once, when ``typer.rich_utils`` is first imported, so
+    another test's environment may have fixed its width for the session.
+    """
+    import typer.rich_utils
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 1000)
+
+
+@pytest.mark.usefixtures("wide_help")
 class TestHelpTexts:
     """Help texts: paragraphs not hard-wrapped, no reStructuredText markup."""
 
