@@ -477,15 +477,43 @@ class TestRadiopharmaceutical:
         )
         assert extract(ds).events[0].irradiation_event_uid == "1.2.3.4"
 
-    def test_small_activity_from_other_vendor_kept_in_bq(self) -> None:
-        """A tiny (0018,1074) value from a non-Siemens device stays Bq, with a warning."""
-        item = radiopharmaceutical(RadionuclideTotalDose="500")
-        ds = image(
-            uid.NuclearMedicineImageStorage, "NM", RadiopharmaceuticalInformationSequence=[item]
-        )
+    @pytest.mark.parametrize(
+        ("sop_class", "modality", "stored", "expected_mbq", "warning"),
+        [
+            (uid.NuclearMedicineImageStorage, "NM", "555", 555.0, None),
+            (uid.NuclearMedicineImageStorage, "NM", "740000000", 740.0, "too large to be MBq"),
+            (uid.PositronEmissionTomographyImageStorage, "PT", "370000000", 370.0, None),
+            (uid.PositronEmissionTomographyImageStorage, "PT", "370", 370.0, "too small to be Bq"),
+            (uid.EnhancedPETImageStorage, "PT", "185000000", 185.0, None),
+            (uid.NuclearMedicineImageStorage, "NM", "0.001", 0.001, "implausible"),
+            (uid.SecondaryCaptureImageStorage, "NM", "400", 400.0, None),
+            (uid.SecondaryCaptureImageStorage, "PT", "400000000", 400.0, None),
+        ],
+        ids=[
+            "nm-mbq",
+            "nm-holding-bq",
+            "pet-bq",
+            "pet-holding-mbq",
+            "enhanced-pet-bq",
+            "nm-implausible",
+            "other-class-nm-modality",
+            "other-class-pt-modality",
+        ],
+    )
+    def test_activity_unit_by_iod_then_magnitude(
+        self, sop_class: str, modality: str, stored: str, expected_mbq: float, warning: str | None
+    ) -> None:
+        """(0018,1074) is MBq in NM images and Bq in PET images (PS3.3), checked by size."""
+        item = radiopharmaceutical(RadionuclideTotalDose=stored)
+        ds = image(sop_class, modality, RadiopharmaceuticalInformationSequence=[item])
+        ds.Manufacturer = "GE MEDICAL SYSTEMS"  # the rule holds for every manufacturer
         report = extract(ds)
-        assert report.events[0].administered_activity_mbq == pytest.approx(5e-4)
-        assert any("implausibly small" in w for w in report.warnings)
+        assert report.events[0].administered_activity_mbq == pytest.approx(expected_mbq)
+        messages = [w for w in report.warnings if "(0018,1074)" in w]
+        if warning is None:
+            assert messages == []
+        else:
+            assert any(warning in w for w in messages)
 
 
 @needs_shared
@@ -511,12 +539,12 @@ class TestVendorQuirks:
         assert not any("in dm" in w for w in report.warnings)
 
     def test_siemens_nm_activity_mbq_read_as_mbq(self) -> None:
-        """SIEMENS NM (0018,1074) 764 is 764 MBq (stored in MBq), with a warning."""
+        """SIEMENS NM (0018,1074) 764 in an NM image is 764 MBq as PS3.3 defines it: no warning."""
         report = inspect_file(DICOM_DIR / "NM-NmIm-Siemens.dcm")
         assert report.kind is ReportKind.HEADER_NM
         assert report.events[0].administered_activity_mbq == 764.0
         assert report.events[0].radiopharmaceutical_agent == "DPD"
-        assert any("in MBq, not Bq" in w for w in report.warnings)
+        assert not any("(0018,1074)" in w for w in report.warnings)
 
     def test_siemens_pet_activity_in_bq_converted(self) -> None:
         """SIEMENS Biograph (0018,1074) 394000000 Bq is 394 MBq, without a warning."""

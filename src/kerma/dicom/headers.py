@@ -24,8 +24,10 @@ Product
 (0018,8151) X-Ray Tube Current in µA          µA           ``tube_current_ma`` (× 1e-3)
 (0018,9330) X-Ray Tube Current in mA /        mA           ``tube_current_ma``
 (0018,1151)
-(0018,1074) Radionuclide Total Dose           Bq           ``administered_activity_mbq``
-                                                           (× 1e-6)
+(0018,1074) Radionuclide Total Dose, NM      MBq          ``administered_activity_mbq``
+Image
+(0018,1074) Radionuclide Total Dose, PET     Bq           ``administered_activity_mbq``
+Image (and Enhanced / Legacy Converted PET)                (× 1e-6)
 ============================================  ===========  ======================
 
 The more precise attribute is preferred where the standard defines two (µAs before mAs,
@@ -40,10 +42,22 @@ Vendor rules (each recognised by device *and* value range, converted, and report
 - KODAK / Carestream DR 7500 (software 4.0.3) writes (0018,1110) Distance Source to
   Detector in dm (``11.5`` for a 1150 mm SID): a value below 30 from a KODAK or
   Carestream device is taken as dm.
-- Siemens NM (manufacturer ``SIEMENS NM``, Encore2 / Symbia Intevo) writes (0018,1074)
-  Radionuclide Total Dose in MBq where Bq is defined (``764`` for 764 MBq): a value
-  below 1e5 (0.1 MBq, less than any administration) from a Siemens device is taken as
-  MBq.
+
+Radionuclide Total Dose has two units in PS3.3, one per IOD, whatever the manufacturer:
+C.8.4.10.1.7 (NM Isotope Module of the NM Image IOD): "the radiopharmaceutical dose
+administered to the patient measured in MegaBecquerels (MBq) at the Radiopharmaceutical
+Start Time"; Table C.8-61 (PET Isotope Module of the PET Image IOD, and the Enhanced
+PET Isotope Module): "... measured in Becquerels (Bq) at the Radiopharmaceutical Start
+Time (0018,1072)". DICOM WG-3 kept the inconsistency on purpose (D. Clunie's answer,
+quoted in NIH MIPAV's SUV plug-in: "in NM instances, the units are MBq, and in PET
+instances they are in Bq ... Folks affected have generally addressed this concern by
+doing a sanity check on the magnitude"). So the unit is chosen by the SOP class (the
+Modality when the SOP class is neither), then checked by magnitude both ways: no
+diagnostic or therapeutic administration is below :data:`ACTIVITY_MBQ_PLAUSIBLE_MIN`
+or above :data:`ACTIVITY_MBQ_PLAUSIBLE_MAX`; a value implausible in the IOD's unit but
+plausible in the other (an NM image holding Bq, ``740000000``) is converted with a
+warning (``../shared/cases/C24``). Siemens NM cameras (``764`` in an NM image) follow
+the standard: no vendor rule is needed.
 
 May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dicom``.
 """
@@ -152,10 +166,25 @@ SID_DM_BELOW: Final = 30.0
 #: Below this (mm), a Distance Source to Detector is implausible for any X-ray device.
 SID_MM_PLAUSIBLE_MIN: Final = 100.0
 
-#: Devices known to write (0018,1074) in MBq (seen: SIEMENS NM Encore2, Symbia Intevo 16).
-ACTIVITY_IN_MBQ_MANUFACTURERS: Final = ("SIEMENS",)
-#: Below this (Bq, i.e. 0.1 MBq) a Radionuclide Total Dose is no real administration.
-ACTIVITY_BQ_PLAUSIBLE_MIN: Final = 1e5
+#: SOP classes whose (0018,1074) Radionuclide Total Dose is in MBq (PS3.3 C.8.4.10.1.7,
+#: NM Isotope Module); the retired NM Image Storage class is included.
+ACTIVITY_MBQ_SOP_CLASSES: Final = frozenset(
+    {uid.NuclearMedicineImageStorage, "1.2.840.10008.5.1.4.1.1.5"}
+)
+#: SOP classes whose (0018,1074) is in Bq (PS3.3 Table C.8-61 PET Isotope Module; the
+#: Enhanced PET Isotope Module of Enhanced PET Image keeps the PET definition).
+ACTIVITY_BQ_SOP_CLASSES: Final = frozenset(
+    {
+        uid.PositronEmissionTomographyImageStorage,
+        uid.EnhancedPETImageStorage,
+        uid.LegacyConvertedEnhancedPETImageStorage,
+    }
+)
+#: Plausible range of one administered activity (MBq): below 0.1 MBq or above 1e5 MBq
+#: (100 GBq, beyond any diagnostic or therapeutic administration, e.g. 7.4 GBq of
+#: I-131 or Lu-177) a value must be in the other unit (``../shared/cases/C24`` rule).
+ACTIVITY_MBQ_PLAUSIBLE_MIN: Final = 0.1
+ACTIVITY_MBQ_PLAUSIBLE_MAX: Final = 1e5
 
 _FUNCTIONAL_GROUPS: Final = ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
 #: Secondary Capture SOP classes (a vendor dose screen is stored as one of these).
@@ -611,26 +640,60 @@ def _code_meaning(item: Dataset, sequence: str) -> str | None:
 
 
 def _activity_mbq(item: Dataset, report: DoseReport) -> float | None:
-    """Return (0018,1074) Radionuclide Total Dose (Bq) in MBq, converting the Siemens quirk."""
+    """Return (0018,1074) Radionuclide Total Dose in MBq, in the unit its IOD defines.
+
+    MBq in an NM image, Bq in a PET image (module docstring), whatever the
+    manufacturer; then a magnitude check both ways: a value implausible in the IOD's
+    unit (outside :data:`ACTIVITY_MBQ_PLAUSIBLE_MIN` to :data:`ACTIVITY_MBQ_PLAUSIBLE_MAX`)
+    but plausible in the other unit is read in the other unit, with a warning; a value
+    implausible in both is kept in the IOD's unit, with a warning.
+    """
     value = get_number(item, "RadionuclideTotalDose", report)
     if value is None:
         report.warn("(0018,1074) Radionuclide Total Dose absent: administered activity unknown")
         return None
-    if 0 < value < ACTIVITY_BQ_PLAUSIBLE_MIN:
-        manufacturer = (report.device.manufacturer or "").upper()
-        device = f"{report.device.manufacturer or ''} {report.device.manufacturer_model_name or ''}"
-        if any(m in manufacturer for m in ACTIVITY_IN_MBQ_MANUFACTURERS):
-            report.warn(
-                f"(0018,1074) Radionuclide Total Dose {value:g} from {device.strip()} is in MBq, "
-                "not Bq as DICOM defines (known on SIEMENS NM Encore2); read as "
-                f"{value:g} MBq"
-            )
-            return value
+    is_nm = _activity_in_mbq(report)
+    iod, other = ("NM", "Bq") if is_nm else ("PET", "MBq")
+    factor, other_factor = (1.0, BQ_TO_MBQ) if is_nm else (BQ_TO_MBQ, 1.0)
+    activity = scaled(value, factor)
+    assert activity is not None
+    if value <= 0 or _plausible_mbq(activity):
+        return activity
+    alternative = scaled(value, other_factor)
+    assert alternative is not None
+    if _plausible_mbq(alternative):
+        size = "large" if activity > ACTIVITY_MBQ_PLAUSIBLE_MAX else "small"
+        unit = "MBq" if is_nm else "Bq"
         report.warn(
-            f"(0018,1074) Radionuclide Total Dose {value:g} Bq is implausibly small for an "
-            "administration; kept as Bq"
+            f"{iod} (0018,1074) value too {size} to be {unit}; read as {other} "
+            f"({value:g} {other} = {alternative:g} MBq; PS3.3 defines {unit} for the {iod} "
+            "Image IOD)"
         )
-    return scaled(value, BQ_TO_MBQ)
+        return alternative
+    report.warn(
+        f"(0018,1074) Radionuclide Total Dose {activity:g} MBq is implausible for an "
+        f"administration in either unit; kept as the {iod} Image IOD defines it"
+    )
+    return activity
+
+
+def _activity_in_mbq(report: DoseReport) -> bool:
+    """Return whether this image's (0018,1074) is in MBq (NM) rather than Bq (PET).
+
+    Decided by the SOP class; an image of another SOP class is decided by its kind
+    (``header-nm`` or ``header-pt``, from (0008,0060) Modality).
+    """
+    sop_class = (report.sop_class_uid or "").strip()
+    if sop_class in ACTIVITY_MBQ_SOP_CLASSES:
+        return True
+    if sop_class in ACTIVITY_BQ_SOP_CLASSES:
+        return False
+    return report.kind is ReportKind.HEADER_NM
+
+
+def _plausible_mbq(activity_mbq: float) -> bool:
+    """Return whether an activity (MBq) lies in the plausible range of one administration."""
+    return ACTIVITY_MBQ_PLAUSIBLE_MIN <= activity_mbq <= ACTIVITY_MBQ_PLAUSIBLE_MAX
 
 
 def _administration_time(
