@@ -65,6 +65,7 @@ May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dico
 from __future__ import annotations
 
 import logging
+import re
 from typing import Final
 
 from pydicom import uid
@@ -158,6 +159,48 @@ CT_ACQUISITION_TYPES: Final[dict[str, str]] = {
 
 #: (0020,0062) Image Laterality / (0020,0060) Laterality -> EXTRACTION.md vocabulary.
 LATERALITY: Final[dict[str, str]] = {"L": "Left", "R": "Right", "B": "Both", "U": "Unpaired"}
+
+#: (Manufacturer prefix, Software Versions prefix) of devices that write the acquisition
+#: protocol into (0020,4000) Image Comments (OpenREM #482: Toshiba Radrex, TM_TFD_1.0).
+PROTOCOL_IN_IMAGE_COMMENTS: Final = (("TOSHIBA_MEC", "TM_TFD"),)
+
+#: Element symbols (and names) in vendor Filter Type terms -> (0018,7050) Filter
+#: Material defined terms (PS3.3 C.8.7.10) or the element's name.
+FILTER_MATERIAL_SYMBOLS: Final[dict[str, str]] = {
+    "CU": "COPPER",
+    "COPPER": "COPPER",
+    "AL": "ALUMINUM",
+    "ALUMINUM": "ALUMINUM",
+    "ALUMINIUM": "ALUMINUM",
+    "MO": "MOLYBDENUM",
+    "MOLYBDENUM": "MOLYBDENUM",
+    "RH": "RHODIUM",
+    "RHODIUM": "RHODIUM",
+    "AG": "SILVER",
+    "SILVER": "SILVER",
+    "NB": "NIOBIUM",
+    "NIOBIUM": "NIOBIUM",
+    "EU": "EUROPIUM",
+    "EUROPIUM": "EUROPIUM",
+    "PB": "LEAD",
+    "LEAD": "LEAD",
+    "SN": "TIN",
+    "TIN": "TIN",
+    "TA": "TANTALUM",
+    "W": "TUNGSTEN",
+    "ER": "ERBIUM",
+}
+_FILTER_THICKNESS = r"(?P<thickness>\d+(?:[.,]\d+)?)"
+_FILTER_MATERIAL = r"(?P<material>[A-Z]+)"
+#: ``CU_0.1_MM``, ``Cu 0.1mm``, ``CU0.1``.
+FILTER_TERM_MATERIAL_FIRST: Final = re.compile(
+    rf"{_FILTER_MATERIAL}[\s_-]*{_FILTER_THICKNESS}[\s_-]*(?:MM)?"
+)
+#: ``0.1_MM_CU``, ``0.1 mm Cu``.
+FILTER_TERM_THICKNESS_FIRST: Final = re.compile(
+    rf"{_FILTER_THICKNESS}[\s_-]*MM[\s_-]*{_FILTER_MATERIAL}"
+)
+FILTER_TERM_SEPARATOR: Final = re.compile(r"[+/,;&]| AND ")
 
 #: Devices known to write (0018,1110) in dm (seen: KODAK DR 7500, software 4.0.3.B8.P6).
 SID_IN_DM_MANUFACTURERS: Final = ("KODAK", "CARESTREAM")
@@ -450,17 +493,49 @@ def acquisition_datetime(ds: Dataset, report: DoseReport | None = None) -> str |
 
 
 def _acquisition_protocol(ds: Dataset, report: DoseReport) -> str | None:
-    """Return (0018,1030) Protocol Name, else (0008,103E) Series Description with a warning."""
+    """Return the acquisition protocol of an image, from where its device keeps it.
+
+    In order: (0018,1030) Protocol Name; (0020,4000) Image Comments, only from devices
+    known to write the protocol there (:data:`PROTOCOL_IN_IMAGE_COMMENTS`: Toshiba
+    Radrex, Manufacturer ``TOSHIBA_MEC``, software ``TM_TFD...``; elsewhere Image Comments
+    is free text); the Code Meaning of (0040,0260) Performed Protocol Code Sequence (the
+    protocol performed, PS3.3 C.4.14; FUJIFILM FDR Go); (0008,103E) Series Description.
+    Each fallback is reported in ``warnings`` (OpenREM #482, ``../shared/cases/C27``).
+    """
     protocol = get_text(ds, "ProtocolName", report)
     if protocol:
         return protocol
-    series = get_text(ds, "SeriesDescription", report)
-    if series:
-        report.warn(
-            "(0018,1030) Protocol Name absent; acquisition protocol taken from (0008,103E) "
-            "Series Description"
+    manufacturer = (report.device.manufacturer or "").upper()
+    software = (report.device.software_versions or "").upper()
+    sources: list[tuple[str, str | None]] = []
+    if any(
+        manufacturer.startswith(m) and software.startswith(v) for m, v in PROTOCOL_IN_IMAGE_COMMENTS
+    ):
+        sources.append(("(0020,4000) Image Comments", get_text(ds, "ImageComments", report)))
+    sources.append(
+        (
+            "(0040,0260) Performed Protocol Code Sequence",
+            _code_meanings(ds, "PerformedProtocolCodeSequence"),
         )
-    return series
+    )
+    sources.append(("(0008,103E) Series Description", get_text(ds, "SeriesDescription", report)))
+    for attribute, value in sources:
+        if value:
+            report.warn(
+                f"(0018,1030) Protocol Name absent; acquisition protocol taken from {attribute}"
+            )
+            return value
+    return None
+
+
+def _code_meanings(ds: Dataset, sequence: str) -> str | None:
+    """Return the Code Meanings of a code sequence's items joined with ``', '``, or ``None``."""
+    try:
+        items = ds.get(sequence) or []
+    except Exception:  # an undecodable sequence is as good as absent here
+        return None
+    meanings = [get_text(item, "CodeMeaning") for item in items]
+    return ", ".join(m for m in meanings if m) or None
 
 
 def _read_technique(ds: Dataset, event: IrradiationEvent, report: DoseReport) -> None:
@@ -530,10 +605,68 @@ def _read_projection(
     event.xray_filter_material = ", ".join(materials.split("\\")) if materials else None
     event.xray_filter_thickness_min_mm = _number(ds, "FilterThicknessMinimum", report)
     event.xray_filter_thickness_max_mm = _number(ds, "FilterThicknessMaximum", report)
+    if event.xray_filter_material is None:
+        _filter_from_type_term(ds, event, report)
     event.half_value_layer_mm = _number(ds, "HalfValueLayer", report)
     event.focal_spot_size_mm = _number(ds, "FocalSpots", report)
     pulse_ms = _number(ds, "AveragePulseWidth", report)
     event.pulse_width_s = scaled(pulse_ms, MS_TO_S)
+
+
+def parse_filter_type_term(term: str) -> list[tuple[str, float]] | None:
+    """Return the (material, thickness in mm) filters a vendor Filter Type term names.
+
+    Vendors write the added filtration into (0018,1160) Filter Type instead of (0018,7050)
+    Filter Material and (0018,7052)/(0018,7054) thickness: Siemens ``CU_0.1_MM``,
+    ``CU_0.2_MM``, ``CU_0.3_MM`` (OpenREM #905, ``../shared/cases/C26``); also read are
+    ``AL_2.0_MM``, ``0.1 mm Cu``, ``Cu0.1mm`` and combinations joined with ``+``, ``/`` or
+    ``,`` (``CU_0.1_MM+AL_1.0_MM``). Materials are given as the (0018,7050) Filter
+    Material defined terms (``COPPER``, ``ALUMINUM``, ...).
+
+    Returns
+    -------
+    list of (str, float) or None
+        ``None`` when the term is not of this form (e.g. the defined terms ``FLAT``,
+        ``WEDGE``, ``STRIP``, ``NONE``).
+    """
+    parts = [p.strip() for p in FILTER_TERM_SEPARATOR.split(term.strip().upper()) if p.strip()]
+    filters: list[tuple[str, float]] = []
+    for part in parts:
+        m = FILTER_TERM_MATERIAL_FIRST.fullmatch(part) or FILTER_TERM_THICKNESS_FIRST.fullmatch(
+            part
+        )
+        if m is None:
+            return None
+        material = FILTER_MATERIAL_SYMBOLS.get(m["material"])
+        if material is None:
+            return None
+        filters.append((material, float(m["thickness"].replace(",", "."))))
+    return filters or None
+
+
+def _filter_from_type_term(ds: Dataset, event: IrradiationEvent, report: DoseReport) -> None:
+    """Fill the filter of an image whose only filter description is a Filter Type term."""
+    term = _text(ds, "FilterType", report)
+    if not term:
+        return
+    filters = parse_filter_type_term(term)
+    if filters is None:
+        return
+    materials = list(dict.fromkeys(material for material, _ in filters))
+    event.xray_filter_material = ", ".join(materials)
+    if len(materials) == 1:
+        thicknesses = [thickness for _, thickness in filters]
+        if event.xray_filter_thickness_min_mm is None:
+            event.xray_filter_thickness_min_mm = min(thicknesses)
+        if event.xray_filter_thickness_max_mm is None:
+            event.xray_filter_thickness_max_mm = max(thicknesses)
+    manufacturer = report.device.manufacturer or ""
+    vendor = "Siemens" if "SIEMENS" in manufacturer.upper() else manufacturer or "a vendor"
+    described = " + ".join(f"{material} {thickness:g} mm" for material, thickness in filters)
+    report.warn(
+        f"filter read from {vendor} Filter Type term {term!r} ({described}); (0018,7050) "
+        "Filter Material absent"
+    )
 
 
 def _laterality(ds: Dataset, report: DoseReport) -> str | None:
