@@ -84,15 +84,36 @@ def format_date(raw: Any) -> str | None:
         return None
 
 
-def format_time(raw: Any) -> str | None:
-    """Return a DICOM TM value as ``HH:MM:SS`` or ``HH:MM:SS.ffffff``, or ``None``."""
+#: A DICOM TM value (PS3.5 Table 6.2-1), ``HHMMSS.FFFFFF``, as some devices write it with
+#: colons (ACR-NEMA) and/or a UTC offset suffix ``&ZZXX`` (``+0100``), which TM does not
+#: define but DT does (seen in the field; issue #10).
+_TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?\s*(?:([+-]\d{4})|Z)?")
+
+
+def split_time(raw: Any) -> tuple[str | None, str | None]:
+    """Return a DICOM TM value as (``HH:MM:SS[.ffffff]``, UTC offset ``+HHMM`` or ``None``).
+
+    The time is the local time as written; the offset is the ``&ZZXX`` suffix some
+    devices add (``Z`` is read as ``+0000``). ``(None, None)`` when the value is empty
+    or not a time.
+    """
     if raw is None:
-        return None
+        return None, None
     text = str(raw).strip().replace(":", "")
-    m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?", text)
+    m = _TM.fullmatch(text)
     if not m:
-        return None
-    return f"{m[1]}:{m[2] or '00'}:{m[3] or '00'}{m[4] or ''}"
+        return None, None
+    offset = m[5] or ("+0000" if text.endswith("Z") else None)
+    return f"{m[1]}:{m[2] or '00'}:{m[3] or '00'}{m[4] or ''}", offset
+
+
+def format_time(raw: Any) -> str | None:
+    """Return a DICOM TM value as ``HH:MM:SS`` or ``HH:MM:SS.ffffff``, or ``None``.
+
+    A UTC offset suffix (``101530.000000+0100``) is accepted and left out: the result is
+    the local time as written (:func:`split_time` returns the offset too).
+    """
+    return split_time(raw)[0]
 
 
 def parse_patient_age(raw: Any, report: DoseReport | None = None) -> float | None:

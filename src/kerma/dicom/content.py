@@ -30,6 +30,11 @@ from kerma.units import NON_UCUM_SPELLINGS, conversion_factor
 
 logger = logging.getLogger(__name__)
 
+#: A DICOM DT value ``YYYYMMDDHHMMSS.FFFFFF&ZZXX`` (PS3.5 Table 6.2-1); the offset may be
+#: written with a colon or after a space, and ``Z`` is read as UTC (seen in the field).
+_DT = re.compile(
+    r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?\s*(?:([+-]\d{2}:?\d{2})|Z)?"
+)
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -174,13 +179,13 @@ def format_dicom_datetime(raw: str, tz_offset: str | None = None) -> str | None:
     tz_offset : str, optional
         (0008,0201) Timezone Offset From UTC (``+HHMM``), used when ``raw`` has none.
     """
-    raw = raw.strip()
-    m = re.fullmatch(
-        r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?", raw
-    )
+    m = _DT.fullmatch(raw.strip())
     if not m:
         return None
     year, month, day, hour, minute, second, frac, offset = m.groups()
+    if offset is None and raw.strip().endswith("Z"):
+        offset = "+0000"
+    offset = offset.replace(":", "") if offset else None
     date = f"{year}-{month or '01'}-{day or '01'}"
     if hour is None:
         return date

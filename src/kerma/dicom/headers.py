@@ -71,7 +71,7 @@ from typing import Final
 from pydicom import uid
 from pydicom.dataset import Dataset
 
-from kerma.dicom.common import format_date, format_time, get_number, get_text
+from kerma.dicom.common import format_date, format_time, get_number, get_text, split_time
 from kerma.dicom.content import code_from, format_dicom_datetime, parse_number
 from kerma.errors import NotADoseReportError
 from kerma.records import DoseReport, IrradiationEvent, ReportKind, XRaySource
@@ -488,8 +488,8 @@ def acquisition_datetime(ds: Dataset, report: DoseReport | None = None) -> str |
             f"{time_keyword}"
         )
     date = str(format_date(ds.get(date_keyword))).replace("-", "")
-    time = str(format_time(ds.get(time_keyword))).replace(":", "")
-    return format_dicom_datetime(date + time, tz)
+    time, offset = split_time(ds.get(time_keyword))
+    return format_dicom_datetime(date + str(time).replace(":", ""), offset or tz)
 
 
 def _acquisition_protocol(ds: Dataset, report: DoseReport) -> str | None:
@@ -838,7 +838,7 @@ def _administration_time(
         value = format_dicom_datetime(raw, tz)
         if value:
             return value
-    time = format_time(item.get(f"Radiopharmaceutical{which}Time"))
+    time, offset = split_time(item.get(f"Radiopharmaceutical{which}Time"))
     date = report.study.study_date
     if time is None or date is None:
         return None
@@ -846,4 +846,4 @@ def _administration_time(
         f"Radiopharmaceutical {which} DateTime absent; taken as the study date with "
         f"Radiopharmaceutical {which} Time"
     )
-    return format_dicom_datetime(date.replace("-", "") + time.replace(":", ""), tz)
+    return format_dicom_datetime(date.replace("-", "") + time.replace(":", ""), offset or tz)
