@@ -104,7 +104,7 @@ def set_name(codecs: Sequence[str]) -> str:
     return " + ".join(names) if names else "no Specific Character Set"
 
 
-def decode_text(raw: bytes, codecs: Sequence[str] | None) -> str:
+def decode_text(raw: bytes, codecs: Sequence[str] | str | None) -> str:
     """Return the text of a string element's bytes (padding stripped).
 
     Parameters
@@ -125,6 +125,8 @@ def decode_text(raw: bytes, codecs: Sequence[str] | None) -> str:
     raw = raw.rstrip(b" \x00")
     if raw.isascii():
         return raw.decode("ascii").strip(_PADDING)
+    if isinstance(codecs, str):  # pydicom gives the default as one string
+        codecs = [codecs]
     declared = [c for c in (codecs or []) if c] or [DEFAULT_CODEC]
     utf8 = _utf8(raw)
     if all(c == DEFAULT_CODEC for c in declared):
