@@ -35,12 +35,13 @@ import functools
 import io
 import struct
 import zlib
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -76,6 +77,10 @@ _EXPLICIT = struct.Struct("<HH2sH")  # tag group, element, VR, 2-byte length
 _LONG = struct.Struct("<L")
 
 
+#: The raw elements of a data set, by tag.
+Elements = MutableMapping[BaseTag, DataElement | RawDataElement]
+
+
 class TruncatedError(ValueError):
     """The byte stream ends before its elements do."""
 
@@ -102,6 +107,7 @@ class DicomObject:
     truncation: str | None = None
     data: bytes = b""
     rest: list[tuple[int, str | None, int, int, int]] | None = None
+    implicit: bool = False
 
     def with_pixels(self) -> Dataset:
         """Return the dataset with the pixel data (and what follows it) added.
@@ -112,7 +118,7 @@ class DicomObject:
         ds = self.dataset
         for tag, vr, length, start, end in self.rest or []:
             ds[BaseTag(tag)] = RawDataElement(
-                BaseTag(tag), vr, length, self.data[start:end], start, ds.is_implicit_VR, True
+                BaseTag(tag), vr, length, self.data[start:end], start, self.implicit, True
             )
         self.rest = None
         return ds
@@ -179,7 +185,7 @@ def _read_fast(data: bytes, *, name: str, with_pixels: bool) -> DicomObject:
         raise _Unsupported("no DICM preamble")
     walker = _Walker(data, implicit=False)
     walker.pos = 132
-    meta: dict[BaseTag, RawDataElement] = {}
+    meta: Elements = {}
     syntax = ""
     try:
         while walker.pos + 8 <= len(data):
@@ -218,7 +224,7 @@ def _read_fast(data: bytes, *, name: str, with_pixels: bool) -> DicomObject:
             )
     implicit = syntax == ImplicitVRLittleEndian
     walker = _Walker(body, implicit=implicit)
-    elements: dict[BaseTag, RawDataElement] = {}
+    elements: Elements = {}
     truncation: str | None = None
     try:
         walker.top_level(offset, elements, with_pixels=with_pixels)
@@ -229,7 +235,7 @@ def _read_fast(data: bytes, *, name: str, with_pixels: bool) -> DicomObject:
         # the SR document's root content item is the data set itself (PS3.3 C.17.3)
         tree: ContentItem = from_raw(walker.root, ds._character_set)
         object.__setattr__(ds, TREE_ATTRIBUTE, tree)
-    return DicomObject(ds, truncation, body, walker.rest)
+    return DicomObject(ds, truncation, body, walker.rest, implicit)
 
 
 def _truncated_meta(data: bytes, name: str) -> DicomObject:
@@ -239,8 +245,8 @@ def _truncated_meta(data: bytes, name: str) -> DicomObject:
 
 
 def _file_dataset(
-    elements: dict[BaseTag, RawDataElement],
-    meta: dict[BaseTag, RawDataElement],
+    elements: Elements,
+    meta: Elements,
     data: bytes,
     name: str,
     *,
@@ -327,9 +333,7 @@ class _Walker:
 
     # -- the top-level data set -------------------------------------------------------------
 
-    def top_level(
-        self, start: int, elements: dict[BaseTag, RawDataElement], *, with_pixels: bool
-    ) -> None:
+    def top_level(self, start: int, elements: Elements, *, with_pixels: bool) -> None:
         """Walk the top-level data set, filling ``elements`` with raw elements.
 
         Raises :class:`TruncatedError` at a cut; the elements read until then are kept.
@@ -441,9 +445,9 @@ class _Walker:
         self.pos = start
         implicit = self.implicit
         if not implicit and start + 6 <= self.size and start < end:
-            vr = data[start + 4 : start + 6]
+            peek = data[start + 4 : start + 6]
             group = data[start + 2 : start + 4] + data[start : start + 2]
-            if group != b"\xff\xfe" and not (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B):
+            if group != b"\xff\xfe" and not (0x40 < peek[0] < 0x5B and 0x40 < peek[1] < 0x5B):
                 implicit = True
         saved = self.implicit
         self.implicit = implicit
