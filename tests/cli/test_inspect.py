@@ -87,3 +87,11 @@ class TestInspectJson:
         code, _, err = run_inspect("--format", "json", str(tmp_path / "missing.dcm"))
         assert code == 1
         assert "no such file" in " ".join(err.split())
+
+    def test_empty_folder_says_so(self, tmp_path: Path) -> None:
+        """An empty folder is named as empty, and the command exits 1."""
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        code, _out, err = run_inspect(str(empty))
+        assert code == 1
+        assert "holds no files" in " ".join(err.split())

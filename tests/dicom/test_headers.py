@@ -477,15 +477,123 @@ class TestRadiopharmaceutical:
         )
         assert extract(ds).events[0].irradiation_event_uid == "1.2.3.4"
 
-    def test_small_activity_from_other_vendor_kept_in_bq(self) -> None:
-        """A tiny (0018,1074) value from a non-Siemens device stays Bq, with a warning."""
-        item = radiopharmaceutical(RadionuclideTotalDose="500")
-        ds = image(
-            uid.NuclearMedicineImageStorage, "NM", RadiopharmaceuticalInformationSequence=[item]
-        )
+    @pytest.mark.parametrize(
+        ("sop_class", "modality", "stored", "expected_mbq", "warning"),
+        [
+            (uid.NuclearMedicineImageStorage, "NM", "555", 555.0, None),
+            (uid.NuclearMedicineImageStorage, "NM", "740000000", 740.0, "too large to be MBq"),
+            (uid.PositronEmissionTomographyImageStorage, "PT", "370000000", 370.0, None),
+            (uid.PositronEmissionTomographyImageStorage, "PT", "370", 370.0, "too small to be Bq"),
+            (uid.EnhancedPETImageStorage, "PT", "185000000", 185.0, None),
+            (uid.NuclearMedicineImageStorage, "NM", "0.001", 0.001, "implausible"),
+            (uid.SecondaryCaptureImageStorage, "NM", "400", 400.0, None),
+            (uid.SecondaryCaptureImageStorage, "PT", "400000000", 400.0, None),
+        ],
+        ids=[
+            "nm-mbq",
+            "nm-holding-bq",
+            "pet-bq",
+            "pet-holding-mbq",
+            "enhanced-pet-bq",
+            "nm-implausible",
+            "other-class-nm-modality",
+            "other-class-pt-modality",
+        ],
+    )
+    def test_activity_unit_by_iod_then_magnitude(
+        self, sop_class: str, modality: str, stored: str, expected_mbq: float, warning: str | None
+    ) -> None:
+        """(0018,1074) is MBq in NM images and Bq in PET images (PS3.3), checked by size."""
+        item = radiopharmaceutical(RadionuclideTotalDose=stored)
+        ds = image(sop_class, modality, RadiopharmaceuticalInformationSequence=[item])
+        ds.Manufacturer = "GE MEDICAL SYSTEMS"  # the rule holds for every manufacturer
         report = extract(ds)
-        assert report.events[0].administered_activity_mbq == pytest.approx(5e-4)
-        assert any("implausibly small" in w for w in report.warnings)
+        assert report.events[0].administered_activity_mbq == pytest.approx(expected_mbq)
+        messages = [w for w in report.warnings if "(0018,1074)" in w]
+        if warning is None:
+            assert messages == []
+        else:
+            assert any(warning in w for w in messages)
+
+
+class TestFilterTypeTerm:
+    """Filtration given only as a vendor term in (0018,1160) Filter Type (case C26)."""
+
+    @pytest.mark.parametrize(
+        ("term", "material", "low", "high"),
+        [
+            ("CU_0.1_MM", "COPPER", 0.1, 0.1),
+            ("CU_0.3_MM", "COPPER", 0.3, 0.3),
+            ("AL_2.0_MM", "ALUMINUM", 2.0, 2.0),
+            ("0.2 mm Cu", "COPPER", 0.2, 0.2),
+            ("Cu0.1mm", "COPPER", 0.1, 0.1),
+            ("CU_0.1_MM+AL_1.0_MM", "COPPER, ALUMINUM", None, None),
+        ],
+        ids=["siemens-cu01", "siemens-cu03", "al", "thickness-first", "compact", "combination"],
+    )
+    def test_term_gives_material_and_thickness(
+        self, term: str, material: str, low: float | None, high: float | None
+    ) -> None:
+        """The term's material and thickness fill the filter fields, with a warning."""
+        ds = dx_image(Manufacturer="SIEMENS", FilterType=term)
+        report = extract(ds)
+        event = report.events[0]
+        assert event.xray_filter_material == material
+        assert event.xray_filter_thickness_min_mm == low
+        assert event.xray_filter_thickness_max_mm == high
+        assert any(
+            f"filter read from Siemens Filter Type term {term!r}" in w for w in report.warnings
+        )
+
+    @pytest.mark.parametrize("term", ["FLAT", "WEDGE", "NONE", "STRIP"])
+    def test_defined_terms_are_not_materials(self, term: str) -> None:
+        """A PS3.3 defined term (FLAT, WEDGE ...) names no material."""
+        report = extract(dx_image(FilterType=term))
+        assert report.events[0].xray_filter_material is None
+        assert not any("Filter Type term" in w for w in report.warnings)
+
+    def test_filter_material_wins_over_term(self) -> None:
+        """(0018,7050) Filter Material, when present, is what is read."""
+        report = extract(dx_image(FilterType="CU_0.1_MM", FilterMaterial="ALUMINUM"))
+        assert report.events[0].xray_filter_material == "ALUMINUM"
+
+
+class TestProtocolFallback:
+    """Acquisition protocol outside (0018,1030) Protocol Name (case C27)."""
+
+    def test_performed_protocol_code_sequence(self) -> None:
+        """The Code Meaning of Performed Protocol Code Sequence, with a warning."""
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator = "X1", "99FUJI"
+        item.CodeMeaning = "Chest AP mobile"
+        ds = dx_image(Manufacturer="FUJIFILM Corporation", PerformedProtocolCodeSequence=[item])
+        del ds.SeriesDescription, ds.ProtocolName
+        report = extract(ds)
+        assert report.events[0].acquisition_protocol == "Chest AP mobile"
+        assert any("(0040,0260) Performed Protocol Code Sequence" in w for w in report.warnings)
+
+    def test_toshiba_image_comments(self) -> None:
+        """TOSHIBA_MEC / TM_TFD software keeps the protocol in Image Comments."""
+        ds = dx_image(
+            Manufacturer="TOSHIBA_MEC", SoftwareVersions="TM_TFD_1.0", ImageComments="Chest PA"
+        )
+        del ds.ProtocolName
+        report = extract(ds)
+        assert report.events[0].acquisition_protocol == "Chest PA"
+        assert any("(0020,4000) Image Comments" in w for w in report.warnings)
+
+    def test_image_comments_of_other_makers_are_free_text(self) -> None:
+        """Image Comments of another manufacturer is never taken as the protocol."""
+        ds = dx_image(Manufacturer="Test Medical", ImageComments="patient moved")
+        del ds.SeriesDescription, ds.ProtocolName
+        assert extract(ds).events[0].acquisition_protocol is None
+
+    def test_protocol_name_first(self) -> None:
+        """Protocol Name is used when present, without a warning."""
+        ds = dx_image(ProtocolName="Chest PA", ImageComments="x", Manufacturer="TOSHIBA_MEC")
+        report = extract(ds)
+        assert report.events[0].acquisition_protocol == "Chest PA"
+        assert not any("Protocol Name absent" in w for w in report.warnings)
 
 
 @needs_shared
@@ -511,12 +619,12 @@ class TestVendorQuirks:
         assert not any("in dm" in w for w in report.warnings)
 
     def test_siemens_nm_activity_mbq_read_as_mbq(self) -> None:
-        """SIEMENS NM (0018,1074) 764 is 764 MBq (stored in MBq), with a warning."""
+        """SIEMENS NM (0018,1074) 764 in an NM image is 764 MBq as PS3.3 defines it: no warning."""
         report = inspect_file(DICOM_DIR / "NM-NmIm-Siemens.dcm")
         assert report.kind is ReportKind.HEADER_NM
         assert report.events[0].administered_activity_mbq == 764.0
         assert report.events[0].radiopharmaceutical_agent == "DPD"
-        assert any("in MBq, not Bq" in w for w in report.warnings)
+        assert not any("(0018,1074)" in w for w in report.warnings)
 
     def test_siemens_pet_activity_in_bq_converted(self) -> None:
         """SIEMENS Biograph (0018,1074) 394000000 Bq is 394 MBq, without a warning."""

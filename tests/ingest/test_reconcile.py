@@ -117,3 +117,98 @@ class TestEventKey:
         """An RDSR event without a UID is never matched to another."""
         event = IrradiationEvent(datetime_started="2020-01-01T10:00:00", dlp_mgycm=10.0)
         assert event_key(event, ReportKind.RDSR_CT) is None
+
+    def test_header_key_ignores_utc_offset(self) -> None:
+        """The same exposure with and without a UTC offset on its time shares a key."""
+        a = IrradiationEvent(datetime_started="2020-01-01T10:00:00+01:00", dap_gym2=1e-5)
+        b = IrradiationEvent(datetime_started="2020-01-01T10:00:00", dap_gym2=1e-5)
+        assert event_key(a, ReportKind.HEADER_DX) == event_key(b, ReportKind.HEADER_DX)
+
+
+def administration(
+    start: str, *, uid: str | None = None, activity: float = 1110.0, nuclide: str = "^82^Rubidium"
+) -> IrradiationEvent:
+    """Return a radiopharmaceutical administration event."""
+    return IrradiationEvent(
+        modality="NM",
+        irradiation_event_uid=uid,
+        radionuclide=nuclide,
+        administered_activity_mbq=activity,
+        radiopharmaceutical_start_datetime=start,
+        datetime_started=start,
+    )
+
+
+def count_administrations(reports: list[list[tuple[IrradiationEvent, ReportKind]]]) -> int:
+    """Return how many administrations count after planning reports in this order."""
+    keyed = {
+        rid: [event_key(event, kind) for event, kind in report]
+        for rid, report in enumerate(reports, start=1)
+    }
+    plan = plan_study(rows(keyed))
+    return sum(plan.is_current.values())
+
+
+RRDSR = ReportKind.RDSR_RADIOPHARMACEUTICAL
+PET = ReportKind.HEADER_PT
+
+
+class TestAdministrations:
+    """Administrations are identified by what identifies them, not by equal values (C31)."""
+
+    def test_two_equal_administrations_of_one_report_count_twice(self) -> None:
+        """Rest and stress Rb-82, 1110 MBq each, in one dose SR: two administrations."""
+        report = [
+            (administration("2024-01-15T09:00:00", uid="1.1"), RRDSR),
+            (administration("2024-01-15T09:40:00", uid="1.2"), RRDSR),
+        ]
+        assert count_administrations([report]) == 2
+
+    def test_equal_administrations_without_uid_of_one_report_count_twice(self) -> None:
+        """Without UIDs, two administrations listed in one report still count twice."""
+        report = [
+            (administration("2024-01-15T09:00:00"), RRDSR),
+            (administration("2024-01-15T09:00:00"), RRDSR),
+        ]
+        assert count_administrations([report]) == 2
+
+    @pytest.mark.parametrize("order", [(0, 1), (1, 0)], ids=["sr-first", "image-first"])
+    def test_dose_sr_and_image_of_one_administration_count_once(self, order) -> None:
+        """One F-18 administration in the dose SR (10:40:30) and a PET image (10:48:30)."""
+        sr = [(administration("2022-02-24T10:40:30", uid="9.1", nuclide="^18^Fluorine"), RRDSR)]
+        image = [(administration("2022-02-24T10:48:30", uid="9.2", nuclide="^18^Fluorine"), PET)]
+        reports = [sr, image]
+        assert count_administrations([reports[i] for i in order]) == 1
+
+    def test_images_of_rest_and_stress_count_twice(self) -> None:
+        """PET images of the rest and of the stress injection (40 min apart): two."""
+        rest = [(administration("2024-01-15T09:00:00", uid="5.1"), PET)]
+        rest_again = [(administration("2024-01-15T09:00:00", uid="5.1"), PET)]
+        stress = [(administration("2024-01-15T09:40:00", uid="5.2"), PET)]
+        assert count_administrations([rest, rest_again, stress]) == 2
+
+    @pytest.mark.parametrize("order", list(itertools.permutations(range(3))), ids=str)
+    def test_dose_sr_with_both_and_images_any_order(self, order) -> None:
+        """Dose SR with rest and stress, plus an image of each, in any order: two."""
+        sr = [
+            (administration("2024-01-15T09:00:00", uid="1.1"), RRDSR),
+            (administration("2024-01-15T09:40:00", uid="1.2"), RRDSR),
+        ]
+        rest = [(administration("2024-01-15T09:02:00", uid="5.1"), PET)]
+        stress = [(administration("2024-01-15T09:41:00", uid="5.2"), PET)]
+        reports = [sr, rest, stress]
+        assert count_administrations([reports[i] for i in order]) == 2
+
+    def test_dose_sr_sent_twice_counts_once(self) -> None:
+        """A dose SR re-sent under a new SOP Instance UID: the same two administrations."""
+        sr = [
+            (administration("2024-01-15T09:00:00", uid="1.1"), RRDSR),
+            (administration("2024-01-15T09:40:00", uid="1.2"), RRDSR),
+        ]
+        assert count_administrations([sr, list(sr)]) == 2
+
+    def test_different_activity_is_another_administration(self) -> None:
+        """A different activity at the same time, without a shared UID: two."""
+        a = [(administration("2024-01-15T09:00:00", activity=400.0), RRDSR)]
+        b = [(administration("2024-01-15T09:00:00", activity=300.0), PET)]
+        assert count_administrations([a, b]) == 2

@@ -47,6 +47,9 @@ def inspect(
     err = Console(stderr=True)
     records: list[dict[str, Any]] = []
     n_read = n_rejected = 0
+    for folder in paths:
+        if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+            err.print(f"{folder}: the folder holds no files; nothing to inspect", soft_wrap=True)
     for path in iter_files(paths):
         if not path.exists():
             err.print(f"[red]error:[/red] {path}: no such file or folder")
@@ -69,6 +72,7 @@ def inspect(
     if n_rejected:
         err.print(f"{n_rejected} of {n_read} objects rejected")
     if n_read == 0:
+        err.print("No file was read: nothing to inspect.")
         raise typer.Exit(1)
 
 

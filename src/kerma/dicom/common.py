@@ -14,11 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from typing import Any
+from typing import Any, Final
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from kerma.dicom.content import clean_text, parse_number
+from kerma.dicom.text import decode_text
 from kerma.records import DeviceInfo, DoseReport, PatientIdentity, StudyInfo
 
 logger = logging.getLogger(__name__)
@@ -29,8 +31,27 @@ MAX_PLAUSIBLE_AGE_YEARS = 125.0
 DAYS_PER_YEAR = 365.25  # EXTRACTION.md: age = days / 365.25
 
 
+#: Value representations holding text in the Specific Character Set (PS3.5 6.1.2.3).
+TEXT_VRS: Final = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
+
+
 def get_text(ds: Dataset, keyword: str, report: DoseReport | None = None) -> str | None:
-    """Return a string attribute stripped of padding (``None`` when absent or empty)."""
+    """Return a string attribute stripped of padding (``None`` when absent or empty).
+
+    Text (SH, LO, ST, LT, UT, PN, UC) still held as bytes is decoded by
+    :func:`kerma.dicom.text.decode_text` (mislabelled UTF-8 and missing Specific
+    Character Set handled, with a warning on ``report``); other values as pydicom
+    decodes them. A multi-valued attribute is joined with ``\\``.
+    """
+    try:
+        raw = ds.get_item(keyword)
+    except Exception:
+        raw = None
+    if raw is not None and isinstance(raw.value, bytes):
+        vr = raw.VR or _dictionary_vr(keyword)
+        if vr in TEXT_VRS:
+            codecs = getattr(ds, "_character_set", None)
+            return clean_text(decode_text(raw.value, codecs), report)
     try:
         value = ds.get(keyword)
     except Exception as exc:  # a broken element must not stop the read
@@ -42,6 +63,14 @@ def get_text(ds: Dataset, keyword: str, report: DoseReport | None = None) -> str
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         value = "\\".join(str(v) for v in value)
     return clean_text(value, report)
+
+
+def _dictionary_vr(keyword: str) -> str | None:
+    """Return the dictionary VR of a keyword, or ``None``."""
+    try:
+        return dictionary_VR(keyword)
+    except KeyError:
+        return None
 
 
 def get_number(ds: Dataset, keyword: str, report: DoseReport | None = None) -> float | None:
@@ -84,15 +113,36 @@ def format_date(raw: Any) -> str | None:
         return None
 
 
-def format_time(raw: Any) -> str | None:
-    """Return a DICOM TM value as ``HH:MM:SS`` or ``HH:MM:SS.ffffff``, or ``None``."""
+#: A DICOM TM value (PS3.5 Table 6.2-1), ``HHMMSS.FFFFFF``, as some devices write it with
+#: colons (ACR-NEMA) and/or a UTC offset suffix ``&ZZXX`` (``+0100``), which TM does not
+#: define but DT does (seen in the field; issue #10).
+_TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?\s*(?:([+-]\d{4})|Z)?")
+
+
+def split_time(raw: Any) -> tuple[str | None, str | None]:
+    """Return a DICOM TM value as (``HH:MM:SS[.ffffff]``, UTC offset ``+HHMM`` or ``None``).
+
+    The time is the local time as written; the offset is the ``&ZZXX`` suffix some
+    devices add (``Z`` is read as ``+0000``). ``(None, None)`` when the value is empty
+    or not a time.
+    """
     if raw is None:
-        return None
+        return None, None
     text = str(raw).strip().replace(":", "")
-    m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?", text)
+    m = _TM.fullmatch(text)
     if not m:
-        return None
-    return f"{m[1]}:{m[2] or '00'}:{m[3] or '00'}{m[4] or ''}"
+        return None, None
+    offset = m[5] or ("+0000" if text.endswith("Z") else None)
+    return f"{m[1]}:{m[2] or '00'}:{m[3] or '00'}{m[4] or ''}", offset
+
+
+def format_time(raw: Any) -> str | None:
+    """Return a DICOM TM value as ``HH:MM:SS`` or ``HH:MM:SS.ffffff``, or ``None``.
+
+    A UTC offset suffix (``101530.000000+0100``) is accepted and left out: the result is
+    the local time as written (:func:`split_time` returns the offset too).
+    """
+    return split_time(raw)[0]
 
 
 def parse_patient_age(raw: Any, report: DoseReport | None = None) -> float | None:

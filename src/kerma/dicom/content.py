@@ -1,7 +1,9 @@
 """Reading SR content items (PS3.3 C.17.3) leniently, with units converted on the way.
 
 Every template reader (TID 10011, 10001, 10021) goes through these functions, so the
-rules for quirky items live in one place:
+rules for quirky items live in one place. They take the light
+:class:`kerma.dicom.tree.ContentItem` the readers use, and pydicom datasets as well
+(for callers that build SR documents, such as the demo generator's tests):
 
 - concepts are matched by code (``==`` on :class:`pydicom.sr.coding.Code`, which maps
   legacy SNOMED-RT codes to SNOMED CT), never by Code Meaning;
@@ -12,7 +14,7 @@ rules for quirky items live in one place:
   the canonical unit with :func:`kerma.units.conversion_factor`; a unit that is not
   the template's gives a warning, an unknown unit drops the value with a warning.
 
-May import ``kerma.records``, ``kerma.units`` and ``kerma.errors`` only.
+May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dicom``.
 """
 
 from __future__ import annotations
@@ -25,16 +27,29 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
+from kerma.dicom.text import repair_decoded
+from kerma.dicom.tree import ContentItem, concept_key, iter_items
 from kerma.records import DoseReport
 from kerma.units import NON_UCUM_SPELLINGS, conversion_factor
 
+#: A content item: a light :class:`ContentItem` (read from bytes, or built from a
+#: dataset) or a pydicom dataset (every function here accepts both).
+Item = ContentItem | Dataset
+
 logger = logging.getLogger(__name__)
 
+#: A DICOM DT value ``YYYYMMDDHHMMSS.FFFFFF&ZZXX`` (PS3.5 Table 6.2-1); the offset may be
+#: written with a colon or after a space, and ``Z`` is read as UTC (seen in the field).
+_DT = re.compile(
+    r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?\s*(?:([+-]\d{2}:?\d{2})|Z)?"
+)
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
-def concept_of(item: Dataset) -> Code | None:
+def concept_of(item: Item) -> Code | None:
     """Return the Concept Name of a content item as a :class:`Code`, or ``None``."""
+    if isinstance(item, ContentItem):
+        return item.concept
     seq = item.get("ConceptNameCodeSequence")
     if not seq:
         return None
@@ -58,28 +73,37 @@ def code_from(code_item: Dataset) -> Code | None:
         return None
 
 
-def children(item: Dataset) -> list[Dataset]:
+def children(item: Any) -> list[Any]:
     """Return the Content Sequence of ``item`` (an empty list when absent)."""
+    if isinstance(item, ContentItem):
+        return item.children
     seq = item.get("ContentSequence")
     return list(seq) if seq else []
 
 
-def find(items: Iterable[Dataset], concept: Code) -> Dataset | None:
+def _matches(item: Item, concept: Code, key: tuple[str, str]) -> bool:
+    """Return whether the Concept Name of ``item`` equals ``concept`` (``key`` its key)."""
+    if isinstance(item, ContentItem):
+        return item.key == key
+    return concept_of(item) == concept
+
+
+def find(items: Iterable[Any], concept: Code) -> Any:
     """Return the first item whose Concept Name equals ``concept``, or ``None``."""
+    key = concept_key(concept)
     for item in items:
-        if concept_of(item) == concept:
+        if _matches(item, concept, key):
             return item
     return None
 
 
-def find_all(items: Iterable[Dataset], concept: Code) -> list[Dataset]:
+def find_all(items: Iterable[Any], concept: Code) -> list[Any]:
     """Return every item whose Concept Name equals ``concept``, in order."""
-    return [item for item in items if concept_of(item) == concept]
+    key = concept_key(concept)
+    return [item for item in items if _matches(item, concept, key)]
 
 
-def find_one(
-    items: Iterable[Dataset], concept: Code, report: DoseReport | None, *, where: str
-) -> Dataset | None:
+def find_one(items: Iterable[Any], concept: Code, report: DoseReport | None, *, where: str) -> Any:
     """Return the first item of a concept the template allows once, warning on repeats.
 
     ``where`` names the container for the warning (e.g. ``"'CT Dose' (TID 10013)"``).
@@ -90,8 +114,12 @@ def find_one(
     return found[0] if found else None
 
 
-def iter_tree(items: Iterable[Dataset]) -> Iterator[Dataset]:
+def iter_tree(items: Iterable[Any]) -> Iterator[Any]:
     """Yield every item of a content tree, depth first, in document order."""
+    items = list(items)
+    if items and isinstance(items[0], ContentItem):
+        yield from iter_items(items)
+        return
     stack = [iter(list(items))]
     while stack:
         try:
@@ -105,25 +133,63 @@ def iter_tree(items: Iterable[Dataset]) -> Iterator[Dataset]:
             stack.append(iter(list(kids)))
 
 
+def value_type(item: Item | None) -> str | None:
+    """Return the (0040,A040) Value Type of a content item (``NUM``, ``TEXT`` ...)."""
+    if item is None:
+        return None
+    if isinstance(item, ContentItem):
+        return item.value_type
+    value = item.get("ValueType")
+    return str(value).strip() or None if value else None
+
+
+def has_measured_value(item: Item | None) -> bool:
+    """Return whether a NUM item has an item in its Measured Value Sequence."""
+    if item is None:
+        return False
+    if isinstance(item, ContentItem):
+        return item.has_measured_value
+    return bool(item.get("MeasuredValueSequence"))
+
+
+def stored_number(item: Item | None) -> Any:
+    """Return the (0040,A30A) Numeric Value of a NUM item as stored, or ``None``."""
+    if item is None:
+        return None
+    if isinstance(item, ContentItem):
+        return item.numeric_value if item.has_measured_value else None
+    mvs = item.get("MeasuredValueSequence")
+    return mvs[0].get("NumericValue") if mvs else None
+
+
 def describe(concept: Code) -> str:
     """Return ``'Mean CTDIvol' (DCM 113830)`` for a concept, as messages name it."""
     return f"'{concept.meaning}' ({concept.scheme_designator} {concept.value})"
 
 
-def code_value(item: Dataset | None) -> Code | None:
+def code_value(item: Item | None) -> Code | None:
     """Return the coded value (Concept Code Sequence) of a CODE item, or ``None``."""
     if item is None:
         return None
+    if isinstance(item, ContentItem):
+        return item.code
     seq = item.get("ConceptCodeSequence")
     if not seq:
         return None
     return code_from(seq[0])
 
 
-def code_meaning(item: Dataset | None, report: DoseReport | None = None) -> str | None:
+def code_meaning(item: Item | None, report: DoseReport | None = None) -> str | None:
     """Return the Code Meaning of a CODE item's value, or ``None`` if it has none."""
     if item is None:
         return None
+    if isinstance(item, ContentItem):
+        if not item.has_code_sequence:
+            if report is not None:
+                name = describe(item.concept) if item.concept else "a coded item"
+                report.warn(f"{name} has no Concept Code Sequence; value left empty")
+            return None
+        return clean_text(item.code_meaning, report) if item.code_meaning else None
     seq = item.get("ConceptCodeSequence")
     if not seq:
         if report is not None:
@@ -135,32 +201,36 @@ def code_meaning(item: Dataset | None, report: DoseReport | None = None) -> str 
     return clean_text(meaning, report) if meaning else None
 
 
-def text_value(item: Dataset | None, report: DoseReport | None = None) -> str | None:
+def text_value(item: Item | None, report: DoseReport | None = None) -> str | None:
     """Return the Text Value of a TEXT item (stripped), or ``None`` when absent or empty."""
     if item is None:
         return None
+    if isinstance(item, ContentItem):
+        return clean_text(item.text, report) if item.text else None
     value = item.get("TextValue")
     if value is None or str(value).strip() == "":
         return None
     return clean_text(value, report)
 
 
-def uid_value(item: Dataset | None) -> str | None:
+def uid_value(item: Item | None) -> str | None:
     """Return the UID of a UIDREF item, or ``None``."""
     if item is None:
         return None
+    if isinstance(item, ContentItem):
+        return item.uid
     value = item.get("UID")
     return str(value).strip() or None if value else None
 
 
-def datetime_value(item: Dataset | None, tz_offset: str | None = None) -> str | None:
+def datetime_value(item: Item | None, tz_offset: str | None = None) -> str | None:
     """Return the DateTime of a DATETIME item as ISO 8601 (offset kept), or ``None``.
 
     ``tz_offset`` is (0008,0201) Timezone Offset From UTC, used when the DT has none.
     """
     if item is None:
         return None
-    raw = item.get("DateTime")
+    raw = item.datetime if isinstance(item, ContentItem) else item.get("DateTime")
     return format_dicom_datetime(str(raw), tz_offset) if raw else None
 
 
@@ -174,13 +244,13 @@ def format_dicom_datetime(raw: str, tz_offset: str | None = None) -> str | None:
     tz_offset : str, optional
         (0008,0201) Timezone Offset From UTC (``+HHMM``), used when ``raw`` has none.
     """
-    raw = raw.strip()
-    m = re.fullmatch(
-        r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?", raw
-    )
+    m = _DT.fullmatch(raw.strip())
     if not m:
         return None
     year, month, day, hour, minute, second, frac, offset = m.groups()
+    if offset is None and raw.strip().endswith("Z"):
+        offset = "+0000"
+    offset = offset.replace(":", "") if offset else None
     date = f"{year}-{month or '01'}-{day or '01'}"
     if hour is None:
         return date
@@ -192,28 +262,26 @@ def format_dicom_datetime(raw: str, tz_offset: str | None = None) -> str | None:
 
 
 def clean_text(value: Any, report: DoseReport | None = None) -> str | None:
-    """Return a decoded DICOM string stripped of padding, repairing UTF-8 read as Latin-1.
+    """Return a decoded DICOM string stripped of padding, with its decoding warning.
 
-    Bytes valid in UTF-8 but labelled ISO_IR 100 decode to mojibake such as ``'Ã¼'``;
-    such text is re-decoded as UTF-8 and a warning says so (EXTRACTION.md).
+    A value decoded from bytes by :func:`kerma.dicom.text.decode_text` carries a warning
+    when its bytes were not read as declared (UTF-8 under a single-byte label, or no
+    Specific Character Set); a string pydicom decoded under a Latin-1 label that is
+    really UTF-8 (``'Ã¼'``) is repaired here (:func:`kerma.dicom.text.repair_decoded`).
+    The warning goes on ``report`` (EXTRACTION.md).
     """
     if value is None:
         return None
+    warning = getattr(value, "warning", None)
     text = str(value).strip().strip("\x00").strip()
     if not text:
         return None
-    if any(ch in text for ch in "ÃÂÅÄâ"):
-        try:
-            repaired = text.encode("latin-1").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            repaired = None
-        if repaired and repaired != text:
-            if report is not None:
-                report.warn(
-                    f"text {repaired!r} was stored as UTF-8 under a Latin-1 character set "
-                    "label; decoded as UTF-8"
-                )
-            return repaired
+    if warning is None and not text.isascii():
+        repaired = repair_decoded(text)
+        warning = getattr(repaired, "warning", None)
+        text = str(repaired)
+    if warning and report is not None:
+        report.warn(warning)
     return text
 
 
@@ -266,7 +334,7 @@ def parse_number(raw: Any, *, what: str, report: DoseReport | None) -> float | N
 
 
 def numeric_value(
-    item: Dataset | None,
+    item: Item | None,
     canonical_unit: str | None,
     report: DoseReport | None = None,
     *,
@@ -297,21 +365,28 @@ def numeric_value(
         return None
     concept = concept_of(item)
     what = describe(concept) if concept else "numeric item"
-    mvs = item.get("MeasuredValueSequence")
-    if not mvs:
-        return None
-    mv = mvs[0]
-    if "NumericValue" not in mv:
-        return None
-    raw = mv.get("NumericValue")
+    if isinstance(item, ContentItem):
+        if not item.has_measured_value:
+            return None
+        raw: Any = item.numeric_value
+        unit_code = item.unit or ""
+    else:
+        mvs = item.get("MeasuredValueSequence")
+        if not mvs:
+            return None
+        mv = mvs[0]
+        if "NumericValue" not in mv:
+            return None
+        raw = mv.get("NumericValue")
+        units = mv.get("MeasurementUnitsCodeSequence")
+        unit_code = str(units[0].get("CodeValue", "")).strip() if units else ""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        # pydicom keeps an invalid DS as its raw str; an empty one is 'no value'
+        # an empty Numeric Value is 'no value'
         return None
     value = parse_number(raw, what=what, report=report)
     if value is None or canonical_unit is None:
         return value
-    units = mv.get("MeasurementUnitsCodeSequence")
-    unit = str(units[0].get("CodeValue", "")).strip() if units else ""
+    unit = unit_code
     if not unit:
         if report is not None:
             report.warn(f"{what}: no measurement unit; assumed {canonical_unit}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
@@ -39,11 +40,15 @@ from kerma.dicom.content import (
     describe,
     find_all,
     find_one,
+    has_measured_value,
     iter_tree,
     numeric_value,
+    stored_number,
     text_value,
     uid_value,
+    value_type,
 )
+from kerma.dicom.tree import ContentItem, content_tree
 from kerma.records import Accumulated, DoseReport, IrradiationEvent, XRaySource
 from kerma.units import UCUM_KV, UCUM_MA, UCUM_MGY, UCUM_MGYCM, UCUM_MM, UCUM_S
 
@@ -75,7 +80,7 @@ READ_NUM_CONCEPTS: tuple[Code, ...] = (
 ROOT = "'X-Ray Radiation Dose Report' (TID 10011)"
 
 
-def read_ct_report(ds: Dataset, report: DoseReport) -> None:
+def read_ct_report(ds: Dataset, report: DoseReport, *, root: ContentItem | None = None) -> None:
     """Fill ``report.accumulated`` and ``report.events`` from a TID 10011 CT dose report.
 
     Parameters
@@ -86,6 +91,9 @@ def read_ct_report(ds: Dataset, report: DoseReport) -> None:
     report : DoseReport
         Receives the accumulated dose (TID 10012), one event per 'CT Acquisition'
         (DCM 113819, TID 10013) in document order, and warnings.
+    root : kerma.dicom.tree.ContentItem, optional
+        The document's content tree (:func:`kerma.dicom.tree.content_tree`), when the
+        caller has it.
 
     Notes
     -----
@@ -96,7 +104,7 @@ def read_ct_report(ds: Dataset, report: DoseReport) -> None:
 
     Raises nothing: every fault is a warning on ``report``.
     """
-    items = children(ds)
+    items = children(root if root is not None else content_tree(ds))
     tz_offset = get_text(ds, "TimezoneOffsetFromUTC")
 
     accumulated = find_one(items, codes.DCM.CTAccumulatedDoseData, report, where=ROOT)
@@ -125,12 +133,12 @@ def read_ct_report(ds: Dataset, report: DoseReport) -> None:
     warn_unread_invalid_numbers(items, report, READ_NUM_CONCEPTS)
 
 
-def read_ct_accumulated(container: Dataset, report: DoseReport) -> Accumulated:
+def read_ct_accumulated(container: ContentItem, report: DoseReport) -> Accumulated:
     """Return the study totals of a 'CT Accumulated Dose Data' container (TID 10012).
 
     Parameters
     ----------
-    container : pydicom.dataset.Dataset
+    container : kerma.dicom.tree.ContentItem
         The 'CT Accumulated Dose Data' (DCM 113811) CONTAINER item.
     report : DoseReport
         Receives warnings.
@@ -157,13 +165,13 @@ def read_ct_accumulated(container: Dataset, report: DoseReport) -> Accumulated:
 
 
 def read_ct_acquisition(
-    container: Dataset, report: DoseReport, *, number: int, tz_offset: str | None = None
+    container: ContentItem, report: DoseReport, *, number: int, tz_offset: str | None = None
 ) -> IrradiationEvent:
     """Return one CT irradiation event from a 'CT Acquisition' container (TID 10013).
 
     Parameters
     ----------
-    container : pydicom.dataset.Dataset
+    container : kerma.dicom.tree.ContentItem
         The 'CT Acquisition' (DCM 113819) CONTAINER item.
     report : DoseReport
         Receives warnings; each names the concept and ``'CT Acquisition' #number``.
@@ -250,7 +258,7 @@ def read_ct_acquisition(
 
 
 def read_ct_acquisition_parameters(
-    container: Dataset,
+    container: ContentItem,
     event: IrradiationEvent,
     report: DoseReport,
     *,
@@ -261,7 +269,7 @@ def read_ct_acquisition_parameters(
 
     Parameters
     ----------
-    container : pydicom.dataset.Dataset
+    container : kerma.dicom.tree.ContentItem
         The 'CT Acquisition Parameters' (DCM 113822) CONTAINER item.
     event : IrradiationEvent
         Receives ``exposure_time_s`` (s, 'Exposure Time' DCM 113824),
@@ -313,12 +321,12 @@ def read_ct_acquisition_parameters(
         )
 
 
-def read_ct_xray_source(container: Dataset, report: DoseReport, *, where: str) -> XRaySource:
+def read_ct_xray_source(container: ContentItem, report: DoseReport, *, where: str) -> XRaySource:
     """Return one 'CT X-Ray Source Parameters' container (TID 10014) as an XRaySource.
 
     Parameters
     ----------
-    container : pydicom.dataset.Dataset
+    container : kerma.dicom.tree.ContentItem
         The 'CT X-Ray Source Parameters' (DCM 113831) CONTAINER item.
     report : DoseReport
         Receives warnings for missing mandatory items.
@@ -355,13 +363,13 @@ def read_ct_xray_source(container: Dataset, report: DoseReport, *, where: str) -
 
 
 def read_ct_dose(
-    container: Dataset, event: IrradiationEvent, report: DoseReport, *, where: str
+    container: ContentItem, event: IrradiationEvent, report: DoseReport, *, where: str
 ) -> None:
     """Fill the dose of ``event`` from its 'CT Dose' container (TID 10013).
 
     Parameters
     ----------
-    container : pydicom.dataset.Dataset
+    container : kerma.dicom.tree.ContentItem
         The 'CT Dose' (DCM 113829) CONTAINER item.
     event : IrradiationEvent
         Receives ``ctdivol_mgy`` (mGy, 'Mean CTDIvol' DCM 113830), ``dlp_mgycm``
@@ -385,7 +393,7 @@ def read_ct_dose(
 
 
 def read_ct_dose_check(
-    items: Iterable[Dataset],
+    items: Iterable[Any],
     event: IrradiationEvent,
     report: DoseReport,
     *,
@@ -396,7 +404,7 @@ def read_ct_dose_check(
 
     Parameters
     ----------
-    items : iterable of pydicom.dataset.Dataset
+    items : iterable of kerma.dicom.tree.ContentItem
         The content items holding the 'Dose Check Alert Details' (DCM 113900) and
         'Dose Check Notification Details' (DCM 113908) containers.
     event : IrradiationEvent
@@ -434,7 +442,7 @@ def read_ct_dose_check(
 
 
 def warn_unread_invalid_numbers(
-    items: Iterable[Dataset], report: DoseReport, read_concepts: Iterable[Code]
+    items: Iterable[Any], report: DoseReport, read_concepts: Iterable[Code]
 ) -> None:
     """Warn about NUM items Kerma does not read whose value is not a valid Decimal String.
 
@@ -444,15 +452,14 @@ def warn_unread_invalid_numbers(
     """
     read = tuple(read_concepts)
     for item in iter_tree(items):
-        if item.get("ValueType") != "NUM":
+        if value_type(item) != "NUM":
             continue
         concept = concept_of(item)
         if concept is None or concept in read:
             continue
-        mvs = item.get("MeasuredValueSequence")
-        raw = mvs[0].get("NumericValue") if mvs else None
+        raw = stored_number(item)
         if not isinstance(raw, str) or not raw.strip():
-            continue  # pydicom keeps only an invalid DS as its raw str
+            continue  # a number already decoded is valid
         try:
             float(raw)
         except ValueError:
@@ -463,7 +470,7 @@ def warn_unread_invalid_numbers(
 
 
 def _required_num(
-    items: list[Dataset],
+    items: list[Any],
     concept: Code,
     unit: str | None,
     report: DoseReport,
@@ -475,7 +482,7 @@ def _required_num(
     if item is None:
         report.warn(f"{describe(concept)} missing from {where}; left empty")
         return None
-    if not item.get("MeasuredValueSequence"):
+    if not has_measured_value(item):
         report.warn(f"{describe(concept)} of {where} has no measured value; left empty")
         return None
     return numeric_value(item, unit, report)

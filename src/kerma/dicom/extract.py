@@ -18,8 +18,8 @@ May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dico
 
 from __future__ import annotations
 
-import io
 import logging
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import BinaryIO
@@ -31,7 +31,8 @@ from pydicom.sr.codedict import codes
 
 from kerma.dicom.common import fill_common, get_text
 from kerma.dicom.content import children, code_value, concept_of, describe, find, uid_value
-from kerma.dicom.integrity import find_truncation
+from kerma.dicom.reader import DicomObject, read_bytes
+from kerma.dicom.tree import ContentItem, content_tree
 from kerma.errors import IngestError, NotADoseReportError, UnreadableObjectError
 from kerma.records import DoseReport, Rejection, ReportKind
 
@@ -45,6 +46,49 @@ def read_dataset(
     source: str | PathLike[str] | BinaryIO, *, stop_before_pixels: bool = True
 ) -> Dataset:
     """Read a DICOM file (Part 10, or a bare dataset as some archives hold them).
+
+    The bytes are read by :func:`kerma.dicom.reader.read_bytes` (one pass, the SR
+    content tree kept for the template readers); a file cut short reads as far as it
+    goes (use :func:`read_object` to be told where it is cut).
+
+    Parameters
+    ----------
+    source : str, path-like or binary file
+        The file (a stream is read from its current position).
+    stop_before_pixels : bool, optional
+        Skip Pixel Data (dose extraction does not need it). Default ``True``.
+
+    Raises
+    ------
+    UnreadableObjectError
+        When the file is not DICOM or cannot be decoded.
+    """
+    if isinstance(source, str | PathLike):
+        name = str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise UnreadableObjectError(f"Unable to read {name}: {exc.strerror or exc}.") from exc
+    else:
+        name = getattr(source, "name", "<stream>")
+        data = source.read()
+    obj = read_bytes(data, name=str(name), with_pixels=not stop_before_pixels)
+    if "SOPClassUID" not in obj.dataset:
+        raise UnreadableObjectError(
+            f"Unable to read {name}: it has no (0008,0016) 'SOP Class UID'; it may be "
+            "truncated or not a DICOM object."
+        )
+    return obj.dataset
+
+
+def read_with_pydicom(
+    source: str | PathLike[str] | BinaryIO, *, stop_before_pixels: bool = True
+) -> Dataset:
+    """Read a DICOM file with :func:`pydicom.dcmread` (no truncation check).
+
+    The fallback of :func:`kerma.dicom.reader.read_bytes` for what its walk does not read:
+    a bare dataset without the ``DICM`` preamble (as some archives hold them), Explicit
+    VR Big Endian, unexpected structures.
 
     Parameters
     ----------
@@ -151,24 +195,25 @@ def extract_dataset(ds: Dataset, *, file: str | None = None) -> DoseReport:
 
 def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
     """Dispatch an SR to its template reader by root concept."""
-    root = concept_of(ds)
+    tree = content_tree(ds)
+    root = concept_of(tree)
     uid = get_text(ds, "SOPInstanceUID")
     if root == codes.DCM.XRayRadiationDoseReport:
-        kind = _xray_kind(ds)
+        kind = _xray_kind(tree)
         report = DoseReport(kind=kind, file=file)
         fill_common(ds, report)
         _check_template(ds, report, "10011" if kind is ReportKind.RDSR_CT else "10001")
-        read_observer_context(children(ds), report)
+        read_observer_context(children(tree), report)
         if kind is ReportKind.RDSR_CT:
             from kerma.dicom.ct import read_ct_report
 
             report.study.modality = "CT"
-            read_ct_report(ds, report)
+            read_ct_report(ds, report, root=tree)
         else:
             from kerma.dicom.projection import read_projection_report
 
-            read_projection_report(ds, report)
-        report.study.procedure_reported = _procedure_reported(ds)
+            read_projection_report(ds, report, root=tree)
+        report.study.procedure_reported = _procedure_reported(tree)
         return report
     if root == codes.DCM.RadiopharmaceuticalRadiationDoseReport:
         from kerma.dicom.radiopharmaceutical import read_radiopharmaceutical_report
@@ -176,8 +221,8 @@ def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
         report = DoseReport(kind=ReportKind.RDSR_RADIOPHARMACEUTICAL, file=file)
         fill_common(ds, report)
         _check_template(ds, report, "10021")
-        read_observer_context(children(ds), report)
-        read_radiopharmaceutical_report(ds, report)
+        read_observer_context(children(tree), report)
+        read_radiopharmaceutical_report(ds, report, root=tree)
         return report
     from kerma.dicom.codes import SIEMENS_RADIATION_SUMMARY_REPORT
 
@@ -187,7 +232,7 @@ def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
 
         report = DoseReport(kind=ReportKind.RDSR_PROJECTION, file=file)
         fill_common(ds, report)
-        read_projection_report(ds, report)
+        read_projection_report(ds, report, root=tree)
         return report
     title = describe(root) if root else "no concept name"
     raise NotADoseReportError(
@@ -198,15 +243,15 @@ def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
     )
 
 
-def _procedure_reported(ds: Dataset) -> str | None:
+def _procedure_reported(root: ContentItem) -> str | None:
     """Return the Code Meaning of 'Procedure reported' (DCM 121058), or ``None``."""
-    code = code_value(find(children(ds), codes.DCM.ProcedureReported))
+    code = code_value(find(children(root), codes.DCM.ProcedureReported))
     return code.meaning or None if code else None
 
 
-def _xray_kind(ds: Dataset) -> ReportKind:
+def _xray_kind(root: ContentItem) -> ReportKind:
     """Decide TID 10011 (CT) or TID 10001 (projection) for an X-Ray Radiation Dose Report."""
-    items = children(ds)
+    items = children(root)
     procedure = code_value(find(items, codes.DCM.ProcedureReported))
     if procedure is not None:
         if procedure in CT_PROCEDURES:
@@ -230,11 +275,121 @@ def _check_template(ds: Dataset, report: DoseReport, tid: str) -> None:
         report.warn(f"Content Template Sequence names TID {found}; read as TID {tid}")
 
 
-def read_observer_context(items: list[Dataset], report: DoseReport) -> None:
+def read_observer_context(items: list[ContentItem], report: DoseReport) -> None:
     """Read the device observer (TID 1002/1004) at the root: 'Device Observer UID'."""
     uid = uid_value(find(items, codes.DCM.DeviceObserverUID))
     if uid:
         report.device.device_observer_uid = uid
+
+
+@dataclass
+class Extraction:
+    """What reading and extracting one object gave: its record, or why there is none.
+
+    Attributes
+    ----------
+    report : DoseReport or None
+        The record (``None`` when rejected).
+    reason : str or None
+        Why there is no record, in words a physicist understands.
+    outcome : {'ok', 'unreadable', 'truncated', 'not-dose', 'rejected', 'reader-error'}
+        ``unreadable``: not DICOM or not decodable; ``truncated``: cut short (``reason``
+        says where); ``not-dose``: a readable object without dose information;
+        ``rejected``: a dose object whose required values cannot be read;
+        ``reader-error``: a bug in a reader (``error`` holds the exception).
+    sop_class_uid, sop_instance_uid, study_instance_uid, series_instance_uid, modality
+        Identifiers of the object, when it could be read.
+    error : Exception or None
+        The exception behind ``reason``.
+    obj : DicomObject or None
+        The object read (for a second use of the same decode, e.g. the patient size of
+        a CT image: :meth:`kerma.dicom.reader.DicomObject.with_pixels`).
+    """
+
+    report: DoseReport | None = None
+    reason: str | None = None
+    outcome: str = "ok"
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    modality: str | None = None
+    error: Exception | None = None
+    obj: DicomObject | None = field(default=None, repr=False)
+
+    def rejection(self, file: str) -> Rejection:
+        """Return the :class:`Rejection` of an object without a record."""
+        return Rejection(
+            reason=self.reason or "not read",
+            file=file,
+            sop_class_uid=self.sop_class_uid,
+            sop_instance_uid=self.sop_instance_uid,
+        )
+
+
+def read_and_extract(data: bytes, *, name: str) -> Extraction:
+    """Read an object from its bytes once and extract its dose record.
+
+    The one read shared by ``kerma inspect`` and the import pipeline: the bytes are
+    decoded and checked for truncation in one pass (:func:`kerma.dicom.reader.read_bytes`),
+    then classified and extracted (:func:`extract_dataset`). Never raises for a bad
+    object: every failure is an :class:`Extraction` with the reason.
+
+    Parameters
+    ----------
+    data : bytes
+        The object (Part 10 file bytes).
+    name : str
+        How messages name it (path or source).
+
+    Returns
+    -------
+    Extraction
+        The record, or the outcome and reason.
+    """
+    try:
+        obj = read_bytes(data, name=name)
+    except IngestError as exc:
+        return Extraction(reason=str(exc), outcome="unreadable", error=exc)
+    ds = obj.dataset
+    result = Extraction(
+        sop_class_uid=get_text(ds, "SOPClassUID"),
+        sop_instance_uid=get_text(ds, "SOPInstanceUID"),
+        obj=obj,
+    )
+    if obj.truncation is not None:
+        result.outcome = "truncated"
+        result.reason = (
+            f"Unable to read {name}: the file is incomplete ({obj.truncation}); it was "
+            "probably cut short in transfer or on disk. Send or copy it again."
+        )
+        return result
+    try:
+        result.report = extract_dataset(ds, file=name)
+    except NotADoseReportError as exc:
+        result.outcome, result.reason, result.error = "not-dose", str(exc), exc
+        result.study_instance_uid = get_text(ds, "StudyInstanceUID")
+        result.series_instance_uid = get_text(ds, "SeriesInstanceUID")
+        result.modality = get_text(ds, "Modality")
+    except IngestError as exc:
+        result.outcome, result.reason, result.error = "rejected", str(exc), exc
+    except Exception as exc:  # a reader bug must not stop a batch; keep the reason
+        logger.warning("extractor failed on %s: %s: %s", name, type(exc).__name__, exc)
+        logger.debug("extractor traceback", exc_info=True)
+        result.outcome, result.error = "reader-error", exc
+        result.reason = (
+            f"Unable to extract dose data: internal reader error ({type(exc).__name__}: "
+            f"{exc}). The object is kept; please report it to the Kerma developers."
+        )
+    return result
+
+
+def read_object(data: bytes, *, name: str = "<bytes>", with_pixels: bool = False) -> DicomObject:
+    """Read an object from its bytes: the dataset and where it is cut short, if it is.
+
+    See :func:`kerma.dicom.reader.read_bytes`.
+    """
+    return read_bytes(data, name=name, with_pixels=with_pixels)
 
 
 def inspect_path(path: str | Path, *, display_name: str | None = None) -> DoseReport | Rejection:
@@ -247,38 +402,12 @@ def inspect_path(path: str | Path, *, display_name: str | None = None) -> DoseRe
         data = Path(path).read_bytes()  # read once: decoded and checked for truncation
     except OSError as exc:
         return Rejection(reason=f"Unable to read {name}: {exc.strerror or exc}.", file=name)
-    stream = io.BytesIO(data)
-    stream.name = name
-    try:
-        ds = read_dataset(stream)
-    except IngestError as exc:
-        return Rejection(reason=str(exc), file=name)
-    cut = find_truncation(data)
-    if cut is not None:
-        return Rejection(
-            reason=f"Unable to read {name}: the file is incomplete ({cut}); it was probably "
-            "cut short in transfer or on disk. Send or copy it again.",
-            file=name,
-            sop_class_uid=get_text(ds, "SOPClassUID"),
-            sop_instance_uid=get_text(ds, "SOPInstanceUID"),
-        )
-    try:
-        report = extract_dataset(ds, file=name)
-    except IngestError as exc:
-        return Rejection(
-            reason=str(exc),
-            file=name,
-            sop_class_uid=get_text(ds, "SOPClassUID"),
-            sop_instance_uid=get_text(ds, "SOPInstanceUID"),
-        )
-    except Exception as exc:  # a reader bug must not stop a batch; keep the reason
-        logger.warning("extractor failed on %s: %s: %s", name, type(exc).__name__, exc)
-        logger.debug("extractor traceback", exc_info=True)
-        return Rejection(
-            reason=f"Unable to extract dose data: internal reader error ({type(exc).__name__}: "
-            f"{exc}). The object is kept; please report it to the Kerma developers.",
-            file=name,
-            sop_class_uid=get_text(ds, "SOPClassUID"),
-            sop_instance_uid=get_text(ds, "SOPInstanceUID"),
-        )
-    return report
+    return inspect_bytes(data, name=name)
+
+
+def inspect_bytes(data: bytes, *, name: str = "<bytes>") -> DoseReport | Rejection:
+    """Return the dose record of an object's bytes, or a :class:`Rejection` with the reason."""
+    result = read_and_extract(data, name=name)
+    if result.report is not None:
+        return result.report
+    return result.rejection(name)

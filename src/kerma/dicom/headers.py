@@ -24,8 +24,10 @@ Product
 (0018,8151) X-Ray Tube Current in µA          µA           ``tube_current_ma`` (× 1e-3)
 (0018,9330) X-Ray Tube Current in mA /        mA           ``tube_current_ma``
 (0018,1151)
-(0018,1074) Radionuclide Total Dose           Bq           ``administered_activity_mbq``
-                                                           (× 1e-6)
+(0018,1074) Radionuclide Total Dose, NM      MBq          ``administered_activity_mbq``
+Image
+(0018,1074) Radionuclide Total Dose, PET     Bq           ``administered_activity_mbq``
+Image (and Enhanced / Legacy Converted PET)                (× 1e-6)
 ============================================  ===========  ======================
 
 The more precise attribute is preferred where the standard defines two (µAs before mAs,
@@ -40,10 +42,22 @@ Vendor rules (each recognised by device *and* value range, converted, and report
 - KODAK / Carestream DR 7500 (software 4.0.3) writes (0018,1110) Distance Source to
   Detector in dm (``11.5`` for a 1150 mm SID): a value below 30 from a KODAK or
   Carestream device is taken as dm.
-- Siemens NM (manufacturer ``SIEMENS NM``, Encore2 / Symbia Intevo) writes (0018,1074)
-  Radionuclide Total Dose in MBq where Bq is defined (``764`` for 764 MBq): a value
-  below 1e5 (0.1 MBq, less than any administration) from a Siemens device is taken as
-  MBq.
+
+Radionuclide Total Dose has two units in PS3.3, one per IOD, whatever the manufacturer:
+C.8.4.10.1.7 (NM Isotope Module of the NM Image IOD): "the radiopharmaceutical dose
+administered to the patient measured in MegaBecquerels (MBq) at the Radiopharmaceutical
+Start Time"; Table C.8-61 (PET Isotope Module of the PET Image IOD, and the Enhanced
+PET Isotope Module): "... measured in Becquerels (Bq) at the Radiopharmaceutical Start
+Time (0018,1072)". DICOM WG-3 kept the inconsistency on purpose (D. Clunie's answer,
+quoted in NIH MIPAV's SUV plug-in: "in NM instances, the units are MBq, and in PET
+instances they are in Bq ... Folks affected have generally addressed this concern by
+doing a sanity check on the magnitude"). So the unit is chosen by the SOP class (the
+Modality when the SOP class is neither), then checked by magnitude both ways: no
+diagnostic or therapeutic administration is below :data:`ACTIVITY_MBQ_PLAUSIBLE_MIN`
+or above :data:`ACTIVITY_MBQ_PLAUSIBLE_MAX`; a value implausible in the IOD's unit but
+plausible in the other (an NM image holding Bq, ``740000000``) is converted with a
+warning (``../shared/cases/C24``). Siemens NM cameras (``764`` in an NM image) follow
+the standard: no vendor rule is needed.
 
 May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dicom``.
 """
@@ -51,12 +65,13 @@ May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dico
 from __future__ import annotations
 
 import logging
+import re
 from typing import Final
 
 from pydicom import uid
 from pydicom.dataset import Dataset
 
-from kerma.dicom.common import format_date, format_time, get_number, get_text
+from kerma.dicom.common import format_date, format_time, get_number, get_text, split_time
 from kerma.dicom.content import code_from, format_dicom_datetime, parse_number
 from kerma.errors import NotADoseReportError
 from kerma.records import DoseReport, IrradiationEvent, ReportKind, XRaySource
@@ -145,6 +160,48 @@ CT_ACQUISITION_TYPES: Final[dict[str, str]] = {
 #: (0020,0062) Image Laterality / (0020,0060) Laterality -> EXTRACTION.md vocabulary.
 LATERALITY: Final[dict[str, str]] = {"L": "Left", "R": "Right", "B": "Both", "U": "Unpaired"}
 
+#: (Manufacturer prefix, Software Versions prefix) of devices that write the acquisition
+#: protocol into (0020,4000) Image Comments (OpenREM #482: Toshiba Radrex, TM_TFD_1.0).
+PROTOCOL_IN_IMAGE_COMMENTS: Final = (("TOSHIBA_MEC", "TM_TFD"),)
+
+#: Element symbols (and names) in vendor Filter Type terms -> (0018,7050) Filter
+#: Material defined terms (PS3.3 C.8.7.10) or the element's name.
+FILTER_MATERIAL_SYMBOLS: Final[dict[str, str]] = {
+    "CU": "COPPER",
+    "COPPER": "COPPER",
+    "AL": "ALUMINUM",
+    "ALUMINUM": "ALUMINUM",
+    "ALUMINIUM": "ALUMINUM",
+    "MO": "MOLYBDENUM",
+    "MOLYBDENUM": "MOLYBDENUM",
+    "RH": "RHODIUM",
+    "RHODIUM": "RHODIUM",
+    "AG": "SILVER",
+    "SILVER": "SILVER",
+    "NB": "NIOBIUM",
+    "NIOBIUM": "NIOBIUM",
+    "EU": "EUROPIUM",
+    "EUROPIUM": "EUROPIUM",
+    "PB": "LEAD",
+    "LEAD": "LEAD",
+    "SN": "TIN",
+    "TIN": "TIN",
+    "TA": "TANTALUM",
+    "W": "TUNGSTEN",
+    "ER": "ERBIUM",
+}
+_FILTER_THICKNESS = r"(?P<thickness>\d+(?:[.,]\d+)?)"
+_FILTER_MATERIAL = r"(?P<material>[A-Z]+)"
+#: ``CU_0.1_MM``, ``Cu 0.1mm``, ``CU0.1``.
+FILTER_TERM_MATERIAL_FIRST: Final = re.compile(
+    rf"{_FILTER_MATERIAL}[\s_-]*{_FILTER_THICKNESS}[\s_-]*(?:MM)?"
+)
+#: ``0.1_MM_CU``, ``0.1 mm Cu``.
+FILTER_TERM_THICKNESS_FIRST: Final = re.compile(
+    rf"{_FILTER_THICKNESS}[\s_-]*MM[\s_-]*{_FILTER_MATERIAL}"
+)
+FILTER_TERM_SEPARATOR: Final = re.compile(r"[+/,;&]| AND ")
+
 #: Devices known to write (0018,1110) in dm (seen: KODAK DR 7500, software 4.0.3.B8.P6).
 SID_IN_DM_MANUFACTURERS: Final = ("KODAK", "CARESTREAM")
 #: Below this, a Distance Source to Detector cannot be mm (no SID is under 3 cm).
@@ -152,10 +209,25 @@ SID_DM_BELOW: Final = 30.0
 #: Below this (mm), a Distance Source to Detector is implausible for any X-ray device.
 SID_MM_PLAUSIBLE_MIN: Final = 100.0
 
-#: Devices known to write (0018,1074) in MBq (seen: SIEMENS NM Encore2, Symbia Intevo 16).
-ACTIVITY_IN_MBQ_MANUFACTURERS: Final = ("SIEMENS",)
-#: Below this (Bq, i.e. 0.1 MBq) a Radionuclide Total Dose is no real administration.
-ACTIVITY_BQ_PLAUSIBLE_MIN: Final = 1e5
+#: SOP classes whose (0018,1074) Radionuclide Total Dose is in MBq (PS3.3 C.8.4.10.1.7,
+#: NM Isotope Module); the retired NM Image Storage class is included.
+ACTIVITY_MBQ_SOP_CLASSES: Final = frozenset(
+    {uid.NuclearMedicineImageStorage, "1.2.840.10008.5.1.4.1.1.5"}
+)
+#: SOP classes whose (0018,1074) is in Bq (PS3.3 Table C.8-61 PET Isotope Module; the
+#: Enhanced PET Isotope Module of Enhanced PET Image keeps the PET definition).
+ACTIVITY_BQ_SOP_CLASSES: Final = frozenset(
+    {
+        uid.PositronEmissionTomographyImageStorage,
+        uid.EnhancedPETImageStorage,
+        uid.LegacyConvertedEnhancedPETImageStorage,
+    }
+)
+#: Plausible range of one administered activity (MBq): below 0.1 MBq or above 1e5 MBq
+#: (100 GBq, beyond any diagnostic or therapeutic administration, e.g. 7.4 GBq of
+#: I-131 or Lu-177) a value must be in the other unit (``../shared/cases/C24`` rule).
+ACTIVITY_MBQ_PLAUSIBLE_MIN: Final = 0.1
+ACTIVITY_MBQ_PLAUSIBLE_MAX: Final = 1e5
 
 _FUNCTIONAL_GROUPS: Final = ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
 #: Secondary Capture SOP classes (a vendor dose screen is stored as one of these).
@@ -416,22 +488,54 @@ def acquisition_datetime(ds: Dataset, report: DoseReport | None = None) -> str |
             f"{time_keyword}"
         )
     date = str(format_date(ds.get(date_keyword))).replace("-", "")
-    time = str(format_time(ds.get(time_keyword))).replace(":", "")
-    return format_dicom_datetime(date + time, tz)
+    time, offset = split_time(ds.get(time_keyword))
+    return format_dicom_datetime(date + str(time).replace(":", ""), offset or tz)
 
 
 def _acquisition_protocol(ds: Dataset, report: DoseReport) -> str | None:
-    """Return (0018,1030) Protocol Name, else (0008,103E) Series Description with a warning."""
+    """Return the acquisition protocol of an image, from where its device keeps it.
+
+    In order: (0018,1030) Protocol Name; (0020,4000) Image Comments, only from devices
+    known to write the protocol there (:data:`PROTOCOL_IN_IMAGE_COMMENTS`: Toshiba
+    Radrex, Manufacturer ``TOSHIBA_MEC``, software ``TM_TFD...``; elsewhere Image Comments
+    is free text); the Code Meaning of (0040,0260) Performed Protocol Code Sequence (the
+    protocol performed, PS3.3 C.4.14; FUJIFILM FDR Go); (0008,103E) Series Description.
+    Each fallback is reported in ``warnings`` (OpenREM #482, ``../shared/cases/C27``).
+    """
     protocol = get_text(ds, "ProtocolName", report)
     if protocol:
         return protocol
-    series = get_text(ds, "SeriesDescription", report)
-    if series:
-        report.warn(
-            "(0018,1030) Protocol Name absent; acquisition protocol taken from (0008,103E) "
-            "Series Description"
+    manufacturer = (report.device.manufacturer or "").upper()
+    software = (report.device.software_versions or "").upper()
+    sources: list[tuple[str, str | None]] = []
+    if any(
+        manufacturer.startswith(m) and software.startswith(v) for m, v in PROTOCOL_IN_IMAGE_COMMENTS
+    ):
+        sources.append(("(0020,4000) Image Comments", get_text(ds, "ImageComments", report)))
+    sources.append(
+        (
+            "(0040,0260) Performed Protocol Code Sequence",
+            _code_meanings(ds, "PerformedProtocolCodeSequence"),
         )
-    return series
+    )
+    sources.append(("(0008,103E) Series Description", get_text(ds, "SeriesDescription", report)))
+    for attribute, value in sources:
+        if value:
+            report.warn(
+                f"(0018,1030) Protocol Name absent; acquisition protocol taken from {attribute}"
+            )
+            return value
+    return None
+
+
+def _code_meanings(ds: Dataset, sequence: str) -> str | None:
+    """Return the Code Meanings of a code sequence's items joined with ``', '``, or ``None``."""
+    try:
+        items = ds.get(sequence) or []
+    except Exception:  # an undecodable sequence is as good as absent here
+        return None
+    meanings = [get_text(item, "CodeMeaning") for item in items]
+    return ", ".join(m for m in meanings if m) or None
 
 
 def _read_technique(ds: Dataset, event: IrradiationEvent, report: DoseReport) -> None:
@@ -501,10 +605,68 @@ def _read_projection(
     event.xray_filter_material = ", ".join(materials.split("\\")) if materials else None
     event.xray_filter_thickness_min_mm = _number(ds, "FilterThicknessMinimum", report)
     event.xray_filter_thickness_max_mm = _number(ds, "FilterThicknessMaximum", report)
+    if event.xray_filter_material is None:
+        _filter_from_type_term(ds, event, report)
     event.half_value_layer_mm = _number(ds, "HalfValueLayer", report)
     event.focal_spot_size_mm = _number(ds, "FocalSpots", report)
     pulse_ms = _number(ds, "AveragePulseWidth", report)
     event.pulse_width_s = scaled(pulse_ms, MS_TO_S)
+
+
+def parse_filter_type_term(term: str) -> list[tuple[str, float]] | None:
+    """Return the (material, thickness in mm) filters a vendor Filter Type term names.
+
+    Vendors write the added filtration into (0018,1160) Filter Type instead of (0018,7050)
+    Filter Material and (0018,7052)/(0018,7054) thickness: Siemens ``CU_0.1_MM``,
+    ``CU_0.2_MM``, ``CU_0.3_MM`` (OpenREM #905, ``../shared/cases/C26``); also read are
+    ``AL_2.0_MM``, ``0.1 mm Cu``, ``Cu0.1mm`` and combinations joined with ``+``, ``/`` or
+    ``,`` (``CU_0.1_MM+AL_1.0_MM``). Materials are given as the (0018,7050) Filter
+    Material defined terms (``COPPER``, ``ALUMINUM``, ...).
+
+    Returns
+    -------
+    list of (str, float) or None
+        ``None`` when the term is not of this form (e.g. the defined terms ``FLAT``,
+        ``WEDGE``, ``STRIP``, ``NONE``).
+    """
+    parts = [p.strip() for p in FILTER_TERM_SEPARATOR.split(term.strip().upper()) if p.strip()]
+    filters: list[tuple[str, float]] = []
+    for part in parts:
+        m = FILTER_TERM_MATERIAL_FIRST.fullmatch(part) or FILTER_TERM_THICKNESS_FIRST.fullmatch(
+            part
+        )
+        if m is None:
+            return None
+        material = FILTER_MATERIAL_SYMBOLS.get(m["material"])
+        if material is None:
+            return None
+        filters.append((material, float(m["thickness"].replace(",", "."))))
+    return filters or None
+
+
+def _filter_from_type_term(ds: Dataset, event: IrradiationEvent, report: DoseReport) -> None:
+    """Fill the filter of an image whose only filter description is a Filter Type term."""
+    term = _text(ds, "FilterType", report)
+    if not term:
+        return
+    filters = parse_filter_type_term(term)
+    if filters is None:
+        return
+    materials = list(dict.fromkeys(material for material, _ in filters))
+    event.xray_filter_material = ", ".join(materials)
+    if len(materials) == 1:
+        thicknesses = [thickness for _, thickness in filters]
+        if event.xray_filter_thickness_min_mm is None:
+            event.xray_filter_thickness_min_mm = min(thicknesses)
+        if event.xray_filter_thickness_max_mm is None:
+            event.xray_filter_thickness_max_mm = max(thicknesses)
+    manufacturer = report.device.manufacturer or ""
+    vendor = "Siemens" if "SIEMENS" in manufacturer.upper() else manufacturer or "a vendor"
+    described = " + ".join(f"{material} {thickness:g} mm" for material, thickness in filters)
+    report.warn(
+        f"filter read from {vendor} Filter Type term {term!r} ({described}); (0018,7050) "
+        "Filter Material absent"
+    )
 
 
 def _laterality(ds: Dataset, report: DoseReport) -> str | None:
@@ -611,26 +773,60 @@ def _code_meaning(item: Dataset, sequence: str) -> str | None:
 
 
 def _activity_mbq(item: Dataset, report: DoseReport) -> float | None:
-    """Return (0018,1074) Radionuclide Total Dose (Bq) in MBq, converting the Siemens quirk."""
+    """Return (0018,1074) Radionuclide Total Dose in MBq, in the unit its IOD defines.
+
+    MBq in an NM image, Bq in a PET image (module docstring), whatever the
+    manufacturer; then a magnitude check both ways: a value implausible in the IOD's
+    unit (outside :data:`ACTIVITY_MBQ_PLAUSIBLE_MIN` to :data:`ACTIVITY_MBQ_PLAUSIBLE_MAX`)
+    but plausible in the other unit is read in the other unit, with a warning; a value
+    implausible in both is kept in the IOD's unit, with a warning.
+    """
     value = get_number(item, "RadionuclideTotalDose", report)
     if value is None:
         report.warn("(0018,1074) Radionuclide Total Dose absent: administered activity unknown")
         return None
-    if 0 < value < ACTIVITY_BQ_PLAUSIBLE_MIN:
-        manufacturer = (report.device.manufacturer or "").upper()
-        device = f"{report.device.manufacturer or ''} {report.device.manufacturer_model_name or ''}"
-        if any(m in manufacturer for m in ACTIVITY_IN_MBQ_MANUFACTURERS):
-            report.warn(
-                f"(0018,1074) Radionuclide Total Dose {value:g} from {device.strip()} is in MBq, "
-                "not Bq as DICOM defines (known on SIEMENS NM Encore2); read as "
-                f"{value:g} MBq"
-            )
-            return value
+    is_nm = _activity_in_mbq(report)
+    iod, other = ("NM", "Bq") if is_nm else ("PET", "MBq")
+    factor, other_factor = (1.0, BQ_TO_MBQ) if is_nm else (BQ_TO_MBQ, 1.0)
+    activity = scaled(value, factor)
+    assert activity is not None
+    if value <= 0 or _plausible_mbq(activity):
+        return activity
+    alternative = scaled(value, other_factor)
+    assert alternative is not None
+    if _plausible_mbq(alternative):
+        size = "large" if activity > ACTIVITY_MBQ_PLAUSIBLE_MAX else "small"
+        unit = "MBq" if is_nm else "Bq"
         report.warn(
-            f"(0018,1074) Radionuclide Total Dose {value:g} Bq is implausibly small for an "
-            "administration; kept as Bq"
+            f"{iod} (0018,1074) value too {size} to be {unit}; read as {other} "
+            f"({value:g} {other} = {alternative:g} MBq; PS3.3 defines {unit} for the {iod} "
+            "Image IOD)"
         )
-    return scaled(value, BQ_TO_MBQ)
+        return alternative
+    report.warn(
+        f"(0018,1074) Radionuclide Total Dose {activity:g} MBq is implausible for an "
+        f"administration in either unit; kept as the {iod} Image IOD defines it"
+    )
+    return activity
+
+
+def _activity_in_mbq(report: DoseReport) -> bool:
+    """Return whether this image's (0018,1074) is in MBq (NM) rather than Bq (PET).
+
+    Decided by the SOP class; an image of another SOP class is decided by its kind
+    (``header-nm`` or ``header-pt``, from (0008,0060) Modality).
+    """
+    sop_class = (report.sop_class_uid or "").strip()
+    if sop_class in ACTIVITY_MBQ_SOP_CLASSES:
+        return True
+    if sop_class in ACTIVITY_BQ_SOP_CLASSES:
+        return False
+    return report.kind is ReportKind.HEADER_NM
+
+
+def _plausible_mbq(activity_mbq: float) -> bool:
+    """Return whether an activity (MBq) lies in the plausible range of one administration."""
+    return ACTIVITY_MBQ_PLAUSIBLE_MIN <= activity_mbq <= ACTIVITY_MBQ_PLAUSIBLE_MAX
 
 
 def _administration_time(
@@ -642,7 +838,7 @@ def _administration_time(
         value = format_dicom_datetime(raw, tz)
         if value:
             return value
-    time = format_time(item.get(f"Radiopharmaceutical{which}Time"))
+    time, offset = split_time(item.get(f"Radiopharmaceutical{which}Time"))
     date = report.study.study_date
     if time is None or date is None:
         return None
@@ -650,4 +846,4 @@ def _administration_time(
         f"Radiopharmaceutical {which} DateTime absent; taken as the study date with "
         f"Radiopharmaceutical {which} Time"
     )
-    return format_dicom_datetime(date.replace("-", "") + time.replace(":", ""), tz)
+    return format_dicom_datetime(date.replace("-", "") + time.replace(":", ""), offset or tz)

@@ -3,12 +3,14 @@
 pydicom reads a file cut short inside an undefined-length sequence without an error:
 the sequence simply ends at the end of the file, and an RDSR cut in the middle reads
 as a smaller, valid-looking report (fewer irradiation events). A registry must not
-store that, so the pipeline walks the element structure once (tags and lengths only,
-no values decoded) and rejects the object when a length runs past the end of the data
-or an undefined-length sequence or item is never closed.
+store that: an object is rejected when a length runs past the end of the data or an
+undefined-length sequence or item is never closed.
 
-pydicom offers no such check; this is the smallest walk that gives it. Deflated
-transfer syntaxes are not walked (their data is compressed).
+:mod:`kerma.dicom.reader` makes this check in the same walk that reads the object. This
+separate walk (tags and lengths only, no values decoded) serves the objects that reader
+hands to pydicom: files without the ``DICM`` preamble and Explicit VR Big Endian.
+pydicom offers no such check. Deflated transfer syntaxes are not walked here (their data
+is compressed; the reader checks the end of the deflate stream).
 
 May import nothing of Kerma's but ``kerma.dicom``.
 """

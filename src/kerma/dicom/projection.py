@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.sr._snomed_dict import mapping as _snomed_mapping
@@ -42,12 +43,14 @@ from kerma.dicom.content import (
     code_meaning,
     code_value,
     concept_of,
+    datetime_value,
     describe,
-    format_dicom_datetime,
     numeric_value,
     text_value,
     uid_value,
+    value_type,
 )
+from kerma.dicom.tree import ContentItem, content_tree
 from kerma.records import (
     AccumulatedPlane,
     DoseReport,
@@ -104,12 +107,14 @@ def concept_key(code: Code) -> tuple[str, str]:
     return (scheme, value)
 
 
-def _item_key(item: Dataset) -> tuple[str, str] | None:
+def _item_key(item: ContentItem | Dataset) -> tuple[str, str] | None:
     """Return the :func:`concept_key` of an item's Concept Name, or ``None``.
 
-    Reads only Code Value and Coding Scheme Designator (not Code Meaning, which indexing
-    does not need), so each item costs two element decodes.
+    A :class:`~kerma.dicom.tree.ContentItem` has it already; for a pydicom dataset only
+    Code Value and Coding Scheme Designator are read (not Code Meaning).
     """
+    if isinstance(item, ContentItem):
+        return item.key
     seq = item.get("ConceptNameCodeSequence")
     if not seq:
         return None
@@ -129,7 +134,7 @@ class ContentIndex:
 
     Parameters
     ----------
-    items : sequence of pydicom.dataset.Dataset
+    items : sequence of kerma.dicom.tree.ContentItem (or pydicom.dataset.Dataset)
         The content items (children of one container), in document order.
     report : DoseReport, optional
         Receives a warning when an item documented as singular is repeated.
@@ -140,27 +145,27 @@ class ContentIndex:
     __slots__ = ("_by_key", "items", "report", "where")
 
     def __init__(
-        self, items: Sequence[Dataset], report: DoseReport | None = None, where: str = ""
+        self, items: Sequence[Any], report: DoseReport | None = None, where: str = ""
     ) -> None:
         self.items = items
         self.report = report
         self.where = where
-        self._by_key: dict[tuple[str, str], list[Dataset]] = {}
+        self._by_key: dict[tuple[str, str], list[Any]] = {}
         for item in items:
             key = _item_key(item)
             if key is not None:
                 self._by_key.setdefault(key, []).append(item)
 
     @classmethod
-    def of(cls, item: Dataset, report: DoseReport | None = None, where: str = "") -> ContentIndex:
+    def of(cls, item: Any, report: DoseReport | None = None, where: str = "") -> ContentIndex:
         """Return the index of the children of ``item``."""
         return cls(children(item), report, where)
 
-    def all(self, concept: Code) -> list[Dataset]:
+    def all(self, concept: Code) -> list[Any]:
         """Return every item whose concept name equals ``concept``, in document order."""
         return self._by_key.get(concept_key(concept), [])
 
-    def first(self, concept: Code) -> Dataset | None:
+    def first(self, concept: Code) -> Any:
         """Return the item of a singular concept; warn and take the first if repeated."""
         found = self._by_key.get(concept_key(concept))
         if not found:
@@ -267,7 +272,9 @@ PLANE_NUMERIC_FIELDS: tuple[_NumericField, ...] = (
 )
 
 
-def read_projection_report(ds: Dataset, report: DoseReport) -> None:
+def read_projection_report(
+    ds: Dataset, report: DoseReport, *, root: ContentItem | None = None
+) -> None:
     """Fill the modality, accumulated totals and irradiation events of a projection report.
 
     Reads PS3.16 TID 10001 'Projection X-Ray Radiation Dose' below the root container
@@ -306,12 +313,13 @@ def read_projection_report(ds: Dataset, report: DoseReport) -> None:
     No exception is raised on purpose: a missing or unreadable item is a warning on
     ``report`` and the field stays ``None``.
     """
-    root = concept_of(ds)
-    if root is not None and root == local_codes.SIEMENS_RADIATION_SUMMARY_REPORT:
-        _read_siemens_radiation_summary(ds, report)
+    tree = root if root is not None else content_tree(ds)
+    title = concept_of(tree)
+    if title is not None and title == local_codes.SIEMENS_RADIATION_SUMMARY_REPORT:
+        _read_siemens_radiation_summary(ds, tree, report)
         return
 
-    root_index = ContentIndex(children(ds), report, "the report root (TID 10001)")
+    root_index = ContentIndex(children(tree), report, "the report root (TID 10001)")
     procedure_item = root_index.first(codes.DCM.ProcedureReported)
     procedure = code_value(procedure_item)
     if procedure_item is not None and codes.SCT.HasIntent not in ContentIndex.of(procedure_item):
@@ -483,7 +491,7 @@ def _read_numbers(
         setattr(target, spec.field, value)
 
 
-def _read_accumulated(container: Dataset, report: DoseReport) -> Code | None:
+def _read_accumulated(container: ContentItem, report: DoseReport) -> Code | None:
     """Read one 'Accumulated X-Ray Dose Data' container (DCM 113702) into the report.
 
     Returns the coded 'Acquisition Plane' (DCM 113764) of the container, or ``None``.
@@ -550,7 +558,7 @@ def _read_accumulated_agd(index: ContentIndex, report: DoseReport) -> None:
 
 
 def _read_event(
-    container: Dataset, report: DoseReport, tz_offset: str | None
+    container: ContentItem, report: DoseReport, tz_offset: str | None
 ) -> tuple[IrradiationEvent, Code | None]:
     """Read one 'Irradiation Event X-Ray Data' container (DCM 113706).
 
@@ -559,10 +567,7 @@ def _read_event(
     index = ContentIndex.of(container, report, "an irradiation event (TID 10003)")
     event = IrradiationEvent()
     event.irradiation_event_uid = uid_value(index.first(codes.DCM.IrradiationEventUID))
-    started = index.first(codes.DCM.DatetimeStarted)
-    raw = started.get("DateTime") if started is not None else None
-    if raw:
-        event.datetime_started = format_dicom_datetime(str(raw), tz_offset)
+    event.datetime_started = datetime_value(index.first(codes.DCM.DatetimeStarted), tz_offset)
     for field, concept in EVENT_CODED_FIELDS:
         item = index.first(concept)
         if item is not None:
@@ -602,7 +607,7 @@ def _event_laterality(index: ContentIndex, report: DoseReport) -> str | None:
     if item is None:
         for parent in (codes.DCM.TargetRegion, codes.SCT.AnatomicalStructure):
             holder = index.first(parent)
-            if holder is not None and "ContentSequence" in holder:
+            if holder is not None and children(holder):
                 item = ContentIndex.of(holder).first(codes.SCT.Laterality)
                 if item is not None:
                     break
@@ -655,11 +660,11 @@ def _read_filters(index: ContentIndex, event: IrradiationEvent, report: DoseRepo
             event.xray_filter_thickness_max_mm = max(v for v in maxima if v is not None)
 
 
-def _code_or_text(item: Dataset | None, report: DoseReport) -> str | None:
+def _code_or_text(item: ContentItem | None, report: DoseReport) -> str | None:
     """Return the Code Meaning of a CODE item or the text of a TEXT item (vendors use both)."""
     if item is None:
         return None
-    if item.get("ValueType") == "TEXT":
+    if value_type(item) == "TEXT":
         return text_value(item, report)
     return code_meaning(item, report)
 
@@ -667,7 +672,7 @@ def _code_or_text(item: Dataset | None, report: DoseReport) -> str | None:
 # --- Siemens private 'Radiation Summary Report' ------------------------------------------
 
 
-def _read_siemens_radiation_summary(ds: Dataset, report: DoseReport) -> None:
+def _read_siemens_radiation_summary(ds: Dataset, tree: ContentItem, report: DoseReport) -> None:
     """Read the Siemens 'Radiation Summary Report' (99SMS_RADSUM C-10) of ARCADIS C-arms.
 
     An Enhanced SR with study totals and no irradiation events: 'Cumulative dose area
@@ -676,7 +681,7 @@ def _read_siemens_radiation_summary(ds: Dataset, report: DoseReport) -> None:
     kept as one accumulated container without an acquisition plane; the modality is RF
     (a mobile fluoroscopy C-arm) unless the header says XA.
     """
-    index = ContentIndex(children(ds), report, "the Siemens Radiation Summary Report")
+    index = ContentIndex(children(tree), report, "the Siemens Radiation Summary Report")
     plane = AccumulatedPlane()
     plane.dap_total_gym2 = numeric_value(
         index.first(local_codes.SIEMENS_CUMULATIVE_DAP),

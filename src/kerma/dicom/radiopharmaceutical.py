@@ -36,6 +36,7 @@ from kerma.dicom.content import (
     uid_value,
 )
 from kerma.dicom.ct import warn_unread_invalid_numbers
+from kerma.dicom.tree import ContentItem, content_tree
 from kerma.records import DoseReport, IrradiationEvent
 from kerma.units import UCUM_MBQ, UCUM_ML, UCUM_S
 
@@ -67,7 +68,9 @@ READ_NUM_CONCEPTS: tuple[Code, ...] = (
 ROOT = "'Radiopharmaceutical Radiation Dose Report' (TID 10021)"
 
 
-def read_radiopharmaceutical_report(ds: Dataset, report: DoseReport) -> None:
+def read_radiopharmaceutical_report(
+    ds: Dataset, report: DoseReport, *, root: ContentItem | None = None
+) -> None:
     """Fill the administrations and patient size of a TID 10021 dose report.
 
     Parameters
@@ -87,7 +90,7 @@ def read_radiopharmaceutical_report(ds: Dataset, report: DoseReport) -> None:
     Date-times are ISO 8601 with the DT value's own offset, else (0008,0201) Timezone
     Offset From UTC. Raises nothing: every fault is a warning on ``report``.
     """
-    items = children(ds)
+    items = children(root if root is not None else content_tree(ds))
     tz_offset = get_text(ds, "TimezoneOffsetFromUTC")
     report.study.modality = MODALITY
     if report.study.procedure_reported is None:
@@ -112,13 +115,13 @@ def read_radiopharmaceutical_report(ds: Dataset, report: DoseReport) -> None:
 
 
 def read_administration(
-    container: Dataset, report: DoseReport, *, number: int, tz_offset: str | None = None
+    container: ContentItem, report: DoseReport, *, number: int, tz_offset: str | None = None
 ) -> IrradiationEvent:
     """Return one administration from a 'Radiopharmaceutical Administration' container.
 
     Parameters
     ----------
-    container : pydicom.dataset.Dataset
+    container : kerma.dicom.tree.ContentItem
         The 'Radiopharmaceutical Administration' (DCM 113502) CONTAINER item
         (PS3.16 TID 10022).
     report : DoseReport
@@ -206,12 +209,12 @@ def read_administration(
     return event
 
 
-def read_patient_characteristics(container: Dataset, report: DoseReport) -> None:
+def read_patient_characteristics(container: ContentItem, report: DoseReport) -> None:
     """Fill patient weight and height from 'Patient Characteristics' where the header lacks them.
 
     Parameters
     ----------
-    container : pydicom.dataset.Dataset
+    container : kerma.dicom.tree.ContentItem
         The 'Patient Characteristics' (DCM 121118) CONTAINER of TID 10021.
     report : DoseReport
         ``study.patient_weight_kg`` (kg, 'Patient Weight' LN 29463-7) and

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import json
 import logging
 import math
@@ -67,10 +66,10 @@ from kerma.db.models import DoseReport as DoseReportRow
 from kerma.db.models import IrradiationEvent as EventRow
 from kerma.db.models import RejectedObject, Study
 from kerma.db.session import session_scope
-from kerma.dicom.extract import extract_dataset, read_dataset
-from kerma.dicom.integrity import find_truncation
+from kerma.dicom.extract import read_and_extract
+from kerma.dicom.reader import DicomObject
 from kerma.dicom.size import PatientSize, is_ct_image, measure_patient_size
-from kerma.errors import IngestError, IngestWarning, NotADoseReportError
+from kerma.errors import IngestWarning
 from kerma.ingest.archive import Archive, ArchivedObject, sha256_of
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
@@ -565,17 +564,19 @@ class Importer:
     def _extract(self, data: bytes, source: str) -> _Extracted | Rejection:
         """Read and extract one object; return its record or the rejection.
 
-        A CT image (dose header or not) also gets its patient size measured.
+        The object is decoded once (:func:`kerma.dicom.extract.read_and_extract`: decode
+        and truncation check in one pass); a CT image (dose header or not) also gets its
+        patient size measured on the same decode (its pixel data added, not re-read).
         """
-        result = self._extract_record(data, source)
-        if isinstance(result, _Extracted):
-            if is_ct_image(result.report.sop_class_uid):
-                result.size = self._measure(data, result.report.sop_instance_uid)
-        elif isinstance(result, _NotDose) and is_ct_image(result.sop_class_uid):
-            result.size = self._measure(data, result.sop_instance_uid)
+        result, obj = self._extract_record(data, source)
+        if obj is not None:
+            if isinstance(result, _Extracted) and is_ct_image(result.report.sop_class_uid):
+                result.size = self._measure(obj, result.report.sop_instance_uid)
+            elif isinstance(result, _NotDose) and is_ct_image(result.sop_class_uid):
+                result.size = self._measure(obj, result.sop_instance_uid)
         return result
 
-    def _measure(self, data: bytes, sop_instance_uid: str | None) -> PatientSize | None:
+    def _measure(self, obj: DicomObject, sop_instance_uid: str | None) -> PatientSize | None:
         """Return the patient size measured on a CT image, or ``None`` with a warning.
 
         Never raises: a measurement must not fail an import (e.g. compressed pixel
@@ -586,9 +587,7 @@ class Importer:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ds = read_dataset(io.BytesIO(data), stop_before_pixels=False)
-                result = measure_patient_size(ds)
-            del ds
+                result = measure_patient_size(obj.with_pixels())
         except READER_ERRORS as exc:  # a measurement must not stop an import (STYLE.md B6)
             logger.debug("patient size traceback", exc_info=True)
             reason = f"{type(exc).__name__}: {exc}"
@@ -603,62 +602,56 @@ class Importer:
             warnings.warn(message, IngestWarning, stacklevel=2)
         return measured
 
-    def _extract_record(self, data: bytes, source: str) -> _Extracted | Rejection:
-        """Read and extract one object's dose record; return it or the rejection."""
+    def _extract_record(
+        self, data: bytes, source: str
+    ) -> tuple[_Extracted | Rejection, DicomObject | None]:
+        """Read and extract one object's dose record; return it (or the rejection) and the
+        object read."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                ds = read_dataset(io.BytesIO(data))
-            except IngestError as exc:
-                return _Unreadable(reason=str(exc).replace("<stream>", source), file=source)
-            sop_class_uid = _text(ds, "SOPClassUID")
-            sop_instance_uid = _text(ds, "SOPInstanceUID")
-            cut = find_truncation(data)
-            if cut is not None:
-                return _Unreadable(
-                    f"Unable to read {source}: the file is incomplete ({cut}); it was probably "
-                    "cut short in transfer or on disk. Send or copy it again; the partial "
-                    "object is kept in the archive.",
-                    source,
-                    sop_class_uid,
-                    sop_instance_uid,
-                )
-            try:
-                report = extract_dataset(ds, file=source)
-            except NotADoseReportError as exc:
-                return _NotDose(
-                    str(exc),
-                    source,
-                    sop_class_uid,
-                    sop_instance_uid,
-                    study_instance_uid=_text(ds, "StudyInstanceUID"),
-                    series_instance_uid=_text(ds, "SeriesInstanceUID"),
-                    modality=_text(ds, "Modality"),
-                )
-            except IngestError as exc:
-                return Rejection(str(exc), source, sop_class_uid, sop_instance_uid)
-            except READER_ERRORS as exc:  # a reader bug must not stop a batch (STYLE.md B6)
-                logger.warning(
-                    "extractor failed on %s: %s: %s", sop_instance_uid, type(exc).__name__, exc
-                )
-                logger.debug("extractor traceback", exc_info=True)
-                return Rejection(
-                    f"Unable to extract dose data from {source}: internal reader error "
-                    f"({type(exc).__name__}: {exc}). The object is kept in the archive; "
-                    "run 'kerma reprocess' after upgrading Kerma, and report it if it persists.",
-                    source,
-                    sop_class_uid,
-                    sop_instance_uid,
-                )
-            finally:
-                del ds
+            got = read_and_extract(data, name=source)
+        obj = got.obj
+        ids = (got.sop_class_uid, got.sop_instance_uid)
+        if got.outcome == "unreadable":
+            reason = (got.reason or "").replace("<stream>", source)
+            return _Unreadable(reason=reason, file=source), obj
+        if got.outcome == "truncated":
+            assert obj is not None
+            return _Unreadable(
+                f"Unable to read {source}: the file is incomplete ({obj.truncation}); it was "
+                "probably cut short in transfer or on disk. Send or copy it again; the partial "
+                "object is kept in the archive.",
+                source,
+                *ids,
+            ), obj
+        if got.outcome == "not-dose":
+            return _NotDose(
+                got.reason or "",
+                source,
+                *ids,
+                study_instance_uid=got.study_instance_uid,
+                series_instance_uid=got.series_instance_uid,
+                modality=got.modality,
+            ), obj
+        if got.outcome == "rejected":
+            return Rejection(got.reason or "", source, *ids), obj
+        if got.outcome == "reader-error" or got.report is None:
+            exc = got.error
+            return Rejection(
+                f"Unable to extract dose data from {source}: internal reader error "
+                f"({type(exc).__name__}: {exc}). The object is kept in the archive; "
+                "run 'kerma reprocess' after upgrading Kerma, and report it if it persists.",
+                source,
+                *ids,
+            ), obj
+        report = got.report
         if not report.sop_instance_uid:
             return Rejection(
                 f"Unable to import {source}: it has no (0008,0018) 'SOP Instance UID', so it "
                 "cannot be told apart from other objects. Fix the sending device.",
                 source,
                 report.sop_class_uid,
-            )
+            ), obj
         if self.settings.strict and report.warnings:
             return Rejection(
                 f"Rejected in strict mode (KERMA_STRICT): {source} "
@@ -666,7 +659,7 @@ class Importer:
                 source,
                 report.sop_class_uid,
                 report.sop_instance_uid,
-            )
+            ), obj
         identity = report.identity
         extracted = _Extracted(
             report=report,
@@ -676,7 +669,7 @@ class Importer:
             ),
         )
         report.identity = PatientIdentity()  # identity goes no further than this
-        return extracted
+        return extracted, obj
 
     def _reject(self, rejection: Rejection, archived: ArchivedObject, source: str) -> ImportOutcome:
         """Record a rejection (one row per archived object) and return its outcome.
@@ -801,7 +794,7 @@ class Importer:
             data = self.archive.read(existing.archive_path)
         except OSError:
             return None
-        result = self._extract_record(data, existing.source or existing.archive_path)
+        result, _ = self._extract_record(data, existing.source or existing.archive_path)
         if not isinstance(result, _Extracted):
             return None
         content: dict[str, Any] = result.report.to_dict()

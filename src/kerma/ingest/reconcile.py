@@ -13,18 +13,25 @@ of one study from one device in the order they were received:
   report that holds it.
 
 Events are matched by their key (:func:`event_key`): the Irradiation Event UID, or for
-image headers without one, the start date-time and dose values (one exposure sent both
-For Presentation and For Processing counts once). Events without a key always count
-while their report is current. The whole study is replayed from the stored keys each
-time, so importing the same objects in any order gives the same current events, and
-re-running it (``kerma reprocess``) changes nothing.
+image headers without one, the start date-time (local time, without its UTC offset) and
+dose values (one exposure sent both For Presentation and For Processing counts once).
+Radiopharmaceutical administrations are matched by what identifies an administration
+(:func:`match_administrations`): its own Radiopharmaceutical Administration Event UID,
+else the same radionuclide and activity given at the same time; administrations listed
+separately in one report are never merged, however equal their values (rest and stress
+injections of one study, case C31). Events without a key always count while their
+report is current. The whole study is replayed from the stored keys each time, so
+importing the same objects in any order gives the same current events, and re-running
+it (``kerma reprocess``) changes nothing.
 
 May import ``kerma.db`` and ``kerma.records``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -38,6 +45,9 @@ from kerma.records import ReportKind
 
 #: Event values that, with the start date-time, identify an image-header event that
 #: carries no Irradiation Event UID.
+#: A trailing UTC offset of an ISO 8601 date-time (``+01:00``).
+_OFFSET = re.compile(r"(?:[+-]\d{2}:?\d{2}|Z)$")
+
 HEADER_KEY_FIELDS: tuple[str, ...] = (
     "dap_gym2",
     "agd_mgy",
@@ -50,30 +60,163 @@ HEADER_KEY_FIELDS: tuple[str, ...] = (
 )
 
 
+#: Prefix of an administration key (:func:`administration_key`).
+ADMINISTRATION_PREFIX = "adm:"
+#: How far apart (s) the start times of one administration may be when a
+#: radiopharmaceutical dose SR and an image header describe it: seen 8 min on a Siemens
+#: Biograph Vision (``NM-RRDSR-Siemens`` 10:40:30, ``NM-PetIm-Siemens`` 10:48:30).
+CROSS_SOURCE_TOLERANCE_S = 15 * 60.0
+#: How far apart (s) the start times of one administration may be when two objects of
+#: the same kind (two images, or a dose SR sent twice) describe it: they copy one value.
+SAME_SOURCE_TOLERANCE_S = 60.0
+
+
 def event_key(event: EventRecord, kind: ReportKind | str) -> str | None:
     """Return the key that identifies ``event`` across reports of one study and device.
 
-    ``uid:<Irradiation Event UID>``; for image headers (``header-*``) without one,
-    ``hdr:<sha256>`` of the start date-time and dose values; else ``None``.
-
-    A radiopharmaceutical administration is keyed by what it is, not by UID:
-    ``admin:<radionuclide>|<start date>|<activity in MBq, 0.1 MBq>``. A PET/NM scanner
-    describes one administration in its Radiopharmaceutical Radiation Dose SR (TID 10021)
-    and again in every image's Radiopharmaceutical Information Sequence, with different
-    UIDs (seen: Siemens Biograph Vision, ``NM-RRDSR-Siemens`` and ``NM-PetIm-Siemens``);
-    it must count once. Two administrations of the same radionuclide and activity on
-    one day in one study would be counted once too (not seen; documented limit).
+    - a radiopharmaceutical administration (radionuclide and activity known):
+      :func:`administration_key`;
+    - ``uid:<Irradiation Event UID>``;
+    - for image headers (``header-*``) without one, ``hdr:<sha256>`` of the start
+      date-time (local time as written: a UTC offset that one copy of an image carries
+      and another does not must not part them) and the dose values;
+    - else ``None``.
     """
     activity = event.administered_activity_mbq
     if activity is not None and event.radionuclide:
-        start = event.radiopharmaceutical_start_datetime or event.datetime_started or ""
-        return f"admin:{event.radionuclide}|{start[:10]}|{activity:.1f}"
+        return administration_key(event, kind)
     if event.irradiation_event_uid:
         return f"uid:{event.irradiation_event_uid}"
     if str(kind).startswith("header-") and event.datetime_started:
-        values = [event.datetime_started, *(repr(getattr(event, n)) for n in HEADER_KEY_FIELDS)]
+        local = _OFFSET.sub("", event.datetime_started)
+        values = [local, *(repr(getattr(event, n)) for n in HEADER_KEY_FIELDS)]
         return "hdr:" + hashlib.sha256("\x1f".join(values).encode("utf-8")).hexdigest()
     return None
+
+
+def administration_key(event: EventRecord, kind: ReportKind | str) -> str:
+    """Return the stored key of a radiopharmaceutical administration.
+
+    ``adm:<source>|<radionuclide>|<activity, 0.1 MBq>|<start>|<uid hash>``: source ``R``
+    for a radiopharmaceutical dose SR (TID 10021), ``H`` for an image header; the
+    radionuclide in lower-case letters and digits (``^18^Fluorine`` and ``18 Fluorine``
+    agree); the start as ``YYYY-MM-DDTHH:MM:SS`` local time (or the date alone); the
+    first 12 hex digits of the SHA-256 of the Radiopharmaceutical Administration Event
+    UID (empty when none). The key is not compared as a whole: :func:`plan_study` matches
+    administrations field by field (:func:`match_administrations`).
+    """
+    source = "R" if str(kind) == ReportKind.RDSR_RADIOPHARMACEUTICAL else "H"
+    nuclide = re.sub(r"[^0-9a-z]", "", (event.radionuclide or "").lower())[:24]
+    start = _OFFSET.sub(
+        "", event.radiopharmaceutical_start_datetime or event.datetime_started or ""
+    )
+    start = start[:19]
+    uid = event.irradiation_event_uid
+    uid_hash = hashlib.sha256(uid.encode("utf-8")).hexdigest()[:12] if uid else ""
+    activity = event.administered_activity_mbq or 0.0
+    return f"{ADMINISTRATION_PREFIX}{source}|{nuclide}|{activity:.1f}|{start}|{uid_hash}"
+
+
+@dataclass(frozen=True)
+class _Administration:
+    """The fields of an administration key."""
+
+    source: str
+    nuclide: str
+    activity: str
+    start: dt.datetime | None
+    date: str
+    uid_hash: str
+
+    @classmethod
+    def parse(cls, key: str) -> _Administration | None:
+        """Return the fields of an ``adm:`` key, or ``None`` for another key."""
+        if not key.startswith(ADMINISTRATION_PREFIX):
+            return None
+        parts = key[len(ADMINISTRATION_PREFIX) :].split("|")
+        if len(parts) != 5:
+            return None
+        source, nuclide, activity, start, uid_hash = parts
+        when: dt.datetime | None = None
+        if len(start) > 10:
+            try:
+                when = dt.datetime.fromisoformat(start)
+            except ValueError:
+                when = None
+        return cls(source, nuclide, activity, when, start[:10], uid_hash)
+
+    def matches(self, other: _Administration) -> float | None:
+        """Return how far apart (s) two descriptions of one administration are, or ``None``.
+
+        The same administration UID matches at distance 0. Otherwise the radionuclide
+        and the activity (to 0.1 MBq) must agree, and the start times be within
+        :data:`SAME_SOURCE_TOLERANCE_S` (both from image headers, or both from dose SRs)
+        or :data:`CROSS_SOURCE_TOLERANCE_S` (one of each); without a start time on
+        either side, the same day is enough.
+        """
+        if self.uid_hash and self.uid_hash == other.uid_hash:
+            return 0.0
+        if self.nuclide != other.nuclide or self.activity != other.activity:
+            return None
+        if self.start is None or other.start is None:
+            return 0.0 if self.date == other.date else None
+        distance = abs((self.start - other.start).total_seconds())
+        limit = SAME_SOURCE_TOLERANCE_S if self.source == other.source else CROSS_SOURCE_TOLERANCE_S
+        return distance if distance <= limit else None
+
+
+def match_administrations(rows: list[tuple[int, int, str | None]]) -> dict[int, str]:
+    """Return the canonical key of every administration event of a study.
+
+    Reports are taken in arrival (id) order; each administration of a report is
+    matched with the nearest administration already seen in an *earlier* report
+    (:meth:`_Administration.matches`) that no other administration of the same report
+    has taken; unmatched, it is a new administration. Two administrations of one report
+    are therefore never one, even with equal values (case C31), unless they carry the
+    same Radiopharmaceutical Administration Event UID; one administration described by
+    a dose SR and by its images counts once.
+
+    Parameters
+    ----------
+    rows : list of (int, int, str or None)
+        (report id, event id, key) of the study.
+
+    Returns
+    -------
+    dict of int to str
+        ``{event id: "adm#<n>"}`` for every event with an ``adm:`` key.
+    """
+    canonical: dict[int, str] = {}
+    known: list[list[_Administration]] = []  # per administration: its descriptions
+    by_report: dict[int, list[tuple[int, _Administration]]] = {}
+    for rid, eid, key in rows:
+        admin = _Administration.parse(key) if key else None
+        if admin is not None:
+            by_report.setdefault(rid, []).append((eid, admin))
+    for rid in sorted(by_report):
+        taken: dict[int, str] = {}  # administration number -> uid hash that took it
+        for eid, admin in by_report[rid]:
+            same = next(
+                (n for n, uid in taken.items() if admin.uid_hash and uid == admin.uid_hash), None
+            )
+            best: tuple[float, int] | None = None if same is None else (0.0, same)
+            for n, descriptions in enumerate(known):
+                if best is not None and best[0] == 0.0:
+                    break
+                if n in taken:
+                    continue
+                distances = [d for d in (admin.matches(o) for o in descriptions) if d is not None]
+                if distances and (best is None or min(distances) < best[0]):
+                    best = (min(distances), n)
+            if best is None:
+                known.append([admin])
+                number = len(known) - 1
+            else:
+                number = best[1]
+                known[number].append(admin)
+            taken.setdefault(number, admin.uid_hash)
+            canonical[eid] = f"adm#{number}"
+    return canonical
 
 
 @dataclass
@@ -98,8 +241,10 @@ def plan_study(rows: list[tuple[int, int, str | None]]) -> Plan:
     Reports are replayed in ascending id (arrival) order; an event id of ``-1`` stands
     for a report without events.
     """
+    administrations = match_administrations(rows)
     events: dict[int, list[tuple[int, str | None]]] = {}
     for rid, eid, key in rows:
+        key = administrations.get(eid, key)
         report_events = events.setdefault(rid, [])  # a report without events takes part
         if eid >= 0:
             report_events.append((eid, key))
