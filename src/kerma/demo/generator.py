@@ -87,6 +87,7 @@ from kerma.demo.sr import (
     build_num,
     build_text,
     build_uidref,
+    mark_for_fast_write,
     with_children,
 )
 from kerma.dicom.codes import (
@@ -1134,7 +1135,7 @@ def _dataset(
     ds.ReferencedPerformedProcedureStepSequence = Sequence()
     ds.PerformedProcedureCodeSequence = Sequence()
     ds.ContentSequence = Sequence([procedure_item, *_observer_context(device), *content])
-    return ds
+    return mark_for_fast_write(ds)
 
 
 __all__ = [
