@@ -133,7 +133,7 @@ class TestGenerator:
     def test_qa_share_about_two_percent(self) -> None:
         """About 2 % of studies are QA phantom scans."""
         plans = [plan_demo_study(i, seed=1) for i in range(2000)]
-        share = sum(is_qa for _, is_qa, _ in plans) / len(plans)
+        share = sum(plan.is_qa for plan in plans) / len(plans)
         assert 0.01 < share < 0.035
 
     def test_ct_descriptions_name_clinical_indications(self) -> None:

@@ -26,7 +26,7 @@ May import ``kerma.dicom`` only; used by :mod:`kerma.demo.generator`.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from functools import cache
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -72,8 +72,11 @@ def build_code_item(code: Code) -> Dataset:
     return item
 
 
-def _key(code: Code) -> _CodeKey:
-    """Return ``code`` as a cache key (value, scheme, meaning, version)."""
+def code_key(code: Code) -> _CodeKey:
+    """Return ``code`` as a cache key (value, scheme, meaning, version).
+
+    Not ``code`` itself: ``Code.__eq__`` ignores the meaning, which the item writes.
+    """
     return (code.value, code.scheme_designator, code.meaning, code.scheme_version)
 
 
@@ -149,7 +152,7 @@ def _new_item(elements: _RawElements) -> Dataset:
 
 def _item(value_type: str, concept: Code, relationship: str) -> Dataset:
     """Return a content item with its relationship, value type and concept name."""
-    return _new_item(_head(value_type, _key(concept), relationship))
+    return _new_item(_head(value_type, code_key(concept), relationship))
 
 
 def build_container(
@@ -185,7 +188,7 @@ def build_num(
         Relationship with the parent, ``CONTAINS`` by default.
     """
     item = _item("NUM", concept, relationship)
-    measured = _new_item(_units(_key(unit)))
+    measured = _new_item(_units(code_key(unit)))
     measured.add(DataElement(_NUMERIC_VALUE, "DS", value))
     item.add(DataElement(_MEASURED_VALUE_SEQUENCE, "SQ", Sequence([measured])))
     return item
@@ -193,7 +196,7 @@ def build_num(
 
 def build_code(concept: Code, value: Code, *, relationship: str = CONTAINS) -> Dataset:
     """Return a CODE content item whose value is ``value``."""
-    return _new_item(_code_item(_key(concept), _key(value), relationship))
+    return _new_item(_code_item(code_key(concept), code_key(value), relationship))
 
 
 def build_text(concept: Code, value: str, *, relationship: str = CONTAINS) -> Dataset:
@@ -215,6 +218,38 @@ def build_datetime(concept: Code, value: str, *, relationship: str = CONTAINS) -
     item = _item("DATETIME", concept, relationship)
     item.add(DataElement(_DATETIME, "DT", value))
     return item
+
+
+#: Items encoded once by :func:`build_constant`, by key.
+_CONSTANT_ITEMS: dict[Hashable, _RawElements] = {}
+
+
+def build_constant(key: Hashable, build: Callable[[], Dataset]) -> Dataset:
+    """Return a new item equal to ``build()``; ``build`` runs and is encoded once per ``key``.
+
+    For items and whole subtrees that hold no varying value (an 'X-Ray Filters'
+    container, a 'Focal Spot Size' of a room): every element of the returned item is
+    raw, so pydicom writes it without encoding anything. ``key`` must identify
+    everything ``build`` writes (use :func:`code_key` for codes).
+    """
+    elements = _CONSTANT_ITEMS.get(key)
+    if elements is None:
+        elements = _CONSTANT_ITEMS[key] = _encode_once(build())
+    return _new_item(elements)
+
+
+def build_constant_num(
+    concept: Code, value: str, unit: Code, *, relationship: str = CONTAINS
+) -> Dataset:
+    """Return a NUM item (as :func:`build_num`) whose value is the same in every report."""
+    key = ("NUM", code_key(concept), value, code_key(unit), relationship)
+    return build_constant(key, lambda: build_num(concept, value, unit, relationship=relationship))
+
+
+def build_constant_text(concept: Code, value: str, *, relationship: str = CONTAINS) -> Dataset:
+    """Return a TEXT item (as :func:`build_text`) whose value is the same in every report."""
+    key = ("TEXT", code_key(concept), value, relationship)
+    return build_constant(key, lambda: build_text(concept, value, relationship=relationship))
 
 
 def with_children(item: Dataset, children: Iterable[Dataset]) -> Dataset:
