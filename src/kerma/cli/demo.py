@@ -181,10 +181,12 @@ class _Worker:
             for index in indices
         ]
         outcomes: dict[str, ImportOutcome] = {}
+
+        def keep(outcome: ImportOutcome) -> None:
+            outcomes[outcome.source] = outcome
+
         if self.registry is not None:
-            self.registry.import_paths(
-                [s.path for s in written], progress=lambda o: outcomes.setdefault(o.source, o)
-            )
+            self.registry.import_paths([s.path for s in written], progress=keep)
         return [StudyDone(s.path, s.modality, s.is_qa, outcomes.get(str(s.path))) for s in written]
 
     def close(self) -> None:
