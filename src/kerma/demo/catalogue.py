@@ -189,8 +189,9 @@ DEVICES: tuple[DemoDevice, ...] = (
 #: 20 in a default demo. Medians sit below the EU DRLs (EUCLID, EC RP 195) for CT1 and
 #: CT2, so that CT3's factor 1.45 puts it above them: stroke 44 mGy x 14.5 cm, DRL
 #: 48 mGy / 807 mGy·cm; appendicitis 9 mGy x 44 cm, DRL 9 mGy / 498 mGy·cm; lung cancer
-#: 7.5 mGy x 32 cm, DRL 8 mGy / 348 mGy·cm; colic (low-dose KUB) 4.5 mGy x 40 cm, DRL
-#: 436 mGy·cm.
+#: 6.5 mGy x 32 cm, DRL 8 mGy / 348 mGy·cm; pulmonary embolism 6.5 mGy x 30 cm, DRL
+#: 9 mGy / 307 mGy·cm; colic (low-dose KUB) 4.5 mGy x 40 cm, DRL 436 mGy·cm (body
+#: CTDIvol grows with patient weight, so room medians sit above the protocol's).
 CT_PROTOCOLS: tuple[CTProtocol, ...] = (
     CTProtocol(
         "CT Head",
@@ -235,7 +236,7 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         "Thorax Staging",
         codes.SCT.Chest,
         False,
-        7.5,
+        6.5,
         1.35,
         320.0,
         (1, 1),
@@ -291,10 +292,10 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         "CTPA",
         codes.SCT.Chest,
         False,
-        9.0,
-        1.5,
-        280.0,
-        (1, 2),
+        6.5,
+        1.35,
+        300.0,
+        (1, 1),
         kvp_kv=100.0,
         pitch_factor=1.2,
         rotation_time_s=0.33,
