@@ -548,6 +548,19 @@ class TestDemoCommand:
         assert counts[1][0] == counts[2][0] == 120
         assert counts[1] == counts[2]
 
+    def test_help_has_no_hard_wraps_or_markup(self) -> None:
+        """``kerma demo --help`` wraps at the terminal's width, not the docstring's."""
+        from kerma.cli.main import app
+
+        result = CliRunner().invoke(app, ["demo", "--help"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        text = result.output
+        assert "three CT rooms (Siemens, GE, Canon), a cardiac cath lab, a fluoroscopy room" in text
+        assert "``" not in text
+        assert "so kerma drl on the demo registry compares the rooms with the DRLs" in " ".join(
+            text.split()
+        )
+
     def test_chunks_cover_every_study_once(self) -> None:
         """Studies are handed out in chunks of CHUNK_STUDIES, the last one shorter."""
         from kerma.cli.demo import CHUNK_STUDIES, _chunks
