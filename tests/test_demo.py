@@ -133,7 +133,7 @@ class TestGenerator:
     def test_qa_share_about_two_percent(self) -> None:
         """About 2 % of studies are QA phantom scans."""
         plans = [plan_demo_study(i, seed=1) for i in range(2000)]
-        share = sum(is_qa for _, is_qa, _ in plans) / len(plans)
+        share = sum(plan.is_qa for plan in plans) / len(plans)
         assert 0.01 < share < 0.035
 
     def test_ct_descriptions_name_clinical_indications(self) -> None:
@@ -188,6 +188,190 @@ class TestGenerator:
 
         factors = {d.key: d.dose_factor for d in DEVICES}
         assert factors["CT3"] > 1.3 * max(factors["CT1"], factors["CT2"])
+
+
+class TestContentItems:
+    """The fast SR item builders of :mod:`kerma.demo.sr` encode what plain pydicom encodes."""
+
+    @staticmethod
+    def _encode(items: list[pydicom.Dataset]) -> bytes:
+        """Return ``items`` encoded as a Content Sequence, explicit VR little endian."""
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_dataset
+
+        ds = pydicom.Dataset()
+        ds.ContentSequence = pydicom.Sequence(items)
+        fp = DicomBytesIO()
+        fp.is_implicit_VR, fp.is_little_endian = False, True
+        write_dataset(fp, ds)
+        return fp.getvalue()
+
+    @staticmethod
+    def _plain(value_type: str, concept: Code, relationship: str = "CONTAINS") -> pydicom.Dataset:
+        """Return a content item head built attribute by attribute (the slow, plain way)."""
+        from kerma.demo.sr import build_code_item
+
+        item = pydicom.Dataset()
+        item.RelationshipType = relationship
+        item.ValueType = value_type
+        item.ConceptNameCodeSequence = pydicom.Sequence([build_code_item(concept)])
+        return item
+
+    def test_items_encode_as_plain_pydicom_items(self) -> None:
+        """NUM, CODE, TEXT, UIDREF, DATETIME and CONTAINER items give the same bytes."""
+        from kerma.demo import sr
+
+        num = self._plain("NUM", codes.DCM.MeanCtdivol)
+        measured = pydicom.Dataset()
+        measured.MeasurementUnitsCodeSequence = pydicom.Sequence(
+            [sr.build_code_item(kerma_codes.UCUM_MGY)]
+        )
+        measured.NumericValue = "12.5"
+        num.MeasuredValueSequence = pydicom.Sequence([measured])
+        code = self._plain("CODE", codes.DCM.CTAcquisitionType)
+        code.ConceptCodeSequence = pydicom.Sequence(
+            [sr.build_code_item(codes.SCT.SpiralAcquisition)]
+        )
+        text = self._plain("TEXT", codes.DCM.AcquisitionProtocol, sr.HAS_OBS_CONTEXT)
+        text.TextValue = "Thorax Routine"
+        uid = self._plain("UIDREF", codes.DCM.IrradiationEventUID)
+        uid.UID = "1.2.826.0.1.3680043.8.498.1"
+        when = self._plain("DATETIME", codes.DCM.DatetimeStarted)
+        when.DateTime = "20260630101500"
+        container = self._plain("CONTAINER", codes.DCM.CTDose)
+        container.ContinuityOfContent = "SEPARATE"
+        container.ContentSequence = pydicom.Sequence([num, code])
+        plain = [num, code, text, uid, when, container]
+
+        fast_num = sr.build_num(codes.DCM.MeanCtdivol, "12.5", kerma_codes.UCUM_MGY)
+        fast_code = sr.build_code(codes.DCM.CTAcquisitionType, codes.SCT.SpiralAcquisition)
+        fast = [
+            fast_num,
+            fast_code,
+            sr.build_text(
+                codes.DCM.AcquisitionProtocol, "Thorax Routine", relationship=sr.HAS_OBS_CONTEXT
+            ),
+            sr.build_uidref(codes.DCM.IrradiationEventUID, "1.2.826.0.1.3680043.8.498.1"),
+            sr.build_datetime(codes.DCM.DatetimeStarted, "20260630101500"),
+            sr.build_container(
+                codes.DCM.CTDose,
+                [
+                    sr.build_constant_num(codes.DCM.MeanCtdivol, "12.5", kerma_codes.UCUM_MGY),
+                    fast_code,
+                ],
+            ),
+        ]
+        assert self._encode(fast) == self._encode(plain)
+
+    def test_constant_items_cached_and_uncached_files_identical(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Reports with constant items encoded once equal reports building them each time."""
+        from kerma.demo import generator, sr
+
+        indices = [_first_index(m, seed=4) for m in ("CT", "RF", "DX", "MG")]
+        (tmp_path / "a").mkdir()
+        cached = [
+            generator.write_demo_study(tmp_path / "a", i, seed=4, end_date=END_DATE)
+            for i in indices
+        ]
+        monkeypatch.setattr(sr, "build_constant", lambda key, build: build())
+        monkeypatch.setattr(generator, "build_constant", lambda key, build: build())
+        (tmp_path / "b").mkdir()
+        built = [
+            generator.write_demo_study(tmp_path / "b", i, seed=4, end_date=END_DATE)
+            for i in indices
+        ]
+        assert [s.modality for s in cached] == ["CT", "RF", "DX", "MG"]
+        for a, b in zip(cached, built, strict=True):
+            assert a.path.read_bytes() == b.path.read_bytes()
+
+    def test_implicit_vr_write_reads_back_equal(self) -> None:
+        """Encoded in implicit VR (pydicom re-encodes the raw parts), the report is the same.
+
+        Load tests send demo datasets over the network, where the transfer syntax is
+        often Implicit VR Little Endian.
+        """
+        from io import BytesIO
+
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filereader import read_dataset
+        from pydicom.filewriter import write_dataset
+
+        ds, _ = build_demo_dataset(_first_index("RF", seed=3), seed=3, end_date=END_DATE)
+        explicit = BytesIO()
+        ds.save_as(explicit, enforce_file_format=True)
+        fp = DicomBytesIO()
+        fp.is_implicit_VR, fp.is_little_endian = True, True
+        write_dataset(fp, ds)
+        a = pydicom.dcmread(BytesIO(explicit.getvalue()))
+        b = read_dataset(BytesIO(fp.getvalue()), is_implicit_VR=True, is_little_endian=True)
+        assert b.ContentSequence == a.ContentSequence
+        assert len(a.ContentSequence) > 5
+
+
+class TestStudyMix:
+    """The default demo (1,000 studies, seed 1) has enough studies for DRL verdicts."""
+
+    #: Room and study description of every exam with an EU DRL (EUCLID CT clinical
+    #: indications; coronary angiography and PCI, Siiskonen 2018).
+    DRL_EXAMS = (
+        ("CT2", "CT HEAD STROKE"),
+        ("CT3", "CT HEAD STROKE"),
+        ("CT2", "CT ABDOMEN APPENDICITIS"),
+        ("CT3", "CT ABDOMEN APPENDICITIS"),
+        ("CT2", "CT KUB LOW DOSE STONE"),
+        ("CT1", "CT CHEST LUNG CANCER STAGING"),
+        ("CT3", "CT CHEST LUNG CANCER STAGING"),
+        ("CT2", "CT Pulmonary Angiogram"),
+        ("CT3", "CT Pulmonary Angiogram"),
+        ("CT2", "CT C-SPINE TRAUMA"),
+        ("CT1", "CT SINUSES CHRONIC SINUSITIS"),
+        ("CATHLAB1", "Coronary angiography"),
+        ("CATHLAB1", "Percutaneous coronary intervention"),
+    )
+
+    @pytest.fixture(scope="class")
+    def plans(self) -> list:
+        """The plans of the 1,000 studies of the default demo."""
+        return [plan_demo_study(i, seed=1) for i in range(1000)]
+
+    def test_every_drl_room_and_exam_has_20_patients(self, plans: list) -> None:
+        """ICRP 135: at least 20 patient studies per room and exam that has an EU DRL."""
+        from collections import Counter
+
+        counts = Counter((p.room, p.study_description) for p in plans if not p.is_qa)
+        for room_exam in self.DRL_EXAMS:
+            assert counts[room_exam] >= 20, (room_exam, counts[room_exam])
+        assert min(counts[k] for k in self.DRL_EXAMS) == 25  # CT2 renal colic, seed 1
+
+    def test_mammography_has_50_patients(self, plans: list) -> None:
+        """ICRP 135 asks 50 for mammography: the one mammography room gets more."""
+        assert sum(p.modality == "MG" for p in plans) == 104
+
+    def test_modality_shares(self, plans: list) -> None:
+        """CT about half, fluoroscopy the smallest share (its reports are the largest)."""
+        from collections import Counter
+
+        assert Counter(p.modality for p in plans) == {"CT": 544, "DX": 215, "RF": 137, "MG": 104}
+        assert sum(p.is_qa for p in plans) == 22
+
+    def test_catalogue_rooms_perform_only_their_exams(self) -> None:
+        """Each CT protocol is done only in the rooms it lists, with a positive weight."""
+        from kerma.demo.catalogue import CT_PROTOCOLS, ct_protocols_for
+
+        for protocol in CT_PROTOCOLS:
+            assert protocol.rooms
+            for room, weight in protocol.rooms:
+                assert weight > 0
+                assert protocol in ct_protocols_for(room)
+        assert {p.study_description for p in ct_protocols_for("CT2")} == {
+            "CT HEAD STROKE",
+            "CT ABDOMEN APPENDICITIS",
+            "CT KUB LOW DOSE STONE",
+            "CT Pulmonary Angiogram",
+            "CT C-SPINE TRAUMA",
+        }
 
 
 class TestExtraction:
@@ -284,8 +468,14 @@ class TestDemoCommand:
         result = CliRunner().invoke(app, ["demo", "--studies", "20"])
         assert result.exit_code == 0, result.output
         assert "Wrote 20 X-Ray Radiation Dose SRs" in result.output
-        assert "objects read" in result.output
-        assert "rejected" in result.output
+        counts = {
+            cells[1].strip(): int(cells[2])
+            for line in result.output.splitlines()
+            if len(cells := line.split("│")) == 4 and cells[2].strip().isdigit()
+        }
+        assert counts["objects read"] == 20
+        assert sum(n for k, n in counts.items() if k.startswith("imported ")) == 20
+        assert counts["rejected"] == 0
         assert "DLP (mGy·cm) per examination" in result.output
         assert "CTDIvol (mGy)" in result.output
         assert (tmp_path / "kerma-demo.db").exists()
@@ -357,6 +547,42 @@ class TestDemoCommand:
             )
         assert counts[1][0] == counts[2][0] == 120
         assert counts[1] == counts[2]
+
+    def test_help_has_no_hard_wraps_or_markup(self) -> None:
+        """``kerma demo --help`` wraps at the terminal's width, not the docstring's."""
+        from kerma.cli.main import app
+
+        result = CliRunner().invoke(app, ["demo", "--help"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        text = result.output
+        assert "three CT rooms (Siemens, GE, Canon), a cardiac cath lab, a fluoroscopy room" in text
+        assert "``" not in text
+        assert "so kerma drl on the demo registry compares the rooms with the DRLs" in " ".join(
+            text.split()
+        )
+
+    def test_chunks_cover_every_study_once(self) -> None:
+        """Studies are handed out in chunks of CHUNK_STUDIES, the last one shorter."""
+        from kerma.cli.demo import CHUNK_STUDIES, _chunks
+
+        chunks = _chunks(2 * CHUNK_STUDIES + 5)
+        assert [len(c) for c in chunks] == [CHUNK_STUDIES, CHUNK_STUDIES, 5]
+        assert [i for c in chunks for i in c] == list(range(2 * CHUNK_STUDIES + 5))
+        assert _chunks(0) == []
+
+    def test_worker_processes_write_every_study_once(self, tmp_path: Path) -> None:
+        """Two worker processes write each of 35 studies once, named by the plan."""
+        from kerma.cli.demo import DemoRun, iter_demo_run
+
+        run = DemoRun(tmp_path, 35, 6, END_DATE, database=None, archive_dir=None)
+        done = list(iter_demo_run(run, workers=2))
+        expected = [f"DEMO-{i + 1:06d}-{plan_demo_study(i, seed=6).room}.dcm" for i in range(35)]
+        assert sorted(d.path.name for d in done) == expected
+        assert sorted(p.name for p in tmp_path.glob("DEMO-*.dcm")) == expected
+        assert all(d.outcome is None for d in done)
+        assert [d.modality for d in sorted(done, key=lambda d: d.path.name)] == [
+            plan_demo_study(i, seed=6).modality for i in range(35)
+        ]
 
     def test_no_import_only_writes_files(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -1,24 +1,37 @@
 """``kerma demo``: write synthetic dose reports and import them into a fresh demo registry.
 
-A thin wrapper around :func:`kerma.demo.generator.iter_demo_studies` and
+A thin wrapper around :func:`kerma.demo.generator.write_demo_study` and
 :class:`kerma.Registry`. The demo registry is separate from the user's: by default
 ``sqlite:///kerma-demo.db`` with its archive in ``./kerma-demo-archive``, both deleted
 and recreated on every run; ``kerma.db`` is never touched.
+
+How the work is shared: the studies are cut into chunks of :data:`CHUNK_STUDIES`; each
+worker process (``--workers``) takes the next chunk, writes its files and imports them
+through the registry's normal import path (archive, extraction, one transaction per
+object) with the one :class:`kerma.Registry` it opened at start. Writing and importing
+thus overlap, the processes stay busy until the last chunk (a PCI report costs about 25
+times a chest radiograph, so small chunks handed out on demand balance the load), and
+nothing is set up per chunk. SQLite serialises the short write transactions; reading and
+extraction, the larger part, run in parallel. The tables printed at the end come from
+one read of the registry's events and studies.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
+import multiprocessing
 import os
 import shlex
 import shutil
+import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,8 +43,11 @@ from sqlalchemy.engine import make_url
 from kerma.cli.console import make_console
 from kerma.errors import ConfigurationError
 
-#: Objects one import worker process takes at a time.
-IMPORT_CHUNK = 25
+if TYPE_CHECKING:
+    from kerma.api import ImportOutcome, ImportSummary, Registry
+
+#: Studies a worker process writes and imports at a time (see the module docstring).
+CHUNK_STUDIES = 10
 
 #: Default demo registry, files and archive (relative to the working directory).
 DEFAULT_DATABASE_URL = "sqlite:///kerma-demo.db"
@@ -72,137 +88,281 @@ def demo(
     The demo department has three CT rooms (Siemens, GE, Canon), a cardiac cath lab, a
     fluoroscopy room, a radiography room and a mammography unit, with log-normal dose
     distributions per protocol, a few QA phantom scans, and one CT room set up with
-    higher doses. All names and IDs are synthetic. The default 1,000 studies give most
-    rooms the ICRP 135 minimum sample of 20 per standard exam, so ``kerma drl`` on the
-    demo registry compares rooms with the DRLs.
+    higher doses. All names and IDs are synthetic. The default 1,000 studies give every
+    room and exam that has an EU DRL the ICRP 135 minimum sample (20 patients; 50 for
+    mammography), so ``kerma drl`` on the demo registry compares rooms with the DRLs.
     """
     console = make_console()
     archive_dir = None if no_import else _fresh_registry(database)  # refuse before writing
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("DEMO-*.dcm"):  # only files an earlier demo run wrote
         old.unlink()
-    paths: list[Path] = []
-    by_modality: Counter[str] = Counter()
-    n_qa = 0
-    with _progress(console, "writing dose reports") as progress:
-        task = progress.add_task("write", total=studies)
-        for study in _write_studies(out, studies=studies, seed=seed, workers=workers):
-            paths.append(study.path)
-            by_modality[study.modality] += 1
-            n_qa += study.is_qa
-            progress.advance(task)
-    parts = ", ".join(f"{n} {_MODALITY_NAMES.get(m, m)}" for m, n in sorted(by_modality.items()))
-    console.print(
-        f"Wrote {len(paths)} X-Ray Radiation Dose SRs to [bold]{out}[/bold] "
-        f"({parts}; {n_qa} QA phantom studies), seed {seed}."
+    run = DemoRun(
+        out=out,
+        studies=studies,
+        seed=seed,
+        end_date=dt.date.today(),
+        database=None if archive_dir is None else database,
+        archive_dir=archive_dir,
     )
-    if archive_dir is None:
+    if archive_dir is not None:
+        _prepare_registry(database, archive_dir)
+    result = run_demo(run, workers=workers, console=console)
+    parts = ", ".join(
+        f"{n} {_MODALITY_NAMES.get(m, m)}" for m, n in sorted(result.by_modality.items())
+    )
+    console.print(
+        f"Wrote {result.n_written} X-Ray Radiation Dose SRs to [bold]{out}[/bold] "
+        f"({parts}; {result.n_qa} QA phantom studies), seed {seed}."
+    )
+    if archive_dir is None or result.summary is None:
         return
-    import_demo(paths, database=database, archive_dir=archive_dir, console=console, workers=workers)
+    _print_import(console, result.summary)
+    print_registry_tables(database, archive_dir, console)
+    _print_next_steps(console, database, archive_dir)
 
 
-def _write_studies(out: Path, *, studies: int, seed: int, workers: int) -> Iterator[Any]:
-    """Yield the demo studies in order, written by ``workers`` processes."""
-    from kerma.demo.generator import iter_demo_studies, write_demo_study
+@dataclass(frozen=True)
+class DemoRun:
+    """What one ``kerma demo`` run writes and where it imports (sent to each worker).
 
-    if workers <= 1 or studies < 4 * IMPORT_CHUNK:
-        yield from iter_demo_studies(out, studies=studies, seed=seed)
-        return
-    write = partial(write_demo_study, out, seed=seed, end_date=dt.date.today(), studies=studies)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(write, range(studies), chunksize=16)
-
-
-def _import_chunk(database: str, archive_dir: Path, paths: list[Path]) -> list[Any]:
-    """Import ``paths`` in a worker process; return their outcomes."""
-    from kerma.api import Registry
-    from kerma.config import get_settings
-
-    settings = get_settings(database_url=database, archive_dir=archive_dir)
-    outcomes: list[Any] = []
-    with Registry(database, settings=settings) as registry:
-        registry.import_paths(paths, progress=outcomes.append)
-    return outcomes
-
-
-def _import_parallel(
-    registry: Any,
-    paths: list[Path],
-    *,
-    database: str,
-    archive_dir: Path,
-    workers: int,
-    advance: Any,
-) -> Any:
-    """Import ``paths`` with ``workers`` processes (one transaction per object each).
-
-    The registry's schema and pseudonym key exist before the workers start, so every
-    worker uses the same key. Returns the merged
-    :class:`~kerma.ingest.pipeline.ImportSummary`.
+    ``database`` and ``archive_dir`` are ``None`` when the files are only written.
     """
-    from kerma.ingest.pipeline import ImportSummary
 
-    registry.importer  # noqa: B018 (creates the archive and the pseudonym key once)
-    summary = ImportSummary()
-    chunks = [paths[i : i + IMPORT_CHUNK] for i in range(0, len(paths), IMPORT_CHUNK)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: set[Future[list[Any]]] = {
-            pool.submit(_import_chunk, database, archive_dir, chunk) for chunk in chunks
-        }
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                outcomes = future.result()
-                for outcome in outcomes:
-                    summary.add(outcome)
-                advance(len(outcomes))
-    return summary
+    out: Path
+    studies: int
+    seed: int
+    end_date: dt.date
+    database: str | None
+    archive_dir: Path | None
 
 
-def import_demo(
-    paths: list[Path], *, database: str, archive_dir: Path, console: Console, workers: int = 1
-) -> None:
-    """Import ``paths`` into the demo registry and print the counts and dose summary.
+@dataclass(frozen=True)
+class StudyDone:
+    """One study written (and imported), as a worker reports it to the main process."""
+
+    path: Path
+    modality: str
+    is_qa: bool
+    outcome: ImportOutcome | None  # None when not imported
+
+
+@dataclass
+class DemoResult:
+    """Counts of a demo run: files written by modality, QA studies, the import summary."""
+
+    n_written: int
+    by_modality: Counter[str]
+    n_qa: int
+    summary: ImportSummary | None  # None when not imported
+
+
+class _Worker:
+    """Writes and imports chunks of studies; one per process, set up once."""
+
+    def __init__(self, run: DemoRun) -> None:
+        from kerma.demo.generator import write_demo_study
+
+        self.run = run
+        self._write = write_demo_study
+        self.registry: Registry | None = None
+        if run.database is not None and run.archive_dir is not None:
+            from kerma.api import Registry
+            from kerma.config import get_settings
+
+            settings = get_settings(database_url=run.database, archive_dir=run.archive_dir)
+            self.registry = Registry(run.database, settings=settings)
+
+    def write_and_import(self, indices: Sequence[int]) -> list[StudyDone]:
+        """Write studies ``indices``, import their files, and return what happened."""
+        run = self.run
+        written = [
+            self._write(run.out, index, seed=run.seed, end_date=run.end_date, studies=run.studies)
+            for index in indices
+        ]
+        outcomes: dict[str, ImportOutcome] = {}
+
+        def keep(outcome: ImportOutcome) -> None:
+            outcomes[outcome.source] = outcome
+
+        if self.registry is not None:
+            self.registry.import_paths([s.path for s in written], progress=keep)
+        return [StudyDone(s.path, s.modality, s.is_qa, outcomes.get(str(s.path))) for s in written]
+
+    def close(self) -> None:
+        """Close the registry's database connections."""
+        if self.registry is not None:
+            self.registry.close()
+
+
+#: The worker of this process (set by :func:`_start_worker` in each worker process).
+_WORKER: _Worker | None = None
+
+
+def _start_worker(run: DemoRun, log_levels: dict[str, int]) -> None:
+    """Set up this worker process: logging as in the main process, one :class:`_Worker`."""
+    global _WORKER
+    logging.basicConfig(
+        level=log_levels.get("", logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for name, level in log_levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    _WORKER = _Worker(run)
+
+
+def _work(indices: Sequence[int]) -> list[StudyDone]:
+    """Write and import ``indices`` in a worker process."""
+    if _WORKER is None:  # pragma: no cover - the pool's initializer sets it
+        raise RuntimeError("Unable to write demo studies: the worker process was not set up")
+    return _WORKER.write_and_import(indices)
+
+
+def _chunks(studies: int) -> list[range]:
+    """Return the study indices cut into chunks of :data:`CHUNK_STUDIES`."""
+    return [range(i, min(i + CHUNK_STUDIES, studies)) for i in range(0, studies, CHUNK_STUDIES)]
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Return the process start method: ``fork`` on Linux, else ``spawn``.
+
+    ``fork`` starts a worker in milliseconds with every module already imported.
+    :func:`iter_demo_run` starts all workers before the caller starts a thread (Rich's
+    progress bar), because forking a process that runs threads can deadlock. macOS and
+    Windows spawn fresh interpreters (their default).
+    """
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+
+
+def iter_demo_run(run: DemoRun, *, workers: int) -> Generator[StudyDone, None, None]:
+    """Write (and import) the studies of ``run``; iterate over them as they are done.
+
+    The worker processes start when this function is called, before it returns, so
+    that the caller may start threads afterwards (see :func:`_pool_context`).
 
     Parameters
     ----------
-    paths : list of pathlib.Path
-        The generated files.
-    database : str
-        SQLAlchemy URL of the demo registry (emptied first by :func:`_fresh_registry`).
-    archive_dir : pathlib.Path
-        Archive folder of the demo registry.
-    console : rich.console.Console
-        Where to print.
-    workers : int, optional
-        Import processes (default 1: in this process). SQLite serialises the writes;
-        decoding, the larger part of the work, runs in parallel.
+    run : DemoRun
+        What to write and where to import it. The registry must exist already
+        (:func:`_prepare_registry`), so that every worker uses the same pseudonym key.
+    workers : int
+        Worker processes; 1 (or a run of fewer than two chunks) works in this process.
+
+    Returns
+    -------
+    generator of StudyDone
+        Each study, in the order the chunks finish. Closing the generator early cancels
+        the chunks not started.
+
+    Raises
+    ------
+    OSError
+        When a file or the archive cannot be written (on iteration).
+    """
+    chunks = _chunks(run.studies)
+    if workers <= 1 or len(chunks) < 2:
+        return _iter_in_process(run, chunks)
+    from kerma.api import Registry  # noqa: F401 (imported once here, inherited by forks)
+    from kerma.demo.generator import write_demo_study  # noqa: F401 (idem)
+
+    log_levels = {
+        name: logging.getLogger(name or None).level for name in ("", "pydicom", "py.warnings")
+    }
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(chunks)),
+        mp_context=_pool_context(),
+        initializer=_start_worker,
+        initargs=(run, log_levels),
+    )
+    futures = [pool.submit(_work, chunk) for chunk in chunks]  # starts every worker now
+    return _iter_pool(pool, futures)
+
+
+def _iter_in_process(run: DemoRun, chunks: list[range]) -> Generator[StudyDone, None, None]:
+    """Write (and import) ``chunks`` in this process."""
+    worker = _Worker(run)
+    try:
+        for chunk in chunks:
+            yield from worker.write_and_import(chunk)
+    finally:
+        worker.close()
+
+
+def _iter_pool(
+    pool: ProcessPoolExecutor, futures: list[Future[list[StudyDone]]]
+) -> Generator[StudyDone, None, None]:
+    """Yield the studies of ``futures`` as they finish; shut ``pool`` down at the end."""
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield from future.result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def run_demo(run: DemoRun, *, workers: int, console: Console) -> DemoResult:
+    """Write (and import) the studies of ``run`` with a progress bar; return the counts.
+
+    Raises
+    ------
+    OSError
+        When a file or the archive cannot be written.
+    """
+    from kerma.api import ImportSummary
+
+    summary = ImportSummary() if run.database is not None else None
+    by_modality: Counter[str] = Counter()
+    n_qa = 0
+    label = "writing dose reports" if summary is None else "writing and importing dose reports"
+    done = iter_demo_run(run, workers=workers)  # before the progress bar's thread starts
+    try:
+        with _progress(console, label) as progress:
+            task = progress.add_task("run", total=run.studies)
+            for study in done:
+                by_modality[study.modality] += 1
+                n_qa += study.is_qa
+                if summary is not None and study.outcome is not None:
+                    summary.add(study.outcome)
+                progress.advance(task)
+    finally:
+        done.close()
+    return DemoResult(sum(by_modality.values()), by_modality, n_qa, summary)
+
+
+def _prepare_registry(database: str, archive_dir: Path) -> None:
+    """Create the demo registry's schema, archive and pseudonym key before workers start.
+
+    Every worker then opens the same schema and reads the same key. The connections are
+    closed before any worker process starts.
     """
     from kerma.api import Registry
     from kerma.config import get_settings
 
     settings = get_settings(database_url=database, archive_dir=archive_dir)
     with Registry(database, settings=settings) as registry:
-        with _progress(console, "importing") as progress:
-            task = progress.add_task("import", total=len(paths))
-            if workers > 1 and len(paths) >= 4 * IMPORT_CHUNK:
-                result = _import_parallel(
-                    registry,
-                    paths,
-                    database=database,
-                    archive_dir=archive_dir,
-                    workers=workers,
-                    advance=lambda n: progress.advance(task, n),
-                )
-            else:
-                result = registry.import_paths(paths, progress=lambda _o: progress.advance(task))
-        _print_import(console, result)
+        registry.importer  # noqa: B018 (creates the archive and the pseudonym key once)
+
+
+def print_registry_tables(database: str, archive_dir: Path, console: Console) -> None:
+    """Print the demo registry's dose tables: per exam and room, then per protocol.
+
+    One read of the registry's current events and studies (QA phantom studies left
+    out) feeds both tables; the per-protocol table is
+    :func:`kerma.api.summarise_events` of those events, as ``kerma summary`` shows it.
+    """
+    from kerma.api import Registry, summarise_events
+    from kerma.config import get_settings
+
+    settings = get_settings(database_url=database, archive_dir=archive_dir)
+    with Registry(database, settings=settings) as registry:
         events = registry.events()
         studies = registry.studies()
-        frame = registry.summary()
     _print_study_statistics(console, events, studies)
-    _print_summary(console, frame)
-    _print_next_steps(console, database, archive_dir)
+    _print_summary(console, summarise_events(events))
 
 
 def _print_next_steps(console: Console, database: str, archive_dir: Path) -> None:
@@ -379,6 +539,19 @@ def _print_summary(console: Console, frame: Any) -> None:
         console.print(table)
 
 
+#: ``kerma demo --help``: one line per paragraph (the terminal wraps it), no markup.
+DEMO_HELP = (
+    "Generate synthetic CT, fluoroscopy, radiography and mammography dose reports and "
+    "import them into a fresh demo registry.\n\n"
+    "The demo department has three CT rooms (Siemens, GE, Canon), a cardiac cath lab, a "
+    "fluoroscopy room, a radiography room and a mammography unit, with log-normal dose "
+    "distributions per protocol, a few QA phantom scans, and one CT room set up with higher "
+    "doses. All names and IDs are synthetic. The default 1,000 studies give every room and "
+    "exam that has an EU DRL the ICRP 135 minimum sample (20 patients; 50 for mammography), "
+    "so kerma drl on the demo registry compares the rooms with the DRLs."
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``demo`` to the root app."""
-    app.command("demo")(demo)
+    app.command("demo", help=DEMO_HELP)(demo)

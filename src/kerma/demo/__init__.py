@@ -7,6 +7,7 @@ into a fresh registry. No patient data: names and IDs are made up.
 
 from kerma.demo.generator import (
     DemoEvent,
+    DemoPlan,
     DemoStudy,
     build_demo_dataset,
     generate_demo_files,
@@ -16,6 +17,7 @@ from kerma.demo.generator import (
 
 __all__ = [
     "DemoEvent",
+    "DemoPlan",
     "DemoStudy",
     "build_demo_dataset",
     "generate_demo_files",

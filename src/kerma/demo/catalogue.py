@@ -12,6 +12,12 @@ surveys (e.g. UK NDRL 2022, EU RP 180): CT head CTDIvol about 50 mGy (16 cm phan
 chest 8 mGy, abdomen-pelvis 12 mGy (32 cm phantom); coronary angiography KAP about
 30 Gy·cm² (3e-3 Gy·m²); mammography AGD about 1.3 mGy per view at 55 mm.
 
+The study mix (:data:`MODALITY_MIX`, room and protocol weights) is sized so that the
+default demo of 1,000 studies expects 35 or more studies in every room and exam that
+has an EU DRL (ICRP Publication 135 asks for at least 20 patients per room and exam;
+the demo's 120 mammography studies exceed its 50), while fluoroscopy, whose reports
+are the largest to write and import, stays a small share.
+
 Pure data; may import ``pydicom`` codes only.
 """
 
@@ -40,6 +46,7 @@ class DemoDevice:
     software_versions: str
     location: str
     dose_factor: float = 1.0  # multiplies every protocol median (room optimisation)
+    weight: float = 1.0  # share of its modality's studies, relative to the other rooms
 
     @property
     def device_observer_uid(self) -> str:
@@ -63,8 +70,11 @@ class CTProtocol:
     is_sequenced: bool = False
     pitch_factor: float = 0.984
     rotation_time_s: float = 0.5
-    weight: float = 1.0  # relative frequency
-    rooms: tuple[str, ...] = ()  # CT rooms that perform it (empty: every CT room)
+    rooms: tuple[tuple[str, float], ...] = ()  # (CT room, relative frequency in that room)
+
+    def weight_in(self, room: str) -> float:
+        """Return the protocol's relative frequency in CT room ``room`` (0: not done there)."""
+        return dict(self.rooms).get(room, 0.0)
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ class ProjectionProtocol:
     acquisition_frame_rate_per_s: float = 0.0  # 0: single-frame acquisitions (spot, DX)
     kvp_range_kv: tuple[float, float] = (70.0, 90.0)
     copper_mm: tuple[float, ...] = (0.1, 0.2, 0.3, 0.6, 0.9)
-    weight: float = 1.0
+    weight: float = 1.0  # relative frequency in its room (expected studies in 1,000)
 
 
 DEVICES: tuple[DemoDevice, ...] = (
@@ -97,6 +107,7 @@ DEVICES: tuple[DemoDevice, ...] = (
         "CTAWP83412",
         "syngo CT VB20A",
         "CT room 1, main building",
+        weight=0.35,
     ),
     DemoDevice(
         "CT2",
@@ -107,6 +118,7 @@ DEVICES: tuple[DemoDevice, ...] = (
         "GECT2",
         "revo_ct_21a.41",
         "CT room 2, emergency department",
+        weight=0.36,
     ),
     DemoDevice(
         "CT3",
@@ -118,6 +130,7 @@ DEVICES: tuple[DemoDevice, ...] = (
         "V10.12",
         "CT room 3, acute and outpatient imaging",
         dose_factor=1.45,
+        weight=0.29,
     ),
     DemoDevice(
         "CATHLAB1",
@@ -128,6 +141,7 @@ DEVICES: tuple[DemoDevice, ...] = (
         "CATHLAB1",
         "R2.2.5",
         "Cardiac cath lab 1",
+        weight=0.62,
     ),
     DemoDevice(
         "FLUORO2",
@@ -138,6 +152,7 @@ DEVICES: tuple[DemoDevice, ...] = (
         "FLUORO2",
         "VF10C",
         "Fluoroscopy room 2",
+        weight=0.38,
     ),
     DemoDevice(
         "MAMMO1",
@@ -165,13 +180,18 @@ DEVICES: tuple[DemoDevice, ...] = (
 #: would (``"CT HEAD STROKE"``, ``"CT ABDOMEN APPENDICITIS"``, ``"CT KUB LOW DOSE
 #: STONE"``, ``"CT CHEST LUNG CANCER STAGING"``, ...), so the default exam rules map them
 #: to EUCLID clinical-indication exams; routine studies keep an anatomical description.
-#: ``rooms`` lists the CT rooms that perform the protocol (empty: all); ``weight`` is its
-#: relative frequency in those rooms. CT2 (emergency department) does most strokes,
-#: appendicitis and renal colic; CT1 (main building) most oncology; CT3 a mix. Medians
-#: sit below the EU DRLs (EUCLID, EC RP 195) for CT1 and CT2, so that CT3's factor
-#: 1.45 puts it above them: stroke 44 mGy x 14.5 cm, DRL 48 mGy / 807 mGy·cm;
-#: appendicitis 9 mGy x 44 cm, DRL 9 mGy / 498 mGy·cm; lung cancer 7.5 mGy x 32 cm,
-#: DRL 8 mGy / 348 mGy·cm; colic (low-dose KUB) 4.5 mGy x 40 cm, DRL 436 mGy·cm.
+#: ``rooms`` gives the CT rooms that perform the protocol with its relative frequency
+#: there, written as the expected number of studies in a default demo of 1,000 studies
+#: (520 CT studies, 20 of them QA phantom scans): CT2 (emergency department) does the
+#: strokes, appendicitis, renal colic, spine trauma and pulmonary embolism; CT1 (main
+#: building) oncology, sinuses and routine work; CT3 a mix. Every room and exam that has
+#: an EU DRL expects 35 to 40 studies, so each reaches the ICRP 135 minimum sample of
+#: 20 in a default demo. Medians sit below the EU DRLs (EUCLID, EC RP 195) for CT1 and
+#: CT2, so that CT3's factor 1.45 puts it above them: stroke 44 mGy x 14.5 cm, DRL
+#: 48 mGy / 807 mGy·cm; appendicitis 9 mGy x 44 cm, DRL 9 mGy / 498 mGy·cm; lung cancer
+#: 6.5 mGy x 32 cm, DRL 8 mGy / 348 mGy·cm; pulmonary embolism 6.5 mGy x 30 cm, DRL
+#: 9 mGy / 307 mGy·cm; colic (low-dose KUB) 4.5 mGy x 40 cm, DRL 436 mGy·cm (body
+#: CTDIvol grows with patient weight, so room medians sit above the protocol's).
 CT_PROTOCOLS: tuple[CTProtocol, ...] = (
     CTProtocol(
         "CT Head",
@@ -184,7 +204,7 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         (1, 1),
         is_sequenced=True,
         rotation_time_s=1.0,
-        weight=1.5,
+        rooms=(("CT1", 27.0),),
     ),
     CTProtocol(
         "CT HEAD STROKE",
@@ -197,8 +217,7 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         (1, 1),
         is_sequenced=True,
         rotation_time_s=1.0,
-        weight=2.5,
-        rooms=("CT2", "CT3"),
+        rooms=(("CT2", 40.0), ("CT3", 38.0)),
     ),
     CTProtocol(
         "CT Chest",
@@ -210,20 +229,19 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         320.0,
         (1, 1),
         kvp_kv=110.0,
-        weight=1.5,
+        rooms=(("CT1", 20.0),),
     ),
     CTProtocol(
         "CT CHEST LUNG CANCER STAGING",
         "Thorax Staging",
         codes.SCT.Chest,
         False,
-        7.5,
+        6.5,
         1.35,
         320.0,
         (1, 1),
         kvp_kv=110.0,
-        weight=1.5,
-        rooms=("CT1", "CT3"),
+        rooms=(("CT1", 38.0), ("CT3", 37.0)),
     ),
     CTProtocol(
         "CT Abdomen-Pelvis",
@@ -234,7 +252,7 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         1.45,
         430.0,
         (1, 2),
-        weight=1.5,
+        rooms=(("CT1", 20.0),),
     ),
     CTProtocol(
         "CT ABDOMEN APPENDICITIS",
@@ -245,8 +263,7 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         1.3,
         440.0,
         (1, 1),
-        weight=1.5,
-        rooms=("CT2", "CT3"),
+        rooms=(("CT2", 35.0), ("CT3", 35.0)),
     ),
     CTProtocol(
         "CT KUB LOW DOSE STONE",
@@ -257,8 +274,7 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         1.35,
         400.0,
         (1, 1),
-        weight=1.5,
-        rooms=("CT2", "CT3"),
+        rooms=(("CT2", 35.0),),
     ),
     CTProtocol(
         "CT Chest-Abdomen-Pelvis",
@@ -269,22 +285,21 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         1.45,
         650.0,
         (1, 3),
-        weight=1.5,
-        rooms=("CT1", "CT3"),
+        rooms=(("CT1", 35.0),),
     ),
     CTProtocol(
         "CT Pulmonary Angiogram",
         "CTPA",
         codes.SCT.Chest,
         False,
-        9.0,
-        1.5,
-        280.0,
-        (1, 2),
+        6.5,
+        1.35,
+        300.0,
+        (1, 1),
         kvp_kv=100.0,
         pitch_factor=1.2,
         rotation_time_s=0.33,
-        weight=1.0,
+        rooms=(("CT2", 35.0), ("CT3", 35.0)),
     ),
     CTProtocol(
         "CT C-SPINE TRAUMA",
@@ -295,8 +310,7 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         1.3,
         200.0,
         (1, 1),
-        weight=0.6,
-        rooms=("CT2",),
+        rooms=(("CT2", 35.0),),
     ),
     CTProtocol(
         "CT SINUSES CHRONIC SINUSITIS",
@@ -307,17 +321,19 @@ CT_PROTOCOLS: tuple[CTProtocol, ...] = (
         1.3,
         100.0,
         (1, 1),
-        weight=0.4,
-        rooms=("CT1",),
+        rooms=(("CT1", 35.0),),
     ),
 )
 
 
 def ct_protocols_for(room: str) -> tuple[CTProtocol, ...]:
     """Return the CT protocols performed in CT room ``room`` (e.g. ``"CT2"``)."""
-    return tuple(p for p in CT_PROTOCOLS if not p.rooms or room in p.rooms)
+    return tuple(p for p in CT_PROTOCOLS if p.weight_in(room) > 0)
 
 
+#: Fluoroscopy and radiography protocols per room; ``weight`` is written as the expected
+#: number of studies in a default demo of 1,000 (cath lab 87: coronary angiography 50
+#: and PCI 37, both with EU DRLs; fluoroscopy room 53; radiography room 220).
 FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
     "CATHLAB1": (
         ProjectionProtocol(
@@ -332,7 +348,7 @@ FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
             kar_per_kap_gy_per_gym2=120.0,
             pulse_rate_per_s=15.0,
             acquisition_frame_rate_per_s=15.0,
-            weight=3.0,
+            weight=50.0,
         ),
         ProjectionProtocol(
             "Percutaneous coronary intervention",
@@ -341,12 +357,12 @@ FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
             6.5e-3,
             1.9,
             720.0,
-            (10, 30),
-            (10, 25),
+            (8, 20),
+            (8, 18),
             kar_per_kap_gy_per_gym2=130.0,
             pulse_rate_per_s=15.0,
             acquisition_frame_rate_per_s=15.0,
-            weight=1.5,
+            weight=37.0,
         ),
     ),
     "FLUORO2": (
@@ -360,7 +376,7 @@ FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
             (3, 8),
             (2, 8),
             kar_per_kap_gy_per_gym2=60.0,
-            weight=2.0,
+            weight=23.0,
         ),
         ProjectionProtocol(
             "ERCP",
@@ -372,7 +388,7 @@ FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
             (4, 12),
             (2, 6),
             kar_per_kap_gy_per_gym2=70.0,
-            weight=1.5,
+            weight=18.0,
         ),
         ProjectionProtocol(
             "Hysterosalpingogram",
@@ -384,7 +400,7 @@ FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
             (1, 4),
             (1, 4),
             kar_per_kap_gy_per_gym2=60.0,
-            weight=1.0,
+            weight=12.0,
         ),
     ),
     "DXROOM1": (
@@ -400,7 +416,7 @@ FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
             kar_per_kap_gy_per_gym2=15.0,
             kvp_range_kv=(110.0, 125.0),
             copper_mm=(0.1, 0.2),
-            weight=3.0,
+            weight=132.0,
         ),
         ProjectionProtocol(
             "Abdomen AP",
@@ -414,7 +430,7 @@ FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
             kar_per_kap_gy_per_gym2=25.0,
             kvp_range_kv=(75.0, 85.0),
             copper_mm=(0.0, 0.1),
-            weight=1.0,
+            weight=44.0,
         ),
         ProjectionProtocol(
             "Lumbar spine AP and lateral",
@@ -428,7 +444,7 @@ FLUORO_PROTOCOLS: dict[str, tuple[ProjectionProtocol, ...]] = {
             kar_per_kap_gy_per_gym2=30.0,
             kvp_range_kv=(75.0, 95.0),
             copper_mm=(0.0, 0.1),
-            weight=1.0,
+            weight=44.0,
         ),
     ),
 }
@@ -441,8 +457,11 @@ MAMMO_AGD_GSD = 1.15
 MAMMO_REFERENCE_THICKNESS_MM = 55.0
 MAMMO_AGD_PER_MM = 0.012  # relative AGD increase per mm of compressed thickness
 
-#: The study mix: share of CT, fluoroscopy, radiography and mammography studies.
-MODALITY_MIX: dict[str, float] = {"CT": 0.50, "RF": 0.25, "DX": 0.15, "MG": 0.10}
+#: The study mix: share of CT, fluoroscopy, radiography and mammography studies. CT
+#: leads (three rooms, the EUCLID clinical-indication DRLs); fluoroscopy is the smallest
+#: share, as in a real department, and its reports are the largest (a PCI report holds
+#: 16 to 38 irradiation events, each with about 25 content items).
+MODALITY_MIX: dict[str, float] = {"CT": 0.52, "RF": 0.14, "DX": 0.22, "MG": 0.12}
 
 #: Share of studies that are QA phantom scans (patient name "QA PHANTOM").
 QA_FRACTION = 0.02

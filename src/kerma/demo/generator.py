@@ -43,7 +43,7 @@ import datetime as dt
 from collections import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -82,11 +82,15 @@ from kerma.demo.sr import (
     HAS_PROPERTIES,
     build_code,
     build_code_item,
+    build_constant,
+    build_constant_num,
+    build_constant_text,
     build_container,
     build_datetime,
     build_num,
-    build_text,
     build_uidref,
+    code_key,
+    mark_for_fast_write,
     with_children,
 )
 from kerma.dicom.codes import (
@@ -317,7 +321,7 @@ def _build_study(
     """Draw study ``index`` and build its dataset."""
     rng = np.random.default_rng([seed, index])
     uid = _UIDFactory(seed, index)
-    modality, is_qa, device = _plan(rng)
+    modality, is_qa, device, protocol = _plan(rng)
     study_date = end_date - dt.timedelta(days=int(rng.integers(0, 365)))
     start = dt.datetime.combine(
         study_date,
@@ -336,23 +340,18 @@ def _build_study(
         study_instance_uid=uid("study"),
         station_name=device.station_name,
         device_observer_uid=device.device_observer_uid,
-        study_description="",
+        study_description=_study_description(protocol),
         study_date=study_date.isoformat(),
         is_qa=is_qa,
     )
-    if modality == "CT":
-        protocol = QA_PROTOCOL if is_qa else _choose(rng, ct_protocols_for(device.key))
-        study.study_description = protocol.study_description
+    if isinstance(protocol, CTProtocol):
         content, template, end_time = _ct_content(rng, uid, device, protocol, patient, start, study)
-    elif modality == "MG":
-        study.study_description = MAMMO_STUDY_DESCRIPTION
-        content, template, end_time = _mammo_content(rng, uid, start, study)
-    else:
-        fprotocol = _choose(rng, FLUORO_PROTOCOLS[device.key])
-        study.study_description = fprotocol.study_description
+    elif isinstance(protocol, ProjectionProtocol):
         content, template, end_time = _projection_content(
-            rng, uid, device, fprotocol, patient, start, study
+            rng, uid, device, protocol, patient, start, study
         )
+    else:
+        content, template, end_time = _mammo_content(rng, uid, start, study)
     ds = _dataset(
         device,
         patient,
@@ -366,24 +365,54 @@ def _build_study(
     return ds, study
 
 
-def plan_demo_study(index: int, *, seed: int = 1) -> tuple[str, bool, str]:
-    """Return (modality, is QA phantom study, room key) of study ``index``, cheaply.
+class DemoPlan(NamedTuple):
+    """What study ``index`` of a demo set is, without its values (:func:`plan_demo_study`)."""
+
+    modality: str  # CT, RF, DX or MG
+    is_qa: bool  # QA phantom scan
+    room: str  # DemoDevice.key, e.g. "CT3"
+    study_description: str
+
+
+def plan_demo_study(index: int, *, seed: int = 1) -> DemoPlan:
+    """Return the modality, QA flag, room and study description of study ``index``, cheaply.
 
     The same draws as the generator makes first, without building the report: lets
-    tests and load tests pick studies of a kind (e.g. the first QA phantom study).
+    tests and load tests pick studies of a kind (e.g. the first QA phantom study) and
+    count the studies per room and exam of a demo set.
     """
-    modality, is_qa, device = _plan(np.random.default_rng([seed, index]))
-    return modality, is_qa, device.key
+    modality, is_qa, device, protocol = _plan(np.random.default_rng([seed, index]))
+    return DemoPlan(modality, is_qa, device.key, _study_description(protocol))
 
 
-def _plan(rng: np.random.Generator) -> tuple[str, bool, DemoDevice]:
-    """Draw the modality, whether the study is a QA phantom scan, and the room."""
+_Protocol = CTProtocol | ProjectionProtocol | None
+
+
+def _plan(rng: np.random.Generator) -> tuple[str, bool, DemoDevice, _Protocol]:
+    """Draw the modality, whether the study is a QA phantom scan, the room and the protocol.
+
+    The protocol is ``None`` for mammography (one screening protocol).
+    """
     modalities = list(MODALITY_MIX)
     shares = np.array([MODALITY_MIX[m] for m in modalities])
     modality = modalities[int(rng.choice(len(modalities), p=shares / shares.sum()))]
     is_qa = bool(modality == "CT" and rng.random() < QA_FRACTION / MODALITY_MIX["CT"])
     device = _choose(rng, devices_for(modality))
-    return modality, is_qa, device
+    protocol: _Protocol = None
+    if modality == "CT":
+        if is_qa:
+            protocol = QA_PROTOCOL
+        else:
+            options = ct_protocols_for(device.key)
+            protocol = _choose(rng, options, [p.weight_in(device.key) for p in options])
+    elif modality != "MG":
+        protocol = _choose(rng, FLUORO_PROTOCOLS[device.key])
+    return modality, is_qa, device, protocol
+
+
+def _study_description(protocol: _Protocol) -> str:
+    """Return the Study Description written for ``protocol`` (``None``: mammography)."""
+    return MAMMO_STUDY_DESCRIPTION if protocol is None else protocol.study_description
 
 
 class _UIDFactory:
@@ -397,10 +426,16 @@ class _UIDFactory:
         return generate_uid(entropy_srcs=[*self._sources, name])
 
 
-def _choose(rng: np.random.Generator, options: abc.Sequence[_T]) -> _T:
-    """Return one of ``options``, weighted by their ``weight`` attribute when they have one."""
-    weights = np.array([getattr(o, "weight", 1.0) for o in options], dtype=float)
-    return options[int(rng.choice(len(options), p=weights / weights.sum()))]
+def _choose(
+    rng: np.random.Generator,
+    options: abc.Sequence[_T],
+    weights: abc.Sequence[float] | None = None,
+) -> _T:
+    """Return one of ``options``, drawn with ``weights`` (default: their ``weight``)."""
+    if weights is None:
+        weights = [getattr(o, "weight", 1.0) for o in options]
+    p = np.asarray(weights, dtype=float)
+    return options[int(rng.choice(len(options), p=p / p.sum()))]
 
 
 def _patient(seed: int, number: int, modality: str) -> _Patient:
@@ -598,23 +633,27 @@ def _ct_event(
     params: list[Dataset] = [
         build_num(codes.DCM.ExposureTime, _ds(exposure_s, 4)[0], codes.UCUM.Second),
         build_num(codes.DCM.ScanningLength, length_text, codes.UCUM.Millimeter),
-        build_num(
+        build_constant_num(
             codes.DCM.NominalSingleCollimationWidth, _ds(single_mm)[0], codes.UCUM.Millimeter
         ),
-        build_num(codes.DCM.NominalTotalCollimationWidth, _ds(total_mm)[0], codes.UCUM.Millimeter),
+        build_constant_num(
+            codes.DCM.NominalTotalCollimationWidth, _ds(total_mm)[0], codes.UCUM.Millimeter
+        ),
     ]
     if pitch is not None:
         params.append(build_num(codes.DCM.PitchFactor, _ds(pitch, 4)[0], codes.UCUM.Ratio))
-    params.append(build_num(codes.DCM.NumberOfXRaySources, "1", UCUM_XRAY_SOURCES))
+    params.append(build_constant_num(codes.DCM.NumberOfXRaySources, "1", UCUM_XRAY_SOURCES))
     source: list[Dataset] = [
-        build_text(codes.DCM.IdentificationOfTheXRaySource, "A"),
+        build_constant_text(codes.DCM.IdentificationOfTheXRaySource, "A"),
         build_num(codes.DCM.KVP, kvp_text, codes.UCUM.Kilovolt),
         build_num(codes.DCM.MaximumXRayTubeCurrent, _ds(max_ma or ma, 3)[0], UCUM_MA),
         build_num(codes.DCM.XRayTubeCurrent, ma_text, UCUM_MA),
     ]
     if rotation_s is not None:
         source.append(
-            build_num(codes.DCM.ExposureTimePerRotation, _ds(rotation_s)[0], codes.UCUM.Second)
+            build_constant_num(
+                codes.DCM.ExposureTimePerRotation, _ds(rotation_s)[0], codes.UCUM.Second
+            )
         )
     params.append(build_container(codes.DCM.CTXRaySourceParameters, source))
     dose = build_container(
@@ -628,13 +667,13 @@ def _ct_event(
     container = build_container(
         codes.DCM.CTAcquisition,
         [
-            build_text(codes.DCM.AcquisitionProtocol, acquisition_protocol),
+            build_constant_text(codes.DCM.AcquisitionProtocol, acquisition_protocol),
             build_code(codes.DCM.TargetRegion, protocol.target_region),
             build_code(codes.DCM.CTAcquisitionType, acquisition_type),
             build_uidref(codes.DCM.IrradiationEventUID, event_uid),
             build_container(codes.DCM.CTAcquisitionParameters, params),
             dose,
-            build_text(codes.DCM.XRayModulationType, modulation),
+            build_constant_text(codes.DCM.XRayModulationType, modulation),
         ],
     )
     event = DemoEvent(
@@ -828,7 +867,7 @@ def _projection_event(
         build_code(codes.DCM.AcquisitionPlane, codes.DCM.SinglePlane, relationship=HAS_CONCEPT_MOD),
         build_datetime(codes.DCM.DatetimeStarted, _dt(started)),
         build_code(codes.DCM.IrradiationEventType, event_type),
-        build_text(codes.DCM.AcquisitionProtocol, name),
+        build_constant_text(codes.DCM.AcquisitionProtocol, name),
         build_code(codes.DCM.TargetRegion, protocol.target_region),
         build_uidref(codes.DCM.IrradiationEventUID, event_uid),
         build_num(codes.DCM.DoseAreaProduct, dap_text, UCUM_GY_M2),
@@ -849,23 +888,11 @@ def _projection_event(
         )
     )
     filters = [(codes.SCT.Aluminum, 1.0)] + ([(codes.SCT.Copper, copper)] if copper > 0 else [])
-    for material, thickness in filters:
-        text = _ds(thickness, 3)[0]
-        items.append(
-            build_container(
-                codes.DCM.XRayFilters,
-                [
-                    build_code(codes.DCM.XRayFilterType, codes.DCM.FlatFilter),
-                    build_code(codes.DCM.XRayFilterMaterial, material),
-                    build_num(codes.DCM.XRayFilterThicknessMinimum, text, codes.UCUM.Millimeter),
-                    build_num(codes.DCM.XRayFilterThicknessMaximum, text, codes.UCUM.Millimeter),
-                ],
-            )
-        )
+    items += [_xray_filter(material, _ds(thickness, 3)[0]) for material, thickness in filters]
     if is_fluoro:
         items.append(build_code(codes.DCM.FluoroMode, codes.DCM.Pulsed))
     if rate:
-        items.append(build_num(codes.DCM.PulseRate, _ds(rate, 3)[0], UCUM_PULSE_PER_S))
+        items.append(build_constant_num(codes.DCM.PulseRate, _ds(rate, 3)[0], UCUM_PULSE_PER_S))
     items += [
         build_num(codes.DCM.NumberOfPulses, str(pulses), codes.UCUM.NoUnits),
         build_num(codes.DCM.KVP, kvp_text, codes.UCUM.Kilovolt),
@@ -885,12 +912,16 @@ def _projection_event(
         else (1150.0 if is_dx else 1100.0)
     )
     items += [
-        build_num(codes.DCM.FocalSpotSize, "0.6" if not is_dx else "1.2", codes.UCUM.Millimeter),
-        build_num(codes.DCM.DistanceSourceToDetector, _ds(sdd, 4)[0], codes.UCUM.Millimeter),
+        build_constant_num(
+            codes.DCM.FocalSpotSize, "0.6" if not is_dx else "1.2", codes.UCUM.Millimeter
+        ),
+        build_constant_num(
+            codes.DCM.DistanceSourceToDetector, _ds(sdd, 4)[0], codes.UCUM.Millimeter
+        ),
     ]
     if not is_dx:
         items.append(
-            build_num(
+            build_constant_num(
                 codes.DCM.DistanceSourceToIsocenter,
                 "765" if cardiac else "800",
                 codes.UCUM.Millimeter,
@@ -953,7 +984,7 @@ def _mammo_content(
             ),
             build_datetime(codes.DCM.DatetimeStarted, _dt(time)),
             build_code(codes.DCM.IrradiationEventType, codes.DCM.StationaryAcquisition),
-            build_text(codes.DCM.AcquisitionProtocol, name),
+            build_constant_text(codes.DCM.AcquisitionProtocol, name),
             target,
             build_code(codes.DCM.ImageView, view_code[view]),
             build_uidref(codes.DCM.IrradiationEventUID, event_uid),
@@ -968,22 +999,14 @@ def _mammo_content(
             ),
             build_num(codes.DCM.CompressionThickness, t_text, codes.UCUM.Millimeter),
             build_code(codes.DCM.AnodeTargetMaterial, codes.SCT.Tungsten),
-            build_container(
-                codes.DCM.XRayFilters,
-                [
-                    build_code(codes.DCM.XRayFilterType, codes.DCM.FlatFilter),
-                    build_code(codes.DCM.XRayFilterMaterial, filter_material),
-                    build_num(codes.DCM.XRayFilterThicknessMinimum, "0.05", codes.UCUM.Millimeter),
-                    build_num(codes.DCM.XRayFilterThicknessMaximum, "0.05", codes.UCUM.Millimeter),
-                ],
-            ),
+            _xray_filter(filter_material, "0.05"),
             build_num(codes.DCM.KVP, _ds(kvp, 3)[0], codes.UCUM.Kilovolt),
             build_num(codes.DCM.XRayTubeCurrent, _ds(rng.uniform(100, 200), 3)[0], UCUM_MA),
             build_num(
                 codes.DCM.ExposureTime, _ds(rng.uniform(800, 1800), 4)[0], codes.UCUM.Millisecond
             ),
-            build_num(codes.DCM.FocalSpotSize, "0.3", codes.UCUM.Millimeter),
-            build_num(codes.DCM.DistanceSourceToDetector, "700", codes.UCUM.Millimeter),
+            build_constant_num(codes.DCM.FocalSpotSize, "0.3", codes.UCUM.Millimeter),
+            build_constant_num(codes.DCM.DistanceSourceToDetector, "700", codes.UCUM.Millimeter),
         ]
         events.append(build_container(codes.DCM.IrradiationEventXRayData, items))
         study.events.append(
@@ -1033,32 +1056,50 @@ def _scope_of_accumulation(study_instance_uid: str) -> Dataset:
 
 
 def _observer_context(device: DemoDevice) -> list[Dataset]:
-    """Return the device observer context items (TID 1002 / TID 1004)."""
+    """Return the device observer context items (TID 1002 / TID 1004), constant per room."""
+    texts = (
+        (codes.DCM.DeviceObserverName, device.station_name),
+        (codes.DCM.DeviceObserverManufacturer, device.manufacturer),
+        (codes.DCM.DeviceObserverModelName, device.manufacturer_model_name),
+        (codes.DCM.DeviceObserverSerialNumber, device.device_serial_number),
+        (codes.DCM.DeviceObserverPhysicalLocationDuringObservation, device.location),
+    )
+    observer_uid = device.device_observer_uid
     return [
         build_code(codes.DCM.ObserverType, codes.DCM.Device, relationship=HAS_OBS_CONTEXT),
-        build_uidref(
-            codes.DCM.DeviceObserverUID, device.device_observer_uid, relationship=HAS_OBS_CONTEXT
+        build_constant(
+            ("observer-uid", observer_uid),
+            lambda: build_uidref(
+                codes.DCM.DeviceObserverUID, observer_uid, relationship=HAS_OBS_CONTEXT
+            ),
         ),
-        build_text(codes.DCM.DeviceObserverName, device.station_name, relationship=HAS_OBS_CONTEXT),
-        build_text(
-            codes.DCM.DeviceObserverManufacturer, device.manufacturer, relationship=HAS_OBS_CONTEXT
-        ),
-        build_text(
-            codes.DCM.DeviceObserverModelName,
-            device.manufacturer_model_name,
-            relationship=HAS_OBS_CONTEXT,
-        ),
-        build_text(
-            codes.DCM.DeviceObserverSerialNumber,
-            device.device_serial_number,
-            relationship=HAS_OBS_CONTEXT,
-        ),
-        build_text(
-            codes.DCM.DeviceObserverPhysicalLocationDuringObservation,
-            device.location,
-            relationship=HAS_OBS_CONTEXT,
-        ),
+        *(build_constant_text(c, v, relationship=HAS_OBS_CONTEXT) for c, v in texts),
     ]
+
+
+def _xray_filter(material: Code, thickness_text: str) -> Dataset:
+    """Return an 'X-Ray Filters' container (TID 10003b): a flat filter of one material.
+
+    ``thickness_text`` (mm, a Decimal String) is both the minimum and maximum thickness.
+    The container is the same in every event with that filter, so it is encoded once.
+    """
+
+    def build() -> Dataset:
+        return build_container(
+            codes.DCM.XRayFilters,
+            [
+                build_code(codes.DCM.XRayFilterType, codes.DCM.FlatFilter),
+                build_code(codes.DCM.XRayFilterMaterial, material),
+                build_num(
+                    codes.DCM.XRayFilterThicknessMinimum, thickness_text, codes.UCUM.Millimeter
+                ),
+                build_num(
+                    codes.DCM.XRayFilterThicknessMaximum, thickness_text, codes.UCUM.Millimeter
+                ),
+            ],
+        )
+
+    return build_constant(("xray-filter", code_key(material), thickness_text), build)
 
 
 def _dataset(
@@ -1076,9 +1117,16 @@ def _dataset(
     procedure = {"CT": codes.SCT.ComputedTomography, "MG": codes.SCT.Mammography}.get(
         study.modality, codes.DCM.ProjectionXRay
     )
-    procedure_item = with_children(
-        build_code(codes.DCM.ProcedureReported, procedure, relationship=HAS_CONCEPT_MOD),
-        [build_code(codes.SCT.HasIntent, codes.SCT.DiagnosticIntent, relationship=HAS_CONCEPT_MOD)],
+    procedure_item = build_constant(
+        ("procedure-reported", code_key(procedure)),
+        lambda: with_children(
+            build_code(codes.DCM.ProcedureReported, procedure, relationship=HAS_CONCEPT_MOD),
+            [
+                build_code(
+                    codes.SCT.HasIntent, codes.SCT.DiagnosticIntent, relationship=HAS_CONCEPT_MOD
+                )
+            ],
+        ),
     )
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(study.sop_class_uid)
@@ -1134,12 +1182,13 @@ def _dataset(
     ds.ReferencedPerformedProcedureStepSequence = Sequence()
     ds.PerformedProcedureCodeSequence = Sequence()
     ds.ContentSequence = Sequence([procedure_item, *_observer_context(device), *content])
-    return ds
+    return mark_for_fast_write(ds)
 
 
 __all__ = [
     "DEVICES",
     "DemoEvent",
+    "DemoPlan",
     "DemoStudy",
     "build_demo_dataset",
     "generate_demo_files",
