@@ -1,16 +1,15 @@
 """Dose analytics: standard exams, DRLs (ICRP 135), statistics, effective dose, SSDE,
 skin dose and cumulative dose.
 
-Every function takes and returns pandas DataFrames whose columns carry their unit
-(``dlp_total_mgycm``, ``kap_gycm2``, ``effective_dose_msv``, ``ssde_mgy``); the frames
-come from :meth:`kerma.Registry.events` / :meth:`kerma.Registry.studies`. Reference
-tables (DRLs, k-factors, SSDE coefficients, alert levels) ship as package data in
+Every function is pure: DataFrames, arrays or plain records in, DataFrames or values
+out, columns named with their canonical unit (``ct_dlp_total_mgycm``, ``dap_gym2``,
+``effective_dose_msv``, ``ssde_mgy``). It never opens a session: the registry's frames
+come from :mod:`kerma.services` (and :class:`kerma.Registry`). Reference tables (DRLs,
+k-factors, SSDE coefficients, alert levels) ship as package data in
 ``kerma/reference`` with their sources (:mod:`kerma.analysis.reference`).
 
-This package imports ``kerma.db`` only inside the functions that read or write the
-registry (:func:`kerma.analysis.exams.write_standard_exams`, the skin dose functions of
-:mod:`kerma.analysis.skin_dose` that take a registry); it must not import ``kerma.web``
-or ``kerma.cli``.
+May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.config``
+only (DESIGN.md, layers).
 """
 
 from __future__ import annotations
@@ -41,23 +40,19 @@ from kerma.analysis.skin_dose import (
     SkinDoseResult,
     add_srdl_flags,
     estimate_skin_dose,
-    estimate_study_skin_doses,
     skin_dose_map_figure,
-    stored_skin_doses,
     write_skin_dose_map,
 )
-from kerma.analysis.ssde import (
-    conversion_factor,
-    effective_diameter_mm,
-    ssde_events,
-    water_equivalent_diameter_mm,
-)
+from kerma.analysis.ssde import conversion_factor, effective_diameter_mm, ssde_events
 from kerma.analysis.stats import add_period, dose_statistics, filter_samples
+from kerma.analysis.summary import StudySummary, SummaryContext, summarise_study
 
 __all__ = [
     "ExamRule",
     "ExamRuleSet",
     "SkinDoseResult",
+    "StudySummary",
+    "SummaryContext",
     "add_period",
     "add_srdl_flags",
     "assign_event_exams",
@@ -71,7 +66,6 @@ __all__ = [
     "dose_statistics",
     "effective_diameter_mm",
     "estimate_skin_dose",
-    "estimate_study_skin_doses",
     "filter_samples",
     "list_drl_sets",
     "load_alert_levels",
@@ -87,8 +81,7 @@ __all__ = [
     "skin_dose_map_figure",
     "split_indication_exam",
     "ssde_events",
-    "stored_skin_doses",
     "summarise_mapping",
-    "water_equivalent_diameter_mm",
+    "summarise_study",
     "write_skin_dose_map",
 ]

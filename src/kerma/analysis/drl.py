@@ -12,8 +12,9 @@ ICRP Publication 135 (Diagnostic Reference Levels in Medical Imaging, 2017):
   per patient, and 60 views of 15 women are a sample of 15. The typical value stays the
   median of all the values (per projection or per view where the DRL is);
 * the typical value is compared with the **national DRL** for that examination, in
-  the DRL table's quantity and unit (CTDIvol in mGy, DLP in mGy·cm, KAP in Gy·cm²,
-  AGD in mGy); a typical value above the DRL calls for a review of the procedure;
+  the quantity's canonical unit (CTDIvol in mGy, DLP in mGy·cm, KAP in Gy·m², Ka,r in
+  Gy, AGD in mGy; published KAP and Ka,r DRLs are converted when loaded); a typical
+  value above the DRL calls for a review of the procedure;
 * a **local DRL** is the **75th percentile of the room medians** of the rooms of a
   facility or group.
 
@@ -37,8 +38,8 @@ Head (Stroke)"``) is compared with the set's row for that indication, else with 
 set's anatomical row (``"CT Head"``); a study of an anatomical exam is never compared
 with an indication row (:func:`kerma.analysis.reference.drl_exam_candidates`).
 
-This module works on DataFrames only; it must not import ``kerma.db``, ``kerma.web``
-or ``kerma.cli``.
+This module works on DataFrames only. May import ``kerma.records``, ``kerma.units``,
+``kerma.errors`` and ``kerma.analysis``.
 """
 
 from __future__ import annotations
@@ -285,7 +286,8 @@ def compare_with_drls(
         ``standard_exam`` (the studies' exam), ``clinical_indication`` (the DRL row's,
         as published), ``patient_group`` (``adult``/``paediatric``), ``band_label``,
         ``view``, ``device_id``, ``device_name``, ``quantity`` (``dlp_mgycm``,
-        ``ctdivol_mgy``, ``kap_gycm2``, ``agd_mgy``), ``unit``, ``n`` (values: one
+        ``ctdivol_mgy``, ``dap_gym2``, ``dose_rp_gy``, ``agd_mgy``), ``unit`` (canonical),
+        ``n`` (values: one
         per study for CT and fluoroscopy, per projection for radiography, per view for
         mammography), ``n_studies`` (distinct studies, i.e. patient examinations, that
         contribute the ``n`` values: the sample size that ICRP 135's minimum applies

@@ -62,6 +62,7 @@ logger = logging.getLogger("kerma")
 COMMAND_MODULES = (
     "kerma.cli.inspect",
     "kerma.cli.ingest",
+    "kerma.cli.registry",
     "kerma.cli.db",
     "kerma.cli.demo",
     "kerma.cli.net",
