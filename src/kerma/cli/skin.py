@@ -131,7 +131,13 @@ def _print(console: Console, frame: pd.DataFrame, archive_dir: Path) -> None:
         title_justify="left",
     )
     doses = ("peak_skin_dose_mgy", "dose_rp_total_gy", "dap_total_gym2")
-    headers = ("date", "device", "exam", "method", *(QUANTITIES[d].display_label for d in doses))
+    headers = (
+        "date",
+        "device",
+        "exam",
+        "method",
+        *(f"{QUANTITIES[d].label}\n({QUANTITIES[d].display_unit})" for d in doses),
+    )
     for header in headers:
         table.add_column(
             header,

@@ -92,6 +92,11 @@ EVENT_CONTEXT_COLUMNS: tuple[str, ...] = (
 )
 
 
+def _study_column(name: str) -> Any:
+    """Return the ``study`` column of a sample column name (``study_id`` is ``study.id``)."""
+    return Study.id if name == "study_id" else getattr(Study, name)
+
+
 def device_names(session: Session) -> dict[int, tuple[str, str | None]]:
     """Return ``{device id: (device name, station name)}`` of every device (a small table)."""
     stmt = select(Device.id, Device.device_name, Device.station_name)
@@ -130,7 +135,7 @@ def study_sample_rows(
     wanted = [f for f in families if f in STUDY_SAMPLE_FAMILIES]
     if not wanted:
         return []
-    stmt = select(*(getattr(Study, c).label(c) for c in columns)).where(
+    stmt = select(*(_study_column(c).label(c) for c in columns)).where(
         Study.modality_family.in_(wanted),
         Study.number_of_events > 0,
         *study_conditions(flt),
@@ -169,7 +174,7 @@ def event_sample_rows(
     stmt = (
         select(
             e.id.label("event_id"),
-            *(getattr(Study, c).label(c) for c in context),
+            *(_study_column(c).label(c) for c in context),
             e.standard_exam.label("standard_exam"),
             *(getattr(e, c).label(c) for c in columns),
         )

@@ -45,6 +45,41 @@ STUDY_INPUT_COLUMNS: tuple[str, ...] = (
     "exam_rules_fingerprint",
 )
 
+#: Derived study columns (read too, so that only studies whose summary changes are written).
+STUDY_SUMMARY_COLUMNS: tuple[str, ...] = (
+    "number_of_events",
+    "number_of_reports",
+    "modality_family",
+    "acquisition_protocols",
+    "target_regions",
+    "anatomical_structures",
+    "image_views",
+    "lateralities",
+    "ct_dlp_total_mgycm",
+    "ctdivol_mean_mgy",
+    "ctdivol_max_mgy",
+    "kvp_kv",
+    "ssde_mgy",
+    "ssde_size_mm",
+    "ssde_size_source",
+    "ssde_reference",
+    "effective_dose_msv",
+    "effective_dose_k_msv_per_mgycm",
+    "effective_dose_reference",
+    "dap_total_gym2",
+    "dap_total_plane_a_gym2",
+    "dap_total_plane_b_gym2",
+    "dose_rp_total_gy",
+    "dose_rp_total_plane_a_gy",
+    "dose_rp_total_plane_b_gy",
+    "fluoro_time_total_s",
+    "agd_total_left_mgy",
+    "agd_total_right_mgy",
+    "administered_activity_total_mbq",
+    "image_size_mm",
+    "image_size_source",
+)
+
 #: Event columns :func:`derive_inputs` reads (``event_id`` is the event's id).
 EVENT_INPUT_COLUMNS: tuple[str, ...] = (
     "study_id",
@@ -86,7 +121,8 @@ class DeriveInputs:
     Attributes
     ----------
     studies : dict
-        ``{study_id: study row as a dict}`` (:data:`STUDY_INPUT_COLUMNS`).
+        ``{study_id: study row as a dict}`` (:data:`STUDY_INPUT_COLUMNS` and the
+        current :data:`STUDY_SUMMARY_COLUMNS`).
     events : dict
         ``{study_id: [event dicts]}`` of current events in report and event order
         (:data:`EVENT_INPUT_COLUMNS`, ``event_id`` and the report's ``kind``).
@@ -126,9 +162,8 @@ def derive_inputs(session: Session, *, study_ids: Sequence[int]) -> DeriveInputs
     if not ids:
         return out
     s = Study
-    rows = session.execute(
-        select(*(getattr(s, c) for c in STUDY_INPUT_COLUMNS)).where(s.id.in_(ids))
-    )
+    columns = (*STUDY_INPUT_COLUMNS, *STUDY_SUMMARY_COLUMNS)
+    rows = session.execute(select(*(getattr(s, c) for c in columns)).where(s.id.in_(ids)))
     for row in rows:
         out.studies[row.id] = dict(row._mapping)
     e, r = IrradiationEvent, DoseReport
@@ -274,6 +309,8 @@ def set_setting(session: Session, *, key: str, value: str) -> None:
     """Insert or update a ``registry_setting`` value."""
     row = session.get(RegistrySetting, key)
     now = dt.datetime.now(dt.UTC)
+    if row is not None and row.value == value:
+        return
     if row is None:
         try:
             with session.begin_nested():

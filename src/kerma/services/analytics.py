@@ -146,7 +146,9 @@ def dose_samples(
     flt = flt or StudyFilter()
     wanted_context = list(context) if context is not None else list(CONTEXT_COLUMNS)
     study_context = [
-        c for c in ("study_id", "device_id", *wanted_context) if c in store.STUDY_SAMPLE_COLUMNS
+        c
+        for c in ("study_id", "device_id", "standard_exam", *wanted_context)
+        if c in store.STUDY_SAMPLE_COLUMNS
     ]
     study_context = list(dict.fromkeys(study_context))
     parts: list[pd.DataFrame] = []

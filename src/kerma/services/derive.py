@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -106,16 +107,14 @@ def refresh_studies(
                 size=inputs.sizes.get(str(study["study_instance_uid"])),
                 context=ctx,
             )
-            rows.append(
-                {
-                    "id": study_id,
-                    **result.values,
-                    "standard_exam": result.standard_exam,
-                    "standard_exam_rule": result.standard_exam_rule,
-                    "exam_rules_fingerprint": ctx.fingerprint,
-                    "derived_at": now,
-                }
-            )
+            row = {
+                **result.values,
+                "standard_exam": result.standard_exam,
+                "standard_exam_rule": result.standard_exam_rule,
+                "exam_rules_fingerprint": ctx.fingerprint,
+            }
+            if any(not _same(study.get(k), v) for k, v in row.items()):
+                rows.append({"id": study_id, **row, "derived_at": now})
             for event_id, (modality, protocol) in result.event_groups.items():
                 wanted_groups[event_id] = (
                     modality,
@@ -138,8 +137,15 @@ def refresh_studies(
         store.write_summaries(session, rows=rows)
         store.write_event_values(session, rows=event_rows)
         store.clear_non_current_events(session, study_ids=batch)
-        done += len(rows)
+        done += len(inputs.studies)
     return done
+
+
+def _same(stored: Any, new: Any) -> bool:
+    """Return whether a stored value equals a new one (floats to a relative 1e-12)."""
+    if isinstance(stored, float) and isinstance(new, float):
+        return math.isclose(stored, new, rel_tol=1e-12, abs_tol=0.0)
+    return bool(stored == new)
 
 
 def refresh_all(
