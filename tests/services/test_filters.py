@@ -77,7 +77,7 @@ def test_device_ids(crafted) -> None:
 
 def test_the_same_filter_drives_every_service(crafted) -> None:
     """Listing, summary, statistics and cumulative all honour the filter."""
-    registry, ids = crafted
+    registry, _ = crafted
     flt = StudyFilter(date_from="2025-01-01")  # ct3 and xa
     summary = registry.summary(flt=flt)
     assert set(summary["modality"]) == {"CT", "XA"}
