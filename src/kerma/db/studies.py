@@ -81,6 +81,8 @@ STUDY_LISTING: dict[str, Any] = {
     "dap_total_plane_b_gym2": Study.dap_total_plane_b_gym2,
     "dose_rp_total_plane_a_gy": Study.dose_rp_total_plane_a_gy,
     "dose_rp_total_plane_b_gy": Study.dose_rp_total_plane_b_gy,
+    "ssde_reference": Study.ssde_reference,
+    "effective_dose_reference": Study.effective_dose_reference,
 }
 
 #: Columns of :func:`list_studies` rows, in order.
