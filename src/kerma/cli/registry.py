@@ -376,7 +376,7 @@ def studies(
         header_style="bold",
     )
     columns = [
-        (name, heading or QUANTITIES[name].display_label)
+        (name, heading or f"{QUANTITIES[name].label}\n({QUANTITIES[name].display_unit})")
         for name, heading in STUDY_TABLE
         if heading is not None or any(r.get(name) is not None for r in rows)
     ]
