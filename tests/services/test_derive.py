@@ -261,8 +261,8 @@ class TestSummaryColumnsOnSharedFiles:
 
     def test_summary_fast_path_equals_reading_path(self, imported: Imported) -> None:
         """Percentiles walked through the indexes equal numpy on the read values."""
-        from kerma.services.analytics import _summary_by_reading, _summary_in_database
         from kerma.db.analytics import summary_groups
+        from kerma.services.analytics import _summary_by_reading, _summary_in_database
 
         registry = imported.registry
         with registry.session(write=False) as session:

@@ -90,7 +90,7 @@ class TestRemapOnRulesChange:
 
     def test_going_back_restores_the_default_mapping(self, crafted, tmp_path: Path) -> None:
         """Site rules, then the defaults again: the stored exams are the defaults' again."""
-        registry, ids = crafted
+        registry, _ = crafted
         before = _exams(registry)
         site = _site_registry(registry, tmp_path)
         try:

@@ -84,17 +84,35 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def _locked_run(engine: Engine, action: str, revision: str) -> None:
-    """Run an Alembic command inside one locked transaction."""
-    with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn, conn.begin():
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATION_LOCK_KEY})
-        from alembic import command
+    """Run an Alembic command inside one locked transaction.
 
-        cfg = alembic_config(conn)
-        if action == "upgrade":
-            command.upgrade(cfg, revision)
-        else:
-            command.downgrade(cfg, revision)
+    On SQLite, foreign keys are off while migrating: batch mode recreates a table (copy,
+    drop, rename), and dropping a referenced table with enforcement on would delete the
+    referring rows through ``ON DELETE CASCADE`` (e.g. skin dose estimates of studies).
+    The pragma only works outside a transaction, so it is set on the driver connection
+    before BEGIN and restored afterwards.
+    """
+    from alembic import command
+
+    is_sqlite = engine.dialect.name == "sqlite"
+    with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn:
+        driver = conn.connection.driver_connection
+        if is_sqlite:
+            driver.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATION_LOCK_KEY}
+                    )
+                cfg = alembic_config(conn)
+                if action == "upgrade":
+                    command.upgrade(cfg, revision)
+                else:
+                    command.downgrade(cfg, revision)
+        finally:
+            if is_sqlite:
+                driver.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
