@@ -180,11 +180,19 @@ def normalise_view(view: pd.Series) -> pd.Series:
     ``RCC``, ``LCC``, ``cranio-caudal`` → ``CC``; ``RMLO``, ``medio-lateral oblique``
     → ``MLO``; ``None`` stays ``None``.
     """
-    text = view.astype(str).str.upper()
-    out = view.astype(object).copy()
-    out[text.str.contains(r"MLO|MEDIO.?LATERAL OBL", regex=True, na=False)] = "MLO"
-    out[text.str.contains(r"\bR?L?CC\b|CRANIO.?CAUDAL", regex=True, na=False)] = "CC"
-    return out.where(view.notna(), None)
+    distinct = pd.Series(view.dropna().unique(), dtype=object)  # a few views, many rows
+    text = distinct.astype(str).str.upper()
+    reduced = distinct.copy()
+    reduced[text.str.contains(r"MLO|MEDIO.?LATERAL OBL", regex=True, na=False)] = "MLO"
+    reduced[text.str.contains(r"\bR?L?CC\b|CRANIO.?CAUDAL", regex=True, na=False)] = "CC"
+    mapping = dict(zip(distinct, reduced, strict=True))
+    present = view.notna().to_numpy()
+    values = view.to_numpy(dtype=object)
+    return pd.Series(
+        [mapping[v] if keep else None for v, keep in zip(values, present, strict=True)],
+        index=view.index,
+        dtype=object,
+    )
 
 
 def _context(events: pd.DataFrame) -> pd.DataFrame:

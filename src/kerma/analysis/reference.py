@@ -602,13 +602,27 @@ def load_drls(
     """
     parts = []
     if include_packaged:
-        for stem, harmonise in _HARMONISERS.items():
-            parts.append(harmonise(read_reference_table(stem)))
+        parts.append(_packaged_drls())
     for path in extra_paths:
         parts.append(_harmonise_site_table(Path(path)))
     if not parts:
         return pd.DataFrame(columns=list(DRL_COLUMNS))
     return pd.concat(parts, ignore_index=True)
+
+
+_PACKAGED_DRLS: list[pd.DataFrame] = []
+
+
+def _packaged_drls() -> pd.DataFrame:
+    """Return the packaged DRL tables harmonised (read once per process; a copy)."""
+    if not _PACKAGED_DRLS:
+        _PACKAGED_DRLS.append(
+            pd.concat(
+                [h(read_reference_table(stem)) for stem, h in _HARMONISERS.items()],
+                ignore_index=True,
+            )
+        )
+    return _PACKAGED_DRLS[0].copy()
 
 
 def parse_drl_set(drl_set: str | Sequence[str]) -> list[str]:

@@ -107,6 +107,11 @@ JOINED_COLUMNS: Final[dict[str, str]] = {
 #: Families whose events get a per-event (per projection / view) standard exam.
 EVENT_EXAM_FAMILIES: Final = frozenset({"DX", "MG"})
 
+#: ``irradiation_event.standard_exam`` of a DX/MG event that no rule maps (neither the
+#: event nor its study): an empty text, so that every projection / view has a non-null
+#: exam and the covering sample index holds them all; other events have ``NULL``.
+UNMAPPED: Final = ""
+
 #: Effective-dose coefficient set (ICRP 103, :mod:`kerma.analysis.effective_dose`).
 DEFAULT_K_SET: Final = "ICRP 103"
 
@@ -232,7 +237,7 @@ class StudySummary:
         The study's standard exam and the rule that gave it.
     event_exams : dict
         ``{event_id: standard exam}`` for the DX and MG events (per projection / view;
-        the study's exam where no event rule matches).
+        the study's exam where no event rule matches; :data:`UNMAPPED` when neither).
     event_groups : dict
         ``{event_id: (modality, protocol)}`` of every current event (``""`` when
         missing): with the study's device and non-patient flag, its summary group.
@@ -330,7 +335,8 @@ def summarise_study(
             event_record["modality"] = event.get("modality")
             event_record["study_modality"] = study.get("modality")
             event_exam, _ = context.exam(event_record, "event")
-            event_exams[int(event["event_id"])] = event_exam if event_exam is not None else exam
+            chosen = event_exam if event_exam is not None else exam
+            event_exams[int(event["event_id"])] = chosen if chosen is not None else UNMAPPED
     groups = {
         int(e["event_id"]): (
             _text(e.get("modality") or study.get("modality")),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row, and_, case, func, select
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from kerma.db.filters import StudyFilter, study_conditions
 from kerma.db.models import Device, EventGroup, IrradiationEvent, Patient, Study
+from kerma.db.session import fetch_rows
 from kerma.db.summary import chunks
 
 #: Study-level sample families (one sample per study).
@@ -38,7 +39,7 @@ EVENT_SAMPLE_MODALITIES: dict[str, tuple[str, ...]] = {
     "MG": ("MG",),
 }
 
-#: Study columns a study sample may carry.
+#: Study columns a study sample may carry (and :func:`study_context_rows` reads).
 STUDY_SAMPLE_COLUMNS: tuple[str, ...] = (
     "study_id",
     "study_instance_uid",
@@ -120,7 +121,7 @@ def study_sample_rows(
     flt: StudyFilter | None,
     families: Sequence[str] = STUDY_SAMPLE_FAMILIES,
     columns: Sequence[str] = STUDY_SAMPLE_COLUMNS,
-) -> list[Row[Any]]:
+) -> list[tuple[Any, ...]]:
     """Return one row per study of the study-level families with events, narrow columns.
 
     Parameters
@@ -130,7 +131,7 @@ def study_sample_rows(
     families : sequence of str, optional
         ``CT`` and/or ``RF/XA`` (``study.modality_family``).
     columns : sequence of str, optional
-        :data:`STUDY_SAMPLE_COLUMNS` to read.
+        :data:`STUDY_SAMPLE_COLUMNS` to read, in this order.
     """
     wanted = [f for f in families if f in STUDY_SAMPLE_FAMILIES]
     if not wanted:
@@ -140,7 +141,16 @@ def study_sample_rows(
         Study.number_of_events > 0,
         *study_conditions(flt),
     )
-    return list(session.execute(stmt).all())
+    return fetch_rows(session, stmt)
+
+
+def study_context_rows(
+    session: Session, *, flt: StudyFilter | None, columns: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """Return ``study_id`` and ``columns`` of every study ``flt`` selects (one narrow scan)."""
+    names = ["study_id", *(c for c in columns if c != "study_id")]
+    stmt = select(*(_study_column(c).label(c) for c in names)).where(*study_conditions(flt))
+    return fetch_rows(session, stmt)
 
 
 def _groups_of(
@@ -160,28 +170,26 @@ def event_sample_rows(
     flt: StudyFilter | None,
     family: str,
     columns: Sequence[str] = EVENT_SAMPLE_COLUMNS,
-    context: Sequence[str] = EVENT_CONTEXT_COLUMNS,
-) -> list[Row[Any]]:
-    """Return one row per current event of a DX or MG family: ``event_id``, the study
-    ``context`` columns, the event's ``standard_exam`` and ``columns``.
+) -> list[tuple[Any, ...]]:
+    """Return ``event_id``, ``study_id``, ``standard_exam`` and ``columns`` of the current
+    events of a DX or MG family, from the covering index ``ix_irradiation_event_samples``.
 
-    Events are found through their group (index ``(event_group_id, study_id)``).
+    The events are found through their group's modality and non-patient flag; the
+    study filter is applied by the caller (join with :func:`study_context_rows`). Every
+    DX/MG event has a non-null ``standard_exam`` (``""`` when unmapped), so the index
+    holds them all.
     """
     groups = _groups_of(session, modalities=EVENT_SAMPLE_MODALITIES[family], flt=flt)
     if not groups:
         return []
     e = IrradiationEvent
-    stmt = (
-        select(
-            e.id.label("event_id"),
-            *(_study_column(c).label(c) for c in context),
-            e.standard_exam.label("standard_exam"),
-            *(getattr(e, c).label(c) for c in columns),
-        )
-        .join(Study, Study.id == e.study_id)
-        .where(e.event_group_id.in_(groups), *study_conditions(flt))
-    )
-    return list(session.execute(stmt).all())
+    stmt = select(
+        e.id.label("event_id"),
+        e.study_id.label("study_id"),
+        e.standard_exam.label("standard_exam"),
+        *(getattr(e, c).label(c) for c in columns),
+    ).where(e.event_group_id.in_(groups), e.standard_exam.is_not(None))
+    return fetch_rows(session, stmt)
 
 
 # -- summary per (modality, device, protocol) ---------------------------------------------------
@@ -323,11 +331,11 @@ def group_value_rows(
     flt: StudyFilter | None,
     group_ids: Sequence[int],
     quantities: Sequence[str],
-    batch_size: int = 20000,
-) -> Iterator[Row[Any]]:
-    """Yield ``group_id``, ``study_id`` and ``quantities`` of the events of these groups whose
-    studies ``flt`` selects (the summary's path when a study filter applies), streamed."""
+) -> list[tuple[Any, ...]]:
+    """Return ``group_id``, ``study_id`` and ``quantities`` of the events of these groups
+    whose studies ``flt`` selects (the summary's path when a study filter applies)."""
     e = IrradiationEvent
+    rows: list[tuple[Any, ...]] = []
     for batch in chunks(group_ids):
         stmt = (
             select(
@@ -337,9 +345,53 @@ def group_value_rows(
             )
             .join(Study, Study.id == e.study_id)
             .where(e.event_group_id.in_(batch), *study_conditions(flt))
-            .execution_options(yield_per=batch_size)
         )
-        yield from session.execute(stmt)
+        rows.extend(fetch_rows(session, stmt))
+    return rows
+
+
+def filtered_group_counts(
+    session: Session, *, flt: StudyFilter | None, group_ids: Sequence[int]
+) -> dict[int, tuple[int, int]]:
+    """Return ``{group id: (events, distinct studies)}`` over the studies ``flt`` selects."""
+    e = IrradiationEvent
+    out: dict[int, tuple[int, int]] = {}
+    for batch in chunks(group_ids):
+        stmt = (
+            select(e.event_group_id, func.count(), func.count(func.distinct(e.study_id)))
+            .join(Study, Study.id == e.study_id)
+            .where(e.event_group_id.in_(batch), *study_conditions(flt))
+            .group_by(e.event_group_id)
+        )
+        out.update({int(g): (int(n), int(k)) for g, n, k in session.execute(stmt)})
+    return out
+
+
+def postgres_filtered_percentiles(
+    session: Session,
+    *,
+    flt: StudyFilter | None,
+    quantity: str,
+    group_ids: Sequence[int],
+    fractions: Sequence[float],
+) -> list[tuple[int, int, list[float]]]:
+    """Return (group id, values, percentiles) over ``flt``'s studies, by ``percentile_cont``."""
+    e = IrradiationEvent
+    column = getattr(e, quantity)
+    out: list[tuple[int, int, list[float]]] = []
+    for batch in chunks(group_ids):
+        stmt = (
+            select(
+                e.event_group_id,
+                func.count(column),
+                *(func.percentile_cont(q).within_group(column) for q in fractions),
+            )
+            .join(Study, Study.id == e.study_id)
+            .where(e.event_group_id.in_(batch), column.is_not(None), *study_conditions(flt))
+            .group_by(e.event_group_id)
+        )
+        out += [(int(r[0]), int(r[1]), [float(v) for v in r[2:]]) for r in session.execute(stmt)]
+    return out
 
 
 # -- cumulative dose ------------------------------------------------------------------------------
@@ -361,7 +413,7 @@ def latest_study_date(session: Session, *, flt: StudyFilter | None) -> dt.date |
 
 def cumulative_rows(
     session: Session, *, flt: StudyFilter | None, start: dt.date, end: dt.date
-) -> list[Row[Any]]:
+) -> list[tuple[Any, ...]]:
     """Return per patient over ``[start, end]``: study counts and CT / fluoroscopy sums.
 
     Rows (sorted by CT effective dose, then fluoroscopy Ka,r, descending, missing last,
@@ -415,4 +467,4 @@ def cumulative_rows(
             Patient.pseudonym,
         )
     )
-    return list(session.execute(stmt).all())
+    return fetch_rows(session, stmt)

@@ -34,6 +34,17 @@ from kerma.db.base import Base
 
 UID = String(64)  # DICOM UI values are at most 64 characters (PS3.5)
 
+#: Event columns of the DX/MG dose samples, covered by ``ix_irradiation_event_samples``.
+SAMPLE_EVENT_COLUMNS: tuple[str, ...] = (
+    "dap_gym2",
+    "dose_rp_gy",
+    "entrance_dose_mgy",
+    "agd_mgy",
+    "compression_thickness_mm",
+    "image_view",
+    "laterality",
+)
+
 #: Event quantities ``kerma summary`` reports per group, each with a partial index
 #: ``(event_group_id, <quantity>) WHERE <quantity> IS NOT NULL``.
 SUMMARY_EVENT_QUANTITIES: tuple[str, ...] = (
@@ -102,8 +113,9 @@ class Study(Base):
     __tablename__ = "study"
     __table_args__ = (
         UniqueConstraint("study_instance_uid", "device_id"),
-        # listing: newest first, stable tiebreak by id (kerma studies, docs/performance.md)
-        Index("ix_study_date_time_id", "study_date", "study_time", "id"),
+        # listing: newest first, stable tiebreak by id; with the non-patient flag in the
+        # index a late page is an index-only walk (docs/performance.md)
+        Index("ix_study_date_time_id", "study_date", "study_time", "id", "is_non_patient"),
         # cumulative dose per patient over a date window
         Index("ix_study_patient_date", "patient_id", "study_date"),
     )
@@ -228,6 +240,16 @@ class IrradiationEvent(Base):
     __table_args__ = (
         Index("ix_irradiation_event_study_current", "study_id", "is_current"),
         Index("ix_irradiation_event_group_study", "event_group_id", "study_id"),
+        # DX/MG dose samples read from the index alone (mapped events: those with an exam)
+        Index(
+            "ix_irradiation_event_samples",
+            "event_group_id",
+            "study_id",
+            "standard_exam",
+            *SAMPLE_EVENT_COLUMNS,
+            sqlite_where=text("standard_exam IS NOT NULL"),
+            postgresql_where=text("standard_exam IS NOT NULL"),
+        ),
         # percentiles per (modality, device, protocol) walk these partial indexes
         # (kerma.db.analytics.summary_percentiles; docs/performance.md)
         *(

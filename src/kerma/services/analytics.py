@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
@@ -61,10 +60,9 @@ EVENT_SAMPLE_QUANTITIES: Final[dict[str, tuple[str, ...]]] = {
     "MG": ("agd_mgy", "compression_thickness_mm", "laterality", "image_view"),
 }
 
-#: Context columns a DRL comparison needs.
+#: Context columns a DRL comparison needs (``study_date`` too for periods).
 DRL_CONTEXT: Final[tuple[str, ...]] = (
     "study_id",
-    "study_date",
     "device_id",
     "patient_age_years",
     "patient_weight_kg",
@@ -106,9 +104,12 @@ SUMMARY_FRACTIONS: Final[dict[str, float]] = {"median": 0.5, "p25": 0.25, "p75":
 def _device_columns(session: Session, frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``device_name`` and ``station_name`` from the device table (small) by id."""
     names = store.device_names(session)
-    ids = frame["device_id"]
-    frame["device_name"] = ids.map(lambda i: names.get(int(i), ("", None))[0])
-    frame["station_name"] = ids.map(lambda i: names.get(int(i), ("", None))[1])
+    ids = pd.to_numeric(frame["device_id"]).astype("int64")
+    frame["device_id"] = ids
+    frame["device_name"] = ids.map(pd.Series({i: n for i, (n, _) in names.items()}, dtype=object))
+    frame["station_name"] = ids.map(
+        pd.Series({i: st for i, (_, st) in names.items()}, dtype=object)
+    )
     return frame
 
 
@@ -118,13 +119,15 @@ def dose_samples(
     flt: StudyFilter | None = None,
     families: Sequence[str] = MODALITY_FAMILIES,
     context: Sequence[str] | None = None,
+    mapped_only: bool = False,
 ) -> pd.DataFrame:
     """Return the DRL sample frame of the registry: one row per sample, narrow columns.
 
     The frame of :func:`kerma.analysis.frames.build_dose_samples` (same column names
     and units), read from the registry: CT and RF/XA studies from the study summary
     columns, DX projections and MG views from their events (with each event's own
-    standard exam, per projection / view).
+    standard exam, per projection / view; read from a covering index) joined with
+    their studies' context.
 
     Parameters
     ----------
@@ -135,7 +138,11 @@ def dose_samples(
     context : sequence of str, optional
         Study context columns to carry (default: all of
         :data:`kerma.analysis.frames.CONTEXT_COLUMNS` available). Fewer columns read
-        faster; ``study_id``, ``device_id`` and ``device_name`` are always there.
+        faster; ``study_id``, ``device_id``, ``device_name`` and ``standard_exam`` are
+        always there.
+    mapped_only : bool, optional
+        Leave out DX and MG projections without a standard exam (a DRL comparison
+        ignores them).
 
     Returns
     -------
@@ -147,12 +154,11 @@ def dose_samples(
     wanted_context = list(context) if context is not None else list(CONTEXT_COLUMNS)
     study_context = [
         c
-        for c in ("study_id", "device_id", "standard_exam", *wanted_context)
+        for c in dict.fromkeys(("study_id", "device_id", "standard_exam", *wanted_context))
         if c in store.STUDY_SAMPLE_COLUMNS
     ]
-    study_context = list(dict.fromkeys(study_context))
     parts: list[pd.DataFrame] = []
-    for family in ("CT", "RF/XA"):
+    for family in ("CT", "RF/XA"):  # one row per study, from the summary columns
         if family not in families:
             continue
         columns = list(dict.fromkeys([*study_context, *STUDY_SAMPLE_QUANTITIES[family]]))
@@ -161,35 +167,43 @@ def dose_samples(
         frame.insert(0, "sample_level", "study")
         frame.insert(0, "modality_family", family)
         parts.append(frame)
-    event_context = [
-        c for c in ("study_id", "device_id", *wanted_context) if c in store.EVENT_CONTEXT_COLUMNS
-    ]
-    event_context = list(dict.fromkeys(event_context))
-    for family in ("DX", "MG"):
-        if family not in families:
-            continue
-        columns = list(EVENT_SAMPLE_QUANTITIES[family])
-        rows = store.event_sample_rows(
-            session, flt=flt, family=family, columns=columns, context=event_context
-        )
-        names = ["event_id", *event_context, "standard_exam", *columns]
-        frame = pd.DataFrame.from_records(rows, columns=names)
-        frame["view"] = normalise_view(frame.pop("image_view"))
-        frame.insert(0, "sample_level", "event")
-        frame.insert(0, "modality_family", family)
-        parts.append(frame)
+    event_families = [f for f in ("DX", "MG") if f in families]
+    if event_families:  # one row per projection / view, joined with its study's context
+        event_context = [
+            c
+            for c in dict.fromkeys(("study_id", "device_id", *wanted_context))
+            if c in store.EVENT_CONTEXT_COLUMNS
+        ]
+        by_study = pd.DataFrame.from_records(
+            store.study_context_rows(session, flt=flt, columns=event_context[1:]),
+            columns=event_context,
+        ).set_index("study_id")
+        for family in event_families:
+            names = ["event_id", "study_id", "standard_exam", *EVENT_SAMPLE_QUANTITIES[family]]
+            rows = store.event_sample_rows(session, flt=flt, family=family, columns=names[3:])
+            events = pd.DataFrame.from_records(rows, columns=names)
+            unmapped = events["standard_exam"] == ""  # no rule maps the projection
+            if mapped_only:
+                events = events[~unmapped]
+            else:
+                events["standard_exam"] = events["standard_exam"].where(~unmapped, None)
+            frame = events.join(by_study, on="study_id", how="inner")  # the study filter
+            frame["view"] = normalise_view(frame.pop("image_view"))
+            frame.insert(0, "sample_level", "event")
+            frame.insert(0, "modality_family", family)
+            parts.append(frame)
     parts = [p for p in parts if not p.empty]
     if not parts:
         return pd.DataFrame(columns=["modality_family", "sample_level", *wanted_context])
-    samples = pd.concat(parts, ignore_index=True)
+    samples = pd.concat([p.reset_index(drop=True) for p in parts], ignore_index=True)
     samples = _device_columns(session, samples)
     if "study_date" in samples.columns:
         samples["study_date"] = pd.to_datetime(samples["study_date"])
     if "is_non_patient" in samples.columns:
         samples["is_non_patient"] = samples["is_non_patient"].astype(bool)
     for name in samples.columns:
-        if name in QUANTITIES and samples[name].dtype == object:
-            samples[name] = pd.to_numeric(samples[name], errors="coerce")
+        if name in QUANTITIES and not pd.api.types.is_float_dtype(samples[name]):
+            samples[name] = pd.to_numeric(samples[name], errors="coerce").astype(float)
     return samples
 
 
@@ -316,9 +330,9 @@ def compare_drls(
     """
     flt = flt or StudyFilter()
     drls = select_drls(load_drls(extra_paths=drl_extra_paths), drl_set)
-    context = [*DRL_CONTEXT, "is_non_patient"]
-    samples = dose_samples(session, flt=flt, families=families, context=context)
     check_device_filter(session, flt)
+    context = (*DRL_CONTEXT, "study_date") if periods else DRL_CONTEXT
+    samples = dose_samples(session, flt=flt, families=families, context=context, mapped_only=True)
     family = families[0] if len(families) == 1 else None
     samples = select_exam(samples, exam, family=family)
     result = DrlResult(
@@ -421,8 +435,8 @@ def statistics(
     context += [g for g in groups if g in CONTEXT_COLUMNS]
     if "period" in groups:
         context.append("study_date")
-    samples = dose_samples(session, flt=flt, families=families, context=context)
     check_device_filter(session, flt)
+    samples = dose_samples(session, flt=flt, families=families, context=context)
     family = families[0] if len(families) == 1 else None
     samples = select_exam(samples, exam, family=family)
     if "period" in groups:
@@ -468,7 +482,9 @@ def dose_summary(session: Session, *, flt: StudyFilter | None = None) -> pd.Data
     }
     names = {g.group_id: str(g.device_name) for g in groups}
     merged = len(set(keys.values())) < len(keys)  # patient and non-patient groups of a key
-    if flt.has_study_conditions or merged:
+    if merged and session.get_bind().dialect.name == "postgresql":
+        stats = _summary_by_reading(session, flt, keys)  # PostgreSQL: per group, in SQL
+    elif flt.has_study_conditions or merged:
         stats = _summary_by_reading(session, flt, keys)
     else:
         stats = _summary_in_database(session, keys)
@@ -547,46 +563,74 @@ def _summary_in_database(
 def _summary_by_reading(
     session: Session, flt: StudyFilter, keys: dict[int, tuple[str, int, str]]
 ) -> dict[tuple[str, int, str], dict[str, dict[str, Any]]]:
-    """Return summary statistics per (modality, device, protocol) from the filtered values."""
+    """Return summary statistics per (modality, device, protocol) from the filtered values.
+
+    The values of the events whose studies ``flt`` selects are read (narrow: group,
+    study and the quantities) and ranked with pandas' grouped quantiles (linear
+    interpolation, as numpy); groups of one key (patient and non-patient) merge.
+    """
+    out: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        return _summary_postgres_filtered(session, flt, keys)
     quantities = sorted({q for m, _, _ in keys.values() for q in _quantities_of(m)})
     columns = ["group_id", "study_id", *quantities]
-    parts = [
-        pd.DataFrame.from_records(chunk, columns=columns)
-        for chunk in _batches(
-            store.group_value_rows(session, flt=flt, group_ids=list(keys), quantities=quantities)
-        )
-    ]
-    out: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
-    if not parts:
+    frame = pd.DataFrame.from_records(
+        store.group_value_rows(session, flt=flt, group_ids=list(keys), quantities=quantities),
+        columns=columns,
+    )
+    if frame.empty:
         return out
-    frame = pd.concat(parts, ignore_index=True)
-    frame["key"] = frame["group_id"].map(keys)
-    for key, group in frame.groupby("key", sort=False):
-        modality = key[0]
-        for quantity in _quantities_of(modality):
-            values = pd.to_numeric(group[quantity], errors="coerce").dropna().to_numpy(float)
-            if values.size == 0:
+    key_list = sorted(set(keys.values()))
+    code_of = {gid: key_list.index(key) for gid, key in keys.items()}
+    frame["code"] = frame["group_id"].map(code_of)
+    grouped = frame.groupby("code", sort=False)
+    n_events = grouped.size()
+    n_studies = grouped["study_id"].nunique()
+    for quantity in quantities:
+        values = frame[["code", quantity]].dropna()
+        if values.empty:
+            continue
+        by_code = values.groupby("code", sort=False)[quantity]
+        counts = by_code.size()
+        ranks = by_code.quantile(list(SUMMARY_FRACTIONS.values())).unstack()
+        for code, n in counts.items():
+            key = key_list[int(code)]
+            if quantity not in _quantities_of(key[0]):
                 continue
-            percentiles = np.percentile(values, [q * 100 for q in SUMMARY_FRACTIONS.values()])
             out.setdefault(key, {})[quantity] = {
-                "number_of_studies": int(group["study_id"].nunique()),
-                "number_of_events": len(group),
-                "number_of_values": int(values.size),
-                **dict(zip(SUMMARY_FRACTIONS, (float(p) for p in percentiles), strict=True)),
+                "number_of_studies": int(n_studies[code]),
+                "number_of_events": int(n_events[code]),
+                "number_of_values": int(n),
+                **{
+                    name: float(ranks.loc[code, fraction])
+                    for name, fraction in SUMMARY_FRACTIONS.items()
+                },
             }
     return out
 
 
-def _batches(rows: Any, size: int = 50000) -> Any:
-    """Yield lists of up to ``size`` rows from an iterator."""
-    batch = []
-    for row in rows:
-        batch.append(tuple(row))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _summary_postgres_filtered(
+    session: Session, flt: StudyFilter, keys: dict[int, tuple[str, int, str]]
+) -> dict[tuple[str, int, str], dict[str, dict[str, Any]]]:
+    """Return the filtered summary computed by PostgreSQL (``percentile_cont`` per key)."""
+    out: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
+    fractions = list(SUMMARY_FRACTIONS.values())
+    by_quantity: dict[str, list[int]] = {}
+    for gid, (modality, _, _) in keys.items():
+        for quantity in _quantities_of(modality):
+            by_quantity.setdefault(quantity, []).append(gid)
+    counts = store.filtered_group_counts(session, flt=flt, group_ids=list(keys))
+    for quantity, gids in by_quantity.items():
+        for gid, n_values, percentiles in store.postgres_filtered_percentiles(
+            session, flt=flt, quantity=quantity, group_ids=gids, fractions=fractions
+        ):
+            out.setdefault(keys[gid], {})[quantity] = {
+                "number_of_studies": counts[gid][1],
+                "number_of_events": counts[gid][0],
+                "number_of_values": n_values,
+                **dict(zip(SUMMARY_FRACTIONS, percentiles, strict=True)),
+            }
+    return out
 
 
 # -- cumulative dose -----------------------------------------------------------------------------

@@ -19,19 +19,21 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from kerma.analysis.exams import load_exam_rules
-from kerma.analysis.summary import SummaryContext, summarise_study
 from kerma.config import Settings
 from kerma.db import summary as store
 from kerma.db.session import session_scope
-from kerma.ingest.archive import Archive
-from kerma.ingest.pipeline import Importer
-from kerma.ingest.pseudonym import Pseudonymizer, load_or_create_key
+
+if TYPE_CHECKING:
+    from kerma.analysis.summary import SummaryContext
+    from kerma.ingest.pipeline import Importer
+
+# kerma.analysis (pandas) and kerma.ingest (pydicom) are imported where used: opening a
+# registry only checks the derive version, and ``kerma studies`` must start fast.
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ def make_context(settings: Settings | None = None) -> SummaryContext:
     kerma.errors.ConfigurationError
         When the exam rules file cannot be read.
     """
+    from kerma.analysis.exams import load_exam_rules
+    from kerma.analysis.summary import SummaryContext
+
     path = settings.exam_rules_path if settings is not None else None
     return SummaryContext(rules=load_exam_rules(path))
 
@@ -88,6 +93,8 @@ def refresh_studies(
     int
         Number of studies refreshed.
     """
+    from kerma.analysis.summary import summarise_study
+
     ctx = context or _default_context()
     now = dt.datetime.now(dt.UTC)
     done = 0
@@ -248,6 +255,10 @@ def make_importer(
     context : SummaryContext, optional
         Derive context (default: from ``settings``).
     """
+    from kerma.ingest.archive import Archive
+    from kerma.ingest.pipeline import Importer
+    from kerma.ingest.pseudonym import Pseudonymizer, load_or_create_key
+
     archive_dir = settings.archive_dir
     key = load_or_create_key(archive_dir, settings.pseudonym_key)
     return Importer(

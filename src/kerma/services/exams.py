@@ -27,7 +27,12 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
 
 from kerma.analysis.exams import EVENT_TEXT_FIELDS, ExamRuleSet
-from kerma.analysis.summary import EVENT_EXAM_FAMILIES, STUDY_RULE_FIELDS, SummaryContext
+from kerma.analysis.summary import (
+    EVENT_EXAM_FAMILIES,
+    STUDY_RULE_FIELDS,
+    UNMAPPED,
+    SummaryContext,
+)
 from kerma.db import exams as exam_store
 from kerma.db import summary as store
 from kerma.db.analytics import EVENT_SAMPLE_MODALITIES
@@ -162,6 +167,7 @@ def _remap_batch(
         record["study_modality"] = study.get("modality")
         exam, _ = context.exam(record, "event")
         exam = exam if exam is not None else new_exam.get(event.study_id)
+        exam = exam if exam is not None else UNMAPPED
         if exam != event.standard_exam:
             event_rows.append({"id": event.id, "standard_exam": exam})
     store.write_event_values(session, rows=event_rows)

@@ -42,6 +42,17 @@ SUMMARY_EVENT_QUANTITIES = (
     "administered_activity_mbq",
 )
 
+#: Event columns covered by the DX/MG sample index.
+SAMPLE_EVENT_COLUMNS = (
+    "dap_gym2",
+    "dose_rp_gy",
+    "entrance_dose_mgy",
+    "agd_mgy",
+    "compression_thickness_mm",
+    "image_view",
+    "laterality",
+)
+
 #: Localizer method texts of revision 0002 (``kerma.records.SIZE_METHOD_LOCALIZER_*``),
 #: written out: a migration must not change when the code does.
 METHOD_LOCALIZER_LAT = "geometric LAT width (AP/PA localizer)"
@@ -124,6 +135,14 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_irradiation_event_group_study", ["event_group_id", "study_id"], unique=False
         )
+        mapped = sa.text("standard_exam IS NOT NULL")
+        batch_op.create_index(
+            "ix_irradiation_event_samples",
+            ["event_group_id", "study_id", "standard_exam", *SAMPLE_EVENT_COLUMNS],
+            unique=False,
+            sqlite_where=mapped,
+            postgresql_where=mapped,
+        )
         for name in SUMMARY_EVENT_QUANTITIES:
             where = sa.text(f"{name} IS NOT NULL")
             batch_op.create_index(
@@ -190,7 +209,9 @@ def upgrade() -> None:
         for name, type_ in STUDY_COLUMNS:
             batch_op.add_column(sa.Column(name, type_, nullable=True))
         batch_op.create_index(
-            "ix_study_date_time_id", ["study_date", "study_time", "id"], unique=False
+            "ix_study_date_time_id",
+            ["study_date", "study_time", "id", "is_non_patient"],
+            unique=False,
         )
         batch_op.create_index("ix_study_patient_date", ["patient_id", "study_date"], unique=False)
         batch_op.create_index(
@@ -248,6 +269,7 @@ def downgrade() -> None:
     with op.batch_alter_table("irradiation_event", schema=None) as batch_op:
         for name in SUMMARY_EVENT_QUANTITIES:
             batch_op.drop_index(f"ix_irradiation_event_group_{name}")
+        batch_op.drop_index("ix_irradiation_event_samples")
         batch_op.drop_index("ix_irradiation_event_group_study")
         batch_op.drop_constraint(
             batch_op.f("fk_irradiation_event_event_group_id_event_group"), type_="foreignkey"
