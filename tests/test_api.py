@@ -42,8 +42,13 @@ CONTRACT_STUDY_COLUMNS = [
     "modalities", "patient_pseudonym", "patient_age_years", "patient_sex", "patient_weight_kg",
     "patient_size_m", "is_non_patient", "standard_exam", "device_id", "device_name", "manufacturer",
     "manufacturer_model_name", "station_name", "number_of_events", "ct_dlp_total_mgycm",
-    "dap_total_gym2", "dose_rp_total_gy", "fluoro_time_total_s", "agd_total_mgy",
-    "administered_activity_mbq", "number_of_reports", "image_size_mm", "image_size_source",
+    "dap_total_gym2", "dose_rp_total_gy", "fluoro_time_total_s", "agd_total_left_mgy",
+    "agd_total_right_mgy", "administered_activity_total_mbq", "number_of_reports",
+    "image_size_mm", "image_size_source", "modality_family", "acquisition_protocols",
+    "ctdivol_mean_mgy", "ctdivol_max_mgy", "kvp_kv", "ssde_mgy", "ssde_size_mm",
+    "ssde_size_source", "effective_dose_msv", "dap_total_plane_a_gym2", "dap_total_plane_b_gym2",
+    "dose_rp_total_plane_a_gy", "dose_rp_total_plane_b_gy", "ssde_reference",
+    "effective_dose_reference",
 ]  # fmt: skip
 CONTRACT_IGNORED_COLUMNS = [
     "sop_instance_uid", "sop_class_uid", "study_instance_uid", "series_instance_uid", "modality",
@@ -181,10 +186,10 @@ class TestFrames:
 
 @needs_shared
 class TestSummary:
-    """Registry.summary: medians and quartiles in display units."""
+    """Registry.summary: medians and quartiles in canonical units."""
 
     def test_ct_and_dx_statistics(self, registry: Registry) -> None:
-        """CTDIvol/DLP for CT and KAP in Gy·cm² for DX, per protocol."""
+        """CTDIvol/DLP for CT and KAP in Gy·m² for DX, per protocol."""
         registry.import_paths(C05 + XR220)
         summary = registry.summary(include_non_patient=True)
         topogram = summary[summary["acquisition_protocol"] == "Topogram 0.6 T20"].set_index(
@@ -199,11 +204,12 @@ class TestSummary:
         assert topogram.loc["dlp_mgycm", "p75"] == pytest.approx(3.325)
         dx = summary[summary["modality"] == "DX"].set_index("quantity")
         assert list(dx.index) == ["dap_gym2"]  # no Ka,r in these headers
-        assert dx.loc["dap_gym2", "label"] == "KAP (Gy·cm²)"
+        assert dx.loc["dap_gym2", "label"] == "KAP (Gy·m²)"  # canonical unit, as named
+        assert dx.loc["dap_gym2", "unit"] == "Gy·m²"
         assert dx.loc["dap_gym2", "number_of_studies"] == 1
-        assert dx.loc["dap_gym2", "median"] == pytest.approx(0.0615)
-        assert dx.loc["dap_gym2", "p25"] == pytest.approx(0.05125)
-        assert dx.loc["dap_gym2", "p75"] == pytest.approx(0.07175)
+        assert dx.loc["dap_gym2", "median"] == pytest.approx(6.15e-6)
+        assert dx.loc["dap_gym2", "p25"] == pytest.approx(5.125e-6)
+        assert dx.loc["dap_gym2", "p75"] == pytest.approx(7.175e-6)
 
 
 class TestIgnored:

@@ -32,6 +32,54 @@ class ReportKind(StrEnum):
     DOSE_SHEET_CT = "dose-sheet-ct"
 
 
+class SizeDirection(StrEnum):
+    """What a patient size measured on a CT image is (``patient_size_measurement.direction``).
+
+    ``dw``: the AAPM Report 220 water-equivalent diameter of an axial image; ``lat`` /
+    ``ap``: the patient's geometric width on a localizer, left-right (AP/PA localizer) or
+    front-back (lateral localizer), AAPM Report 204.
+    """
+
+    DW = "dw"
+    LAT = "lat"
+    AP = "ap"
+
+
+#: ``method`` of an axial-image measurement (AAPM Report 220 Dw); shared by the image
+#: measurement (``kerma.dicom.size``) and the store, which derives ``direction`` from it.
+SIZE_METHOD_AXIAL_DW = "AAPM Report 220 water-equivalent diameter (axial image)"
+#: ``method`` of a localizer width measured across the patient, left to right.
+SIZE_METHOD_LOCALIZER_LAT = "geometric LAT width (AP/PA localizer)"
+#: ``method`` of a localizer width measured front to back.
+SIZE_METHOD_LOCALIZER_AP = "geometric AP width (lateral localizer)"
+
+
+def size_direction(image_type: str, method: str | None) -> SizeDirection | None:
+    """Return the :class:`SizeDirection` of a stored size measurement.
+
+    Parameters
+    ----------
+    image_type : {'axial', 'localizer'}
+        What the image is.
+    method : str or None
+        The measurement method, starting with one of the ``SIZE_METHOD_*`` texts.
+
+    Returns
+    -------
+    SizeDirection or None
+        ``dw`` for an axial image; ``lat`` / ``ap`` for a localizer by its method;
+        ``None`` for a localizer whose method names neither.
+    """
+    if image_type == "axial":
+        return SizeDirection.DW
+    text = method or ""
+    if text.startswith(SIZE_METHOD_LOCALIZER_LAT):
+        return SizeDirection.LAT
+    if text.startswith(SIZE_METHOD_LOCALIZER_AP):
+        return SizeDirection.AP
+    return None
+
+
 @dataclass
 class PatientIdentity:
     """Identifying attributes read only to pseudonymise and to detect QA studies.

@@ -12,6 +12,7 @@ This module must not import anything else from Kerma.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 # --- canonical UCUM unit of each quantity family --------------------------------------
@@ -131,27 +132,144 @@ def conversion_factor(found: str, canonical: str) -> float | None:
     return table.get(normalised)
 
 
-#: Human-readable labels of stored names, in display units where these differ.
-LABELS: Final[dict[str, str]] = {
-    "ctdivol_mgy": "CTDIvol (mGy)",
-    "dlp_mgycm": "DLP (mGy·cm)",
-    "ct_dlp_total_mgycm": "DLP total (mGy·cm)",
-    "dap_gym2": "KAP (Gy·m²)",
-    "dap_total_gym2": "KAP total (Gy·m²)",
-    "dose_rp_gy": "Ka,r (Gy)",
-    "dose_rp_total_gy": "Ka,r total (Gy)",
-    "agd_mgy": "AGD (mGy)",
-    "ssde_mgy": "SSDE (mGy)",
-    "effective_dose_msv": "Effective dose (mSv)",
-    "kvp_kv": "kVp (kV)",
-    "tube_current_ma": "Tube current (mA)",
-    "exposure_time_s": "Exposure time (s)",
-    "exposure_mas": "Exposure (mAs)",
-    "fluoro_time_total_s": "Fluoroscopy time (s)",
-    "scanning_length_mm": "Scanning length (mm)",
-    "water_equivalent_diameter_mm": "Water-equivalent diameter (mm)",
-    "administered_activity_mbq": "Administered activity (MBq)",
-    "patient_age_years": "Age (years)",
-    "patient_weight_kg": "Weight (kg)",
-    "patient_size_m": "Height (m)",
+@dataclass(frozen=True)
+class Quantity:
+    """One named quantity: its label, canonical unit and the unit users read it in.
+
+    Attributes
+    ----------
+    name : str
+        The one name of the quantity, from database column to CSV header, unit in the
+        name (``dap_total_gym2``).
+    label : str
+        What it is called in tables, without unit (``"KAP total"``).
+    unit : str
+        The canonical unit the name carries (``"Gy·m²"``); every stored, computed and
+        exported (default) value is in it.
+    display_unit : str
+        The unit users read on their devices (``"Gy·cm²"``; DESIGN.md "Units").
+    factor : float
+        Multiplier from ``unit`` to ``display_unit`` (``1e4`` for Gy·m² → Gy·cm²).
+    """
+
+    name: str
+    label: str
+    unit: str
+    display_unit: str
+    factor: float = 1.0
+
+    @property
+    def display_label(self) -> str:
+        """Return ``"<label> (<display unit>)"``, e.g. ``"KAP total (Gy·cm²)"``."""
+        return f"{self.label} ({self.display_unit})" if self.display_unit else self.label
+
+    @property
+    def canonical_label(self) -> str:
+        """Return ``"<label> (<canonical unit>)"``, e.g. ``"KAP total (Gy·m²)"``."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+def _q(
+    name: str, label: str, unit: str, display_unit: str | None = None, factor: float = 1.0
+) -> Quantity:
+    """Return one :class:`Quantity` (``display_unit`` defaults to the canonical unit)."""
+    return Quantity(name, label, unit, unit if display_unit is None else display_unit, factor)
+
+
+_KAP = ("Gy·m²", "Gy·cm²", GYM2_TO_GYCM2)
+_KAR = ("Gy", "mGy", GY_TO_MGY)
+
+#: The one label table: every quantity Kerma shows or exports, by its name. Rich tables
+#: take their headers and display units from here; CSV files use the names and the
+#: canonical units by default and ``display_label`` with converted values on request
+#: (``--units display``). Display units are those users read on their devices: KAP in
+#: Gy·cm², Ka,r in mGy (DESIGN.md "Units"). ``dose_rp_total_gy`` of a study is the larger
+#: plane's Ka,r (never a sum over planes: their reference points differ).
+QUANTITIES: Final[dict[str, Quantity]] = {
+    q.name: q
+    for q in (
+        # CT
+        _q("ctdivol_mgy", "CTDIvol", "mGy"),
+        _q("ctdivol_mean_mgy", "CTDIvol mean", "mGy"),
+        _q("ctdivol_max_mgy", "CTDIvol max", "mGy"),
+        _q("dlp_mgycm", "DLP", "mGy·cm"),
+        _q("ct_dlp_total_mgycm", "DLP total", "mGy·cm"),
+        _q("ssde_mgy", "SSDE", "mGy"),
+        _q("ssde_size_mm", "SSDE patient size", "mm"),
+        _q("effective_dose_msv", "Effective dose", "mSv"),
+        _q("ct_effective_dose_msv", "CT effective dose", "mSv"),
+        _q("effective_dose_k_msv_per_mgycm", "k (effective dose per DLP)", "mSv/(mGy·cm)"),
+        _q("kvp_kv", "kVp", "kV"),
+        _q("water_equivalent_diameter_mm", "Water-equivalent diameter", "mm"),
+        _q("patient_width_mm", "Patient width on localizer", "mm"),
+        _q("image_size_mm", "Patient size from CT images", "mm"),
+        _q("scanning_length_mm", "Scanning length", "mm"),
+        # projection X-ray
+        _q("dap_gym2", "KAP", *_KAP),
+        _q("dap_total_gym2", "KAP total", *_KAP),
+        _q("dap_total_plane_a_gym2", "KAP total plane A", *_KAP),
+        _q("dap_total_plane_b_gym2", "KAP total plane B", *_KAP),
+        _q("fluoro_studies_dap_total_gym2", "KAP total of fluoroscopy studies", *_KAP),
+        _q("dose_rp_gy", "Ka,r", *_KAR),
+        _q("dose_rp_total_gy", "Ka,r total", *_KAR),
+        _q("dose_rp_total_plane_a_gy", "Ka,r total plane A", *_KAR),
+        _q("dose_rp_total_plane_b_gy", "Ka,r total plane B", *_KAR),
+        _q("fluoro_studies_dose_rp_total_gy", "Ka,r total of fluoroscopy studies", *_KAR),
+        _q("entrance_dose_mgy", "Entrance dose", "mGy"),
+        _q("entrance_exposure_at_rp_mgy", "Entrance exposure at RP", "mGy"),
+        _q("esak_mgy", "ESAK", "mGy"),
+        _q("esd_mgy", "ESD", "mGy"),
+        _q("fluoro_time_total_s", "Fluoro time", "s"),
+        _q("exposure_time_s", "Exposure time", "s"),
+        _q("tube_current_ma", "Tube current", "mA"),
+        _q("exposure_mas", "Exposure", "mAs"),
+        _q("peak_skin_dose_mgy", "Peak skin dose", "mGy"),
+        # mammography
+        _q("agd_mgy", "AGD", "mGy"),
+        _q("agd_total_left_mgy", "AGD left breast", "mGy"),
+        _q("agd_total_right_mgy", "AGD right breast", "mGy"),
+        _q("compression_thickness_mm", "Compressed breast thickness", "mm"),
+        # nuclear medicine
+        _q("administered_activity_mbq", "Administered activity", "MBq"),
+        _q("administered_activity_total_mbq", "Activity total", "MBq"),
+        # patient
+        _q("patient_age_years", "Age", "years"),
+        _q("patient_weight_kg", "Weight", "kg"),
+        # (0010,1020) Patient's Size is the patient's height (EXTRACTION.md name kept)
+        _q("patient_size_m", "Height (Patient's Size)", "m"),
+    )
 }
+
+#: Human-readable labels of stored names in display units (``"KAP total (Gy·cm²)"``).
+LABELS: Final[dict[str, str]] = {name: q.display_label for name, q in QUANTITIES.items()}
+
+
+def get_quantity(name: str) -> Quantity | None:
+    """Return the :class:`Quantity` of a name, or ``None`` when it is not a quantity."""
+    return QUANTITIES.get(name)
+
+
+def to_display(name: str, value: float | None) -> float | None:
+    """Return a canonical value of quantity ``name`` in its display unit.
+
+    Names that are not in :data:`QUANTITIES` are returned unchanged; ``None`` stays
+    ``None``.
+    """
+    quantity = QUANTITIES.get(name)
+    if value is None or quantity is None:
+        return value
+    return value * quantity.factor
+
+
+#: Significant digits of numbers written to CSV: enough for every stored double that
+#: came from a DICOM decimal string (DS holds at most 16 characters), without the
+#: binary noise of sums (``724.5200000000001`` is written ``724.52``).
+CSV_SIGNIFICANT_DIGITS: Final = 10
+
+#: ``printf`` format of CSV numbers (pandas ``to_csv(float_format=...)``).
+CSV_FLOAT_FORMAT: Final = f"%.{CSV_SIGNIFICANT_DIGITS}g"
+
+
+def format_number(value: float, digits: int = CSV_SIGNIFICANT_DIGITS) -> str:
+    """Return ``value`` with at most ``digits`` significant digits (``"724.52"``)."""
+    return f"{value:.{digits}g}"

@@ -207,7 +207,7 @@ class TestCommandsOnRegistry:
         from kerma.config import get_settings
 
         out = tmp_path / "ct.csv"
-        args = ["stats", "--by", "device_name", "-m", "CT", "-q", "dlp_total_mgycm"]
+        args = ["stats", "--by", "device_name", "-m", "CT", "-q", "ct_dlp_total_mgycm"]
         result = runner.invoke(app, [*args, "--out", str(out)], env=registry_env)
         assert result.exit_code == 0, result.output
         table = pd.read_csv(out).set_index("device_name")
@@ -347,9 +347,10 @@ class TestEmptyResultsExplained:
         assert len(pd.read_csv(out)) == 0
 
     def test_empty_quantity_reported_beside_others(self, registry_env: dict[str, str]) -> None:
-        """`-q dlp_total_mgycm,ssde_mgy`: DLP rows printed, the SSDE reason under them."""
-        args = ["stats", "-m", "CT", "--by", "modality_family", "-q", "dlp_total_mgycm,ssde_mgy"]
+        """`-q ct_dlp_total_mgycm,ssde_mgy`: DLP rows printed, the SSDE reason under them."""
+        quantities = "ct_dlp_total_mgycm,ssde_mgy"
+        args = ["stats", "-m", "CT", "--by", "modality_family", "-q", quantities]
         result = runner.invoke(app, args, env=registry_env)
         assert result.exit_code == 0, result.output
-        assert "dlp_total_mgycm" in result.output
+        assert "DLP total" in result.output  # the label of ct_dlp_total_mgycm
         assert "no statistics for ssde_mgy" in result.output

@@ -9,12 +9,15 @@ from kerma.analysis.cumulative import cumulative_dose, rolling_cumulative_dose
 
 
 def _samples() -> pd.DataFrame:
-    """Patient A: CT on day 0, 200 and 400, fluoro on day 300; patient B: one CT."""
+    """Patient A: CT on day 0, 200 and 400, fluoro on day 300; patient B: one CT.
+
+    Canonical units: DLP mGy·cm, E mSv, Ka,r Gy (800 mGy), KAP Gy·m² (60 Gy·cm²).
+    """
     start = pd.Timestamp("2025-01-01")
     rows = [
         ("A", 1, 0, "CT", 500.0, 5.0, None, None),
         ("A", 2, 200, "CT", 300.0, 3.0, None, None),
-        ("A", 3, 300, "RF/XA", None, None, 800.0, 60.0),
+        ("A", 3, 300, "RF/XA", None, None, 0.8, 0.006),
         ("A", 4, 400, "CT", 100.0, 1.0, None, None),
         ("B", 5, 390, "CT", 1000.0, 15.0, None, None),
     ]
@@ -25,10 +28,10 @@ def _samples() -> pd.DataFrame:
                 "study_id": s,
                 "study_date": start + pd.Timedelta(days=d),
                 "modality_family": f,
-                "dlp_total_mgycm": dlp,
+                "ct_dlp_total_mgycm": dlp,
                 "effective_dose_msv": e,
-                "ka_r_total_mgy": kar,
-                "kap_total_gycm2": kap,
+                "dose_rp_total_gy": kar,
+                "dap_total_gym2": kap,
             }
             for p, s, d, f, dlp, e, kar, kap in rows
         ]
@@ -45,8 +48,8 @@ class TestCumulativeDose:
         assert a["number_of_ct_exams"] == 2
         assert a["ct_dlp_total_mgycm"] == pytest.approx(400.0)
         assert a["ct_effective_dose_msv"] == pytest.approx(4.0)
-        assert a["fluoro_ka_r_total_mgy"] == pytest.approx(800.0)
-        assert a["fluoro_kap_total_gycm2"] == pytest.approx(60.0)
+        assert a["fluoro_studies_dose_rp_total_gy"] == pytest.approx(0.8)  # Gy
+        assert a["fluoro_studies_dap_total_gym2"] == pytest.approx(0.006)  # Gy·m²
         assert out.index[0] == "B"  # sorted by effective dose
 
     def test_window_length_is_configurable(self) -> None:

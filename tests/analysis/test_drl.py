@@ -23,7 +23,7 @@ COLIC_DLP_DRL = 436.0
 UK_KUB_DLP_DRL = 290.0
 US_HEAD_DLP_DRL = 962.0
 PAED_HEAD_1_6_DLP_DRL = 505.0
-PCI_KAP_DRL = 85.0
+PCI_KAP_DRL = 85.0e-4  # Gy·m², canonical (85 Gy·cm² as published)
 
 
 def _ct_rows(
@@ -152,8 +152,8 @@ class TestCompareWithDrls:
         room_c = result[(result["device_name"] == "ROOM C") & (result["quantity"] == "dlp_mgycm")]
         assert room_c["status"].item() == "above"
 
-    def test_fluoroscopy_kap_in_gycm2(self, eu_drls: pd.DataFrame) -> None:
-        """PCI KAP totals (Gy·m² → Gy·cm²) are compared with the 85 Gy·cm² DRL."""
+    def test_fluoroscopy_kap_in_canonical_units(self, eu_drls: pd.DataFrame) -> None:
+        """PCI KAP totals (Gy·m²) are compared with the 85 Gy·cm² DRL loaded in Gy·m²."""
         rows = [
             {
                 "study_id": i,
@@ -175,8 +175,9 @@ class TestCompareWithDrls:
         ]
         result = compare_with_drls(build_dose_samples(make_events(rows)), eu_drls)
         row = result[result["standard_exam"] == "PCI"].iloc[0]
-        assert row["typical_value"] == pytest.approx(95.0)
-        assert row["drl_value"] == PCI_KAP_DRL
+        assert row["typical_value"] == pytest.approx(95.0e-4)
+        assert row["drl_value"] == pytest.approx(PCI_KAP_DRL)
+        assert (row["quantity"], row["unit"]) == ("dap_gym2", "Gy·m²")
         assert row["status"] == "above"
 
     def test_mammography_needs_fifty_and_uses_view_and_thickness(self) -> None:
@@ -220,13 +221,13 @@ class TestCompareWithDrls:
         result = compare_with_drls(build_dose_samples(make_events(rows)), eu_drls)
         assert result["status"].tolist() == ["no DRL in the selected set"]
         assert result["patient_group"].tolist() == ["adult"]
-        assert result["typical_value"].item() == pytest.approx(0.1)
+        assert result["typical_value"].item() == pytest.approx(1e-5)  # Gy·m²
 
 
 # DE set (BfS 2010, Tabelle 1): mammography screening AGD 2.5 mGy per view; lumbar
 # spine AP KAP 2.0 Gy·cm² per projection.
 DE_MAMMO_AGD_DRL = 2.5
-DE_LUMBAR_AP_KAP_DRL = 2.0
+DE_LUMBAR_AP_KAP_DRL = 2.0e-4  # Gy·m² (2.0 Gy·cm² as published)
 
 
 def _mammo_rows(studies: int) -> list[dict]:
@@ -302,8 +303,8 @@ class TestMinimumSampleInPatients:
         assert (row["n"], row["n_studies"], row["min_sample"]) == (2 * studies, studies, 20)
         assert row["status"] == status
         if status == "above":
-            assert row["typical_value"] == pytest.approx(2.6)  # median of 2.4 and 2.8
-            assert row["drl_value"] == DE_LUMBAR_AP_KAP_DRL
+            assert row["typical_value"] == pytest.approx(2.6e-4)  # median of 2.4e-4, 2.8e-4
+            assert row["drl_value"] == pytest.approx(DE_LUMBAR_AP_KAP_DRL)
 
     def test_local_drl_counts_studies(self) -> None:
         """local_drls leaves out a room of 38 projections from 19 studies, keeps 20."""
@@ -312,10 +313,10 @@ class TestMinimumSampleInPatients:
             row | {"device": "DXROOM2", "study_id": row["study_id"] + 100}
             for row in _lumbar_rows(20)
         ]
-        result = local_drls(build_dose_samples(make_events(rows)), quantities=["kap_gycm2"])
+        result = local_drls(build_dose_samples(make_events(rows)), quantities=["dap_gym2"])
         row = result.iloc[0]
         assert (row["n_rooms"], row["n"], row["n_studies"]) == (1, 40, 20)
-        assert row["local_drl"] == pytest.approx(2.6)
+        assert row["local_drl"] == pytest.approx(2.6e-4)
 
 
 class TestClinicalIndications:
@@ -517,7 +518,9 @@ class TestLocalDrls:
             rows += _ct_head_rows(f"R{room}", values, 50.0, study)
             study += len(values)
         rows += _ct_head_rows("SMALL", np.full(5, 5000.0), 50.0, study)
-        result = local_drls(build_dose_samples(make_events(rows)), quantities=["dlp_total_mgycm"])
+        result = local_drls(
+            build_dose_samples(make_events(rows)), quantities=["ct_dlp_total_mgycm"]
+        )
         row = result.iloc[0]
         assert row["n_rooms"] == 6
         assert row["local_drl"] == pytest.approx(np.percentile(medians, 75))

@@ -90,12 +90,13 @@ class TestLoadDrls:
         assert row["verification"].item() == "secondary"
 
     def test_radiography_aliases(self) -> None:
-        """DE 'Pelvis AP/PA' is compared as 'Pelvis AP'; FR chest PA is 0.2 Gy·cm²."""
+        """DE 'Pelvis AP/PA' is compared as 'Pelvis AP'; FR chest PA is 0.2 Gy·cm² (2e-5 Gy·m²)."""
         drls = load_drls()
         de = drls[(drls["drl_region"] == "DE") & (drls["drl_year"] == 2022)]
         assert "Pelvis AP" in set(de["standard_exam"])
         fr = drls[(drls["drl_region"] == "FR") & (drls["standard_exam"] == "Chest PA")]
-        assert fr["drl_value"].item() == 0.2
+        assert fr["drl_value"].item() == pytest.approx(2e-5)
+        assert (fr["quantity"].item(), fr["unit"].item()) == ("dap_gym2", "Gy·m²")
 
     def test_site_table_adds_a_set(self, tmp_path: Path) -> None:
         """A site CSV in the adult-CT shape becomes a selectable set."""

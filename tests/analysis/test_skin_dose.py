@@ -25,19 +25,19 @@ class TestFallback:
 
     def test_missing_file_gives_kar_with_reason(self, tmp_path: Path) -> None:
         """A missing RDSR gives the Ka,r fallback and says why."""
-        result = estimate_skin_dose(tmp_path / "absent.dcm", ka_r_total_mgy=123.0)
+        result = estimate_skin_dose(tmp_path / "absent.dcm", dose_rp_total_gy=0.123)
         assert result.method == METHOD_KAR
         assert result.peak_skin_dose_mgy is None
-        assert result.ka_r_total_mgy == 123.0
+        assert result.dose_rp_total_gy == 0.123
         assert result.reason
 
     def test_not_dicom_fails_safely(self, tmp_path: Path) -> None:
         """A file PySkinDose cannot read gives the fallback, never an exception."""
         path = tmp_path / "junk.dcm"
         path.write_bytes(b"not dicom")
-        result = estimate_skin_dose(path, ka_r_total_mgy=5.0, timeout_s=120)
+        result = estimate_skin_dose(path, dose_rp_total_gy=0.005, timeout_s=120)
         assert result.method == METHOD_KAR
-        assert result.ka_r_total_mgy == 5.0
+        assert result.dose_rp_total_gy == 0.005
 
     def test_fallback_frame_labels_every_fluoro_study(self) -> None:
         """The sample-frame fallback lists Ka,r per RF/XA study with the method label."""
@@ -46,13 +46,13 @@ class TestFallback:
                 "modality_family": ["RF/XA", "CT"],
                 "study_id": [1, 2],
                 "device_name": ["CATH", "CT1"],
-                "ka_r_total_mgy": [350.0, None],
+                "dose_rp_total_gy": [0.35, None],
             }
         )
         frame = skin_dose_fallback_frame(samples, "no archive")
         assert frame["study_id"].tolist() == [1]
         assert frame.loc[0, "method"] == METHOD_KAR
-        assert frame.loc[0, "ka_r_total_mgy"] == 350.0
+        assert frame.loc[0, "dose_rp_total_gy"] == 0.35
 
     def test_map_of_fallback_raises(self) -> None:
         """A fallback result has no map to draw."""
@@ -78,7 +78,7 @@ class TestPySkinDose:
         kar_mgy = 1000 * sum(e.get("dose_rp_gy") or 0 for e in expected["events"])
         result = estimate_skin_dose(path, timeout_s=300)
         assert result.method == METHOD_PYSKINDOSE, result.reason
-        assert result.ka_r_total_mgy == pytest.approx(kar_mgy)
+        assert result.dose_rp_total_gy == pytest.approx(kar_mgy / 1000)  # Gy
         assert 0 < result.peak_skin_dose_mgy < kar_mgy
         assert result.dose_map["dose_mgy"].max() == pytest.approx(result.peak_skin_dose_mgy)
         figure = skin_dose_map_figure(result)
@@ -92,10 +92,19 @@ SRDL = "substantial radiation dose level (SRDL)"
 
 
 def expected_ka_r_mgy(name: str) -> float:
-    """Return the accumulated Ka,r (mGy) of ``name`` from ../shared/dicom/expected."""
+    """Return the accumulated Ka,r (mGy) of ``name`` from ../shared/dicom/expected.
+
+    The larger plane's (a reference-point dose is never summed over planes); these
+    files have one plane.
+    """
     data = json.loads((DICOM_DIR / "expected" / f"{Path(name).stem}.json").read_text())
     planes = data["accumulated"]["planes"]
-    return 1000 * sum(p.get("dose_rp_total_gy") or 0 for p in planes)
+    return 1000 * max(p.get("dose_rp_total_gy") or 0 for p in planes)
+
+
+def expected_dose_rp_gy(name: str) -> float:
+    """Return the accumulated Ka,r of ``name`` in Gy (the canonical unit)."""
+    return expected_ka_r_mgy(name) / 1000
 
 
 def write_scaled_copy(source: Path, target: Path, *, factor: float, seed: str) -> Path:
@@ -206,8 +215,8 @@ class TestSrdlFlags:
         frame = pd.DataFrame(
             {
                 "peak_skin_dose_mgy": [3000.0, 2999.0, float("nan"), float("nan")],
-                "ka_r_total_mgy": [100.0, 5210.0, 4999.0, float("nan")],
-                "kap_total_gycm2": [10.0, 500.0, 20.0, float("nan")],
+                "dose_rp_total_gy": [0.1, 5.21, 4.999, float("nan")],
+                "dap_total_gym2": [0.001, 0.05, 0.002, float("nan")],
                 "fluoro_time_total_s": [60.0, 3599.0, 3600.0, float("nan")],
             }
         )
@@ -252,7 +261,7 @@ class TestSrdlFlags:
 
         levels = load_alert_levels(category="alert")
         with pytest.raises(ConfigurationError, match="has no rows of category"):
-            add_srdl_flags(pd.DataFrame({"ka_r_total_mgy": [1.0]}), alert_levels=levels)
+            add_srdl_flags(pd.DataFrame({"dose_rp_total_gy": [1.0]}), alert_levels=levels)
 
 
 class TestFailureReasons:
@@ -311,41 +320,36 @@ class TestStoredEstimates:
         """Rows are stored once; a re-run computes nothing; recompute replaces one study."""
         if not is_pyskindose_available():
             pytest.skip("pyskindose is not installed")
-        from kerma.analysis.skin_dose import (
-            SKIN_DOSE_COLUMNS,
-            estimate_study_skin_doses,
-            stored_skin_doses,
-        )
+        from kerma.analysis.skin_dose import SKIN_DOSE_COLUMNS
 
         _import(registry, [SUPPORTED, NO_MODEL])
-        first = estimate_study_skin_doses(registry, timeout_s=120)
+        first = registry.estimate_skin_doses(timeout_s=120)  # type: ignore[attr-defined]
         assert list(first.columns) == [*SKIN_DOSE_COLUMNS, "is_computed_now"]
         by_uid = first.set_index("study_instance_uid")
         assert by_uid.loc[_study_uid(SUPPORTED), "method"] == METHOD_PYSKINDOSE
         assert by_uid.loc[_study_uid(NO_MODEL), "method"] == METHOD_KAR
         assert first["is_computed_now"].all()
 
-        again = estimate_study_skin_doses(registry, timeout_s=120)
+        again = registry.estimate_skin_doses(timeout_s=120)  # type: ignore[attr-defined]
         assert not again["is_computed_now"].any()
         assert again["computed_at"].tolist() == first["computed_at"].tolist()
-        stored = stored_skin_doses(registry)
+        stored = registry.skin_doses()  # type: ignore[attr-defined]
         pd.testing.assert_frame_equal(stored, again.drop(columns="is_computed_now"))
 
-        redo = estimate_study_skin_doses(
-            registry, study_instance_uids=[_study_uid(NO_MODEL)], recompute=True, timeout_s=120
+        redo = registry.estimate_skin_doses(  # type: ignore[attr-defined]
+            study_instance_uids=[_study_uid(NO_MODEL)], recompute=True, timeout_s=120
         )
         assert redo["study_instance_uid"].tolist() == [_study_uid(NO_MODEL)]
         assert redo["is_computed_now"].tolist() == [True]
         assert redo.loc[0, "computed_at"] > by_uid.loc[_study_uid(NO_MODEL), "computed_at"]
-        assert len(stored_skin_doses(registry)) == 2  # replaced, not added
+        assert len(registry.skin_doses()) == 2  # type: ignore[attr-defined]  # replaced
 
     def test_unknown_study_uid_raises(self, registry: object) -> None:
         """A UID that is not a stored fluoroscopy study is named in a NotFoundError."""
-        from kerma.analysis.skin_dose import estimate_study_skin_doses
         from kerma.errors import NotFoundError
 
         with pytest.raises(NotFoundError, match=r"Study Instance UID 1\.2\.3 is stored"):
-            estimate_study_skin_doses(registry, study_instance_uids=["1.2.3"])
+            registry.estimate_skin_doses(study_instance_uids=["1.2.3"])  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +366,6 @@ def fluoro_registry(tmp_path_factory: pytest.TempPathFactory) -> object:
     if not is_pyskindose_available():
         pytest.skip("pyskindose is not installed")
     import kerma
-    from kerma.analysis.skin_dose import estimate_study_skin_doses
     from tests.db_fixtures import make_settings
 
     root = tmp_path_factory.mktemp("fluoro")
@@ -378,7 +381,7 @@ def fluoro_registry(tmp_path_factory: pytest.TempPathFactory) -> object:
         "DX-RDSR-Canon_CXDI.dcm",
     ]
     _import(registry, names, [synthetic])
-    frame = estimate_study_skin_doses(registry, timeout_s=120)
+    frame = registry.estimate_skin_doses(timeout_s=120)
     yield {"registry": registry, "frame": frame, "synthetic": synthetic, "root": root}
     registry.close()
 
@@ -411,7 +414,7 @@ class TestEstimateStudySkinDoses:
         direct = run_pyskindose_directly(DICOM_DIR / SUPPORTED, tmp_path)
         assert row["peak_skin_dose_mgy"] == pytest.approx(direct, rel=1e-9)
         assert row["peak_skin_dose_mgy"] == pytest.approx(1.302, abs=0.001)
-        assert row["ka_r_total_mgy"] == pytest.approx(expected_ka_r_mgy(SUPPORTED))
+        assert row["dose_rp_total_gy"] == pytest.approx(expected_dose_rp_gy(SUPPORTED))
         assert (
             row["map_path"]
             == f"skin_dose_maps/{_study_uid(SUPPORTED)}{Path(row['map_path']).suffix}"
@@ -437,7 +440,7 @@ class TestEstimateStudySkinDoses:
         row = fluoro_registry["frame"].set_index("study_instance_uid").loc[_study_uid(name)]
         assert row["method"] == METHOD_KAR
         assert pd.isna(row["peak_skin_dose_mgy"])
-        assert row["ka_r_total_mgy"] == pytest.approx(expected_ka_r_mgy(name))
+        assert row["dose_rp_total_gy"] == pytest.approx(expected_dose_rp_gy(name))
         assert row["reason"].startswith(reason)
         assert row["map_path"] is None or pd.isna(row["map_path"])
 
@@ -449,7 +452,7 @@ class TestEstimateStudySkinDoses:
         row = frame.loc[dcmread(fluoro_registry["synthetic"]).StudyInstanceUID]
         original = frame.loc[_study_uid(SUPPORTED)]
         assert row["method"] == METHOD_PYSKINDOSE
-        assert row["ka_r_total_mgy"] == pytest.approx(4000 * expected_ka_r_mgy(SUPPORTED))
+        assert row["dose_rp_total_gy"] == pytest.approx(4000 * expected_dose_rp_gy(SUPPORTED))
         assert row["peak_skin_dose_mgy"] == pytest.approx(
             4000 * original["peak_skin_dose_mgy"], rel=1e-6
         )
@@ -527,7 +530,6 @@ class TestTransientFallbacks:
             pytest.skip("pyskindose is not installed")
         import datetime as dt
 
-        from kerma.analysis.skin_dose import estimate_study_skin_doses, stored_skin_doses
         from kerma.db.models import DoseReport, SkinDoseEstimate
 
         _import(registry, [NO_MODEL])
@@ -541,21 +543,21 @@ class TestTransientFallbacks:
                     computed_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
                     method=METHOD_KAR,
                     peak_skin_dose_mgy=None,
-                    ka_r_total_mgy=expected_ka_r_mgy(NO_MODEL),
+                    dose_rp_total_gy=expected_dose_rp_gy(NO_MODEL),
                     reason=stored_reason,
                     map_path=None,
                     dose_report_sop_instance_uid=rdsr_uid,
                 )
             )
-        frame = estimate_study_skin_doses(registry, timeout_s=120)
+        frame = registry.estimate_skin_doses(timeout_s=120)  # type: ignore[attr-defined]
         assert frame["is_computed_now"].tolist() == [is_recomputed]
         row = frame.iloc[0]
         assert row["method"] == METHOD_KAR  # PySkinDose has no model of this device
-        assert row["ka_r_total_mgy"] == pytest.approx(expected_ka_r_mgy(NO_MODEL))
+        assert row["dose_rp_total_gy"] == pytest.approx(expected_dose_rp_gy(NO_MODEL))
         if is_recomputed:
             assert row["reason"] != stored_reason
             assert "not installed" not in row["reason"]
             assert row["computed_at"].year > 2020
         else:
             assert row["reason"] == stored_reason
-        assert len(stored_skin_doses(registry)) == 1  # replaced, not added
+        assert len(registry.skin_doses()) == 1  # type: ignore[attr-defined]  # replaced

@@ -68,7 +68,18 @@ class TestSkinDoseCommand:
         result = runner.invoke(app, ["skin-dose", "--out", str(out)], env=registry_env)
         assert result.exit_code == 0, result.output
         text = result.output
-        for header in ("date", "device", "method", "PSD (mGy)", "Ka,r (mGy)", "SRDL", "map"):
+        for header in (
+            "date",
+            "device",
+            "method",
+            "Peak skin dose",  # label and display unit from kerma.units.QUANTITIES
+            "Ka,r total",
+            "KAP total",
+            "(mGy)",
+            "(Gy·cm²)",
+            "SRDL",
+            "map",
+        ):
             assert header in text
         assert "Siemens AXIOM-Artis" in text
         high_kar_mgy = FACTOR * expected_ka_r_mgy(NO_MODEL)
@@ -90,11 +101,13 @@ class TestSkinDoseCommand:
         assert supported["map_path"].startswith("skin_dose_maps/")
         allura = rows.loc[_study_uid(NO_MODEL)]
         assert allura["method"] == METHOD_KAR
-        assert allura["ka_r_total_mgy"] == pytest.approx(expected_ka_r_mgy(NO_MODEL))
+        assert allura["dose_rp_total_gy"] == pytest.approx(expected_ka_r_mgy(NO_MODEL) / 1000)
         assert not bool(allura["srdl_exceeded"])
         high = table[table["srdl_exceeded"].astype(bool)]
         assert len(high) == 1
-        assert high.iloc[0]["ka_r_total_mgy"] == pytest.approx(FACTOR * expected_ka_r_mgy(NO_MODEL))
+        assert high.iloc[0]["dose_rp_total_gy"] == pytest.approx(
+            FACTOR * expected_ka_r_mgy(NO_MODEL) / 1000
+        )
         assert high.iloc[0]["method"] == METHOD_KAR
 
     def test_second_run_reads_stored(self, registry_env: dict[str, str]) -> None:

@@ -20,8 +20,26 @@ from kerma.analysis.ssde import (
     effective_diameter_mm,
     phantom_cm_of,
     ssde_events,
-    water_equivalent_diameter_mm,
 )
+from kerma.dicom.size import water_equivalent_diameter_from_hu
+
+
+def water_equivalent_diameter_mm(ds: Dataset) -> float:
+    """Return the Dw of a CT image by the import's measurement (kerma.dicom.size).
+
+    The Dw of an image is measured at import (:mod:`kerma.dicom.size`); the analysis
+    only uses the sizes stored in the registry.
+
+    Raises
+    ------
+    ValueError
+        When the image has no (0028,0030) 'Pixel Spacing'.
+    """
+    if "PixelSpacing" not in ds:
+        raise ValueError("the image has no (0028,0030) 'Pixel Spacing'")
+    hu = ds.pixel_array.astype(float) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+    return water_equivalent_diameter_from_hu(hu, spacing)
 
 
 def water_cylinder_image(

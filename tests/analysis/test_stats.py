@@ -48,7 +48,7 @@ class TestLargeDataSet:
         ct_max = np.zeros(size)
         np.maximum.at(ct_max, sid[spiral], ctdivol[spiral])
         ids = samples.index.to_numpy()
-        np.testing.assert_allclose(samples["dlp_total_mgycm"], dlp_sum[ids], rtol=1e-12)
+        np.testing.assert_allclose(samples["ct_dlp_total_mgycm"], dlp_sum[ids], rtol=1e-12)
         np.testing.assert_allclose(samples["ctdivol_mean_mgy"], ct_sum[ids] / ct_n[ids], rtol=1e-12)
         np.testing.assert_allclose(samples["ctdivol_max_mgy"], ct_max[ids], rtol=1e-12)
 
@@ -56,7 +56,7 @@ class TestLargeDataSet:
         """n, mean, median, p25, p75, p95 per exam and room equal numpy on the raw events."""
         rules = load_exam_rules()
         samples = build_dose_samples(big_events, rules=rules)
-        result = dose_statistics(samples, ["standard_exam", "device_name"], ["dlp_total_mgycm"])
+        result = dose_statistics(samples, ["standard_exam", "device_name"], ["ct_dlp_total_mgycm"])
         exam_of = {d: e for d, (e, _, _) in EXAMS.items()}
         sid = big_events["study_id"].to_numpy()
         dlp_sum = np.bincount(sid, weights=big_events["dlp_mgycm"].to_numpy())
@@ -98,7 +98,7 @@ class TestPercentileDefinition:
 
     def test_small_sample_interpolates(self) -> None:
         """p75 of 1..4 is 3.25 (linear interpolation)."""
-        frame = pd.DataFrame({"g": ["a"] * 4, "dlp_total_mgycm": [1.0, 2.0, 3.0, 4.0]})
+        frame = pd.DataFrame({"g": ["a"] * 4, "ct_dlp_total_mgycm": [1.0, 2.0, 3.0, 4.0]})
         result = dose_statistics(frame, ["g"])
         assert result.loc[0, "p75"] == 3.25
         assert result.loc[0, "median"] == 2.5
@@ -156,8 +156,8 @@ class TestFilters:
 class TestSampleFrame:
     """build_dose_samples per modality family."""
 
-    def test_projection_units_are_display_units(self) -> None:
-        """Fluoroscopy KAP is summed in Gy·cm² (×1e4) and Ka,r in mGy (×1e3)."""
+    def test_projection_units_are_canonical(self) -> None:
+        """Fluoroscopy KAP is summed in Gy·m² and Ka,r in Gy (one plane: summed)."""
         rows = [
             {
                 "study_id": 1,
@@ -175,11 +175,33 @@ class TestSampleFrame:
             },
         ]
         samples = build_dose_samples(make_events(rows))
-        assert samples.loc[0, "kap_total_gycm2"] == pytest.approx(50.0)
-        assert samples.loc[0, "ka_r_total_mgy"] == pytest.approx(300.0)
+        assert samples.loc[0, "dap_total_gym2"] == pytest.approx(0.005)
+        assert samples.loc[0, "dose_rp_total_gy"] == pytest.approx(0.3)
+
+    def test_biplane_ka_r_is_the_larger_plane(self) -> None:
+        """Ka,r is summed per plane and the larger plane taken; KAP adds up (C30)."""
+        rows = [
+            {
+                "study_id": 1,
+                "device": "BIPLANE",
+                "modality": "XA",
+                "acquisition_plane": plane,
+                "dap_gym2": dap,
+                "dose_rp_gy": kar,
+            }
+            for plane, dap, kar in (
+                ("Plane A", 0.0002, 0.03),
+                ("Plane B", 0.0001, 0.02),
+                ("Plane A", 0.0003, 0.03),
+                ("Plane B", 0.00015, 0.015),
+            )
+        ]
+        samples = build_dose_samples(make_events(rows))
+        assert samples.loc[0, "dap_total_gym2"] == pytest.approx(0.00075)
+        assert samples.loc[0, "dose_rp_total_gy"] == pytest.approx(0.06)  # A: 0.06, B: 0.035
 
     def test_radiography_and_mammography_are_per_event(self) -> None:
-        """DX and MG give one sample per event with KAP (Gy·cm²) and AGD per view."""
+        """DX and MG give one sample per event with KAP (Gy·m²) and AGD per view."""
         rows = [
             {"study_id": 1, "device": "DX1", "modality": "DX", "dap_gym2": 1e-5},
             {"study_id": 1, "device": "DX1", "modality": "DX", "dap_gym2": 4e-5},
@@ -195,7 +217,7 @@ class TestSampleFrame:
         samples = build_dose_samples(make_events(rows))
         dx = samples[samples["modality_family"] == "DX"]
         mg = samples[samples["modality_family"] == "MG"]
-        assert dx["kap_gycm2"].tolist() == pytest.approx([0.1, 0.4])
+        assert dx["dap_gym2"].tolist() == pytest.approx([1e-5, 4e-5])
         assert mg["view"].tolist() == ["CC", "MLO"]
         assert mg["agd_mgy"].tolist() == [1.2, 1.5]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -88,3 +89,110 @@ class TestSqliteEngine:
                 assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
         finally:
             engine.dispose()
+
+
+class TestRevision0003:
+    """Study summary columns and one vocabulary: data kept and converted both ways."""
+
+    def test_head_revision_read_without_alembic_matches_alembic(self) -> None:
+        """The head found from the migration files is Alembic's head."""
+        from alembic.script import ScriptDirectory
+
+        assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+    def test_sizes_and_skin_dose_converted_up_and_down(self, database_url: str) -> None:
+        """Localizer widths move to patient_width_mm; Ka,r mGy becomes Gy; and back."""
+        import datetime as dt
+
+        engine = make_engine(database_url)
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        try:
+            upgrade(engine, "0002")
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("INSERT INTO device (id, device_key, device_name) VALUES (1, 'k', 'd')")
+                )
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO study (id, study_instance_uid, device_id, is_non_patient) "
+                        "VALUES (1, '1.2.3', 1, false)"
+                    )
+                )
+                size = sa.text(
+                    "INSERT INTO patient_size_measurement (study_instance_uid, sop_instance_uid, "
+                    "image_type, water_equivalent_diameter_mm, method, measured_at) "
+                    "VALUES ('1.2.3', :sop, :type, :mm, :method, :at)"
+                )
+                for sop, kind, mm, method in (
+                    ("1", "axial", 250.0, "AAPM Report 220 water-equivalent diameter; x"),
+                    ("2", "localizer", 320.0, "geometric LAT width (AP/PA localizer); y"),
+                    ("3", "localizer", 210.0, "geometric AP width (lateral localizer)"),
+                ):
+                    conn.execute(size, {"sop": sop, "type": kind, "mm": mm, "method": method,
+                                        "at": now})  # fmt: skip
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO skin_dose_estimate (study_id, method, ka_r_total_mgy, "
+                        "computed_at) VALUES (1, 'Ka,r', 5210.0, :at)"
+                    ),
+                    {"at": now},
+                )
+            upgrade(engine)
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT sop_instance_uid, direction, water_equivalent_diameter_mm, "
+                        "patient_width_mm FROM patient_size_measurement ORDER BY sop_instance_uid"
+                    )
+                ).all()
+                kar = conn.execute(sa.text("SELECT dose_rp_total_gy FROM skin_dose_estimate"))
+                assert kar.scalar() == 5.21
+            assert [tuple(r) for r in rows] == [
+                ("1", "dw", 250.0, None),
+                ("2", "lat", None, 320.0),
+                ("3", "ap", None, 210.0),
+            ]
+            downgrade(engine, "0002")
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT water_equivalent_diameter_mm FROM patient_size_measurement "
+                        "ORDER BY sop_instance_uid"
+                    )
+                ).all()
+                kar = conn.execute(sa.text("SELECT ka_r_total_mgy FROM skin_dose_estimate"))
+                assert kar.scalar() == pytest.approx(5210.0)
+            assert [r[0] for r in rows] == [250.0, 320.0, 210.0]
+        finally:
+            engine.dispose()
+
+    def test_existing_studies_derived_on_first_open(self, database_url: str, tmp_path) -> None:
+        """A registry made before the summary columns gets them on first use (once)."""
+        from kerma.services.registry import Registry
+        from tests.db_fixtures import make_settings
+        from tests.services.builders import add_study
+
+        settings = make_settings(database_url, tmp_path)
+        registry = Registry(settings=settings)
+        with registry.session() as session:
+            add_study(session, device_name="CT", modality="CT", study_date="2024-01-01",
+                      events=[{"ctdivol_mgy": 10.0, "dlp_mgycm": 300.0}])  # fmt: skip
+        registry.close()
+        engine = make_engine(database_url)
+        try:  # as after the migration: empty summary columns, no derive version
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("UPDATE study SET ct_dlp_total_mgycm = NULL, derived_at = NULL")
+                )
+                conn.execute(sa.text("DELETE FROM registry_setting"))
+        finally:
+            engine.dispose()
+        registry = Registry(settings=settings)
+        try:
+            assert registry.derived_on_open == 1
+            assert registry.studies()["ct_dlp_total_mgycm"].tolist() == [300.0]
+        finally:
+            registry.close()
+        again = Registry(settings=settings)
+        assert again.derived_on_open == 0
+        again.close()

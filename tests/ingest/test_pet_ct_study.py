@@ -30,7 +30,7 @@ class TestPetCtStudy:
         assert len(studies) == 1
         study = studies.iloc[0]
         assert study["ct_dlp_total_mgycm"] == pytest.approx(6.58 + 661.14)
-        assert study["administered_activity_mbq"] == pytest.approx(394.0)
+        assert study["administered_activity_total_mbq"] == pytest.approx(394.0)
         events = registry.events()
         assert sorted(events["modality"]) == ["CT", "CT", "NM"] or sorted(events["modality"]) == [
             "CT",

@@ -190,7 +190,8 @@ class TestImportSharedFiles:
         assert len(row) == 1
         assert row["number_of_reports"].iloc[0] == 2
         assert row["number_of_events"].iloc[0] == 1
-        assert row["agd_total_mgy"].iloc[0] == pytest.approx(0.547)
+        assert row["agd_total_left_mgy"].iloc[0] == pytest.approx(0.547)  # a left CC view
+        assert pd.isna(row["agd_total_right_mgy"].iloc[0])
 
     def test_every_stored_event_belongs_to_a_report(self, shared_import) -> None:
         """Stored events equal the sum of the reports' event counts."""

@@ -30,5 +30,5 @@ class TestProjectionStudyTotals:
         assert events["dap_gym2"].sum() < ALLURA_DAP_TOTAL_GYM2  # the events do not add up
         samples = build_dose_samples(events, studies=studies, include_non_patient=True)
         row = samples.iloc[0]
-        assert row["kap_total_gycm2"] == pytest.approx(ALLURA_DAP_TOTAL_GYM2 * 1e4)
-        assert row["ka_r_total_mgy"] == pytest.approx(ALLURA_DOSE_RP_TOTAL_GY * 1e3)
+        assert row["dap_total_gym2"] == pytest.approx(ALLURA_DAP_TOTAL_GYM2)
+        assert row["dose_rp_total_gy"] == pytest.approx(ALLURA_DOSE_RP_TOTAL_GY)

@@ -1,63 +1,69 @@
 """Dose analytics: standard exams, DRLs (ICRP 135), statistics, effective dose, SSDE,
 skin dose and cumulative dose.
 
-Every function takes and returns pandas DataFrames whose columns carry their unit
-(``dlp_total_mgycm``, ``kap_gycm2``, ``effective_dose_msv``, ``ssde_mgy``); the frames
-come from :meth:`kerma.Registry.events` / :meth:`kerma.Registry.studies`. Reference
-tables (DRLs, k-factors, SSDE coefficients, alert levels) ship as package data in
+Every function is pure: DataFrames, arrays or plain records in, DataFrames or values
+out, columns named with their canonical unit (``ct_dlp_total_mgycm``, ``dap_gym2``,
+``effective_dose_msv``, ``ssde_mgy``). It never opens a session: the registry's frames
+come from :mod:`kerma.services` (and :class:`kerma.Registry`). Reference tables (DRLs,
+k-factors, SSDE coefficients, alert levels) ship as package data in
 ``kerma/reference`` with their sources (:mod:`kerma.analysis.reference`).
 
-This package imports ``kerma.db`` only inside the functions that read or write the
-registry (:func:`kerma.analysis.exams.write_standard_exams`, the skin dose functions of
-:mod:`kerma.analysis.skin_dose` that take a registry); it must not import ``kerma.web``
-or ``kerma.cli``.
+May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.config``
+only (DESIGN.md, layers).
 """
 
 from __future__ import annotations
 
-from kerma.analysis.cumulative import cumulative_dose, rolling_cumulative_dose
-from kerma.analysis.drl import compare_by_period, compare_with_drls, local_drls
-from kerma.analysis.effective_dose import ct_effective_dose, select_k_factor
-from kerma.analysis.exams import (
-    ExamRule,
-    ExamRuleSet,
-    assign_event_exams,
-    assign_study_exams,
-    load_exam_rules,
-    map_standard_exams,
-    split_indication_exam,
-    summarise_mapping,
-)
-from kerma.analysis.frames import build_dose_samples
-from kerma.analysis.reference import (
-    list_drl_sets,
-    load_alert_levels,
-    load_drls,
-    load_k_factors,
-    load_ssde_coefficients,
-    select_drls,
-)
-from kerma.analysis.skin_dose import (
-    SkinDoseResult,
-    add_srdl_flags,
-    estimate_skin_dose,
-    estimate_study_skin_doses,
-    skin_dose_map_figure,
-    stored_skin_doses,
-    write_skin_dose_map,
-)
-from kerma.analysis.ssde import (
-    conversion_factor,
-    effective_diameter_mm,
-    ssde_events,
-    water_equivalent_diameter_mm,
-)
-from kerma.analysis.stats import add_period, dose_statistics, filter_samples
+import importlib
+from typing import Any
+
+#: Public name -> the submodule defining it, imported on first use (PEP 562), so that
+#: ``from kerma.analysis.drl import ...`` does not import every analysis module.
+_EXPORTS: dict[str, str] = {
+    "ExamRule": "kerma.analysis.exams",
+    "ExamRuleSet": "kerma.analysis.exams",
+    "SkinDoseResult": "kerma.analysis.skin_dose",
+    "StudySummary": "kerma.analysis.summary",
+    "SummaryContext": "kerma.analysis.summary",
+    "add_period": "kerma.analysis.stats",
+    "add_srdl_flags": "kerma.analysis.skin_dose",
+    "assign_event_exams": "kerma.analysis.exams",
+    "assign_study_exams": "kerma.analysis.exams",
+    "build_dose_samples": "kerma.analysis.frames",
+    "compare_by_period": "kerma.analysis.drl",
+    "compare_with_drls": "kerma.analysis.drl",
+    "conversion_factor": "kerma.analysis.ssde",
+    "ct_effective_dose": "kerma.analysis.effective_dose",
+    "cumulative_dose": "kerma.analysis.cumulative",
+    "dose_statistics": "kerma.analysis.stats",
+    "effective_diameter_mm": "kerma.analysis.ssde",
+    "estimate_skin_dose": "kerma.analysis.skin_dose",
+    "filter_samples": "kerma.analysis.stats",
+    "list_drl_sets": "kerma.analysis.reference",
+    "load_alert_levels": "kerma.analysis.reference",
+    "load_drls": "kerma.analysis.reference",
+    "load_exam_rules": "kerma.analysis.exams",
+    "load_k_factors": "kerma.analysis.reference",
+    "load_ssde_coefficients": "kerma.analysis.reference",
+    "local_drls": "kerma.analysis.drl",
+    "map_standard_exams": "kerma.analysis.exams",
+    "rolling_cumulative_dose": "kerma.analysis.cumulative",
+    "select_drls": "kerma.analysis.reference",
+    "select_k_factor": "kerma.analysis.effective_dose",
+    "skin_dose_map_figure": "kerma.analysis.skin_dose",
+    "split_indication_exam": "kerma.analysis.exams",
+    "ssde_events": "kerma.analysis.ssde",
+    "summarise_mapping": "kerma.analysis.exams",
+    "summarise_study": "kerma.analysis.summary",
+    "write_skin_dose_map": "kerma.analysis.skin_dose",
+}
 
 __all__ = [
     "ExamRule",
     "ExamRuleSet",
     "SkinDoseResult",
+    "StudySummary",
+    "SummaryContext",
     "add_period",
     "add_srdl_flags",
     "assign_event_exams",
@@ -71,7 +77,6 @@ __all__ = [
     "dose_statistics",
     "effective_diameter_mm",
     "estimate_skin_dose",
-    "estimate_study_skin_doses",
     "filter_samples",
     "list_drl_sets",
     "load_alert_levels",
@@ -87,8 +92,14 @@ __all__ = [
     "skin_dose_map_figure",
     "split_indication_exam",
     "ssde_events",
-    "stored_skin_doses",
     "summarise_mapping",
-    "water_equivalent_diameter_mm",
+    "summarise_study",
     "write_skin_dose_map",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first use."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kerma.analysis' has no attribute {name!r}")

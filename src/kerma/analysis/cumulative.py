@@ -3,14 +3,16 @@
 For each patient pseudonym, the studies whose date lies in the window
 ``(as_of − window_days, as_of]`` are summed: number of CT exams, CT DLP (mGy·cm), CT
 effective dose (mSv; k × DLP, a population-level estimate, see
-:mod:`kerma.analysis.effective_dose`), fluoroscopy/interventional Ka,r (mGy) and KAP
-(Gy·cm²). ``as_of`` defaults to the latest study date in the data; the window length
-defaults to 365 days (``Settings.cumulative_window_days``). The per-study trailing
+:mod:`kerma.analysis.effective_dose`), fluoroscopy/interventional Ka,r (Gy; each
+study's larger plane) and KAP (Gy·m²), canonical units as everywhere. ``as_of``
+defaults to the latest study date in the data; the window length defaults to 365 days
+(``Settings.cumulative_window_days``). The per-study trailing
 window sums are also available (:func:`rolling_cumulative_dose`), so the highest
 365-day total of each patient can be found.
 
-This module works on DataFrames only; it must not import ``kerma.db``, ``kerma.web``
-or ``kerma.cli``.
+This module works on DataFrames only. May import ``kerma.records``, ``kerma.units``,
+``kerma.errors`` and ``kerma.analysis``. At scale the same sums run in SQL
+(:func:`kerma.services.analytics.cumulative_dose`); this is the reference on frames.
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ logger = logging.getLogger(__name__)
 
 #: Per-study columns summed over the window.
 _SUMMED: Final[dict[str, str]] = {
-    "dlp_total_mgycm": "ct_dlp_total_mgycm",
+    "ct_dlp_total_mgycm": "ct_dlp_total_mgycm",
     "effective_dose_msv": "ct_effective_dose_msv",
-    "ka_r_total_mgy": "fluoro_ka_r_total_mgy",
-    "kap_total_gycm2": "fluoro_kap_total_gycm2",
+    "dose_rp_total_gy": "fluoro_studies_dose_rp_total_gy",
+    "dap_total_gym2": "fluoro_studies_dap_total_gym2",
+}
+
+#: Families whose studies contribute each summed column.
+_FAMILY_OF_SUM: Final[dict[str, str]] = {
+    "ct_dlp_total_mgycm": "CT",
+    "effective_dose_msv": "CT",
+    "dose_rp_total_gy": "RF/XA",
+    "dap_total_gym2": "RF/XA",
 }
 
 CUMULATIVE_COLUMNS: Final[tuple[str, ...]] = (
@@ -40,8 +50,8 @@ CUMULATIVE_COLUMNS: Final[tuple[str, ...]] = (
     "ct_dlp_total_mgycm",
     "ct_effective_dose_msv",
     "number_of_fluoro_studies",
-    "fluoro_ka_r_total_mgy",
-    "fluoro_kap_total_gycm2",
+    "fluoro_studies_dose_rp_total_gy",
+    "fluoro_studies_dap_total_gym2",
 )
 
 
@@ -51,6 +61,9 @@ def _per_study(samples: pd.DataFrame) -> pd.DataFrame:
     for column in _SUMMED:
         if column not in data.columns:
             data[column] = float("nan")
+        data[column] = pd.to_numeric(data[column], errors="coerce").where(
+            data["modality_family"] == _FAMILY_OF_SUM[column]
+        )
     data["is_ct"] = data["modality_family"] == "CT"
     data["is_fluoro"] = data["modality_family"] == "RF/XA"
     grouped = data.groupby(["patient_pseudonym", "study_id"], sort=False)
@@ -79,8 +92,8 @@ def cumulative_dose(
         (:func:`kerma.analysis.frames.build_dose_samples` then
         :func:`kerma.analysis.effective_dose.ct_effective_dose`): ``patient_pseudonym``,
         ``study_id``, ``study_date`` (datetime64), ``modality_family``,
-        ``dlp_total_mgycm``, ``effective_dose_msv``, ``ka_r_total_mgy``,
-        ``kap_total_gycm2``. Non-patient studies should already be excluded.
+        ``ct_dlp_total_mgycm``, ``effective_dose_msv``, ``dose_rp_total_gy``,
+        ``dap_total_gym2``. Non-patient studies should already be excluded.
     window_days : int, optional
         Window length in days (default 365).
     as_of : date or str, optional
@@ -93,8 +106,8 @@ def cumulative_dose(
         ``patient_pseudonym``, ``window_start`` and ``window_end`` (dates, inclusive),
         ``number_of_studies``, ``number_of_ct_exams``, ``ct_dlp_total_mgycm``
         (mGy·cm), ``ct_effective_dose_msv`` (mSv), ``number_of_fluoro_studies``,
-        ``fluoro_ka_r_total_mgy`` (mGy), ``fluoro_kap_total_gycm2`` (Gy·cm²); sorted by
-        effective dose, then Ka,r, descending.
+        ``fluoro_studies_dose_rp_total_gy`` (Gy), ``fluoro_studies_dap_total_gym2``
+        (Gy·m²); sorted by effective dose, then Ka,r, descending, then pseudonym.
     """
     per_study = _per_study(samples)
     if per_study.empty:
@@ -113,8 +126,8 @@ def cumulative_dose(
     out["window_end"] = end.date()
     out = out[list(CUMULATIVE_COLUMNS)]
     return out.sort_values(
-        ["ct_effective_dose_msv", "fluoro_ka_r_total_mgy"],
-        ascending=False,
+        ["ct_effective_dose_msv", "fluoro_studies_dose_rp_total_gy", "patient_pseudonym"],
+        ascending=[False, False, True],
         na_position="last",
         ignore_index=True,
     )
@@ -135,8 +148,8 @@ def rolling_cumulative_dose(samples: pd.DataFrame, *, window_days: int = 365) ->
     pandas.DataFrame
         One row per (patient, study), in date order: ``patient_pseudonym``,
         ``study_id``, ``study_date``, ``number_of_ct_exams``, ``ct_dlp_total_mgycm``,
-        ``ct_effective_dose_msv``, ``fluoro_ka_r_total_mgy``,
-        ``fluoro_kap_total_gycm2`` (sums over the trailing window, same units as
+        ``ct_effective_dose_msv``, ``fluoro_studies_dose_rp_total_gy``,
+        ``fluoro_studies_dap_total_gym2`` (sums over the trailing window, same units as
         :func:`cumulative_dose`).
     """
     per_study = _per_study(samples).sort_values(["patient_pseudonym", "study_date"])

@@ -12,8 +12,9 @@ ICRP Publication 135 (Diagnostic Reference Levels in Medical Imaging, 2017):
   per patient, and 60 views of 15 women are a sample of 15. The typical value stays the
   median of all the values (per projection or per view where the DRL is);
 * the typical value is compared with the **national DRL** for that examination, in
-  the DRL table's quantity and unit (CTDIvol in mGy, DLP in mGy·cm, KAP in Gy·cm²,
-  AGD in mGy); a typical value above the DRL calls for a review of the procedure;
+  the quantity's canonical unit (CTDIvol in mGy, DLP in mGy·cm, KAP in Gy·m², Ka,r in
+  Gy, AGD in mGy; published KAP and Ka,r DRLs are converted when loaded); a typical
+  value above the DRL calls for a review of the procedure;
 * a **local DRL** is the **75th percentile of the room medians** of the rooms of a
   facility or group.
 
@@ -37,8 +38,8 @@ Head (Stroke)"``) is compared with the set's row for that indication, else with 
 set's anatomical row (``"CT Head"``); a study of an anatomical exam is never compared
 with an indication row (:func:`kerma.analysis.reference.drl_exam_candidates`).
 
-This module works on DataFrames only; it must not import ``kerma.db``, ``kerma.web``
-or ``kerma.cli``.
+This module works on DataFrames only. May import ``kerma.records``, ``kerma.units``,
+``kerma.errors`` and ``kerma.analysis``.
 """
 
 from __future__ import annotations
@@ -143,47 +144,55 @@ def _room_medians(
     samples that count (default: all); ``unknown_age`` marks samples of unknown age,
     counted in ``n_unknown_age`` whether included or not. A room whose ``n_studies`` is
     below ``min_sample`` gets a NaN typical value (ICRP 135 sets the minimum in
-    patients). A frame without ``study_id`` counts each row as a study.
+    patients). A frame without ``study_id`` counts each row as a study. Rooms come in
+    ``device_id`` order. Vectorised with numpy (the comparison calls it per exam, DRL
+    row and band): the median is that of :func:`numpy.median` on each room's values.
     """
-    values = pd.to_numeric(subset[column], errors="coerce")
-    if included is None:
-        included = pd.Series(True, index=subset.index)
-    if unknown_age is None:
-        unknown_age = pd.Series(False, index=subset.index)
-    study = subset["study_id"] if "study_id" in subset.columns else subset.index.to_series()
-    keep = values.notna() & (included | unknown_age)
-    data = pd.DataFrame(
-        {
-            "device_id": subset["device_id"],
-            "device_name": subset["device_name"],
-            "value": values.where(included),
-            "study": study.where(included),
-            "unknown": unknown_age.astype(int),
-        }
+    values = pd.to_numeric(subset[column], errors="coerce").to_numpy(dtype=float)
+    inc = np.ones(len(subset), dtype=bool) if included is None else included.to_numpy(dtype=bool)
+    unk = (
+        np.zeros(len(subset), dtype=bool)
+        if unknown_age is None
+        else unknown_age.to_numpy(dtype=bool)
+    )
+    keep = ~np.isnan(values) & (inc | unk)
+    columns = ["device_id", "device_name", "n", "n_studies", "n_unknown_age", "typical_value"]
+    if not keep.any():
+        return pd.DataFrame(columns=columns)
+    study = (
+        subset["study_id"].to_numpy() if "study_id" in subset.columns else np.arange(len(subset))
     )[keep]
-    if data.empty:
-        return pd.DataFrame(
-            columns=[
-                "device_id",
-                "device_name",
-                "n",
-                "n_studies",
-                "n_unknown_age",
-                "typical_value",
-            ]
-        )
-    grouped = data.groupby("device_id", dropna=False, sort=True)
-    out = pd.DataFrame(
+    codes, rooms = pd.factorize(subset["device_id"].to_numpy()[keep], sort=True)
+    k = len(rooms)
+    names = subset["device_name"].to_numpy()[keep]
+    _, first = np.unique(codes, return_index=True)
+    counted = inc[keep]
+    value = values[keep]
+    n = np.bincount(codes[counted], minlength=k)
+    n_unknown = np.bincount(codes, weights=unk[keep].astype(float), minlength=k)
+    study_codes = pd.factorize(study[counted])[0]
+    pairs = np.unique(codes[counted].astype(np.int64) * (study_codes.max(initial=0) + 1)
+                      + study_codes)  # fmt: skip
+    n_studies = np.bincount(pairs // (study_codes.max(initial=0) + 1), minlength=k)
+    typical = np.full(k, np.nan)
+    order = np.lexsort((value[counted], codes[counted]))
+    ordered = value[counted][order]
+    starts = np.concatenate(([0], np.cumsum(n)[:-1]))
+    has = n > 0
+    low = ordered[(starts + (n - 1) // 2)[has]]
+    high = ordered[(starts + n // 2)[has]]
+    typical[has] = (low + high) / 2.0
+    typical[n_studies < min_sample] = np.nan
+    return pd.DataFrame(
         {
-            "device_name": grouped["device_name"].first(),
-            "n": grouped["value"].count(),
-            "n_studies": grouped["study"].nunique(),
-            "n_unknown_age": grouped["unknown"].sum(),
-            "typical_value": grouped["value"].median(),
+            "device_id": rooms,
+            "device_name": names[first],
+            "n": n.astype(int),
+            "n_studies": n_studies.astype(int),
+            "n_unknown_age": n_unknown.astype(int),
+            "typical_value": typical,
         }
-    ).reset_index()
-    out.loc[out["n_studies"] < min_sample, "typical_value"] = np.nan
-    return out
+    )
 
 
 def _drl_exam_key(drls: pd.DataFrame) -> pd.Series:
@@ -193,30 +202,28 @@ def _drl_exam_key(drls: pd.DataFrame) -> pd.Series:
     return indication.where(indication != "", drls["standard_exam"].astype(str))
 
 
-def _matching_drls(
-    drls: pd.DataFrame, family: str, exam: str, patient_group: str
-) -> tuple[pd.DataFrame, str]:
+def _matching_drls(rows: pd.DataFrame, exam: str) -> tuple[pd.DataFrame, str]:
     """Return the DRL rows a study of ``exam`` is compared with, and their exam name.
 
-    Tries :func:`kerma.analysis.reference.drl_exam_candidates` in order; returns an
-    empty frame and ``""`` when the selected set has none.
+    ``rows`` are the set's rows of one modality family and patient group, with their
+    exam key in ``_key`` (:func:`_drl_exam_key`). Tries
+    :func:`kerma.analysis.reference.drl_exam_candidates` in order; returns an empty
+    frame and ``""`` when the selected set has none.
     """
-    rows = drls[(drls["modality_family"] == family) & (drls["patient_group"] == patient_group)]
-    key = _drl_exam_key(rows)
     for candidate in drl_exam_candidates(exam):
-        matched = rows[key == candidate]
+        matched = rows[rows["_key"] == candidate]
         if not matched.empty:
             return matched, candidate
     return rows.iloc[0:0], ""
 
 
-def _no_drl_status(
-    drls: pd.DataFrame, family: str, exam: str, patient_group: str
-) -> tuple[str, str]:
-    """Return (status, note) for an exam and patient group without a DRL row in the set."""
-    rows = drls[(drls["modality_family"] == family) & (drls["patient_group"] == patient_group)]
+def _no_drl_status(rows: pd.DataFrame, exam: str) -> tuple[str, str]:
+    """Return (status, note) for an exam and patient group without a DRL row in the set.
+
+    ``rows`` as for :func:`_matching_drls`.
+    """
     anatomical, indication = split_indication_exam(exam)
-    indications = sorted(set(_drl_exam_key(rows[rows["standard_exam"] == anatomical])))
+    indications = sorted(set(rows.loc[rows["standard_exam"] == anatomical, "_key"]))
     if not indications:
         return STATUS_NO_DRL, ""
     listed = ", ".join(indications)
@@ -285,7 +292,8 @@ def compare_with_drls(
         ``standard_exam`` (the studies' exam), ``clinical_indication`` (the DRL row's,
         as published), ``patient_group`` (``adult``/``paediatric``), ``band_label``,
         ``view``, ``device_id``, ``device_name``, ``quantity`` (``dlp_mgycm``,
-        ``ctdivol_mgy``, ``kap_gycm2``, ``agd_mgy``), ``unit``, ``n`` (values: one
+        ``ctdivol_mgy``, ``dap_gym2``, ``dose_rp_gy``, ``agd_mgy``), ``unit`` (canonical),
+        ``n`` (values: one
         per study for CT and fluoroscopy, per projection for radiography, per view for
         mammography), ``n_studies`` (distinct studies, i.e. patient examinations, that
         contribute the ``n`` values: the sample size that ICRP 135's minimum applies
@@ -328,6 +336,12 @@ def compare_with_drls(
         "adult": (~is_unknown & ~is_child) | (is_unknown & (unknown_age == "adult")),
         "paediatric": is_child,
     }
+    keyed = drls.assign(_key=_drl_exam_key(drls))
+    by_group = {
+        (str(family), str(group)): rows
+        for (family, group), rows in keyed.groupby(["modality_family", "patient_group"])
+    }
+    empty = keyed.iloc[0:0]
     rows: list[pd.DataFrame] = []
     for (family, exam), subset in samples.groupby(["modality_family", "standard_exam"]):
         threshold = min_sample_mammography if family == "MG" else min_sample
@@ -340,10 +354,11 @@ def compare_with_drls(
             )
             if not (included | unknown).any():
                 continue
-            matched, drl_exam = _matching_drls(drls, str(family), str(exam), patient_group)
+            candidates = by_group.get((str(family), patient_group), empty)
+            matched, drl_exam = _matching_drls(candidates, str(exam))
             if matched.empty:
                 if include_no_drl:
-                    status, note = _no_drl_status(drls, str(family), str(exam), patient_group)
+                    status, note = _no_drl_status(candidates, str(exam))
                     rooms = _rooms_without_drl(subset, str(family), threshold, included, unknown)
                     if not rooms.empty:
                         rows.append(

@@ -186,7 +186,7 @@ def ct_effective_dose(samples: pd.DataFrame, *, k_set: str = "ICRP 103") -> pd.D
     ----------
     samples : pandas.DataFrame
         Sample frame (:func:`kerma.analysis.frames.build_dose_samples`) with
-        ``modality_family``, ``standard_exam``, ``dlp_total_mgycm`` (mGy·cm),
+        ``modality_family``, ``standard_exam``, ``ct_dlp_total_mgycm`` (mGy·cm),
         ``patient_age_years`` and optionally ``kvp_kv``.
     k_set : {"ICRP 103", "ICRP 60"}, optional
         Coefficient set (module docstring).
@@ -207,7 +207,7 @@ def ct_effective_dose(samples: pd.DataFrame, *, k_set: str = "ICRP 103") -> pd.D
     for record in out.to_dict("records"):
         row = None
         method = METHOD
-        dlp = record.get("dlp_total_mgycm")
+        dlp = record.get("ct_dlp_total_mgycm")
         if record.get("modality_family") != "CT":
             method = NO_COEFFICIENT_NOTE
         elif dlp is None or pd.isna(dlp):

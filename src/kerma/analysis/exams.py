@@ -16,12 +16,15 @@ The default rules ship as ``kerma/analysis/default_exam_rules.toml``. A site fil
 with ``extend_defaults = true`` at its top, its rules are tried **before** the
 defaults instead.
 
-This module works on DataFrames only; it must not import ``kerma.db``, ``kerma.web``
-or ``kerma.cli``.
+This module works on DataFrames and plain mappings only. May import ``kerma.records``,
+``kerma.units``, ``kerma.errors`` and ``kerma.analysis``; writing a mapping to the
+registry is :mod:`kerma.services.exams`'s job.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import tomllib
@@ -29,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import pandas as pd
 
@@ -126,6 +129,29 @@ class ExamRuleSet:
     rules: tuple[ExamRule, ...]
     sources: tuple[str, ...]
     version: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """Return 16 hex digits of SHA-256 over the rules (names, exams, patterns, levels).
+
+        Two rule sets with the same rules in the same order have the same fingerprint
+        wherever their files are; the registry stores it with each study's mapping
+        (``study.exam_rules_fingerprint``) to know when a re-mapping is due.
+        """
+        payload = [
+            {
+                "name": rule.name,
+                "exam": rule.exam,
+                "modality": rule.modality.pattern if rule.modality else None,
+                "any": {f: p.pattern for f, p in rule.any.items()},
+                "all": {f: p.pattern for f, p in rule.all.items()},
+                "none": {f: p.pattern for f, p in rule.none.items()},
+                "level": rule.level,
+            }
+            for rule in self.rules
+        ]
+        text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def to_frame(self) -> pd.DataFrame:
         """Return one row per rule: ``order``, ``name``, ``exam``, ``modality``, ``level``
@@ -323,6 +349,28 @@ def _first_match(
     return None, None
 
 
+def match_exam(
+    record: Mapping[str, object], rules: ExamRuleSet | Sequence[ExamRule], *, level: str
+) -> tuple[str | None, str | None]:
+    """Return (standard exam, rule name) of one study or event given as a mapping.
+
+    The mapping holds the rule fields (:data:`RULE_FIELDS` but ``text``; missing ones
+    count as empty); for ``level="event"`` an empty ``modality`` falls back to
+    ``study_modality``. This is what :func:`map_standard_exams` does per row, for
+    callers that hold plain records (the registry's derive step).
+    """
+    rule_list = rules.rules if isinstance(rules, ExamRuleSet) else tuple(rules)
+    values = dict(record)
+    if level == "event" and not _clean(values.get("modality")):
+        values["modality"] = values.get("study_modality")
+    return _first_match(_matching_values(values), rule_list, level)
+
+
+def join_unique(values: Iterable[object]) -> str | None:
+    """Return the distinct non-empty values in order joined with ``"; "`` (``None`` if none)."""
+    return _join_unique(values) or None
+
+
 def study_rule_frame(studies: pd.DataFrame, events: pd.DataFrame | None = None) -> pd.DataFrame:
     """Return one row per study with the fields the rules test.
 
@@ -470,45 +518,3 @@ def summarise_mapping(
         .sort_values("n_studies", ascending=False, ignore_index=True)
     )
     return mappings, unmapped
-
-
-def write_standard_exams(registry: Any, mapped: pd.DataFrame) -> int:
-    """Write ``standard_exam`` and ``standard_exam_rule`` to the stored studies.
-
-    Parameters
-    ----------
-    registry : kerma.Registry
-        The registry to update (through ``registry.session()``, one transaction).
-    mapped : pandas.DataFrame
-        Output of :func:`assign_study_exams` (``study_id``, ``standard_exam``,
-        ``standard_exam_rule``); unmapped studies get ``NULL``.
-
-    Returns
-    -------
-    int
-        Number of studies whose stored exam or rule changed.
-    """
-    from sqlalchemy import select, update
-
-    from kerma.db.models import Study
-
-    wanted = {
-        int(r["study_id"]): (r["standard_exam"], r["standard_exam_rule"])
-        for r in mapped.to_dict("records")
-    }
-    changed = 0
-    with registry.session() as session:
-        stored = session.execute(
-            select(Study.id, Study.standard_exam, Study.standard_exam_rule)
-        ).all()
-        for study_id, exam, rule in stored:
-            new = wanted.get(study_id)
-            if new is None or (exam, rule) == new:
-                continue
-            session.execute(
-                update(Study)
-                .where(Study.id == study_id)
-                .values(standard_exam=new[0], standard_exam_rule=new[1])
-            )
-            changed += 1
-    return changed

@@ -1,4 +1,4 @@
-"""Per-exam dose samples: ``Registry.events()`` frames in, one row per DRL sample out.
+"""Per-exam dose samples: irradiation-event frames in, one row per DRL sample out.
 
 DRLs are defined per examination (CT DLP per complete examination; radiography KAP per
 projection; mammography AGD per view; fluoroscopy KAP per procedure), so the analysis
@@ -8,7 +8,7 @@ functions (statistics, DRL comparison, effective dose, cumulative dose) work on 
 ========== ============ ==========================================================
 family     one row per  dose columns (units in the names)
 ========== ============ ==========================================================
-``CT``     study        ``dlp_total_mgycm`` (sum of event DLP), ``ctdivol_mean_mgy``
+``CT``     study        ``ct_dlp_total_mgycm`` (sum of event DLP), ``ctdivol_mean_mgy``
                         and ``ctdivol_max_mgy`` (over the study's events with a
                         CTDIvol > 0 that are not localisers, i.e. not 'Constant
                         Angle Acquisition'), ``ssde_mgy`` (mean SSDE of those
@@ -17,10 +17,11 @@ family     one row per  dose columns (units in the names)
                         used: ``rdsr``, ``ap_lat``, ``image``, ``localizer``),
                         ``kvp_kv`` (median kVp of those events, first X-ray
                         source; selects the k-factor column)
-``RF/XA``  study        ``kap_total_gycm2`` (accumulated KAP, Gy·cm²), ``ka_r_total_mgy``
-                        (accumulated Ka,r, mGy), ``fluoro_time_total_s`` when the study
-                        frame gives it
-``DX``     event        ``kap_gycm2`` (Gy·cm²), ``ka_r_mgy`` (mGy),
+``RF/XA``  study        ``dap_total_gym2`` (accumulated KAP, Gy·m²), ``dose_rp_total_gy``
+                        (accumulated Ka,r, Gy: the maximum over the planes, never
+                        their sum), ``fluoro_time_total_s`` when the study frame
+                        gives it
+``DX``     event        ``dap_gym2`` (Gy·m²), ``dose_rp_gy`` (Gy),
                         ``entrance_dose_mgy``
 ``MG``     event        ``agd_mgy`` (mGy), ``view`` (``CC``/``MLO``/…),
                         ``compression_thickness_mm``
@@ -34,9 +35,16 @@ mean axial Dw, else the localizer effective diameter), when that frame is given.
 For RF/XA the study totals are the ``studies`` frame's ``dap_total_gym2`` /
 ``dose_rp_total_gy`` when it is given: the device's accumulated totals (TID 10002) of
 the study's current reports, which add up a study sent as several objects; the sums
-over events are used when no report gives a total.
+over events are used when no report gives a total (Ka,r: per plane, then the larger
+plane; the two planes' reference points are different points).
 
-This module must not import ``kerma.db``, ``kerma.web`` or ``kerma.cli``.
+Every dose column is in the canonical unit its name carries (``kerma.units``); tables
+convert to display units (KAP in Gy·cm², Ka,r in mGy) through ``kerma.units.QUANTITIES``.
+At scale the same samples are read from the study summary columns instead
+(:mod:`kerma.services.analytics`); this module is their reference implementation on
+whole event frames.
+
+May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.analysis``.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ import pandas as pd
 
 from kerma.analysis.exams import ExamRuleSet, assign_event_exams, assign_study_exams
 from kerma.analysis.ssde import ssde_events
-from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2
+from kerma.units import QUANTITIES
 
 logger = logging.getLogger(__name__)
 
@@ -71,38 +79,42 @@ CONTEXT_COLUMNS: Final[tuple[str, ...]] = (
     "standard_exam",
 )
 
-#: Dose quantities of the sample frame and their display units.
+#: Dose quantities of the sample frame and their canonical units (``kerma.units``).
 SAMPLE_QUANTITIES: Final[dict[str, str]] = {
-    "dlp_total_mgycm": "mGy·cm",
-    "ctdivol_mean_mgy": "mGy",
-    "ctdivol_max_mgy": "mGy",
-    "kap_total_gycm2": "Gy·cm²",
-    "ka_r_total_mgy": "mGy",
-    "fluoro_time_total_s": "s",
-    "kap_gycm2": "Gy·cm²",
-    "ka_r_mgy": "mGy",
-    "entrance_dose_mgy": "mGy",
-    "agd_mgy": "mGy",
-    "effective_dose_msv": "mSv",
-    "ssde_mgy": "mGy",
+    name: QUANTITIES[name].unit
+    for name in (
+        "ct_dlp_total_mgycm",
+        "ctdivol_mean_mgy",
+        "ctdivol_max_mgy",
+        "dap_total_gym2",
+        "dose_rp_total_gy",
+        "fluoro_time_total_s",
+        "dap_gym2",
+        "dose_rp_gy",
+        "entrance_dose_mgy",
+        "agd_mgy",
+        "effective_dose_msv",
+        "ssde_mgy",
+    )
 }
 
-#: Sample-frame column compared with a DRL quantity, per modality family.
+#: Sample-frame column compared with a DRL quantity, per modality family (DRL
+#: quantities in canonical names: :func:`kerma.analysis.reference.load_drls`).
 DRL_QUANTITY_COLUMNS: Final[dict[tuple[str, str], str]] = {
-    ("CT", "dlp_mgycm"): "dlp_total_mgycm",
+    ("CT", "dlp_mgycm"): "ct_dlp_total_mgycm",
     ("CT", "ctdivol_mgy"): "ctdivol_mean_mgy",
-    ("DX", "kap_gycm2"): "kap_gycm2",
+    ("DX", "dap_gym2"): "dap_gym2",
     ("DX", "esak_mgy"): "entrance_dose_mgy",
-    ("RF/XA", "kap_gycm2"): "kap_total_gycm2",
-    ("RF/XA", "ka_r_mgy"): "ka_r_total_mgy",
+    ("RF/XA", "dap_gym2"): "dap_total_gym2",
+    ("RF/XA", "dose_rp_gy"): "dose_rp_total_gy",
     ("MG", "agd_mgy"): "agd_mgy",
 }
 
 #: The main quantity per family (used to report exams for which no DRL exists).
 PRIMARY_QUANTITY: Final[dict[str, str]] = {
     "CT": "dlp_mgycm",
-    "DX": "kap_gycm2",
-    "RF/XA": "kap_gycm2",
+    "DX": "dap_gym2",
+    "RF/XA": "dap_gym2",
     "MG": "agd_mgy",
 }
 
@@ -120,6 +132,26 @@ _FAMILY_BY_MODALITY: Final[dict[str, str]] = {
     "XA": "RF/XA",
 }
 
+#: Report kinds whose events are always CT.
+CT_KINDS: Final = frozenset({"rdsr-ct", "header-ct", "dose-sheet-ct"})
+
+#: Study-level modality families (``study.modality_family``): the sample families and
+#: ``NM`` (NM and PT administrations), in the order that picks a mixed study's family.
+STUDY_FAMILY_PRIORITY: Final[tuple[str, ...]] = ("CT", "RF/XA", "MG", "DX", "NM")
+
+
+def family_of(modality: object, kind: object = None) -> str | None:
+    """Return the modality family of one event or study (``NM`` for NM and PT).
+
+    ``kind`` ``rdsr-ct``, ``header-ct`` and ``dose-sheet-ct`` are always CT.
+    """
+    if kind is not None and str(kind) in CT_KINDS:
+        return "CT"
+    text = str(modality or "").upper()
+    if text in ("NM", "PT"):
+        return "NM"
+    return _FAMILY_BY_MODALITY.get(text)
+
 
 def modality_family(events: pd.DataFrame) -> pd.Series:
     """Return the modality family (``CT``, ``DX``, ``MG``, ``RF/XA`` or ``None``) per event.
@@ -131,7 +163,7 @@ def modality_family(events: pd.DataFrame) -> pd.Series:
     modality = _column(events, "modality").fillna(_column(events, "study_modality"))
     family = modality.astype(str).str.upper().map(_FAMILY_BY_MODALITY)
     kind = _column(events, "kind").astype(str)
-    family = family.mask(kind.isin(["rdsr-ct", "header-ct", "dose-sheet-ct"]), "CT")
+    family = family.mask(kind.isin(sorted(CT_KINDS)), "CT")
     return family.astype(object).where(family.notna(), None).rename("modality_family")
 
 
@@ -148,11 +180,19 @@ def normalise_view(view: pd.Series) -> pd.Series:
     ``RCC``, ``LCC``, ``cranio-caudal`` → ``CC``; ``RMLO``, ``medio-lateral oblique``
     → ``MLO``; ``None`` stays ``None``.
     """
-    text = view.astype(str).str.upper()
-    out = view.astype(object).copy()
-    out[text.str.contains(r"MLO|MEDIO.?LATERAL OBL", regex=True, na=False)] = "MLO"
-    out[text.str.contains(r"\bR?L?CC\b|CRANIO.?CAUDAL", regex=True, na=False)] = "CC"
-    return out.where(view.notna(), None)
+    distinct = pd.Series(view.dropna().unique(), dtype=object)  # a few views, many rows
+    text = distinct.astype(str).str.upper()
+    reduced = distinct.copy()
+    reduced[text.str.contains(r"MLO|MEDIO.?LATERAL OBL", regex=True, na=False)] = "MLO"
+    reduced[text.str.contains(r"\bR?L?CC\b|CRANIO.?CAUDAL", regex=True, na=False)] = "CC"
+    mapping = dict(zip(distinct, reduced, strict=True))
+    present = view.notna().to_numpy()
+    values = view.to_numpy(dtype=object)
+    return pd.Series(
+        [mapping[v] if keep else None for v, keep in zip(values, present, strict=True)],
+        index=view.index,
+        dtype=object,
+    )
 
 
 def _context(events: pd.DataFrame) -> pd.DataFrame:
@@ -225,7 +265,7 @@ def _ct_study_samples(events: pd.DataFrame, studies: pd.DataFrame | None = None)
     grouped = work.groupby("study_id", sort=False)
     out = pd.DataFrame(
         {
-            "dlp_total_mgycm": grouped["dlp_mgycm"].sum(min_count=1),
+            "ct_dlp_total_mgycm": grouped["dlp_mgycm"].sum(min_count=1),
             "ctdivol_mean_mgy": grouped["ctdivol"].mean(),
             "ctdivol_max_mgy": grouped["ctdivol"].max(),
             "ssde_mgy": grouped["ssde"].mean(),
@@ -246,20 +286,31 @@ def _first_present(values: pd.Series) -> object:
     return present.iloc[0] if len(present) else None
 
 
+def _plane_key(plane: pd.Series) -> pd.Series:
+    """Return ``"B"`` for events on Plane B, else ``"A"`` (Plane A, single plane, unknown)."""
+    return plane.astype(str).str.strip().str.casefold().eq("plane b").map({True: "B", False: "A"})
+
+
 def _projection_study_samples(events: pd.DataFrame, studies: pd.DataFrame | None) -> pd.DataFrame:
-    """Return one row per fluoroscopy/interventional study with KAP and Ka,r totals."""
+    """Return one row per fluoroscopy/interventional study with KAP and Ka,r totals.
+
+    From the events: KAP summed over all events; Ka,r summed per plane and the larger
+    plane taken (a reference-point dose is never summed across planes).
+    """
     work = pd.DataFrame(
         {
             "study_id": events["study_id"],
-            "kap": pd.to_numeric(_column(events, "dap_gym2"), errors="coerce") * GYM2_TO_GYCM2,
-            "kar": pd.to_numeric(_column(events, "dose_rp_gy"), errors="coerce") * GY_TO_MGY,
+            "plane": _plane_key(_column(events, "acquisition_plane")),
+            "dap": pd.to_numeric(_column(events, "dap_gym2"), errors="coerce"),
+            "dose_rp": pd.to_numeric(_column(events, "dose_rp_gy"), errors="coerce"),
         }
     )
     grouped = work.groupby("study_id", sort=False)
+    per_plane = work.groupby(["study_id", "plane"], sort=False)["dose_rp"].sum(min_count=1)
     out = pd.DataFrame(
         {
-            "kap_total_gycm2": grouped["kap"].sum(min_count=1),
-            "ka_r_total_mgy": grouped["kar"].sum(min_count=1),
+            "dap_total_gym2": grouped["dap"].sum(min_count=1),
+            "dose_rp_total_gy": per_plane.groupby(level=0, sort=False).max(),
             "number_of_events": grouped.size(),
         }
     )
@@ -267,12 +318,10 @@ def _projection_study_samples(events: pd.DataFrame, studies: pd.DataFrame | None
     if studies is not None and not studies.empty:
         totals = studies.set_index("study_id")
         ids = samples["study_id"]
-        if "dap_total_gym2" in totals.columns:
-            reported = ids.map(totals["dap_total_gym2"] * GYM2_TO_GYCM2)
-            samples["kap_total_gycm2"] = reported.fillna(samples["kap_total_gycm2"])
-        if "dose_rp_total_gy" in totals.columns:
-            reported = ids.map(totals["dose_rp_total_gy"] * GY_TO_MGY)
-            samples["ka_r_total_mgy"] = reported.fillna(samples["ka_r_total_mgy"])
+        for name in ("dap_total_gym2", "dose_rp_total_gy"):
+            if name in totals.columns:
+                reported = ids.map(pd.to_numeric(totals[name], errors="coerce"))
+                samples[name] = reported.fillna(samples[name])
         if "fluoro_time_total_s" in totals.columns:
             samples["fluoro_time_total_s"] = ids.map(totals["fluoro_time_total_s"])
     return samples
@@ -286,10 +335,8 @@ def _event_samples(events: pd.DataFrame, family: str) -> pd.DataFrame:
     if "event_standard_exam" in events.columns:
         out["standard_exam"] = events["event_standard_exam"].to_numpy()
     if family == "DX":
-        out["kap_gycm2"] = (
-            pd.to_numeric(_column(events, "dap_gym2"), errors="coerce") * GYM2_TO_GYCM2
-        )
-        out["ka_r_mgy"] = pd.to_numeric(_column(events, "dose_rp_gy"), errors="coerce") * GY_TO_MGY
+        out["dap_gym2"] = pd.to_numeric(_column(events, "dap_gym2"), errors="coerce")
+        out["dose_rp_gy"] = pd.to_numeric(_column(events, "dose_rp_gy"), errors="coerce")
         out["entrance_dose_mgy"] = pd.to_numeric(
             _column(events, "entrance_dose_mgy"), errors="coerce"
         )
@@ -315,7 +362,7 @@ def build_dose_samples(
     Parameters
     ----------
     events : pandas.DataFrame
-        ``Registry.events()`` shape: one row per irradiation event with ``study_id``,
+        ``Registry.events()`` shape: one row per current irradiation event with ``study_id``,
         ``study_date`` (datetime64), ``device_id``, ``device_name``, ``modality``,
         ``study_modality``, ``kind``, ``standard_exam`` and the dose fields
         (``ctdivol_mgy``, ``dlp_mgycm``, ``dap_gym2`` in Gy·m², ``dose_rp_gy`` in Gy,
@@ -337,11 +384,11 @@ def build_dose_samples(
         One row per sample: ``modality_family``, ``sample_level`` (``study`` or
         ``event``), the context columns (``study_id``, ``study_date``, ``device_id``,
         ``device_name``, ``patient_*``, ``standard_exam`` …), ``event_id`` (event
-        samples) and the family's dose columns (``SAMPLE_QUANTITIES``: CT
-        ``dlp_total_mgycm``, ``ctdivol_mean_mgy``, ``ctdivol_max_mgy``, ``ssde_mgy``
-        with ``ssde_size_mm`` (mm) and ``ssde_size_source``; RF/XA
-        ``kap_total_gycm2``, ``ka_r_total_mgy``; DX ``kap_gycm2``, ``ka_r_mgy``; MG
-        ``agd_mgy``, ``view``).
+        samples) and the family's dose columns in canonical units
+        (``SAMPLE_QUANTITIES``: CT ``ct_dlp_total_mgycm``, ``ctdivol_mean_mgy``,
+        ``ctdivol_max_mgy``, ``ssde_mgy`` with ``ssde_size_mm`` (mm) and
+        ``ssde_size_source``; RF/XA ``dap_total_gym2`` (Gy·m²), ``dose_rp_total_gy``
+        (Gy); DX ``dap_gym2`` (Gy·m²), ``dose_rp_gy`` (Gy); MG ``agd_mgy``, ``view``).
     """
     if events.empty:
         return pd.DataFrame(columns=["modality_family", "sample_level", *CONTEXT_COLUMNS])

@@ -14,8 +14,10 @@ This module reads package data and optional site CSV files; it must not import
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from kerma.errors import ConfigurationError
+from kerma.units import QUANTITIES, UCUM_GY, UCUM_GYM2, conversion_factor
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +34,40 @@ logger = logging.getLogger(__name__)
 REFERENCE_PACKAGE: Final = "kerma"
 REFERENCE_DIR: Final = "reference"
 
-#: Display unit of each DRL quantity (the units DRL tables publish).
+#: Canonical unit of each DRL quantity (``kerma.units``). The tables publish KAP in
+#: Gy·cm² and Ka,r in mGy; :func:`load_drls` converts them once, on loading.
 QUANTITY_UNITS: Final[dict[str, str]] = {
-    "ctdivol_mgy": "mGy",
-    "dlp_mgycm": "mGy·cm",
-    "kap_gycm2": "Gy·cm²",
-    "agd_mgy": "mGy",
-    "ka_r_mgy": "mGy",
-    "esd_mgy": "mGy",
-    "esak_mgy": "mGy",
+    name: QUANTITIES[name].unit
+    for name in (
+        "ctdivol_mgy",
+        "dlp_mgycm",
+        "dap_gym2",
+        "agd_mgy",
+        "dose_rp_gy",
+        "esd_mgy",
+        "esak_mgy",
+    )
+}
+
+#: Published DRL column -> (quantity, factor from the published unit to the canonical
+#: one, :func:`kerma.units.conversion_factor`). The CSV column names mirror
+#: ``../shared/reference`` and stay as published.
+PUBLISHED_COLUMNS: Final[dict[str, tuple[str, float]]] = {
+    "ctdivol_mGy": ("ctdivol_mgy", 1.0),
+    "dlp_mGycm": ("dlp_mgycm", 1.0),
+    "dap_Gycm2": ("dap_gym2", float(conversion_factor("Gy.cm2", UCUM_GYM2) or 0.0)),
+    "kap_Gycm2": ("dap_gym2", float(conversion_factor("Gy.cm2", UCUM_GYM2) or 0.0)),
+    "kar_mGy": ("dose_rp_gy", float(conversion_factor("mGy", UCUM_GY) or 0.0)),
+    "esak_mGy": ("esak_mgy", 1.0),
+    "esd_mGy": ("esd_mgy", 1.0),
+    "agd_mGy": ("agd_mgy", 1.0),
+}
+
+#: Quantity names of site tables in the harmonised shape written before Kerma used one
+#: name per quantity: old name -> (canonical name, factor to its canonical unit).
+LEGACY_QUANTITIES: Final[dict[str, tuple[str, float]]] = {
+    "kap_gycm2": ("dap_gym2", float(conversion_factor("Gy.cm2", UCUM_GYM2) or 0.0)),
+    "ka_r_mgy": ("dose_rp_gy", float(conversion_factor("mGy", UCUM_GY) or 0.0)),
 }
 
 #: Columns of the harmonised DRL frame returned by :func:`load_drls`.
@@ -240,15 +268,19 @@ def _long_rows(
     table: pd.DataFrame,
     *,
     table_name: str,
-    quantities: dict[str, str],
+    columns: Sequence[str],
     base: dict[str, pd.Series],
 ) -> pd.DataFrame:
-    """Melt the quantity columns of ``table`` into the harmonised long DRL shape."""
+    """Melt the published quantity ``columns`` of ``table`` into the long DRL shape.
+
+    Values are converted to the quantity's canonical unit (:data:`PUBLISHED_COLUMNS`).
+    """
     parts = []
-    for column, quantity in quantities.items():
+    for column in columns:
         if column not in table.columns:
             continue
-        values = pd.to_numeric(table[column], errors="coerce")
+        quantity, factor = PUBLISHED_COLUMNS[column]
+        values = pd.to_numeric(table[column], errors="coerce") * factor
         frame = pd.DataFrame(base)
         frame["drl_table"] = table_name
         frame["quantity"] = quantity
@@ -332,7 +364,7 @@ def _harmonise_ct_adult(table: pd.DataFrame) -> pd.DataFrame:
     return _long_rows(
         table,
         table_name="drl_ct_adult",
-        quantities={"ctdivol_mGy": "ctdivol_mgy", "dlp_mGycm": "dlp_mgycm"},
+        columns=("ctdivol_mGy", "dlp_mGycm"),
         base=base,
     )
 
@@ -357,7 +389,7 @@ def _harmonise_ct_paediatric(table: pd.DataFrame) -> pd.DataFrame:
     return _long_rows(
         table,
         table_name="drl_ct_paediatric",
-        quantities={"ctdivol_mGy": "ctdivol_mgy", "dlp_mGycm": "dlp_mgycm"},
+        columns=("ctdivol_mGy", "dlp_mGycm"),
         base=base,
     )
 
@@ -391,7 +423,7 @@ def _harmonise_radiography(table: pd.DataFrame) -> pd.DataFrame:
     return _long_rows(
         table,
         table_name="drl_radiography",
-        quantities={"dap_Gycm2": "kap_gycm2", "esak_mGy": "esak_mgy", "esd_mGy": "esd_mgy"},
+        columns=("dap_Gycm2", "esak_mGy", "esd_mGy"),
         base=base,
     )
 
@@ -432,9 +464,7 @@ def _harmonise_mammography(table: pd.DataFrame) -> pd.DataFrame:
         "band_unit": _label_where(expanded["cbt_min_mm"].notna(), "mm (inclusive)"),
         "view": expanded["view_norm"],
     }
-    return _long_rows(
-        expanded, table_name="drl_mammography", quantities={"agd_mGy": "agd_mgy"}, base=base
-    )
+    return _long_rows(expanded, table_name="drl_mammography", columns=("agd_mGy",), base=base)
 
 
 def _harmonise_fluoro(table: pd.DataFrame) -> pd.DataFrame:
@@ -458,7 +488,7 @@ def _harmonise_fluoro(table: pd.DataFrame) -> pd.DataFrame:
     return _long_rows(
         table,
         table_name="drl_fluoro_interventional",
-        quantities={"kap_Gycm2": "kap_gycm2", "kar_mGy": "ka_r_mgy"},
+        columns=("kap_Gycm2", "kar_mGy"),
         base=base,
     )
 
@@ -506,6 +536,18 @@ def _harmonise_site_table(path: Path) -> pd.DataFrame:
             if column not in table.columns:
                 table[column] = np.nan
         table["drl_table"] = f"site:{path.name}"
+        values = pd.to_numeric(table["drl_value"], errors="coerce")
+        for old_name, (name, factor) in LEGACY_QUANTITIES.items():
+            legacy = table["quantity"] == old_name
+            values = values.where(~legacy, values * factor)
+            table.loc[legacy, "quantity"] = name
+        table["drl_value"] = values
+        unknown = sorted(set(table["quantity"].astype(str)) - set(QUANTITY_UNITS))
+        if unknown:
+            raise ConfigurationError(
+                f"Unable to use the site DRL table {path}: unknown quantity {unknown}; use "
+                f"{', '.join(QUANTITY_UNITS)} (values in their canonical units)."
+            )
         table["unit"] = table["quantity"].map(QUANTITY_UNITS)
         return table[list(DRL_COLUMNS)]
     out = _HARMONISERS[shape](table)
@@ -527,7 +569,9 @@ def load_drls(
     extra_paths : iterable of path, optional
         Site DRL tables. Each is a CSV with the columns of one of the shipped tables
         (e.g. ``drl_ct_adult.csv``) or the harmonised columns below (at least
-        ``region, source, year, standard_exam, quantity, drl_value``).
+        ``region, source, year, standard_exam, quantity, drl_value``; ``drl_value``
+        in the quantity's canonical unit; the older names ``kap_gycm2`` (Gy·cm²) and
+        ``ka_r_mgy`` (mGy) are converted).
     include_packaged : bool, optional
         Include the shipped tables (default ``True``).
 
@@ -542,8 +586,10 @@ def load_drls(
         anatomical DRLs; see ``CT_CLINICAL_INDICATIONS``), ``exam_as_published``,
         ``clinical_indication``, ``modality_family`` (``CT``, ``DX``, ``MG``, ``RF/XA``),
         ``quantity`` (``ctdivol_mgy``, ``dlp_mgycm``,
-        ``kap_gycm2``, ``agd_mgy``, ``ka_r_mgy``, ``esd_mgy``, ``esak_mgy``),
-        ``drl_value`` (float, in ``unit``: mGy, mGy·cm, Gy·cm²), ``unit``, ``phantom_cm``,
+        ``dap_gym2``, ``agd_mgy``, ``dose_rp_gy``, ``esd_mgy``, ``esak_mgy``),
+        ``drl_value`` (float, in the canonical ``unit`` of the quantity: mGy, mGy·cm,
+        Gy·m², Gy; published KAP (Gy·cm²) and Ka,r (mGy) values are converted on
+        loading), ``unit``, ``phantom_cm``,
         ``patient_group`` (``adult``/``paediatric``), ``band_grouping`` (``age``,
         ``weight``, ``compressed breast thickness``), ``band_label``, ``band_min``,
         ``band_max``, ``band_unit``, ``contrast``, ``view``, ``status``,
@@ -556,13 +602,27 @@ def load_drls(
     """
     parts = []
     if include_packaged:
-        for stem, harmonise in _HARMONISERS.items():
-            parts.append(harmonise(read_reference_table(stem)))
+        parts.append(_packaged_drls())
     for path in extra_paths:
         parts.append(_harmonise_site_table(Path(path)))
     if not parts:
         return pd.DataFrame(columns=list(DRL_COLUMNS))
     return pd.concat(parts, ignore_index=True)
+
+
+_PACKAGED_DRLS: list[pd.DataFrame] = []
+
+
+def _packaged_drls() -> pd.DataFrame:
+    """Return the packaged DRL tables harmonised (read once per process; a copy)."""
+    if not _PACKAGED_DRLS:
+        _PACKAGED_DRLS.append(
+            pd.concat(
+                [h(read_reference_table(stem)) for stem, h in _HARMONISERS.items()],
+                ignore_index=True,
+            )
+        )
+    return _PACKAGED_DRLS[0].copy()
 
 
 def parse_drl_set(drl_set: str | Sequence[str]) -> list[str]:
@@ -756,3 +816,19 @@ def load_alert_levels(*, category: str | None = None) -> pd.DataFrame:
     if category is not None:
         table = table[table["category"] == category].reset_index(drop=True)
     return table
+
+
+@cache
+def reference_version(name: str) -> str:
+    """Return ``"<file> sha256:<first 12 hex digits>"`` of a packaged reference table.
+
+    Derived values record it (``study.ssde_reference``, ``effective_dose_reference``), so
+    a value can be traced to the exact table content it was computed with.
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When the table is not part of the installed package.
+    """
+    path = reference_path(name)
+    return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"

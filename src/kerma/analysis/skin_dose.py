@@ -13,44 +13,39 @@ reference point, 15 cm from the isocentre towards the focal spot) *labelled as s
 with the reason: Ka,r is not a skin dose (no backscatter, no table attenuation, no
 field overlap or patient position) and usually overestimates the peak skin dose.
 
-Over a registry, :func:`estimate_study_skin_doses` estimates every stored fluoroscopy
-study that lacks an estimate, stores it (table ``skin_dose_estimate``), writes the skin
-dose map under ``<archive_dir>/skin_dose_maps/`` and flags the studies that reach an
-NCRP Report No. 168 (2010) substantial radiation dose level (SRDL, thresholds from the
-packaged ``alert_levels.csv``) for patient follow-up; :func:`stored_skin_doses` reads
-the stored estimates.
+Over a registry, :func:`kerma.services.skin.estimate_study_skin_doses` estimates every
+stored fluoroscopy study that lacks an estimate, stores it (table
+``skin_dose_estimate``), writes the skin dose map under
+``<archive_dir>/skin_dose_maps/`` (:func:`write_skin_dose_map`) and flags the studies
+that reach an NCRP Report No. 168 (2010) substantial radiation dose level (SRDL,
+thresholds from the packaged ``alert_levels.csv``, :func:`add_srdl_flags`) for patient
+follow-up.
 
 PySkinDose is an optional dependency (``pip install "kerma[skin]"``; from a source
 checkout ``pip install -e ".[skin]"``).
 
-This module imports ``kerma.db`` only inside the functions that take a registry; it
-must not import ``kerma.ingest``, ``kerma.web`` or ``kerma.cli``.
+Never touches the registry. May import ``kerma.records``, ``kerma.units``,
+``kerma.errors`` and ``kerma.analysis``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import pandas as pd
 
-from kerma.errors import ConfigurationError, NotFoundError
-from kerma.records import ReportKind
-from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2, UCUM_GYM2, UCUM_MGY, UCUM_S, conversion_factor
-
-if TYPE_CHECKING:
-    from kerma.api import DateLike, Registry
+from kerma.errors import ConfigurationError
+from kerma.units import UCUM_GY, UCUM_GYM2, UCUM_MGY, UCUM_S, conversion_factor
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +69,8 @@ class SkinDoseResult:
         ``METHOD_PYSKINDOSE`` or ``METHOD_KAR``.
     peak_skin_dose_mgy : float or None
         Peak skin dose (mGy) from PySkinDose; ``None`` with the Ka,r fallback.
-    ka_r_total_mgy : float or None
-        Reference point air kerma total (mGy): PySkinDose's sum of event Ka,r, or the
+    dose_rp_total_gy : float or None
+        Reference point air kerma total (Gy): PySkinDose's sum of event Ka,r, or the
         value given to :func:`estimate_skin_dose`.
     reason : str
         Why PySkinDose was not used (empty when it was).
@@ -88,7 +83,7 @@ class SkinDoseResult:
 
     method: str
     peak_skin_dose_mgy: float | None
-    ka_r_total_mgy: float | None
+    dose_rp_total_gy: float | None
     reason: str = ""
     dose_map: pd.DataFrame = field(default_factory=pd.DataFrame)
     axis_centre_cm: tuple[float, float] = (0.0, 0.0)
@@ -147,18 +142,21 @@ def is_pyskindose_available() -> bool:
     return find_spec("pyskindose") is not None
 
 
-def _fallback(ka_r_total_mgy: float | None, reason: str) -> SkinDoseResult:
+def _fallback(dose_rp_total_gy: float | None, reason: str) -> SkinDoseResult:
     """Return the Ka,r fallback result with its reason."""
     logger.info("skin dose: Ka,r fallback (%s)", reason)
     return SkinDoseResult(
-        method=METHOD_KAR, peak_skin_dose_mgy=None, ka_r_total_mgy=ka_r_total_mgy, reason=reason
+        method=METHOD_KAR,
+        peak_skin_dose_mgy=None,
+        dose_rp_total_gy=dose_rp_total_gy,
+        reason=reason,
     )
 
 
 def estimate_skin_dose(
     rdsr_path: Path | str,
     *,
-    ka_r_total_mgy: float | None = None,
+    dose_rp_total_gy: float | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> SkinDoseResult:
     """Return the peak skin dose of a fluoroscopy RDSR, or the Ka,r fallback.
@@ -167,8 +165,8 @@ def estimate_skin_dose(
     ----------
     rdsr_path : path
         The archived X-Ray Radiation Dose SR (the original object).
-    ka_r_total_mgy : float, optional
-        The study's Ka,r total (mGy) reported by the fallback.
+    dose_rp_total_gy : float, optional
+        The study's Ka,r total (Gy) reported by the fallback.
     timeout_s : float, optional
         Time limit of the PySkinDose run in seconds (default 180).
 
@@ -179,10 +177,10 @@ def estimate_skin_dose(
         Never raises for a PySkinDose failure.
     """
     if not is_pyskindose_available():
-        return _fallback(ka_r_total_mgy, NOT_INSTALLED_REASON)
+        return _fallback(dose_rp_total_gy, NOT_INSTALLED_REASON)
     path = Path(rdsr_path)
     if not path.is_file():
-        return _fallback(ka_r_total_mgy, f"no RDSR file at {path}")
+        return _fallback(dose_rp_total_gy, f"no RDSR file at {path}")
     with tempfile.TemporaryDirectory(prefix="kerma-psd-") as work:
         out = Path(work) / "result.json"
         command = [sys.executable, "-m", "kerma.analysis.skin_dose", str(path), str(out)]
@@ -191,18 +189,18 @@ def estimate_skin_dose(
                 command, cwd=work, capture_output=True, text=True, timeout=timeout_s, check=False
             )
         except subprocess.TimeoutExpired:
-            return _fallback(ka_r_total_mgy, f"{TIMEOUT_REASON_START} {timeout_s:g} s")
+            return _fallback(dose_rp_total_gy, f"{TIMEOUT_REASON_START} {timeout_s:g} s")
         if completed.returncode != 0 or not out.is_file():
             last = (completed.stderr or "").strip().splitlines()[-1:] or ["no output"]
-            return _fallback(ka_r_total_mgy, explain_pyskindose_failure(last[0]))
+            return _fallback(dose_rp_total_gy, explain_pyskindose_failure(last[0]))
         data = json.loads(out.read_text())
     psd = data.get("psd_mgy")
     if psd is None or not math.isfinite(psd):
-        return _fallback(ka_r_total_mgy, "PySkinDose returned no peak skin dose")
+        return _fallback(dose_rp_total_gy, "PySkinDose returned no peak skin dose")
     if psd <= 0:
         air_kerma = data.get("air_kerma_mgy")
         return _fallback(
-            ka_r_total_mgy,
+            dose_rp_total_gy,
             f"PySkinDose found no irradiated skin on its phantom (peak skin dose 0 mGy "
             f"for an event Ka,r sum of {air_kerma or 0:.3g} mGy): the beams, placed by "
             "the RDSR's table and positioner data, miss PySkinDose's standard patient "
@@ -211,12 +209,19 @@ def estimate_skin_dose(
     return SkinDoseResult(
         method=METHOD_PYSKINDOSE,
         peak_skin_dose_mgy=float(psd),
-        ka_r_total_mgy=data.get("air_kerma_mgy", ka_r_total_mgy),
+        dose_rp_total_gy=_mgy_to_gy(data.get("air_kerma_mgy"), dose_rp_total_gy),
         dose_map=pd.DataFrame(
             data.get("dose_map", []), columns=["x_cm", "y_cm", "z_cm", "dose_mgy"]
         ),
         axis_centre_cm=tuple(data.get("axis_centre_cm", (0.0, 0.0))),
     )
+
+
+def _mgy_to_gy(value_mgy: object, default: float | None) -> float | None:
+    """Return PySkinDose's air kerma (mGy) in Gy, or ``default`` when it gave none."""
+    if value_mgy is None:
+        return default
+    return float(value_mgy) * float(conversion_factor(UCUM_MGY, UCUM_GY) or 0.0)
 
 
 #: Known PySkinDose failure messages -> what they mean for a physicist.
@@ -282,7 +287,7 @@ def skin_dose_fallback_frame(samples: pd.DataFrame, reason: str) -> pd.DataFrame
     -------
     pandas.DataFrame
         One row per RF/XA study: ``study_id``, ``device_name``, ``method``
-        (``METHOD_KAR``), ``peak_skin_dose_mgy`` (NaN), ``ka_r_total_mgy`` (mGy),
+        (``METHOD_KAR``), ``peak_skin_dose_mgy`` (NaN), ``dose_rp_total_gy`` (Gy),
         ``reason``.
     """
     fluoro = samples[samples["modality_family"] == "RF/XA"]
@@ -292,7 +297,7 @@ def skin_dose_fallback_frame(samples: pd.DataFrame, reason: str) -> pd.DataFrame
             "device_name": fluoro["device_name"].to_numpy(),
             "method": METHOD_KAR,
             "peak_skin_dose_mgy": float("nan"),
-            "ka_r_total_mgy": fluoro["ka_r_total_mgy"].to_numpy(),
+            "dose_rp_total_gy": fluoro["dose_rp_total_gy"].to_numpy(),
             "reason": reason,
         }
     )
@@ -356,17 +361,18 @@ METHOD_LABELS: Final[dict[str, str]] = {
 SRDL_CATEGORY: Final = "substantial radiation dose level (SRDL)"
 
 #: NCRP Report 168 SRDL quantity (``alert_levels.csv`` ``quantity``) -> (column of the
-#: skin dose frame, canonical unit the table's unit converts to with
+#: skin dose frame, its canonical unit, which the table's unit converts to with
 #: :func:`kerma.units.conversion_factor`, factor from that unit to the column's unit,
 #: label). Which column each quantity applies to is code; the numbers are the table's.
 SRDL_QUANTITIES: Final[dict[str, tuple[str, str, float, str]]] = {
     "Peak skin dose": ("peak_skin_dose_mgy", UCUM_MGY, 1.0, "peak skin dose"),
-    "Reference air kerma Ka r (IRP)": ("ka_r_total_mgy", UCUM_MGY, 1.0, "Ka,r"),
-    "Kerma-area product": ("kap_total_gycm2", UCUM_GYM2, GYM2_TO_GYCM2, "KAP"),
+    "Reference air kerma Ka r (IRP)": ("dose_rp_total_gy", UCUM_GY, 1.0, "Ka,r"),
+    "Kerma-area product": ("dap_total_gym2", UCUM_GYM2, 1.0, "KAP"),
     "Fluoroscopy time": ("fluoro_time_total_s", UCUM_S, 1.0, "fluoroscopy time"),
 }
 
-#: Columns of :func:`estimate_study_skin_doses` and :func:`stored_skin_doses`.
+#: Columns of :func:`kerma.services.skin.estimate_study_skin_doses` and
+#: :func:`kerma.services.skin.stored_skin_doses`.
 SKIN_DOSE_COLUMNS: Final[tuple[str, ...]] = (
     "study_id",
     "study_instance_uid",
@@ -375,8 +381,8 @@ SKIN_DOSE_COLUMNS: Final[tuple[str, ...]] = (
     "standard_exam",
     "method",
     "peak_skin_dose_mgy",
-    "ka_r_total_mgy",
-    "kap_total_gycm2",
+    "dose_rp_total_gy",
+    "dap_total_gym2",
     "fluoro_time_total_s",
     "reason",
     "map_path",
@@ -403,8 +409,8 @@ def add_srdl_flags(
     ----------
     frame : pandas.DataFrame
         Any frame with the columns of :data:`SRDL_QUANTITIES` that it has:
-        ``peak_skin_dose_mgy`` (mGy), ``ka_r_total_mgy`` (mGy), ``kap_total_gycm2``
-        (Gy·cm²), ``fluoro_time_total_s`` (s).
+        ``peak_skin_dose_mgy`` (mGy), ``dose_rp_total_gy`` (Gy), ``dap_total_gym2``
+        (Gy·m²), ``fluoro_time_total_s`` (s).
     alert_levels : pandas.DataFrame, optional
         Thresholds in the shape of :func:`kerma.analysis.reference.load_alert_levels`;
         default the packaged table.
@@ -464,391 +470,8 @@ def add_srdl_flags(
     return out
 
 
-def stored_skin_doses(
-    registry: Registry,
-    *,
-    study_instance_uids: Sequence[str] | None = None,
-    since: DateLike = None,
-    until: DateLike = None,
-    alert_levels: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Return the stored skin dose estimates (table ``skin_dose_estimate``) with SRDL flags.
-
-    Parameters
-    ----------
-    registry : kerma.Registry
-        The registry to read.
-    study_instance_uids : sequence of str, optional
-        Only these studies.
-    since, until : date or ISO string, optional
-        Study date range, both ends included.
-    alert_levels : pandas.DataFrame, optional
-        Thresholds for :func:`add_srdl_flags` (default the packaged table).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per stored estimate of a current RF/XA patient study, ordered by study
-        date; columns :data:`SKIN_DOSE_COLUMNS` as described in
-        :func:`estimate_study_skin_doses` (without ``is_computed_now``).
-
-    Raises
-    ------
-    kerma.errors.NotFoundError
-        When a UID of ``study_instance_uids`` is not a stored fluoroscopy study of a
-        patient in the date range.
-    kerma.errors.ConfigurationError
-        From :func:`add_srdl_flags` when the alert-level table is unusable.
-    """
-    from sqlalchemy import select
-
-    from kerma.db.models import SkinDoseEstimate
-
-    studies = _fluoro_studies(registry, study_instance_uids, since, until)
-    e = SkinDoseEstimate
-    stmt = select(
-        e.study_id,
-        e.method,
-        e.peak_skin_dose_mgy,
-        e.ka_r_total_mgy,
-        e.reason,
-        e.map_path,
-        e.dose_report_sop_instance_uid,
-        e.computed_at,
-    )
-    with registry.session(write=False) as session:
-        rows = session.execute(stmt).all()
-    stored = pd.DataFrame.from_records(
-        rows,
-        columns=[
-            "study_id",
-            "method",
-            "peak_skin_dose_mgy",
-            "ka_r_total_mgy",
-            "reason",
-            "map_path",
-            "dose_report_sop_instance_uid",
-            "computed_at",
-        ],
-    )
-    context = studies[
-        [
-            "study_id",
-            "study_instance_uid",
-            "study_date",
-            "device_name",
-            "standard_exam",
-            "kap_total_gycm2",
-            "fluoro_time_total_s",
-        ]
-    ]
-    frame = context.merge(stored, on="study_id", how="inner")
-    frame["peak_skin_dose_mgy"] = pd.to_numeric(frame["peak_skin_dose_mgy"]).astype(float)
-    frame["ka_r_total_mgy"] = pd.to_numeric(frame["ka_r_total_mgy"]).astype(float)
-    frame["reason"] = frame["reason"].fillna("")
-    frame["computed_at"] = pd.to_datetime(frame["computed_at"], utc=True)
-    frame = add_srdl_flags(frame, alert_levels=alert_levels)
-    return frame[list(SKIN_DOSE_COLUMNS)].reset_index(drop=True)
-
-
-def estimate_study_skin_doses(
-    registry: Registry,
-    *,
-    study_instance_uids: Sequence[str] | None = None,
-    since: DateLike = None,
-    until: DateLike = None,
-    recompute: bool = False,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    alert_levels: pd.DataFrame | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> pd.DataFrame:
-    """Estimate and store the skin dose of every stored fluoroscopy study that lacks one.
-
-    For each current fluoroscopy/interventional study (modality RF or XA; non-patient
-    studies excluded) Kerma runs :func:`estimate_skin_dose` on the archived original
-    of its projection X-Ray Radiation Dose SR (``dose_report.kind`` ``rdsr-projection``)
-    and stores one ``skin_dose_estimate`` row. When a study has several current
-    projection RDSRs, the one with the most irradiation events is used (the most
-    complete report; ties: the latest received) and ``reason`` says that the others'
-    events are not in the peak skin dose. A study without a projection RDSR (image
-    headers only) gets the Ka,r fallback, since PySkinDose needs the RDSR's event
-    geometry. When PySkinDose gives a peak skin dose, the skin dose map is written to
-    ``<archive_dir>/skin_dose_maps/<study_instance_uid>.png`` when Plotly's static
-    export (kaleido with Chrome) works, else ``.html`` (Plotly; ``plotly.min.js``
-    written once into the same folder and referenced relatively).
-
-    A study already estimated is skipped unless ``recompute`` is given, its stored
-    estimate was computed from an RDSR that is no longer the chosen current one (a
-    newer report arrived), or it is a Ka,r fallback whose cause may have gone
-    (:func:`is_transient_fallback`: PySkinDose was not installed and now is, or it
-    timed out). A failure on one study never stops the batch: the study
-    gets the Ka,r fallback with the reason.
-
-    Parameters
-    ----------
-    registry : kerma.Registry
-        The registry; the archive folder is ``registry.settings.archive_dir``.
-    study_instance_uids : sequence of str, optional
-        Only these studies.
-    since, until : date or ISO string, optional
-        Study date range, both ends included.
-    recompute : bool, optional
-        Replace existing estimates (default ``False``: compute only what is missing).
-    timeout_s : float, optional
-        Time limit of one PySkinDose run in seconds (default 180).
-    alert_levels : pandas.DataFrame, optional
-        Thresholds for :func:`add_srdl_flags` (default the packaged table).
-    progress : callable, optional
-        Called as ``progress(done, total)`` after each study computed now.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per fluoroscopy/interventional study (modality RF or XA, non-patient
-        studies excluded) holding an estimate, ordered by study date, with columns
-        :data:`SKIN_DOSE_COLUMNS`:
-
-        - ``study_id`` (int), ``study_instance_uid``, ``study_date`` (datetime64),
-          ``device_name``, ``standard_exam`` (``None`` when unmapped);
-        - ``method``: :data:`METHOD_PYSKINDOSE` or :data:`METHOD_KAR`
-          (:data:`METHOD_LABELS` gives short labels);
-        - ``peak_skin_dose_mgy`` (mGy; NaN with the Ka,r fallback);
-        - ``ka_r_total_mgy`` (mGy): the study's reference point air kerma total,
-          the device's accumulated value (:meth:`kerma.Registry.studies`
-          ``dose_rp_total_gy`` × 1000);
-        - ``kap_total_gycm2`` (Gy·cm²) and ``fluoro_time_total_s`` (s) from
-          :meth:`kerma.Registry.studies` (NaN when not reported);
-        - ``reason`` (str): why the Ka,r fallback was used, or a note; empty when
-          PySkinDose gave the peak skin dose;
-        - ``map_path`` (str or ``None``): skin dose map file, relative to the archive
-          folder (``skin_dose_maps/<study_instance_uid>.png`` or ``.html``);
-        - ``dose_report_sop_instance_uid``: the RDSR the estimate was computed from;
-        - ``computed_at`` (datetime64, UTC);
-        - ``srdl_exceeded`` (bool) and ``srdl_reasons`` (str, ``"; "``-joined, e.g.
-          ``"Ka,r 7689 mGy >= 5000 mGy (NCRP Report No. 168, 2010, SRDL)"``): the
-          NCRP Report 168 substantial radiation dose levels reached
-          (:func:`add_srdl_flags`).
-        - ``is_computed_now`` (bool): estimated by this call (else read as stored).
-
-    Raises
-    ------
-    kerma.errors.NotFoundError
-        When a UID of ``study_instance_uids`` is not a stored fluoroscopy study of a
-        patient in the date range.
-    kerma.errors.ConfigurationError
-        From :func:`add_srdl_flags` when the alert-level table is unusable.
-    """
-    studies = _fluoro_studies(registry, study_instance_uids, since, until)
-    reports = _current_projection_rdsrs(registry, studies["study_id"].tolist())
-    stored = _stored_sources(registry, studies["study_id"].tolist())
-    is_installed = is_pyskindose_available()
-    todo = []
-    for study in studies.to_dict("records"):
-        chosen = reports.get(int(study["study_id"]))
-        source_uid = chosen[0]["sop_instance_uid"] if chosen else None
-        sid = int(study["study_id"])
-        if (
-            not recompute
-            and sid in stored
-            and stored[sid][0] == source_uid
-            and not is_transient_fallback(stored[sid][1], is_installed=is_installed)
-        ):
-            continue
-        todo.append((study, chosen or []))
-    archive_dir = Path(registry.settings.archive_dir)
-    map_format = _map_format() if todo else "html"
-    computed: set[int] = set()
-    for done, (study, candidates) in enumerate(todo, start=1):
-        sid = int(study["study_id"])
-        try:
-            row = _estimate_one(study, candidates, archive_dir, timeout_s, map_format)
-        except Exception as exc:  # one study's failure never stops the batch
-            logger.exception("skin dose: study id %s failed", sid)
-            row = {
-                "method": METHOD_KAR,
-                "peak_skin_dose_mgy": None,
-                "ka_r_total_mgy": _ka_r_mgy(study),
-                "reason": f"skin dose estimate failed ({type(exc).__name__}: {exc}); "
-                "Ka,r total given instead",
-                "map_path": None,
-                "dose_report_sop_instance_uid": None,
-            }
-        _store(registry, sid, row)
-        computed.add(sid)
-        if progress is not None:
-            progress(done, len(todo))
-    frame = stored_skin_doses(
-        registry,
-        study_instance_uids=study_instance_uids,
-        since=since,
-        until=until,
-        alert_levels=alert_levels,
-    )
-    frame["is_computed_now"] = frame["study_id"].isin(computed)
-    return frame
-
-
-def _fluoro_studies(
-    registry: Registry,
-    study_instance_uids: Sequence[str] | None,
-    since: DateLike,
-    until: DateLike,
-) -> pd.DataFrame:
-    """Return the RF/XA patient studies with ``kap_total_gycm2``; raise for missing UIDs."""
-    studies = registry.studies(date_from=since, date_to=until)
-    modalities = studies["modalities"].fillna("") + "," + studies["modality"].fillna("")
-    is_fluoro = [bool(FLUORO_MODALITIES & set(m.upper().split(","))) for m in modalities]
-    studies = studies[pd.Series(is_fluoro, index=studies.index, dtype=bool)]
-    if study_instance_uids is not None:
-        wanted = list(dict.fromkeys(study_instance_uids))
-        studies = studies[studies["study_instance_uid"].isin(wanted)]
-        missing = [uid for uid in wanted if uid not in set(studies["study_instance_uid"])]
-        if missing:
-            raise NotFoundError(
-                f"Unable to estimate skin dose: no fluoroscopy/interventional (RF/XA) "
-                f"patient study with Study Instance UID {', '.join(missing)} is stored"
-                + (" in the date range" if since or until else "")
-                + ". Check the UID (kerma studies) and that the study is not a QA study."
-            )
-    return studies.assign(
-        kap_total_gycm2=pd.to_numeric(studies["dap_total_gym2"]).astype(float) * GYM2_TO_GYCM2
-    ).reset_index(drop=True)
-
-
-def _current_projection_rdsrs(
-    registry: Registry, study_ids: list[int]
-) -> dict[int, list[dict[str, Any]]]:
-    """Return each study's current projection RDSRs, the chosen one (most events, latest) first."""
-    from sqlalchemy import select
-
-    from kerma.db.models import DoseReport
-
-    if not study_ids:
-        return {}
-    r = DoseReport
-    stmt = (
-        select(r.study_id, r.sop_instance_uid, r.archive_path, r.number_of_events)
-        .where(
-            r.kind == ReportKind.RDSR_PROJECTION.value,
-            r.superseded_by_id.is_(None),
-            r.study_id.in_(study_ids),
-        )
-        .order_by(r.study_id, r.number_of_events.desc(), r.received_at.desc(), r.id.desc())
-    )
-    with registry.session(write=False) as session:
-        rows = session.execute(stmt).all()
-    reports: dict[int, list[dict[str, Any]]] = {}
-    for study_id, uid, path, events in rows:
-        reports.setdefault(int(study_id), []).append(
-            {"sop_instance_uid": uid, "archive_path": path, "number_of_events": events}
-        )
-    return reports
-
-
-def _stored_sources(
-    registry: Registry, study_ids: list[int]
-) -> dict[int, tuple[str | None, str | None]]:
-    """Return {study id: (RDSR SOP Instance UID, reason)} of these studies' stored estimates."""
-    from sqlalchemy import select
-
-    from kerma.db.models import SkinDoseEstimate
-
-    if not study_ids:
-        return {}
-    e = SkinDoseEstimate
-    stmt = select(e.study_id, e.dose_report_sop_instance_uid, e.reason).where(
-        e.study_id.in_(study_ids)
-    )
-    with registry.session(write=False) as session:
-        return {int(sid): (uid, reason) for sid, uid, reason in session.execute(stmt).all()}
-
-
-def _ka_r_mgy(study: dict[str, Any]) -> float | None:
-    """Return the study's Ka,r total in mGy from ``dose_rp_total_gy`` (``None`` when absent)."""
-    value = study.get("dose_rp_total_gy")
-    if value is None or not math.isfinite(float(value)):
-        return None
-    return float(value) * GY_TO_MGY
-
-
-def _estimate_one(
-    study: dict[str, Any],
-    candidates: list[dict[str, Any]],
-    archive_dir: Path,
-    timeout_s: float,
-    map_format: str,
-) -> dict[str, Any]:
-    """Estimate one study's skin dose and write its map; return the row to store."""
-    ka_r_mgy = _ka_r_mgy(study)
-    if not candidates:
-        return {
-            "method": METHOD_KAR,
-            "peak_skin_dose_mgy": None,
-            "ka_r_total_mgy": ka_r_mgy,
-            "reason": "no projection X-Ray Radiation Dose SR stored for this study (image "
-            "headers only): PySkinDose needs the RDSR's irradiation-event geometry",
-            "map_path": None,
-            "dose_report_sop_instance_uid": None,
-        }
-    chosen = candidates[0]
-    result = estimate_skin_dose(
-        archive_dir / chosen["archive_path"], ka_r_total_mgy=ka_r_mgy, timeout_s=timeout_s
-    )
-    notes = [result.reason] if result.reason else []
-    if len(candidates) > 1:
-        notes.append(
-            f"computed from 1 of {len(candidates)} current RDSRs of the study (the one "
-            f"with most events, {chosen['number_of_events']}); events of the others are "
-            "not in it"
-        )
-    map_path: str | None = None
-    if result.method == METHOD_PYSKINDOSE and not result.dose_map.empty:
-        title = (
-            f"Skin dose map - {_text(study.get('study_date'))[:10]} "
-            f"{_text(study.get('device_name'))}"
-        )
-        try:
-            written = write_skin_dose_map(
-                result,
-                archive_dir / MAPS_DIR,
-                str(study["study_instance_uid"]),
-                title=title,
-                map_format=map_format,
-            )
-            map_path = written.relative_to(archive_dir).as_posix()
-        except OSError as exc:
-            notes.append(f"skin dose map not written ({exc})")
-    return {
-        "method": result.method,
-        "peak_skin_dose_mgy": result.peak_skin_dose_mgy,
-        # the device's accumulated Ka,r, as stored; PySkinDose's event sum when absent
-        "ka_r_total_mgy": ka_r_mgy if ka_r_mgy is not None else result.ka_r_total_mgy,
-        "reason": "; ".join(notes),
-        "map_path": map_path,
-        "dose_report_sop_instance_uid": chosen["sop_instance_uid"],
-    }
-
-
-def _text(value: object) -> str:
-    """Return ``value`` as text, ``""`` for missing values."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return ""
-    return str(value)
-
-
-def _store(registry: Registry, study_id: int, row: dict[str, Any]) -> None:
-    """Replace the study's ``skin_dose_estimate`` row (one transaction)."""
-    from sqlalchemy import delete
-
-    from kerma.db.models import SkinDoseEstimate
-
-    with registry.session() as session:
-        session.execute(delete(SkinDoseEstimate).where(SkinDoseEstimate.study_id == study_id))
-        session.add(SkinDoseEstimate(study_id=study_id, computed_at=dt.datetime.now(dt.UTC), **row))
-
-
 @cache
-def _map_format() -> str:
+def default_map_format() -> str:
     """Return ``"png"`` when Plotly's static export works (kaleido + Chrome), else ``"html"``."""
     if find_spec("kaleido") is None:
         return "html"
@@ -898,7 +521,7 @@ def write_skin_dose_map(
     OSError
         When the file cannot be written.
     """
-    chosen = map_format or _map_format()
+    chosen = map_format or default_map_format()
     if chosen not in {"png", "html"}:
         raise ValueError(f"Unable to write a skin dose map as {chosen!r}: use 'png' or 'html'.")
     figure = skin_dose_map_figure(result, title=title)

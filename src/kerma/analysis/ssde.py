@@ -23,35 +23,36 @@ SSDE is given. Head exams and CTDIvol reported in the 16 cm head phantom use the
 coefficients; AAPM Report 293 head-SSDE coefficients are not shipped, so head SSDE is
 labelled as a Report-204 16 cm approximation.
 
-This module must not import ``kerma.db``, ``kerma.web`` or ``kerma.cli``; the
-image measurement itself lives in :mod:`kerma.dicom.size` (which must not import
-``kerma.analysis``).
+Patient sizes measured on images come from the registry (the image measurement itself
+is :mod:`kerma.dicom.size`'s, at import); this module only uses them.
+
+This module works on DataFrames, arrays and numbers only. May import ``kerma.records``,
+``kerma.units``, ``kerma.errors`` and ``kerma.analysis``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Final
+import math
+from functools import cache
+from typing import Final, NamedTuple
 
 import numpy as np
 import pandas as pd
-from pydicom.dataset import Dataset
 
 from kerma.analysis.exams import split_indication_exam
 from kerma.analysis.reference import load_ssde_coefficients
-from kerma.dicom.size import PATIENT_THRESHOLD_HU, water_equivalent_diameter_from_hu
-from kerma.dicom.size import effective_diameter_mm as _effective_diameter_mm
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "HEAD_APPROXIMATION_NOTE",
-    "PATIENT_THRESHOLD_HU",
+    "SsdeFit",
     "conversion_factor",
     "effective_diameter_mm",
     "phantom_cm_of",
     "ssde_events",
-    "water_equivalent_diameter_mm",
+    "ssde_fits",
 ]
 
 HEAD_APPROXIMATION_NOTE: Final = (
@@ -85,64 +86,57 @@ def conversion_factor(dw_cm: float | np.ndarray, phantom_cm: int = 32) -> float 
     >>> round(float(conversion_factor(24.0, 32)), 2)
     1.53
     """
-    table = load_ssde_coefficients()
-    if phantom_cm not in table.index:
+    fits = ssde_fits()
+    if phantom_cm not in fits:
         raise ValueError(f"Unable to convert for a {phantom_cm} cm phantom: use 16 or 32.")
-    row = table.loc[phantom_cm]
+    fit = fits[phantom_cm]
     d = np.asarray(dw_cm, dtype=float)
-    f = float(row["a"]) * np.exp(-float(row["b"]) * d)
-    valid = (d >= float(row["valid_dw_min_cm"])) & (d <= float(row["valid_dw_max_cm"]))
+    f = fit.a * np.exp(-fit.b_per_cm * d)
+    valid = (d >= fit.min_cm) & (d <= fit.max_cm)
     result = np.where(valid, f, np.nan)
     return float(result) if result.ndim == 0 else result
 
 
 def effective_diameter_mm(ap_mm: float, lat_mm: float) -> float:
-    """Return the AAPM Report 204 effective diameter √(AP × LAT) (mm), AP and LAT in mm."""
-    return _effective_diameter_mm(ap_mm, lat_mm)
+    """Return the AAPM Report 204 effective diameter √(AP × LAT) (mm), AP and LAT in mm.
 
-
-def water_equivalent_diameter_mm(
-    ds: Dataset, *, threshold_hu: float = PATIENT_THRESHOLD_HU
-) -> float:
-    """Return the water-equivalent diameter Dw (mm) of one CT axial image (AAPM Report 220).
-
-    Dw = 2 · √( (mean(HU)/1000 + 1) · A / π ) over the patient region, where A is
-    the region's area (pixel count × (0028,0030) 'Pixel Spacing' row × column, mm²)
-    and HU = stored value × (0028,1053) 'Rescale Slope' + (0028,1052) 'Rescale
-    Intercept'. The patient region is :func:`kerma.dicom.size.patient_region`: pixels
-    above ``threshold_hu`` (−400 HU by default, within the −200 to −400 HU range
-    implementers use), the largest connected region with its holes filled when SciPy
-    is installed (a separate table is left out); a patient truncated by the field of
-    view gives too small a Dw (not corrected). The import pipeline measures every
-    received CT image with :func:`kerma.dicom.size.measure_patient_size`.
-
-    Parameters
-    ----------
-    ds : pydicom.dataset.Dataset
-        A CT image with pixel data, Pixel Spacing and (optionally) rescale attributes.
-    threshold_hu : float, optional
-        Patient-region threshold (HU).
-
-    Returns
-    -------
-    float
-        Dw in mm (0.0 when no pixel passes the threshold).
-
-    Raises
-    ------
-    ValueError
-        When the dataset has no Pixel Spacing.
+    A geometric size from the patient's anterior-posterior and lateral dimensions, not
+    a water-equivalent diameter (AAPM Report 204, 2011, section 2).
     """
-    if "PixelSpacing" not in ds:
-        raise ValueError(
-            "Unable to compute the water-equivalent diameter: the image has no "
-            "(0028,0030) 'Pixel Spacing'."
+    return math.sqrt(ap_mm * lat_mm)
+
+
+class SsdeFit(NamedTuple):
+    """AAPM Report 204 fit f = a · exp(−b · D) of one phantom, D in cm within its domain."""
+
+    a: float
+    b_per_cm: float
+    min_cm: float
+    max_cm: float
+
+    def factor(self, size_mm: float | None) -> float | None:
+        """Return f for a size in mm, ``None`` without a size or outside the fit domain."""
+        if size_mm is None or not math.isfinite(size_mm):
+            return None
+        d_cm = size_mm / 10.0
+        if not self.min_cm <= d_cm <= self.max_cm:
+            return None
+        return self.a * math.exp(-self.b_per_cm * d_cm)
+
+
+@cache
+def ssde_fits() -> dict[int, SsdeFit]:
+    """Return the AAPM Report 204 fits by phantom (16, 32 cm) from the packaged table."""
+    table = load_ssde_coefficients()
+    return {
+        int(cm): SsdeFit(
+            float(row["a"]),
+            float(row["b"]),
+            float(row["valid_dw_min_cm"]),
+            float(row["valid_dw_max_cm"]),
         )
-    slope = float(ds.get("RescaleSlope", 1.0))
-    intercept = float(ds.get("RescaleIntercept", 0.0))
-    hu = ds.pixel_array.astype(float) * slope + intercept
-    spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
-    return water_equivalent_diameter_from_hu(hu, spacing, threshold_hu=threshold_hu)
+        for cm, row in table.iterrows()
+    }
 
 
 def phantom_cm_of(phantom_type: object, standard_exam: object = None) -> int:

@@ -6,8 +6,8 @@ method="linear")`` (numpy's default, Hyndman & Fan definition 7); pandas
 (the tests check the two agree). Non-patient (QA/phantom) studies are excluded unless
 asked for.
 
-This module works on DataFrames only; it must not import ``kerma.db``, ``kerma.web``
-or ``kerma.cli``.
+This module works on DataFrames only. May import ``kerma.records``, ``kerma.units``,
+``kerma.errors`` and ``kerma.analysis``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from kerma.analysis.frames import SAMPLE_QUANTITIES
+from kerma.units import QUANTITIES
 
 logger = logging.getLogger(__name__)
 
@@ -163,9 +164,10 @@ def dose_statistics(
     -------
     pandas.DataFrame
         Long format, one row per (group, quantity): the ``by`` columns, ``quantity``,
-        ``unit``, ``n`` (non-missing values), ``mean``, ``std`` (sample, ddof=1),
-        ``min``, ``p25``, ``median``, ``p75``, ``p95``, ``max``, all in the quantity's
-        unit. Groups where a quantity has no value are left out.
+        ``unit`` (the quantity's canonical unit, :data:`kerma.units.QUANTITIES`), ``n``
+        (non-missing values), ``mean``, ``std`` (sample, ddof=1), ``min``, ``p25``,
+        ``median``, ``p75``, ``p95``, ``max``, all in that unit. Groups where a quantity
+        has no value are left out.
     """
     by = list(by)
     if quantities is None:
@@ -194,7 +196,8 @@ def dose_statistics(
         if not by:
             table = table.drop(columns="_all")
         table.insert(len(by), "quantity", quantity)
-        table.insert(len(by) + 1, "unit", SAMPLE_QUANTITIES.get(quantity, ""))
+        known = QUANTITIES.get(quantity)
+        table.insert(len(by) + 1, "unit", known.unit if known else "")
         parts.append(table[[*by, "quantity", "unit", *STAT_COLUMNS]])
     if not parts:
         return pd.DataFrame(columns=[*by, "quantity", "unit", *STAT_COLUMNS])

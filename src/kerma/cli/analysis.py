@@ -1,17 +1,22 @@
 """``kerma exams``, ``kerma drl`` (and ``kerma drl sets``), ``kerma stats``, ``kerma cumulative``.
 
-Thin wrappers around :mod:`kerma.analysis` on the frames of :class:`kerma.Registry`;
-the registry is chosen by ``KERMA_DATABASE_URL``. Every command prints a Rich table and
-writes every row to a CSV file with ``--out``.
+Thin wrappers around :mod:`kerma.services` through :class:`kerma.Registry` (the
+registry of ``KERMA_DATABASE_URL``): the commands hold no SQL and no analysis
+workflow. Before a command that uses standard exams, studies mapped with other exam
+rules than those in force are mapped again (``--stored`` skips it), and the command
+says so. Every command prints a Rich table in display units (KAP in Gy·cm², Ka,r in
+mGy, from :data:`kerma.units.QUANTITIES`) and writes every row to a CSV file with
+``--out``, in canonical names and units unless ``--units display``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
@@ -19,30 +24,37 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kerma.analysis.cumulative import cumulative_dose
 from kerma.analysis.drl import (
     STATUS_ABOVE,
     STATUS_BELOW,
     STATUS_INSUFFICIENT,
     STATUS_NEEDS_INDICATION,
     STATUS_NO_DRL,
-    compare_by_period,
-    compare_with_drls,
-    local_drls,
 )
-from kerma.analysis.effective_dose import NO_COEFFICIENT_NOTE, ct_effective_dose
-from kerma.analysis.exams import (
-    assign_study_exams,
-    load_exam_rules,
-    summarise_mapping,
-    write_standard_exams,
-)
-from kerma.analysis.frames import SAMPLE_QUANTITIES, build_dose_samples
-from kerma.analysis.reference import list_drl_sets, load_drls, select_drls
-from kerma.analysis.stats import PERIODS, add_period, dose_statistics, filter_samples
+from kerma.analysis.effective_dose import NO_COEFFICIENT_NOTE
+from kerma.analysis.frames import SAMPLE_QUANTITIES
+from kerma.analysis.reference import list_drl_sets, load_drls
+from kerma.analysis.stats import PERIODS
 from kerma.cli.console import make_console
-from kerma.cli.ingest import DeviceOpt, FromOpt, ToOpt, parse_date_option
+from kerma.cli.registry import (
+    AgeOpt,
+    DeviceOpt,
+    FromOpt,
+    SexOpt,
+    ToOpt,
+    UnitsOpt,
+    WeightOpt,
+    build_filter,
+    open_registry,
+    parse_date_option,
+)
 from kerma.config import Settings, get_settings
+from kerma.errors import NotFoundError
+from kerma.services.tables import display_frame, write_frame_csv
+from kerma.units import QUANTITIES
+
+if TYPE_CHECKING:
+    from kerma.services.registry import Registry
 
 #: Modality families of the sample frame (``kerma.analysis.frames.modality_family``).
 MODALITY_FAMILIES: tuple[str, ...] = ("CT", "DX", "MG", "RF/XA")
@@ -83,7 +95,8 @@ RulesOpt = Annotated[
     bool,
     typer.Option(
         "--rules/--stored",
-        help="Map standard exams with the rules now (default) or use the stored mapping.",
+        help="Re-map studies mapped with other exam rules than those in force first "
+        "(default), or use the stored mapping as it is.",
     ),
 ]
 
@@ -94,16 +107,14 @@ drl_app = typer.Typer(
 )
 
 
-def _registry(settings: Settings) -> Any:
+def _registry(settings: Settings) -> Registry:
     """Return the registry of ``KERMA_DATABASE_URL``."""
-    from kerma.api import Registry
-
-    return Registry(settings=settings)
+    return open_registry(settings)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
     """Format one cell: numbers to ``digits`` significant digits, missing as ``—``."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -112,6 +123,27 @@ def _fmt(value: Any, digits: int = 3) -> str:
             return "0"
         return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
     return escape(str(value))  # rule patterns such as 'sch[aä]del' are not Rich markup
+
+
+def _remap(registry: Registry, use_rules: bool) -> None:
+    """Map again the studies mapped with other exam rules, and say so (``--rules``)."""
+    if not use_rules:
+        return
+    result = registry.ensure_exams_current()
+    if result.studies_remapped:
+        make_console(stderr=True).print(
+            f"exam rules changed since the stored mapping (rules {result.fingerprint}): "
+            f"re-mapped {result.studies_remapped} studies ({result.distinct_tuples} distinct "
+            f"descriptions), {result.studies_changed} changed exam",
+            highlight=False,
+        )
+
+
+def _bad_selection(exc: NotFoundError) -> typer.BadParameter:
+    """Return the usage error of a device or exam that selects nothing."""
+    hint = "'--device' / '-d'" if str(exc).startswith("no device") else "'--exam' / '-e'"
+    text = str(exc)
+    return typer.BadParameter(escape(text), param_hint=hint)
 
 
 def print_frame(
@@ -155,29 +187,16 @@ def print_frame(
     console.print(table)
 
 
-def _write(frame: pd.DataFrame, out: Path | None) -> None:
+def _write(frame: pd.DataFrame, out: Path | None, units: str = "canonical") -> None:
     """Write ``frame`` to CSV when ``out`` is given and say so."""
     if out is not None:
-        frame.to_csv(out, index=False)
+        write_frame_csv(frame, out, units=units)  # type: ignore[arg-type]
         make_console().print(f"wrote {len(frame)} rows to {out}")
 
 
-def _samples(
-    settings: Settings,
-    *,
-    date_from: str | None,
-    date_to: str | None,
-    use_rules: bool,
-) -> pd.DataFrame:
-    """Return the dose samples of the registry (non-patient studies excluded)."""
-    registry = _registry(settings)
-    try:
-        events = registry.events(date_from=date_from, date_to=date_to)
-        studies = registry.studies(date_from=date_from, date_to=date_to)
-    finally:
-        registry.close()
-    rules = load_exam_rules(settings.exam_rules_path) if use_rules else None
-    return build_dose_samples(events, studies=studies, rules=rules)
+def _families(family: str | None) -> tuple[str, ...]:
+    """Return the modality families of ``--modality`` (all when not given)."""
+    return (family,) if family else MODALITY_FAMILIES
 
 
 # ----------------------------------------------------------------------------- exams
@@ -186,35 +205,51 @@ def _samples(
 def exams(
     apply: Annotated[
         bool,
-        typer.Option("--apply", help="Write the mapping to the stored studies (study table)."),
+        typer.Option(
+            "--apply",
+            help="Map every study again with the rules in force and derive its summary "
+            "again (normally automatic when the rules change).",
+        ),
     ] = False,
     show_rules: Annotated[bool, typer.Option("--show-rules/--no-rules")] = True,
     out: OutOpt = None,
 ) -> None:
     """List the standard-exam rules, the exam → study counts and unmapped descriptions."""
+    from kerma.services.exams import exam_counts, iter_study_exams, unmapped_descriptions
+
     settings = get_settings()
-    rules = load_exam_rules(settings.exam_rules_path)
-    make_console().print(f"rules from: {', '.join(rules.sources)}")
-    if show_rules:
-        print_frame(rules.to_frame(), "Standard-exam rules (first match wins)")
     registry = _registry(settings)
     try:
-        studies = registry.studies(include_non_patient=True)
-        events = registry.events(include_non_patient=True)
-        mapped = assign_study_exams(studies, events, rules)
-        mappings, unmapped = summarise_mapping(studies, mapped)
-        print_frame(mappings, "Standard exams", {"standard_exam": "exam", "n_studies": "studies"})
-        print_frame(
-            unmapped,
-            "Unmapped study descriptions",
-            {"modality": "modality", "study_description": "description", "n_studies": "studies"},
-        )
+        rules = registry.exam_rules
+        make_console().print(f"rules from: {', '.join(rules.sources)}")
+        if show_rules:
+            print_frame(rules.to_frame(), "Standard-exam rules (first match wins)")
         if apply:
-            changed = write_standard_exams(registry, mapped)
-            make_console().print(f"applied: {changed} studies updated")
+            result = registry.apply_exams()
+            make_console().print(f"applied: {result.studies_changed} studies updated")
+        else:
+            _remap(registry, True)
+        with registry.session(write=False) as session:
+            mappings = exam_counts(session)
+            unmapped = unmapped_descriptions(session)
+            mapped = (
+                pd.DataFrame.from_records(
+                    list(iter_study_exams(session)),
+                    columns=["study_id", "standard_exam", "standard_exam_rule"],
+                )
+                if out is not None
+                else None
+            )
     finally:
         registry.close()
-    _write(mapped, out)
+    print_frame(mappings, "Standard exams", {"standard_exam": "exam", "n_studies": "studies"})
+    print_frame(
+        unmapped,
+        "Unmapped study descriptions",
+        {"modality": "modality", "study_description": "description", "n_studies": "studies"},
+    )
+    if mapped is not None:
+        _write(mapped, out)
 
 
 # ------------------------------------------------------------------------------- drl
@@ -259,30 +294,39 @@ def drl(
     ] = False,
     use_rules: RulesOpt = True,
     out: OutOpt = None,
+    units: UnitsOpt = "canonical",
 ) -> None:
-    """Compare each room's typical value (median) with the national DRL (ICRP 135)."""
+    """Compare each room's typical value (median) with the national DRL (ICRP 135).
+
+    Values are compared in canonical units (KAP in Gy·m², Ka,r in Gy); the table shows
+    KAP in Gy·cm² and Ka,r in mGy.
+    """
     if ctx.invoked_subcommand is not None:
         return
     settings = get_settings()
     chosen = drl_set or settings.drl_set
-    drls = select_drls(load_drls(extra_paths=settings.drl_extra_paths), chosen)
-    samples = _samples(settings, date_from=date_from, date_to=date_to, use_rules=use_rules)
-    samples = _select(samples, family=family, device=device, exam=exam)
-    result = compare_with_drls(
-        samples,
-        drls,
-        min_sample=settings.drl_min_sample,
-        min_sample_mammography=settings.drl_min_sample_mammography,
-        unknown_age=settings.drl_unknown_age,
-    )
+    flt = build_filter(date_from=date_from, date_to=date_to, device=device)
+    registry = _registry(settings)
+    try:
+        _remap(registry, use_rules)
+        try:
+            outcome = registry.drl(
+                flt,
+                drl_set=chosen,
+                families=_families(family),
+                exam=exam,
+                local=local,
+                periods=periods,
+            )
+        except NotFoundError as exc:
+            raise _bad_selection(exc) from exc
+    finally:
+        registry.close()
+    result = outcome.comparison
     _print_drl_table(result, chosen, settings)
-    if local:
+    if local and outcome.local is not None:
         print_frame(
-            local_drls(
-                samples,
-                min_sample=settings.drl_min_sample,
-                min_sample_mammography=settings.drl_min_sample_mammography,
-            ),
+            display_frame(outcome.local, rename=False),
             "Local DRLs: 75th percentile of room medians (ICRP 135)",
             {
                 "modality_family": "modality",
@@ -296,34 +340,25 @@ def drl(
                 "median_of_room_medians": "median of room medians",
             },
         )
-    if periods:
-        _, summary = compare_by_period(
-            samples,
-            drls,
-            period=settings.drl_period,
-            consecutive=settings.drl_consecutive_periods,
-            min_sample=settings.drl_min_sample,
-            min_sample_mammography=settings.drl_min_sample_mammography,
-            unknown_age=settings.drl_unknown_age,
+    if periods and outcome.period_summary is not None and not outcome.period_summary.empty:
+        summary = outcome.period_summary
+        flagged = display_frame(summary[summary["periods_above"] > 0], rename=False)
+        print_frame(
+            flagged,
+            f"Rooms above the DRL by {settings.drl_period} (consistently = "
+            f"≥ {settings.drl_consecutive_periods} consecutive)",
+            {
+                "standard_exam": "exam",
+                "device_name": "room",
+                "quantity": "quantity",
+                "periods_above": "periods above",
+                "longest_run_above": "longest run",
+                "last_period": "last period",
+                "last_status": "last status",
+                "consistently_above": "consistently above",
+            },
         )
-        if not summary.empty:
-            flagged = summary[summary["periods_above"] > 0]
-            print_frame(
-                flagged,
-                f"Rooms above the DRL by {settings.drl_period} (consistently = "
-                f"≥ {settings.drl_consecutive_periods} consecutive)",
-                {
-                    "standard_exam": "exam",
-                    "device_name": "room",
-                    "quantity": "quantity",
-                    "periods_above": "periods above",
-                    "longest_run_above": "longest run",
-                    "last_period": "last period",
-                    "last_status": "last status",
-                    "consistently_above": "consistently above",
-                },
-            )
-    _write(result, out)
+    _write(result, out, units)
 
 
 #: Rich styles of the DRL statuses.
@@ -366,6 +401,9 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
         if note:
             notes.setdefault(str(note), len(notes) + 1)
         marks.append(f" [{notes[str(note)]}]" if note else "")
+    shown = display_frame(result, rename=False)
+    result = result.assign(quantity_label=shown["quantity"], unit=shown["unit"])
+    result = result.assign(typical_value=shown["typical_value"], drl_value=shown["drl_value"])
     shown = result.assign(
         exam=[
             _exam_label(e, i, b, v) + m
@@ -383,10 +421,7 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
             for region, ref in zip(result["drl_region"], result["source_ref"], strict=True)
         ],
         room=result["device_name"].map(_room_label),
-        what=[
-            f"{QUANTITY_LABELS.get(q, q)} {u}"
-            for q, u in zip(result["quantity"], result["unit"], strict=True)
-        ],
+        what=[f"{q} {u}" for q, u in zip(result["quantity_label"], result["unit"], strict=True)],
     )
     excluded = settings.drl_unknown_age == "exclude"
     no_age_header = "no age (excl.)" if excluded else "no age (in n)"
@@ -536,16 +571,6 @@ def _column_widths(
     return widths
 
 
-#: Short names of DRL quantities for tables.
-QUANTITY_LABELS = {
-    "dlp_mgycm": "DLP",
-    "ctdivol_mgy": "CTDIvol",
-    "kap_gycm2": "KAP",
-    "agd_mgy": "AGD",
-    "ka_r_mgy": "Ka,r",
-}
-
-
 def _cite(region: Any, year: Any, source_ref: Any, grade: Any = None) -> str:
     """Return a short citation: region, year, first source key (SOURCES.md), grade."""
     if region is None or (isinstance(region, float) and pd.isna(region)):
@@ -573,105 +598,10 @@ def _int_text(value: Any) -> str:
     return "" if value is None or pd.isna(value) else str(int(value))
 
 
-def _device_ids(samples: pd.DataFrame, device: str | None) -> list[str] | None:
-    """Return the device ids whose name contains ``device`` (case-insensitive).
-
-    Raises
-    ------
-    typer.BadParameter
-        When no device name contains ``device``; the message lists the rooms present.
-    """
-    if device is None:
-        return None
-    names = samples["device_name"].astype(str).str.contains(device, case=False, regex=False)
-    ids = [str(d) for d in samples.loc[names, "device_id"].unique()]
-    if not ids:
-        rooms = sorted(samples["device_name"].dropna().astype(str).unique())
-        raise typer.BadParameter(
-            f"no device name contains {device!r}; devices present: {_listing(rooms)}.",
-            param_hint="'--device' / '-d'",
-        )
-    return ids
-
-
-def _listing(names: list[str]) -> str:
-    """Return ``names`` joined by commas, or ``(none)``."""
-    return ", ".join(escape(n) for n in names) if names else "(none)"
-
-
-def _select(
-    samples: pd.DataFrame,
-    *,
-    family: str | None,
-    device: str | None,
-    exam: str | None,
-    **filters: Any,
-) -> pd.DataFrame:
-    """Return the samples of ``family``, ``device`` and ``exam`` (and ``filters``).
-
-    Raises
-    ------
-    typer.BadParameter
-        When no study of the selection is mapped to ``exam`` (the message lists the
-        exams present) or no device name contains ``device``.
-    """
-    selected = filter_samples(
-        samples, modality_family=family, device=_device_ids(samples, device), **filters
-    )
-    if exam is not None and not selected["standard_exam"].eq(exam).any():
-        present = sorted(selected["standard_exam"].dropna().astype(str).unique())
-        scope = f" of modality {family}" if family else ""
-        raise typer.BadParameter(
-            f"no study{scope} is mapped to the exam {exam!r}; exams present: "
-            f"{_listing(present)} (`kerma exams` shows the mapping rules).",
-            param_hint="'--exam' / '-e'",
-        )
-    if exam is not None:
-        selected = selected[selected["standard_exam"] == exam]
-    return selected
-
-
 # ----------------------------------------------------------------------------- stats
-
-#: Unit of each band option of ``kerma stats``.
-BAND_UNITS: dict[str, str] = {"age": "years", "weight": "kg"}
 
 #: Numeric sample columns ``kerma stats -q`` accepts besides ``SAMPLE_QUANTITIES``.
 EXTRA_QUANTITIES: tuple[str, ...] = ("kvp_kv", "compression_thickness_mm", "ssde_size_mm")
-
-#: Sexes of ``kerma stats --sex`` (DICOM (0010,0040) 'Patient's Sex').
-SEXES: tuple[str, ...] = ("M", "F", "O")
-
-
-def _band(text: str | None, unit: str = "") -> tuple[float | None, float | None] | None:
-    """Parse a band ``"MIN-MAX"`` (either side may be empty) into numbers.
-
-    Raises
-    ------
-    typer.BadParameter
-        When ``text`` is not two numbers (or empty sides) around ``-``, or MIN ≥ MAX.
-    """
-    if text is None:
-        return None
-    low, sep, high = text.strip().partition("-")
-    try:
-        if not sep or not (low.strip() or high.strip()):
-            raise ValueError(text)
-        band = (float(low) if low.strip() else None, float(high) if high.strip() else None)
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"{text!r} is not a band MIN-MAX in {unit}: e.g. 0-18, 18- or -16 (MIN "
-            "included, MAX excluded)."
-        ) from exc
-    if band[0] is not None and band[1] is not None and band[0] >= band[1]:
-        raise typer.BadParameter(f"{text!r}: MIN must be below MAX.")
-    return band
-
-
-def _check_band(param: typer.CallbackParam, value: str | None) -> str | None:
-    """Return ``--age``/``--weight`` unchanged when :func:`_band` can parse it."""
-    _band(value, BAND_UNITS.get(str(param.name), ""))
-    return value
 
 
 def _check_choice(
@@ -740,18 +670,9 @@ def stats(
     family: FamilyOpt = None,
     device: DeviceOpt = None,
     exam: ExamOpt = None,
-    age: Annotated[
-        str | None,
-        typer.Option("--age", help="Age band MIN-MAX (years, max excluded).", callback=_check_band),
-    ] = None,
-    weight: Annotated[
-        str | None,
-        typer.Option("--weight", help="Weight band MIN-MAX (kg).", callback=_check_band),
-    ] = None,
-    sex: Annotated[
-        str | None,
-        typer.Option("--sex", help="M, F or O.", callback=_check_choice(SEXES, "sex")),
-    ] = None,
+    age: AgeOpt = None,
+    weight: WeightOpt = None,
+    sex: SexOpt = None,
     quantity: Annotated[
         str | None,
         typer.Option(
@@ -763,37 +684,44 @@ def stats(
     ] = None,
     use_rules: RulesOpt = True,
     out: OutOpt = None,
+    units: UnitsOpt = "canonical",
 ) -> None:
-    """Print n, mean, median, p25/p75/p95 per group of each dose quantity."""
+    """Print n, mean, median, p25/p75/p95 per group of each dose quantity.
+
+    Statistics are computed in canonical units (``--out`` writes them so); the table
+    shows KAP in Gy·cm² and Ka,r in mGy.
+    """
     settings = get_settings()
-    samples = _samples(settings, date_from=date_from, date_to=date_to, use_rules=use_rules)
-    samples = ct_effective_dose(samples)
-    samples = _select(
-        samples,
-        family=family,
-        device=device,
-        exam=exam,
-        age_years=_band(age, "years"),
-        weight_kg=_band(weight, "kg"),
-        sex=sex,
+    flt = build_filter(
+        date_from=date_from, date_to=date_to, device=device, age=age, weight=weight, sex=sex
     )
     groups = [g.strip() for g in by.split(",") if g.strip()]
-    if "period" in groups:
-        samples = add_period(samples, period)
-    for group in groups:
-        if group not in samples.columns:  # an empty selection has no family columns
-            samples[group] = pd.Series(pd.NA, index=samples.index, dtype=object)
     wanted = [q.strip() for q in quantity.split(",")] if quantity else None
-    present = None if wanted is None else [q for q in wanted if q in samples.columns]
-    result = dose_statistics(samples, groups, present)
+    registry = _registry(settings)
+    try:
+        _remap(registry, use_rules)
+        try:
+            outcome = registry.statistics(
+                flt,
+                by=groups,
+                period=period,
+                families=_families(family),
+                exam=exam,
+                quantities=wanted,
+            )
+        except NotFoundError as exc:
+            raise _bad_selection(exc) from exc
+    finally:
+        registry.close()
+    result = outcome.table
     console = make_console()
-    if samples.empty:
+    if outcome.n_samples == 0:
         console.print("No studies match the filters.")
     elif result.empty and wanted:
         console.print("No statistics: no quantity asked for has a value in the selection.")
     else:
         print_frame(
-            result,
+            display_frame(result, rename=False),
             "Dose statistics (linear percentiles; non-patient studies excluded)",
             {g: g for g in groups}
             | {
@@ -808,13 +736,13 @@ def stats(
             },
         )
     for name in wanted or []:
-        if samples.empty or name in set(result["quantity"]):
+        if outcome.n_samples == 0 or name in set(result["quantity"]):
             continue
         console.print(f"no statistics for {escape(_no_values_reason(name))}")
     shows_effective_dose = wanted is None or "effective_dose_msv" in wanted
-    if shows_effective_dose and samples["modality_family"].ne("CT").any():
+    if shows_effective_dose and outcome.families - {"CT"}:
         console.print(f"effective dose: CT only ({NO_COEFFICIENT_NOTE})")
-    _write(result, out)
+    _write(result, out, units)
 
 
 # ------------------------------------------------------------------------ cumulative
@@ -835,15 +763,18 @@ def cumulative(
     top: Annotated[int, typer.Option("--top", help="Rows to print.")] = 20,
     use_rules: RulesOpt = True,
     out: OutOpt = None,
+    units: UnitsOpt = "canonical",
 ) -> None:
     """Print each patient's cumulative CT and fluoroscopy dose over a rolling window."""
     settings = get_settings()
     days = window or settings.cumulative_window_days
-    samples = ct_effective_dose(
-        _samples(settings, date_from=None, date_to=as_of, use_rules=use_rules)
-    )
-    result = cumulative_dose(samples, window_days=days, as_of=as_of)
-    shown = result.head(top).assign(
+    registry = _registry(settings)
+    try:
+        _remap(registry, use_rules)
+        result = registry.cumulative(window_days=days, as_of=as_of)
+    finally:
+        registry.close()
+    shown = display_frame(result.head(top), rename=False).assign(
         patient_pseudonym=lambda f: f["patient_pseudonym"].astype(str).str[:12] + "…"
     )
     print_frame(
@@ -855,13 +786,18 @@ def cumulative(
             "window_end": "window end",
             "number_of_studies": "studies",
             "number_of_ct_exams": "CT exams",
-            "ct_dlp_total_mgycm": "DLP (mGy·cm)",
-            "ct_effective_dose_msv": "E (mSv)",
-            "fluoro_ka_r_total_mgy": "Ka,r (mGy)",
-            "fluoro_kap_total_gycm2": "KAP (Gy·cm²)",
+        }
+        | {
+            name: QUANTITIES[name].display_label
+            for name in (
+                "ct_dlp_total_mgycm",
+                "ct_effective_dose_msv",
+                "fluoro_studies_dose_rp_total_gy",
+                "fluoro_studies_dap_total_gym2",
+            )
         },
     )
-    _write(result, out)
+    _write(result, out, units)
 
 
 def register(app: typer.Typer) -> None:

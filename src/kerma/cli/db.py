@@ -19,7 +19,8 @@ def upgrade(
     """Apply the database migrations (KERMA_DATABASE_URL) up to the newest revision."""
     from kerma.db.migrate import current_revision
     from kerma.db.migrate import upgrade as run_upgrade
-    from kerma.db.session import make_engine
+    from kerma.db.session import make_engine, make_session_factory
+    from kerma.services.derive import ensure_derived, make_context
 
     settings = get_settings()
     engine = make_engine(settings.database_url)
@@ -27,6 +28,11 @@ def upgrade(
         run_upgrade(engine, revision)
         url = engine.url.render_as_string(hide_password=True)
         make_console().print(f"{url} is at revision {current_revision(engine)}")
+        if revision == "head":  # fill the study summary columns once after an upgrade
+            factory = make_session_factory(engine, write=True)
+            derived = ensure_derived(factory, context=lambda: make_context(settings))
+            if derived:
+                make_console().print(f"derived the summary columns of {derived} studies")
     finally:
         engine.dispose()
 

@@ -42,6 +42,7 @@ from sqlalchemy.engine import make_url
 
 from kerma.cli.console import make_console
 from kerma.errors import ConfigurationError
+from kerma.units import QUANTITIES
 
 if TYPE_CHECKING:
     from kerma.api import ImportOutcome, ImportSummary, Registry
@@ -457,10 +458,10 @@ def _fmt(value: Any) -> str:
 
 #: Study-level DRL quantities shown by ``kerma demo``: (sample column, label).
 STUDY_QUANTITIES: tuple[tuple[str, str], ...] = (
-    ("dlp_total_mgycm", "DLP (mGy·cm)"),
+    ("ct_dlp_total_mgycm", "DLP (mGy·cm)"),
     ("ctdivol_mean_mgy", "CTDIvol (mGy)"),
-    ("kap_total_gycm2", "KAP (Gy·cm²)"),
-    ("kap_gycm2", "KAP (Gy·cm²)"),
+    ("dap_total_gym2", "KAP (Gy·cm²)"),
+    ("dap_gym2", "KAP (Gy·cm²)"),
     ("agd_mgy", "AGD (mGy)"),
 )
 
@@ -489,7 +490,8 @@ def _print_study_statistics(console: Console, events: Any, studies: Any) -> None
         ["modality_family", "_order", "study_description", "station_name"]
     )
     for (family, quantity), group in stats.groupby(["modality_family", "quantity"], sort=False):
-        per = "per projection" if quantity in {"kap_gycm2", "agd_mgy"} else "per examination"
+        per = "per projection" if quantity in {"dap_gym2", "agd_mgy"} else "per examination"
+        factor = QUANTITIES[str(quantity)].factor  # canonical -> display unit
         table = Table(
             title=f"{family}: {labels[str(quantity)]} {per}",
             show_header=True,
@@ -504,9 +506,9 @@ def _print_study_statistics(console: Console, events: Any, studies: Any) -> None
                 str(row.study_description),
                 str(row.station_name),
                 str(row.n),
-                _fmt(row.median),
-                _fmt(row.p25),
-                _fmt(row.p75),
+                _fmt(row.median * factor),
+                _fmt(row.p25 * factor),
+                _fmt(row.p75 * factor),
             )
         console.print(table)
 
@@ -529,12 +531,12 @@ def _print_summary(console: Console, frame: Any) -> None:
         for row in group.itertuples(index=False):
             table.add_row(
                 str(row.acquisition_protocol),
-                str(row.label),
+                QUANTITIES[row.quantity].display_label,
                 str(row.number_of_studies),
                 str(row.number_of_values),
-                _fmt(row.median),
-                _fmt(row.p25),
-                _fmt(row.p75),
+                _fmt(row.median * QUANTITIES[row.quantity].factor),
+                _fmt(row.p25 * QUANTITIES[row.quantity].factor),
+                _fmt(row.p75 * QUANTITIES[row.quantity].factor),
             )
         console.print(table)
 

@@ -1,4 +1,4 @@
-"""``kerma import``, ``rejects``, ``ignored``, ``studies``, ``summary`` and ``reprocess``.
+"""``kerma import``, ``rejects``, ``ignored`` and ``reprocess``.
 
 Thin wrappers around :class:`kerma.Registry` and :mod:`kerma.services.intake`; the
 registry is chosen by ``KERMA_DATABASE_URL`` and the archive by ``KERMA_ARCHIVE_DIR``.
@@ -22,24 +22,10 @@ from rich.table import Table
 
 from kerma.cli.console import make_console
 from kerma.config import get_settings
-from kerma.units import GY_TO_MGY, GYM2_TO_GYCM2
 
 if TYPE_CHECKING:
     from kerma.services.intake import RejectFilter
 
-
-class _LazyPandas:
-    """``pandas``, imported on first use (for ``studies`` and ``summary``, which move to
-    ``kerma.cli.registry``; this goes with them)."""
-
-    def __getattr__(self, name: str) -> Any:
-        """Return ``pandas.<name>``."""
-        import pandas
-
-        return getattr(pandas, name)
-
-
-pd: Any = _LazyPandas()
 
 #: Modalities Kerma reads dose objects of (the keys of
 #: ``kerma.dicom.headers.KIND_BY_MODALITY``; RDSRs report one of these too).
@@ -640,112 +626,6 @@ def ignored(
 #: borders and padding of six columns (19).
 IGNORED_WIDE_TABLE = 184
 
-#: Columns of ``kerma studies``: (frame column, header, factor to the display unit).
-STUDY_TABLE: tuple[tuple[str, str, float | None], ...] = (
-    ("study_date", "date", None),
-    ("modalities", "modality", None),
-    ("device_name", "device", None),
-    ("study_description", "description", None),
-    ("number_of_events", "events", None),
-    ("ct_dlp_total_mgycm", "DLP (mGy·cm)", 1.0),
-    ("dap_total_gym2", "KAP (Gy·cm²)", GYM2_TO_GYCM2),
-    ("dose_rp_total_gy", "Ka,r (mGy)", GY_TO_MGY),
-    ("fluoro_time_total_s", "fluoro (s)", 1.0),
-    ("agd_total_mgy", "AGD (mGy)", 1.0),
-    ("administered_activity_mbq", "activity (MBq)", 1.0),
-)
-
-
-def studies(
-    modality: ModalityOpt = None,
-    date_from: FromOpt = None,
-    date_to: ToOpt = None,
-    device: DeviceOpt = None,
-    include_non_patient: NonPatientOpt = False,
-    limit: Annotated[
-        int, typer.Option("--limit", "-n", min=0, help="Newest rows to show (0 = all).")
-    ] = 50,
-    csv: CsvOpt = None,
-) -> None:
-    """List studies with their dose totals (display units: KAP in Gy·cm², Ka,r in mGy)."""
-    console = make_console()
-    reg = _registry()
-    frame = reg.studies(
-        modality=modality,
-        date_from=date_from,
-        date_to=date_to,
-        device=device,
-        include_non_patient=include_non_patient,
-    )
-    reg.close()
-    if csv is not None:
-        frame.to_csv(csv, index=False)
-        console.print(f"{len(frame)} studies written to {csv}")
-    newest = frame.tail(limit) if limit else frame
-    table = Table(
-        title=f"Studies ({len(frame)})",
-        caption=_limit_note(len(newest), len(frame)),
-        caption_justify="left",
-        show_header=True,
-        header_style="bold",
-    )
-    shown = [c for c in STUDY_TABLE if c[2] is None or frame[c[0]].notna().any()]
-    for _, header, _ in shown:
-        table.add_column(header, overflow="fold")
-    for _, row in newest.iterrows():
-        table.add_row(
-            *(
-                _fmt(row[name] * factor if factor and pd.notna(row[name]) else row[name])
-                for name, _, factor in shown
-            )
-        )
-    console.print(table)
-
-
-def summary(
-    modality: ModalityOpt = None,
-    date_from: FromOpt = None,
-    date_to: ToOpt = None,
-    device: DeviceOpt = None,
-    include_non_patient: NonPatientOpt = False,
-    csv: CsvOpt = None,
-) -> None:
-    """Median and quartiles of the main dose quantity per modality, device and protocol."""
-    console = make_console()
-    reg = _registry()
-    frame = reg.summary(
-        modality=modality,
-        date_from=date_from,
-        date_to=date_to,
-        device=device,
-        include_non_patient=include_non_patient,
-    )
-    reg.close()
-    if csv is not None:
-        frame.to_csv(csv, index=False)
-        console.print(f"{len(frame)} rows written to {csv}")
-    if frame.empty:
-        console.print("No irradiation events match.")
-        return
-    table = Table(title="Dose summary", show_header=True, header_style="bold")
-    for header in ("modality", "device", "protocol", "quantity", "studies", "events"):
-        table.add_column(header, overflow="fold")
-    for header in ("median", "25th pct", "75th pct"):
-        table.add_column(header, justify="right")
-    for row in frame.itertuples(index=False):
-        table.add_row(
-            row.modality,
-            row.device_name,
-            row.acquisition_protocol,
-            row.label,
-            str(row.number_of_studies),
-            str(row.number_of_events),
-            _fmt(row.median),
-            _fmt(row.p25),
-            _fmt(row.p75),
-        )
-    console.print(table)
-
 
 def reprocess() -> None:
     """Re-extract every archived object with the current extractors and update the registry."""
@@ -770,6 +650,4 @@ def register(app: typer.Typer) -> None:
     app.command("import")(import_)
     app.add_typer(rejects_app, name="rejects")
     app.command("ignored")(ignored)
-    app.command("studies")(studies)
-    app.command("summary")(summary)
     app.command("reprocess")(reprocess)

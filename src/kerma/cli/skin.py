@@ -1,8 +1,10 @@
 """``kerma skin-dose``: fluoroscopy peak skin dose (PySkinDose) or Ka,r, with SRDL flags.
 
-A thin wrapper around :func:`kerma.analysis.skin_dose.estimate_study_skin_doses` on the
-registry of ``KERMA_DATABASE_URL``: computes the estimates that are missing, prints a
-Rich table and writes every row to a CSV file with ``--out``.
+A thin wrapper around :func:`kerma.services.skin.estimate_study_skin_doses` (through
+:meth:`kerma.Registry.estimate_skin_doses`) on the registry of ``KERMA_DATABASE_URL``:
+computes the estimates that are missing, prints a Rich table (display units from
+:data:`kerma.units.QUANTITIES`: Ka,r in mGy, KAP in Gy·cm²) and writes every row to a
+CSV file with ``--out`` (canonical names and units unless ``--units display``).
 """
 
 from __future__ import annotations
@@ -18,15 +20,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from kerma.analysis.skin_dose import (
-    DEFAULT_TIMEOUT_S,
-    MAPS_DIR,
-    METHOD_KAR,
-    METHOD_PYSKINDOSE,
-    estimate_study_skin_doses,
-)
+from kerma.analysis.skin_dose import DEFAULT_TIMEOUT_S, MAPS_DIR, METHOD_KAR, METHOD_PYSKINDOSE
 from kerma.cli.console import make_console
+from kerma.cli.registry import UnitsOpt, open_registry
 from kerma.config import get_settings
+from kerma.units import QUANTITIES
 
 #: Method labels of the table (the title explains them).
 SHORT_METHODS = {METHOD_PYSKINDOSE: "PSD", METHOD_KAR: "Ka,r"}
@@ -71,6 +69,7 @@ def skin_dose(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write all rows to this CSV.")
     ] = None,
+    units: UnitsOpt = "canonical",
 ) -> None:
     """Peak skin dose of fluoroscopy studies (PySkinDose), else Ka,r; NCRP 168 SRDL flags.
 
@@ -79,38 +78,45 @@ def skin_dose(
     (unsupported device, missing geometry), the reference point air kerma total (Ka,r)
     is given, labelled as not a skin dose, with the reason.
     """
-    from kerma.api import Registry
+    from kerma.services.tables import write_frame_csv
 
     console = make_console()
     settings = get_settings()
-    with (
-        Registry(settings=settings) as registry,
-        Progress(
+    registry = open_registry(settings)
+    try:
+        with Progress(
             TextColumn("PySkinDose"),
             BarColumn(),
             MofNCompleteColumn(),
             console=Console(stderr=True),
             transient=True,
-        ) as bar,
-    ):
-        task = bar.add_task("studies", total=None)
+        ) as bar:
+            task = bar.add_task("studies", total=None)
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        frame = estimate_study_skin_doses(
-            registry,
-            study_instance_uids=study or None,
-            since=since.date() if since else None,
-            until=until.date() if until else None,
-            recompute=recompute,
-            timeout_s=timeout,
-            progress=progress,
-        )
+            frame = registry.estimate_skin_doses(
+                study_instance_uids=study or None,
+                since=since.date() if since else None,
+                until=until.date() if until else None,
+                recompute=recompute,
+                timeout_s=timeout,
+                progress=progress,
+            )
+    finally:
+        registry.close()
     _print(console, frame, Path(settings.archive_dir))
     if out is not None:
-        frame.to_csv(out, index=False)
+        write_frame_csv(frame, out, units=units)  # type: ignore[arg-type]
         console.print(f"wrote {len(frame)} rows to {escape(str(out))}")
+
+
+def _display(name: str, value: Any) -> Any:
+    """Return a canonical value in the display unit of its quantity (missing stays missing)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return value
+    return float(value) * QUANTITIES[name].factor
 
 
 def _print(console: Console, frame: pd.DataFrame, archive_dir: Path) -> None:
@@ -124,7 +130,14 @@ def _print(console: Console, frame: pd.DataFrame, archive_dir: Path) -> None:
         "point air kerma total, not a skin dose; SRDL: NCRP Report 168 follow-up level)",
         title_justify="left",
     )
-    headers = ("date", "device", "exam", "method", "PSD (mGy)", "Ka,r (mGy)", "KAP (Gy·cm²)")
+    doses = ("peak_skin_dose_mgy", "dose_rp_total_gy", "dap_total_gym2")
+    headers = (
+        "date",
+        "device",
+        "exam",
+        "method",
+        *(f"{QUANTITIES[d].label}\n({QUANTITIES[d].display_unit})" for d in doses),
+    )
     for header in headers:
         table.add_column(
             header,
@@ -153,9 +166,7 @@ def _print(console: Console, frame: pd.DataFrame, archive_dir: Path) -> None:
             _fmt(row["device_name"]),
             _fmt(row["standard_exam"]),
             SHORT_METHODS.get(row["method"], _fmt(row["method"])),
-            _fmt(row["peak_skin_dose_mgy"]),
-            _fmt(row["ka_r_total_mgy"]),
-            _fmt(row["kap_total_gycm2"]),
+            *(_fmt(_display(d, row[d])) for d in doses),
             "[bold red]YES[/]" if row["srdl_exceeded"] else "no",
             ",".join(numbers) or "—",
             Path(map_path).suffix.lstrip(".") if isinstance(map_path, str) else "—",

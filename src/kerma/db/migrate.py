@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from kerma.db.session import WRITE_OPTION
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: Any constant: the PostgreSQL advisory lock key held while migrating.
 PG_MIGRATION_LOCK_KEY = 0x6B65726D61  # "kerma"
+
+#: ``revision`` and ``down_revision`` assignments of a migration file.
+_REVISION_RE = re.compile(r'^(down_revision|revision)\b[^=]*=\s*["\']?([\w-]+|None)["\']?', re.M)
 
 _checked: set[str] = set()
 _checked_lock = threading.Lock()
@@ -42,6 +46,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
     connection : sqlalchemy.Connection, optional
         The connection ``env.py`` migrates; required for upgrade, downgrade and check.
     """
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
@@ -52,26 +58,61 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 @functools.cache
 def head_revision() -> str | None:
-    """Return the head revision of the shipped migrations."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    """Return the head revision of the shipped migrations.
+
+    Read from the migration files' ``revision`` / ``down_revision`` lines (the
+    revision that no other revises), without importing Alembic: every command checks
+    the schema on start, and Alembic's import costs more than the check.
+    ``tests/db`` checks it against Alembic's own ``ScriptDirectory``.
+    """
+    revisions: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        found = dict(_REVISION_RE.findall(path.read_text(encoding="utf-8")))
+        if "revision" in found:
+            down = found.get("down_revision")
+            revisions[found["revision"]] = None if down in (None, "None") else down
+    heads = set(revisions) - {d for d in revisions.values() if d}
+    return heads.pop() if len(heads) == 1 else None
 
 
 def current_revision(engine: Engine) -> str | None:
     """Return the revision the database is at (``None`` when empty)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _locked_run(engine: Engine, action: str, revision: str) -> None:
-    """Run an Alembic command inside one locked transaction."""
-    with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn, conn.begin():
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATION_LOCK_KEY})
-        cfg = alembic_config(conn)
-        if action == "upgrade":
-            command.upgrade(cfg, revision)
-        else:
-            command.downgrade(cfg, revision)
+    """Run an Alembic command inside one locked transaction.
+
+    On SQLite, foreign keys are off while migrating: batch mode recreates a table (copy,
+    drop, rename), and dropping a referenced table with enforcement on would delete the
+    referring rows through ``ON DELETE CASCADE`` (e.g. skin dose estimates of studies).
+    The pragma only works outside a transaction, so it is set on the driver connection
+    before BEGIN and restored afterwards.
+    """
+    from alembic import command
+
+    is_sqlite = engine.dialect.name == "sqlite"
+    with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn:
+        driver = conn.connection.driver_connection
+        if is_sqlite:
+            driver.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATION_LOCK_KEY}
+                    )
+                cfg = alembic_config(conn)
+                if action == "upgrade":
+                    command.upgrade(cfg, revision)
+                else:
+                    command.downgrade(cfg, revision)
+        finally:
+            if is_sqlite:
+                driver.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

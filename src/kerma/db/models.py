@@ -26,12 +26,35 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kerma.db.base import Base
 
 UID = String(64)  # DICOM UI values are at most 64 characters (PS3.5)
+
+#: Event columns of the DX/MG dose samples, covered by ``ix_irradiation_event_samples``.
+SAMPLE_EVENT_COLUMNS: tuple[str, ...] = (
+    "dap_gym2",
+    "dose_rp_gy",
+    "entrance_dose_mgy",
+    "agd_mgy",
+    "compression_thickness_mm",
+    "image_view",
+    "laterality",
+)
+
+#: Event quantities ``kerma summary`` reports per group, each with a partial index
+#: ``(event_group_id, <quantity>) WHERE <quantity> IS NOT NULL``.
+SUMMARY_EVENT_QUANTITIES: tuple[str, ...] = (
+    "ctdivol_mgy",
+    "dlp_mgycm",
+    "dap_gym2",
+    "dose_rp_gy",
+    "agd_mgy",
+    "administered_activity_mbq",
+)
 SHA256_HEX = String(64)
 
 
@@ -80,10 +103,22 @@ class Study(Base):
     Identity: (Study Instance UID, device). A study of the same UID done on two devices
     (e.g. a PET-CT's CT and PET parts, or a CT and a DX room) is two rows: dose belongs
     to the device that delivered it, and DRLs are compared per device.
+
+    The summary columns (``number_of_events`` to ``image_size_source``) are derived from
+    the study's current events and reports, its patient-size measurements and the
+    reference tables, in the transaction that changes them (``docs/registry.md``,
+    "Study summary columns"); ``derived_at`` says when.
     """
 
     __tablename__ = "study"
-    __table_args__ = (UniqueConstraint("study_instance_uid", "device_id"),)
+    __table_args__ = (
+        UniqueConstraint("study_instance_uid", "device_id"),
+        # listing: newest first, stable tiebreak by id; with the non-patient flag in the
+        # index a late page is an index-only walk (docs/performance.md)
+        Index("ix_study_date_time_id", "study_date", "study_time", "id", "is_non_patient"),
+        # cumulative dose per patient over a date window
+        Index("ix_study_patient_date", "patient_id", "study_date"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
@@ -102,11 +137,48 @@ class Study(Base):
     patient_weight_kg: Mapped[float | None] = mapped_column(Float)
     patient_size_m: Mapped[float | None] = mapped_column(Float)
     is_non_patient: Mapped[bool] = mapped_column(Boolean, default=False)
-    standard_exam: Mapped[str | None] = mapped_column(String)
+    standard_exam: Mapped[str | None] = mapped_column(String, index=True)
     standard_exam_rule: Mapped[str | None] = mapped_column(String)
+    #: fingerprint of the exam rules the stored mapping was made with
+    #: (:attr:`kerma.analysis.exams.ExamRuleSet.fingerprint`)
+    exam_rules_fingerprint: Mapped[str | None] = mapped_column(String(16), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # -- summary columns: derived from the current events and reports at ingest
+    # (kerma.services.derive.refresh_studies); canonical units in the names
+    number_of_events: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    number_of_reports: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    modality_family: Mapped[str | None] = mapped_column(String(8), index=True)
+    acquisition_protocols: Mapped[str | None] = mapped_column(Text)
+    target_regions: Mapped[str | None] = mapped_column(Text)
+    anatomical_structures: Mapped[str | None] = mapped_column(Text)
+    image_views: Mapped[str | None] = mapped_column(Text)
+    lateralities: Mapped[str | None] = mapped_column(Text)
+    ct_dlp_total_mgycm: Mapped[float | None] = mapped_column(Float)
+    ctdivol_mean_mgy: Mapped[float | None] = mapped_column(Float)
+    ctdivol_max_mgy: Mapped[float | None] = mapped_column(Float)
+    kvp_kv: Mapped[float | None] = mapped_column(Float)
+    ssde_mgy: Mapped[float | None] = mapped_column(Float)
+    ssde_size_mm: Mapped[float | None] = mapped_column(Float)
+    ssde_size_source: Mapped[str | None] = mapped_column(String(16))
+    ssde_reference: Mapped[str | None] = mapped_column(String)
+    effective_dose_msv: Mapped[float | None] = mapped_column(Float)
+    effective_dose_k_msv_per_mgycm: Mapped[float | None] = mapped_column(Float)
+    effective_dose_reference: Mapped[str | None] = mapped_column(String)
+    dap_total_gym2: Mapped[float | None] = mapped_column(Float)
+    dap_total_plane_a_gym2: Mapped[float | None] = mapped_column(Float)
+    dap_total_plane_b_gym2: Mapped[float | None] = mapped_column(Float)
+    dose_rp_total_gy: Mapped[float | None] = mapped_column(Float)
+    dose_rp_total_plane_a_gy: Mapped[float | None] = mapped_column(Float)
+    dose_rp_total_plane_b_gy: Mapped[float | None] = mapped_column(Float)
+    fluoro_time_total_s: Mapped[float | None] = mapped_column(Float)
+    agd_total_left_mgy: Mapped[float | None] = mapped_column(Float)
+    agd_total_right_mgy: Mapped[float | None] = mapped_column(Float)
+    administered_activity_total_mbq: Mapped[float | None] = mapped_column(Float)
+    image_size_mm: Mapped[float | None] = mapped_column(Float)
+    image_size_source: Mapped[str | None] = mapped_column(String(16))
+    derived_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     device: Mapped[Device] = relationship(back_populates="studies")
     patient: Mapped[Patient | None] = relationship()
@@ -165,7 +237,32 @@ class IrradiationEvent(Base):
     """
 
     __tablename__ = "irradiation_event"
-    __table_args__ = (Index("ix_irradiation_event_study_current", "study_id", "is_current"),)
+    __table_args__ = (
+        Index("ix_irradiation_event_study_current", "study_id", "is_current"),
+        Index("ix_irradiation_event_group_study", "event_group_id", "study_id"),
+        # DX/MG dose samples read from the index alone (mapped events: those with an exam)
+        Index(
+            "ix_irradiation_event_samples",
+            "event_group_id",
+            "study_id",
+            "standard_exam",
+            *SAMPLE_EVENT_COLUMNS,
+            sqlite_where=text("standard_exam IS NOT NULL"),
+            postgresql_where=text("standard_exam IS NOT NULL"),
+        ),
+        # percentiles per (modality, device, protocol) walk these partial indexes
+        # (kerma.db.analytics.summary_percentiles; docs/performance.md)
+        *(
+            Index(
+                f"ix_irradiation_event_group_{name}",
+                "event_group_id",
+                name,
+                sqlite_where=text(f"{name} IS NOT NULL"),
+                postgresql_where=text(f"{name} IS NOT NULL"),
+            )
+            for name in SUMMARY_EVENT_QUANTITIES
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dose_report_id: Mapped[int] = mapped_column(
@@ -245,8 +342,52 @@ class IrradiationEvent(Base):
     radiopharmaceutical_volume_ml: Mapped[float | None] = mapped_column(Float)
     xray_sources: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     xray_filters: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    #: per-projection / per-view standard exam of a DX or MG event (derived)
+    standard_exam: Mapped[str | None] = mapped_column(String)
+    #: (modality, device, protocol) group of a current event (derived; NULL otherwise)
+    event_group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("event_group.id", ondelete="SET NULL")
+    )
 
     dose_report: Mapped[DoseReport] = relationship(back_populates="events")
+
+
+class EventGroup(Base):
+    """One (modality, device, acquisition protocol, non-patient) group of current events.
+
+    ``kerma summary`` reports per group; the group id on each current event lets the
+    database count and rank a group's values through an index without reading the
+    events (``docs/performance.md``). Missing modality or protocol is ``""``.
+    """
+
+    __tablename__ = "event_group"
+    __table_args__ = (
+        UniqueConstraint(
+            "modality",
+            "device_id",
+            "acquisition_protocol",
+            "is_non_patient",
+            name="uq_event_group_key",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    modality: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[int] = mapped_column(ForeignKey("device.id"))
+    acquisition_protocol: Mapped[str] = mapped_column(String)
+    is_non_patient: Mapped[bool] = mapped_column(Boolean)
+
+
+class RegistrySetting(Base):
+    """A named value the registry keeps about itself (e.g. the derive version)."""
+
+    __tablename__ = "registry_setting"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class RejectedObject(Base):
@@ -265,7 +406,12 @@ class RejectedObject(Base):
 
 
 class PatientSizeMeasurement(Base):
-    """A water-equivalent diameter measured on a received CT image (AAPM Report 220).
+    """A patient size measured on a received CT image (AAPM Reports 220 and 204).
+
+    ``direction`` (:class:`kerma.records.SizeDirection`) says what was measured: ``dw``,
+    the water-equivalent diameter of an axial image (``water_equivalent_diameter_mm``);
+    ``lat`` or ``ap``, the geometric width of the patient on a localizer
+    (``patient_width_mm``, left-right or front-back).
 
     Keyed by the image's SOP Instance UID and linked to its study by Study Instance
     UID (not by ``study.id``): the images of a study may arrive before or without the
@@ -281,7 +427,9 @@ class PatientSizeMeasurement(Base):
     series_instance_uid: Mapped[str | None] = mapped_column(UID)
     sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
     image_type: Mapped[str] = mapped_column(String(16))
-    water_equivalent_diameter_mm: Mapped[float] = mapped_column(Float)
+    direction: Mapped[str] = mapped_column(String(8))
+    water_equivalent_diameter_mm: Mapped[float | None] = mapped_column(Float)
+    patient_width_mm: Mapped[float | None] = mapped_column(Float)
     table_position_mm: Mapped[float | None] = mapped_column(Float)
     method: Mapped[str] = mapped_column(String)
     measured_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
@@ -323,7 +471,7 @@ class SkinDoseEstimate(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), unique=True)
     method: Mapped[str] = mapped_column(String)
     peak_skin_dose_mgy: Mapped[float | None] = mapped_column(Float)
-    ka_r_total_mgy: Mapped[float | None] = mapped_column(Float)
+    dose_rp_total_gy: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text)
     map_path: Mapped[str | None] = mapped_column(String)
     dose_report_sop_instance_uid: Mapped[str | None] = mapped_column(UID)

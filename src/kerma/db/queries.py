@@ -29,7 +29,7 @@ from kerma.db.models import (
     Study,
 )
 from kerma.errors import NotFoundError
-from kerma.records import DeviceInfo
+from kerma.records import DeviceInfo, SizeDirection, size_direction
 
 T = TypeVar("T")
 
@@ -341,6 +341,7 @@ def add_patient_size_measurement(
     series_instance_uid: str | None = None,
     table_position_mm: float | None = None,
     measured_at: dt.datetime | None = None,
+    direction: str | None = None,
 ) -> PatientSizeMeasurement:
     """Record (or update) the patient size measured on one CT image; one row per SOP UID.
 
@@ -353,13 +354,29 @@ def add_patient_size_measurement(
     size_mm : float
         Axial image: water-equivalent diameter Dw (mm, AAPM Report 220); localizer:
         the patient width along the image row (mm), whose direction ``method`` names.
-        Stored in ``water_equivalent_diameter_mm``.
     method : str
-        How it was measured (:mod:`kerma.dicom.size` method names).
+        How it was measured (:mod:`kerma.dicom.size` method names; a localizer's
+        starts with :data:`kerma.records.SIZE_METHOD_LOCALIZER_LAT` or ``_AP``).
     table_position_mm : float, optional
         Longitudinal position of an axial image (mm).
+    direction : {'dw', 'lat', 'ap'}, optional
+        What ``size_mm`` is (:class:`kerma.records.SizeDirection`); default from
+        ``image_type`` and ``method`` (:func:`kerma.records.size_direction`). A Dw is
+        stored in ``water_equivalent_diameter_mm``, a localizer width in
+        ``patient_width_mm``.
+
+    Raises
+    ------
+    ValueError
+        When the direction of a localizer cannot be told from its method.
     """
     when = measured_at or dt.datetime.now(dt.UTC)
+    kind = SizeDirection(direction) if direction else size_direction(image_type, method)
+    if kind is None:
+        raise ValueError(
+            f"Unable to store the patient size of {sop_instance_uid}: the localizer method "
+            f"{method!r} names no direction (LAT or AP)."
+        )
 
     def lookup() -> PatientSizeMeasurement | None:
         return session.scalars(
@@ -368,11 +385,14 @@ def add_patient_size_measurement(
             )
         ).one_or_none()
 
+    is_dw = kind is SizeDirection.DW
     values: dict[str, Any] = {
         "study_instance_uid": study_instance_uid,
         "series_instance_uid": series_instance_uid,
         "image_type": image_type,
-        "water_equivalent_diameter_mm": size_mm,
+        "direction": str(kind),
+        "water_equivalent_diameter_mm": size_mm if is_dw else None,
+        "patient_width_mm": None if is_dw else size_mm,
         "table_position_mm": table_position_mm,
         "method": method,
         "measured_at": when,
@@ -410,3 +430,9 @@ def study_event_keys(
         (rid, -1 if eid is None else eid, sup, key, bool(cur))
         for rid, eid, sup, key, cur in session.execute(stmt)
     ]
+
+
+def study_ids_for_uid(session: Session, *, study_instance_uid: str) -> set[int]:
+    """Return the ids of the studies (one per device) of a Study Instance UID."""
+    stmt = select(Study.id).where(Study.study_instance_uid == study_instance_uid)
+    return set(session.scalars(stmt))

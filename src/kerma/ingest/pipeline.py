@@ -358,6 +358,10 @@ class Importer:
         Where objects are kept.
     pseudonymizer : Pseudonymizer
         Pseudonym key and non-patient patterns.
+    derive : callable, optional
+        Called as ``derive(session, study_ids)`` inside each object's transaction with
+        the ids of the studies it touched (also those a CT image's size measurement
+        touches); ``kerma.services`` passes ``services.derive.refresh_studies``.
     """
 
     def __init__(
@@ -367,11 +371,24 @@ class Importer:
         settings: Settings,
         archive: Archive,
         pseudonymizer: Pseudonymizer,
+        derive: Callable[[Session, set[int]], object] | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.archive = archive
         self.pseudonymizer = pseudonymizer
+        self.derive = derive
+
+    def _derive(self, session: Session, study_ids: set[int], size: PatientSize | None) -> None:
+        """Run the ``derive`` hook for the touched studies (and those of a size's study UID)."""
+        if self.derive is None:
+            return
+        if size is not None:
+            study_ids = study_ids | queries.study_ids_for_uid(
+                session, study_instance_uid=size.study_instance_uid
+            )
+        if study_ids:
+            self.derive(session, study_ids)
 
     # -- public entry points -------------------------------------------------------------
 
@@ -690,6 +707,7 @@ class Importer:
             )
             if isinstance(rejection, _NotDose) and rejection.size is not None:
                 _add_size(session, rejection.size)
+                self._derive(session, set(), rejection.size)
             return listed
 
         already_listed = self._run(work)
@@ -725,6 +743,7 @@ class Importer:
             )
             if item.size is not None:
                 _add_size(session, item.size)
+                self._derive(session, set(), item.size)
 
         self._run(work)
         logger.info("ignored %s (no dose information)", sop_uid)
@@ -826,6 +845,7 @@ class Importer:
             if item.size is not None:
                 _add_size(session, item.size)
             plan = reconcile_study(session, study=study)
+            self._derive(session, {study.id}, item.size)
             queries.delete_rejected_object(session, sha256=archived.sha256)
             superseded = sum(
                 1 for r, by in plan.superseded_by.items() if by == row.id and r != row.id
@@ -1037,13 +1057,16 @@ class Importer:
             if result.size is not None:
                 _add_size(session, result.size)
             reconcile_study(session, study=study)
+            touched_now = {study.id}
             if old_study_id != study.id:
                 old = session.get(Study, old_study_id)
                 if old is not None:
                     if old.dose_reports:
                         reconcile_study(session, study=old)
+                        touched_now.add(old_study_id)
                     else:
                         session.delete(old)
+            self._derive(session, touched_now, result.size)
             return study.id
 
         study_id = self._run(work)
@@ -1106,6 +1129,7 @@ def _add_size(session: Session, size: PatientSize) -> None:
         size_mm=size.size_mm,
         table_position_mm=size.table_position_mm,
         method=size.method,
+        direction=size.direction,
     )
 
 

@@ -1,0 +1,725 @@
+"""Query latency and memory of Kerma's listings and analytics on a registry of N events.
+
+Builds a registry of N irradiation events (default 1,000,000, about 100,000 studies)
+quickly through the store: bulk inserts with SQLAlchemy Core into the real tables
+(``device``, ``patient``, ``study``, ``dose_report``, ``irradiation_event``), then the
+same derive code the ingest runs (:func:`kerma.services.derive.refresh_all`: summary
+columns, standard exams, event groups), never through DICOM files. The data are
+synthetic: 24 rooms (CT, DX, MG, RF/XA with biplane, NM), standard exams from the
+packaged rules, study dates over three years, log-normal doses per exam and room.
+
+Then it measures each call in a fresh child process (so each call's peak memory is its
+own, ``ru_maxrss``):
+
+- in-process, through the Python API (``kerma.Registry``): the first page of studies,
+  a filtered page, the last page, the DRL comparison, statistics per exam and room,
+  the summary per protocol and the cumulative dose; median and 95th percentile of the
+  wall time over ``--repeat`` runs in one process, and the process's peak RSS;
+- as whole CLI processes (``kerma studies --limit 50``, filtered, last page, ``kerma
+  drl``, ``kerma stats``, ``kerma summary``, ``kerma cumulative``): wall time of the
+  whole process (interpreter start and imports included) and its peak RSS.
+
+Usage (from the repository root, in the project's virtual environment)::
+
+    .venv/bin/python benchmarks/query_latency.py --backend both
+    .venv/bin/python benchmarks/query_latency.py --events 100000 --backend sqlite
+
+PostgreSQL: ``--postgres-url`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``)
+is the server's admin database; the benchmark creates ``kerma_bench_<hex>`` and drops
+it afterwards unless ``--keep``. SQLite: a file in ``--workdir`` (kept with ``--keep``).
+``--reuse URL`` measures an existing benchmark registry without building it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+#: Rooms: (family, modality, device name, station, biplane).
+ROOMS: tuple[tuple[str, str, str, str, bool], ...] = (
+    *(("CT", "CT", f"ACME CT {i}", f"CTROOM{i}", False) for i in range(1, 7)),
+    *(("DX", "DX", f"ACME DR {i}", f"DXROOM{i}", False) for i in range(1, 7)),
+    *(("MG", "MG", f"ACME Mammo {i}", f"MAMMO{i}", False) for i in range(1, 5)),
+    ("RF/XA", "XA", "ACME Cath Lab 1", "CATH1", True),
+    ("RF/XA", "XA", "ACME Cath Lab 2", "CATH2", True),
+    ("RF/XA", "XA", "ACME Angio Suite", "ANGIO1", False),
+    ("RF/XA", "RF", "ACME Fluoro 1", "FLUORO1", False),
+    ("RF/XA", "RF", "ACME Fluoro 2", "FLUORO2", False),
+    *(("NM", "NM", f"ACME Gamma {i}", f"NM{i}", False) for i in range(1, 4)),
+)
+
+#: Share of studies per family, mean events per study (RF/XA: log-normal).
+FAMILY_SHARE = {"CT": 0.35, "DX": 0.35, "MG": 0.15, "RF/XA": 0.10, "NM": 0.05}
+
+#: CT exams: description -> (CTDIvol median mGy, scan length cm, head phantom, protocols).
+CT_EXAMS = {
+    "CT HEAD": (50.0, 18.0, True, ("Head routine", "Head helical")),
+    "CT HEAD STROKE": (55.0, 18.0, True, ("Head stroke",)),
+    "CT CHEST": (8.0, 35.0, False, ("Thorax routine", "Thorax low dose")),
+    "CT ABDOMEN PELVIS": (10.0, 45.0, False, ("Abdomen routine",)),
+    "CT CHEST ABDOMEN PELVIS": (10.0, 65.0, False, ("CAP routine",)),
+    "CT ABDOMEN APPENDICITIS": (11.0, 45.0, False, ("Abdomen acute",)),
+    "CT SINUS": (15.0, 12.0, True, ("Sinus",)),
+    "CT CERVICAL SPINE": (20.0, 20.0, False, ("C-spine",)),
+}
+#: DX exams: description -> (KAP median Gy·m² per projection, projections, protocol, view).
+DX_EXAMS = {
+    "CHEST PA": (1.0e-5, (1, 2), "Chest PA", "PA"),
+    "PELVIS AP": (1.0e-4, (1, 1), "Pelvis AP", "AP"),
+    "ABDOMEN": (1.5e-4, (1, 2), "Abdomen AP", "AP"),
+    "LUMBAR SPINE AP": (1.5e-4, (1, 3), "Lumbar spine AP", "AP"),
+    "KNEE": (2.0e-5, (2, 4), "Knee", "AP"),
+}
+MG_EXAMS = {"SCREENING MAMMOGRAPHY": 1.3, "DIAGNOSTIC MAMMOGRAPHY": 1.6}
+#: RF/XA exams: description -> (events median, KAP per event median Gy·m², Ka,r per event Gy).
+RF_EXAMS = {
+    "CORONARY ANGIOGRAPHY": (50, 4.0e-5, 0.004),
+    "PCI": (120, 5.0e-5, 0.006),
+    "CEREBRAL ANGIOGRAPHY": (80, 3.0e-5, 0.005),
+    "BARIUM SWALLOW": (15, 2.0e-5, 0.001),
+}
+RF_PROTOCOLS = ("Fluoro low", "Fluoro normal", "Cine 15 fps", "DSA 2 fps")
+NM_EXAMS = {"BONE SCAN": 650.0, "MYOCARDIAL PERFUSION": 900.0, "THYROID SCAN": 150.0}
+
+FIRST_DAY = dt.date(2023, 1, 1)
+DAYS = 3 * 365
+
+
+# -- building ------------------------------------------------------------------------------------
+
+
+def _families(n_events: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Return each study's family index and its number of events, totalling about n_events."""
+    names = list(FAMILY_SHARE)
+    mean = (
+        0.35 * 4.0 + 0.35 * 2.1 + 0.15 * 4.0 + 0.10 * 68.0 + 0.05 * 1.0
+    )  # events per study, ≈ 9.6
+    n_studies = max(int(n_events / mean), 10)
+    family = rng.choice(len(names), size=n_studies, p=list(FAMILY_SHARE.values()))
+    counts = np.ones(n_studies, dtype=int)
+    for index, name in enumerate(names):
+        mask = family == index
+        k = int(mask.sum())
+        if name == "CT":
+            counts[mask] = rng.integers(2, 7, k)  # a localiser + 1-5 acquisitions
+        elif name == "DX":
+            counts[mask] = rng.integers(1, 4, k)
+        elif name == "MG":
+            counts[mask] = 4
+        elif name == "RF/XA":
+            counts[mask] = np.clip(rng.lognormal(np.log(50), 0.7, k).astype(int), 3, 600)
+        else:
+            counts[mask] = 1
+    # scale the fluoroscopy studies so that the total hits n_events
+    rf = family == names.index("RF/XA")
+    others = int(counts[~rf].sum())
+    if rf.any() and n_events > others:
+        factor = (n_events - others) / counts[rf].sum()
+        counts[rf] = np.maximum(1, np.round(counts[rf] * factor)).astype(int)
+    return family, counts
+
+
+def build_registry(url: str, n_events: int, *, seed: int = 20261205, log: Any = print) -> None:
+    """Create and fill a registry of about ``n_events`` events at ``url`` (see module doc)."""
+    from sqlalchemy import insert, text
+
+    from kerma.db.migrate import ensure_schema
+    from kerma.db.models import Device, DoseReport, IrradiationEvent, Patient, Study
+    from kerma.db.session import make_engine, make_session_factory
+    from kerma.services.derive import make_context, refresh_all
+
+    rng = np.random.default_rng(seed)
+    engine = make_engine(url)
+    ensure_schema(engine)
+    started = time.perf_counter()
+    family_names = list(FAMILY_SHARE)
+    family, counts = _families(n_events, rng)
+    n_studies = len(family)
+    n_patients = max(n_studies // 2, 1)
+    rooms_by_family = {f: [i for i, r in enumerate(ROOMS) if r[0] == f] for f in FAMILY_SHARE}
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Device.__table__),
+            [
+                {
+                    "id": i + 1,
+                    "device_key": f"bench-{i + 1:04d}".ljust(64, "0"),
+                    "manufacturer": "ACME",
+                    "manufacturer_model_name": name.removeprefix("ACME "),
+                    "station_name": station,
+                    "device_serial_number": f"SN{i + 1:04d}",
+                    "device_name": f"{name} ({station})",
+                }
+                for i, (_, _, name, station, _) in enumerate(ROOMS)
+            ],
+        )
+        for start in range(0, n_patients, 50_000):
+            conn.execute(
+                insert(Patient.__table__),
+                [
+                    {"id": p, "pseudonym": f"{p:064x}"}
+                    for p in range(start + 1, min(start + 50_000, n_patients) + 1)
+                ],
+            )
+    log(f"  {n_studies} studies, {int(counts.sum())} events, {n_patients} patients")
+    chunk = 5_000
+    event_id = 0
+    for start in range(0, n_studies, chunk):
+        ids = np.arange(start, min(start + chunk, n_studies))
+        studies, reports, events = _chunk_rows(
+            rng, ids, family[ids], counts[ids], family_names, rooms_by_family, n_patients, event_id
+        )
+        event_id += len(events)
+        with engine.begin() as conn:
+            conn.execute(insert(Study.__table__), studies)
+            conn.execute(insert(DoseReport.__table__), reports)
+            for e_start in range(0, len(events), 20_000):
+                conn.execute(insert(IrradiationEvent.__table__), events[e_start : e_start + 20_000])
+        if start // chunk % 5 == 0:
+            log(f"  inserted {start + len(ids)} studies ({time.perf_counter() - started:.0f} s)")
+    if engine.dialect.name == "postgresql":  # sequences after explicit ids
+        with engine.begin() as conn:
+            for table in ("device", "patient", "study", "dose_report", "irradiation_event"):
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT max(id) FROM {table}))"
+                    )
+                )
+    inserted = time.perf_counter()
+    log(f"  inserts: {inserted - started:.0f} s; deriving the summary columns ...")
+    factory = make_session_factory(engine, write=True)
+
+    def progress(done: int, total: int) -> None:
+        if done % 20_000 < 500:
+            log(f"  derived {done}/{total} studies ({time.perf_counter() - inserted:.0f} s)")
+
+    refresh_all(factory, context=make_context(), batch_size=1000, progress=progress)
+    derived = time.perf_counter()
+    log(f"  derive: {derived - inserted:.0f} s; analysing ...")
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    log(f"  built in {time.perf_counter() - started:.0f} s")
+    engine.dispose()
+
+
+def _chunk_rows(
+    rng: np.random.Generator,
+    ids: np.ndarray,
+    family: np.ndarray,
+    counts: np.ndarray,
+    family_names: list[str],
+    rooms_by_family: dict[str, list[int]],
+    n_patients: int,
+    first_event_id: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return the study, report and event rows of one chunk of studies."""
+    studies, reports, events = [], [], []
+    received = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    n = len(ids)
+    days = rng.integers(0, DAYS, n)
+    ages = np.round(rng.uniform(1, 95, n), 1)
+    ages[rng.random(n) < 0.03] = np.nan
+    sexes = rng.choice(["F", "M"], n)
+    weights = np.round(rng.normal(75, 15, n).clip(20, 180), 1)
+    patients = rng.integers(1, n_patients + 1, n)
+    non_patient = rng.random(n) < 0.01
+    for k in range(n):
+        sid = int(ids[k]) + 1
+        fam = family_names[int(family[k])]
+        room = int(rng.choice(rooms_by_family[fam]))
+        _, modality, _, _, biplane = ROOMS[room]
+        room_factor = 1.0 + 0.08 * (room % 6)
+        date = FIRST_DAY + dt.timedelta(days=int(days[k]))
+        sex = str(sexes[k])
+        study_events: list[dict[str, Any]] = []
+        accumulated: dict[str, Any] = {}
+        ct_total = None
+        if fam == "CT":
+            description = str(rng.choice(list(CT_EXAMS)))
+            median, length, head, protocols = CT_EXAMS[description]
+            study_events.append(
+                {"ct_acquisition_type": "Constant Angle Acquisition", "ctdivol_mgy": 0.1,
+                 "dlp_mgycm": 2.0, "acquisition_protocol": "Topogram"}
+            )  # fmt: skip
+            for _ in range(int(counts[k]) - 1):
+                ctdivol = float(median * room_factor * rng.lognormal(0, 0.3))
+                dw = float(rng.normal(160 if head else 280, 20 if head else 40))
+                study_events.append(
+                    {
+                        "ct_acquisition_type": "Spiral Acquisition",
+                        "ctdivol_mgy": round(ctdivol, 2),
+                        "dlp_mgycm": round(ctdivol * length * rng.uniform(0.8, 1.2), 1),
+                        "acquisition_protocol": str(rng.choice(protocols)),
+                        "ctdiw_phantom_type": "IEC Head Dosimetry Phantom"
+                        if head
+                        else "IEC Body Dosimetry Phantom",
+                        "kvp_kv": float(rng.choice([100.0, 120.0])),
+                        "water_equivalent_diameter_mm": round(dw, 1)
+                        if rng.random() < 0.6
+                        else None,
+                    }
+                )
+            ct_total = round(sum(e["dlp_mgycm"] for e in study_events), 1)
+        elif fam == "DX":
+            description = str(rng.choice(list(DX_EXAMS)))
+            median, _, protocol, view = DX_EXAMS[description]
+            for _ in range(int(counts[k])):
+                study_events.append(
+                    {
+                        "dap_gym2": float(median * room_factor * rng.lognormal(0, 0.4)),
+                        "entrance_dose_mgy": round(float(rng.lognormal(np.log(0.3), 0.4)), 3),
+                        "acquisition_protocol": protocol,
+                        "image_view": view,
+                    }
+                )
+        elif fam == "MG":
+            description = str(rng.choice(list(MG_EXAMS)))
+            for side, view in (("Left", "CC"), ("Left", "MLO"), ("Right", "CC"), ("Right", "MLO")):
+                study_events.append(
+                    {
+                        "agd_mgy": round(float(MG_EXAMS[description] * room_factor
+                                               * rng.lognormal(0, 0.25)), 3),
+                        "laterality": side,
+                        "image_view": view,
+                        "compression_thickness_mm": float(rng.integers(30, 80)),
+                        "acquisition_protocol": "2D",
+                    }
+                )  # fmt: skip
+            for side in ("left", "right"):
+                accumulated[f"agd_total_{side}_mgy"] = sum(
+                    e["agd_mgy"] for e in study_events if e["laterality"].lower() == side
+                )
+            sex = "F"
+        elif fam == "RF/XA":
+            options = [d for d in RF_EXAMS if (d == "BARIUM SWALLOW") == (modality == "RF")]
+            description = str(rng.choice(options))
+            _, dap_median, kar_median = RF_EXAMS[description]
+            planes = ("Plane A", "Plane B") if biplane else ("Single Plane",)
+            totals = {p: [0.0, 0.0, 0.0] for p in planes}
+            for index in range(int(counts[k])):
+                plane = planes[index % len(planes)]
+                fluoro = rng.random() < 0.7
+                dap = float(dap_median * room_factor * rng.lognormal(0, 0.6))
+                kar = float(kar_median * room_factor * rng.lognormal(0, 0.6))
+                duration = round(float(rng.uniform(2, 20)), 1) if fluoro else None
+                study_events.append(
+                    {
+                        "acquisition_plane": plane,
+                        "irradiation_event_type": "Fluoroscopy" if fluoro else "Stationary "
+                        "Acquisition",
+                        "acquisition_protocol": str(rng.choice(RF_PROTOCOLS[:2] if fluoro
+                                                               else RF_PROTOCOLS[2:])),
+                        "dap_gym2": dap,
+                        "dose_rp_gy": kar,
+                        "irradiation_duration_s": duration,
+                    }
+                )  # fmt: skip
+                totals[plane][0] += dap
+                totals[plane][1] += kar
+                totals[plane][2] += duration or 0.0
+            accumulated["planes"] = [
+                {"acquisition_plane": p, "dap_total_gym2": t[0] * 1.02,
+                 "dose_rp_total_gy": t[1] * 1.02, "fluoro_time_total_s": t[2]}
+                for p, t in totals.items()
+            ]  # fmt: skip
+        else:
+            description = str(rng.choice(list(NM_EXAMS)))
+            study_events.append(
+                {
+                    "administered_activity_mbq": round(
+                        float(NM_EXAMS[description] * rng.lognormal(0, 0.15)), 1
+                    ),
+                    "radionuclide": "Tc-99m",
+                }
+            )
+        if non_patient[k]:
+            description = "QA PHANTOM"
+        studies.append(
+            {
+                "id": sid,
+                "study_instance_uid": f"2.25.{sid}",
+                "device_id": room + 1,
+                "patient_id": int(patients[k]),
+                "accession_number": f"A{sid:08d}",
+                "study_date": date,
+                "study_time": f"{int(rng.integers(7, 19)):02d}:{int(rng.integers(0, 60)):02d}:00",
+                "study_description": description,
+                "modality": modality,
+                "modalities": modality,
+                "patient_age_years": None if np.isnan(ages[k]) else float(ages[k]),
+                "patient_sex": sex,
+                "patient_weight_kg": float(weights[k]),
+                "is_non_patient": bool(non_patient[k]),
+            }
+        )
+        reports.append(
+            {
+                "id": sid,
+                "sop_instance_uid": f"2.25.9{sid}",
+                "kind": {"CT": "rdsr-ct", "NM": "rdsr-radiopharmaceutical"}.get(
+                    fam, "rdsr-projection"
+                ),
+                "study_id": sid,
+                "archive_sha256": f"{sid:064x}",
+                "archive_path": f"bench/{sid}.dcm",
+                "source": "benchmark",
+                "received_at": received,
+                "extractor_version": "benchmark",
+                "warnings": [],
+                "content": {"accumulated": accumulated},
+                "number_of_events": len(study_events),
+                "ct_dlp_total_mgycm": ct_total,
+            }
+        )
+        for index, event in enumerate(study_events):
+            eid = first_event_id + len(events) + 1
+            events.append(
+                {
+                    "id": eid,
+                    "dose_report_id": sid,
+                    "study_id": sid,
+                    "event_index": index,
+                    "event_key": f"{sid}.{index}",
+                    "is_current": True,
+                    "modality": modality,
+                    **event,
+                }
+            )
+    return studies, reports, _uniform(events)
+
+
+def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every row the same keys (executemany needs one parameter set)."""
+    keys = sorted({k for row in rows for k in row})
+    return [{k: row.get(k) for k in keys} for row in rows]
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+#: In-process calls: name -> what the child runs.
+CALLS = (
+    "studies first page",
+    "studies filtered page",
+    "studies last page",
+    "drl",
+    "stats per exam and room",
+    "summary",
+    "summary, date filter (read path)",
+    "cumulative",
+)
+
+#: Filter of the "filtered page": CT of one room in a half year.
+FILTERED = {"modalities": "CT", "date_from": "2025-01-01", "date_to": "2025-06-30",
+            "device_name": "CT 2"}  # fmt: skip
+
+
+def _run_call(name: str, registry: Any, last_offset: int) -> Any:
+    """Run one named call on a registry (in the child)."""
+    from kerma.services.filters import StudyFilter
+
+    if name == "studies first page":
+        return registry.list_studies(limit=50)
+    if name == "studies filtered page":
+        return registry.list_studies(StudyFilter(**FILTERED), limit=50)
+    if name == "studies last page":
+        return registry.list_studies(limit=50, offset=last_offset)
+    if name == "drl":
+        registry.ensure_exams_current()
+        return registry.drl()
+    if name == "stats per exam and room":
+        registry.ensure_exams_current()
+        return registry.statistics(by=("standard_exam", "device_name"))
+    if name == "summary":
+        return registry.summary()
+    if name == "summary, date filter (read path)":
+        return registry.summary(date_from="2024-01-01")
+    if name == "cumulative":
+        registry.ensure_exams_current()
+        return registry.cumulative()
+    raise ValueError(name)
+
+
+def child(name: str, url: str, repeat: int) -> dict[str, Any]:
+    """Measure one call ``repeat`` times in this process; return times and memory."""
+    from kerma.config import Settings
+    from kerma.services.registry import Registry
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url,
+        archive_dir=Path(tempfile.gettempdir()) / "kerma-bench-archive",
+        pseudonym_key="benchmark",
+    )
+    registry = Registry(settings=settings)
+    total = registry.count_studies()
+    rss_open_kb = _rss_kb()
+    times, cpu = [], []
+    for _ in range(repeat):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        _run_call(name, registry, max(total - 50, 0))
+        times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    registry.close()
+    return {
+        "times_s": times,
+        "cpu_s": cpu,
+        "rss_after_open_mb": rss_open_kb / 1024,
+        "peak_rss_mb": _vm_hwm_kb() / 1024,
+    }
+
+
+def _vm_hwm_kb() -> float:
+    """Return this process's peak resident set size (kB): VmHWM of /proc/self/status.
+
+    Not ``ru_maxrss``: on Linux a process forked from a large parent starts with the
+    parent's high-water mark, which survives ``exec`` (benchmarks/peak_rss.py).
+    """
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    return float("nan")
+
+
+def _rss_kb() -> float:
+    """Return this process's resident set size (kB) from /proc."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+def _cli_commands(total: int) -> dict[str, list[str]]:
+    """Return the whole-process CLI commands measured."""
+    last_page = max((total + 49) // 50, 1)
+    return {
+        "kerma studies --limit 50": ["studies", "--limit", "50"],
+        "kerma studies (filtered)": [
+            "studies", "-m", "CT", "--from", FILTERED["date_from"], "--to", FILTERED["date_to"],
+            "--device", FILTERED["device_name"], "--limit", "50",
+        ],
+        "kerma studies (last page)": ["studies", "--limit", "50", "--page", str(last_page)],
+        "kerma drl": ["drl"],
+        "kerma stats": ["stats"],
+        "kerma summary": ["summary"],
+        "kerma cumulative": ["cumulative"],
+    }  # fmt: skip
+
+
+def _wait(command: Sequence[str], env: dict[str, str]) -> tuple[float, float, float, int]:
+    """Run ``python -m MODULE ARGS`` under benchmarks/peak_rss.py.
+
+    Returns (wall s, CPU s, peak RSS MB, exit code); CPU is the child's user + system
+    time (``wait4``), peak RSS its VmHWM (:mod:`peak_rss`).
+    """
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        wrapped = [sys.executable, str(Path(__file__).with_name("peak_rss.py")), out.name]
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [*wrapped, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        process.returncode = code
+        if code != 0 and process.stderr is not None:
+            sys.stderr.write(process.stderr.read().decode(errors="replace"))
+        if process.stderr is not None:
+            process.stderr.close()
+        text_ = Path(out.name).read_text() or "{}"
+    rss = float(json.loads(text_).get("peak_rss_mb", float("nan")))
+    return elapsed, usage.ru_utime + usage.ru_stime, rss, code
+
+
+def _summary(times: Sequence[float]) -> tuple[float, float]:
+    """Return (median, 95th percentile) of times in ms (linear interpolation)."""
+    array = np.asarray(times, dtype=float) * 1000
+    return float(np.median(array)), float(np.percentile(array, 95))
+
+
+def measure(url: str, *, repeat: int, cli_repeat: int, log: Any = print) -> dict[str, Any]:
+    """Measure every call in-process and as CLI processes; return the results."""
+    from kerma.config import Settings
+    from kerma.services.registry import Registry
+
+    settings = Settings(_env_file=None, database_url=url, pseudonym_key="b")  # type: ignore[call-arg]
+    with Registry(settings=settings) as registry:
+        total = registry.count_studies()
+        with registry.session(write=False) as session:
+            from sqlalchemy import func, select
+
+            from kerma.db.models import IrradiationEvent
+
+            n_events = session.scalar(select(func.count(IrradiationEvent.id)))
+    results: dict[str, Any] = {"studies": total, "events": n_events, "in_process": {},
+                               "cli": {}}  # fmt: skip
+    for name in CALLS:
+        command = [sys.executable, __file__, "--child", name, "--reuse", url,
+                   "--repeat", str(repeat)]  # fmt: skip
+        out = subprocess.run(command, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            log(out.stderr)
+            raise RuntimeError(f"child {name!r} failed")
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        median, p95 = _summary(data["times_s"])
+        cpu = float(np.median(data["cpu_s"])) * 1000
+        results["in_process"][name] = data | {
+            "median_ms": median,
+            "p95_ms": p95,
+            "cpu_median_ms": cpu,
+        }
+        log(
+            f"  {name:40s} median {median:8.1f} ms  p95 {p95:8.1f} ms  CPU {cpu:7.1f} ms  "
+            f"peak RSS {data['peak_rss_mb']:6.0f} MB (after open {data['rss_after_open_mb']:.0f})"
+        )
+    env = os.environ | {
+        "KERMA_DATABASE_URL": url,
+        "KERMA_ARCHIVE_DIR": str(Path(tempfile.gettempdir()) / "kerma-bench-archive"),
+        "KERMA_PSEUDONYM_KEY": "benchmark",
+        "COLUMNS": "160",
+    }
+    kerma = ["kerma.cli.main"]
+    own = [str(Path(__file__).with_name("own_commands.py"))]
+    for key, launcher in (("cli", kerma), ("cli_own_module", own)):
+        results[key] = {}
+        for name, args in _cli_commands(total).items():
+            _wait([*launcher, *args], env)  # warm the page cache once
+            runs = [_wait([*launcher, *args], env) for _ in range(cli_repeat)]
+            if any(code != 0 for *_, code in runs):
+                raise RuntimeError(f"{name} failed")
+            median, p95 = _summary([r[0] for r in runs])
+            cpu = float(np.median([r[1] for r in runs])) * 1000
+            rss = max(r[2] for r in runs)
+            results[key][name] = {"times_s": [r[0] for r in runs], "median_ms": median,
+                                  "p95_ms": p95, "cpu_median_ms": cpu,
+                                  "peak_rss_mb": rss}  # fmt: skip
+            log(f"  {key:15s} {name:28s} median {median:7.0f} ms  p95 {p95:7.0f} ms  "
+                f"CPU {cpu:6.0f} ms  peak RSS {rss:5.0f} MB")  # fmt: skip
+    started = time.perf_counter()
+    _wait([*kerma, "--version"], env)
+    results["cli_floor_version_ms"] = (time.perf_counter() - started) * 1000
+    return results
+
+
+@contextmanager
+def database(backend: str, workdir: Path, admin_url: str, keep: bool) -> Iterator[str]:
+    """Yield the URL of a new benchmark database of ``backend``; drop it unless ``keep``."""
+    if backend == "sqlite":
+        path = workdir / "kerma-bench.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        yield f"sqlite:///{path}"
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    name = f"kerma_bench_{secrets.token_hex(4)}"
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        if not keep:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _print_table(backend: str, results: dict[str, Any]) -> None:
+    """Print a markdown table of the results of one backend."""
+    print(f"\n### {backend}: {results['studies']:,} studies, {results['events']:,} events\n")
+    print("| call (in-process) | median / p95 (ms) | CPU median (ms) | peak RSS (MB) |")
+    print("|---|---|---|---|")
+    for name, data in results["in_process"].items():
+        print(f"| {name} | {data['median_ms']:.0f} / {data['p95_ms']:.0f} | "
+              f"{data['cpu_median_ms']:.0f} | {data['peak_rss_mb']:.0f} |")  # fmt: skip
+    print(
+        "\n| command (whole process) | `kerma`: median / p95 (ms), CPU (ms), RSS (MB) "
+        "| own module only: median / p95 (ms), CPU (ms), RSS (MB) |"
+    )
+    print("|---|---|---|")
+    for name, data in results["cli"].items():
+        alone = results["cli_own_module"][name]
+        print(f"| `{name}` | {data['median_ms']:.0f} / {data['p95_ms']:.0f}, "
+              f"{data['cpu_median_ms']:.0f}, {data['peak_rss_mb']:.0f} | "
+              f"{alone['median_ms']:.0f} / {alone['p95_ms']:.0f}, {alone['cpu_median_ms']:.0f}, "
+              f"{alone['peak_rss_mb']:.0f} |")  # fmt: skip
+    print(f"\n`kerma --version` (start-up floor): {results['cli_floor_version_ms']:.0f} ms")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build registries of N events and measure the calls; print markdown tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="irradiation events")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--workdir", type=Path, default=None, help="SQLite file folder")
+    parser.add_argument("--repeat", type=int, default=7, help="in-process runs per call")
+    parser.add_argument("--cli-repeat", type=int, default=3, help="CLI runs per command")
+    parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument("--reuse", default=None, help="measure this registry URL, no build")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.reuse, args.repeat)))
+        return 0
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    all_results: dict[str, Any] = {}
+    if args.reuse:
+        backend = "postgresql" if args.reuse.startswith("postgresql") else "sqlite"
+        all_results[backend] = measure(
+            args.reuse, repeat=args.repeat, cli_repeat=args.cli_repeat, log=log
+        )
+    else:
+        backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kerma-bench-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        for backend in backends:
+            with database(backend, workdir, args.postgres_url, args.keep) as url:
+                log(f"{backend}: building {args.events:,} events at {url}")
+                started = time.perf_counter()
+                build_registry(url, args.events, log=log)
+                build_s = time.perf_counter() - started
+                log(f"{backend}: measuring")
+                results = measure(url, repeat=args.repeat, cli_repeat=args.cli_repeat, log=log)
+                results["build_s"] = build_s
+                results["url"] = url if args.keep else None
+                all_results[backend] = results
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    for backend, results in all_results.items():
+        _print_table(backend, results)
+        if "build_s" in results:
+            print(f"\nregistry built in {results['build_s'] / 60:.1f} min")
+    if args.json is not None:
+        args.json.write_text(json.dumps(all_results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

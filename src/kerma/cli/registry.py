@@ -1,0 +1,459 @@
+"""``kerma studies`` and ``kerma summary``, and the study-filter options every command shares.
+
+Thin wrappers around :mod:`kerma.services` through :class:`kerma.Registry` (the
+registry of ``KERMA_DATABASE_URL``). Tables show display units from the one label
+table (:data:`kerma.units.QUANTITIES`: KAP in Gy·cm², Ka,r in mGy); CSV files carry the
+canonical names and units unless ``--units display``.
+
+Module-level imports stay light (no pandas, no analysis): ``kerma studies`` answers a
+page in well under a second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from kerma.cli.console import make_console
+from kerma.config import Settings, get_settings
+from kerma.db.filters import DOSE_RANGE_QUANTITIES, SEXES, StudyFilter
+from kerma.units import QUANTITIES
+
+if TYPE_CHECKING:
+    from kerma.services.registry import Registry
+
+
+def parse_date_option(value: str | None) -> str | None:
+    """Return a date option (``--from``, ``--to``) unchanged when it is a YYYY-MM-DD date.
+
+    Raises
+    ------
+    typer.BadParameter
+        When ``value`` is not a calendar date written YYYY-MM-DD (a usage error, exit
+        code 2, naming the option).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError(text)
+        dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not a date: write it as YYYY-MM-DD, e.g. 2026-01-31."
+        ) from exc
+    return text
+
+
+#: Unit of each band option.
+BAND_UNITS: dict[str, str] = {"age": "years", "weight": "kg"}
+
+
+def parse_band(text: str | None, unit: str = "") -> tuple[float | None, float | None] | None:
+    """Parse a band ``"MIN-MAX"`` (either side may be empty) into numbers.
+
+    Raises
+    ------
+    typer.BadParameter
+        When ``text`` is not two numbers (or empty sides) around ``-``, or MIN ≥ MAX.
+    """
+    if text is None:
+        return None
+    low, sep, high = text.strip().partition("-")
+    try:
+        if not sep or not (low.strip() or high.strip()):
+            raise ValueError(text)
+        band = (float(low) if low.strip() else None, float(high) if high.strip() else None)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{text!r} is not a band MIN-MAX in {unit}: e.g. 0-18, 18- or -16 (MIN "
+            "included, MAX excluded)."
+        ) from exc
+    if band[0] is not None and band[1] is not None and band[0] >= band[1]:
+        raise typer.BadParameter(f"{text!r}: MIN must be below MAX.")
+    return band
+
+
+def _check_band(param: typer.CallbackParam, value: str | None) -> str | None:
+    """Return ``--age``/``--weight`` unchanged when :func:`parse_band` can parse it."""
+    parse_band(value, BAND_UNITS.get(str(param.name), ""))
+    return value
+
+
+def parse_dose_range(text: str | None) -> tuple[str, float | None, float | None] | None:
+    """Parse ``QUANTITY:MIN-MAX`` (canonical units, both ends included) of ``--dose``.
+
+    Raises
+    ------
+    typer.BadParameter
+        When the quantity is not a study dose column or the range is not numbers.
+    """
+    if text is None:
+        return None
+    quantity, sep, band = text.partition(":")
+    quantity = quantity.strip()
+    if not sep or quantity not in DOSE_RANGE_QUANTITIES:
+        raise typer.BadParameter(
+            f"{text!r} is not QUANTITY:MIN-MAX; QUANTITY is one of "
+            f"{', '.join(DOSE_RANGE_QUANTITIES)} (canonical units), e.g. "
+            "ct_dlp_total_mgycm:500- or dap_total_gym2:0-0.01."
+        )
+    low, dash, high = band.strip().partition("-")
+    try:
+        if not dash:
+            raise ValueError(band)
+        return (
+            quantity,
+            float(low) if low.strip() else None,
+            float(high) if high.strip() else None,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r}: MIN-MAX must be numbers, e.g. 100-500.") from exc
+
+
+def _check_dose(value: str | None) -> str | None:
+    """Return ``--dose`` unchanged when :func:`parse_dose_range` can parse it."""
+    parse_dose_range(value)
+    return value
+
+
+def _check_sex(value: str | None) -> str | None:
+    """Return ``--sex`` upper-cased when it is M, F or O."""
+    if value is None:
+        return None
+    if value.strip().upper() not in SEXES:
+        raise typer.BadParameter(f"{value!r} is not a sex; use one of {', '.join(SEXES)}.")
+    return value.strip().upper()
+
+
+def _check_units(value: str) -> str:
+    """Return ``--units`` when it is canonical or display."""
+    if value not in ("canonical", "display"):
+        raise typer.BadParameter(f"{value!r} is not canonical or display.")
+    return value
+
+
+ModalityOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--modality",
+        "-m",
+        help="Modality, or several comma-separated (CT, DX, MG, RF, XA, NM ...).",
+    ),
+]
+FromOpt = Annotated[
+    str | None,
+    typer.Option("--from", help="First study date, YYYY-MM-DD.", callback=parse_date_option),
+]
+ToOpt = Annotated[
+    str | None,
+    typer.Option("--to", help="Last study date, YYYY-MM-DD.", callback=parse_date_option),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", "-d", help="Part of the device, station or model name.")
+]
+NonPatientOpt = Annotated[
+    bool, typer.Option("--include-non-patient", help="Include QA and phantom studies.")
+]
+StudyExamOpt = Annotated[
+    str | None, typer.Option("--exam", "-e", help="Standard exam of the study (exact name).")
+]
+ProtocolOpt = Annotated[
+    str | None, typer.Option("--protocol", help="Part of an acquisition protocol of the study.")
+]
+DescriptionOpt = Annotated[
+    str | None, typer.Option("--description", help="Part of the study description.")
+]
+AgeOpt = Annotated[
+    str | None,
+    typer.Option("--age", help="Age band MIN-MAX (years, max excluded).", callback=_check_band),
+]
+WeightOpt = Annotated[
+    str | None,
+    typer.Option("--weight", help="Weight band MIN-MAX (kg, max excluded).", callback=_check_band),
+]
+SexOpt = Annotated[str | None, typer.Option("--sex", help="M, F or O.", callback=_check_sex)]
+DoseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dose",
+        help="Dose range QUANTITY:MIN-MAX in canonical units, e.g. ct_dlp_total_mgycm:500-.",
+        callback=_check_dose,
+    ),
+]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write all rows to this CSV file.")]
+UnitsOpt = Annotated[
+    str,
+    typer.Option(
+        "--units",
+        help="CSV units: canonical (names as stored: dap_total_gym2 in Gy·m²) or display "
+        "(labels with display units: 'KAP total (Gy·cm²)').",
+        callback=_check_units,
+    ),
+]
+
+
+def build_filter(
+    *,
+    modality: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    device: str | None = None,
+    exam: str | None = None,
+    protocol: str | None = None,
+    description: str | None = None,
+    age: str | None = None,
+    weight: str | None = None,
+    sex: str | None = None,
+    dose: str | None = None,
+    include_non_patient: bool = False,
+) -> StudyFilter:
+    """Return the :class:`~kerma.db.filters.StudyFilter` of the command-line options."""
+    age_band = parse_band(age, "years") or (None, None)
+    weight_band = parse_band(weight, "kg") or (None, None)
+    dose_range = parse_dose_range(dose) or (None, None, None)
+    return StudyFilter(
+        modalities=modality or (),  # type: ignore[arg-type]
+        date_from=date_from,  # type: ignore[arg-type]
+        date_to=date_to,  # type: ignore[arg-type]
+        device_name=device,
+        standard_exams=exam or (),  # type: ignore[arg-type]
+        protocol=protocol,
+        study_description=description,
+        age_min_years=age_band[0],
+        age_max_years=age_band[1],
+        weight_min_kg=weight_band[0],
+        weight_max_kg=weight_band[1],
+        sex=sex,
+        dose_quantity=dose_range[0],
+        dose_min=dose_range[1],
+        dose_max=dose_range[2],
+        include_non_patient=include_non_patient,
+    )
+
+
+def open_registry(settings: Settings | None = None) -> Registry:
+    """Return the registry of the settings (migrated, summary derived), saying when it derives."""
+    from kerma.services.registry import Registry
+
+    registry = Registry(settings=settings or get_settings())
+    if registry.derived_on_open:
+        make_console(stderr=True).print(
+            f"derived the summary columns of {registry.derived_on_open} studies "
+            "(first use after an upgrade)"
+        )
+    return registry
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Format a cell: numbers to ``digits`` significant figures, missing values empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d")
+    return str(value)
+
+
+def display(name: str, value: Any) -> Any:
+    """Return a canonical value of quantity ``name`` in its display unit."""
+    quantity = QUANTITIES.get(name)
+    if quantity is None or value is None or isinstance(value, str):
+        return value
+    return float(value) * quantity.factor
+
+
+def limit_note(shown: int, total: int) -> str | None:
+    """Return the caption of a listing cut to its newest rows, or ``None`` when all are shown."""
+    if shown >= total:
+        return None
+    return f"showing the newest {shown} of {total}; use --limit N (0 = all)"
+
+
+#: Columns of the ``kerma studies`` table: (column, header or ``None`` for its display
+#: label from the label table).
+STUDY_TABLE: tuple[tuple[str, str | None], ...] = (
+    ("study_date", "date"),
+    ("modalities", "modality"),
+    ("device_name", "device"),
+    ("study_description", "description"),
+    ("number_of_events", "events"),
+    ("ct_dlp_total_mgycm", None),
+    ("dap_total_gym2", None),
+    ("dose_rp_total_gy", None),
+    ("fluoro_time_total_s", None),
+    ("agd_total_left_mgy", None),
+    ("agd_total_right_mgy", None),
+    ("administered_activity_total_mbq", None),
+)
+
+
+def studies(
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    exam: StudyExamOpt = None,
+    protocol: ProtocolOpt = None,
+    description: DescriptionOpt = None,
+    age: AgeOpt = None,
+    weight: WeightOpt = None,
+    sex: SexOpt = None,
+    dose: DoseOpt = None,
+    include_non_patient: NonPatientOpt = False,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=0, help="Newest rows to show (0 = all).")
+    ] = 50,
+    page: Annotated[
+        int, typer.Option("--page", min=1, help="Page of --limit rows to show (1 = newest).")
+    ] = 1,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            "--sort",
+            help="Sort by columns, e.g. 'dap_total_gym2:desc' or 'device_name,study_date' "
+            "(default: newest first).",
+        ),
+    ] = None,
+    csv: CsvOpt = None,
+    units: UnitsOpt = "canonical",
+) -> None:
+    """List studies with their dose totals (display units: KAP in Gy·cm², Ka,r in mGy)."""
+    from kerma.db.studies import STUDY_COLUMNS, UnknownColumnError
+    from kerma.services.tables import write_rows_csv
+
+    console = make_console()
+    flt = build_filter(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        exam=exam,
+        protocol=protocol,
+        description=description,
+        age=age,
+        weight=weight,
+        sex=sex,
+        dose=dose,
+        include_non_patient=include_non_patient,
+    )
+    registry = open_registry()
+    try:
+        try:
+            shown = registry.list_studies(
+                flt, sort=sort, limit=limit or None, offset=(page - 1) * limit if limit else 0
+            )
+        except UnknownColumnError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--sort'") from exc
+        if csv is not None:
+            with registry.session(write=False) as session:
+                from kerma.services.studies import iter_studies
+
+                n = write_rows_csv(iter_studies(session, flt=flt), STUDY_COLUMNS, csv, units=units)
+            console.print(f"{n} studies written to {escape(str(csv))}")
+    finally:
+        registry.close()
+    rows = shown.rows if sort else list(reversed(shown.rows))  # newest at the bottom
+    total = shown.total
+    table = Table(
+        title=f"Studies ({total})",
+        caption=limit_note(len(rows), total)
+        if page == 1
+        else f"page {page}: rows {shown.offset + 1}-{shown.offset + len(rows)} of {total}",
+        caption_justify="left",
+        show_header=True,
+        header_style="bold",
+    )
+    columns = [
+        (name, heading or f"{QUANTITIES[name].label}\n({QUANTITIES[name].display_unit})")
+        for name, heading in STUDY_TABLE
+        if heading is not None or any(r.get(name) is not None for r in rows)
+    ]
+    for _, heading in columns:
+        table.add_column(heading, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(fmt(display(name, row.get(name)))) for name, _ in columns))
+    console.print(table)
+
+
+def summary(
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    exam: StudyExamOpt = None,
+    protocol: ProtocolOpt = None,
+    description: DescriptionOpt = None,
+    age: AgeOpt = None,
+    weight: WeightOpt = None,
+    sex: SexOpt = None,
+    dose: DoseOpt = None,
+    include_non_patient: NonPatientOpt = False,
+    csv: CsvOpt = None,
+    units: UnitsOpt = "canonical",
+) -> None:
+    """Median and quartiles of the main dose quantity per modality, device and protocol."""
+    from kerma.services.tables import write_frame_csv
+
+    console = make_console()
+    flt = build_filter(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        exam=exam,
+        protocol=protocol,
+        description=description,
+        age=age,
+        weight=weight,
+        sex=sex,
+        dose=dose,
+        include_non_patient=include_non_patient,
+    )
+    registry = open_registry()
+    try:
+        frame = registry.summary(flt=flt)
+    finally:
+        registry.close()
+    if csv is not None:
+        n = write_frame_csv(frame, csv, units=units)  # type: ignore[arg-type]
+        console.print(f"{n} rows written to {escape(str(csv))}")
+    if frame.empty:
+        console.print("No irradiation events match.")
+        return
+    table = Table(title="Dose summary", show_header=True, header_style="bold")
+    for heading in ("modality", "device", "protocol", "quantity", "studies", "events"):
+        table.add_column(heading, overflow="fold")
+    for heading in ("median", "25th pct", "75th pct"):
+        table.add_column(heading, justify="right")
+    for row in frame.to_dict("records"):
+        quantity = row["quantity"]
+        table.add_row(
+            escape(str(row["modality"])),
+            escape(str(row["device_name"])),
+            escape(str(row["acquisition_protocol"])),
+            escape(QUANTITIES[quantity].display_label),
+            str(row["number_of_studies"]),
+            str(row["number_of_events"]),
+            fmt(display(quantity, row["median"])),
+            fmt(display(quantity, row["p25"])),
+            fmt(display(quantity, row["p75"])),
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``studies`` and ``summary`` to the root app."""
+    app.command("studies")(studies)
+    app.command("summary")(summary)

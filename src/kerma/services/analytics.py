@@ -1,0 +1,699 @@
+"""Analytics over the registry: dose samples, DRL comparison, statistics, summary, cumulative.
+
+Each function takes a session and a :class:`~kerma.db.filters.StudyFilter` and reads
+only what it needs: study-level samples (CT, RF/XA) from the study summary columns,
+event-level samples (DX projections, MG views) through the event groups' index, the
+per-protocol summary from the database's indexes (counts and percentiles computed by
+the database), the cumulative dose as a GROUP BY. Computation is
+:mod:`kerma.analysis` on the narrow frames; nothing loads a whole table.
+
+Exams: these functions use the stored standard exams; callers that want the mapping
+of the rules in force first call :func:`kerma.services.exams.ensure_exams_current`
+(the facade and the CLI do).
+
+May import ``kerma.db``, ``kerma.analysis``, ``kerma.records``, ``kerma.units``,
+``kerma.config`` and ``kerma.errors``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from kerma.analysis.cumulative import CUMULATIVE_COLUMNS
+from kerma.analysis.drl import compare_by_period, compare_with_drls, local_drls
+from kerma.analysis.frames import CONTEXT_COLUMNS, normalise_view
+from kerma.analysis.reference import load_drls, select_drls
+from kerma.analysis.stats import PERIODS, add_period, dose_statistics, filter_samples
+from kerma.db import analytics as store
+from kerma.db.filters import StudyFilter, as_date
+from kerma.errors import NotFoundError
+from kerma.units import QUANTITIES
+
+#: Modality families of the sample frame.
+MODALITY_FAMILIES: Final[tuple[str, ...]] = ("CT", "DX", "MG", "RF/XA")
+
+#: Columns of the study-level samples per family (besides the context).
+STUDY_SAMPLE_QUANTITIES: Final[dict[str, tuple[str, ...]]] = {
+    "CT": (
+        "ct_dlp_total_mgycm",
+        "ctdivol_mean_mgy",
+        "ctdivol_max_mgy",
+        "ssde_mgy",
+        "ssde_size_mm",
+        "ssde_size_source",
+        "kvp_kv",
+        "effective_dose_msv",
+        "number_of_events",
+    ),
+    "RF/XA": ("dap_total_gym2", "dose_rp_total_gy", "fluoro_time_total_s", "number_of_events"),
+}
+
+#: Event columns of the event-level samples per family.
+EVENT_SAMPLE_QUANTITIES: Final[dict[str, tuple[str, ...]]] = {
+    "DX": ("dap_gym2", "dose_rp_gy", "entrance_dose_mgy", "image_view"),
+    "MG": ("agd_mgy", "compression_thickness_mm", "laterality", "image_view"),
+}
+
+#: Context columns a DRL comparison needs (``study_date`` too for periods).
+DRL_CONTEXT: Final[tuple[str, ...]] = (
+    "study_id",
+    "device_id",
+    "patient_age_years",
+    "patient_weight_kg",
+)
+
+#: Main quantities of :func:`dose_summary` per event modality: CT, MG, NM/PT; every
+#: other modality is projection X-ray (:data:`PROJECTION_QUANTITIES`).
+SUMMARY_QUANTITIES: Final[dict[str, tuple[str, ...]]] = {
+    "CT": ("ctdivol_mgy", "dlp_mgycm"),
+    "MG": ("agd_mgy",),
+    "NM": ("administered_activity_mbq",),
+    "PT": ("administered_activity_mbq",),
+}
+PROJECTION_QUANTITIES: Final[tuple[str, ...]] = ("dap_gym2", "dose_rp_gy")
+
+#: Columns of :func:`dose_summary`.
+SUMMARY_COLUMNS: Final[tuple[str, ...]] = (
+    "modality",
+    "device_name",
+    "acquisition_protocol",
+    "quantity",
+    "label",
+    "unit",
+    "number_of_studies",
+    "number_of_events",
+    "number_of_values",
+    "median",
+    "p25",
+    "p75",
+)
+
+#: Percentiles of :func:`dose_summary` (fractions, linear interpolation).
+SUMMARY_FRACTIONS: Final[dict[str, float]] = {"median": 0.5, "p25": 0.25, "p75": 0.75}
+
+
+# -- samples ----------------------------------------------------------------------------------
+
+
+def _device_columns(session: Session, frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``device_name`` and ``station_name`` from the device table (small) by id."""
+    names = store.device_names(session)
+    ids = pd.to_numeric(frame["device_id"]).astype("int64")
+    frame["device_id"] = ids
+    frame["device_name"] = ids.map(pd.Series({i: n for i, (n, _) in names.items()}, dtype=object))
+    frame["station_name"] = ids.map(
+        pd.Series({i: st for i, (_, st) in names.items()}, dtype=object)
+    )
+    return frame
+
+
+def dose_samples(
+    session: Session,
+    *,
+    flt: StudyFilter | None = None,
+    families: Sequence[str] = MODALITY_FAMILIES,
+    context: Sequence[str] | None = None,
+    mapped_only: bool = False,
+) -> pd.DataFrame:
+    """Return the DRL sample frame of the registry: one row per sample, narrow columns.
+
+    The frame of :func:`kerma.analysis.frames.build_dose_samples` (same column names
+    and units), read from the registry: CT and RF/XA studies from the study summary
+    columns, DX projections and MG views from their events (with each event's own
+    standard exam, per projection / view; read from a covering index) joined with
+    their studies' context.
+
+    Parameters
+    ----------
+    flt : StudyFilter, optional
+        Which studies (default: every patient study).
+    families : sequence of str, optional
+        Sample families to read (``CT``, ``DX``, ``MG``, ``RF/XA``).
+    context : sequence of str, optional
+        Study context columns to carry (default: all of
+        :data:`kerma.analysis.frames.CONTEXT_COLUMNS` available). Fewer columns read
+        faster; ``study_id``, ``device_id``, ``device_name`` and ``standard_exam`` are
+        always there.
+    mapped_only : bool, optional
+        Leave out DX and MG projections without a standard exam (a DRL comparison
+        ignores them).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``modality_family``, ``sample_level``, the context columns, ``event_id`` (event
+        samples) and the families' dose columns in canonical units.
+    """
+    flt = flt or StudyFilter()
+    wanted_context = list(context) if context is not None else list(CONTEXT_COLUMNS)
+    study_context = [
+        c
+        for c in dict.fromkeys(("study_id", "device_id", "standard_exam", *wanted_context))
+        if c in store.STUDY_SAMPLE_COLUMNS
+    ]
+    parts: list[pd.DataFrame] = []
+    for family in ("CT", "RF/XA"):  # one row per study, from the summary columns
+        if family not in families:
+            continue
+        columns = list(dict.fromkeys([*study_context, *STUDY_SAMPLE_QUANTITIES[family]]))
+        rows = store.study_sample_rows(session, flt=flt, families=[family], columns=columns)
+        frame = pd.DataFrame.from_records(rows, columns=columns)
+        frame.insert(0, "sample_level", "study")
+        frame.insert(0, "modality_family", family)
+        parts.append(frame)
+    event_families = [f for f in ("DX", "MG") if f in families]
+    if event_families:  # one row per projection / view, joined with its study's context
+        event_context = [
+            c
+            for c in dict.fromkeys(("study_id", "device_id", *wanted_context))
+            if c in store.EVENT_CONTEXT_COLUMNS
+        ]
+        by_study = pd.DataFrame.from_records(
+            store.study_context_rows(session, flt=flt, columns=event_context[1:]),
+            columns=event_context,
+        ).set_index("study_id")
+        for family in event_families:
+            names = ["event_id", "study_id", "standard_exam", *EVENT_SAMPLE_QUANTITIES[family]]
+            rows = store.event_sample_rows(session, flt=flt, family=family, columns=names[3:])
+            events = pd.DataFrame.from_records(rows, columns=names)
+            unmapped = events["standard_exam"] == ""  # no rule maps the projection
+            if mapped_only:
+                events = events[~unmapped]
+            else:
+                events["standard_exam"] = events["standard_exam"].where(~unmapped, None)
+            frame = events.join(by_study, on="study_id", how="inner")  # the study filter
+            frame["view"] = normalise_view(frame.pop("image_view"))
+            frame.insert(0, "sample_level", "event")
+            frame.insert(0, "modality_family", family)
+            parts.append(frame)
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame(columns=["modality_family", "sample_level", *wanted_context])
+    samples = pd.concat([p.reset_index(drop=True) for p in parts], ignore_index=True)
+    samples = _device_columns(session, samples)
+    if "study_date" in samples.columns:
+        samples["study_date"] = pd.to_datetime(samples["study_date"])
+    if "is_non_patient" in samples.columns:
+        samples["is_non_patient"] = samples["is_non_patient"].astype(bool)
+    for name in samples.columns:
+        if name in QUANTITIES and not pd.api.types.is_float_dtype(samples[name]):
+            samples[name] = pd.to_numeric(samples[name], errors="coerce").astype(float)
+    return samples
+
+
+def check_device_filter(session: Session, flt: StudyFilter) -> None:
+    """Raise when the filter's device text names no device (the message lists the rooms).
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When ``flt.device_name`` matches no device name, station or model.
+    """
+    if not flt.device_name or store.matching_device_ids(session, text=flt.device_name):
+        return
+    names = sorted({name for name, _ in store.device_names(session).values()})
+    raise NotFoundError(
+        f"no device name contains {flt.device_name!r}; devices present: "
+        f"{', '.join(names) if names else '(none)'}."
+    )
+
+
+def select_exam(
+    samples: pd.DataFrame, exam: str | None, *, family: str | None = None
+) -> pd.DataFrame:
+    """Return the samples of one standard exam (the sample's own: per projection for DX).
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When no sample of the selection is mapped to ``exam``; the message lists the
+        exams present.
+    """
+    if exam is None:
+        return samples
+    if samples.empty or not samples["standard_exam"].eq(exam).any():
+        present = (
+            sorted(samples["standard_exam"].dropna().astype(str).unique()) if len(samples) else []
+        )
+        scope = f" of modality {family}" if family else ""
+        raise NotFoundError(
+            f"no study{scope} is mapped to the exam {exam!r}; exams present: "
+            f"{', '.join(present) if present else '(none)'} (`kerma exams` shows the mapping "
+            "rules)."
+        )
+    return samples[samples["standard_exam"] == exam]
+
+
+# -- DRL comparison ------------------------------------------------------------------------------
+
+
+@dataclass
+class DrlResult:
+    """What :func:`compare_drls` returns.
+
+    Attributes
+    ----------
+    comparison : pandas.DataFrame
+        :func:`kerma.analysis.drl.compare_with_drls` columns (canonical units).
+    local : pandas.DataFrame or None
+        Local DRLs (75th percentile of room medians) when asked for.
+    per_period, period_summary : pandas.DataFrame or None
+        :func:`kerma.analysis.drl.compare_by_period` when asked for.
+    drl_set : str
+        The DRL set compared with.
+    n_samples : int
+        Samples compared.
+    """
+
+    comparison: pd.DataFrame
+    drl_set: str
+    n_samples: int
+    local: pd.DataFrame | None = None
+    per_period: pd.DataFrame | None = None
+    period_summary: pd.DataFrame | None = None
+
+
+def compare_drls(
+    session: Session,
+    *,
+    flt: StudyFilter | None = None,
+    drl_set: str = "EU",
+    families: Sequence[str] = MODALITY_FAMILIES,
+    exam: str | None = None,
+    drl_extra_paths: Sequence[Any] = (),
+    min_sample: int = 20,
+    min_sample_mammography: int = 50,
+    unknown_age: str = "adult",
+    local: bool = False,
+    periods: bool = False,
+    period: str = "quarter",
+    consecutive: int = 2,
+) -> DrlResult:
+    """Compare each room's typical value with the national DRLs (ICRP 135).
+
+    Parameters
+    ----------
+    flt : StudyFilter, optional
+        Which studies.
+    drl_set : str, optional
+        DRL set(s) in priority order, e.g. ``"EU"`` or ``"UK,EU"``.
+    families : sequence of str, optional
+        Modality families compared.
+    exam : str, optional
+        Only this standard exam (the sample's own).
+    drl_extra_paths : sequence of path, optional
+        Site DRL tables (``Settings.drl_extra_paths``).
+    min_sample, min_sample_mammography, unknown_age : optional
+        As :func:`kerma.analysis.drl.compare_with_drls` (``Settings.drl_*``).
+    local : bool, optional
+        Also compute local DRLs.
+    periods : bool, optional
+        Also compare per ``period`` and flag rooms ``consecutive`` periods above.
+
+    Returns
+    -------
+    DrlResult
+        Comparison (and local DRLs, periods when asked).
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When ``exam`` is not the exam of any sample, or the device filter names no device.
+    kerma.errors.ConfigurationError
+        When the DRL set or the unknown-age policy is unknown.
+    """
+    flt = flt or StudyFilter()
+    drls = select_drls(load_drls(extra_paths=drl_extra_paths), drl_set)
+    check_device_filter(session, flt)
+    context = (*DRL_CONTEXT, "study_date") if periods else DRL_CONTEXT
+    samples = dose_samples(session, flt=flt, families=families, context=context, mapped_only=True)
+    family = families[0] if len(families) == 1 else None
+    samples = select_exam(samples, exam, family=family)
+    result = DrlResult(
+        comparison=compare_with_drls(
+            samples,
+            drls,
+            min_sample=min_sample,
+            min_sample_mammography=min_sample_mammography,
+            unknown_age=unknown_age,
+        ),
+        drl_set=drl_set,
+        n_samples=len(samples),
+    )
+    if local:
+        result.local = local_drls(
+            samples, min_sample=min_sample, min_sample_mammography=min_sample_mammography
+        )
+    if periods:
+        result.per_period, result.period_summary = compare_by_period(
+            samples,
+            drls,
+            period=period,
+            consecutive=consecutive,
+            min_sample=min_sample,
+            min_sample_mammography=min_sample_mammography,
+            unknown_age=unknown_age,
+        )
+    return result
+
+
+# -- statistics ----------------------------------------------------------------------------------
+
+
+@dataclass
+class StatisticsResult:
+    """What :func:`statistics` returns.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        :func:`kerma.analysis.stats.dose_statistics` (long format, canonical units).
+    n_samples : int
+        Samples described.
+    families : set of str
+        Modality families among them.
+    """
+
+    table: pd.DataFrame
+    n_samples: int
+    families: set[str] = field(default_factory=set)
+
+
+def statistics(
+    session: Session,
+    *,
+    flt: StudyFilter | None = None,
+    by: Sequence[str] = ("standard_exam", "device_name"),
+    period: str = "month",
+    families: Sequence[str] = MODALITY_FAMILIES,
+    exam: str | None = None,
+    quantities: Sequence[str] | None = None,
+) -> StatisticsResult:
+    """Return n, mean, std, min, p25, median, p75, p95 and max per group and quantity.
+
+    Parameters
+    ----------
+    flt : StudyFilter, optional
+        Which studies (age, weight and sex bands included).
+    by : sequence of str, optional
+        Grouping columns of the sample frame (``standard_exam``, ``device_name``,
+        ``station_name``, ``period``, ``modality_family``, ``patient_sex``, ``view``,
+        ``laterality``, ``study_description``, ``device_id``, ``sample_level``,
+        ``ssde_size_source``).
+    period : {"month", "quarter", "year", "week"}, optional
+        Length of the ``period`` grouping.
+    families : sequence of str, optional
+        Modality families described.
+    exam : str, optional
+        Only this standard exam.
+    quantities : sequence of str, optional
+        Sample columns to describe (default: every dose quantity with a value).
+
+    Returns
+    -------
+    StatisticsResult
+        The table and what it describes.
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When ``exam`` is not the exam of any sample, or the device filter names no device.
+    ValueError
+        When ``period`` is unknown.
+    """
+    flt = flt or StudyFilter()
+    if period not in PERIODS:
+        raise ValueError(f"Unable to group by period {period!r}: use {', '.join(PERIODS)}.")
+    groups = list(by)
+    context = ["study_id", "device_id", "patient_age_years"]
+    context += [g for g in groups if g in CONTEXT_COLUMNS]
+    if "period" in groups:
+        context.append("study_date")
+    check_device_filter(session, flt)
+    samples = dose_samples(session, flt=flt, families=families, context=context)
+    family = families[0] if len(families) == 1 else None
+    samples = select_exam(samples, exam, family=family)
+    if "period" in groups:
+        samples = add_period(samples, period)
+    for group in groups:
+        if group not in samples.columns:
+            samples[group] = pd.Series(pd.NA, index=samples.index, dtype=object)
+    present = None if quantities is None else [q for q in quantities if q in samples.columns]
+    table = dose_statistics(samples, groups, present)
+    found = set(samples["modality_family"].dropna().astype(str)) if len(samples) else set()
+    return StatisticsResult(table=table, n_samples=len(samples), families=found)
+
+
+# -- summary per modality, device and protocol ---------------------------------------------------
+
+
+def dose_summary(session: Session, *, flt: StudyFilter | None = None) -> pd.DataFrame:
+    """Return event dose statistics per (event modality, device, acquisition protocol).
+
+    The main quantities in canonical units (:data:`SUMMARY_QUANTITIES`): CT CTDIvol
+    (mGy) and DLP (mGy·cm) per event; projection X-ray KAP (Gy·m²) and Ka,r (Gy) per
+    event; MG AGD (mGy); NM/PT administered activity (MBq). Without a study condition
+    in ``flt`` (dates, exams, patient bands ...) the database counts and ranks each
+    group's values through its indexes (:func:`kerma.db.analytics.group_percentiles`);
+    with one, the filtered events' values are read (narrow) and ranked here.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`SUMMARY_COLUMNS`: one row per (modality, device, protocol, quantity) with
+        ``label`` and ``unit`` (canonical, :data:`kerma.units.QUANTITIES`),
+        ``number_of_studies``, ``number_of_events`` (of the group),
+        ``number_of_values`` (events holding the quantity), ``median``, ``p25`` and
+        ``p75`` (linear interpolation). Groups without a value of a quantity are left
+        out; rows sorted by modality, device name and protocol.
+    """
+    flt = flt or StudyFilter()
+    groups = store.summary_groups(session, flt=flt)
+    if not groups:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    keys = {
+        g.group_id: (str(g.modality), int(g.device_id), str(g.acquisition_protocol)) for g in groups
+    }
+    names = {g.group_id: str(g.device_name) for g in groups}
+    merged = len(set(keys.values())) < len(keys)  # patient and non-patient groups of a key
+    if merged and session.get_bind().dialect.name == "postgresql":
+        stats = _summary_by_reading(session, flt, keys)  # PostgreSQL: per group, in SQL
+    elif flt.has_study_conditions or merged:
+        stats = _summary_by_reading(session, flt, keys)
+    else:
+        stats = _summary_in_database(session, keys)
+    rows = []
+    for (modality, device_id, protocol), per_quantity in stats.items():
+        device_name = next(
+            names[g] for g, k in keys.items() if k == (modality, device_id, protocol)
+        )
+        for quantity, values in per_quantity.items():
+            known = QUANTITIES[quantity]
+            rows.append(
+                {
+                    "modality": modality,
+                    "device_name": device_name,
+                    "acquisition_protocol": protocol,
+                    "quantity": quantity,
+                    "label": known.canonical_label,
+                    "unit": known.unit,
+                    **values,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    if frame.empty:
+        return frame
+    order = {q: i for i, q in enumerate((*SUMMARY_QUANTITIES["CT"], *PROJECTION_QUANTITIES))}
+    frame["_order"] = frame["quantity"].map(order).fillna(9)
+    frame = frame.sort_values(
+        ["modality", "device_name", "acquisition_protocol", "_order"], kind="stable"
+    )
+    return frame.drop(columns="_order").reset_index(drop=True)
+
+
+def _quantities_of(modality: str) -> tuple[str, ...]:
+    """Return the summary quantities of an event modality."""
+    return SUMMARY_QUANTITIES.get(modality.upper(), PROJECTION_QUANTITIES)
+
+
+def _summary_in_database(
+    session: Session, keys: dict[int, tuple[str, int, str]]
+) -> dict[tuple[str, int, str], dict[str, dict[str, Any]]]:
+    """Return summary statistics per group computed by the database (indexes only)."""
+    ids = list(keys)
+    counts = store.group_counts(session, group_ids=ids)
+    is_postgres = session.get_bind().dialect.name == "postgresql"
+    out: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
+    by_quantity: dict[str, list[int]] = {}
+    for gid, (modality, _, _) in keys.items():
+        for quantity in _quantities_of(modality):
+            by_quantity.setdefault(quantity, []).append(gid)
+    fractions = list(SUMMARY_FRACTIONS.values())
+    for quantity, gids in by_quantity.items():
+        n_values = store.group_value_counts(session, quantity=quantity, group_ids=gids)
+        with_values = [g for g in gids if n_values.get(g)]
+        if is_postgres:
+            percentiles = store.postgres_group_percentiles(
+                session, quantity=quantity, group_ids=with_values, fractions=fractions
+            )
+        else:
+            percentiles = {
+                g: store.group_percentiles(
+                    session, quantity=quantity, group_id=g, n=n_values[g], fractions=fractions
+                )
+                for g in with_values
+            }
+        for gid in with_values:
+            n_events, n_studies = counts.get(gid, (0, 0))
+            out.setdefault(keys[gid], {})[quantity] = {
+                "number_of_studies": n_studies,
+                "number_of_events": n_events,
+                "number_of_values": n_values[gid],
+                **dict(zip(SUMMARY_FRACTIONS, percentiles[gid], strict=True)),
+            }
+    return out
+
+
+def _summary_by_reading(
+    session: Session, flt: StudyFilter, keys: dict[int, tuple[str, int, str]]
+) -> dict[tuple[str, int, str], dict[str, dict[str, Any]]]:
+    """Return summary statistics per (modality, device, protocol) from the filtered values.
+
+    The values of the events whose studies ``flt`` selects are read (narrow: group,
+    study and the quantities) and ranked with pandas' grouped quantiles (linear
+    interpolation, as numpy); groups of one key (patient and non-patient) merge.
+    """
+    out: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        return _summary_postgres_filtered(session, flt, keys)
+    quantities = sorted({q for m, _, _ in keys.values() for q in _quantities_of(m)})
+    columns = ["group_id", "study_id", *quantities]
+    frame = pd.DataFrame.from_records(
+        store.group_value_rows(session, flt=flt, group_ids=list(keys), quantities=quantities),
+        columns=columns,
+    )
+    if frame.empty:
+        return out
+    key_list = sorted(set(keys.values()))
+    code_of = {gid: key_list.index(key) for gid, key in keys.items()}
+    frame["code"] = frame["group_id"].map(code_of)
+    grouped = frame.groupby("code", sort=False)
+    n_events = grouped.size()
+    n_studies = grouped["study_id"].nunique()
+    for quantity in quantities:
+        values = frame[["code", quantity]].dropna()
+        if values.empty:
+            continue
+        by_code = values.groupby("code", sort=False)[quantity]
+        counts = by_code.size()
+        ranks = by_code.quantile(list(SUMMARY_FRACTIONS.values())).unstack()
+        for code, n in counts.items():
+            key = key_list[int(code)]
+            if quantity not in _quantities_of(key[0]):
+                continue
+            out.setdefault(key, {})[quantity] = {
+                "number_of_studies": int(n_studies[code]),
+                "number_of_events": int(n_events[code]),
+                "number_of_values": int(n),
+                **{
+                    name: float(ranks.loc[code, fraction])
+                    for name, fraction in SUMMARY_FRACTIONS.items()
+                },
+            }
+    return out
+
+
+def _summary_postgres_filtered(
+    session: Session, flt: StudyFilter, keys: dict[int, tuple[str, int, str]]
+) -> dict[tuple[str, int, str], dict[str, dict[str, Any]]]:
+    """Return the filtered summary computed by PostgreSQL (``percentile_cont`` per key)."""
+    out: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
+    fractions = list(SUMMARY_FRACTIONS.values())
+    by_quantity: dict[str, list[int]] = {}
+    for gid, (modality, _, _) in keys.items():
+        for quantity in _quantities_of(modality):
+            by_quantity.setdefault(quantity, []).append(gid)
+    counts = store.filtered_group_counts(session, flt=flt, group_ids=list(keys))
+    for quantity, gids in by_quantity.items():
+        for gid, n_values, percentiles in store.postgres_filtered_percentiles(
+            session, flt=flt, quantity=quantity, group_ids=gids, fractions=fractions
+        ):
+            out.setdefault(keys[gid], {})[quantity] = {
+                "number_of_studies": counts[gid][1],
+                "number_of_events": counts[gid][0],
+                "number_of_values": n_values,
+                **dict(zip(SUMMARY_FRACTIONS, percentiles, strict=True)),
+            }
+    return out
+
+
+# -- cumulative dose -----------------------------------------------------------------------------
+
+
+def cumulative_dose(
+    session: Session,
+    *,
+    flt: StudyFilter | None = None,
+    window_days: int = 365,
+    as_of: dt.date | str | None = None,
+) -> pd.DataFrame:
+    """Return each patient's cumulative dose over the window ending at ``as_of``.
+
+    The sums of :func:`kerma.analysis.cumulative.cumulative_dose`, computed by the
+    database from the study summary columns (one GROUP BY over the window's studies).
+
+    Parameters
+    ----------
+    flt : StudyFilter, optional
+        Which studies.
+    window_days : int, optional
+        Window length in days (default 365; ``Settings.cumulative_window_days``).
+    as_of : date or ISO string, optional
+        Last day of the window (inclusive); default the latest study date.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`kerma.analysis.cumulative.CUMULATIVE_COLUMNS`, one row per patient with
+        a study in the window, sorted by effective dose then Ka,r (descending).
+    """
+    flt = flt or StudyFilter()
+    end = as_date(as_of) if as_of is not None else store.latest_study_date(session, flt=flt)
+    if end is None:
+        return pd.DataFrame(columns=list(CUMULATIVE_COLUMNS))
+    start = end - dt.timedelta(days=window_days - 1)
+    rows = store.cumulative_rows(session, flt=flt, start=start, end=end)
+    columns = [c for c in CUMULATIVE_COLUMNS if c not in ("window_start", "window_end")]
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    frame.insert(1, "window_start", start)
+    frame.insert(2, "window_end", end)
+    for name in ("number_of_studies", "number_of_ct_exams", "number_of_fluoro_studies"):
+        frame[name] = frame[name].astype("int64")
+    for name in (
+        "ct_dlp_total_mgycm",
+        "ct_effective_dose_msv",
+        "fluoro_studies_dose_rp_total_gy",
+        "fluoro_studies_dap_total_gym2",
+    ):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
+    return frame[list(CUMULATIVE_COLUMNS)]
+
+
+__all__ = [
+    "MODALITY_FAMILIES",
+    "DrlResult",
+    "StatisticsResult",
+    "compare_drls",
+    "cumulative_dose",
+    "dose_samples",
+    "dose_summary",
+    "filter_samples",
+    "select_exam",
+    "statistics",
+]

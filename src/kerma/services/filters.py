@@ -1,0 +1,13 @@
+"""The one study filter, re-exported for the services' callers (:mod:`kerma.db.filters`)."""
+
+from __future__ import annotations
+
+from kerma.db.filters import (
+    DOSE_RANGE_QUANTITIES,
+    SEXES,
+    StudyFilter,
+    as_date,
+    normalise_filter,
+)
+
+__all__ = ["DOSE_RANGE_QUANTITIES", "SEXES", "StudyFilter", "as_date", "normalise_filter"]

@@ -1,0 +1,552 @@
+"""``kerma.Registry``: the thin public facade over the services.
+
+A :class:`Registry` opens one database (migrated on first use, its study summary
+derived once after an upgrade) and one archive, and each method opens a session and
+calls one service function: the CLI, the web app and a Python user get the same
+results from the same code. Methods return pandas DataFrames (or typed results where
+a page or a detail is asked for); names carry canonical units (``docs/registry.md``).
+
+May import ``kerma.db``, ``kerma.analysis``, ``kerma.ingest``, ``kerma.services``,
+``kerma.records``, ``kerma.config`` and ``kerma.errors``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from kerma.config import Settings, get_settings
+from kerma.db.filters import StudyFilter, normalise_filter
+from kerma.db.migrate import ensure_schema
+from kerma.db.session import make_engine, make_session_factory, session_scope
+from kerma.services import studies as study_service
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kerma.analysis.exams import ExamRuleSet
+    from kerma.analysis.summary import SummaryContext
+    from kerma.ingest.pipeline import Importer, ImportOutcome, ImportSummary, ReprocessSummary
+    from kerma.services.analytics import DrlResult, StatisticsResult
+    from kerma.services.exams import RemapResult
+
+DateLike = dt.date | dt.datetime | str | None
+
+
+class Registry:
+    """A Kerma registry: one database and one archive.
+
+    Parameters
+    ----------
+    url : str, optional
+        SQLAlchemy URL; default ``settings.database_url`` (``KERMA_DATABASE_URL``,
+        ``sqlite:///kerma.db``).
+    settings : Settings, optional
+        Default: read from the environment (:func:`kerma.config.get_settings`).
+
+    Notes
+    -----
+    The schema is migrated to the newest revision on first use, and the study summary
+    columns are derived once when the registry was made by an older Kerma. Methods are
+    safe to call from several threads and processes at once.
+
+    Examples
+    --------
+    >>> import kerma
+    >>> reg = kerma.Registry("sqlite://")
+    >>> len(reg.studies())
+    0
+    """
+
+    def __init__(self, url: str | None = None, *, settings: Settings | None = None) -> None:
+        from kerma.services.derive import ensure_derived
+
+        self.settings = settings if settings is not None else get_settings()
+        self.url = url or self.settings.database_url
+        if self.url.startswith("sqlite") and self.url.rstrip("/") in {"sqlite:", "sqlite:/"}:
+            from sqlalchemy.pool import StaticPool
+
+            self.engine = make_engine(
+                "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            self.engine = make_engine(self.url)
+        ensure_schema(self.engine)
+        self._read_factory = make_session_factory(self.engine)
+        self._write_factory = make_session_factory(self.engine, write=True)
+        self._importer: Importer | None = None
+        self._context: SummaryContext | None = None
+        self._lock = threading.Lock()
+        self.derived_on_open = ensure_derived(self._write_factory, context=lambda: self.context)
+
+    def __repr__(self) -> str:
+        """Return the registry's URL without password."""
+        return f"Registry({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def __enter__(self) -> Registry:
+        """Return the registry (closed on exit)."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the registry's connections."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the registry's database connections."""
+        self.engine.dispose()
+
+    # -- sessions, rules and import -----------------------------------------------------------
+
+    @contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """Yield a SQLAlchemy session: commit on success, rollback on error.
+
+        Parameters
+        ----------
+        write : bool, optional
+            On SQLite, take the write lock at the start (default ``True``); pass
+            ``False`` for read-only work so it does not wait for writers.
+        """
+        with session_scope(self._write_factory if write else self._read_factory) as session:
+            yield session
+
+    @property
+    def session_factory(self) -> Any:
+        """The writing session factory (for services that run many transactions)."""
+        return self._write_factory
+
+    @property
+    def context(self) -> SummaryContext:
+        """The derive context: the exam rules in force (``Settings.exam_rules_path``)."""
+        from kerma.services.derive import make_context
+
+        with self._lock:
+            if self._context is None:
+                self._context = make_context(self.settings)
+            return self._context
+
+    @property
+    def exam_rules(self) -> ExamRuleSet:
+        """The standard-exam rules in force."""
+        return self.context.rules
+
+    @property
+    def importer(self) -> Importer:
+        """The :class:`~kerma.ingest.pipeline.Importer`, deriving each study it touches."""
+        from kerma.services.derive import make_importer
+
+        context = self.context
+        with self._lock:
+            if self._importer is None:
+                self._importer = make_importer(
+                    self.settings, session_factory=self._write_factory, context=context
+                )
+            return self._importer
+
+    def import_paths(
+        self,
+        paths: Iterable[str | PathLike[str]] | str | PathLike[str],
+        *,
+        progress: Callable[[ImportOutcome], None] | None = None,
+        keep_non_dose: bool = True,
+    ) -> ImportSummary:
+        """Import DICOM files and folders (recursively); idempotent by SOP Instance UID.
+
+        Parameters
+        ----------
+        paths : path-like or iterable of path-like
+            Files and folders.
+        progress : callable, optional
+            Called with the :class:`~kerma.ingest.pipeline.ImportOutcome` of each object.
+        keep_non_dose : bool, optional
+            ``True`` (default, as ``kerma import``): an object without dose information
+            is archived and rejected with the reason. ``False``: it is not archived and
+            is listed by :meth:`ignored` instead (status ``ignored``).
+
+        Returns
+        -------
+        ImportSummary
+            Counts: imported by kind and modality, already present, superseded,
+            rejected, ignored.
+
+        Raises
+        ------
+        OSError
+            When the archive cannot be written.
+        """
+        if isinstance(paths, str | PathLike):
+            paths = [paths]
+        return self.importer.import_paths(paths, progress=progress, keep_non_dose=keep_non_dose)
+
+    def import_bytes(
+        self, data: bytes, *, source: str = "bytes", keep_non_dose: bool = True
+    ) -> ImportOutcome:
+        """Import one DICOM object held in memory (see :meth:`Importer.import_bytes`).
+
+        Raises
+        ------
+        OSError
+            When the archive cannot be written.
+        """
+        return self.importer.import_bytes(data, source=source, keep_non_dose=keep_non_dose)
+
+    def reprocess(self, *, progress: Callable[[str], None] | None = None) -> ReprocessSummary:
+        """Re-extract every archived object with the current extractors, in place.
+
+        Every study is then derived again (summary columns, exams), in batches.
+        """
+        from kerma.services.derive import refresh_all
+
+        result = self.importer.reprocess(progress=progress)
+        refresh_all(self._write_factory, context=self.context)
+        return result
+
+    # -- studies and events ------------------------------------------------------------------
+
+    def _filter(self, flt: StudyFilter | None = None, **fields: Any) -> StudyFilter:
+        """Return ``flt`` with the keyword filter fields applied (older names accepted)."""
+        return normalise_filter(flt, **fields)
+
+    def studies(
+        self,
+        *,
+        modality: str | Sequence[str] | None = None,
+        date_from: DateLike = None,
+        date_to: DateLike = None,
+        device: str | None = None,
+        include_non_patient: bool = False,
+        flt: StudyFilter | None = None,
+    ) -> pd.DataFrame:
+        """Return one row per study with its summary columns, oldest first.
+
+        Parameters
+        ----------
+        modality : str or sequence of str, optional
+            Any of the study's modalities.
+        date_from, date_to : date or ISO string, optional
+            Study date range, both ends included.
+        device : str, optional
+            Case-insensitive substring of the device name, station name or model.
+        include_non_patient : bool, optional
+            Include QA / phantom studies. Default ``False``.
+        flt : StudyFilter, optional
+            Any other filter (the keywords above are applied on top of it).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`kerma.db.studies.STUDY_COLUMNS` (``docs/registry.md``): the
+            study, patient and device context, and the summary columns derived from
+            the current events and reports in canonical units (``ct_dlp_total_mgycm``,
+            ``dap_total_gym2`` Gy·m², ``dose_rp_total_gy`` Gy = the larger plane,
+            ``agd_total_left_mgy`` / ``_right_`` ...).
+        """
+        flt = self._filter(
+            flt,
+            modality=modality,
+            date_from=date_from,
+            date_to=date_to,
+            device=device,
+            include_non_patient=include_non_patient or (flt.include_non_patient if flt else False),
+        )
+        with self.session(write=False) as session:
+            return study_service.studies_frame(session, flt=flt)
+
+    def list_studies(
+        self,
+        flt: StudyFilter | None = None,
+        *,
+        sort: str | Sequence[tuple[str, str]] | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+        count: bool = True,
+    ) -> study_service.StudyPage:
+        """Return one page of studies and the total (services.studies.list_studies)."""
+        with self.session(write=False) as session:
+            return study_service.list_studies(
+                session, flt=flt, sort=sort, limit=limit, offset=offset, count=count
+            )
+
+    def count_studies(self, flt: StudyFilter | None = None) -> int:
+        """Return how many studies ``flt`` selects."""
+        with self.session(write=False) as session:
+            return study_service.count_studies(session, flt=flt)
+
+    def iter_studies(
+        self, flt: StudyFilter | None = None, *, batch_size: int = 2000
+    ) -> Iterator[dict[str, Any]]:
+        """Yield every study of ``flt`` as a dict, streamed (oldest first)."""
+        with self.session(write=False) as session:
+            yield from study_service.iter_studies(session, flt=flt, batch_size=batch_size)
+
+    def iter_events(
+        self, flt: StudyFilter | None = None, *, batch_size: int = 5000
+    ) -> Iterator[dict[str, Any]]:
+        """Yield every current irradiation event of ``flt``'s studies, streamed."""
+        with self.session(write=False) as session:
+            yield from study_service.iter_events(session, flt=flt, batch_size=batch_size)
+
+    def study(self, study_id: int) -> study_service.StudyDetail:
+        """Return one study and its current events.
+
+        Raises
+        ------
+        kerma.errors.NotFoundError
+            When no study has that id.
+        """
+        with self.session(write=False) as session:
+            return study_service.get_study_or_raise(session, study_id=study_id)
+
+    def events(
+        self,
+        *,
+        modality: str | None = None,
+        date_from: DateLike = None,
+        date_to: DateLike = None,
+        device: str | None = None,
+        include_non_patient: bool = False,
+        flt: StudyFilter | None = None,
+    ) -> pd.DataFrame:
+        """Return one row per current irradiation event (superseded copies left out).
+
+        Parameters
+        ----------
+        modality : str, optional
+            The event's own modality (``CT``, ``RF``, ``DX`` ...).
+        date_from, date_to : date or ISO string, optional
+            Study date range, both ends included.
+        device : str, optional
+            Case-insensitive substring of the device name, station name or model.
+        include_non_patient : bool, optional
+            Include QA / phantom studies. Default ``False``.
+        flt : StudyFilter, optional
+            Any other study filter.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`kerma.db.studies.EVENT_COLUMNS`: study and device context,
+            ``kind``, every :data:`kerma.records.EVENT_SCALAR_FIELDS` name in its
+            canonical unit and ``xray_sources``. ``study_date`` is datetime64.
+        """
+        flt = self._filter(
+            flt,
+            date_from=date_from,
+            date_to=date_to,
+            device=device,
+            include_non_patient=include_non_patient or (flt.include_non_patient if flt else False),
+        )
+        with self.session(write=False) as session:
+            return study_service.events_frame(
+                session, flt=flt, event_modalities=[modality] if modality else ()
+            )
+
+    def rejects(self, *, limit: int | None = None) -> pd.DataFrame:
+        """Return the rejected objects, newest first (``limit`` rows at most)."""
+        with self.session(write=False) as session:
+            return study_service.rejects_frame(session, limit=limit)
+
+    def count_rejects(self) -> int:
+        """Return how many rejected objects the registry lists."""
+        with self.session(write=False) as session:
+            return study_service.count_rejects(session)
+
+    def ignored(self, *, limit: int | None = None) -> pd.DataFrame:
+        """Return the objects received without dose information and not kept, newest first."""
+        with self.session(write=False) as session:
+            return study_service.ignored_frame(session, limit=limit)
+
+    def patient_sizes(self, *, study_instance_uid: str | None = None) -> pd.DataFrame:
+        """Return the patient sizes measured on received CT images, one row per image.
+
+        Columns :data:`kerma.db.studies.PATIENT_SIZE_COLUMNS`: ``direction`` (``dw``,
+        ``lat``, ``ap``), ``water_equivalent_diameter_mm`` (axial images, AAPM Report
+        220), ``patient_width_mm`` (localizers, geometric width), ...
+        """
+        with self.session(write=False) as session:
+            return study_service.patient_sizes_frame(session, study_instance_uid=study_instance_uid)
+
+    def study_patient_sizes(self, *, study_instance_uid: str | None = None) -> pd.DataFrame:
+        """Return one patient size per Study Instance UID from its CT images (for the SSDE)."""
+        with self.session(write=False) as session:
+            return study_service.study_patient_sizes_frame(
+                session, study_instance_uid=study_instance_uid
+            )
+
+    # -- analytics ---------------------------------------------------------------------------
+
+    def summary(
+        self,
+        *,
+        modality: str | None = None,
+        date_from: DateLike = None,
+        date_to: DateLike = None,
+        device: str | None = None,
+        include_non_patient: bool = False,
+        flt: StudyFilter | None = None,
+    ) -> pd.DataFrame:
+        """Return event dose statistics per modality, device and acquisition protocol.
+
+        See :func:`kerma.services.analytics.dose_summary` (canonical units; ``modality``
+        is the events' own).
+        """
+        from kerma.services.analytics import dose_summary
+
+        flt = self._filter(
+            flt,
+            modality=modality,
+            date_from=date_from,
+            date_to=date_to,
+            device=device,
+            include_non_patient=include_non_patient or (flt.include_non_patient if flt else False),
+        )
+        with self.session(write=False) as session:
+            return dose_summary(session, flt=flt)
+
+    def ensure_exams_current(self) -> RemapResult:
+        """Map again the studies mapped with other exam rules than those in force."""
+        from kerma.services.exams import ensure_exams_current
+
+        return ensure_exams_current(self._write_factory, context=self.context)
+
+    def apply_exams(self) -> RemapResult:
+        """Map every study with the rules in force and derive every summary again."""
+        from kerma.services.exams import apply_exams
+
+        return apply_exams(self._write_factory, context=self.context)
+
+    def samples(
+        self, flt: StudyFilter | None = None, *, families: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Return the DRL sample frame (:func:`kerma.services.analytics.dose_samples`)."""
+        from kerma.services.analytics import MODALITY_FAMILIES, dose_samples
+
+        with self.session(write=False) as session:
+            return dose_samples(session, flt=flt, families=families or MODALITY_FAMILIES)
+
+    def drl(
+        self,
+        flt: StudyFilter | None = None,
+        *,
+        drl_set: str | None = None,
+        families: Sequence[str] | None = None,
+        exam: str | None = None,
+        local: bool = False,
+        periods: bool = False,
+    ) -> DrlResult:
+        """Compare the rooms with the DRLs (:func:`kerma.services.analytics.compare_drls`).
+
+        The settings give the DRL set, site tables, minimum samples, unknown-age policy,
+        period and consecutive periods.
+        """
+        from kerma.services.analytics import MODALITY_FAMILIES, compare_drls
+
+        s = self.settings
+        with self.session(write=False) as session:
+            return compare_drls(
+                session,
+                flt=flt,
+                drl_set=drl_set or s.drl_set,
+                families=families or MODALITY_FAMILIES,
+                exam=exam,
+                drl_extra_paths=s.drl_extra_paths,
+                min_sample=s.drl_min_sample,
+                min_sample_mammography=s.drl_min_sample_mammography,
+                unknown_age=s.drl_unknown_age,
+                local=local,
+                periods=periods,
+                period=s.drl_period,
+                consecutive=s.drl_consecutive_periods,
+            )
+
+    def statistics(
+        self,
+        flt: StudyFilter | None = None,
+        *,
+        by: Sequence[str] = ("standard_exam", "device_name"),
+        period: str = "month",
+        families: Sequence[str] | None = None,
+        exam: str | None = None,
+        quantities: Sequence[str] | None = None,
+    ) -> StatisticsResult:
+        """Return dose statistics per group (:func:`kerma.services.analytics.statistics`)."""
+        from kerma.services.analytics import MODALITY_FAMILIES, statistics
+
+        with self.session(write=False) as session:
+            return statistics(
+                session,
+                flt=flt,
+                by=by,
+                period=period,
+                families=families or MODALITY_FAMILIES,
+                exam=exam,
+                quantities=quantities,
+            )
+
+    def cumulative(
+        self,
+        flt: StudyFilter | None = None,
+        *,
+        window_days: int | None = None,
+        as_of: DateLike = None,
+    ) -> pd.DataFrame:
+        """Return each patient's cumulative dose (services.analytics.cumulative_dose)."""
+        from kerma.services.analytics import cumulative_dose
+
+        with self.session(write=False) as session:
+            return cumulative_dose(
+                session,
+                flt=flt,
+                window_days=window_days or self.settings.cumulative_window_days,
+                as_of=as_of,
+            )
+
+    # -- skin dose ---------------------------------------------------------------------------
+
+    def skin_doses(
+        self,
+        *,
+        study_instance_uids: Sequence[str] | None = None,
+        since: DateLike = None,
+        until: DateLike = None,
+    ) -> pd.DataFrame:
+        """Return the stored skin dose estimates (:func:`kerma.services.skin.stored_skin_doses`)."""
+        from kerma.services.skin import stored_skin_doses
+
+        with self.session(write=False) as session:
+            return stored_skin_doses(
+                session, study_instance_uids=study_instance_uids, since=since, until=until
+            )
+
+    def estimate_skin_doses(
+        self,
+        *,
+        study_instance_uids: Sequence[str] | None = None,
+        since: DateLike = None,
+        until: DateLike = None,
+        recompute: bool = False,
+        timeout_s: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> pd.DataFrame:
+        """Estimate the missing skin doses and return all
+        (:func:`kerma.services.skin.estimate_study_skin_doses`)."""
+        from kerma.analysis.skin_dose import DEFAULT_TIMEOUT_S
+        from kerma.services.skin import estimate_study_skin_doses
+
+        return estimate_study_skin_doses(
+            self._write_factory,
+            archive_dir=Path(self.settings.archive_dir),
+            study_instance_uids=study_instance_uids,
+            since=since,
+            until=until,
+            recompute=recompute,
+            timeout_s=timeout_s or DEFAULT_TIMEOUT_S,
+            progress=progress,
+        )
