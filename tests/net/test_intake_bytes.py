@@ -24,7 +24,7 @@ from kerma.ingest.archive import Archive, ArchivedObject
 from kerma.ingest.pipeline import Importer
 from kerma.net.scp import StorageSCP
 from kerma.net.spool import Spool
-from kerma.services.intake import build_intake_importer
+from kerma.services import intake_importer
 from tests.net.conftest import (
     DICOM_DIR,
     dataset_bytes,
@@ -105,7 +105,7 @@ def instrumented(tmp_path: Path) -> Iterator[InstrumentedSCP]:
     archive = CountingArchive(settings.archive_dir)
 
     def factory() -> Importer:
-        importer = build_intake_importer(settings)
+        importer = intake_importer(settings)
         importer.archive = archive
         return importer
 
@@ -184,7 +184,7 @@ class TestOneWritePerObject:
         instrumented.scp.stop(grace_s=5)
         scp = StorageSCP(
             settings,
-            importer_factory=lambda: build_intake_importer(settings),
+            importer_factory=lambda: intake_importer(settings),
             port=free_port(),
         )
         scp.start()

@@ -17,7 +17,7 @@ from kerma.api import Registry
 from kerma.net import status
 from kerma.net.handlers import FileMetaEncoder, check_dataset, check_encoded_dataset
 from kerma.net.spool import Spool, parse_slot
-from kerma.services.intake import build_intake_importer
+from kerma.services import intake_importer
 from tests.net.conftest import (
     CASES_DIR,
     DICOM_DIR,
@@ -339,7 +339,7 @@ class TestAssociationActivity:
         )
         scp = StorageSCP(
             settings,
-            importer_factory=lambda: build_intake_importer(settings),
+            importer_factory=lambda: intake_importer(settings),
             host="127.0.0.1",
             port=0,
         )

@@ -29,7 +29,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from kerma.api import Registry
 from kerma.config import Settings
 from kerma.net.spool import SpoolWorker, read_footer
-from kerma.services.intake import build_intake_importer
+from kerma.services import intake_importer
 from kerma.web.app import create_app
 from tests.net.conftest import DICOM_DIR, ROOT, free_port, registry_sop_uids, wait_until
 
@@ -200,7 +200,7 @@ class InProcessServer:
         self.app.state.worker.stop()
         self.held = SpoolWorker(
             self.app.state.spool,
-            lambda: build_intake_importer(self.settings),
+            lambda: intake_importer(self.settings),
             keep_non_dose=self.settings.scp_keep_non_dose,
         )
         self.app.state.worker = self.held

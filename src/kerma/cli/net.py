@@ -37,13 +37,12 @@ def intake_importer(settings: Settings) -> BytesImporter:
 
     A module-level function, handed by reference to the import child process, which
     calls it once with the settings.
-
-    .. note:: To the lead: replace by ``kerma.services.intake_importer`` (the services
-       engineer's factory, with the derive hook) at merge.
+    It is :func:`kerma.services.intake_importer`: the pipeline with the derive hook, so
+    every received object refreshes the summary of the studies it touches.
     """
-    from kerma.services.intake import build_intake_importer
+    from kerma.services import intake_importer as services_intake_importer
 
-    return build_intake_importer(settings)
+    return services_intake_importer(settings)
 
 
 def _port(value: int | None, *, allow_zero: bool = False) -> int | None:

@@ -8,8 +8,6 @@
   not keep, with where each came from.
 - :func:`known_instances`: which SOP Instance UIDs the registry already knows, for
   ``kerma pull``.
-- :func:`build_intake_importer`: the ingest pipeline of a process that receives
-  objects (the SCP's import child, the web app's STOW-RS worker, ``kerma pull``).
 - :func:`find_missing` and :func:`count_files` (from :mod:`kerma.ingest.sources`):
   what ``kerma import`` checks and counts before it starts.
 
@@ -37,8 +35,7 @@ from kerma.db.intake_queries import IgnoredRow, RejectedRow, RejectWhere
 from kerma.ingest.sources import count_files, find_missing
 
 if TYPE_CHECKING:
-    from kerma.config import Settings
-    from kerma.ingest.pipeline import Importer
+    pass
 
 __all__ = [
     "REASON_GROUPS",
@@ -46,7 +43,6 @@ __all__ = [
     "RejectFilter",
     "RejectPurge",
     "RejectedRow",
-    "build_intake_importer",
     "count_files",
     "count_ignored",
     "count_rejects",
@@ -366,42 +362,3 @@ def ignored_by_kind(session: Session) -> list[tuple[str | None, str | None, int]
 def known_instances(session: Session, uids: Collection[str]) -> set[str]:
     """Return those of ``uids`` (SOP Instance UIDs) the registry has stored, rejected or ignored."""
     return q.known_sop_instance_uids(session, uids=uids)
-
-
-def build_intake_importer(settings: Settings) -> Importer:
-    """Return the ingest pipeline of a process that receives objects.
-
-    A module-level function, so that it can be handed to a child process by reference
-    (``kerma listen``'s import process calls it with the settings). Migrates the
-    database to the newest schema when needed.
-
-    .. note:: To the lead: ``kerma.services.intake_importer`` (services engineer; it
-       adds the derive hook) replaces this at merge; ``kerma.cli.net`` and
-       ``kerma.web.app`` then import that one instead.
-
-    Parameters
-    ----------
-    settings : kerma.config.Settings
-        ``database_url``, ``archive_dir``, ``pseudonym_key``, ``non_patient_patterns``,
-        ``strict``.
-
-    Returns
-    -------
-    kerma.ingest.pipeline.Importer
-        Writing to the registry and archive of ``settings``.
-    """
-    from kerma.db.migrate import ensure_schema
-    from kerma.db.session import make_engine, make_session_factory
-    from kerma.ingest.archive import Archive
-    from kerma.ingest.pipeline import Importer
-    from kerma.ingest.pseudonym import Pseudonymizer, load_or_create_key
-
-    engine = make_engine(settings.database_url)
-    ensure_schema(engine)
-    key = load_or_create_key(settings.archive_dir, settings.pseudonym_key)
-    return Importer(
-        session_factory=make_session_factory(engine, write=True),
-        settings=settings,
-        archive=Archive(settings.archive_dir),
-        pseudonymizer=Pseudonymizer(key, settings.non_patient_patterns),
-    )

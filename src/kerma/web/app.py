@@ -20,7 +20,6 @@ from fastapi import FastAPI
 from kerma import __version__
 from kerma.config import Settings, get_settings
 from kerma.net.spool import BytesImporter, Spool, SpoolWorker
-from kerma.services.intake import build_intake_importer
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def importer_factory() -> BytesImporter:
             """Open the ingest pipeline (on the worker thread, not at start-up)."""
-            # LEAD: kerma.services.intake_importer (services engineer) at merge
-            return build_intake_importer(settings)
+            from kerma.services import intake_importer
+
+            return intake_importer(settings)
 
         worker = SpoolWorker(spool, importer_factory, keep_non_dose=settings.scp_keep_non_dose)
         worker.start()
