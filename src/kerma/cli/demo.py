@@ -352,18 +352,19 @@ def print_registry_tables(database: str, archive_dir: Path, console: Console) ->
     """Print the demo registry's dose tables: per exam and room, then per protocol.
 
     One read of the registry's current events and studies (QA phantom studies left
-    out) feeds both tables; the per-protocol table is
-    :func:`kerma.api.summarise_events` of those events, as ``kerma summary`` shows it.
+    out) feeds the first table; the per-protocol table is :meth:`kerma.Registry.summary`,
+    as ``kerma summary`` shows it.
     """
-    from kerma.api import Registry, summarise_events
+    from kerma.api import Registry
     from kerma.config import get_settings
 
     settings = get_settings(database_url=database, archive_dir=archive_dir)
     with Registry(database, settings=settings) as registry:
         events = registry.events()
         studies = registry.studies()
+        frame = registry.summary()
     _print_study_statistics(console, events, studies)
-    _print_summary(console, summarise_events(events))
+    _print_summary(console, frame)
 
 
 def _print_next_steps(console: Console, database: str, archive_dir: Path) -> None:
