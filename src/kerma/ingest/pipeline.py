@@ -55,7 +55,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -841,7 +841,7 @@ class Importer:
             _fill_report_row(row, report)
             session.add(row)
             session.flush()
-            _sync_events(session, row, study, report)
+            _sync_events(session, row, study, report, is_new=True)
             if item.size is not None:
                 _add_size(session, item.size)
             plan = reconcile_study(session, study=study)
@@ -1208,13 +1208,23 @@ def _fill_report_row(row: DoseReportRow, report: DoseReport) -> None:
     row.agd_total_mgy = _clean(agd)
 
 
-def _sync_events(session: Session, row: DoseReportRow, study: Study, report: DoseReport) -> None:
+def _sync_events(
+    session: Session,
+    row: DoseReportRow,
+    study: Study,
+    report: DoseReport,
+    *,
+    is_new: bool = False,
+) -> None:
     """Make the ``irradiation_event`` rows of a report match the record, one per event.
 
     Existing rows are updated in place by position (their ids stay), extra rows are
-    added or deleted; every event starts current, :func:`reconcile_study` decides.
+    added or deleted; every event starts current, :func:`reconcile_study` decides. A
+    report stored for the first time (``is_new``) has no rows yet: its events are
+    inserted with one multi-row INSERT, without loading the (empty) collection or
+    building ORM objects (the reconciler reads the events back with SQL).
     """
-    existing = {e.event_index: e for e in row.events} if row.id is not None else {}
+    rows: list[dict[str, Any]] = []
     for index, event in enumerate(report.events):
         values: dict[str, Any] = {
             name: _clean(getattr(event, name)) for name in EVENT_SCALAR_FIELDS
@@ -1230,7 +1240,14 @@ def _sync_events(session: Session, row: DoseReportRow, study: Study, report: Dos
             xray_sources=_as_dicts(event.xray_sources),
             xray_filters=_as_dicts(event.xray_filters),
         )
-        target = existing.pop(index, None)
+        rows.append(values)
+    if is_new:
+        if rows:
+            session.execute(insert(EventRow), rows)
+        return
+    existing = {e.event_index: e for e in row.events} if row.id is not None else {}
+    for values in rows:
+        target = existing.pop(values["event_index"], None)
         if target is None:
             session.add(EventRow(**values))
         else:
