@@ -27,6 +27,17 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture(autouse=True)
+def _private_key_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Keep each test's pseudonym key file in a temporary folder, not in the checkout.
+
+    Settings built without ``key_file`` (and ``kerma`` subprocesses that inherit the
+    environment) would otherwise use ``kerma-key/kerma.key`` in the working folder.
+    """
+    folder = tmp_path_factory.mktemp("kerma-key")
+    monkeypatch.setenv("KERMA_KEY_FILE", str(folder / "kerma.key"))
+
+
 def load_case(stem: str) -> dict:
     """Return the ``*.expected.json`` of a case in ``../shared/cases``."""
     return json.loads((CASES_DIR / f"{stem}.expected.json").read_text())

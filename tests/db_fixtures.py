@@ -23,7 +23,7 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 #: Settings fields every registry test pins, whatever the environment says.
-TEST_PSEUDONYM_KEY = "kerma-test-pseudonym-key"
+TEST_PSEUDONYM_KEY = "kerma-test-pseudonym-key-0123456789abcdef"
 
 
 def postgres_admin_url() -> str | None:

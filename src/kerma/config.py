@@ -27,6 +27,24 @@ DEFAULT_NON_PATIENT_PATTERNS: tuple[str, ...] = (
     r"physics",  # 'Z_Physics Test', 'Specials^PhysicsTesting' (OpenREM test files)
 )
 
+#: Free-text attributes a site treats as identifying by default
+#: (KERMA_IDENTIFYING_ATTRIBUTES): names of the persons involved and comments, which
+#: PS3.15 Annex E Table E.1-1 (Basic Application Level Confidentiality Profile)
+#: removes. Kerma stores none of them today; the list guards what a later extractor
+#: reads and is removed from a de-identified archive (archive_mode 'deidentified').
+DEFAULT_IDENTIFYING_ATTRIBUTES: tuple[str, ...] = (
+    "OperatorsName",
+    "PerformingPhysicianName",
+    "ReferringPhysicianName",
+    "RequestingPhysician",
+    "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord",
+    "PatientComments",
+    "AdditionalPatientHistory",
+    "StudyComments",
+    "RequestedProcedureComments",
+)
+
 
 class Settings(BaseSettings):
     """Kerma's configuration.
@@ -48,8 +66,31 @@ class Settings(BaseSettings):
     )
     pseudonym_key: str | None = Field(
         default=None,
-        description="Secret key of the HMAC-SHA-256 patient pseudonym. When unset, a "
-        "random key is created once and kept in <archive_dir>/pseudonym.key.",
+        description="Secret key of the HMAC-SHA-256 patient pseudonym (at least 32 "
+        "bytes); takes precedence over key_file. Unset by default.",
+    )
+    key_file: Path = Field(
+        default=Path("kerma-key/kerma.key"),
+        description="File of the pseudonym key (one key per line, mode 0600, folder "
+        "0700), kept apart from the archive: it must not be inside archive_dir. Created "
+        "with a random key on first use of an empty registry; never re-created for a "
+        "registry that holds pseudonyms. Back it up apart from the archive.",
+    )
+    archive_mode: Literal["original", "deidentified", "encrypted"] = Field(
+        default="encrypted",
+        description="How the archive keeps received objects: 'encrypted' (default; the "
+        "original bytes, AES-256-GCM with a key derived from the pseudonym key, "
+        "recoverable only with the key), 'deidentified' (patient identity attributes "
+        "removed, PS3.15 Annex E), or 'original' (the bytes as received, in clear).",
+    )
+    identifying_attributes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IDENTIFYING_ATTRIBUTES),
+        description="DICOM attribute keywords whose free text a site treats as "
+        "identifying: never stored in the registry, and removed from a de-identified "
+        "archive. Stored texts that may be listed: AccessionNumber, StudyDescription, "
+        "SeriesDescription, RequestedProcedureDescription, ProtocolName, StationName, "
+        "InstitutionName, and Comment (the SR comment of an irradiation event, DCM "
+        "121106).",
     )
     non_patient_patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_NON_PATIENT_PATTERNS),

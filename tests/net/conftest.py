@@ -124,7 +124,11 @@ class KermaListener:
     @property
     def settings(self) -> Settings:
         """Settings of the listener (for a Registry opened by the test)."""
-        return Settings(database_url=self.database_url, archive_dir=self.archive_dir)
+        return Settings(
+            database_url=self.database_url,
+            archive_dir=self.archive_dir,
+            key_file=self.workdir / "kerma-key" / "kerma.key",  # the subprocess's default
+        )
 
     def env(self) -> dict[str, str]:
         """Environment of the subprocess."""
@@ -132,6 +136,7 @@ class KermaListener:
         env.update(
             KERMA_DATABASE_URL=self.database_url,
             KERMA_ARCHIVE_DIR=str(self.archive_dir),
+            KERMA_KEY_FILE=str(self.workdir / "kerma-key" / "kerma.key"),
             PYTHONPATH=str(ROOT / "src"),
             **self.extra_env,
         )

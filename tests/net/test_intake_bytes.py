@@ -99,7 +99,7 @@ def instrumented(tmp_path: Path) -> Iterator[InstrumentedSCP]:
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite:///{tmp_path / 'kerma.db'}",
         archive_dir=tmp_path / "archive",
-        pseudonym_key="kerma-test-key",
+        pseudonym_key="kerma-test-key-0123456789abcdef-0123456789",
     )
     spool = CountingSpool(settings.archive_dir)
     archive = CountingArchive(settings.archive_dir)

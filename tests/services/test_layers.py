@@ -15,7 +15,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "kerma"
 
-FOUNDATION = ("kerma.records", "kerma.units", "kerma.errors", "kerma.config")
+FOUNDATION = ("kerma.records", "kerma.units", "kerma.errors", "kerma.config", "kerma.files")
 
 #: package -> what it may import (DESIGN.md, "Layers").
 ALLOWED: dict[str, tuple[str, ...]] = {

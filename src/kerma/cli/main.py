@@ -50,6 +50,7 @@ COMMAND_MODULES = (
     "kerma.cli.analysis",
     "kerma.cli.skin",
     "kerma.cli.serve",
+    "kerma.cli.keys",
 )
 
 #: The modules to load for each command, tried in order until one adds it; a command
@@ -72,6 +73,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "cumulative": ("kerma.cli.analysis",),
     "skin-dose": ("kerma.cli.skin",),
     "serve": ("kerma.cli.serve",),
+    "key": ("kerma.cli.keys",),
 }
 
 #: Commands that do not open the registry database (its URL is not checked for them).

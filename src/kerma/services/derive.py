@@ -257,10 +257,11 @@ def make_importer(
     """
     from kerma.ingest.archive import Archive
     from kerma.ingest.pipeline import Importer
-    from kerma.ingest.pseudonym import Pseudonymizer, load_or_create_key
+    from kerma.ingest.pseudonym import Pseudonymizer
+    from kerma.services.keys import open_key
 
     archive_dir = settings.archive_dir
-    key = load_or_create_key(archive_dir, settings.pseudonym_key)
+    key = open_key(settings, session_factory)
     return Importer(
         session_factory=session_factory,
         settings=settings,

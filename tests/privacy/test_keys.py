@@ -1,0 +1,211 @@
+"""The pseudonym key at rest: apart from the archive, checked, never silently replaced, rotated.
+
+Every test runs on SQLite and PostgreSQL (issue 11, item 5: "starting with a different
+key is refused").
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from kerma.api import Registry
+from kerma.config import Settings
+from kerma.db.models import Patient
+from kerma.errors import ConfigurationError
+from kerma.ingest.pseudonym import PENDING_SUFFIX, KeyChain, read_key_file, rekey
+from kerma.records import PatientIdentity
+from kerma.services.keys import key_status, open_key, rotate_key
+from tests.conftest import DICOM_DIR
+from tests.db_fixtures import make_settings
+
+needs_shared = pytest.mark.skipif(
+    not DICOM_DIR.is_dir(), reason="../shared is not beside the repository"
+)
+
+FILE = DICOM_DIR / "CT-RDSR-Siemens_Flash-TAP-SS.dcm"
+
+
+def key_settings(url: str, folder: Path, **overrides: object) -> Settings:
+    """Settings of a registry whose key lives in a key file (not KERMA_PSEUDONYM_KEY)."""
+    values: dict[str, object] = {
+        "pseudonym_key": None,
+        "key_file": folder / "kerma-key" / "kerma.key",
+    }
+    values.update(overrides)
+    return make_settings(url, folder, **values)
+
+
+def pseudonyms(reg: Registry) -> list[str]:
+    """Return the stored pseudonyms, sorted."""
+    with reg.session(write=False) as session:
+        return sorted(session.scalars(select(Patient.pseudonym)))
+
+
+@needs_shared
+class TestOpenKey:
+    """open_key: first use, missing key, other key."""
+
+    def test_first_use_creates_key_apart_and_records_fingerprint(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """A new registry gets a 0600 key outside the archive and its fingerprint stored."""
+        settings = key_settings(database_url, tmp_path)
+        with Registry(settings=settings) as reg:
+            reg.import_paths([FILE])
+            status = key_status(settings, reg.session_factory)
+        key_file = settings.key_file
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+        assert not key_file.resolve().is_relative_to(settings.archive_dir.resolve())
+        chain = read_key_file(key_file)
+        assert chain is not None
+        assert status.recorded_fingerprint == chain.fingerprint()
+        assert status.keyed_hashes == {"patient.pseudonym": 1}
+        assert chain.keys[0].decode() not in status.recorded_fingerprint
+
+    def test_missing_key_with_pseudonyms_is_refused_not_recreated(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """Deleting the key stops Kerma with how to restore it; no new key is made."""
+        settings = key_settings(database_url, tmp_path)
+        with Registry(settings=settings) as reg:
+            reg.import_paths([FILE])
+        settings.key_file.unlink()
+        with (
+            Registry(settings=settings) as reg,
+            pytest.raises(ConfigurationError, match=r"is missing.*Restore the key file"),
+        ):
+            open_key(settings, reg.session_factory)
+        assert not settings.key_file.exists()
+
+    def test_different_key_is_refused(self, database_url: str, tmp_path: Path) -> None:
+        """Another key (file replaced) is refused: its fingerprint differs."""
+        settings = key_settings(database_url, tmp_path)
+        with Registry(settings=settings) as reg:
+            reg.import_paths([FILE])
+        settings.key_file.write_text("f" * 64 + "\n")
+        with (
+            Registry(settings=settings) as reg,
+            pytest.raises(ConfigurationError, match="not the key this registry's pseudonyms"),
+        ):
+            reg.import_paths([FILE])
+
+    def test_different_environment_key_is_refused(self, database_url: str, tmp_path: Path) -> None:
+        """KERMA_PSEUDONYM_KEY is checked against the registry too."""
+        settings = make_settings(database_url, tmp_path)
+        with Registry(settings=settings) as reg:
+            reg.import_paths([FILE])
+        other = make_settings(database_url, tmp_path, pseudonym_key="0" * 40)
+        with (
+            Registry(settings=other) as reg,
+            pytest.raises(ConfigurationError, match="KERMA_PSEUDONYM_KEY is not the key"),
+        ):
+            open_key(other, reg.session_factory)
+
+    def test_legacy_key_in_archive_is_moved_out(self, database_url: str, tmp_path: Path) -> None:
+        """A key an earlier version kept in <archive>/pseudonym.key moves to KERMA_KEY_FILE."""
+        settings = key_settings(database_url, tmp_path)
+        legacy = settings.archive_dir / "pseudonym.key"
+        legacy.parent.mkdir(parents=True)
+        legacy.write_text("a" * 64 + "\n")
+        with Registry(settings=settings) as reg:
+            chain = open_key(settings, reg.session_factory)
+        assert chain.keys == (b"a" * 64,)
+        assert not legacy.exists()
+        assert stat.S_IMODE(settings.key_file.stat().st_mode) == 0o600
+
+
+@needs_shared
+class TestRotate:
+    """kerma key rotate."""
+
+    def test_rotation_rekeys_pseudonyms_and_new_imports_match(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """Stored pseudonyms become HMAC(new, old); a re-import finds the same patient."""
+        settings = key_settings(database_url, tmp_path)
+        with Registry(settings=settings) as reg:
+            reg.import_paths([FILE])
+            before = pseudonyms(reg)
+            new_key = tmp_path / "new.key"
+            new_key.write_text("n" * 64 + "\n")
+            result = rotate_key(settings, reg.session_factory, new_key_file=new_key)
+        assert result.rekeyed == {"patient.pseudonym": 1}
+        assert result.generations == 2
+        chain = read_key_file(settings.key_file)
+        assert chain is not None and chain.keys[-1] == b"n" * 64
+        assert not settings.key_file.with_name("kerma.key" + PENDING_SUFFIX).exists()
+        with Registry(settings=settings) as reg:
+            after = pseudonyms(reg)
+            assert after == [rekey(b"n" * 64, before[0])]
+            # a new object of the same patient gets the rotated pseudonym, not a second one
+            other = tmp_path / "copy.dcm"
+            import pydicom
+
+            ds = pydicom.dcmread(FILE)
+            ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"
+            ds.save_as(other)
+            reg.import_paths([other])
+            assert pseudonyms(reg) == after
+        with Registry(settings=settings) as reg:
+            assert key_status(settings, reg.session_factory).matches
+
+    def test_old_key_no_longer_opens_the_registry(self, database_url: str, tmp_path: Path) -> None:
+        """After rotation the previous key file is refused."""
+        settings = key_settings(database_url, tmp_path)
+        with Registry(settings=settings) as reg:
+            reg.import_paths([FILE])
+            old_text = settings.key_file.read_text()
+            rotate_key(settings, reg.session_factory)
+        settings.key_file.write_text(old_text)
+        with (
+            Registry(settings=settings) as reg,
+            pytest.raises(ConfigurationError, match="not the key"),
+        ):
+            open_key(settings, reg.session_factory)
+
+    def test_interrupted_rotation_is_completed_on_open(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """A crash after the commit (new key only in <key>.new) is completed by open_key."""
+        settings = key_settings(database_url, tmp_path)
+        with Registry(settings=settings) as reg:
+            reg.import_paths([FILE])
+            old_text = settings.key_file.read_text()
+            rotate_key(settings, reg.session_factory)
+        new_text = settings.key_file.read_text()
+        pending = settings.key_file.with_name("kerma.key" + PENDING_SUFFIX)
+        pending.write_text(new_text)
+        settings.key_file.write_text(old_text)  # as if os.replace had not run
+        with Registry(settings=settings) as reg:
+            chain = open_key(settings, reg.session_factory)
+        assert chain.generations == 2
+        assert settings.key_file.read_text() == new_text
+
+    def test_rotation_refuses_short_new_key(self, database_url: str, tmp_path: Path) -> None:
+        """A new key under 32 bytes is refused and nothing changes."""
+        settings = key_settings(database_url, tmp_path)
+        with Registry(settings=settings) as reg:
+            reg.import_paths([FILE])
+            before = pseudonyms(reg)
+            short = tmp_path / "short.key"
+            short.write_text("abc\n")
+            with pytest.raises(ConfigurationError, match="at least 32"):
+                rotate_key(settings, reg.session_factory, new_key_file=short)
+            assert pseudonyms(reg) == before
+
+
+def test_pseudonym_of_rotated_chain_equals_rekeyed_value() -> None:
+    """The chain computes for a new object exactly what rotation stored for an old one."""
+    from kerma.ingest.pseudonym import Pseudonymizer
+
+    old = KeyChain([b"o" * 32])
+    identity = PatientIdentity(patient_id="123", issuer_of_patient_id="H")
+    stored = Pseudonymizer(old, []).pseudonym(identity)
+    assert stored is not None
+    rotated = Pseudonymizer(old.extended(b"n" * 32), []).pseudonym(identity)
+    assert rotated == rekey(b"n" * 32, stored)
