@@ -45,6 +45,7 @@ from typing import Any, Final
 import pandas as pd
 
 from kerma.errors import ConfigurationError
+from kerma.files import make_private_dirs, open_private, write_private_bytes
 from kerma.units import UCUM_GY, UCUM_GYM2, UCUM_MGY, UCUM_S, conversion_factor
 
 logger = logging.getLogger(__name__)
@@ -526,11 +527,17 @@ def write_skin_dose_map(
         raise ValueError(f"Unable to write a skin dose map as {chosen!r}: use 'png' or 'html'.")
     figure = skin_dose_map_figure(result, title=title)
     target = Path(folder) / f"{stem}.{chosen}"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(target.parent)
     if chosen == "png":
-        target.write_bytes(figure.to_image(format="png"))
+        write_private_bytes(target, figure.to_image(format="png"))
     else:
-        figure.write_html(target, include_plotlyjs="directory", full_html=True)
+        from plotly.offline import get_plotlyjs
+
+        with open_private(target, "w", encoding="utf-8") as handle:
+            figure.write_html(handle, include_plotlyjs="directory", full_html=True)
+        bundle = target.parent / "plotly.min.js"  # what write_html copies for a path
+        if not bundle.exists():
+            write_private_bytes(bundle, get_plotlyjs().encode("utf-8"))
     return target
 
 

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from kerma.cli.console import make_console
 from kerma.config import get_settings
+from kerma.files import open_private
 
 if TYPE_CHECKING:
     from kerma.services.intake import RejectFilter
@@ -346,7 +347,7 @@ def _write_rejects_csv(path: Path, rows: Iterable[Any]) -> int:
     from kerma.services.intake import reason_group
 
     n = 0
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with open_private(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv_module.writer(fh)
         writer.writerow(REJECT_CSV_COLUMNS)
         for row in rows:
@@ -516,7 +517,7 @@ IGNORED_CSV_COLUMNS: tuple[str, ...] = (
 def _write_ignored_csv(path: Path, rows: Iterator[Any]) -> int:
     """Write ignored objects to a CSV file (UTF-8, one header row); return the rows written."""
     n = 0
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with open_private(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv_module.writer(fh)
         writer.writerow(IGNORED_CSV_COLUMNS)
         for row in rows:

@@ -278,6 +278,45 @@ def _check_settings(command: str | None) -> None:
     check_database_url(settings.database_url)
 
 
+#: Format of every log line.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class PrivateFileHandler(logging.FileHandler):
+    """A :class:`logging.FileHandler` whose file is created with mode 0600 (folder 0700)."""
+
+    def _open(self) -> Any:
+        """Open the log file for appending, mode 0600 whatever the umask."""
+        from kerma.files import open_private
+
+        return open_private(
+            self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors
+        )
+
+
+def configure_logging(*, debug: bool = False) -> None:
+    """Configure the root logger: standard error, and ``KERMA_LOG_FILE`` when set.
+
+    ``KERMA_LOG_LEVEL`` (``DEBUG``, ``INFO``, ``WARNING`` ...; default ``WARNING``,
+    ``DEBUG`` with ``KERMA_DEBUG=1``) sets the level. The log file is created with mode
+    0600; Kerma logs SOP Instance UIDs and archive hashes, never patient data
+    (docs/privacy.md).
+    """
+    default = "DEBUG" if debug else "WARNING"
+    name = os.environ.get("KERMA_LOG_LEVEL", default).strip().upper() or default
+    level = logging.getLevelName(name)
+    unknown = not isinstance(level, int)
+    if unknown:
+        level = logging.getLevelName(default)
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    log_file = os.environ.get("KERMA_LOG_FILE")
+    if log_file:
+        handlers.append(PrivateFileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers)
+    if unknown:
+        logger.warning("KERMA_LOG_LEVEL %r is not a log level (DEBUG, INFO, WARNING, ERROR)", name)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``kerma`` command with error mapping (entry point of the console script).
 
@@ -288,10 +327,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("KERMA_DEBUG") == "1"
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(debug=debug)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.ERROR)
     if not debug:

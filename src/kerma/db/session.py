@@ -5,20 +5,25 @@ connect, and writing sessions start with ``BEGIN IMMEDIATE`` so that concurrent
 writers (threads or processes) queue on the busy timeout instead of failing on a lock
 upgrade. PostgreSQL needs nothing special.
 
-May import ``kerma.db`` and ``kerma.errors`` only.
+May import ``kerma.db``, ``kerma.files`` and ``kerma.errors`` only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+from kerma.files import create_private_file, make_private_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +57,27 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # one shared connection: each new connection would be a new, empty database
             kwargs.setdefault("poolclass", StaticPool)
             kwargs.setdefault("connect_args", {"check_same_thread": False})
+        if not in_memory and not str(parsed.database).startswith("file:"):
+            create_private_database(str(parsed.database))
         engine = create_engine(url, **kwargs)
         _configure_sqlite(engine, in_memory=in_memory)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def create_private_database(path: str) -> None:
+    """Create an empty SQLite database file with mode 0600 (folder 0700) if it is missing.
+
+    SQLite itself would create it with the umask's mode (often 0644, world-readable);
+    its ``-wal`` and ``-shm`` files take the database file's mode (SQLite's unix VFS,
+    ``findCreateFileMode``), so they are 0600 too. An existing file is left as it is.
+    """
+    target = Path(path)
+    if target.exists():
+        return
+    make_private_dirs(target.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(create_private_file(target))
 
 
 def _configure_sqlite(engine: Engine, *, in_memory: bool) -> None:

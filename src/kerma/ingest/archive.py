@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kerma.files import make_private_dirs
+
 SUFFIX = ".dcm"
 
 #: A SHA-256 digest as the archive writes it: 64 lowercase hex digits.
@@ -95,7 +97,7 @@ class Archive:
         target = self.root / rel
         if target.is_file() and target.stat().st_size == len(data):
             return ArchivedObject(sha256, rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.parent)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=SUFFIX)
         try:
             with os.fdopen(fd, "wb") as handle:

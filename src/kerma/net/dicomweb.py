@@ -34,6 +34,7 @@ from pydicom.filereader import read_partial
 from python_multipart.decoders import Base64Decoder, QuotedPrintableDecoder
 
 from kerma.config import Settings
+from kerma.files import make_private_dirs, private_opener
 from kerma.net import status
 from kerma.net.handlers import DECODE_ERRORS
 from kerma.net.pull import (
@@ -353,7 +354,7 @@ class SpooledPartWriter:
         self.spool = spool
         self.path = spool.directory / f".{uuid.uuid4().hex}.tmp"
         self._digest = hashlib.sha256()
-        self._fh: BinaryIO | None = self.path.open("wb")
+        self._fh: BinaryIO | None = open(self.path, "wb", opener=private_opener)  # noqa: SIM115
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> int:
@@ -452,7 +453,7 @@ class SpooledPartWriter:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
-            self.spool.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.spool.quarantine_dir)
             os.replace(self.path, target)
         except OSError:
             logger.exception("Unable to keep an undecodable object in %s", target.parent)

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kerma.errors import KermaError
+from kerma.files import create_private_file, make_private_dirs, private_opener, write_private_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -415,7 +416,7 @@ class Spool:
         self.archive_dir = Path(archive_dir)
         self.directory = self.archive_dir / "incoming"
         self.quarantine_dir = self.archive_dir / "quarantine"
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.directory)
         fsync_directory(self.directory.parent)
         self.instance = uuid.uuid4().hex[:16]
         self._sync = threading.Condition()
@@ -479,7 +480,7 @@ class Spool:
         """Take this instance's lock and start the refill thread (caller holds the pool)."""
         if self._lock_fh is None:
             staging = self.directory / f".{self.instance}.locking"
-            fh = staging.open("wb")
+            fh = open(staging, "wb", opener=private_opener)  # noqa: SIM115 (kept open)
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             os.replace(staging, self.directory / f".{self.instance}{LOCK_SUFFIX}")
             self._lock_fh = fh
@@ -525,7 +526,7 @@ class Spool:
         try:
             for n in range(first, first + SLOT_BATCH):
                 path = self.directory / f"{self.instance}-{n:08d}{SLOT_SUFFIX}"
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                os.close(create_private_file(path))
                 created.append(path)
             self.sync_directory()
         except BaseException:
@@ -756,7 +757,7 @@ class Spool:
     def _quarantine_slot(self, path: Path) -> None:
         """Move a damaged slot to the quarantine folder, for inspection (best effort)."""
         with contextlib.suppress(OSError):
-            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.quarantine_dir)
             os.replace(path, self.quarantine_dir / path.name)
             self.remove(path)
 
@@ -803,8 +804,7 @@ class Spool:
         safe = "".join(c if c.isalnum() or c in ".-_" else "_" for c in name)[:100] or "object"
         path = self.quarantine_dir / f"{safe}-{hashlib.sha256(data).hexdigest()[:16]}.dcm"
         try:
-            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            write_private_bytes(path, data)
         except OSError:
             logger.exception("Unable to keep an undecodable object in %s", self.quarantine_dir)
             return None
@@ -1174,7 +1174,7 @@ class SpoolWorker(threading.Thread):
             return False
         target = self.spool.quarantine_dir / path.name
         with contextlib.suppress(OSError):
-            self.spool.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.spool.quarantine_dir)
             os.replace(path, target)
             self.spool.remove(path)  # its other name
         logger.error("Spool slot %s has no valid footer; moved to %s", path.name, target)
@@ -1205,7 +1205,7 @@ class SpoolWorker(threading.Thread):
         """Move a file whose import keeps failing out of the spool, for inspection."""
         target = self.spool.quarantine_dir / path.name
         try:
-            self.spool.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.spool.quarantine_dir)
             os.replace(path, target)
             self.spool.remove(path)  # a slot's other name
         except OSError:

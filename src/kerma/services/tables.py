@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from kerma.files import open_private
 from kerma.units import CSV_FLOAT_FORMAT, QUANTITIES, format_number
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def write_rows_csv(
     """Write dict rows to a CSV file (streamed, no pandas); return the number of rows."""
     check_units(units)
     n = 0
-    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+    with open_private(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([header(c, units) for c in columns])
         for row in rows:
