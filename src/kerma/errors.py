@@ -83,6 +83,14 @@ class UnitError(IngestError):
         self.expected = expected
 
 
+class ArchiveDecryptionError(KermaError, OSError):
+    """An encrypted archive file does not decrypt with the registry's key, or is damaged.
+
+    An ``OSError`` too: callers that treat an unreadable archive file as missing keep
+    doing so.
+    """
+
+
 class DuplicateInstanceError(KermaError):
     """The SOP Instance UID is already in the registry (an idempotent no-op for ingest)."""
 

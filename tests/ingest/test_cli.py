@@ -25,6 +25,7 @@ def cli(database_url: str, tmp_path: Path):
         "KERMA_DATABASE_URL": database_url,
         "KERMA_ARCHIVE_DIR": str(tmp_path / "archive"),
         "KERMA_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
+        "KERMA_ARCHIVE_MODE": "original",  # tests read archived files (see make_settings)
         "COLUMNS": "250",
     }
 
@@ -307,7 +308,10 @@ def _ignored_mr(tmp_path: Path, database_url: str, *, source_dir: str) -> str:
     path = folder / "mr.dcm"
     pydicom.dcmwrite(path, mr, enforce_file_format=True)
     with Registry(settings=make_settings(database_url, tmp_path)) as reg:
-        assert reg.import_paths([path], keep_non_dose=False).ignored == 1
+        # the folder is given: its path relative to the folder is what is kept (a file
+        # given by itself is kept by its name only)
+        top = tmp_path / source_dir.split("/")[0]
+        assert reg.import_paths([top], keep_non_dose=False).ignored == 1
         return str(reg.ignored()["reason"].iloc[0])
 
 

@@ -100,6 +100,7 @@ def instrumented(tmp_path: Path) -> Iterator[InstrumentedSCP]:
         database_url=f"sqlite:///{tmp_path / 'kerma.db'}",
         archive_dir=tmp_path / "archive",
         pseudonym_key="kerma-test-key-0123456789abcdef-0123456789",
+        archive_mode="original",  # the test reads the archived files
     )
     spool = CountingSpool(settings.archive_dir)
     archive = CountingArchive(settings.archive_dir)

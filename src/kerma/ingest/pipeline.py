@@ -341,6 +341,7 @@ class _Extracted:
     pseudonym: str | None
     is_non_patient: bool
     size: PatientSize | None = None
+    has_identity: bool = True  # False for an object without Patient ID and name
 
 
 class Importer:
@@ -427,7 +428,9 @@ class Importer:
         """
         summary = ImportSummary()
         for found in iter_sources(paths):
-            outcome = self.import_file(found.path, keep_non_dose=keep_non_dose, origin=found.origin)
+            outcome = self.import_file(
+                found.path, keep_non_dose=keep_non_dose, origin=found.origin, source=found.origin
+            )
             summary.add(outcome)
             if progress is not None:
                 progress(outcome)
@@ -439,18 +442,22 @@ class Importer:
         *,
         keep_non_dose: bool = True,
         origin: str | None = None,
+        source: str | None = None,
     ) -> ImportOutcome:
         """Import one file; a file that cannot be read is rejected (not archived).
 
-        ``keep_non_dose`` and ``origin`` as :meth:`import_bytes` (``source`` is the
-        path as given).
+        ``keep_non_dose``, ``origin`` and ``source`` as :meth:`import_bytes`; ``source``
+        defaults to the path as given. :meth:`import_paths` passes the path relative to
+        the folder given (the file's name for a file given by itself): folders are often
+        named after patients, and ``source`` is stored (``dose_report.source``,
+        ``rejected_object.file_name``) and quoted in rejection reasons.
 
         Raises
         ------
         OSError
             When the archive cannot be written.
         """
-        name = str(path)
+        name = source or str(path)
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -684,8 +691,10 @@ class Importer:
             is_non_patient=self.pseudonymizer.is_non_patient(
                 identity, report.study.study_description
             ),
+            has_identity=bool(identity.patient_id or identity.patient_name),
         )
         report.identity = PatientIdentity()  # identity goes no further than this
+        drop_identifying_text(report, self.settings.identifying_attributes)
         return extracted, obj
 
     def _reject(self, rejection: Rejection, archived: ArchivedObject, source: str) -> ImportOutcome:
@@ -956,7 +965,11 @@ class Importer:
             for name, value in values.items():
                 if value is not None:
                     setattr(study, name, value)
-            study.is_non_patient = item.is_non_patient
+            # an object without identity (e.g. a de-identified archive copy) cannot tell
+            # a phantom by its patient name: it keeps what the original import found
+            study.is_non_patient = item.is_non_patient or (
+                not item.has_identity and bool(study.is_non_patient)
+            )
         else:
             queries.fill_study(study, values)
             study.is_non_patient = bool(study.is_non_patient) or item.is_non_patient
@@ -1106,6 +1119,51 @@ class Importer:
                 lambda session: queries.delete_rejected_object(session, sha256=archived.sha256)
             )
         summary.rejected_now_imported += 1
+
+
+# -- identifying free text ---------------------------------------------------------------------
+
+#: Free-text fields of a record that a site may mark as identifying
+#: (``KERMA_IDENTIFYING_ATTRIBUTES``), by the DICOM attribute keyword they are read
+#: from (``Comment``: the SR 'Comment' (DCM 121106) of an irradiation event; the
+#: acquisition protocol of an RDSR event (DCM 125203) goes with ``ProtocolName``).
+IDENTIFYING_FIELDS: dict[str, tuple[str, str]] = {
+    "AccessionNumber": ("study", "accession_number"),
+    "StudyDescription": ("study", "study_description"),
+    "SeriesDescription": ("study", "series_description"),
+    "RequestedProcedureDescription": ("study", "requested_procedure_description"),
+    "StationName": ("device", "station_name"),
+    "InstitutionName": ("device", "institution_name"),
+    "ProtocolName": ("event", "acquisition_protocol"),
+    "Comment": ("event", "comment"),
+}
+
+
+def drop_identifying_text(report: DoseReport, keywords: Iterable[str]) -> None:
+    """Empty the fields of ``report`` read from attributes a site marks as identifying.
+
+    Called after the pseudonym and the non-patient flag are computed (which may read
+    the study description), so neither the registry nor ``dose_report.content`` holds
+    them. Keywords without a stored field (e.g. ``OperatorsName``: Kerma stores no
+    person names) change nothing here.
+
+    Parameters
+    ----------
+    report : DoseReport
+        The extracted record, changed in place.
+    keywords : iterable of str
+        ``KERMA_IDENTIFYING_ATTRIBUTES``.
+    """
+    for keyword in keywords:
+        where = IDENTIFYING_FIELDS.get(keyword)
+        if where is None:
+            continue
+        part, name = where
+        if part == "event":
+            for event in report.events:
+                setattr(event, name, None)
+        else:
+            setattr(getattr(report, part), name, None)
 
 
 # -- row builders ------------------------------------------------------------------------------

@@ -72,8 +72,9 @@ class FileSource:
     path : pathlib.Path
         The file, as found (relative to the working folder when the folder was given so).
     origin : str
-        Where it came from, for listings: its path relative to the folder given to the
-        import (POSIX separators), or the path as given for a file given by itself.
+        Where it came from, for listings and the registry: its path relative to the
+        folder given to the import (POSIX separators), or its name for a file given by
+        itself. Never the folders above: they are often named after patients.
     """
 
     path: Path
@@ -110,12 +111,13 @@ def iter_sources(paths: Iterable[str | os.PathLike[str]]) -> Iterator[FileSource
     Yields
     ------
     FileSource
-        The file and its path relative to the folder it was found in.
+        The file and its path relative to the folder it was found in (its name for a
+        file given by itself).
     """
     for raw in paths:
         root = Path(raw)
         if not root.is_dir():
-            yield FileSource(root, str(raw))
+            yield FileSource(root, root.name or str(raw))
             continue
         for path in iter_files([root]):
             yield FileSource(path, path.relative_to(root).as_posix())

@@ -265,7 +265,12 @@ def make_importer(
     return Importer(
         session_factory=session_factory,
         settings=settings,
-        archive=Archive(archive_dir),
+        archive=Archive(
+            archive_dir,
+            mode=settings.archive_mode,
+            key=key,
+            identifying_attributes=settings.identifying_attributes,
+        ),
         pseudonymizer=Pseudonymizer(key, settings.non_patient_patterns),
         derive=partial(refresh_studies, context=context or make_context(settings)),
     )

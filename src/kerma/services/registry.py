@@ -549,4 +549,5 @@ class Registry:
             recompute=recompute,
             timeout_s=timeout_s or DEFAULT_TIMEOUT_S,
             progress=progress,
+            read_archived=self.importer.archive.read,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from kerma.db import studies as study_store
 from kerma.db.filters import DateLike, StudyFilter
 from kerma.db.session import session_scope
 from kerma.errors import NotFoundError
+from kerma.files import write_private_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +160,7 @@ def estimate_study_skin_doses(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     alert_levels: pd.DataFrame | None = None,
     progress: Callable[[int, int], None] | None = None,
+    read_archived: Callable[[str], bytes] | None = None,
 ) -> pd.DataFrame:
     """Estimate and store the skin dose of every stored fluoroscopy study that lacks one.
 
@@ -190,6 +193,10 @@ def estimate_study_skin_doses(
         Thresholds for :func:`~kerma.analysis.skin_dose.add_srdl_flags`.
     progress : callable, optional
         Called as ``progress(done, total)`` after each study computed now.
+    read_archived : callable, optional
+        Returns the original bytes of an archived object from its archive path
+        (``kerma.ingest.archive.Archive.read``, which decrypts an encrypted archive);
+        default: PySkinDose reads the archive file itself (an ``original`` archive).
 
     Returns
     -------
@@ -230,7 +237,7 @@ def estimate_study_skin_doses(
     for done, (study, candidates) in enumerate(todo, start=1):
         sid = int(study["study_id"])
         try:
-            row = _estimate_one(study, candidates, archive, timeout_s, map_format)
+            row = _estimate_one(study, candidates, archive, timeout_s, map_format, read_archived)
         except Exception as exc:  # one study's failure never stops the batch
             logger.exception("skin dose: study id %s failed", sid)
             row = {
@@ -280,6 +287,7 @@ def _estimate_one(
     archive_dir: Path,
     timeout_s: float,
     map_format: str,
+    read_archived: Callable[[str], bytes] | None = None,
 ) -> dict[str, Any]:
     """Estimate one study's skin dose and write its map; return the row to store."""
     dose_rp_gy = _dose_rp_gy(study)
@@ -294,9 +302,15 @@ def _estimate_one(
             "dose_report_sop_instance_uid": None,
         }
     chosen = candidates[0]
-    result = estimate_skin_dose(
-        archive_dir / chosen["archive_path"], dose_rp_total_gy=dose_rp_gy, timeout_s=timeout_s
-    )
+    if read_archived is None:
+        result = estimate_skin_dose(
+            archive_dir / chosen["archive_path"], dose_rp_total_gy=dose_rp_gy, timeout_s=timeout_s
+        )
+    else:  # an encrypted archive: PySkinDose reads a decrypted copy, deleted afterwards
+        with tempfile.TemporaryDirectory(prefix="kerma-rdsr-") as work:
+            plain = Path(work) / "rdsr.dcm"
+            write_private_bytes(plain, read_archived(chosen["archive_path"]))
+            result = estimate_skin_dose(plain, dose_rp_total_gy=dose_rp_gy, timeout_s=timeout_s)
     notes = [result.reason] if result.reason else []
     if len(candidates) > 1:
         notes.append(
