@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kerma.cli.console import make_console
-from kerma.dicom.extract import inspect_path
-from kerma.records import DoseReport
+from kerma.dicom.extract import inspect_bytes, inspect_path
+from kerma.records import DoseReport, Rejection
 
 
 class OutputFormat(StrEnum):
@@ -56,7 +56,7 @@ def inspect(
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = inspect_path(path)
+            result = _inspect(path)
         n_read += 1
         record = result.to_dict()
         if record["status"] == "rejected":
@@ -74,6 +74,23 @@ def inspect(
     if n_read == 0:
         err.print("No file was read: nothing to inspect.")
         raise typer.Exit(1)
+
+
+def _inspect(path: Path) -> DoseReport | Rejection:
+    """Return the record of a file; a file of an encrypted archive is decrypted first."""
+    from kerma.ingest.archive import ENCRYPTED_MAGIC
+
+    try:
+        with path.open("rb") as handle:
+            is_encrypted = handle.read(len(ENCRYPTED_MAGIC)) == ENCRYPTED_MAGIC
+    except OSError:
+        is_encrypted = False
+    if not is_encrypted:
+        return inspect_path(path)
+    from kerma.config import get_settings
+    from kerma.services.keys import read_archived_file
+
+    return inspect_bytes(read_archived_file(get_settings(), path), name=str(path))
 
 
 def _print_table(console: Console, report: DoseReport | None, record: dict[str, Any]) -> None:

@@ -302,3 +302,33 @@ def rotate_key(
     os.replace(pending, key_file)
     logger.warning("pseudonym key rotated (%d keys in %s); back it up", chain.generations, key_file)
     return RotationResult(key_file, chain.generations, rekeyed, fingerprint)
+
+
+def read_archived_file(settings: Settings, path: Path) -> bytes:
+    """Return the original bytes of an archive file, decrypted when it is encrypted.
+
+    For ``kerma inspect`` of a file in an encrypted archive (the path a rejection reason
+    names). Uses the key of ``settings`` without opening the registry: AES-GCM itself
+    tells a wrong key (:class:`~kerma.errors.ArchiveDecryptionError`).
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read.
+    ConfigurationError
+        When the file is encrypted and no key is configured.
+    kerma.errors.ArchiveDecryptionError
+        When it does not decrypt with the configured key.
+    """
+    from kerma.ingest.archive import ArchiveCipher, is_encrypted
+
+    blob = Path(path).read_bytes()
+    if not is_encrypted(blob):
+        return blob
+    chain = _configured_chain(settings)
+    if chain is None:
+        raise ConfigurationError(
+            f"Unable to read {path}: it is an encrypted archive file and the pseudonym key "
+            f"{settings.key_file} is missing. Set KERMA_KEY_FILE to the registry's key."
+        )
+    return ArchiveCipher(chain).decrypt(blob, Path(path).stem)
