@@ -315,10 +315,14 @@ def ct_reference(tmp_path: Path, ct_files: list[Path]) -> pd.DataFrame:
         return reg.studies(include_non_patient=True)
 
 
-def archived_objects(archive_dir: Path) -> dict[str, bytes]:
-    """Return the archived objects by file name (spool and quarantine left out)."""
+def archived_objects(settings: Settings) -> dict[str, bytes]:
+    """Return the archived objects' original bytes by file name (spool and quarantine left
+    out), decrypted with the registry's key (the default archive is encrypted)."""
+    from kerma.services.keys import read_archived_file
+
+    archive_dir = settings.archive_dir
     return {
-        p.name: p.read_bytes()
+        p.name: read_archived_file(settings, p)
         for p in archive_dir.rglob("*.dcm")
         if not {"incoming", "quarantine"} & set(p.relative_to(archive_dir).parts)
     }
@@ -355,7 +359,7 @@ class TestPullModality:
         # nothing but the CT objects was archived, each as the PACS holds it
         import pydicom
 
-        archived = archived_objects(settings.archive_dir)
+        archived = archived_objects(settings)
         assert len(archived) == len(ct_files)
         for path in ct_files:
             uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
@@ -459,7 +463,7 @@ class TestPullKeepsTheSendersBytes:
         )
         summary = pull_in_process(pacs, settings, method)
         assert summary.failed == 0, summary.warnings
-        archived = archived_objects(settings.archive_dir)
+        archived = archived_objects(settings)
         assert len(archived) == len(PACS_FILES)
         if method == "get":  # what dcmtk getscu receives, written bit-preserving (+B)
             sent = getscu_reference(pacs, tmp_path / "getscu")

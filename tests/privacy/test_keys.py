@@ -209,3 +209,39 @@ def test_pseudonym_of_rotated_chain_equals_rekeyed_value() -> None:
     assert stored is not None
     rotated = Pseudonymizer(old.extended(b"n" * 32), []).pseudonym(identity)
     assert rotated == rekey(b"n" * 32, stored)
+
+
+@needs_shared
+@pytest.mark.parametrize("command", ["listen", "serve"])
+def test_network_services_refuse_to_start_with_another_key(tmp_path: Path, command: str) -> None:
+    """kerma listen / serve stop at start (exit 2) when the key is not the registry's."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.net.conftest import free_port
+
+    settings = key_settings(f"sqlite:///{tmp_path / 'kerma.db'}", tmp_path)
+    with Registry(settings=settings) as reg:
+        reg.import_paths([FILE])
+    settings.key_file.write_text("e" * 64 + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERMA_")}
+    env.update(
+        PYTHONPATH=str(ROOT / "src"),
+        KERMA_DATABASE_URL=settings.database_url,
+        KERMA_ARCHIVE_DIR=str(settings.archive_dir),
+        KERMA_KEY_FILE=str(settings.key_file),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "kerma.cli.main", command, "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "is not the key this registry's pseudonyms were made with" in " ".join(
+        done.stderr.split()
+    )

@@ -109,6 +109,9 @@ def listen(
     # hand the GIL over sooner, so network threads are not held up by the import worker
     sys.setswitchinterval(0.0005)
     settings = get_settings()
+    from kerma.services.keys import check_registry_key
+
+    check_registry_key(settings)  # a missing or other pseudonym key stops it here
 
     def importer_factory() -> ProcessImporter:
         """Start the import process (on the worker thread: the SCP answers at once)."""

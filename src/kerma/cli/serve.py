@@ -40,9 +40,12 @@ def serve(
     import uvicorn
 
     from kerma.config import get_settings
+    from kerma.services.keys import check_registry_key
     from kerma.web.app import create_app
 
-    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level=log_level)
+    settings = get_settings()
+    check_registry_key(settings)  # a missing or other pseudonym key stops it here
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:

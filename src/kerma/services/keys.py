@@ -332,3 +332,25 @@ def read_archived_file(settings: Settings, path: Path) -> bytes:
             f"{settings.key_file} is missing. Set KERMA_KEY_FILE to the registry's key."
         )
     return ArchiveCipher(chain).decrypt(blob, Path(path).stem)
+
+
+def check_registry_key(settings: Settings) -> KeyChain:
+    """Open the registry of ``settings`` and return its checked key (:func:`open_key`).
+
+    For ``kerma listen`` and ``kerma serve``, which import in a worker that starts after
+    they answer: a missing or different key stops them at start instead.
+
+    Raises
+    ------
+    ConfigurationError
+        As :func:`open_key`.
+    """
+    from kerma.db.migrate import ensure_schema
+    from kerma.db.session import make_engine, make_session_factory
+
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_schema(engine)
+        return open_key(settings, make_session_factory(engine, write=True))
+    finally:
+        engine.dispose()
