@@ -69,7 +69,7 @@ from kerma.db.session import session_scope
 from kerma.dicom.extract import read_and_extract
 from kerma.dicom.reader import DicomObject
 from kerma.dicom.size import PatientSize, is_ct_image, measure_patient_size
-from kerma.errors import IngestWarning
+from kerma.errors import ConfigurationError, IngestWarning
 from kerma.ingest.archive import Archive, ArchivedObject, sha256_of
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
@@ -1137,6 +1137,29 @@ IDENTIFYING_FIELDS: dict[str, tuple[str, str]] = {
     "ProtocolName": ("event", "acquisition_protocol"),
     "Comment": ("event", "comment"),
 }
+
+
+def check_identifying_attributes(keywords: Iterable[str]) -> None:
+    """Refuse a ``KERMA_IDENTIFYING_ATTRIBUTES`` entry that names no attribute.
+
+    A misspelt keyword would silently keep what the site meant to drop. Valid are DICOM
+    attribute keywords (PS3.6, as pydicom knows them) and the keys of
+    :data:`IDENTIFYING_FIELDS` (``Comment``).
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the unknown entries and the stored fields that can be listed.
+    """
+    from pydicom.datadict import tag_for_keyword
+
+    unknown = [k for k in keywords if k not in IDENTIFYING_FIELDS and tag_for_keyword(k) is None]
+    if unknown:
+        raise ConfigurationError(
+            f"KERMA_IDENTIFYING_ATTRIBUTES names no DICOM attribute: {', '.join(unknown)}. "
+            "Use DICOM keywords as PS3.6 spells them; the stored free text that can be "
+            f"listed is {', '.join(IDENTIFYING_FIELDS)}."
+        )
 
 
 def drop_identifying_text(report: DoseReport, keywords: Iterable[str]) -> None:

@@ -254,12 +254,20 @@ def make_importer(
         Writing sessions (``make_session_factory(engine, write=True)``).
     context : SummaryContext, optional
         Derive context (default: from ``settings``).
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When the pseudonym key is missing, too short or not the registry's
+        (:func:`kerma.services.keys.open_key`), or ``identifying_attributes`` names no
+        DICOM attribute.
     """
     from kerma.ingest.archive import Archive
-    from kerma.ingest.pipeline import Importer
+    from kerma.ingest.pipeline import Importer, check_identifying_attributes
     from kerma.ingest.pseudonym import Pseudonymizer
     from kerma.services.keys import open_key
 
+    check_identifying_attributes(settings.identifying_attributes)
     archive_dir = settings.archive_dir
     key = open_key(settings, session_factory)
     return Importer(
