@@ -245,3 +245,27 @@ def test_network_services_refuse_to_start_with_another_key(tmp_path: Path, comma
     assert "is not the key this registry's pseudonyms were made with" in " ".join(
         done.stderr.split()
     )
+
+
+@needs_shared
+def test_short_key_of_an_existing_registry_can_be_rotated_away(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A registry made with a short key is refused, and `rotate` moves it to a long one."""
+    settings = key_settings(database_url, tmp_path)
+    settings.key_file.parent.mkdir(parents=True)
+    settings.key_file.write_text("short\n")
+    with Registry(settings=settings) as reg:
+        with pytest.raises(ConfigurationError, match="at least 32"):
+            reg.import_paths([FILE])
+        # what an earlier version did: the pseudonym made with the short key
+        from kerma.ingest.pseudonym import Pseudonymizer
+        from kerma.services.derive import make_importer
+
+        with reg.session() as session:
+            session.add(Patient(pseudonym=Pseudonymizer(b"short", []).keyed_hash("H\x00X")))
+        result = rotate_key(settings, reg.session_factory)
+        assert result.generations == 2
+        make_importer(settings, session_factory=reg.session_factory)  # opens now
+        expected = Pseudonymizer(read_key_file(settings.key_file), []).keyed_hash("H\x00X")
+        assert pseudonyms(reg) == [expected]

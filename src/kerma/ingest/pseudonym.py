@@ -134,7 +134,7 @@ def rekey(key: bytes, value: str) -> str:
     return hmac.new(key, value.encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def parse_key_text(text: str, *, source: str) -> KeyChain:
+def parse_key_text(text: str, *, source: str, check_length: bool = True) -> KeyChain:
     """Return the :class:`KeyChain` of a key file's text (one key per line).
 
     Raises
@@ -143,11 +143,13 @@ def parse_key_text(text: str, *, source: str) -> KeyChain:
         As :class:`KeyChain`.
     """
     keys = [line.strip().encode("utf-8") for line in text.splitlines() if line.strip()]
-    return KeyChain(keys, source=source)
+    return KeyChain(keys, source=source, check_length=check_length)
 
 
-def read_key_file(path: Path) -> KeyChain | None:
+def read_key_file(path: Path, *, check_length: bool = True) -> KeyChain | None:
     """Return the key chain of a key file, ``None`` when the file does not exist.
+
+    ``check_length=False`` accepts a short newest key (only to rotate away from it).
 
     Raises
     ------
@@ -163,7 +165,7 @@ def read_key_file(path: Path) -> KeyChain | None:
             f"Unable to read the pseudonym key {path}: {exc}. Check its permissions "
             "(it must be readable by the user that runs Kerma)."
         ) from exc
-    return parse_key_text(text, source=f"the pseudonym key file {path}")
+    return parse_key_text(text, source=f"the pseudonym key file {path}", check_length=check_length)
 
 
 def write_key_file(path: Path, chain: KeyChain, *, exclusive: bool = True) -> None:

@@ -50,17 +50,19 @@ def _restore_hint(key_file: Path) -> str:
     )
 
 
-def _configured_chain(settings: Settings) -> KeyChain | None:
+def _configured_chain(settings: Settings, *, check_length: bool = True) -> KeyChain | None:
     """Return the key of ``KERMA_PSEUDONYM_KEY`` or of the key file (``None`` if absent).
 
     A key file that earlier versions kept in the archive folder is moved to
     ``settings.key_file`` first.
     """
     if settings.pseudonym_key:
-        return parse_key_text(settings.pseudonym_key, source="KERMA_PSEUDONYM_KEY")
+        return parse_key_text(
+            settings.pseudonym_key, source="KERMA_PSEUDONYM_KEY", check_length=check_length
+        )
     key_file = Path(settings.key_file)
     check_key_location(key_file, Path(settings.archive_dir))
-    chain = read_key_file(key_file)
+    chain = read_key_file(key_file, check_length=check_length)
     if chain is None:
         chain = adopt_legacy_key(Path(settings.archive_dir), key_file)
         if chain is not None:
@@ -87,7 +89,9 @@ def _finish_rotation(settings: Settings, recorded: str) -> KeyChain | None:
     return read_key_file(key_file)
 
 
-def open_key(settings: Settings, session_factory: sessionmaker[Session]) -> KeyChain:
+def open_key(
+    settings: Settings, session_factory: sessionmaker[Session], *, check_length: bool = True
+) -> KeyChain:
     """Return the registry's pseudonym key, checked against the registry.
 
     On first use of a registry the key file is created when missing (mode 0600, folder
@@ -99,6 +103,9 @@ def open_key(settings: Settings, session_factory: sessionmaker[Session]) -> KeyC
         ``pseudonym_key``, ``key_file`` and ``archive_dir``.
     session_factory : sqlalchemy.orm.sessionmaker
         Writing sessions on the registry (the fingerprint is written at first use).
+    check_length : bool, optional
+        Refuse a key shorter than 32 bytes (default); ``False`` only for
+        :func:`rotate_key`, which moves a registry away from such a key.
 
     Returns
     -------
@@ -113,7 +120,7 @@ def open_key(settings: Settings, session_factory: sessionmaker[Session]) -> KeyC
         holds pseudonyms or a recorded fingerprint; when the key is not the one the
         registry's pseudonyms were made with.
     """
-    chain = _configured_chain(settings)
+    chain = _configured_chain(settings, check_length=check_length)
     key_file = Path(settings.key_file)
     where = "KERMA_PSEUDONYM_KEY" if settings.pseudonym_key else str(key_file)
     with session_scope(session_factory) as session:
@@ -275,7 +282,7 @@ def rotate_key(
             "Kerma cannot rewrite. Write it to a key file (KERMA_KEY_FILE, mode 0600), "
             "unset KERMA_PSEUDONYM_KEY, and run `kerma key rotate` again."
         )
-    old = open_key(settings, session_factory)
+    old = open_key(settings, session_factory, check_length=False)  # a short key may go
     if new_key_file is not None:
         given = read_key_file(Path(new_key_file))
         if given is None:
