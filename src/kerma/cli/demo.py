@@ -181,14 +181,15 @@ class _Worker:
             self._write(run.out, index, seed=run.seed, end_date=run.end_date, studies=run.studies)
             for index in indices
         ]
-        outcomes: dict[str, ImportOutcome] = {}
-
-        def keep(outcome: ImportOutcome) -> None:
-            outcomes[outcome.source] = outcome
+        outcomes: list[ImportOutcome] = []  # one per file, in the order given
 
         if self.registry is not None:
-            self.registry.import_paths([s.path for s in written], progress=keep)
-        return [StudyDone(s.path, s.modality, s.is_qa, outcomes.get(str(s.path))) for s in written]
+            self.registry.import_paths([s.path for s in written], progress=outcomes.append)
+        found: list[ImportOutcome | None] = list(outcomes) or [None] * len(written)
+        return [
+            StudyDone(s.path, s.modality, s.is_qa, outcome)
+            for s, outcome in zip(written, found, strict=True)
+        ]
 
     def close(self) -> None:
         """Close the registry's database connections."""
