@@ -269,3 +269,35 @@ def test_short_key_of_an_existing_registry_can_be_rotated_away(
         make_importer(settings, session_factory=reg.session_factory)  # opens now
         expected = Pseudonymizer(read_key_file(settings.key_file), []).keyed_hash("H\x00X")
         assert pseudonyms(reg) == [expected]
+
+
+@needs_shared
+def test_key_commands(tmp_path: Path) -> None:
+    """`kerma key status` shows the matching fingerprint; `kerma key rotate` re-keys."""
+    from typer.testing import CliRunner
+
+    from kerma.cli.main import app
+
+    settings = key_settings(f"sqlite:///{tmp_path / 'kerma.db'}", tmp_path)
+    with Registry(settings=settings) as reg:
+        reg.import_paths([FILE])
+    env = {
+        "KERMA_DATABASE_URL": settings.database_url,
+        "KERMA_ARCHIVE_DIR": str(settings.archive_dir),
+        "KERMA_KEY_FILE": str(settings.key_file),
+        "COLUMNS": "200",
+    }
+    runner = CliRunner()
+    status = runner.invoke(app, ["key", "status"], env=env, catch_exceptions=False)
+    assert status.exit_code == 0, status.output
+    fingerprint = read_key_file(settings.key_file).fingerprint()  # type: ignore[union-attr]
+    assert f"fingerprint: {fingerprint}" in status.output
+    assert "patient.pseudonym: 1 keyed hashes" in status.output
+    rotated = runner.invoke(app, ["key", "rotate"], env=env, catch_exceptions=False)
+    assert rotated.exit_code == 0, rotated.output
+    assert "1 keyed hashes re-keyed in one transaction" in rotated.output
+    assert read_key_file(settings.key_file).generations == 2  # type: ignore[union-attr]
+    settings.key_file.write_text("d" * 64 + "\n")
+    status = runner.invoke(app, ["key", "status"], env=env, catch_exceptions=False)
+    assert status.exit_code == 1
+    assert "NOT the registry's key" in status.output
