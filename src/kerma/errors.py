@@ -93,3 +93,11 @@ class NotFoundError(KermaError, LookupError):
 
 class IngestWarning(UserWarning):
     """A quirky but readable object: raised only by lenient decoding."""
+
+
+class AlertMessageError(KermaError, ValueError):
+    """An alert message (e-mail, significant-event report) cannot be built from its data."""
+
+
+class ReportNotAllowedError(KermaError):
+    """A significant-event report was asked for an alert not notified to the authority."""

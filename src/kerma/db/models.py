@@ -476,3 +476,36 @@ class SkinDoseEstimate(Base):
     map_path: Mapped[str | None] = mapped_column(String)
     dose_report_sop_instance_uid: Mapped[str | None] = mapped_column(UID)
     computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AlertOutbox(Base):
+    """One alert e-mail to one recipient: queued at alert time, sent after commit.
+
+    Unique per ``(alert_id, recipient)``: an alert is mailed once to each recipient,
+    whatever re-evaluation, re-import or view follows. ``message`` is the alert as
+    :meth:`kerma.services.alert_notify.AlertMessage.to_dict` gives it (rule, values,
+    threshold and source, device, date, Study Instance UID, pseudonym; never a patient
+    name, ID or birth date). ``status`` is ``pending`` until the server accepted the
+    message (``sent``). A failed attempt counts ``attempts``, keeps ``last_error`` and
+    moves ``next_attempt_at`` by a doubling delay. ``digest_day`` is the local day of
+    the alert, by which the daily digest groups rows.
+    """
+
+    __tablename__ = "alert_outbox"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "recipient"),
+        Index("ix_alert_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(Integer, index=True)
+    recipient: Mapped[str] = mapped_column(String(320))  # RFC 5321 4.5.3.1 path limit
+    subject: Mapped[str] = mapped_column(Text)
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    digest_day: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
