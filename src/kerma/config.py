@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         "port), 'tls' (implicit TLS, RFC 8314) or 'none' (plain, a relay on the local "
         "network only).",
     )
+    smtp_tls_ca: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signs the SMTP server's certificate (e.g. the "
+        "hospital's own CA); default: the system's trusted CAs.",
+    )
     smtp_username: str | None = Field(default=None, description="SMTP login, when needed.")
     smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
     smtp_sender: str = Field(

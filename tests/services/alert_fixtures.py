@@ -106,16 +106,19 @@ class Mailbox:
 class SmtpServer:
     """A real SMTP server (aiosmtpd) on 127.0.0.1 that can be stopped and started again."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, **options: Any) -> None:
         self.port = port or free_port()
         self.mailbox = Mailbox()
+        self.options = options  # aiosmtpd Controller / SMTP options (TLS, authentication)
         self._controller: Any = None
 
     def start(self) -> None:
         """Start listening."""
         from aiosmtpd.controller import Controller
 
-        self._controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            self.mailbox, hostname="127.0.0.1", port=self.port, **self.options
+        )
         self._controller.start()
 
     def stop(self) -> None:

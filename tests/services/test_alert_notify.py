@@ -310,3 +310,70 @@ class TestDelivery:
         assert messages[0]["Subject"] == "[Kerma] High-dose alerts of 2026-12-01: 2"
         assert "#11" in text and "#12" in text
         assert "612.5 Gy·cm²" in text and "845 Gy·cm²" in text
+
+
+def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+    """Accept the login ``kerma`` / ``s3cret`` (aiosmtpd authenticator)."""
+    from aiosmtpd.smtp import AuthResult
+
+    ok = auth_data.login == b"kerma" and auth_data.password == b"s3cret"
+    return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535
+
+
+class TestTls:
+    """STARTTLS (RFC 3207) and implicit TLS (RFC 8314) with login, against a test CA."""
+
+    @pytest.fixture(scope="class")
+    def pki(self, tmp_path_factory: pytest.TempPathFactory) -> Any:
+        """A throw-away CA and a server certificate for localhost / 127.0.0.1 (openssl)."""
+        from tests.net.test_tls import make_pki
+
+        return make_pki(tmp_path_factory.mktemp("pki"))
+
+    def server_context(self, pki: Any) -> Any:
+        """Return the server's TLS context."""
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+        return context
+
+    @pytest.mark.parametrize("security", ["starttls", "tls"])
+    def test_login_over_tls_delivers(
+        self, security: str, pki: Any, factory: sessionmaker[Session], tmp_path: Path
+    ) -> None:
+        """The message goes over TLS with login; a wrong password is a recorded failure."""
+        context = self.server_context(pki)
+        # aiosmtpd does not see implicit TLS as TLS, so it offers AUTH there only when
+        # auth_require_tls is off; the connection is encrypted from the first byte
+        tls_options: dict[str, Any] = (
+            {"tls_context": context, "require_starttls": True, "auth_require_tls": True}
+            if security == "starttls"
+            else {"ssl_context": context, "auth_require_tls": False}
+        )
+        server = SmtpServer(authenticator=_authenticator, **tls_options)
+        server.start()
+        try:
+            base = {
+                "smtp_security": security,
+                "smtp_tls_ca": pki.ca_cert,
+                "smtp_username": "kerma",
+            }
+            queue(factory, AlertMessage.from_dict(alert_dict("1.2.3")), [RECIPIENT], now=UTC_NOON)
+            wrong = mail_settings(tmp_path, server.port, smtp_password="wrong", **base)
+            failed = deliver_pending(factory, wrong, now=UTC_NOON)
+            assert failed.failed == 1 and "SMTPAuthenticationError" in failed.errors[0]
+            untrusted = mail_settings(
+                tmp_path, server.port, **{**base, "smtp_tls_ca": None}, smtp_password="s3cret"
+            )
+            later = UTC_NOON + dt.timedelta(hours=1)
+            failed = deliver_pending(factory, untrusted, now=later)
+            assert failed.failed == 1 and "CERTIFICATE_VERIFY_FAILED" in failed.errors[0]
+            right = mail_settings(tmp_path, server.port, smtp_password="s3cret", **base)
+            result = deliver_pending(factory, right, now=later + dt.timedelta(hours=1))
+            assert (result.sent, result.failed) == (1, 0)
+        finally:
+            server.stop()
+        assert len(server.mailbox.received) == 1
+        [row] = outbox_rows(factory)
+        assert (row.status, row.attempts) == ("sent", 3)

@@ -490,15 +490,16 @@ def open_smtp(settings: Settings) -> smtplib.SMTP:
     port = settings.smtp_port or DEFAULT_SMTP_PORTS[settings.smtp_security]
     timeout = settings.smtp_timeout_s
     smtp: smtplib.SMTP
+    cafile = str(settings.smtp_tls_ca) if settings.smtp_tls_ca else None
+    context = ssl.create_default_context(cafile=cafile)  # verifies the host name
     if settings.smtp_security == "tls":
-        context = ssl.create_default_context()
         smtp = smtplib.SMTP_SSL(settings.smtp_host, port, timeout=timeout, context=context)
     else:
         smtp = smtplib.SMTP(settings.smtp_host, port, timeout=timeout)
     try:
         smtp.ehlo()
         if settings.smtp_security == "starttls":
-            smtp.starttls(context=ssl.create_default_context())
+            smtp.starttls(context=context)
             smtp.ehlo()
         if settings.smtp_username:
             password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
