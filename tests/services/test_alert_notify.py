@@ -377,3 +377,29 @@ class TestTls:
         assert len(server.mailbox.received) == 1
         [row] = outbox_rows(factory)
         assert (row.status, row.attempts) == ("sent", 3)
+
+
+class TestDeliverAfterCommit:
+    """The ingest hook: send once the alert's transaction has committed."""
+
+    def test_sent_after_commit_not_after_rollback(
+        self, factory: sessionmaker[Session], smtp: SmtpServer, tmp_path: Path
+    ) -> None:
+        """Commit: delivered in a thread; rollback: nothing queued, nothing sent."""
+        from kerma.services.alert_notify import deliver_after_commit
+
+        settings = mail_settings(tmp_path, smtp.port)
+        message = AlertMessage.from_dict(alert_dict("1.2.3", alert_id=5))
+        with pytest.raises(RuntimeError, match="import failed"), session_scope(factory) as session:
+            enqueue(session, message, [RECIPIENT])
+            cancelled = deliver_after_commit(session, factory, settings)
+            raise RuntimeError("import failed")
+        assert cancelled.cancelled()
+        assert outbox_rows(factory) == []
+        with session_scope(factory) as session:
+            enqueue(session, message, [RECIPIENT])
+            future = deliver_after_commit(session, factory, settings)
+            assert not future.done()  # nothing happens inside the transaction
+        result = future.result(timeout=60)
+        assert (result.sent, result.pending) == (1, 0)
+        assert len(smtp.mailbox.received) == 1

@@ -26,7 +26,9 @@ import datetime as dt
 import logging
 import smtplib
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from functools import cache
@@ -34,6 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from kerma.config import Settings
@@ -615,6 +618,47 @@ def deliver_pending(
     return DeliveryResult(
         sent=sent, failed=failed, rows_sent=rows_sent, pending=pending, errors=errors
     )
+
+
+def deliver_after_commit(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> Future[DeliveryResult]:
+    """Run :func:`deliver_pending` in a thread once ``session``'s transaction commits.
+
+    For the ingest path: call it beside :func:`enqueue`; the import's transaction is
+    not delayed, and nothing is sent when it rolls back (the future is cancelled). The
+    thread is not a daemon, so a command finishes sending (at most one connection
+    timeout when the server is down) before the process exits.
+
+    Returns
+    -------
+    concurrent.futures.Future
+        Resolves to the :class:`DeliveryResult`; cancelled on rollback.
+    """
+    future: Future[DeliveryResult] = Future()
+
+    def run() -> None:
+        """Deliver and hand the outcome to the future (the thread's boundary)."""
+        try:
+            future.set_result(deliver_pending(session_factory, settings))
+        except Exception as exc:  # a thread's boundary: log, never kill the process
+            logger.exception("alert e-mail delivery failed")
+            future.set_exception(exc)
+
+    def on_commit(_session: Session) -> None:
+        """Start the delivery thread."""
+        event.remove(session, "after_rollback", on_rollback)
+        if future.set_running_or_notify_cancel():
+            threading.Thread(target=run, name="kerma-alert-mail").start()
+
+    def on_rollback(_session: Session) -> None:
+        """Cancel: the alerts were not stored."""
+        event.remove(session, "after_commit", on_commit)
+        future.cancel()
+
+    event.listen(session, "after_commit", on_commit, once=True)
+    event.listen(session, "after_rollback", on_rollback, once=True)
+    return future
 
 
 def _send(smtp: smtplib.SMTP, email: EmailMessage) -> str | None:
