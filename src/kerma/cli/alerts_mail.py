@@ -9,10 +9,11 @@ or makes the group when there is none yet.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -31,9 +32,9 @@ if TYPE_CHECKING:
 MessageLoader = Callable[["Registry", int], "tuple[AlertMessage, list[tuple[str, float, str]]]"]
 
 
-def _when(value: Any) -> str:
+def _when(value: dt.datetime | None) -> str:
     """Format a time of the outbox listing (UTC, to the minute)."""
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else ""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M") if value is not None else ""
 
 
 def outbox(
@@ -93,7 +94,15 @@ def outbox(
         with registry.session(write=False) as session:
             entries = alert_notify.list_outbox(session, status=status, limit=limit)
     table = Table(title=f"Alert e-mails ({len(entries)} shown)")
-    for header in ("alert", "recipient", "status", "attempts", "next attempt", "sent", "error"):
+    for header in (
+        "alert",
+        "recipient",
+        "status",
+        "attempts",
+        "next attempt (UTC)",
+        "sent (UTC)",
+        "error",
+    ):
         table.add_column(header, overflow="fold")
     for e in entries:
         table.add_row(
