@@ -403,3 +403,27 @@ class TestDeliverAfterCommit:
         result = future.result(timeout=60)
         assert (result.sent, result.pending) == (1, 0)
         assert len(smtp.mailbox.received) == 1
+
+
+class TestRegistryHoldsNoIdentity:
+    """What an alert message could be built from: the registry stores no identity."""
+
+    def test_imported_study_leaves_no_name_id_or_birth_date(
+        self, registry: Any, patient: PlantedPatient, shared_dir: Path
+    ) -> None:
+        """After importing the source file, no table holds its name, ID or birth date."""
+        from sqlalchemy import text
+
+        from kerma.db.base import Base
+
+        summary = registry.import_paths([shared_dir / "dicom" / "RF-RDSR-Philips_Allura.dcm"])
+        assert summary is not None
+        dump = []
+        with registry.session(write=False) as session:
+            for table in Base.metadata.sorted_tables:
+                rows = session.execute(text(f"SELECT * FROM {table.name}")).all()
+                dump += [str(value) for row in rows for value in row]
+        whole = "\n".join(dump).lower()
+        assert patient.study_instance_uid.lower() in whole  # the study is there
+        for forbidden in patient.forbidden():
+            assert forbidden.lower() not in whole, forbidden
