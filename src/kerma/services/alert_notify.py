@@ -548,7 +548,7 @@ def deliver_pending(
     flush_digest : bool, optional
         Send today's digest too (default ``False``).
     limit : int, optional
-        At most this many rows.
+        At most this many rows (ignored with the daily digest).
     connect : callable, optional
         Opens the SMTP connection (default :func:`open_smtp`).
 
@@ -563,8 +563,10 @@ def deliver_pending(
             pending = outbox_db.count_by_status(session).get(outbox_db.STATUS_PENDING, 0)
         return DeliveryResult(pending=pending, configured=False)
     before_day = None
-    if settings.alert_digest and not flush_digest:
-        before_day = (now or moment).astimezone().date()
+    if settings.alert_digest:
+        limit = None  # a day's digest is one e-mail: never split it across runs
+        if not flush_digest:
+            before_day = (now or moment).astimezone().date()
     lease = moment + dt.timedelta(seconds=CLAIM_LEASE_S)
     with session_scope(session_factory) as session:
         rows = outbox_db.claim_rows(
