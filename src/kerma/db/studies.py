@@ -51,6 +51,7 @@ STUDY_LISTING: dict[str, Any] = {
     "patient_weight_kg": Study.patient_weight_kg,
     "patient_size_m": Study.patient_size_m,
     "is_non_patient": Study.is_non_patient,
+    "has_conflict": Study.has_conflict,
     "standard_exam": Study.standard_exam,
     "device_id": Study.device_id,
     "device_name": Device.device_name,
