@@ -242,10 +242,12 @@ def import_(
     table.add_row("rejected: already listed", str(summary.rejected_already_listed))
     console.print(table)
     if summary.conflicts:
+        new_versions = summary.conflicts - summary.conflicts_already_held
         console.print(
-            f"conflicts: {summary.conflicts} copies of stored SOP Instance UIDs with other "
-            "content are held as versions; their studies are in conflict. Compare and decide "
-            "with [bold]kerma conflicts list[/bold] / [bold]show[/bold] / [bold]resolve[/bold].",
+            f"conflicts: {new_versions} new, {summary.conflicts_already_held} already held. "
+            "Copies of stored SOP Instance UIDs with other content are kept as versions and "
+            "their studies marked in conflict; compare and decide with "
+            "[bold]kerma conflicts list[/bold] / [bold]show[/bold] / [bold]resolve[/bold].",
             highlight=False,
         )
     if not_dicom:

@@ -51,7 +51,6 @@ STUDY_LISTING: dict[str, Any] = {
     "patient_weight_kg": Study.patient_weight_kg,
     "patient_size_m": Study.patient_size_m,
     "is_non_patient": Study.is_non_patient,
-    "has_conflict": Study.has_conflict,
     "standard_exam": Study.standard_exam,
     "device_id": Study.device_id,
     "device_name": Device.device_name,
@@ -84,6 +83,7 @@ STUDY_LISTING: dict[str, Any] = {
     "dose_rp_total_plane_b_gy": Study.dose_rp_total_plane_b_gy,
     "ssde_reference": Study.ssde_reference,
     "effective_dose_reference": Study.effective_dose_reference,
+    "has_conflict": Study.has_conflict,
 }
 
 #: Columns of :func:`list_studies` rows, in order.
