@@ -9,7 +9,11 @@ until a user or the rule decides, and every decision is logged in an append-only
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -199,6 +203,28 @@ class TestForgedThenGenuineByFile:
                 session.execute(statement)
         [decision] = registry.conflict_decisions(uid)
         assert decision.reason == "genuine"
+
+
+class TestHeldBytes:
+    """The archived bytes of every held version count as used."""
+
+    def test_held_version_bytes_are_stored_for_the_purge(
+        self, registry: Registry, tmp_path: Path
+    ) -> None:
+        """stored_archive_sha256s (what kerma rejects purge keeps) includes held versions."""
+        from kerma.db.intake_queries import stored_archive_sha256s
+
+        registry.import_paths([write_forged(tmp_path / "in"), GENUINE])
+        detail = registry.conflict(sop_instance_uid())
+        shas = {
+            hashlib.sha256(
+                (registry.settings.archive_dir / v.archive_path).read_bytes()
+            ).hexdigest()
+            for v in detail.versions
+        }
+        assert len(shas) == 2
+        with registry.session(write=False) as session:
+            assert stored_archive_sha256s(session, sha256s=shas) == shas
 
 
 class TestConflictRule:
@@ -394,3 +420,17 @@ class TestConflictsCli:
         assert "Studies (0)" in run("studies", "--conflicts").output
         log = run("conflicts", "log").output
         assert uid in log and "mpe" in log and "genuine" in log
+        # errors are messages with exit code 2, never tracebacks
+        for args in (("show", "1.2.3"), ("resolve", uid, "--keep", "9", "--reason", "x")):
+            result = subprocess.run(
+                [sys.executable, "-m", "kerma.cli.main", "conflicts", *args],
+                env={**os.environ, **env},
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert result.returncode == 2, result.stderr
+            assert "Traceback" not in result.stderr
+            assert "error:" in result.stderr
