@@ -29,6 +29,15 @@ from kerma.db.models import (
 )
 
 
+def lock_report(session: Session, *, dose_report_id: int) -> None:
+    """Lock a report's row until the transaction ends (``SELECT ... FOR UPDATE``).
+
+    Two copies of one SOP Instance UID arriving at two workers at once then add their
+    versions one after the other (PostgreSQL; SQLite serialises writers anyway).
+    """
+    session.execute(select(DoseReport.id).where(DoseReport.id == dose_report_id).with_for_update())
+
+
 def get_conflict(session: Session, *, sop_instance_uid: str) -> ReportConflict | None:
     """Return the conflict of a SOP Instance UID (versions loaded), or ``None``."""
     stmt = (

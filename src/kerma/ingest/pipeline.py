@@ -934,6 +934,7 @@ class Importer:
         With ``KERMA_CONFLICT_RULE=prefer-device-association`` the rule then decides
         (:meth:`_apply_rule`). All in ``session``.
         """
+        conflict_queries.lock_report(session, dose_report_id=existing.id)
         conflict = conflict_queries.get_conflict(
             session, sop_instance_uid=existing.sop_instance_uid
         )
@@ -1270,6 +1271,9 @@ class Importer:
             )
 
         def work(session: Session) -> set[int]:
+            report = queries.get_dose_report(session, sop_instance_uid=sop_instance_uid)
+            if report is not None:  # versions are read under the report's lock
+                conflict_queries.lock_report(session, dose_report_id=report.id)
             conflict = conflict_queries.get_conflict(session, sop_instance_uid=sop_instance_uid)
             if conflict is None:
                 raise NotFoundError(
