@@ -61,6 +61,15 @@ class Settings(BaseSettings):
         description="Turn reading warnings into rejections (like pydicom's "
         "reading_validation_mode RAISE).",
     )
+    conflict_rule: Literal["manual", "prefer-device-association"] = Field(
+        default="manual",
+        description="Who decides when a SOP Instance UID arrives again with different "
+        "content (both versions are kept, the study is marked in conflict): 'manual' waits "
+        "for 'kerma conflicts resolve'; 'prefer-device-association' keeps the one version "
+        "received by C-STORE from the study's device (its Device Observer UID, or an AE "
+        "title equal to its station name) over file imports, STOW-RS and C-GET, and logs "
+        "the decision (docs/registry.md, Conflicts).",
+    )
     # DICOM network (kerma.net)
     scp_aet: str = "KERMA"
     scp_port: int = 11112

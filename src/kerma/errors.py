@@ -91,6 +91,14 @@ class NotFoundError(KermaError, LookupError):
     """A requested record does not exist."""
 
 
+class ConflictError(KermaError):
+    """A decision on a conflict (versions of one SOP Instance UID) cannot be applied.
+
+    For example: the version asked for is not held, no reason was given, or the
+    version's archived copy is missing or no longer extracts.
+    """
+
+
 class IngestWarning(UserWarning):
     """A quirky but readable object: raised only by lenient decoding."""
 
