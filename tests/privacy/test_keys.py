@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from kerma.api import Registry
 from kerma.config import Settings
+from kerma.db.keys import KEYED_HASH_COLUMNS
 from kerma.db.models import Patient
 from kerma.errors import ConfigurationError
 from kerma.ingest.pseudonym import PENDING_SUFFIX, KeyChain, read_key_file, rekey
@@ -64,7 +65,7 @@ class TestOpenKey:
         chain = read_key_file(key_file)
         assert chain is not None
         assert status.recorded_fingerprint == chain.fingerprint()
-        assert status.keyed_hashes == {"patient.pseudonym": 1}
+        assert status.keyed_hashes["patient.pseudonym"] == 1
         assert chain.keys[0].decode() not in status.recorded_fingerprint
 
     def test_missing_key_with_pseudonyms_is_refused_not_recreated(
@@ -134,7 +135,8 @@ class TestRotate:
             new_key = tmp_path / "new.key"
             new_key.write_text("n" * 64 + "\n")
             result = rotate_key(settings, reg.session_factory, new_key_file=new_key)
-        assert result.rekeyed == {"patient.pseudonym": 1}
+        assert result.rekeyed["patient.pseudonym"] == 1
+        assert set(result.rekeyed) == {f"{t}.{c}" for t, c in KEYED_HASH_COLUMNS}
         assert result.generations == 2
         chain = read_key_file(settings.key_file)
         assert chain is not None and chain.keys[-1] == b"n" * 64
@@ -301,3 +303,27 @@ def test_key_commands(tmp_path: Path) -> None:
     status = runner.invoke(app, ["key", "status"], env=env, catch_exceptions=False)
     assert status.exit_code == 1
     assert "NOT the registry's key" in status.output
+
+
+@needs_shared
+def test_rotation_rekeys_held_versions_too(database_url: str, tmp_path: Path) -> None:
+    """report_version.patient_pseudonym (conflicts) moves with patient.pseudonym."""
+    from kerma.db.models import ReportVersion
+
+    settings = key_settings(database_url, tmp_path)
+    zee, adjusted = (
+        DICOM_DIR / "RF-RDSR-Siemens-Zee.dcm",
+        DICOM_DIR / "RF-RDSR-Siemens-Zee_adjusted.dcm",
+    )
+    with Registry(settings=settings) as reg:
+        reg.import_paths([zee])
+        assert reg.import_paths([adjusted]).conflicts == 1
+        with reg.session(write=False) as session:
+            before = sorted(session.scalars(select(ReportVersion.patient_pseudonym)))
+        result = rotate_key(settings, reg.session_factory)
+        new_key = read_key_file(settings.key_file).keys[-1]  # type: ignore[union-attr]
+        assert result.rekeyed["report_version.patient_pseudonym"] == len(before) == 2
+        with reg.session(write=False) as session:
+            after = sorted(session.scalars(select(ReportVersion.patient_pseudonym)))
+        assert after == sorted(rekey(new_key, p) for p in before)
+        assert set(after) <= set(pseudonyms(reg))

@@ -25,7 +25,10 @@ KEY_FINGERPRINT_SETTING = "pseudonym_key_fingerprint"
 
 #: Every column holding a keyed hash made with the pseudonym key, as (table, column).
 #: ``kerma key rotate`` re-keys each of them; add a line for a new keyed-hash column.
-KEYED_HASH_COLUMNS: tuple[tuple[str, str], ...] = (("patient", "pseudonym"),)
+KEYED_HASH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("patient", "pseudonym"),
+    ("report_version", "patient_pseudonym"),
+)
 
 #: Rows re-keyed per UPDATE statement.
 REKEY_BATCH = 1000
