@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kerma.cli.console import make_console
+from kerma.config import get_settings
 from kerma.dicom.extract import inspect_path
 from kerma.records import DoseReport
 
@@ -45,6 +46,7 @@ def inspect(
     """Print what Kerma extracts from DICOM objects, without storing anything."""
     console = make_console()
     err = Console(stderr=True)
+    settings = get_settings()
     records: list[dict[str, Any]] = []
     n_read = n_rejected = 0
     for folder in paths:
@@ -56,7 +58,11 @@ def inspect(
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = inspect_path(path)
+            result = inspect_path(
+                path,
+                max_object_bytes=settings.max_object_bytes,
+                max_inflated_bytes=settings.max_inflated_bytes,
+            )
         n_read += 1
         record = result.to_dict()
         if record["status"] == "rejected":

@@ -1,0 +1,427 @@
+"""Intake limits: object size, inflated size, per-peer associations, idle time-outs.
+
+The hostile objects are built by :mod:`tests.net.oversize`: a deflate bomb (about
+2 MB that inflates to 2.2 GB) and an object larger than ``max_object_bytes``. They are
+sent to a real ``kerma listen`` (pynetdicom SCU streaming the file as it is, with
+``STORE_SEND_CHUNKED_DATASET``) and a real ``kerma serve`` (httpx), and the peak
+resident memory of the receiving process (``VmHWM`` in ``/proc/<pid>/status``) is
+checked against 300 MiB.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from pydicom.uid import DeflatedExplicitVRLittleEndian, XRayRadiationDoseSRStorage
+from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom.sop_class import Verification
+
+from kerma.api import Registry
+from kerma.dicom.extract import inspect_path
+from kerma.dicom.inflate import inflate, inflated_size
+from kerma.errors import ObjectTooLargeError
+from kerma.net import status
+from kerma.records import Rejection
+from tests.db_fixtures import make_settings
+from tests.net.conftest import (
+    DICOM_DIR,
+    ROOT,
+    KermaListener,
+    dataset_bytes,
+    free_port,
+    registry_sop_uids,
+    wait_until,
+)
+from tests.net.oversize import deflate_bomb, oversized_object, peak_rss_mb
+
+pytestmark = pytest.mark.network
+
+#: Peak resident memory allowed to the receiving process, in MiB (issue #11).
+MAX_RSS_MB = 300
+
+#: Size of the oversized object, in bytes (more than the default max_object_bytes).
+OVERSIZED_BYTES = 300 * 1024 * 1024
+
+RDSR = DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm"
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A deflated RDSR of about 2 MB that inflates to 2.2 GB, and its SOP Instance UID."""
+    if not DICOM_DIR.is_dir():
+        pytest.skip("../shared/dicom is not beside the repository")
+    path = tmp_path_factory.mktemp("bomb") / "bomb.dcm"
+    uid = deflate_bomb(path)
+    return path, uid
+
+
+@pytest.fixture(scope="module")
+def oversized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """An Explicit VR Little Endian RDSR of 300 MiB (a 300 MiB private OB element)."""
+    if not DICOM_DIR.is_dir():
+        pytest.skip("../shared/dicom is not beside the repository")
+    path = tmp_path_factory.mktemp("oversized") / "oversized.dcm"
+    uid = oversized_object(path, OVERSIZED_BYTES)
+    return path, uid
+
+
+class TestInflate:
+    """Bounded inflation (kerma.dicom.inflate)."""
+
+    def test_bomb_is_refused_at_the_limit(self, bomb: tuple[Path, str]) -> None:
+        """The bomb's data set is counted to the limit and refused, naming the setting."""
+        data = bomb[0].read_bytes()
+        deflated = data[data.index(b"DICM") + 4 :]
+        offset = 12 + int.from_bytes(deflated[8:12], "little")
+        with pytest.raises(ObjectTooLargeError, match="max_inflated_bytes") as info:
+            inflated_size((deflated[offset:],), max_bytes=64 * 1024 * 1024)
+        assert info.value.limit_bytes == 64 * 1024 * 1024
+
+    def test_small_data_set_inflates_whole(self) -> None:
+        """A data set within the limit inflates to its bytes, and the stream is complete."""
+        raw = bytes(range(256)) * 40_000
+        deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        deflated = deflater.compress(raw) + deflater.flush()
+        assert inflated_size((deflated,), max_bytes=len(raw)) == (len(raw), True)
+        assert inflate(deflated, max_bytes=len(raw)) == (raw, True)
+        with pytest.raises(ObjectTooLargeError):
+            inflate(deflated, max_bytes=len(raw) - 1)
+        assert inflated_size((deflated[:1000],), max_bytes=len(raw))[1] is False
+
+
+class TestFileLimits:
+    """``kerma inspect`` and ``kerma import`` refuse what is over the limits."""
+
+    def test_inspect_rejects_bomb_with_reason(self, bomb: tuple[Path, str]) -> None:
+        """inspect rejects the bomb (inflated size over the limit) and says which setting."""
+        result = inspect_path(bomb[0])
+        assert isinstance(result, Rejection)
+        assert "inflates to more than 536,870,912 bytes" in result.reason
+        assert "KERMA_MAX_INFLATED_BYTES" in result.reason
+
+    def test_inspect_cli_memory_stays_low(self, bomb: tuple[Path, str], tmp_path: Path) -> None:
+        """``kerma inspect`` of the bomb prints the rejection; its peak memory stays low."""
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import resource, sys\n"
+                "from kerma.cli.main import main\n"
+                "try:\n    main()\nexcept SystemExit:\n    pass\n"
+                "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+                " file=sys.stderr)",
+                "inspect",
+                "--format",
+                "jsonl",
+                str(bomb[0]),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            timeout=300,
+            check=False,
+        )
+        assert '"status": "rejected"' in run.stdout, run.stdout + run.stderr
+        assert "max_inflated_bytes" in run.stdout
+        maxrss_mb = int(run.stderr.rsplit("MAXRSS", 1)[1].split()[0]) / 1024
+        print(f"\nkerma inspect of the deflate bomb: peak RSS {maxrss_mb:.0f} MiB")
+        assert maxrss_mb < MAX_RSS_MB
+
+    def test_import_rejects_bomb_and_oversized_file(
+        self, bomb: tuple[Path, str], database_url: str, tmp_path: Path
+    ) -> None:
+        """import archives and rejects the bomb; a file over max_object_bytes is not read."""
+        big = tmp_path / "big.dcm"
+        big_uid = oversized_object(big, 8 * 1024 * 1024)
+        settings = make_settings(database_url, tmp_path, max_object_bytes=4 * 1024 * 1024)
+        with Registry(settings=settings) as reg:
+            seen: list = []
+            reg.import_paths([bomb[0], big, RDSR], progress=seen.append)
+            outcomes = {Path(o.source).name: o for o in seen}
+            assert outcomes["big.dcm"].status == "rejected"
+            assert outcomes["big.dcm"].kind == "too-large"
+            assert "more than the 4,194,304 bytes" in (outcomes["big.dcm"].reason or "")
+            assert outcomes["bomb.dcm"].status == "rejected"
+            assert "max_inflated_bytes" in (outcomes["bomb.dcm"].reason or "")
+            assert outcomes[RDSR.name].status == "imported"
+            rejects = reg.rejects()
+        # the bomb is listed (archived, 2 MB) with its reason; the big file is not read
+        assert len(rejects) == 1, rejects
+        assert "max_inflated_bytes" in rejects["reason"].iloc[0]
+        assert big_uid not in set(rejects["sop_instance_uid"])
+
+
+def send_file(
+    port: int,
+    path: Path,
+    *,
+    sop_class: str = XRayRadiationDoseSRStorage,
+    transfer_syntax: str,
+    aet: str = "KERMA",
+) -> pydicom.Dataset | None:
+    """C-STORE a file as it is on disk (pynetdicom reads it in chunks, never decoded).
+
+    Returns the C-STORE response status data set, or ``None`` when no response came.
+    """
+    previous = pynetdicom_config.STORE_SEND_CHUNKED_DATASET
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        ae = AE(ae_title="LIMITSCU")
+        ae.add_requested_context(sop_class, transfer_syntax)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 300
+        assoc = ae.associate("127.0.0.1", port, ae_title=aet)
+        assert assoc.is_established
+        try:
+            rsp = assoc.send_c_store(path)
+            return rsp if rsp else None
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    finally:
+        pynetdicom_config.STORE_SEND_CHUNKED_DATASET = previous
+
+
+@pytest.fixture
+def limited_listener(tmp_path: Path) -> Iterator[KermaListener]:
+    """``kerma listen`` with max_object_bytes 64 MiB (the rest at defaults)."""
+    if not DICOM_DIR.is_dir():
+        pytest.skip("../shared/dicom is not beside the repository")
+    scp = KermaListener(
+        tmp_path / "kerma", extra_env={"KERMA_MAX_OBJECT_BYTES": str(64 * 1024 * 1024)}
+    )
+    scp.start()
+    yield scp
+    scp.terminate()
+    scp.reap_orphans()
+
+
+class TestSCPLimits:
+    """The Storage SCP refuses the bomb and the oversized object with 0xA700, in bounded memory."""
+
+    def test_bomb_is_refused_with_out_of_resources(
+        self, limited_listener: KermaListener, bomb: tuple[Path, str]
+    ) -> None:
+        """The bomb gets 0xA700 with an Error Comment; it is quarantined, not imported."""
+        rsp = send_file(
+            limited_listener.port, bomb[0], transfer_syntax=DeflatedExplicitVRLittleEndian
+        )
+        assert rsp is not None
+        assert rsp.Status == status.OUT_OF_RESOURCES
+        assert "Inflated data set exceeds" in rsp.ErrorComment
+        # a normal object still goes through on the same listener
+        assert (
+            send_file(
+                limited_listener.port, RDSR, transfer_syntax=pydicom.uid.ExplicitVRLittleEndian
+            ).Status
+            == status.SUCCESS
+        )
+        limited_listener.wait_drained()
+        uids = registry_sop_uids(limited_listener.settings)
+        assert bomb[1] not in uids and len(uids) == 1
+        quarantined = list((limited_listener.archive_dir / "quarantine").iterdir())
+        assert len(quarantined) == 1  # the deflated data set as sent, with its file meta
+        assert dataset_bytes(quarantined[0].read_bytes()) == dataset_bytes(bomb[0].read_bytes())
+        rss = peak_rss_mb(limited_listener.process.pid)
+        print(f"\nkerma listen after the deflate bomb: peak RSS {rss:.0f} MiB")
+        assert rss < MAX_RSS_MB
+        assert "max_inflated_bytes" in limited_listener.log()
+
+    def test_oversized_object_is_refused_in_bounded_memory(
+        self, limited_listener: KermaListener, oversized: tuple[Path, str]
+    ) -> None:
+        """A 300 MiB object gets 0xA700 (limit 64 MiB); the SCP never holds it in memory."""
+        rsp = send_file(
+            limited_listener.port,
+            oversized[0],
+            transfer_syntax=pydicom.uid.ExplicitVRLittleEndian,
+        )
+        assert rsp is not None
+        assert rsp.Status == status.OUT_OF_RESOURCES
+        assert rsp.ErrorComment == f"Object exceeds {64 * 1024 * 1024} bytes"
+        rss = peak_rss_mb(limited_listener.process.pid)
+        print(f"\nkerma listen after a 300 MiB object (limit 64 MiB): peak RSS {rss:.0f} MiB")
+        assert rss < MAX_RSS_MB
+        assert oversized[1] not in registry_sop_uids(limited_listener.settings)
+        assert limited_listener.pending() == []
+
+
+class StowServer:
+    """A ``kerma serve`` subprocess with its own registry, archive and limits."""
+
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.settings = make_settings(f"sqlite:///{workdir / 'kerma.db'}", workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kerma.cli.main", "serve", "--port", str(self.port)],
+            cwd=workdir,
+            env={
+                **os.environ,
+                "KERMA_DATABASE_URL": self.settings.database_url,
+                "KERMA_ARCHIVE_DIR": str(self.settings.archive_dir),
+                "KERMA_PSEUDONYM_KEY": str(self.settings.pseudonym_key),
+                "PYTHONPATH": str(ROOT / "src"),
+                **env,
+            },
+            stdout=(workdir / "serve.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+        def up() -> bool:
+            try:
+                url = f"http://127.0.0.1:{self.port}/openapi.json"
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return self.process.poll() is not None
+
+        assert wait_until(up, timeout=120) and self.process.poll() is None
+
+    @property
+    def url(self) -> str:
+        """The STOW-RS endpoint."""
+        return f"http://127.0.0.1:{self.port}/dicomweb/studies"
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM)."""
+        self.process.terminate()
+        self.process.wait(60)
+
+
+BOUNDARY = "kerma-limit-test"
+CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+
+
+def multipart(*paths: Path) -> Iterator[bytes]:
+    """Yield a multipart/related body of the files, read in 1 MiB pieces."""
+    for path in paths:
+        yield f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        with path.open("rb") as fh:
+            while piece := fh.read(1024 * 1024):
+                yield piece
+        yield b"\r\n"
+    yield f"--{BOUNDARY}--\r\n".encode()
+
+
+@pytest.fixture
+def stow_server(tmp_path: Path) -> Iterator[StowServer]:
+    """``kerma serve`` with the default limits."""
+    if not DICOM_DIR.is_dir():
+        pytest.skip("../shared/dicom is not beside the repository")
+    server = StowServer(tmp_path / "serve")
+    yield server
+    server.stop()
+
+
+class TestSTOWLimits:
+    """STOW-RS answers 413 for the bomb and the oversized object, in bounded memory."""
+
+    def test_bomb_gets_413(self, stow_server: StowServer, bomb: tuple[Path, str]) -> None:
+        """The bomb's part fails with 0xA700 and the request gets 413; an RDSR beside it is kept."""
+        response = httpx.post(
+            stow_server.url,
+            content=b"".join(multipart(RDSR, bomb[0])),
+            headers={"Content-Type": CONTENT_TYPE},
+            timeout=300,
+        )
+        assert response.status_code == 413, response.text
+        body = response.json()
+        assert "max_inflated_bytes" in body["detail"]
+        failed = body["response"]["00081198"]["Value"]
+        assert [f["00081197"]["Value"] for f in failed] == [[status.OUT_OF_RESOURCES]]
+        stored = body["response"]["00081199"]["Value"]
+        assert len(stored) == 1
+        rss = peak_rss_mb(stow_server.process.pid)
+        print(f"\nkerma serve after the deflate bomb: peak RSS {rss:.0f} MiB")
+        assert rss < MAX_RSS_MB
+
+    def test_oversized_part_gets_413(
+        self, stow_server: StowServer, oversized: tuple[Path, str]
+    ) -> None:
+        """A 300 MiB part (default limit 256 MiB) gets 413; nothing is kept in the spool."""
+        response = httpx.post(
+            stow_server.url,
+            content=multipart(oversized[0]),
+            headers={"Content-Type": CONTENT_TYPE},
+            timeout=300,
+        )
+        assert response.status_code == 413, response.text
+        assert "max_object_bytes" in response.json()["detail"]
+        rss = peak_rss_mb(stow_server.process.pid)
+        print(f"\nkerma serve after a 300 MiB part: peak RSS {rss:.0f} MiB")
+        assert rss < MAX_RSS_MB
+        incoming = stow_server.settings.archive_dir / "incoming"
+        assert not incoming.is_dir() or list(incoming.iterdir()) == []
+
+    def test_declared_body_over_limit_gets_413_unread(self, tmp_path: Path) -> None:
+        """A Content-Length over stow_max_request_bytes gets 413 before the body is read."""
+        server = StowServer(tmp_path / "serve", KERMA_STOW_MAX_REQUEST_BYTES="1000000")
+        try:
+            body = b"".join(multipart(RDSR)) + b"\0" * 1_000_000
+            response = httpx.post(
+                server.url, content=body, headers={"Content-Type": CONTENT_TYPE}, timeout=60
+            )
+            assert response.status_code == 413
+            assert "stow_max_request_bytes" in response.json()["detail"]
+        finally:
+            server.stop()
+        assert registry_sop_uids(server.settings) == []
+
+
+class TestAssociationLimits:
+    """One peer holding many idle associations does not lock out the others."""
+
+    def test_idle_peer_does_not_starve_another(self, tmp_path: Path) -> None:
+        """64 idle associations from one peer: 32 admitted, the rest refused; another
+        peer stores; the idle ones are closed by the network time-out."""
+        if not DICOM_DIR.is_dir():
+            pytest.skip("../shared/dicom is not beside the repository")
+        listener = KermaListener(tmp_path / "kerma", extra_env={"KERMA_SCP_NETWORK_TIMEOUT_S": "3"})
+        listener.start()
+        held = []
+        try:
+            ae = AE(ae_title="GREEDY")
+            ae.add_requested_context(Verification)
+            ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 30
+            for _ in range(64):
+                held.append(ae.associate("127.0.0.1", listener.port, ae_title="KERMA"))
+            admitted = [a for a in held if a.is_established]
+            assert len(admitted) == 32  # scp_max_associations_per_peer
+            assert all(a.is_rejected for a in held if a not in admitted)
+
+            other = AE(ae_title="MODALITY2")
+            other.add_requested_context(XRayRadiationDoseSRStorage)
+            assoc = other.associate(
+                "127.0.0.1", listener.port, ae_title="KERMA", bind_address=("127.0.0.2", 0)
+            )
+            assert assoc.is_established
+            try:
+                rsp = assoc.send_c_store(pydicom.dcmread(RDSR))
+                assert rsp.Status == status.SUCCESS
+            finally:
+                assoc.release()
+            # the held associations send nothing: the SCP closes them after 3 s
+            assert wait_until(
+                lambda: not any(a.is_established for a in admitted), timeout=60, interval=0.5
+            )
+            assert all(a.is_aborted for a in admitted)
+            listener.wait_drained()
+            expected = str(pydicom.dcmread(RDSR, stop_before_pixels=True).SOPInstanceUID)
+            assert registry_sop_uids(listener.settings) == [expected]
+            assert "scp_max_associations_per_peer" in listener.log()
+        finally:
+            for assoc in held:
+                if assoc.is_established:
+                    assoc.abort()
+            listener.terminate()
+            listener.reap_orphans()
