@@ -236,23 +236,56 @@ class TestSCPLimits:
         assert rss < MAX_RSS_MB
         assert "max_inflated_bytes" in limited_listener.log()
 
+    @pytest.mark.parametrize("limit_mib", [256, 64], ids=["default-limit", "limit-64MiB"])
     def test_oversized_object_is_refused_in_bounded_memory(
-        self, limited_listener: KermaListener, oversized: tuple[Path, str]
+        self, tmp_path: Path, oversized: tuple[Path, str], limit_mib: int
     ) -> None:
-        """A 300 MiB object gets 0xA700 (limit 64 MiB); the SCP never holds it in memory."""
-        rsp = send_file(
-            limited_listener.port,
-            oversized[0],
-            transfer_syntax=pydicom.uid.ExplicitVRLittleEndian,
-        )
-        assert rsp is not None
-        assert rsp.Status == status.OUT_OF_RESOURCES
-        assert rsp.ErrorComment == f"Object exceeds {64 * 1024 * 1024} bytes"
-        rss = peak_rss_mb(limited_listener.process.pid)
-        print(f"\nkerma listen after a 300 MiB object (limit 64 MiB): peak RSS {rss:.0f} MiB")
-        assert rss < MAX_RSS_MB
-        assert oversized[1] not in registry_sop_uids(limited_listener.settings)
-        assert limited_listener.pending() == []
+        """A 300 MiB object gets 0xA700; the SCP holds at most 16 MiB of it in memory."""
+        env = {} if limit_mib == 256 else {"KERMA_MAX_OBJECT_BYTES": str(limit_mib << 20)}
+        listener = KermaListener(tmp_path / "kerma", extra_env=env)
+        listener.start()
+        try:
+            rsp = send_file(
+                listener.port, oversized[0], transfer_syntax=pydicom.uid.ExplicitVRLittleEndian
+            )
+            assert rsp is not None
+            assert rsp.Status == status.OUT_OF_RESOURCES
+            assert rsp.ErrorComment == f"Object exceeds {limit_mib << 20} bytes"
+            rss = peak_rss_mb(listener.process.pid)
+            print(f"\nkerma listen, 300 MiB object, limit {limit_mib} MiB: peak RSS {rss:.0f} MiB")
+            assert rss < MAX_RSS_MB
+            assert "more than max_object_bytes" in listener.log()
+            assert oversized[1] not in registry_sop_uids(listener.settings)
+            assert listener.pending() == []
+            # nothing is left of it on disk either (the spill file is anonymous)
+            assert [p.name for p in (listener.archive_dir / "incoming").iterdir()] in (
+                [],
+                [".lock"],
+            )
+        finally:
+            listener.terminate()
+            listener.reap_orphans()
+
+    def test_large_object_under_the_limit_is_stored_whole(self, tmp_path: Path) -> None:
+        """A 40 MiB object (held on disk while it arrives) is stored byte for byte."""
+        path = tmp_path / "large.dcm"
+        uid = oversized_object(path, 40 * 1024 * 1024)
+        listener = KermaListener(tmp_path / "kerma", extra_env={"KERMA_SCP_KEEP_NON_DOSE": "1"})
+        listener.start()
+        try:
+            rsp = send_file(listener.port, path, transfer_syntax=pydicom.uid.ExplicitVRLittleEndian)
+            assert rsp is not None and rsp.Status == status.SUCCESS
+            listener.wait_drained()
+        finally:
+            listener.terminate()
+            listener.reap_orphans()
+        with Registry(settings=listener.settings) as reg:
+            rejects = reg.rejects()
+        # an RDSR without content: kept in the archive and listed as rejected
+        assert list(rejects["sop_instance_uid"]) == [uid], rejects
+        kept = [p for p in listener.archive_dir.rglob("*") if p.stat().st_size > 40_000_000]
+        assert len(kept) == 1
+        assert dataset_bytes(kept[0].read_bytes()) == dataset_bytes(path.read_bytes())
 
 
 class StowServer:
@@ -386,18 +419,23 @@ class TestAssociationLimits:
         peer stores; the idle ones are closed by the network time-out."""
         if not DICOM_DIR.is_dir():
             pytest.skip("../shared/dicom is not beside the repository")
-        listener = KermaListener(tmp_path / "kerma", extra_env={"KERMA_SCP_NETWORK_TIMEOUT_S": "3"})
+        listener = KermaListener(
+            tmp_path / "kerma", extra_env={"KERMA_SCP_NETWORK_TIMEOUT_S": "30"}
+        )
         listener.start()
         held = []
         try:
             ae = AE(ae_title="GREEDY")
             ae.add_requested_context(Verification)
             ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 30
+            admitted, rejected = [], []
             for _ in range(64):
-                held.append(ae.associate("127.0.0.1", listener.port, ae_title="KERMA"))
-            admitted = [a for a in held if a.is_established]
+                assoc = ae.associate("127.0.0.1", listener.port, ae_title="KERMA")
+                held.append(assoc)
+                (admitted if assoc.is_established else rejected).append(assoc)
+                assoc.dul._run_loop_delay = 0.05  # the test's idle peer: poll gently
             assert len(admitted) == 32  # scp_max_associations_per_peer
-            assert all(a.is_rejected for a in held if a not in admitted)
+            assert all(a.is_rejected for a in rejected)
 
             other = AE(ae_title="MODALITY2")
             other.add_requested_context(XRayRadiationDoseSRStorage)
@@ -410,9 +448,9 @@ class TestAssociationLimits:
                 assert rsp.Status == status.SUCCESS
             finally:
                 assoc.release()
-            # the held associations send nothing: the SCP closes them after 3 s
+            # the held associations send nothing: the SCP closes them after 30 s
             assert wait_until(
-                lambda: not any(a.is_established for a in admitted), timeout=60, interval=0.5
+                lambda: not any(a.is_established for a in admitted), timeout=120, interval=0.5
             )
             assert all(a.is_aborted for a in admitted)
             listener.wait_drained()

@@ -35,6 +35,7 @@ May import nothing of Kerma's but ``kerma.errors``, ``kerma.config`` and ``kerma
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import struct
@@ -51,7 +52,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from kerma.config import DEFAULT_MAX_INFLATED_BYTES
-from kerma.dicom.inflate import inflate
+from kerma.dicom.inflate import inflate, inflated_size
 from kerma.dicom.tree import (
     CONCEPT_NAME_CODE_SEQUENCE,
     CONTENT_SEQUENCE,
@@ -186,6 +187,7 @@ def read_bytes(
         from kerma.dicom.extract import read_with_pydicom
         from kerma.dicom.integrity import find_truncation
 
+        _check_deflated_size(data, name=name, max_inflated_bytes=max_inflated_bytes)
         stream = io.BytesIO(data)
         stream.name = name
         ds = read_with_pydicom(stream, stop_before_pixels=not with_pixels)
@@ -198,6 +200,34 @@ def read_bytes(
             "truncated or not a DICOM object."
         )
     return result
+
+
+def _check_deflated_size(data: bytes, *, name: str, max_inflated_bytes: int) -> None:
+    """Refuse a deflated object pydicom would inflate beyond ``max_inflated_bytes``.
+
+    pydicom inflates a Deflated Explicit VR Little Endian data set in one call; before
+    the fallback hands it an object, the file meta is read (pydicom) and, when the
+    transfer syntax is deflated, the inflated size is counted in bounded steps.
+
+    Raises
+    ------
+    ObjectTooLargeError
+        When it inflates beyond ``max_inflated_bytes``.
+    """
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    stream = io.BytesIO(data)
+    try:
+        read_preamble(stream, False)
+        meta = _read_file_meta_info(stream)
+    except (InvalidDicomError, ValueError, TypeError, KeyError, IndexError, EOFError, struct.error):
+        return  # not a Part 10 file: pydicom reads it without inflating anything
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        with contextlib.suppress(zlib.error):
+            inflated_size(
+                (memoryview(data)[stream.tell() :],), max_bytes=max_inflated_bytes, name=name
+            )
 
 
 def _read_fast(

@@ -42,6 +42,7 @@ import logging
 import re
 import socket
 import struct
+import tempfile
 import threading
 import time
 import zlib
@@ -49,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import uid
 from pydicom.dataset import Dataset
@@ -115,43 +116,104 @@ class IntakeLimits:
         return cls(settings.max_object_bytes, settings.max_inflated_bytes)
 
 
+#: Size beyond which a received data set is held in a temporary file instead of
+#: memory, in bytes (:class:`BoundedDataSet`): dose reports and single images stay in
+#: memory; a large object costs memory only when it is read back to be spooled, and
+#: one over ``max_object_bytes`` costs no more than this.
+SPILL_BYTES = 16 * 1024 * 1024
+
+
 class BoundedDataSet(BytesIO):
-    """The buffer of a received DIMSE data set that stops growing at ``max_bytes``.
+    """The buffer of a received DIMSE data set: spilled to disk when large, capped.
 
     pynetdicom writes each P-DATA fragment of a message's data set to a ``BytesIO``
-    (``DIMSEMessage.data_set``); this one counts what is written and, once the total
-    passes ``max_bytes``, frees what it holds and drops the rest, so a data set over
-    the limit never occupies more than ``max_bytes`` of memory. The C-STORE handler
-    then refuses it (:func:`handle_store`).
+    (``DIMSEMessage.data_set``) and the C-STORE handler reads it with ``getvalue()``.
+    This one keeps up to ``spill_bytes`` in memory, then moves what it holds to an
+    anonymous temporary file in ``spill_dir`` (removed when closed, also after a
+    crash) and appends there; once the total passes ``max_bytes`` it drops what it
+    holds and only counts the rest. A data set over the limit therefore never
+    occupies more than ``spill_bytes`` of memory, whatever its size, and the C-STORE
+    handler refuses it (:func:`handle_store`).
 
     Parameters
     ----------
     max_bytes : int
-        The largest data set kept, in bytes.
+        The largest data set kept, in bytes (``max_object_bytes``).
+    spill_dir : pathlib.Path, optional
+        Folder of the temporary file (the spool folder: the disk that takes the
+        objects); default the system's temporary folder.
+    spill_bytes : int, optional
+        Size held in memory before spilling (:data:`SPILL_BYTES`).
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(
+        self, max_bytes: int, *, spill_dir: Path | None = None, spill_bytes: int = SPILL_BYTES
+    ) -> None:
         super().__init__()
         self.max_bytes = max_bytes
+        self.spill_dir = spill_dir
+        self.spill_bytes = spill_bytes
         self.received = 0
         self.overflow = False
+        self._file: BinaryIO | None = None
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the data set is held in a temporary file."""
+        return self._file is not None
 
     def write(self, data: Any) -> int:  # type: ignore[override]
-        """Append ``data``, or count and drop it once the data set is over the limit."""
+        """Append ``data``, or count and drop it once the data set is over the limit.
+
+        Raises
+        ------
+        OSError
+            When the temporary file cannot be created or written (pynetdicom then
+            aborts the association: nothing was acknowledged).
+        """
         size = len(data)
         self.received += size
         if self.overflow:
             return size
         if self.received > self.max_bytes:
             self.overflow = True
+            self.release()
+            return size
+        if self._file is not None:
+            return self._file.write(data)
+        if self.received > self.spill_bytes:
+            # closed by release(); pynetdicom keeps the buffer past this call
+            self._file = tempfile.TemporaryFile(dir=self.spill_dir)  # noqa: SIM115
+            with super().getbuffer() as held:
+                self._file.write(held)
             self.seek(0)
             self.truncate(0)
-            return size
+            return self._file.write(data)
         return super().write(data)
+
+    def getvalue(self) -> bytes:
+        """Return the data set (read back from the temporary file when spilled)."""
+        if self._file is None:
+            return super().getvalue()
+        self._file.seek(0)
+        return self._file.read()
+
+    def release(self) -> None:
+        """Free the memory and remove the temporary file (the data set is gone)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        self.seek(0)
+        self.truncate(0)
 
 
 def guard_association(
-    assoc: Any, limits: IntakeLimits, *, max_pdu_bytes: int = MAX_PDU_BYTES
+    assoc: Any,
+    limits: IntakeLimits,
+    *,
+    spill_dir: Path | None = None,
+    max_pdu_bytes: int = MAX_PDU_BYTES,
 ) -> None:
     """Bound what an association holds in memory while it receives.
 
@@ -168,6 +230,8 @@ def guard_association(
         A new association (``evt.EVT_CONN_OPEN``, or just after ``AE.associate``).
     limits : IntakeLimits
         The object size limit.
+    spill_dir : pathlib.Path, optional
+        Where large data sets are held while they arrive (:class:`BoundedDataSet`).
     max_pdu_bytes : int, optional
         Longest PDU read (:data:`MAX_PDU_BYTES`).
     """
@@ -179,7 +243,7 @@ def guard_association(
     def receive_primitive(primitive: Any) -> None:
         if dimse.message is None:
             dimse.message = DIMSEMessage()
-            dimse.message.data_set = BoundedDataSet(limits.max_object_bytes)
+            dimse.message.data_set = BoundedDataSet(limits.max_object_bytes, spill_dir=spill_dir)
         receive(primitive)
 
     dimse.receive_primitive = receive_primitive
@@ -589,6 +653,8 @@ def handle_store(
         return refusal(status.OUT_OF_RESOURCES, f"Object exceeds {limits.max_object_bytes} bytes")
     try:
         dataset = event.encoded_dataset(include_meta=False)
+        if isinstance(received, BoundedDataSet):
+            received.release()  # the data set is in ``dataset`` now
         transfer_syntax = str(event.context.transfer_syntax)
         file_meta = FILE_META_ENCODER.encode(
             str(request.AffectedSOPClassUID), affected_uid, transfer_syntax
@@ -664,17 +730,20 @@ def _buffer_size(buffer: Any) -> int:
         return 0
 
 
-def handle_open(event: Any, limits: IntakeLimits | None = None) -> None:
+def handle_open(
+    event: Any, limits: IntakeLimits | None = None, spill_dir: Path | None = None
+) -> None:
     """Handle a new connection (``evt.EVT_CONN_OPEN``): disable Nagle's algorithm.
 
     Each C-STORE response is a small write; with Nagle's algorithm on, it can wait for
     the peer's delayed acknowledgement (tens of milliseconds per object). The DUL
     reactor starts with the short sleep :data:`DUL_LOOP_DELAY_S`;
     :class:`AssociationActivity` lengthens it once the association idles. With
-    ``limits``, the association is guarded (:func:`guard_association`).
+    ``limits``, the association is guarded (:func:`guard_association`; large data
+    sets are held in ``spill_dir``).
     """
     if limits is not None:
-        guard_association(event.assoc, limits)
+        guard_association(event.assoc, limits, spill_dir=spill_dir)
     try:
         sock = event.assoc.dul.socket.socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

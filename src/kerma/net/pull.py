@@ -762,7 +762,7 @@ def _get(
     counters = StoreCounters()
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [spool, worker.submit, counters, None, limits]),
-        (evt.EVT_CONN_OPEN, handle_open, [limits]),
+        (evt.EVT_CONN_OPEN, handle_open, [limits, spool.directory]),
     ]
     ae.maximum_pdu_size = MAX_PDU_BYTES
     assoc = ae.associate(

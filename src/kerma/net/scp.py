@@ -11,6 +11,13 @@ from ``StoragePresentationContexts`` rejects the Radiopharmaceutical Radiation D
 SR of a PET/NM scanner (case C14, pynetdicom issue #432). Every transfer syntax is
 accepted, since only headers are read and compressed pixel data is kept as sent.
 
+Limits (docs/network.md "Limits"): every association is guarded
+(:func:`kerma.net.handlers.guard_association`: data sets over ``max_object_bytes``
+are not held, PDUs over :data:`~kerma.net.handlers.MAX_PDU_BYTES` not read);
+:class:`AssociationAdmission` rejects a peer over ``scp_max_associations_per_peer``
+and, with ``scp_tls_aet_certificates``, a calling AE title not bound to the client
+certificate presented; the network time-out closes idle associations.
+
 Received objects go to the durable spool and a :class:`~kerma.net.spool.SpoolWorker`
 imports them (see :mod:`kerma.net.spool`) with the importer the caller passes in
 (``kerma listen``: a :class:`~kerma.net.spool.ProcessImporter`).
@@ -251,6 +258,8 @@ class AssociationAdmission:
         rejection, message = reason
         logger.warning("Rejected association from %s at %s: %s", calling, address, message)
         assoc.acse.send_reject(*rejection)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()  # as pynetdicom does: waits until the DUL has sent the A-ASSOCIATE-RJ
 
     def _limit_refusal(
         self, assoc: Any, calling: str, address: str
@@ -313,9 +322,12 @@ class StorageSCP:
     Parameters
     ----------
     settings : Settings
-        ``scp_aet``, ``scp_host``, ``scp_port``, ``scp_allowed_aets``, TLS fields,
-        ``archive_dir`` (the spool is ``<archive_dir>/incoming``) and
-        ``scp_keep_non_dose``.
+        ``scp_aet``, ``scp_host``, ``scp_port``, ``scp_allowed_aets``, TLS fields
+        (``scp_tls_aet_certificates`` binds calling AE titles to client
+        certificates), ``archive_dir`` (the spool is ``<archive_dir>/incoming``),
+        ``scp_keep_non_dose`` and the limits (``max_object_bytes``,
+        ``max_inflated_bytes``, ``scp_max_associations``,
+        ``scp_max_associations_per_peer``, the time-outs; docs/network.md "Limits").
     importer_factory : callable
         Returns what the worker imports with (called once, on the worker thread): a
         :class:`~kerma.net.spool.ProcessImporter` (``kerma listen``: the pipeline in a
@@ -384,7 +396,7 @@ class StorageSCP:
                 [self.spool, self.worker.submit, self.counters, self.activity, self.limits],
             ),
             (evt.EVT_C_ECHO, handle_echo),
-            (evt.EVT_CONN_OPEN, handle_open, [self.limits]),
+            (evt.EVT_CONN_OPEN, handle_open, [self.limits, self.spool.directory]),
             (evt.EVT_REQUESTED, self.admission),
         ]
 
