@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,9 @@ from kerma.dicom.extract import inspect_path
 from kerma.dicom.inflate import inflate, inflated_size
 from kerma.errors import ObjectTooLargeError
 from kerma.net import status
+from kerma.net.dicomweb import SpooledPartWriter
+from kerma.net.handlers import IntakeLimits
+from kerma.net.spool import Spool
 from kerma.records import Rejection
 from tests.db_fixtures import make_settings
 from tests.net.conftest import (
@@ -96,6 +100,36 @@ class TestInflate:
         with pytest.raises(ObjectTooLargeError):
             inflate(deflated, max_bytes=len(raw) - 1)
         assert inflated_size((deflated[:1000],), max_bytes=len(raw))[1] is False
+
+
+class TestSpooledPart:
+    """The STOW-RS/WADO-RS part writer checks a deflated part in bounded memory."""
+
+    def test_deflated_part_reads_its_uids(self, tmp_path: Path) -> None:
+        """A genuine deflated RDSR part gives its SOP Class, Instance and Study UIDs."""
+        ds = pydicom.dcmread(RDSR)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        writer = SpooledPartWriter(Spool(tmp_path / "archive"))
+        writer.write(buffer.getvalue())
+        expected = (str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.StudyInstanceUID))
+        assert writer.read_uids(with_study=True) == expected
+        writer.discard()
+
+    def test_part_over_the_limits_is_refused(self, tmp_path: Path, bomb: tuple[Path, str]) -> None:
+        """write() stops at max_object_bytes; read_uids() refuses the bomb."""
+        spool = Spool(tmp_path / "archive")
+        writer = SpooledPartWriter(spool, IntakeLimits(max_object_bytes=1000))
+        writer.write(b"x" * 1000)
+        with pytest.raises(ObjectTooLargeError, match="max_object_bytes"):
+            writer.write(b"x")
+        writer.discard()
+        writer = SpooledPartWriter(spool)
+        writer.write(bomb[0].read_bytes())
+        with pytest.raises(ObjectTooLargeError, match="max_inflated_bytes"):
+            writer.read_uids()
+        writer.discard()
 
 
 class TestFileLimits:

@@ -426,8 +426,8 @@ def too_large_reason(name: str, size: int, max_object_bytes: int) -> str:
     """Return the reject reason of a file larger than ``max_object_bytes`` (not read)."""
     return (
         f"Unable to read {name}: the file is {size:,} bytes, more than the "
-        f"{max_object_bytes:,} bytes this registry accepts (max_object_bytes). Raise "
-        "KERMA_MAX_OBJECT_BYTES if the object is genuine."
+        f"{max_object_bytes:,} bytes this registry accepts (max_object_bytes); it was "
+        "not read or archived. Raise KERMA_MAX_OBJECT_BYTES if the object is genuine."
     )
 
 

@@ -414,16 +414,15 @@ class SpooledPartWriter:
 
         Only the file meta and the elements up to (0008,0018) 'SOP Instance UID' (or
         (0020,000D) 'Study Instance UID' when ``with_study``) are read, as in
-        :func:`kerma.net.handlers.check_encoded_dataset`.
+        :func:`kerma.net.handlers.check_encoded_dataset`. A deflated data set is first
+        inflated in bounded steps and counted (:func:`kerma.dicom.inflate.inflated_size`),
+        then only its start is inflated to be read; pydicom's reader would inflate it
+        whole.
 
         Returns
         -------
         tuple
             ``(sop_class_uid, sop_instance_uid, study_instance_uid or None)``.
-
-        A deflated data set is first inflated in bounded steps and counted
-        (:func:`kerma.dicom.inflate.inflated_size`), then only its start is inflated
-        to be read; pydicom's reader would inflate it whole.
 
         Raises
         ------
