@@ -490,7 +490,12 @@ class TestAssociationLimits:
             listener.wait_drained()
             expected = str(pydicom.dcmread(RDSR, stop_before_pixels=True).SOPInstanceUID)
             assert registry_sop_uids(listener.settings) == [expected]
-            assert "scp_max_associations_per_peer" in listener.log()
+            log = listener.log()
+            assert "scp_max_associations_per_peer" in log
+            limits = (
+                "object 256 MiB, inflated 512 MiB; associations 64, per peer 32; idle time-out 30 s"
+            )
+            assert f"limits: {limits}" in log
         finally:
             for assoc in held:
                 if assoc.is_established:

@@ -206,9 +206,7 @@ class TestListen:
         assert send_file(listener.port, DICOM_DIR / "DX-RDSR-Canon_CXDI.dcm") == status.SUCCESS
         assert listener.terminate() == 0
         assert "stopped:" in listener.log()
-        restarted = KermaListener(
-            listener.workdir, port=listener.port, extra_env=dict(self.LIMITS_ENV)
-        )
+        restarted = KermaListener(listener.workdir, port=listener.port)
         restarted.start()
         restarted.wait_drained()
         restarted.terminate()

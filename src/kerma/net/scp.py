@@ -417,6 +417,20 @@ class StorageSCP:
             return "on, client certificates required"
         return "on"
 
+    @property
+    def limits_description(self) -> str:
+        """The intake limits in force, for the start line (docs/network.md "Limits")."""
+        mib = 1024 * 1024
+        per_peer = self.settings.scp_max_associations_per_peer or "no limit"
+        bound = len(self.admission.bindings)
+        return (
+            f"object {self.limits.max_object_bytes / mib:g} MiB, inflated "
+            f"{self.limits.max_inflated_bytes / mib:g} MiB; associations "
+            f"{self.settings.scp_max_associations}, per peer {per_peer}; idle time-out "
+            f"{self.settings.scp_network_timeout_s:g} s"
+            + (f"; {bound} AE titles bound to client certificates" if bound else "")
+        )
+
     def start(self) -> None:
         """Start the import worker, then listen (returns at once)."""
         with self._lock:
