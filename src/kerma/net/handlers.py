@@ -567,7 +567,7 @@ def check_dataset(
             head = inflate_head(dataset)
             try:
                 return _read_uids(head, ts)
-            except (ValueError, *DECODE_ERRORS):
+            except DECODE_ERRORS:  # e.g. the UIDs lie beyond the head
                 dataset, _ = inflate(dataset, max_bytes=max_inflated_bytes)
         return _read_uids(dataset, ts)
     except ObjectTooLargeError:
