@@ -32,7 +32,7 @@ from kerma.dicom.inflate import inflate, inflated_size
 from kerma.errors import ObjectTooLargeError
 from kerma.net import status
 from kerma.net.dicomweb import SpooledPartWriter
-from kerma.net.handlers import IntakeLimits
+from kerma.net.handlers import IntakeLimits, check_dataset
 from kerma.net.spool import Spool
 from kerma.records import Rejection
 from tests.db_fixtures import make_settings
@@ -100,6 +100,38 @@ class TestInflate:
         with pytest.raises(ObjectTooLargeError):
             inflate(deflated, max_bytes=len(raw) - 1)
         assert inflated_size((deflated[:1000],), max_bytes=len(raw))[1] is False
+
+
+class TestCheckDataset:
+    """The C-STORE handler's decode check of a deflated data set."""
+
+    @staticmethod
+    def _deflated(ds: pydicom.Dataset) -> bytes:
+        """Return the data set encoded explicit VR little endian and raw-deflated."""
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_dataset
+
+        buf = DicomBytesIO()
+        buf.is_little_endian, buf.is_implicit_VR = True, False
+        write_dataset(buf, ds)
+        deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        return deflater.compress(buf.getvalue()) + deflater.flush()
+
+    def test_uids_beyond_the_inflated_head_are_found(self) -> None:
+        """UIDs after 300 kB of a private element: the whole data set is inflated (within
+        the limit) and read."""
+        ds = pydicom.Dataset()
+        ds.add_new(0x00070010, "LO", "KERMA")
+        ds.add_new(0x00071000, "OB", bytes(300_000))
+        ds.SOPClassUID = XRayRadiationDoseSRStorage
+        ds.SOPInstanceUID = "1.2.3.4.5"
+        data = self._deflated(ds)
+        assert check_dataset(data, DeflatedExplicitVRLittleEndian) == (
+            XRayRadiationDoseSRStorage,
+            "1.2.3.4.5",
+        )
+        with pytest.raises(ObjectTooLargeError):
+            check_dataset(data, DeflatedExplicitVRLittleEndian, max_inflated_bytes=200_000)
 
 
 class TestSpooledPart:
