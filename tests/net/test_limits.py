@@ -176,20 +176,16 @@ class TestFileLimits:
 
     def test_inspect_cli_memory_stays_low(self, bomb: tuple[Path, str], tmp_path: Path) -> None:
         """``kerma inspect`` of the bomb prints the rejection; its peak memory stays low."""
+        script = (
+            "import resource, subprocess, sys\n"
+            "run = subprocess.run([sys.executable, '-m', 'kerma.cli.main', 'inspect',"
+            " '--format', 'jsonl', sys.argv[1]], capture_output=True, text=True)\n"
+            "sys.stdout.write(run.stdout)\n"
+            "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+            "print('MAXRSS', peak, file=sys.stderr)\n"
+        )
         run = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import resource, sys\n"
-                "from kerma.cli.main import main\n"
-                "try:\n    main()\nexcept SystemExit:\n    pass\n"
-                "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-                " file=sys.stderr)",
-                "inspect",
-                "--format",
-                "jsonl",
-                str(bomb[0]),
-            ],
+            [sys.executable, "-c", script, str(bomb[0])],
             capture_output=True,
             text=True,
             cwd=tmp_path,
