@@ -46,6 +46,20 @@ DEFAULT_IDENTIFYING_ATTRIBUTES: tuple[str, ...] = (
 )
 
 
+#: Default largest object accepted, in bytes (256 MiB): a C-STORE data set, a STOW-RS or
+#: WADO-RS part, a file given to ``kerma import``/``inspect``. Dose reports are kilobytes
+#: to a few megabytes; a CT image with its pixel data a few hundred kilobytes; a large
+#: enhanced multi-frame image or whole-slide tile set may exceed this (raise it then).
+DEFAULT_MAX_OBJECT_BYTES = 256 * 1024 * 1024
+
+#: Default largest inflated data set of a Deflated Explicit VR Little Endian object
+#: (PS3.5 A.5), in bytes (512 MiB): a deflate "bomb" of 1 MB can inflate to gigabytes.
+DEFAULT_MAX_INFLATED_BYTES = 512 * 1024 * 1024
+
+#: Default largest STOW-RS request body, in bytes (1 GiB, several objects).
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024 * 1024
+
+
 class Settings(BaseSettings):
     """Kerma's configuration.
 
@@ -127,6 +141,55 @@ class Settings(BaseSettings):
     scp_tls_key: Path | None = Field(default=None, description="PEM private key of the SCP.")
     scp_tls_ca: Path | None = Field(
         default=None, description="PEM CA bundle; when set, peers must present a certificate."
+    )
+    scp_tls_aet_certificates: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Calling AE title -> the client certificates it may use, each as a "
+        "SHA-256 fingerprint (hex, colons allowed, optional 'sha256:' prefix) or a subject "
+        "common name as 'CN=<name>'. With TLS on and this set, an association whose "
+        "calling AE title is not bound to the certificate the peer presented is rejected "
+        "(calling AE title not recognised): an AE title alone is spoofable. Needs "
+        "scp_tls_ca (client certificates required).",
+    )
+    # intake limits (kerma.net, kerma.dicom): docs/network.md "Limits"
+    max_object_bytes: int = Field(
+        default=DEFAULT_MAX_OBJECT_BYTES,
+        gt=0,
+        description="Largest object accepted, in bytes (C-STORE data set, STOW-RS and "
+        "WADO-RS part, file of kerma import/inspect); 256 MiB by default.",
+    )
+    max_inflated_bytes: int = Field(
+        default=DEFAULT_MAX_INFLATED_BYTES,
+        gt=0,
+        description="Largest inflated data set of a deflated object (Deflated Explicit VR "
+        "Little Endian), in bytes; it is inflated in bounded steps and refused beyond "
+        "this. 512 MiB by default.",
+    )
+    stow_max_request_bytes: int = Field(
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        gt=0,
+        description="Largest STOW-RS request body, in bytes (HTTP 413 beyond); 1 GiB.",
+    )
+    scp_max_associations: int = Field(
+        default=64, gt=0, description="Concurrent associations the SCP accepts in total."
+    )
+    scp_max_associations_per_peer: int = Field(
+        default=32,
+        ge=0,
+        description="Concurrent associations accepted from one peer address, and from one "
+        "calling AE title (0 = no per-peer limit); one peer cannot take every association.",
+    )
+    scp_acse_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for an association message (ACSE)."
+    )
+    scp_dimse_timeout_s: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for a DIMSE message."
+    )
+    scp_network_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds an association may stay silent before the SCP closes it "
+        "(idle time-out).",
     )
     # analysis (kerma.analysis)
     drl_set: str = Field(default="EU", description="Region code of the selected national DRL set.")

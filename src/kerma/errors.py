@@ -41,6 +41,32 @@ class UnreadableObjectError(IngestError):
     """The file is not DICOM, is truncated, or pydicom cannot decode it."""
 
 
+class ObjectTooLargeError(UnreadableObjectError):
+    """The object, or its inflated data set, is larger than the configured limit.
+
+    Raised for a file or received object over ``max_object_bytes``, and for a deflated
+    data set (Deflated Explicit VR Little Endian, PS3.5 A.5) that inflates beyond
+    ``max_inflated_bytes`` (kerma.config); see docs/network.md "Limits".
+
+    Parameters
+    ----------
+    message : str
+        What was too large, the limit and the setting to raise it.
+    limit_bytes : int, optional
+        The limit that was exceeded, in bytes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit_bytes: int | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> None:
+        super().__init__(message, sop_instance_uid=sop_instance_uid)
+        self.limit_bytes = limit_bytes
+
+
 class MissingContentError(IngestError):
     """A required content item is missing.
 

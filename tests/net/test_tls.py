@@ -272,3 +272,116 @@ class TestMutualTLS:
         """``kerma listen`` says on start that client certificates are required."""
         log = mutual_tls_listener.log()
         assert "TLS on, client certificates required;" in log, log
+
+
+def make_client_certificate(pki: TestPKI, name: str, common_name: str) -> tuple[Path, Path]:
+    """Sign one more client certificate (``CN=<common_name>``) with the test CA."""
+    directory = pki.ca_cert.parent
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+        "-out", f"{name}.csr", "-subj", f"/CN={common_name}",
+        cwd=directory,
+    )  # fmt: skip
+    (directory / f"{name}.ext").write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=clientAuth\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
+        cwd=directory,
+    )  # fmt: skip
+    return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def sha256_fingerprint(cert: Path) -> str:
+    """Return the certificate's SHA-256 fingerprint as openssl prints it (``AB:CD:...``)."""
+    run = subprocess.run(
+        [require_binary("openssl"), "x509", "-in", str(cert), "-noout", "-fingerprint", "-sha256"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return run.stdout.strip().split("=", 1)[1]
+
+
+def store_as(
+    port: int, calling: str, cert: tuple[Path, Path], pki: TestPKI, path: Path = RDSR
+) -> int | None:
+    """C-STORE ``path`` over TLS as AE ``calling`` presenting ``cert``; None if refused."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
+    context.load_cert_chain(certfile=str(cert[0]), keyfile=str(cert[1]))
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(pydicom.uid.XRayRadiationDoseSRStorage)
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 10
+    assoc = ae.associate("127.0.0.1", port, ae_title="KERMA", tls_args=(context, SERVER_NAME))
+    if not assoc.is_established:
+        assert assoc.is_rejected  # an A-ASSOCIATE-RJ, not a failed handshake
+        return None
+    try:
+        return int(assoc.send_c_store(pydicom.dcmread(path)).Status)
+    finally:
+        assoc.release()
+
+
+class TestAETitleBoundToCertificate:
+    """``KERMA_SCP_TLS_AET_CERTIFICATES``: a calling AE title is accepted only with its
+    own client certificate (by subject CN or SHA-256 fingerprint)."""
+
+    def test_spoofed_ae_title_is_rejected(self, tmp_path: Path, pki: TestPKI) -> None:
+        """MODALITY1 (by CN) and MODALITY2 (by fingerprint) store with their own
+        certificates; each is rejected with the other's, as is an unlisted AE title."""
+        second = make_client_certificate(pki, "client2", "Cath Lab 2")
+        first = (pki.client_cert, pki.client_key)
+        bindings = {
+            "MODALITY1": ["CN=MODALITY1"],
+            "MODALITY2": [sha256_fingerprint(second[0])],
+        }
+        scp = KermaListener(
+            tmp_path / "kerma",
+            extra_env={
+                "KERMA_SCP_TLS_CERT": str(pki.server_cert),
+                "KERMA_SCP_TLS_KEY": str(pki.server_key),
+                "KERMA_SCP_TLS_CA": str(pki.ca_cert),
+                "KERMA_SCP_TLS_AET_CERTIFICATES": json.dumps(bindings),
+            },
+            ready_calling="MODALITY1",
+            tls_args=(client_context(pki, with_certificate=True), SERVER_NAME),
+        )
+        scp.start()
+        try:
+            assert store_as(scp.port, "MODALITY2", first, pki) is None  # spoofed
+            assert store_as(scp.port, "MODALITY1", second, pki) is None  # spoofed
+            assert store_as(scp.port, "STRANGER", first, pki) is None  # not listed
+            assert store_as(scp.port, "MODALITY1", first, pki) == status.SUCCESS
+            dx = DICOM_DIR / "DX-RDSR-Canon_CXDI.dcm"
+            assert store_as(scp.port, "MODALITY2", second, pki, dx) == status.SUCCESS
+            scp.wait_drained()
+            log = scp.log()
+        finally:
+            scp.terminate()
+            scp.reap_orphans()
+        assert log.count("scp_tls_aet_certificates") == 3, log
+        assert "is not bound to this calling AE title" in log
+        expected = {
+            str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+            for p in (RDSR, DICOM_DIR / "DX-RDSR-Canon_CXDI.dcm")
+        }
+        assert set(registry_sop_uids(scp.settings)) == expected
+
+    def test_bindings_without_client_certificates_stop_listen(
+        self, tmp_path: Path, pki: TestPKI
+    ) -> None:
+        """Bindings without KERMA_SCP_TLS_CA are a configuration error: listen exits."""
+        scp = KermaListener(
+            tmp_path / "kerma",
+            extra_env={
+                "KERMA_SCP_TLS_CERT": str(pki.server_cert),
+                "KERMA_SCP_TLS_KEY": str(pki.server_key),
+                "KERMA_SCP_TLS_AET_CERTIFICATES": '{"MODALITY1": ["CN=MODALITY1"]}',
+            },
+        )
+        with pytest.raises(RuntimeError, match="set KERMA_SCP_TLS_CA"):
+            scp.start()
+        assert scp.process is not None and scp.process.returncode not in (None, 0)

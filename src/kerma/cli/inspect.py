@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kerma.cli.console import make_console
+from kerma.config import Settings, get_settings
 from kerma.dicom.extract import inspect_bytes, inspect_path
 from kerma.records import DoseReport, Rejection
 
@@ -45,6 +46,7 @@ def inspect(
     """Print what Kerma extracts from DICOM objects, without storing anything."""
     console = make_console()
     err = Console(stderr=True)
+    settings = get_settings()
     records: list[dict[str, Any]] = []
     n_read = n_rejected = 0
     for folder in paths:
@@ -56,7 +58,7 @@ def inspect(
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = _inspect(path)
+            result = _inspect(path, settings)
         n_read += 1
         record = result.to_dict()
         if record["status"] == "rejected":
@@ -76,8 +78,11 @@ def inspect(
         raise typer.Exit(1)
 
 
-def _inspect(path: Path) -> DoseReport | Rejection:
-    """Return the record of a file; a file of an encrypted archive is decrypted first."""
+def _inspect(path: Path, settings: Settings) -> DoseReport | Rejection:
+    """Return the record of a file; a file of an encrypted archive is decrypted first.
+
+    The size limits of ``settings`` (``max_object_bytes``, ``max_inflated_bytes``) apply.
+    """
     from kerma.ingest.archive import ENCRYPTED_MAGIC
 
     try:
@@ -86,11 +91,18 @@ def _inspect(path: Path) -> DoseReport | Rejection:
     except OSError:
         is_encrypted = False
     if not is_encrypted:
-        return inspect_path(path)
-    from kerma.config import get_settings
+        return inspect_path(
+            path,
+            max_object_bytes=settings.max_object_bytes,
+            max_inflated_bytes=settings.max_inflated_bytes,
+        )
     from kerma.services.keys import read_archived_file
 
-    return inspect_bytes(read_archived_file(get_settings(), path), name=str(path))
+    return inspect_bytes(
+        read_archived_file(settings, path),
+        name=str(path),
+        max_inflated_bytes=settings.max_inflated_bytes,
+    )
 
 
 def _print_table(console: Console, report: DoseReport | None, record: dict[str, Any]) -> None:

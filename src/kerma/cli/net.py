@@ -138,6 +138,7 @@ def listen(
         highlight=False,
         soft_wrap=True,
     )
+    console.print(f"limits: {scp.limits_description}", highlight=False, soft_wrap=True)
     while not stop.wait(0.5):
         pass
     console.print("stopping: finishing associations in progress", highlight=False)

@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 
+from kerma.config import DEFAULT_MAX_INFLATED_BYTES, DEFAULT_MAX_OBJECT_BYTES
 from kerma.dicom.common import fill_common, get_text
 from kerma.dicom.content import children, code_value, concept_of, describe, find, uid_value
 from kerma.dicom.reader import DicomObject, read_bytes
@@ -327,7 +328,9 @@ class Extraction:
         )
 
 
-def read_and_extract(data: bytes, *, name: str) -> Extraction:
+def read_and_extract(
+    data: bytes, *, name: str, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+) -> Extraction:
     """Read an object from its bytes once and extract its dose record.
 
     The one read shared by ``kerma inspect`` and the import pipeline: the bytes are
@@ -341,6 +344,9 @@ def read_and_extract(data: bytes, *, name: str) -> Extraction:
         The object (Part 10 file bytes).
     name : str
         How messages name it (path or source).
+    max_inflated_bytes : int, optional
+        Largest inflated data set of a deflated object (``settings.max_inflated_bytes``);
+        a larger one is ``unreadable`` with the reason.
 
     Returns
     -------
@@ -348,7 +354,7 @@ def read_and_extract(data: bytes, *, name: str) -> Extraction:
         The record, or the outcome and reason.
     """
     try:
-        obj = read_bytes(data, name=name)
+        obj = read_bytes(data, name=name, max_inflated_bytes=max_inflated_bytes)
     except IngestError as exc:
         return Extraction(reason=str(exc), outcome="unreadable", error=exc)
     ds = obj.dataset
@@ -392,22 +398,44 @@ def read_object(data: bytes, *, name: str = "<bytes>", with_pixels: bool = False
     return read_bytes(data, name=name, with_pixels=with_pixels)
 
 
-def inspect_path(path: str | Path, *, display_name: str | None = None) -> DoseReport | Rejection:
+def inspect_path(
+    path: str | Path,
+    *,
+    display_name: str | None = None,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+) -> DoseReport | Rejection:
     """Return the dose record of a file, or a :class:`Rejection` with the reason.
 
     Never raises for a bad file: every failure becomes a rejection a physicist can read.
+    A file larger than ``max_object_bytes`` is not read (:func:`too_large_reason`); a
+    deflated one that inflates beyond ``max_inflated_bytes`` is rejected.
     """
     name = display_name or str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > max_object_bytes:
+            return Rejection(reason=too_large_reason(name, size, max_object_bytes), file=name)
         data = Path(path).read_bytes()  # read once: decoded and checked for truncation
     except OSError as exc:
         return Rejection(reason=f"Unable to read {name}: {exc.strerror or exc}.", file=name)
-    return inspect_bytes(data, name=name)
+    return inspect_bytes(data, name=name, max_inflated_bytes=max_inflated_bytes)
 
 
-def inspect_bytes(data: bytes, *, name: str = "<bytes>") -> DoseReport | Rejection:
+def too_large_reason(name: str, size: int, max_object_bytes: int) -> str:
+    """Return the reject reason of a file larger than ``max_object_bytes`` (not read)."""
+    return (
+        f"Unable to read {name}: the file is {size:,} bytes, more than the "
+        f"{max_object_bytes:,} bytes this registry accepts (max_object_bytes); it was "
+        "not read or archived. Raise KERMA_MAX_OBJECT_BYTES if the object is genuine."
+    )
+
+
+def inspect_bytes(
+    data: bytes, *, name: str = "<bytes>", max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+) -> DoseReport | Rejection:
     """Return the dose record of an object's bytes, or a :class:`Rejection` with the reason."""
-    result = read_and_extract(data, name=name)
+    result = read_and_extract(data, name=name, max_inflated_bytes=max_inflated_bytes)
     if result.report is not None:
         return result.report
     return result.rejection(name)

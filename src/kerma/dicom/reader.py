@@ -26,11 +26,16 @@ a separate :func:`~kerma.dicom.integrity.find_truncation`): a file without the
 ``DICM`` preamble, Explicit VR Big Endian, and structures the walk does not expect
 (e.g. an explicit VR element whose VR is not two capital letters).
 
-May import nothing of Kerma's but ``kerma.errors`` and ``kerma.dicom``.
+A deflated data set is inflated in bounded steps (:mod:`kerma.dicom.inflate`) and
+refused (:class:`~kerma.errors.ObjectTooLargeError`) when it inflates beyond
+``max_inflated_bytes``; it never reaches pydicom's unbounded ``zlib.decompress``.
+
+May import nothing of Kerma's but ``kerma.errors``, ``kerma.config`` and ``kerma.dicom``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import struct
@@ -46,6 +51,8 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from kerma.config import DEFAULT_MAX_INFLATED_BYTES
+from kerma.dicom.inflate import inflate, inflated_size
 from kerma.dicom.tree import (
     CONCEPT_NAME_CODE_SEQUENCE,
     CONTENT_SEQUENCE,
@@ -56,6 +63,7 @@ from kerma.dicom.tree import (
     RawItem,
     from_raw,
 )
+from kerma.errors import ObjectTooLargeError
 
 UNDEFINED: Final = 0xFFFFFFFF
 ITEM: Final = 0xFFFEE000
@@ -133,7 +141,13 @@ def _dictionary_vr(tag: int) -> str | None:
         return None
 
 
-def read_bytes(data: bytes, *, name: str = "<bytes>", with_pixels: bool = False) -> DicomObject:
+def read_bytes(
+    data: bytes,
+    *,
+    name: str = "<bytes>",
+    with_pixels: bool = False,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+) -> DicomObject:
     """Read a DICOM Part 10 object from its bytes, checking it for truncation on the way.
 
     Parameters
@@ -144,6 +158,8 @@ def read_bytes(data: bytes, *, name: str = "<bytes>", with_pixels: bool = False)
         How messages name it (its path or source).
     with_pixels : bool, optional
         Keep (7FE0,0010) Pixel Data and what follows it. Default ``False``.
+    max_inflated_bytes : int, optional
+        Largest inflated data set of a deflated object (``settings.max_inflated_bytes``).
 
     Returns
     -------
@@ -152,11 +168,17 @@ def read_bytes(data: bytes, *, name: str = "<bytes>", with_pixels: bool = False)
 
     Raises
     ------
+    kerma.errors.ObjectTooLargeError
+        When a deflated data set inflates to more than ``max_inflated_bytes``.
     kerma.errors.UnreadableObjectError
         When the bytes are not DICOM or cannot be decoded (from the pydicom fallback).
     """
     try:
-        result = _read_fast(data, name=name, with_pixels=with_pixels)
+        result = _read_fast(
+            data, name=name, with_pixels=with_pixels, max_inflated_bytes=max_inflated_bytes
+        )
+    except ObjectTooLargeError:
+        raise
     except (_Unsupported, struct.error, IndexError, KeyError, UnicodeError, ValueError):
         # TruncatedError is handled inside; anything else is a structure the walk does
         # not expect: pydicom reads the object as before
@@ -165,6 +187,7 @@ def read_bytes(data: bytes, *, name: str = "<bytes>", with_pixels: bool = False)
         from kerma.dicom.extract import read_with_pydicom
         from kerma.dicom.integrity import find_truncation
 
+        _check_deflated_size(data, name=name, max_inflated_bytes=max_inflated_bytes)
         stream = io.BytesIO(data)
         stream.name = name
         ds = read_with_pydicom(stream, stop_before_pixels=not with_pixels)
@@ -179,7 +202,37 @@ def read_bytes(data: bytes, *, name: str = "<bytes>", with_pixels: bool = False)
     return result
 
 
-def _read_fast(data: bytes, *, name: str, with_pixels: bool) -> DicomObject:
+def _check_deflated_size(data: bytes, *, name: str, max_inflated_bytes: int) -> None:
+    """Refuse a deflated object pydicom would inflate beyond ``max_inflated_bytes``.
+
+    pydicom inflates a Deflated Explicit VR Little Endian data set in one call; before
+    the fallback hands it an object, the file meta is read (pydicom) and, when the
+    transfer syntax is deflated, the inflated size is counted in bounded steps.
+
+    Raises
+    ------
+    ObjectTooLargeError
+        When it inflates beyond ``max_inflated_bytes``.
+    """
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    stream = io.BytesIO(data)
+    try:
+        read_preamble(stream, False)
+        meta = _read_file_meta_info(stream)
+    except (InvalidDicomError, ValueError, TypeError, KeyError, IndexError, EOFError, struct.error):
+        return  # not a Part 10 file: pydicom reads it without inflating anything
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        with contextlib.suppress(zlib.error):
+            inflated_size(
+                (memoryview(data)[stream.tell() :],), max_bytes=max_inflated_bytes, name=name
+            )
+
+
+def _read_fast(
+    data: bytes, *, name: str, with_pixels: bool, max_inflated_bytes: int
+) -> DicomObject:
     """Read with the one-pass walk; raise :class:`_Unsupported` for what it does not read."""
     if data[128:132] != b"DICM":
         raise _Unsupported("no DICM preamble")
@@ -210,13 +263,14 @@ def _read_fast(data: bytes, *, name: str, with_pixels: bool) -> DicomObject:
     if syntax == ExplicitVRBigEndian:
         raise _Unsupported("big endian")
     if syntax == DeflatedExplicitVRLittleEndian:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
-            body = inflater.decompress(data[walker.pos :])
+            body, complete = inflate(
+                memoryview(data)[walker.pos :], max_bytes=max_inflated_bytes, name=name
+            )
         except zlib.error as exc:
             raise _Unsupported(f"deflated data: {exc}") from exc
         offset = 0
-        if not inflater.eof:
+        if not complete:
             return DicomObject(
                 _file_dataset({}, meta, data, name, implicit=False),
                 "the deflated data set ends before its end of stream",

@@ -69,7 +69,7 @@ from kerma.db.models import DoseReport as DoseReportRow
 from kerma.db.models import IrradiationEvent as EventRow
 from kerma.db.models import RejectedObject, ReportConflict, ReportVersion, Study
 from kerma.db.session import session_scope
-from kerma.dicom.extract import read_and_extract
+from kerma.dicom.extract import read_and_extract, too_large_reason
 from kerma.dicom.reader import DicomObject
 from kerma.dicom.size import PatientSize, is_ct_image, measure_patient_size
 from kerma.errors import ConfigurationError, ConflictError, IngestWarning, NotFoundError
@@ -476,6 +476,9 @@ class Importer:
     ) -> ImportOutcome:
         """Import one file; a file that cannot be read is rejected (not archived).
 
+        A file larger than ``settings.max_object_bytes`` is rejected without being read
+        (kind ``too-large``; the file stays where it is); a deflated one that inflates
+        beyond ``settings.max_inflated_bytes`` is archived and rejected with the reason.
         ``keep_non_dose``, ``origin`` and ``source`` as :meth:`import_bytes`; ``source``
         defaults to the path as given. :meth:`import_paths` passes the path relative to
         the folder given (the file's name for a file given by itself): folders are often
@@ -489,6 +492,10 @@ class Importer:
         """
         name = source or str(path)
         try:
+            size = Path(path).stat().st_size
+            if size > self.settings.max_object_bytes:
+                reason = too_large_reason(name, size, self.settings.max_object_bytes)
+                return ImportOutcome(name, ImportStatus.REJECTED, reason=reason, kind="too-large")
             data = Path(path).read_bytes()
         except OSError as exc:
             reason = (
@@ -663,7 +670,9 @@ class Importer:
         object read."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            got = read_and_extract(data, name=source)
+            got = read_and_extract(
+                data, name=source, max_inflated_bytes=self.settings.max_inflated_bytes
+            )
         obj = got.obj
         ids = (got.sop_class_uid, got.sop_instance_uid)
         if got.outcome == "unreadable":

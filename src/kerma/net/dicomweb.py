@@ -26,17 +26,21 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_partial
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from python_multipart.decoders import Base64Decoder, QuotedPrintableDecoder
 
 from kerma.config import Settings
+from kerma.dicom.inflate import inflate_head, inflated_size
+from kerma.errors import ObjectTooLargeError
 from kerma.files import make_private_dirs, private_opener
 from kerma.net import status
-from kerma.net.handlers import DECODE_ERRORS
+from kerma.net.handlers import DECODE_ERRORS, IntakeLimits
 from kerma.net.pull import (
     ImporterFactory,
     KnownInstances,
@@ -152,7 +156,13 @@ def _wado_url(root: str, item: RetrieveItem) -> str:
 
 
 def retrieve_to_spool(
-    session: Any, url: str, spool: Spool, worker: SpoolWorker, *, origin: str
+    session: Any,
+    url: str,
+    spool: Spool,
+    worker: SpoolWorker,
+    *,
+    origin: str,
+    limits: IntakeLimits | None = None,
 ) -> list[StoredPart]:
     """Retrieve objects by WADO-RS and stream each one, as sent, to the spool.
 
@@ -168,6 +178,9 @@ def retrieve_to_spool(
         Imports them.
     origin : str
         Where they came from, kept with each (e.g. ``WADO-RS http://pacs/dicom-web``).
+    limits : IntakeLimits, optional
+        Per-object size limits (as for STOW-RS); an object over ``max_object_bytes``
+        ends the retrieval with :class:`~kerma.errors.ObjectTooLargeError`.
 
     Returns
     -------
@@ -207,6 +220,7 @@ def retrieve_to_spool(
                 worker,
                 root_type=str(part_type) if part_type else None,
                 origin=origin,
+                limits=limits,
             )
             try:
                 for chunk in chunks:
@@ -216,7 +230,7 @@ def retrieve_to_spool(
                 receiver.abort()
                 raise
         if media in STOW_PART_MEDIA_TYPES:  # a bare object, as some servers send
-            writer = SpooledPartWriter(spool)
+            writer = SpooledPartWriter(spool, limits)
             try:
                 for chunk in chunks:
                     writer.write(chunk)
@@ -286,7 +300,12 @@ def pull_dicomweb(
             what = item.sop_instance_uid or item.series_instance_uid
             try:
                 parts = retrieve_to_spool(
-                    client.session, _wado_url(client.url, item), spool, worker, origin=origin
+                    client.session,
+                    _wado_url(client.url, item),
+                    spool,
+                    worker,
+                    origin=origin,
+                    limits=IntakeLimits.from_settings(settings),
                 )
             except (OSError, ValueError) as exc:  # requests errors are OSErrors
                 summary.failed += 1
@@ -327,6 +346,8 @@ class StoredPart:
     sop_class_uid: str | None
     sop_instance_uid: str | None
     failure_reason: int | None = None
+    #: refused for a size limit (max_object_bytes, max_inflated_bytes): HTTP 413
+    too_large: bool = False
 
 
 class SpooledPartWriter:
@@ -343,6 +364,9 @@ class SpooledPartWriter:
     ----------
     spool : Spool
         The spool the object goes to.
+    limits : IntakeLimits, optional
+        :meth:`write` refuses to go past ``max_object_bytes``; :meth:`read_uids`
+        refuses a deflated data set that inflates beyond ``max_inflated_bytes``.
 
     Raises
     ------
@@ -350,8 +374,9 @@ class SpooledPartWriter:
         When the temporary file cannot be created.
     """
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, limits: IntakeLimits | None = None) -> None:
         self.spool = spool
+        self.limits = limits if limits is not None else IntakeLimits()
         self.path = spool.directory / f".{uuid.uuid4().hex}.tmp"
         self._digest = hashlib.sha256()
         self._fh: BinaryIO | None = open(self.path, "wb", opener=private_opener)  # noqa: SIM115
@@ -362,10 +387,19 @@ class SpooledPartWriter:
 
         Raises
         ------
+        ObjectTooLargeError
+            When the object would pass ``limits.max_object_bytes`` (nothing is written;
+            :meth:`discard` it).
         OSError
             When the data cannot be written (disk full, I/O error).
         """
         assert self._fh is not None, "write after commit or discard"
+        if self.size + len(data) > self.limits.max_object_bytes:
+            raise ObjectTooLargeError(
+                f"Unable to store the object: it is larger than "
+                f"{self.limits.max_object_bytes:,} bytes (max_object_bytes).",
+                limit_bytes=self.limits.max_object_bytes,
+            )
         self._fh.write(data)
         self._digest.update(data)
         self.size += len(data)
@@ -381,7 +415,10 @@ class SpooledPartWriter:
 
         Only the file meta and the elements up to (0008,0018) 'SOP Instance UID' (or
         (0020,000D) 'Study Instance UID' when ``with_study``) are read, as in
-        :func:`kerma.net.handlers.check_encoded_dataset`.
+        :func:`kerma.net.handlers.check_encoded_dataset`. A deflated data set is first
+        inflated in bounded steps and counted (:func:`kerma.dicom.inflate.inflated_size`),
+        then only its start is inflated to be read; pydicom's reader would inflate it
+        whole.
 
         Returns
         -------
@@ -390,17 +427,28 @@ class SpooledPartWriter:
 
         Raises
         ------
+        ObjectTooLargeError
+            When a deflated data set inflates to more than ``limits.max_inflated_bytes``.
         ValueError
             When the start cannot be decoded or lacks the SOP Class or Instance UID.
         """
         last = 0x0020000D if with_study else 0x00080018
+
+        def stop(tag: Any, vr: Any, length: Any) -> bool:
+            return bool(tag > last)
+
         self.flush()
         try:
             with self.path.open("rb") as fh:
-                ds = read_partial(fh, stop_when=lambda tag, vr, length: bool(tag > last))
+                ds = self._read_deflated_head(fh, stop)
+                if ds is None:
+                    fh.seek(0)
+                    ds = read_partial(fh, stop_when=stop)
             sop_class_uid = str(ds.get("SOPClassUID", ""))
             sop_instance_uid = str(ds.get("SOPInstanceUID", ""))
             study = str(ds.get("StudyInstanceUID", "")) if with_study else None
+        except ObjectTooLargeError:
+            raise
         except RecursionError as exc:
             raise ValueError("its sequences are nested too deeply to decode") from exc
         except DECODE_ERRORS as exc:
@@ -408,6 +456,42 @@ class SpooledPartWriter:
         if not sop_class_uid or not sop_instance_uid:
             raise ValueError("it has no (0008,0016) SOP Class UID or (0008,0018) SOP Instance UID")
         return sop_class_uid, sop_instance_uid, study
+
+    def _read_deflated_head(self, fh: BinaryIO, stop: Any) -> Dataset | None:
+        """Return the start of a deflated object read in bounded memory, else ``None``.
+
+        ``None`` when the object is not deflated, or its UIDs lie beyond the inflated
+        head (then pydicom reads it: its inflated size is known to be within the limit).
+
+        Raises
+        ------
+        ObjectTooLargeError
+            When it inflates to more than ``limits.max_inflated_bytes``.
+        """
+        try:
+            read_preamble(fh, False)
+            meta = _read_file_meta_info(fh)
+        except DECODE_ERRORS:
+            return None
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return None
+        offset = fh.tell()
+        fh.seek(offset)
+        inflated_size(
+            iter(lambda: fh.read(WADO_CHUNK_BYTES), b""),
+            max_bytes=self.limits.max_inflated_bytes,
+            name="the part",
+        )
+        fh.seek(offset)
+        head = inflate_head(iter(lambda: fh.read(64 * 1024), b""))
+        try:
+            ds = read_dataset(BytesIO(head), False, True, stop_when=stop)
+        except DECODE_ERRORS:
+            return None
+        if "SOPInstanceUID" not in ds:
+            return None
+        ds.file_meta = meta
+        return ds
 
     def commit(self, *, origin: str | None = None) -> Path:
         """Add origin and footer, fsync, rename to ``<sha256>.dcm``, fsync the folder.
@@ -502,6 +586,10 @@ def finish_part(
         sop_class_uid, sop_instance_uid, study = writer.read_uids(
             with_study=study_instance_uid is not None
         )
+    except ObjectTooLargeError as exc:
+        logger.error("STOW-RS part refused: %s", exc)
+        writer.quarantine(name="inflate-limit")
+        return StoredPart(None, None, status.OUT_OF_RESOURCES, too_large=True)
     except ValueError as exc:
         logger.error("STOW-RS part cannot be decoded: %s", exc)
         writer.quarantine(name="stow")
@@ -553,6 +641,11 @@ class StowReceiver:
         The ``type`` parameter of the request (media type of parts without one).
     origin : str, optional
         Where the parts come from, kept with each (``STOW-RS from <client>``).
+    limits : IntakeLimits, optional
+        Per-part limits: a part passing ``max_object_bytes`` is dropped as it arrives
+        and :meth:`feed` raises :class:`~kerma.errors.ObjectTooLargeError` (reading
+        stops: HTTP 413); a deflated part inflating beyond ``max_inflated_bytes`` fails
+        with 0xA700 and ``too_large``.
 
     Notes
     -----
@@ -571,10 +664,12 @@ class StowReceiver:
         study_instance_uid: str | None = None,
         root_type: str | None = None,
         origin: str | None = None,
+        limits: IntakeLimits | None = None,
     ) -> None:
         from python_multipart.multipart import MultipartParser
 
         self.origin = origin
+        self.limits = limits if limits is not None else IntakeLimits()
         self.boundary = boundary.encode("latin-1")
         self.spool = spool
         self.worker = worker
@@ -612,6 +707,9 @@ class StowReceiver:
 
         Raises
         ------
+        ObjectTooLargeError
+            When a part passes ``limits.max_object_bytes`` (it is dropped and recorded
+            as failed with 0xA700; stop reading the body).
         ValueError
             When the body is not a well-formed multipart body with this boundary.
         """
@@ -698,7 +796,7 @@ class StowReceiver:
             logger.info("STOW-RS part of media type %r skipped", media)
             return
         try:
-            self._writer = SpooledPartWriter(self.spool)
+            self._writer = SpooledPartWriter(self.spool, self.limits)
         except OSError:
             logger.exception("Unable to create a spool file for a STOW-RS part")
             self._failure = status.OUT_OF_RESOURCES
@@ -725,6 +823,11 @@ class StowReceiver:
             piece = data[start:end]
         try:
             sink.write(piece)
+        except ObjectTooLargeError as exc:
+            logger.error("STOW-RS part refused: %s", exc)
+            self.abort()
+            self.stored.append(StoredPart(None, None, status.OUT_OF_RESOURCES, too_large=True))
+            raise
         except OSError:
             logger.exception("Unable to write a STOW-RS part to the spool")
             self.abort()

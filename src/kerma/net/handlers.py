@@ -19,6 +19,15 @@ and its own DIMSE status (:mod:`kerma.net.status`):
    full, I/O error): 0xA700;
 4. queue it for import and return 0x0000.
 
+Limits (:class:`IntakeLimits`, from the settings; docs/network.md "Limits"): a data
+set larger than ``max_object_bytes`` is not kept in memory as it arrives
+(:class:`BoundedDataSet` counts and drops what passes the limit) and is refused with
+0xA700 and an Error Comment; a deflated data set is inflated in bounded steps
+(:mod:`kerma.dicom.inflate`) and refused with 0xA700 when it inflates beyond
+``max_inflated_bytes`` (its compressed bytes are kept in ``quarantine/``); a PDU longer
+than :data:`MAX_PDU_BYTES` (a peer ignoring the negotiated maximum length) ends the
+connection (:func:`guard_association`).
+
 The import itself runs later on the spool worker, so a slow or failing database
 never makes a modality wait or lose an object. Logs name SOP Instance UIDs and AE
 titles, never patient names or IDs.
@@ -33,6 +42,7 @@ import logging
 import re
 import socket
 import struct
+import tempfile
 import threading
 import time
 import zlib
@@ -40,13 +50,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import uid
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_partial
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
+from kerma.config import DEFAULT_MAX_INFLATED_BYTES, DEFAULT_MAX_OBJECT_BYTES, Settings
+from kerma.dicom.inflate import inflate, inflate_head, inflated_size
+from kerma.errors import ObjectTooLargeError
 from kerma.net import status
 from kerma.net.spool import Spool
 
@@ -72,6 +86,208 @@ DUL_LOOP_DELAY_IDLE_S = 0.005
 
 #: An association counts as busy for this long after its last C-STORE, in seconds.
 BUSY_WINDOW_S = 0.5
+
+
+#: Largest PDU the SCP receives, in bytes: its Maximum Length Receive (PS3.8 D.3.3.1,
+#: sent in the A-ASSOCIATE-AC) and the longest PDU read from a peer at all (PS3.8 9.3.1
+#: gives the PDU length as 4 bytes, so a peer could announce 4 GiB that would be read
+#: whole into memory). A PDU longer than this closes the connection.
+MAX_PDU_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    """Size limits of received objects (docs/network.md "Limits").
+
+    Attributes
+    ----------
+    max_object_bytes : int
+        Largest data set received (C-STORE) or part (STOW-RS, WADO-RS), in bytes.
+    max_inflated_bytes : int
+        Largest inflated data set of a Deflated Explicit VR Little Endian object.
+    """
+
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntakeLimits:
+        """Return the limits of ``settings.max_object_bytes`` and ``max_inflated_bytes``."""
+        return cls(settings.max_object_bytes, settings.max_inflated_bytes)
+
+
+#: Size beyond which a received data set is held in a temporary file instead of
+#: memory, in bytes (:class:`BoundedDataSet`): dose reports and single images stay in
+#: memory; a large object costs memory only when it is read back to be spooled, and
+#: one over ``max_object_bytes`` costs no more than this.
+SPILL_BYTES = 16 * 1024 * 1024
+
+
+class BoundedDataSet(BytesIO):
+    """The buffer of a received DIMSE data set: spilled to disk when large, capped.
+
+    pynetdicom writes each P-DATA fragment of a message's data set to a ``BytesIO``
+    (``DIMSEMessage.data_set``) and the C-STORE handler reads it with ``getvalue()``.
+    This one keeps up to ``spill_bytes`` in memory, then moves what it holds to an
+    anonymous temporary file in ``spill_dir`` (removed when closed, also after a
+    crash) and appends there; once the total passes ``max_bytes`` it drops what it
+    holds and only counts the rest. A data set over the limit therefore never
+    occupies more than ``spill_bytes`` of memory, whatever its size, and the C-STORE
+    handler refuses it (:func:`handle_store`).
+
+    Parameters
+    ----------
+    max_bytes : int
+        The largest data set kept, in bytes (``max_object_bytes``).
+    spill_dir : pathlib.Path, optional
+        Folder of the temporary file (the spool folder: the disk that takes the
+        objects); default the system's temporary folder.
+    spill_bytes : int, optional
+        Size held in memory before spilling (:data:`SPILL_BYTES`).
+    """
+
+    def __init__(
+        self, max_bytes: int, *, spill_dir: Path | None = None, spill_bytes: int = SPILL_BYTES
+    ) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.spill_dir = spill_dir
+        self.spill_bytes = spill_bytes
+        self.received = 0
+        self.overflow = False
+        self._file: BinaryIO | None = None
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the data set is held in a temporary file."""
+        return self._file is not None
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        """Append ``data``, or count and drop it once the data set is over the limit.
+
+        Raises
+        ------
+        OSError
+            When the temporary file cannot be created or written (pynetdicom then
+            aborts the association: nothing was acknowledged).
+        """
+        size = len(data)
+        self.received += size
+        if self.overflow:
+            return size
+        if self.received > self.max_bytes:
+            self.overflow = True
+            self.release()
+            return size
+        if self._file is not None:
+            return self._file.write(data)
+        if self.received > self.spill_bytes:
+            # closed by release(); pynetdicom keeps the buffer past this call
+            self._file = tempfile.TemporaryFile(dir=self.spill_dir)  # noqa: SIM115
+            with super().getbuffer() as held:
+                self._file.write(held)
+            self.seek(0)
+            self.truncate(0)
+            return self._file.write(data)
+        return super().write(data)
+
+    def getvalue(self) -> bytes:
+        """Return the data set (read back from the temporary file when spilled)."""
+        if self._file is None:
+            return super().getvalue()
+        self._file.seek(0)
+        return self._file.read()
+
+    def release(self) -> None:
+        """Free the memory and remove the temporary file (the data set is gone)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        self.seek(0)
+        self.truncate(0)
+
+
+def guard_association(
+    assoc: Any,
+    limits: IntakeLimits,
+    *,
+    spill_dir: Path | None = None,
+    max_pdu_bytes: int = MAX_PDU_BYTES,
+) -> None:
+    """Bound what an association holds in memory while it receives.
+
+    - Every DIMSE message it receives collects its data set in a
+      :class:`BoundedDataSet` of ``limits.max_object_bytes`` (pynetdicom's DIMSE
+      provider creates the message on its first P-DATA; here it is created first,
+      with this buffer).
+    - A PDU whose length field exceeds ``max_pdu_bytes`` is not read: the socket read
+      fails and pynetdicom closes the connection (Evt17).
+
+    Parameters
+    ----------
+    assoc : pynetdicom.association.Association
+        A new association (``evt.EVT_CONN_OPEN``, or just after ``AE.associate``).
+    limits : IntakeLimits
+        The object size limit.
+    spill_dir : pathlib.Path, optional
+        Where large data sets are held while they arrive (:class:`BoundedDataSet`).
+    max_pdu_bytes : int, optional
+        Longest PDU read (:data:`MAX_PDU_BYTES`).
+    """
+    from pynetdicom.dimse_messages import DIMSEMessage
+
+    dimse = assoc.dimse
+    receive = dimse.receive_primitive
+
+    def receive_primitive(primitive: Any) -> None:
+        if dimse.message is None:
+            dimse.message = DIMSEMessage()
+            dimse.message.data_set = BoundedDataSet(limits.max_object_bytes, spill_dir=spill_dir)
+        receive(primitive)
+
+    dimse.receive_primitive = receive_primitive
+    sock = getattr(assoc.dul, "socket", None)
+    if sock is None:
+        return
+    recv = sock.recv
+
+    def bounded_recv(nr_bytes: int) -> Any:
+        if nr_bytes > max_pdu_bytes:
+            logger.warning(
+                "Closing the connection of %s: it sent a PDU of %d bytes (longest read: %d)",
+                _calling_aet_of(assoc),
+                nr_bytes,
+                max_pdu_bytes,
+            )
+            raise OSError(f"PDU of {nr_bytes} bytes is longer than {max_pdu_bytes}")
+        return recv(nr_bytes)
+
+    sock.recv = bounded_recv
+
+
+def _calling_aet_of(assoc: Any) -> str:
+    """Return the peer's AE title and address of an association (for logs)."""
+    try:
+        return f"{str(assoc.requestor.ae_title).strip() or '?'} at {assoc.requestor.address}"
+    except AttributeError:
+        return "?"
+
+
+def refusal(code: int, comment: str) -> Dataset:
+    """Return a C-STORE response status with an Error Comment (PS3.7 C.4.1.1.4).
+
+    Parameters
+    ----------
+    code : int
+        The status (:mod:`kerma.net.status`).
+    comment : str
+        (0000,0902) 'Error Comment', cut to its 64 characters (LO).
+    """
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds
 
 
 @dataclass
@@ -309,12 +525,19 @@ def check_encoded_dataset(encoded: bytes) -> tuple[str, str]:
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def check_dataset(dataset: bytes, transfer_syntax: str) -> tuple[str, str]:
+def check_dataset(
+    dataset: bytes,
+    transfer_syntax: str,
+    *,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+) -> tuple[str, str]:
     """Decode the start of a C-STORE data set and return its SOP Class and Instance UIDs.
 
     The data set is read as pynetdicom received it (no preamble, no file meta), in the
     transfer syntax of its presentation context, up to (0008,0018) 'SOP Instance UID'
-    only (a deflated data set is inflated first, as pydicom's ``dcmread`` does).
+    only. A deflated data set is inflated in bounded steps: its inflated size is
+    counted without keeping it (:func:`kerma.dicom.inflate.inflated_size`), then only
+    its start is inflated to be read.
 
     Parameters
     ----------
@@ -322,6 +545,8 @@ def check_dataset(dataset: bytes, transfer_syntax: str) -> tuple[str, str]:
         The encoded data set (``event.encoded_dataset(include_meta=False)``).
     transfer_syntax : str
         The transfer syntax UID of the presentation context.
+    max_inflated_bytes : int, optional
+        Largest inflated size of a deflated data set (``settings.max_inflated_bytes``).
 
     Returns
     -------
@@ -330,20 +555,23 @@ def check_dataset(dataset: bytes, transfer_syntax: str) -> tuple[str, str]:
 
     Raises
     ------
+    ObjectTooLargeError
+        When a deflated data set inflates to more than ``max_inflated_bytes``.
     ValueError
         When the start of the data set cannot be decoded or lacks either UID.
     """
     ts = uid.UID(transfer_syntax)
     try:
         if ts.is_deflated:
-            dataset = zlib.decompress(dataset, -zlib.MAX_WBITS)
-        ds = read_dataset(
-            BytesIO(dataset),
-            ts.is_implicit_VR,
-            ts.is_little_endian,
-            stop_when=_after_sop_instance_uid,
-        )
-        return _uids_of(ds)
+            inflated_size((dataset,), max_bytes=max_inflated_bytes, name="the data set")
+            head = inflate_head(dataset)
+            try:
+                return _read_uids(head, ts)
+            except DECODE_ERRORS:  # e.g. the UIDs lie beyond the head
+                dataset, _ = inflate(dataset, max_bytes=max_inflated_bytes)
+        return _read_uids(dataset, ts)
+    except ObjectTooLargeError:
+        raise
     except RecursionError as exc:
         raise ValueError("its sequences are nested too deeply to decode") from exc
     except ValueError:
@@ -352,13 +580,22 @@ def check_dataset(dataset: bytes, transfer_syntax: str) -> tuple[str, str]:
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _read_uids(dataset: bytes, ts: uid.UID) -> tuple[str, str]:
+    """Read a data set up to (0008,0018) and return its SOP Class and Instance UIDs."""
+    ds = read_dataset(
+        BytesIO(dataset), ts.is_implicit_VR, ts.is_little_endian, stop_when=_after_sop_instance_uid
+    )
+    return _uids_of(ds)
+
+
 def handle_store(
     event: Any,
     spool: Spool,
     submit: Callable[[Path], None],
     counters: StoreCounters | None = None,
     activity: AssociationActivity | None = None,
-) -> int:
+    limits: IntakeLimits | None = None,
+) -> int | Dataset:
     """Handle a C-STORE request (``evt.EVT_C_STORE``): spool the object durably.
 
     Parameters
@@ -374,12 +611,18 @@ def handle_store(
         Updated with the outcome.
     activity : AssociationActivity, optional
         Told that the event's association received an object.
+    limits : IntakeLimits, optional
+        Size limits (default :class:`IntakeLimits` defaults); the data set was
+        collected in a :class:`BoundedDataSet` when the association is guarded
+        (:func:`guard_association`).
 
     Returns
     -------
-    int
+    int or pydicom.dataset.Dataset
         0x0000 when the object is on disk; 0xC210 when it cannot be decoded;
-        0xA700 when it cannot be written.
+        0xA700 when it cannot be written; a status data set of 0xA700 with an Error
+        Comment when it is larger than ``max_object_bytes`` or inflates beyond
+        ``max_inflated_bytes``.
 
     References
     ----------
@@ -390,8 +633,28 @@ def handle_store(
     calling, origin = peer_origin(event)
     if activity is not None:
         activity.mark(event.assoc)
+    limits = limits if limits is not None else IntakeLimits()
+    received = getattr(request, "DataSet", None)
+    if isinstance(received, BoundedDataSet):
+        size, over = received.received, received.overflow
+    else:  # an association without guard_association: the whole data set is here
+        size = _buffer_size(received)
+        over = size > limits.max_object_bytes
+    if over:
+        logger.error(
+            "Refused C-STORE %s from %s: the data set is %d bytes, more than max_object_bytes (%d)",
+            affected_uid,
+            calling,
+            size,
+            limits.max_object_bytes,
+        )
+        if counters is not None:
+            counters.add(failed=1)
+        return refusal(status.OUT_OF_RESOURCES, f"Object exceeds {limits.max_object_bytes} bytes")
     try:
         dataset = event.encoded_dataset(include_meta=False)
+        if isinstance(received, BoundedDataSet):
+            received.release()  # the data set is in ``dataset`` now
         transfer_syntax = str(event.context.transfer_syntax)
         file_meta = FILE_META_ENCODER.encode(
             str(request.AffectedSOPClassUID), affected_uid, transfer_syntax
@@ -404,7 +667,24 @@ def handle_store(
         return status.CANNOT_UNDERSTAND
 
     try:
-        _, sop_instance_uid = check_dataset(dataset, transfer_syntax)
+        _, sop_instance_uid = check_dataset(
+            dataset, transfer_syntax, max_inflated_bytes=limits.max_inflated_bytes
+        )
+    except ObjectTooLargeError:
+        kept = spool.quarantine(b"".join(chunks), name=affected_uid or "unknown")
+        logger.error(
+            "Refused C-STORE %s from %s: its deflated data set inflates to more than "
+            "max_inflated_bytes (%d); kept in %s",
+            affected_uid,
+            calling,
+            limits.max_inflated_bytes,
+            kept,
+        )
+        if counters is not None:
+            counters.add(failed=1)
+        return refusal(
+            status.OUT_OF_RESOURCES, f"Inflated data set exceeds {limits.max_inflated_bytes} bytes"
+        )
     except ValueError as exc:
         kept = spool.quarantine(b"".join(chunks), name=affected_uid or "unknown")
         logger.error(
@@ -442,14 +722,28 @@ def handle_store(
     return status.SUCCESS
 
 
-def handle_open(event: Any) -> None:
+def _buffer_size(buffer: Any) -> int:
+    """Return the size of a received data set buffer (a ``BytesIO``), 0 when unknown."""
+    try:
+        return int(buffer.getbuffer().nbytes)
+    except (AttributeError, BufferError, ValueError):
+        return 0
+
+
+def handle_open(
+    event: Any, limits: IntakeLimits | None = None, spill_dir: Path | None = None
+) -> None:
     """Handle a new connection (``evt.EVT_CONN_OPEN``): disable Nagle's algorithm.
 
     Each C-STORE response is a small write; with Nagle's algorithm on, it can wait for
     the peer's delayed acknowledgement (tens of milliseconds per object). The DUL
     reactor starts with the short sleep :data:`DUL_LOOP_DELAY_S`;
-    :class:`AssociationActivity` lengthens it once the association idles.
+    :class:`AssociationActivity` lengthens it once the association idles. With
+    ``limits``, the association is guarded (:func:`guard_association`; large data
+    sets are held in ``spill_dir``).
     """
+    if limits is not None:
+        guard_association(event.assoc, limits, spill_dir=spill_dir)
     try:
         sock = event.assoc.dul.socket.socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -58,7 +58,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from kerma.config import Settings
 from kerma.errors import KermaError
 from kerma.net import status
-from kerma.net.handlers import StoreCounters, handle_store
+from kerma.net.handlers import (
+    MAX_PDU_BYTES,
+    IntakeLimits,
+    StoreCounters,
+    handle_open,
+    handle_store,
+)
 from kerma.net.spool import BytesImporter, Spool, SpoolImporter, SpoolWorker
 
 logger = logging.getLogger(__name__)
@@ -663,7 +669,15 @@ def pull_dimse(
         )
         worker.start()
         try:
-            _get(peer, plan.items, summary, spool, worker, progress)
+            _get(
+                peer,
+                plan.items,
+                summary,
+                spool,
+                worker,
+                progress,
+                IntakeLimits.from_settings(settings),
+            )
             summary.imported = drain_worker(worker, progress)
             summary.skipped_other_modality = worker.skipped
         finally:
@@ -732,8 +746,13 @@ def _get(
     spool: Spool,
     worker: SpoolWorker,
     progress: ProgressCallback | None,
+    limits: IntakeLimits,
 ) -> None:
-    """Retrieve items by C-GET; the C-STORE sub-operations go to the spool."""
+    """Retrieve items by C-GET; the C-STORE sub-operations go to the spool.
+
+    The association is guarded (:func:`kerma.net.handlers.guard_association`): an
+    object over ``limits`` is refused (0xA700) as by the Storage SCP.
+    """
     ae = AE(ae_title=peer.calling_ae_title)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     for sop_class in GET_STORAGE_SOP_CLASSES:
@@ -741,7 +760,11 @@ def _get(
     roles: list[Any] = [build_role(c, scp_role=True) for c in GET_STORAGE_SOP_CLASSES]
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
     counters = StoreCounters()
-    handlers: list[Any] = [(evt.EVT_C_STORE, handle_store, [spool, worker.submit, counters])]
+    handlers: list[Any] = [
+        (evt.EVT_C_STORE, handle_store, [spool, worker.submit, counters, None, limits]),
+        (evt.EVT_CONN_OPEN, handle_open, [limits, spool.directory]),
+    ]
+    ae.maximum_pdu_size = MAX_PDU_BYTES
     assoc = ae.associate(
         peer.host, peer.port, ae_title=peer.ae_title, ext_neg=roles, evt_handlers=handlers
     )

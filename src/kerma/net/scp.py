@@ -11,6 +11,13 @@ from ``StoragePresentationContexts`` rejects the Radiopharmaceutical Radiation D
 SR of a PET/NM scanner (case C14, pynetdicom issue #432). Every transfer syntax is
 accepted, since only headers are read and compressed pixel data is kept as sent.
 
+Limits (docs/network.md "Limits"): every association is guarded
+(:func:`kerma.net.handlers.guard_association`: data sets over ``max_object_bytes``
+are not held, PDUs over :data:`~kerma.net.handlers.MAX_PDU_BYTES` not read);
+:class:`AssociationAdmission` rejects a peer over ``scp_max_associations_per_peer``
+and, with ``scp_tls_aet_certificates``, a calling AE title not bound to the client
+certificate presented; the network time-out closes idle associations.
+
 Received objects go to the durable spool and a :class:`~kerma.net.spool.SpoolWorker`
 imports them (see :mod:`kerma.net.spool`) with the importer the caller passes in
 (``kerma listen``: a :class:`~kerma.net.spool.ProcessImporter`).
@@ -21,6 +28,7 @@ May import ``kerma.config``, ``kerma.errors`` and ``kerma.net``; never ``kerma.a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 import threading
@@ -41,7 +49,9 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from kerma.config import Settings
 from kerma.errors import ConfigurationError
 from kerma.net.handlers import (
+    MAX_PDU_BYTES,
     AssociationActivity,
+    IntakeLimits,
     StoreCounters,
     handle_echo,
     handle_open,
@@ -63,10 +73,15 @@ DOSE_SR_SOP_CLASSES: tuple[str, ...] = (
 #: Transfer syntaxes accepted for every storage SOP class.
 TRANSFER_SYNTAXES: tuple[str, ...] = tuple(ALL_TRANSFER_SYNTAXES)
 
-#: Timeouts of the SCP, in seconds (ACSE, DIMSE, network).
-ACSE_TIMEOUT_S = 30.0
-DIMSE_TIMEOUT_S = 60.0
-NETWORK_TIMEOUT_S = 60.0
+#: A-ASSOCIATE-RJ (result, source, reason) of an association over the per-peer limit:
+#: rejected-transient, DICOM UL service-provider (presentation related function),
+#: local-limit-exceeded (PS3.8 Table 9-21).
+REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
+
+#: A-ASSOCIATE-RJ of a calling AE title not bound to the peer's TLS certificate:
+#: rejected-permanent, DICOM UL service-user, calling-AE-title-not-recognized (PS3.8
+#: Table 9-21).
+REJECT_CALLING_AET = (0x01, 0x01, 0x03)
 
 #: How often the reactor sleep of the open associations is refitted, in seconds
 #: (:class:`kerma.net.handlers.AssociationActivity`).
@@ -97,10 +112,22 @@ def build_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """
     cert, key = settings.scp_tls_cert, settings.scp_tls_key
     if cert is None and key is None:
+        if settings.scp_tls_aet_certificates:
+            raise ConfigurationError(
+                "Unable to bind calling AE titles to client certificates "
+                "(KERMA_SCP_TLS_AET_CERTIFICATES) without TLS: set KERMA_SCP_TLS_CERT, "
+                "KERMA_SCP_TLS_KEY and KERMA_SCP_TLS_CA."
+            )
         return None
     if cert is None or key is None:
         raise ConfigurationError(
             "Unable to enable TLS: set both KERMA_SCP_TLS_CERT and KERMA_SCP_TLS_KEY."
+        )
+    if settings.scp_tls_aet_certificates and settings.scp_tls_ca is None:
+        raise ConfigurationError(
+            "Unable to bind calling AE titles to client certificates "
+            "(KERMA_SCP_TLS_AET_CERTIFICATES): set KERMA_SCP_TLS_CA so that peers must "
+            "present a certificate."
         )
     try:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -119,7 +146,9 @@ def build_ae(settings: Settings, *, ae_title: str | None = None) -> AE:
     Parameters
     ----------
     settings : Settings
-        ``scp_aet`` and ``scp_allowed_aets`` (calling AE titles allowed; empty = any).
+        ``scp_aet``, ``scp_allowed_aets`` (calling AE titles allowed; empty = any),
+        ``scp_max_associations`` and the ACSE, DIMSE and network (idle) time-outs
+        ``scp_acse_timeout_s``, ``scp_dimse_timeout_s``, ``scp_network_timeout_s``.
     ae_title : str, optional
         Overrides ``settings.scp_aet``.
     """
@@ -131,14 +160,160 @@ def build_ae(settings: Settings, *, ae_title: str | None = None) -> AE:
     for sop_class in storage_sop_classes():
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
     ae.add_supported_context(Verification)
-    ae.maximum_pdu_size = 0  # no limit: the peer sends the largest PDUs it can
-    ae.acse_timeout = ACSE_TIMEOUT_S
-    ae.dimse_timeout = DIMSE_TIMEOUT_S
-    ae.network_timeout = NETWORK_TIMEOUT_S
-    ae.maximum_associations = 64
+    # large PDUs (few per object) but bounded: a longer one is never read
+    # (kerma.net.handlers.guard_association)
+    ae.maximum_pdu_size = MAX_PDU_BYTES
+    ae.acse_timeout = settings.scp_acse_timeout_s
+    ae.dimse_timeout = settings.scp_dimse_timeout_s
+    ae.network_timeout = settings.scp_network_timeout_s  # an idle association is closed
+    ae.maximum_associations = settings.scp_max_associations
     if settings.scp_allowed_aets:
         ae.require_calling_aet = [a.strip() for a in settings.scp_allowed_aets]
     return ae
+
+
+def certificate_identities(der: bytes | None, peer_cert: dict[str, Any] | None) -> set[str]:
+    """Return how a client certificate can be named in ``scp_tls_aet_certificates``.
+
+    Parameters
+    ----------
+    der : bytes or None
+        The certificate (``SSLSocket.getpeercert(binary_form=True)``).
+    peer_cert : dict or None
+        Its decoded form (``SSLSocket.getpeercert()``).
+
+    Returns
+    -------
+    set of str
+        ``sha256:<64 lowercase hex digits>`` and ``CN=<common name>`` of the subject.
+    """
+    names: set[str] = set()
+    if der:
+        names.add("sha256:" + hashlib.sha256(der).hexdigest())
+    for rdn in (peer_cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                names.add(f"CN={value}")
+    return names
+
+
+def normalise_certificate_entry(entry: str) -> str:
+    """Return a ``scp_tls_aet_certificates`` entry in the form of :func:`certificate_identities`.
+
+    ``CN=<name>`` stays as is; a fingerprint (hex, colons and spaces allowed, optional
+    ``sha256:`` prefix, any case) becomes ``sha256:<lowercase hex>``.
+    """
+    text = entry.strip()
+    if text[:3].upper() == "CN=":
+        return "CN=" + text[3:].strip()
+    hex_digits = text.lower().removeprefix("sha256:").replace(":", "").replace(" ", "")
+    return "sha256:" + hex_digits
+
+
+class AssociationAdmission:
+    """Admit or reject an association request (``evt.EVT_REQUESTED``).
+
+    Two checks, before pynetdicom's own (called AE title, ``scp_allowed_aets``,
+    ``scp_max_associations``):
+
+    - **per-peer limit**: a peer address, or a calling AE title, that already holds
+      ``scp_max_associations_per_peer`` associations is rejected (A-ASSOCIATE-RJ
+      :data:`REJECT_LOCAL_LIMIT`, transient: the peer may retry), so one peer cannot
+      take every association of the SCP; with the idle time-out
+      (``scp_network_timeout_s``) the associations it leaves open end;
+    - **AE title bound to the TLS client certificate**: with
+      ``scp_tls_aet_certificates`` set, the calling AE title must be listed and bound
+      to the certificate the peer presented (its SHA-256 fingerprint or subject CN),
+      or the association is rejected (:data:`REJECT_CALLING_AET`).
+
+    Parameters
+    ----------
+    settings : Settings
+        ``scp_max_associations_per_peer`` and ``scp_tls_aet_certificates``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_per_peer = settings.scp_max_associations_per_peer
+        self.bindings = {
+            aet.strip(): {normalise_certificate_entry(e) for e in entries}
+            for aet, entries in settings.scp_tls_aet_certificates.items()
+        }
+        self.rejected_per_peer = 0
+        self.rejected_certificate = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Any) -> None:
+        """Handle ``evt.EVT_REQUESTED``: send an A-ASSOCIATE-RJ when a check fails."""
+        assoc = event.assoc
+        try:
+            calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+            address = str(assoc.requestor.address)
+        except AttributeError:
+            return
+        reason = self._certificate_refusal(assoc, calling) or self._limit_refusal(
+            assoc, calling, address
+        )
+        if reason is None:
+            return
+        rejection, message = reason
+        logger.warning("Rejected association from %s at %s: %s", calling, address, message)
+        assoc.acse.send_reject(*rejection)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()  # as pynetdicom does: waits until the DUL has sent the A-ASSOCIATE-RJ
+
+    def _limit_refusal(
+        self, assoc: Any, calling: str, address: str
+    ) -> tuple[tuple[int, int, int], str] | None:
+        """Return the rejection of a peer over its association limit, or ``None``."""
+        if self.max_per_peer <= 0:
+            return None
+        same_address = same_aet = 0
+        with self._lock:
+            for other in assoc.ae.active_associations:
+                if other is assoc or not other.is_acceptor:
+                    continue
+                if other.is_rejected or other.is_aborted or other.is_released:
+                    continue
+                try:
+                    other_calling = str(other.requestor.primitive.calling_ae_title).strip()
+                    other_address = str(other.requestor.address)
+                except AttributeError:
+                    continue
+                same_address += other_address == address
+                same_aet += other_calling == calling
+            if same_address < self.max_per_peer and same_aet < self.max_per_peer:
+                return None
+            self.rejected_per_peer += 1
+        return REJECT_LOCAL_LIMIT, (
+            f"{max(same_address, same_aet)} associations already open from this peer "
+            f"(scp_max_associations_per_peer = {self.max_per_peer})"
+        )
+
+    def _certificate_refusal(
+        self, assoc: Any, calling: str
+    ) -> tuple[tuple[int, int, int], str] | None:
+        """Return the rejection of an AE title not bound to the peer's certificate."""
+        if not self.bindings:
+            return None
+        allowed = self.bindings.get(calling)
+        sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+        presented: set[str] = set()
+        if isinstance(sock, ssl.SSLSocket):
+            presented = certificate_identities(
+                sock.getpeercert(binary_form=True), sock.getpeercert()
+            )
+        if allowed and presented & allowed:
+            return None
+        with self._lock:
+            self.rejected_certificate += 1
+        if not allowed:
+            return REJECT_CALLING_AET, "calling AE title not in scp_tls_aet_certificates"
+        if not presented:
+            return REJECT_CALLING_AET, "no TLS client certificate presented"
+        return REJECT_CALLING_AET, (
+            f"the client certificate ({', '.join(sorted(presented))}) is not bound to "
+            "this calling AE title (scp_tls_aet_certificates)"
+        )
 
 
 class StorageSCP:
@@ -147,9 +322,12 @@ class StorageSCP:
     Parameters
     ----------
     settings : Settings
-        ``scp_aet``, ``scp_host``, ``scp_port``, ``scp_allowed_aets``, TLS fields,
-        ``archive_dir`` (the spool is ``<archive_dir>/incoming``) and
-        ``scp_keep_non_dose``.
+        ``scp_aet``, ``scp_host``, ``scp_port``, ``scp_allowed_aets``, TLS fields
+        (``scp_tls_aet_certificates`` binds calling AE titles to client
+        certificates), ``archive_dir`` (the spool is ``<archive_dir>/incoming``),
+        ``scp_keep_non_dose`` and the limits (``max_object_bytes``,
+        ``max_inflated_bytes``, ``scp_max_associations``,
+        ``scp_max_associations_per_peer``, the time-outs; docs/network.md "Limits").
     importer_factory : callable
         Returns what the worker imports with (called once, on the worker thread): a
         :class:`~kerma.net.spool.ProcessImporter` (``kerma listen``: the pipeline in a
@@ -203,20 +381,23 @@ class StorageSCP:
         )
         self.ae = build_ae(settings, ae_title=self.ae_title)
         self.ssl_context = build_ssl_context(settings)
+        self.limits = IntakeLimits.from_settings(settings)
+        self.admission = AssociationAdmission(settings)
         self._server: Any = None
         self._lock = threading.Lock()
 
     @property
     def handlers(self) -> list[tuple[Any, ...]]:
-        """The event handlers bound to the server (C-STORE, C-ECHO)."""
+        """The event handlers bound to the server (C-STORE, C-ECHO, connection, request)."""
         return [
             (
                 evt.EVT_C_STORE,
                 handle_store,
-                [self.spool, self.worker.submit, self.counters, self.activity],
+                [self.spool, self.worker.submit, self.counters, self.activity, self.limits],
             ),
             (evt.EVT_C_ECHO, handle_echo),
-            (evt.EVT_CONN_OPEN, handle_open),
+            (evt.EVT_CONN_OPEN, handle_open, [self.limits, self.spool.directory]),
+            (evt.EVT_REQUESTED, self.admission),
         ]
 
     @property
@@ -235,6 +416,20 @@ class StorageSCP:
         if self.ssl_context.verify_mode == ssl.CERT_REQUIRED:
             return "on, client certificates required"
         return "on"
+
+    @property
+    def limits_description(self) -> str:
+        """The intake limits in force, for the start line (docs/network.md "Limits")."""
+        mib = 1024 * 1024
+        per_peer = self.settings.scp_max_associations_per_peer or "no limit"
+        bound = len(self.admission.bindings)
+        return (
+            f"object {self.limits.max_object_bytes / mib:g} MiB, inflated "
+            f"{self.limits.max_inflated_bytes / mib:g} MiB; associations "
+            f"{self.settings.scp_max_associations}, per peer {per_peer}; idle time-out "
+            f"{self.settings.scp_network_timeout_s:g} s"
+            + (f"; {bound} AE titles bound to client certificates" if bound else "")
+        )
 
     def start(self) -> None:
         """Start the import worker, then listen (returns at once)."""

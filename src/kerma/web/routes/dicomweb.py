@@ -12,6 +12,13 @@ ignored`` and ``kerma rejects`` show.
 The response is the Store Instances Response in DICOM JSON: 200 when every instance
 was stored, 202 when some failed, 409 when none was stored; 415 for another media
 type; 400 for a body that is not a well-formed multipart body.
+
+Limits (``settings``; docs/network.md "Limits"): 413 Payload Too Large when the body
+is larger than ``stow_max_request_bytes`` (by its Content-Length, before anything is
+read, or as it arrives), when a part is larger than ``max_object_bytes`` (reading
+stops there) or when a deflated part inflates beyond ``max_inflated_bytes``; the 413
+body is ``{"detail": <why>, "response": <Store Instances Response of the parts read
+so far, the refused one with Failure Reason 0xA700>}``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from kerma.errors import ObjectTooLargeError
 from kerma.net.dicomweb import StowReceiver, parse_content_type, store_response
+from kerma.net.handlers import IntakeLimits
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +58,25 @@ def accepts_media_type(content_type: str) -> bool:
     return part_type is None or str(part_type).lower() == "application/dicom"
 
 
+def _too_large(detail: str, stored: list[Any] | None = None) -> JSONResponse:
+    """Return the 413 response: ``{"detail": ..., "response": <Store Instances Response>}``.
+
+    ``response`` is the DICOM JSON Store Instances Response of the parts read before
+    the refusal (stored ones, and the refused one with Failure Reason 0xA700).
+    """
+    return JSONResponse(
+        {"detail": detail, "response": store_response(stored or [])}, status_code=413
+    )
+
+
+def _declared_length(request: Request) -> int | None:
+    """Return the request's Content-Length, or ``None`` when absent or not a number."""
+    try:
+        return int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
 def _bad_request(reason: str) -> JSONResponse:
     """Return the 400 response of a body that cannot be read."""
     return JSONResponse({"detail": f"Unable to read the request: {reason}."}, status_code=400)
@@ -67,6 +95,15 @@ async def _store(request: Request, study_instance_uid: str | None) -> Response:
         return _bad_request("the Content-Type has no boundary parameter")
     part_type = message.get_param("type")
     client = request.client.host if request.client is not None else "an unknown client"
+    settings = request.app.state.settings
+    max_body = settings.stow_max_request_bytes
+    declared = _declared_length(request)
+    if declared is not None and declared > max_body:
+        logger.warning("STOW-RS from %s refused: a body of %d bytes", client, declared)
+        return _too_large(
+            f"The request body of {declared:,} bytes is larger than the {max_body:,} bytes "
+            "this registry accepts (stow_max_request_bytes)."
+        )
     try:
         receiver = StowReceiver(
             boundary,
@@ -75,13 +112,23 @@ async def _store(request: Request, study_instance_uid: str | None) -> Response:
             study_instance_uid=study_instance_uid,
             root_type=str(part_type) if part_type else None,
             origin=f"STOW-RS from {client}",
+            limits=IntakeLimits.from_settings(settings),
         )
     except ValueError as exc:  # a boundary python-multipart refuses (e.g. > 70 characters)
         return _bad_request(f"the boundary cannot be used ({exc})")
     pending: list[bytes] = []
-    n_pending = 0
+    n_pending = n_total = 0
     try:
         async for chunk in request.stream():
+            n_total += len(chunk)
+            if n_total > max_body:
+                receiver.abort()
+                logger.warning("STOW-RS from %s refused: body over %d bytes", client, max_body)
+                return _too_large(
+                    f"The request body is larger than the {max_body:,} bytes this registry "
+                    "accepts (stow_max_request_bytes).",
+                    receiver.stored,
+                )
             pending.append(chunk)
             n_pending += len(chunk)
             if n_pending >= FEED_SIZE:
@@ -93,6 +140,13 @@ async def _store(request: Request, study_instance_uid: str | None) -> Response:
             await run_in_threadpool(receiver.feed, b"".join(pending))
             pending.clear()
         stored = await run_in_threadpool(receiver.finish)
+    except ObjectTooLargeError:
+        receiver.abort()
+        return _too_large(
+            f"A part is larger than the {settings.max_object_bytes:,} bytes this registry "
+            "accepts for one object (max_object_bytes).",
+            receiver.stored,
+        )
     except ValueError as exc:
         receiver.abort()
         return _bad_request(str(exc))
@@ -103,6 +157,13 @@ async def _store(request: Request, study_instance_uid: str | None) -> Response:
     except BaseException:
         receiver.abort()  # closes and removes the part being received; no await here
         raise
+    if any(s.too_large for s in stored):
+        return _too_large(
+            "A deflated part inflates to more than the "
+            f"{settings.max_inflated_bytes:,} bytes this registry accepts "
+            "(max_inflated_bytes).",
+            stored,
+        )
     content: dict[str, Any] = store_response(stored)
     n_failed = sum(1 for s in stored if s.failure_reason is not None)
     code = 200 if n_failed == 0 else (409 if n_failed == len(stored) else 202)
