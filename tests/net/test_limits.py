@@ -35,6 +35,7 @@ from kerma.net.dicomweb import SpooledPartWriter
 from kerma.net.handlers import IntakeLimits, check_dataset
 from kerma.net.spool import Spool
 from kerma.records import Rejection
+from kerma.services.keys import read_archived_file
 from tests.db_fixtures import make_settings
 from tests.net.conftest import (
     DICOM_DIR,
@@ -347,7 +348,9 @@ class TestSCPLimits:
         assert list(rejects["sop_instance_uid"]) == [uid], rejects
         kept = [p for p in listener.archive_dir.rglob("*") if p.stat().st_size > 40_000_000]
         assert len(kept) == 1
-        assert dataset_bytes(kept[0].read_bytes()) == dataset_bytes(path.read_bytes())
+        # the archive is encrypted by default (archive_mode): decrypt with the key
+        archived = read_archived_file(listener.settings, kept[0])
+        assert dataset_bytes(archived) == dataset_bytes(path.read_bytes())
 
 
 class StowServer:
