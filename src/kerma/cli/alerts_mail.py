@@ -21,6 +21,7 @@ from rich.table import Table
 
 from kerma.cli.console import make_console
 from kerma.errors import KermaError
+from kerma.files import write_private_bytes
 
 if TYPE_CHECKING:
     from kerma.services.alert_notify import AlertMessage
@@ -173,7 +174,7 @@ def _report_command(load_message: MessageLoader | None) -> Callable[..., None]:
             raise typer.BadParameter("give an ALERT_ID or --message FILE.json.")
         data_out = render_report(message, extra, fmt=fmt)
         target = out or Path(f"report-{message.alert_id}.{fmt}")
-        target.write_bytes(data_out)
+        write_private_bytes(target, data_out)  # 0600: it names a patient's pseudonym
         make_console().print(f"wrote {escape(str(target))} ({len(data_out)} bytes)")
 
     return report
