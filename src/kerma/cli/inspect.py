@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kerma.cli.console import make_console
-from kerma.dicom.extract import inspect_path
 from kerma.records import DoseReport
+from kerma.services.inspect import empty_folders, inspect_files
 
 
 class OutputFormat(StrEnum):
@@ -25,15 +23,6 @@ class OutputFormat(StrEnum):
     json = "json"
     jsonl = "jsonl"
     table = "table"
-
-
-def iter_files(paths: list[Path]) -> Iterator[Path]:
-    """Yield files in the order given; folders are walked recursively in sorted order."""
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file())
-        else:
-            yield path
 
 
 def inspect(
@@ -47,16 +36,13 @@ def inspect(
     err = Console(stderr=True)
     records: list[dict[str, Any]] = []
     n_read = n_rejected = 0
-    for folder in paths:
-        if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
-            err.print(f"{folder}: the folder holds no files; nothing to inspect", soft_wrap=True)
-    for path in iter_files(paths):
-        if not path.exists():
-            err.print(f"[red]error:[/red] {path}: no such file or folder")
+    for folder in empty_folders(paths):
+        err.print(f"{folder}: the folder holds no files; nothing to inspect", soft_wrap=True)
+    for item in inspect_files(paths=paths):
+        result = item.result
+        if result is None:
+            err.print(f"[red]error:[/red] {item.path}: no such file or folder")
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = inspect_path(path)
         n_read += 1
         record = result.to_dict()
         if record["status"] == "rejected":

@@ -41,6 +41,17 @@ from kerma.db.filters import DateLike, StudyFilter
 from kerma.db.session import session_scope
 from kerma.errors import NotFoundError
 
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "FLUORO_MODALITIES",
+    "MAPS_DIR",
+    "METHOD_KAR",
+    "METHOD_PYSKINDOSE",
+    "estimate_study_skin_doses",
+    "fluoro_studies",
+    "stored_skin_doses",
+]
+
 logger = logging.getLogger(__name__)
 
 #: Modalities of fluoroscopy / interventional studies.
