@@ -330,7 +330,8 @@ def studies(
     units: UnitsOpt = "canonical",
 ) -> None:
     """List studies with their dose totals (display units: KAP in Gy·cm², Ka,r in mGy)."""
-    from kerma.services.studies import UnknownColumnError, write_studies_csv
+    from kerma.errors import UnknownColumnError
+    from kerma.services.studies import write_studies_csv
 
     console = make_console()
     flt = build_filter(

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 
 from kerma.db import studies as store
 from kerma.db.filters import StudyFilter
-from kerma.db.studies import UnknownColumnError
 from kerma.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -38,7 +37,6 @@ __all__ = [
     "STUDY_SIZE_COLUMNS",
     "StudyDetail",
     "StudyPage",
-    "UnknownColumnError",
     "count_rejects",
     "count_studies",
     "events_frame",
