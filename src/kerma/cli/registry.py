@@ -358,7 +358,7 @@ def studies(
             raise typer.BadParameter(str(exc), param_hint="'--sort'") from exc
         if csv is not None:
             with registry.session(write=False) as session:
-                n = write_studies_csv(session, path=csv, flt=flt, units=units)
+                n = write_studies_csv(session, path=csv, flt=flt, units=units)  # type: ignore[arg-type]
             console.print(f"{n} studies written to {escape(str(csv))}")
     finally:
         registry.close()
