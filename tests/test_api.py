@@ -48,7 +48,7 @@ CONTRACT_STUDY_COLUMNS = [
     "ctdivol_mean_mgy", "ctdivol_max_mgy", "kvp_kv", "ssde_mgy", "ssde_size_mm",
     "ssde_size_source", "effective_dose_msv", "dap_total_plane_a_gym2", "dap_total_plane_b_gym2",
     "dose_rp_total_plane_a_gy", "dose_rp_total_plane_b_gy", "ssde_reference",
-    "effective_dose_reference",
+    "effective_dose_reference", "has_conflict",
 ]  # fmt: skip
 CONTRACT_IGNORED_COLUMNS = [
     "sop_instance_uid", "sop_class_uid", "study_instance_uid", "series_instance_uid", "modality",

@@ -9,10 +9,10 @@ This module must not import anything else from Kerma.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Default patterns (case-insensitive regular expressions, searched in Patient ID,
 #: Patient's Name and Study Description) that mark a study as non-patient (QA/phantom).
@@ -61,6 +61,15 @@ class Settings(BaseSettings):
         description="Turn reading warnings into rejections (like pydicom's "
         "reading_validation_mode RAISE).",
     )
+    conflict_rule: Literal["manual", "prefer-device-association"] = Field(
+        default="manual",
+        description="Who decides when a SOP Instance UID arrives again with different "
+        "content (both versions are kept, the study is marked in conflict): 'manual' waits "
+        "for 'kerma conflicts resolve'; 'prefer-device-association' keeps the one version "
+        "received by C-STORE from the study's device (its Device Observer UID, or an AE "
+        "title equal to its station name) over file imports, STOW-RS and C-GET, and logs "
+        "the decision (docs/registry.md, Conflicts).",
+    )
     # DICOM network (kerma.net)
     scp_aet: str = "KERMA"
     scp_port: int = 11112
@@ -107,6 +116,66 @@ class Settings(BaseSettings):
     cumulative_window_days: int = Field(
         default=365, description="Rolling window of cumulative patient dose (days)."
     )
+    # alert e-mail (kerma.services.alert_notify; docs/alerts-notifications.md)
+    base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Address of Kerma's web app as users reach it; alert e-mails link "
+        "to <base_url>/studies/<Study Instance UID>.",
+    )
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server of alert e-mails; unset = e-mails are queued, not sent.",
+    )
+    smtp_port: int | None = Field(
+        default=None,
+        description="SMTP port; default by smtp_security: 25 (none), 587 (starttls), 465 (tls).",
+    )
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        default="starttls",
+        description="Connection security: 'starttls' (RFC 3207, upgrade on the submission "
+        "port), 'tls' (implicit TLS, RFC 8314) or 'none' (plain, a relay on the local "
+        "network only).",
+    )
+    smtp_tls_ca: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signs the SMTP server's certificate (e.g. the "
+        "hospital's own CA); default: the system's trusted CAs.",
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP login, when needed.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_sender: str = Field(
+        default="kerma@localhost", description="From address of alert e-mails."
+    )
+    smtp_timeout_s: float = Field(default=30.0, description="SMTP connection timeout (s).")
+    alert_default_recipients: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="E-mail addresses (comma-separated) that receive the alerts of a "
+        "rule naming no recipients of its own.",
+    )
+    alert_digest: bool = Field(
+        default=False,
+        description="Send one digest e-mail per recipient per day (the day's alerts) "
+        "instead of one e-mail per alert.",
+    )
+    alert_mail_retry_s: float = Field(
+        default=60.0, description="Delay before the first retry of a failed e-mail (s)."
+    )
+    alert_mail_retry_max_s: float = Field(
+        default=3600.0, description="Longest delay between retries (s); delays double."
+    )
+
+    @field_validator("alert_default_recipients", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: object) -> object:
+        """Accept ``a@x, b@y`` (one string, comma-separated) as well as a list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
 
 def get_settings(**overrides: object) -> Settings:

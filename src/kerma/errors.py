@@ -90,5 +90,21 @@ class NotFoundError(KermaError, LookupError):
     """A requested record does not exist."""
 
 
+class ConflictError(KermaError):
+    """A decision on a conflict (versions of one SOP Instance UID) cannot be applied.
+
+    For example: the version asked for is not held, no reason was given, or the
+    version's archived copy is missing or no longer extracts.
+    """
+
+
 class IngestWarning(UserWarning):
     """A quirky but readable object: raised only by lenient decoding."""
+
+
+class AlertMessageError(KermaError, ValueError):
+    """An alert message (e-mail, significant-event report) cannot be built from its data."""
+
+
+class ReportNotAllowedError(KermaError):
+    """A significant-event report was asked for an alert not notified to the authority."""

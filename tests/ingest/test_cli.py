@@ -415,7 +415,11 @@ class TestListingLimits:
 
 @pytest.fixture
 def rejected_mix(cli, tmp_path: Path) -> Path:
-    """A registry with three kinds of rejects: damaged, not dose, conflicting copy."""
+    """A registry with two kinds of rejects (damaged, not dose) and a conflicting copy.
+
+    The conflicting copy (d-conflict.dcm) is held as a version, not rejected (since
+    0009; ``kerma conflicts``), so the ``conflict`` reason group lists nothing here.
+    """
     folder = tmp_path / "mix"
     folder.mkdir()
     damaged_copy(DICOM_DIR / "CT-RDSR-Siemens-Multi-1.dcm", folder / "a-cut.dcm")
@@ -425,7 +429,8 @@ def rejected_mix(cli, tmp_path: Path) -> Path:
     (folder / "e-notes.json").write_text('{"note": "sidecar"}')
     result = cli("import", str(folder))
     assert result.exit_code == 0, result.output
-    assert "3" in row_of(result.output, "rejected: new")
+    assert "2" in row_of(result.output, "rejected: new")
+    assert "1" in row_of(result.output, "conflict: new version held")
     return folder
 
 
@@ -445,10 +450,10 @@ class TestRejectsCommand:
         [
             ("unreadable", ["a-cut.dcm"]),
             ("not-dose", ["b-esr.dcm"]),
-            ("conflict", ["d-conflict.dcm"]),
+            ("conflict", []),  # held as a version (kerma conflicts), not rejected
             ("other", []),
             ("INCOMPLETE", ["a-cut.dcm"]),  # part of a reason, any case
-            ("Not imported: <file> has the same SOP Instance UID <uid> as", ["d-conflict.dcm"]),
+            ("SR <uid> is not a dose report because", ["b-esr.dcm"]),
         ],
         ids=[
             "group-unreadable",
@@ -469,7 +474,7 @@ class TestRejectsCommand:
         rows = csv_rows(out)
         assert sorted(Path(r["file_name"]).name for r in rows) == expected
         if not expected:
-            assert "No rejected objects match (reason group 'other')." in result.output
+            assert f"No rejected objects match (reason group '{reason}')." in result.output
 
     def test_csv_columns_and_groups(self, cli, rejected_mix: Path, tmp_path: Path) -> None:
         """The CSV has one row per rejected object with its group, UTC time and archive path."""
@@ -490,7 +495,6 @@ class TestRejectsCommand:
         assert groups == {
             "a-cut.dcm": "unreadable",
             "b-esr.dcm": "not-dose",
-            "d-conflict.dcm": "conflict",
         }
         for row in rows:
             assert row["rejected_at"].endswith("+00:00")
@@ -512,7 +516,7 @@ class TestRejectsCommand:
             ).exit_code
             == 0
         )
-        assert len(csv_rows(out)) == 3
+        assert len(csv_rows(out)) == 2
         result = cli("rejects", "--since", str(tomorrow))
         assert f"No rejected objects match (since {tomorrow})." in result.output
         result = cli("rejects", "--until", str(today - dt.timedelta(days=1)))
@@ -543,13 +547,10 @@ class TestRejectsCommand:
             "1 archived file (" in result.output
         )
         assert not paths["a-cut.dcm"].exists()
-        assert paths["b-esr.dcm"].is_file() and paths["d-conflict.dcm"].is_file()
+        assert paths["b-esr.dcm"].is_file()
         after = tmp_path / "after.csv"
         cli("rejects", "--out", str(after))
-        assert sorted(Path(r["file_name"]).name for r in csv_rows(after)) == [
-            "b-esr.dcm",
-            "d-conflict.dcm",
-        ]
+        assert sorted(Path(r["file_name"]).name for r in csv_rows(after)) == ["b-esr.dcm"]
         # the stored reports are untouched
         assert "Studies (1)" in cli("studies").output
 

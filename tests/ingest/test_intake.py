@@ -13,6 +13,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
 from kerma.api import Registry
+from kerma.db.models import RejectedObject
 from kerma.ingest.archive import Archive, ArchivedObject
 from kerma.ingest.pipeline import ImportStatus, SkipKind
 from kerma.ingest.sources import is_dicom, iter_sources
@@ -172,7 +173,11 @@ class TestReasonGroups:
     def test_reasons_the_pipeline_writes_fall_in_their_groups(
         self, registry: Registry, tmp_path: Path
     ) -> None:
-        """Damaged file, non-dose SR, conflicting copy and strict mode: one group each."""
+        """Damaged file, non-dose SR, strict mode, an older conflict rejection: one group each.
+
+        A conflicting copy is held as a version since 0009 (``kerma conflicts``), not
+        rejected; the ``conflict`` group still names the rejections older versions wrote.
+        """
         folder = tmp_path / "in"
         folder.mkdir()
         data = CT_RDSR.read_bytes()
@@ -181,6 +186,24 @@ class TestReasonGroups:
         shutil.copy(DICOM_DIR / "OR1-RF-RDSR-Siemens-Zee_adjusted.dcm", folder / "c-first.dcm")
         shutil.copy(DICOM_DIR / "RF-RDSR-Siemens-Zee.dcm", folder / "d-conflict.dcm")
         registry.import_paths([folder])
+        assert len(registry.conflicts()) == 1  # d-conflict.dcm is held, not rejected
+        legacy = registry.importer.archive.store(b"legacy conflicting copy")
+        with registry.session(write=True) as session:  # as Kerma before 0009 wrote it
+            session.add(
+                RejectedObject(
+                    archive_sha256=legacy.sha256,
+                    archive_path=legacy.relative_path,
+                    file_name="d-conflict.dcm",
+                    reason=(
+                        "Not imported: d-conflict.dcm has the same SOP Instance UID 1.2.3 as "
+                        "an object already in the registry (c-first.dcm, received "
+                        "2026-12-01 10:00) but different content (study_date 2016-05-10 vs "
+                        "2016-05-12). The registry keeps the first copy."
+                    ),
+                    sop_instance_uid="1.2.3",
+                    rejected_at=dt.datetime.now(dt.UTC),
+                )
+            )
         strict = Registry(settings=registry.settings.model_copy(update={"strict": True}))
         try:
             warned = next(

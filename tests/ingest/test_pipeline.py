@@ -272,32 +272,25 @@ def _encode(ds: pydicom.Dataset) -> bytes:
 
 @needs_shared
 class TestConflictingDuplicates:
-    """Same SOP Instance UID, different content: first copy kept, second rejected."""
+    """Same SOP Instance UID, different content: both kept, the first counts until decided."""
 
     ZEE = DICOM_DIR / "RF-RDSR-Siemens-Zee.dcm"
     ZEE_ADJUSTED = DICOM_DIR / "RF-RDSR-Siemens-Zee_adjusted.dcm"
 
-    def test_second_copy_rejected_with_reason_and_archived(self, registry: Registry) -> None:
-        """The adjusted copy is listed in rejects; the registry keeps the first one's values."""
+    def test_second_copy_held_as_version_and_archived(self, registry: Registry) -> None:
+        """The adjusted copy is held as version 2, not rejected; the first one's values count."""
         assert sop_uid(self.ZEE) == sop_uid(self.ZEE_ADJUSTED)
         first = registry.import_paths([self.ZEE])
         assert first.n_imported == 1
         events_before = registry.events(include_non_patient=True)
         summary = registry.import_paths([self.ZEE_ADJUSTED])
-        assert summary.rejected == 1
-        assert summary.already_present == 0
-        rejects = registry.rejects()
-        assert len(rejects) == 1
-        row = rejects.iloc[0]
+        assert (summary.conflicts, summary.rejected, summary.already_present) == (1, 0, 0)
+        assert registry.rejects().empty
         uid = sop_uid(self.ZEE)
-        assert row["sop_instance_uid"] == uid
-        assert row["file_name"] == str(self.ZEE_ADJUSTED)
-        reason = row["reason"]
-        assert f"same SOP Instance UID {uid}" in reason
-        assert str(self.ZEE) in reason
-        assert "different content" in reason
-        assert "new SOP Instance UID" in reason
-        archived = registry.settings.archive_dir / row["archive_path"]
+        detail = registry.conflict(uid)
+        assert [v.source for v in detail.versions] == [str(self.ZEE), str(self.ZEE_ADJUSTED)]
+        assert detail.current_version == 1
+        archived = registry.settings.archive_dir / detail.versions[1].archive_path
         assert archived.read_bytes() == self.ZEE_ADJUSTED.read_bytes()
         with registry.session() as session:
             reports = session.scalars(select(DoseReport)).all()
@@ -318,30 +311,29 @@ class TestConflictingDuplicates:
         assert summary.rejected == 0
         assert registry.rejects().empty
 
-    def test_differing_fields_named_in_reason(self, registry: Registry) -> None:
-        """The reason names the first differing extracted fields and suggests inspect."""
+    def test_differing_fields_named_in_outcome(self, registry: Registry) -> None:
+        """The outcome names the first differing extracted fields and the next command."""
         registry.import_paths([self.ZEE])
-        summary = registry.import_paths([self.ZEE_ADJUSTED])
-        assert summary.rejected == 1
-        reason = registry.rejects().iloc[0]["reason"]
+        outcome = registry.import_bytes(self.ZEE_ADJUSTED.read_bytes(), source="adjusted.dcm")
+        assert outcome.status is ImportStatus.CONFLICT
+        reason = outcome.reason or ""
         # the adjusted copy moves the study two days and gives it another Study UID
         assert "(study_instance_uid " in reason
         assert "; study_date 2016-05-12 vs 2016-05-10)" in reason
-        assert "kerma inspect" in reason
-        assert "re-create the registry" not in reason
+        assert f"kerma conflicts show {sop_uid(self.ZEE)}" in reason
 
     def test_real_byte_difference_in_event_comment_is_a_conflict(self, registry: Registry) -> None:
-        """OR1-...-Zee_adjusted differs from Zee_adjusted only in an event comment: rejected."""
+        """OR1-...-Zee_adjusted differs from Zee_adjusted only in an event comment: held."""
         other = DICOM_DIR / "OR1-RF-RDSR-Siemens-Zee_adjusted.dcm"
         assert sop_uid(other) == sop_uid(self.ZEE_ADJUSTED)
         registry.import_paths([self.ZEE_ADJUSTED])
         summary = registry.import_paths([other])
-        assert (summary.rejected, summary.already_present) == (1, 0)
-        reason = registry.rejects().iloc[0]["reason"]
+        assert (summary.conflicts, summary.rejected, summary.already_present) == (1, 0, 0)
+        [(name, values)] = registry.conflict(sop_uid(other)).differences
         # the scene name reads "FL - Ang" in one copy and "FLå Ang" in the other
-        assert "(event 1 comment " in reason
-        assert "FL - Ang" in reason
-        assert "FLå Ang" in reason
+        assert name == "event 1 comment"
+        assert "FL - Ang" in values[0]
+        assert "FLå Ang" in values[1]
 
     @pytest.mark.parametrize(
         "transfer_syntax",
@@ -383,13 +375,14 @@ class TestConflictingDuplicates:
         summary = registry.import_bytes(_encode(ds), source="resent")
         assert summary.status is ImportStatus.ALREADY_PRESENT
 
-    def test_reprocess_keeps_the_conflict_rejected(self, registry: Registry) -> None:
-        """Reprocessing counts the conflicting copy as still rejected."""
+    def test_reprocess_keeps_the_versions(self, registry: Registry) -> None:
+        """Reprocessing leaves the held version and the open conflict as they are."""
         registry.import_paths([self.ZEE, self.ZEE_ADJUSTED])
         summary = registry.reprocess()
-        assert summary.rejected_still == 1
-        assert summary.rejected_now_imported == 0
-        assert len(registry.rejects()) == 1
+        assert (summary.rejected_still, summary.rejected_now_imported) == (0, 0)
+        assert registry.rejects().empty
+        detail = registry.conflict(sop_uid(self.ZEE))
+        assert (len(detail.versions), detail.is_open, detail.current_version) == (2, True, 1)
 
 
 @needs_shared

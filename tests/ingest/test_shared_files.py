@@ -82,6 +82,9 @@ class TestImportSharedFiles:
         # the same rejects are not reported again as new
         assert (first.rejected_new, first.rejected_already_listed) == (first.rejected, 0)
         assert (second.rejected_new, second.rejected_already_listed) == (0, first.rejected)
+        # the conflicting copies are held once: the second run adds no version
+        assert (first.conflicts, first.conflicts_already_held) == (2, 0)
+        assert (second.conflicts, second.conflicts_already_held) == (2, 2)
 
     def test_second_run_leaves_the_same_studies_and_events(self, shared_import) -> None:
         """Studies and current events are identical after the second run."""
@@ -127,31 +130,35 @@ class TestImportSharedFiles:
         for path in non_dicom:
             assert f"{hashlib.sha256(path.read_bytes()).hexdigest()}.dcm" not in archived
 
-    def test_non_dose_and_conflicting_files_are_rejected_and_archived(self, shared_import) -> None:
-        """ESR_non-dose.dcm and two conflicting copies are rejected, listed and archived."""
+    def test_non_dose_rejected_and_conflicting_copies_held(self, shared_import) -> None:
+        """ESR_non-dose.dcm is rejected; two conflicting copies are held as versions."""
         reg, settings = shared_import.registry, shared_import.settings
         rejects = reg.rejects()
-        # 1: ESR_non-dose.dcm; + 2: RF-RDSR-Siemens-Zee.dcm and RF-RDSR-Siemens-Zee_adjusted.dcm
-        # share their SOP Instance UID with OR1-RF-RDSR-Siemens-Zee_adjusted.dcm (imported
-        # first, in name order) and differ from it in what Kerma extracts (study date and
-        # Study Instance UID; the bytes of the scene name in event 1's comment, "FL - Ang"
-        # vs "FLå Ang"), so they are conflicting duplicates: rejected and listed. Copies
-        # are compared by extracted content, not dataset equality, since a change of
-        # transfer syntax alone is not a conflict (issue: false conflicts).
-        assert len(rejects) == 1 + 2 == shared_import.first.rejected
+        # 1 reject: ESR_non-dose.dcm. RF-RDSR-Siemens-Zee.dcm and
+        # RF-RDSR-Siemens-Zee_adjusted.dcm share their SOP Instance UID with
+        # OR1-RF-RDSR-Siemens-Zee_adjusted.dcm (imported first, in name order) and differ
+        # from it in what Kerma extracts (study date and Study Instance UID; the bytes of
+        # the scene name in event 1's comment, "FL - Ang" vs "FLå Ang"): since issue #11
+        # they are held as versions 2 and 3 and the study is in conflict, not rejected.
+        # Copies are compared by extracted content, not dataset equality, since a change
+        # of transfer syntax alone is not a conflict (issue: false conflicts).
+        assert len(rejects) == 1 == shared_import.first.rejected
         assert shared_import.first.already_present == 0
-        conflicts = rejects[rejects["reason"].str.contains("same SOP Instance UID")]
-        assert sorted(Path(f).name for f in conflicts["file_name"]) == [
+        [conflict] = reg.conflicts()
+        detail = reg.conflict(conflict.sop_instance_uid)
+        assert [Path(v.source or "").name for v in detail.versions] == [
+            "OR1-RF-RDSR-Siemens-Zee_adjusted.dcm",
             "RF-RDSR-Siemens-Zee.dcm",
             "RF-RDSR-Siemens-Zee_adjusted.dcm",
         ]
-        assert conflicts["reason"].str.contains("OR1-RF-RDSR-Siemens-Zee_adjusted.dcm").all()
-        by_name = {
-            Path(f).name: r
-            for f, r in zip(conflicts["file_name"], conflicts["reason"], strict=True)
-        }
-        assert "; study_date 2016-05-10 vs 2016-05-12;" in by_name["RF-RDSR-Siemens-Zee.dcm"]
-        assert "(event 1 comment " in by_name["RF-RDSR-Siemens-Zee_adjusted.dcm"]
+        assert detail.current_version == 1 and detail.is_open
+        fields = dict(detail.differences)
+        assert fields["study_date"] == ["2016-05-10", "2016-05-12", "2016-05-10"]
+        assert "event 1 comment" in fields
+        in_conflict = reg.studies(include_non_patient=True, has_conflict=True)
+        assert in_conflict["study_id"].tolist() == [detail.study_id]
+        for version in detail.versions:
+            assert (settings.archive_dir / version.archive_path).is_file()
         esr = rejects[rejects["file_name"].str.endswith("ESR_non-dose.dcm")]
         assert len(esr) == 1
         assert "not a dose report" in esr["reason"].iloc[0]

@@ -234,9 +234,22 @@ def import_(
     table.add_row("already present", str(summary.already_present))
     table.add_row("superseded on arrival (older report)", str(summary.superseded))
     table.add_row("earlier reports superseded", str(summary.replaced))
+    table.add_row(
+        "conflict: new version held", str(summary.conflicts - summary.conflicts_already_held)
+    )
+    table.add_row("conflict: version already held", str(summary.conflicts_already_held))
     table.add_row("rejected: new", str(summary.rejected_new))
     table.add_row("rejected: already listed", str(summary.rejected_already_listed))
     console.print(table)
+    if summary.conflicts:
+        new_versions = summary.conflicts - summary.conflicts_already_held
+        console.print(
+            f"conflicts: {new_versions} new, {summary.conflicts_already_held} already held. "
+            "Copies of stored SOP Instance UIDs with other content are kept as versions and "
+            "their studies marked in conflict; compare and decide with "
+            "[bold]kerma conflicts list[/bold] / [bold]show[/bold] / [bold]resolve[/bold].",
+            highlight=False,
+        )
     if not_dicom:
         console.print(
             f"skipped {_count(not_dicom, 'non-DICOM file')} (not archived, not listed)",
@@ -641,6 +654,7 @@ def reprocess() -> None:
     table.add_row("dose reports the current extractors reject (kept)", str(result.reports_failing))
     table.add_row("rejected objects now imported", str(result.rejected_now_imported))
     table.add_row("rejected objects still rejected", str(result.rejected_still))
+    table.add_row("conflicting copies now held as versions", str(result.rejected_now_held))
     table.add_row("missing from the archive", str(result.missing_from_archive))
     console.print(table)
 

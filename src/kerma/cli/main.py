@@ -44,11 +44,13 @@ COMMAND_MODULES = (
     "kerma.cli.inspect",
     "kerma.cli.ingest",
     "kerma.cli.registry",
+    "kerma.cli.conflicts",
     "kerma.cli.db",
     "kerma.cli.demo",
     "kerma.cli.net",
     "kerma.cli.analysis",
     "kerma.cli.skin",
+    "kerma.cli.alerts_mail",
     "kerma.cli.serve",
 )
 
@@ -62,6 +64,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "reprocess": ("kerma.cli.ingest",),
     "studies": ("kerma.cli.registry", "kerma.cli.ingest"),
     "summary": ("kerma.cli.registry", "kerma.cli.ingest"),
+    "conflicts": ("kerma.cli.conflicts",),
     "db": ("kerma.cli.db",),
     "demo": ("kerma.cli.demo",),
     "listen": ("kerma.cli.net",),
@@ -71,6 +74,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "stats": ("kerma.cli.analysis",),
     "cumulative": ("kerma.cli.analysis",),
     "skin-dose": ("kerma.cli.skin",),
+    "alerts": ("kerma.cli.alerts_mail",),
     "serve": ("kerma.cli.serve",),
 }
 

@@ -215,8 +215,12 @@ def build_filter(
     sex: str | None = None,
     dose: str | None = None,
     include_non_patient: bool = False,
+    conflicts: bool = False,
 ) -> StudyFilter:
-    """Return the :class:`~kerma.db.filters.StudyFilter` of the command-line options."""
+    """Return the :class:`~kerma.db.filters.StudyFilter` of the command-line options.
+
+    ``conflicts`` selects only the studies in conflict (``has_conflict``).
+    """
     age_band = parse_band(age, "years") or (None, None)
     weight_band = parse_band(weight, "kg") or (None, None)
     dose_range = parse_dose_range(dose) or (None, None, None)
@@ -237,6 +241,7 @@ def build_filter(
         dose_min=dose_range[1],
         dose_max=dose_range[2],
         include_non_patient=include_non_patient,
+        has_conflict=True if conflicts else None,
     )
 
 
@@ -312,6 +317,14 @@ def studies(
     sex: SexOpt = None,
     dose: DoseOpt = None,
     include_non_patient: NonPatientOpt = False,
+    conflicts: Annotated[
+        bool,
+        typer.Option(
+            "--conflicts",
+            help="Only studies in conflict: a report's SOP Instance UID arrived again with "
+            "other content and both versions are held (see kerma conflicts).",
+        ),
+    ] = False,
     limit: Annotated[
         int, typer.Option("--limit", "-n", min=0, help="Newest rows to show (0 = all).")
     ] = 50,
@@ -347,6 +360,7 @@ def studies(
         sex=sex,
         dose=dose,
         include_non_patient=include_non_patient,
+        conflicts=conflicts,
     )
     registry = open_registry()
     try:
@@ -378,11 +392,20 @@ def studies(
         for name, heading in STUDY_TABLE
         if heading is not None or any(r.get(name) is not None for r in rows)
     ]
+    if any(r.get("has_conflict") for r in rows):
+        columns.append(("has_conflict", "conflict"))
     for _, heading in columns:
         table.add_column(heading, overflow="fold")
     for row in rows:
-        table.add_row(*(escape(fmt(display(name, row.get(name)))) for name, _ in columns))
+        table.add_row(*(escape(_cell(name, row)) for name, _ in columns))
     console.print(table)
+
+
+def _cell(name: str, row: Any) -> str:
+    """Return one cell of the ``kerma studies`` table (a conflict shows as ``open``)."""
+    if name == "has_conflict":
+        return "open (totals unconfirmed)" if row.get(name) else ""
+    return fmt(display(name, row.get(name)))
 
 
 def summary(

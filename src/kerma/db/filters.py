@@ -124,6 +124,10 @@ class StudyFilter:
         study without the value is left out when a range is given.
     include_non_patient : bool
         Include QA and phantom studies (default ``False``).
+    has_conflict : bool or None
+        ``True``: only studies in conflict (a report's SOP Instance UID is held in
+        several versions, undecided; ``study.has_conflict``); ``False``: only those not
+        in conflict; ``None`` (default): both.
 
     Raises
     ------
@@ -149,6 +153,7 @@ class StudyFilter:
     dose_min: float | None = None
     dose_max: float | None = None
     include_non_patient: bool = field(default=False)
+    has_conflict: bool | None = None
 
     def __post_init__(self) -> None:
         """Normalise the fields (strings to tuples and dates) and check them."""
@@ -269,6 +274,8 @@ def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
             conditions.append(column <= flt.dose_max)
     if not flt.include_non_patient:
         conditions.append(s.is_non_patient.is_(False))
+    if flt.has_conflict is not None:
+        conditions.append(s.has_conflict.is_(bool(flt.has_conflict)))
     return conditions
 
 

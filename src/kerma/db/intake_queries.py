@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
-from kerma.db.models import DoseReport, IgnoredObject, RejectedObject
+from kerma.db.models import DoseReport, IgnoredObject, RejectedObject, ReportVersion
 
 #: Largest number of values in one SQL ``IN (...)`` list (SQLite's default limit on
 #: host parameters is 32,766; PostgreSQL's 65,535).
@@ -207,13 +207,16 @@ def delete_rejected_objects(session: Session, *, ids: Sequence[int]) -> int:
 
 
 def stored_archive_sha256s(session: Session, *, sha256s: Collection[str]) -> set[str]:
-    """Return those of the given archive SHA-256s that a stored dose report uses."""
+    """Return those of the given archive SHA-256s that a stored dose report uses.
+
+    A version held of a report in conflict (``report_version``) uses its bytes too.
+    """
     found: set[str] = set()
     values = list(sha256s)
     for start in range(0, len(values), MAX_IN_VALUES):
         chunk = values[start : start + MAX_IN_VALUES]
-        stmt = select(DoseReport.archive_sha256).where(DoseReport.archive_sha256.in_(chunk))
-        found.update(session.scalars(stmt))
+        for column in (DoseReport.archive_sha256, ReportVersion.archive_sha256):
+            found.update(session.scalars(select(column).where(column.in_(chunk))))
     return found
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -137,6 +138,12 @@ class Study(Base):
     patient_weight_kg: Mapped[float | None] = mapped_column(Float)
     patient_size_m: Mapped[float | None] = mapped_column(Float)
     is_non_patient: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: a report of the study has an undecided conflict: another copy of its SOP Instance
+    #: UID with different content is held (``report_conflict``); the totals use the
+    #: current (unconfirmed) version until a user or the conflict rule decides
+    has_conflict: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), index=True
+    )
     standard_exam: Mapped[str | None] = mapped_column(String, index=True)
     standard_exam_rule: Mapped[str | None] = mapped_column(String)
     #: fingerprint of the exam rules the stored mapping was made with
@@ -476,3 +483,120 @@ class SkinDoseEstimate(Base):
     map_path: Mapped[str | None] = mapped_column(String)
     dose_report_sop_instance_uid: Mapped[str | None] = mapped_column(UID)
     computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AlertOutbox(Base):
+    """One alert e-mail to one recipient: queued at alert time, sent after commit.
+
+    Unique per ``(alert_id, recipient)``: an alert is mailed once to each recipient,
+    whatever re-evaluation, re-import or view follows. ``message`` is the alert as
+    :meth:`kerma.services.alert_notify.AlertMessage.to_dict` gives it (rule, values,
+    threshold and source, device, date, Study Instance UID, pseudonym; never a patient
+    name, ID or birth date). ``status`` is ``pending`` until the server accepted the
+    message (``sent``). A failed attempt counts ``attempts``, keeps ``last_error`` and
+    moves ``next_attempt_at`` by a doubling delay. ``digest_day`` is the local day of
+    the alert, by which the daily digest groups rows.
+    """
+
+    __tablename__ = "alert_outbox"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "recipient"),
+        Index("ix_alert_outbox_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(Integer, index=True)
+    recipient: Mapped[str] = mapped_column(String(320))  # RFC 5321 4.5.3.1 path limit
+    subject: Mapped[str] = mapped_column(Text)
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    digest_day: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReportConflict(Base):
+    """Copies of one SOP Instance UID with different content: the versions are held.
+
+    Opened when an object arrives whose SOP Instance UID is stored already with other
+    extracted content (``docs/registry.md``, "Conflicts"). ``dose_report`` keeps the
+    current version's values (the first copy until a decision); every version, the
+    first included, is a ``report_version`` row. ``is_open`` while undecided; a new
+    version arriving after a decision opens it again.
+    """
+
+    __tablename__ = "report_conflict"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    dose_report_id: Mapped[int] = mapped_column(
+        ForeignKey("dose_report.id", ondelete="CASCADE"), index=True
+    )
+    is_open: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    versions: Mapped[list[ReportVersion]] = relationship(
+        back_populates="conflict", order_by="ReportVersion.version", cascade="all, delete-orphan"
+    )
+
+
+class ReportVersion(Base):
+    """One version (distinct extracted content) of a SOP Instance UID in conflict.
+
+    ``content`` is the extracted record (:meth:`kerma.records.DoseReport.to_dict`) of
+    the archived object ``archive_sha256``; ``transport`` says how it arrived
+    (``file``, ``c-store``, ``c-get``, ``stow-rs``, ``wado-rs``, ``other``) and
+    ``calling_ae_title`` the peer's AE title for a DICOM association. Exactly one
+    version of a conflict ``is_current``: the one ``dose_report`` holds.
+    """
+
+    __tablename__ = "report_version"
+    __table_args__ = (
+        UniqueConstraint("conflict_id", "version"),
+        UniqueConstraint("conflict_id", "archive_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conflict_id: Mapped[int] = mapped_column(
+        ForeignKey("report_conflict.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    is_current: Mapped[bool] = mapped_column(Boolean, default=False)
+    archive_sha256: Mapped[str] = mapped_column(SHA256_HEX)
+    archive_path: Mapped[str] = mapped_column(String)
+    source: Mapped[str | None] = mapped_column(String)
+    transport: Mapped[str] = mapped_column(String(16))
+    calling_ae_title: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    study_instance_uid: Mapped[str | None] = mapped_column(UID)
+    device_observer_uid: Mapped[str | None] = mapped_column(UID)
+    patient_pseudonym: Mapped[str | None] = mapped_column(SHA256_HEX)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    conflict: Mapped[ReportConflict] = relationship(back_populates="versions")
+
+
+class ConflictDecision(Base):
+    """One decision on a conflict: which version was kept, by whom, when and why.
+
+    Append-only: rows are only ever inserted (the migration adds triggers that refuse
+    UPDATE and DELETE on SQLite and PostgreSQL), so the log shows every decision,
+    overridden ones included. ``method`` is ``user`` or ``rule``; for a rule,
+    ``decided_by`` is ``rule:<name>``.
+    """
+
+    __tablename__ = "conflict_decision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    version_kept: Mapped[int] = mapped_column(Integer)
+    version_before: Mapped[int] = mapped_column(Integer)
+    archive_sha256_kept: Mapped[str] = mapped_column(SHA256_HEX)
+    method: Mapped[str] = mapped_column(String(8))
+    decided_by: Mapped[str] = mapped_column(String)
+    reason: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

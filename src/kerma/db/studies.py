@@ -84,6 +84,7 @@ STUDY_LISTING: dict[str, Any] = {
     "dose_rp_total_plane_b_gy": Study.dose_rp_total_plane_b_gy,
     "ssde_reference": Study.ssde_reference,
     "effective_dose_reference": Study.effective_dose_reference,
+    "has_conflict": Study.has_conflict,
 }
 
 #: Columns of :func:`list_studies` rows, in order.

@@ -7,12 +7,14 @@ counters (:class:`ImportSummary`), so memory does not grow with the number of ob
 
 Outcomes: ``imported``; ``superseded`` (stored, but an existing report already holds
 all its irradiation events); ``already-present`` (same SOP Instance UID and the same
-content: no-op); ``rejected`` (with a reason, kept in the archive, listed in
-``rejected_object``), which includes a *conflicting duplicate* (same SOP Instance UID as
-a stored report but different extracted content, e.g. another study date: the first
-copy stays in the registry, the new one is archived and listed so a physicist hears of
-it; a copy that differs only in encoding, such as another transfer syntax, is
-``already-present``); ``ignored`` (only with
+content: no-op); ``conflict`` (same SOP Instance UID as a stored report but different
+extracted content, e.g. another study date or dose value: the copy is archived and held
+as a *version* of the report, ``report_version``, and the study marked as in conflict;
+the registry keeps counting the current version, the first one received, until a user
+or the conflict rule decides; a copy that differs only in encoding, such as another
+transfer syntax, is ``already-present``, and a version already held is not added
+again); ``rejected`` (with a reason, kept in the archive, listed in
+``rejected_object``); ``ignored`` (only with
 ``keep_non_dose=False``: a readable object without dose information, not archived,
 listed in ``ignored_object`` with where it came from); ``skipped`` (not kept, not
 listed: a file that is not DICOM at all, such as a sidecar JSON file or notes in an
@@ -61,19 +63,27 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kerma import __version__
 from kerma.config import Settings
+from kerma.db import conflicts as conflict_queries
 from kerma.db import queries
 from kerma.db.models import DoseReport as DoseReportRow
 from kerma.db.models import IrradiationEvent as EventRow
-from kerma.db.models import RejectedObject, Study
+from kerma.db.models import RejectedObject, ReportConflict, ReportVersion, Study
 from kerma.db.session import session_scope
 from kerma.dicom.extract import read_and_extract
 from kerma.dicom.reader import DicomObject
 from kerma.dicom.size import PatientSize, is_ct_image, measure_patient_size
-from kerma.errors import IngestWarning
+from kerma.errors import ConflictError, IngestWarning, NotFoundError
 from kerma.ingest.archive import Archive, ArchivedObject, sha256_of
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
 from kerma.ingest.sources import is_dicom, iter_sources
+from kerma.ingest.versions import (
+    RULE_DECIDER,
+    ConflictRule,
+    VersionOrigin,
+    device_versions,
+    transport_of,
+)
 from kerma.records import EVENT_SCALAR_FIELDS, DoseReport, PatientIdentity, Rejection
 
 logger = logging.getLogger(__name__)
@@ -123,6 +133,7 @@ class ImportStatus(StrEnum):
     IMPORTED = "imported"
     SUPERSEDED = "superseded"
     ALREADY_PRESENT = "already-present"
+    CONFLICT = "conflict"
     REJECTED = "rejected"
     IGNORED = "ignored"
     SKIPPED = "skipped"
@@ -163,7 +174,10 @@ class ImportOutcome:
         Earlier reports of the study that this one superseded.
     already_listed : bool
         For a rejection: the same bytes were already listed as rejected (an import
-        of the same file again), so this is not a new rejection.
+        of the same file again), so this is not a new rejection. For a conflict: the
+        version was held already (same bytes or same content), none was added.
+    version : int or None
+        For a conflict: the version number the object is held as.
     """
 
     source: str
@@ -178,14 +192,16 @@ class ImportOutcome:
     number_of_events: int = 0
     superseded_reports: int = 0
     already_listed: bool = False
+    version: int | None = None
 
     @property
     def is_stored(self) -> bool:
-        """Whether the object is in the registry after this call."""
+        """Whether the object is in the registry after this call (held versions count)."""
         return self.status in {
             ImportStatus.IMPORTED,
             ImportStatus.SUPERSEDED,
             ImportStatus.ALREADY_PRESENT,
+            ImportStatus.CONFLICT,
         }
 
 
@@ -236,6 +252,11 @@ class ImportSummary:
         Objects neither kept nor listed, by :class:`SkipKind`: files that are not
         DICOM at all (``not-dicom``), dose objects of a modality not asked for
         (``other-modality``).
+    conflicts : int
+        Objects held as a version of a stored SOP Instance UID with other content
+        (new versions and those held already).
+    conflicts_already_held : int
+        Of those, objects whose version was held already (no version added).
     """
 
     objects_read: int = 0
@@ -251,6 +272,8 @@ class ImportSummary:
     rejection_examples: list[tuple[str, str]] = field(default_factory=list)
     ignored: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    conflicts: int = 0
+    conflicts_already_held: int = 0
 
     @property
     def n_imported(self) -> int:
@@ -277,6 +300,10 @@ class ImportSummary:
                 self.superseded += 1
         elif outcome.status is ImportStatus.ALREADY_PRESENT:
             self.already_present += 1
+        elif outcome.status is ImportStatus.CONFLICT:
+            self.conflicts += 1
+            if outcome.already_listed:
+                self.conflicts_already_held += 1
         elif outcome.status is ImportStatus.IGNORED:
             self.ignored += 1
         elif outcome.status is ImportStatus.SKIPPED:
@@ -308,6 +335,8 @@ class ReprocessSummary:
         Previously rejected objects that now import (their rejection is cleared).
     rejected_still : int
         Previously rejected objects still rejected (reason updated).
+    rejected_now_held : int
+        Previously rejected conflicting copies (Kerma before 0009) now held as versions.
     missing_from_archive : int
         Rows whose archived file is missing.
     """
@@ -316,6 +345,7 @@ class ReprocessSummary:
     reports_failing: int = 0
     rejected_now_imported: int = 0
     rejected_still: int = 0
+    rejected_now_held: int = 0
     missing_from_archive: int = 0
 
 
@@ -755,53 +785,56 @@ class Importer:
             reason=item.reason,
         )
 
-    def _conflict_reason(
+    def _differences(
         self,
-        existing: DoseReportRow,
+        stored: dict[str, Any] | None,
+        stored_pseudonym: str | None,
         item: _Extracted,
-        archived: ArchivedObject,
-        source: str,
-    ) -> str | None:
-        """Return why a copy of a stored SOP Instance UID is rejected, or ``None`` if equal.
+    ) -> list[str]:
+        """Return how a new copy differs from a stored version (empty: the same object).
 
         The copies are compared by what Kerma extracts from them, not byte for byte or
         element by element: the new copy's record (``DoseReport.to_dict()``) against the
-        stored report's ``content``, leaving out what describes the file or its transfer
+        stored ``content``, leaving out what describes the file or its transfer
         (``file``, ``status`` and the reading ``warnings``, which depend on the transfer
         syntax and VR encoding; a warning that matters changes a value). The same object
         sent in another transfer syntax (e.g. ``storescu -xi``, Implicit VR Little
         Endian, where private elements become UN) is therefore the same object. A
         different patient (pseudonym of Patient ID and issuer) is a difference too.
+        """
+        new = _comparable(item.report.to_dict())
+        differences = _content_differences(_comparable(stored or {}), new)
+        if item.pseudonym and stored_pseudonym and stored_pseudonym != item.pseudonym:
+            differences.insert(0, "patient (pseudonymised Patient ID and issuer)")
+        return differences
 
-        When the stored ``content`` was written by another extractor version, the first
+    def _current_content(self, existing: DoseReportRow) -> dict[str, Any] | None:
+        """Return the stored report's record, re-extracted when another extractor wrote it.
+
+        When the stored ``content`` was written by another extractor version, the stored
         copy is re-extracted from the archive so that both sides come from this version.
         """
-        if existing.archive_sha256 == archived.sha256:
-            return None
-        new = _comparable(item.report.to_dict())
         stored: dict[str, Any] | None = existing.content
         if existing.extractor_version != EXTRACTOR_VERSION or stored is None:
             stored = self._stored_content(existing) or stored
-        differences = _content_differences(_comparable(stored or {}), new)
-        patient = existing.study.patient if existing.study is not None else None
-        if item.pseudonym and patient is not None and patient.pseudonym != item.pseudonym:
-            differences.insert(0, "patient (pseudonymised Patient ID and issuer)")
-        if not differences:
-            return None
+        return stored
+
+    @staticmethod
+    def _conflict_reason(
+        existing: DoseReportRow, differences: list[str], source: str, version: int
+    ) -> str:
+        """Return what the outcome of a held version says (the differing fields named)."""
         shown = "; ".join(differences[:MAX_DIFFERENCES_SHOWN])
         if len(differences) > MAX_DIFFERENCES_SHOWN:
             shown += f"; and {len(differences) - MAX_DIFFERENCES_SHOWN} more"
         first = existing.source or existing.archive_path
-        received = existing.received_at.strftime("%Y-%m-%d %H:%M") if existing.received_at else "?"
         return (
-            f"Not imported: {source} has the same SOP Instance UID {existing.sop_instance_uid} "
-            f"as an object already in the registry ({first}, received {received}) but "
-            f"different content ({shown}). The registry keeps the first copy; this copy is "
-            f"kept in the archive ({archived.relative_path}; the first copy is "
-            f"{existing.archive_path}). First check both copies with 'kerma inspect' (the "
-            "archive paths are relative to KERMA_ARCHIVE_DIR). A corrected object should "
-            "carry a new SOP Instance UID: if this copy is the corrected one, have the "
-            "device or PACS send it again with a new SOP Instance UID."
+            f"Held as version {version}: {source} has the same SOP Instance UID "
+            f"{existing.sop_instance_uid} as the report in the registry ({first}) but "
+            f"different content ({shown}). Both versions are kept and the study is in "
+            "conflict; its totals use the current version until a decision. Compare them "
+            f"with 'kerma conflicts show {existing.sop_instance_uid}' and decide with "
+            "'kerma conflicts resolve'."
         )
 
     def _stored_content(self, existing: DoseReportRow) -> dict[str, Any] | None:
@@ -892,13 +925,29 @@ class Importer:
         archived: ArchivedObject,
         source: str,
     ) -> ImportOutcome:
-        """Return ``already-present`` for a copy of a stored object, or reject a conflict.
+        """Return ``already-present`` for a copy of a stored object, or hold a new version.
 
-        A conflicting copy (same SOP Instance UID, different content) is recorded in
-        ``rejected_object`` with the reason, in ``session``; the stored copy is kept.
+        A copy whose extracted content equals the current version (or, when the UID is
+        in conflict, any held version) adds nothing. Otherwise the copy is held as a new
+        ``report_version``, the conflict opened (its first version made from the stored
+        report) and the study marked; the registry keeps counting the current version.
+        With ``KERMA_CONFLICT_RULE=prefer-device-association`` the rule then decides
+        (:meth:`_apply_rule`). All in ``session``.
         """
-        reason = self._conflict_reason(existing, item, archived, source)
-        if reason is None:
+        conflict_queries.lock_report(session, dose_report_id=existing.id)
+        conflict = conflict_queries.get_conflict(
+            session, sop_instance_uid=existing.sop_instance_uid
+        )
+        same_bytes = existing.archive_sha256 == archived.sha256
+        patient = existing.study.patient if existing.study is not None else None
+        differences = (
+            []
+            if same_bytes
+            else self._differences(
+                self._current_content(existing), patient.pseudonym if patient else None, item
+            )
+        )
+        if not differences:
             return ImportOutcome(
                 source,
                 ImportStatus.ALREADY_PRESENT,
@@ -908,30 +957,342 @@ class Importer:
                 dose_report_id=existing.id,
                 study_id=existing.study_id,
             )
-        listed = queries.get_rejected_object(session, sha256=archived.sha256) is not None
-        queries.add_rejected_object(
-            session,
-            sha256=archived.sha256,
-            archive_path=archived.relative_path,
-            file_name=source,
-            reason=reason,
-            sop_class_uid=item.report.sop_class_uid,
-            sop_instance_uid=existing.sop_instance_uid,
-        )
-        logger.warning(
-            "conflicting copy of %s rejected (stored copy kept)", existing.sop_instance_uid
-        )
+        held = self._held_version(conflict, item, archived) if conflict is not None else None
+        if held is None:
+            if conflict is None:
+                conflict = self._open_conflict(session, existing)
+            held = self._add_version(session, conflict, item, archived, source)
+            conflict.is_open = True
+            existing.study.has_conflict = True
+            already = False
+            logger.warning(
+                "conflicting copy of %s held as version %d; study %s in conflict",
+                existing.sop_instance_uid,
+                held.version,
+                existing.study_id,
+            )
+            self._apply_rule(session, conflict, existing, {held.version: item})
+        else:
+            already = True
+        queries.delete_rejected_object(session, sha256=archived.sha256)  # held, not rejected
         return ImportOutcome(
             source,
-            ImportStatus.REJECTED,
+            ImportStatus.CONFLICT,
             sop_instance_uid=existing.sop_instance_uid,
             kind=str(item.report.kind),
             modality=item.report.study.modality,
-            reason=reason,
+            reason=self._conflict_reason(existing, differences, source, held.version),
             archive_sha256=archived.sha256,
+            dose_report_id=existing.id,
             study_id=existing.study_id,
-            already_listed=listed,
+            number_of_events=len(item.report.events),
+            already_listed=already,
+            version=held.version,
         )
+
+    def _held_version(
+        self, conflict: ReportConflict, item: _Extracted, archived: ArchivedObject
+    ) -> ReportVersion | None:
+        """Return the held version of the same bytes or the same content, or ``None``."""
+        for version in conflict.versions:
+            if version.archive_sha256 == archived.sha256:
+                return version
+        for version in conflict.versions:
+            if not self._differences(version.content, version.patient_pseudonym, item):
+                return version
+        return None
+
+    def _open_conflict(self, session: Session, existing: DoseReportRow) -> ReportConflict:
+        """Open the conflict of a stored report: its current content becomes version 1."""
+        conflict = conflict_queries.add_conflict(
+            session, report=existing, opened_at=dt.datetime.now(dt.UTC)
+        )
+        content = _clean(self._current_content(existing) or {})
+        patient = existing.study.patient if existing.study is not None else None
+        transport, ae_title = transport_of(existing.source)
+        conflict_queries.add_version(
+            session,
+            conflict=conflict,
+            is_current=True,
+            archive_sha256=existing.archive_sha256,
+            archive_path=existing.archive_path,
+            source=existing.source,
+            transport=str(transport),
+            calling_ae_title=ae_title,
+            received_at=existing.received_at,
+            study_instance_uid=(content.get("study") or {}).get("study_instance_uid")
+            or existing.study.study_instance_uid,
+            device_observer_uid=(content.get("device") or {}).get("device_observer_uid"),
+            patient_pseudonym=patient.pseudonym if patient is not None else None,
+            content=content,
+        )
+        return conflict
+
+    def _add_version(
+        self,
+        session: Session,
+        conflict: ReportConflict,
+        item: _Extracted,
+        archived: ArchivedObject,
+        source: str,
+    ) -> ReportVersion:
+        """Hold a new copy as the next version of ``conflict`` (not current)."""
+        report = item.report
+        transport, ae_title = transport_of(source)
+        return conflict_queries.add_version(
+            session,
+            conflict=conflict,
+            is_current=False,
+            archive_sha256=archived.sha256,
+            archive_path=archived.relative_path,
+            source=source,
+            transport=str(transport),
+            calling_ae_title=ae_title,
+            received_at=dt.datetime.now(dt.UTC),
+            study_instance_uid=report.study.study_instance_uid,
+            device_observer_uid=report.device.device_observer_uid,
+            patient_pseudonym=item.pseudonym,
+            content=_clean(report.to_dict()),
+        )
+
+    def _apply_rule(
+        self,
+        session: Session,
+        conflict: ReportConflict,
+        row: DoseReportRow,
+        extracted: dict[int, _Extracted],
+    ) -> bool:
+        """Let ``KERMA_CONFLICT_RULE`` decide an open conflict; return whether it did.
+
+        ``prefer-device-association`` keeps the one version that arrived by C-STORE from
+        the study's device (:func:`kerma.ingest.versions.device_versions`) and logs the
+        decision; with none or several such versions, or with ``manual``, the conflict
+        stays open for a user. ``extracted`` holds records already extracted, by version.
+        """
+        if self.settings.conflict_rule != ConflictRule.PREFER_DEVICE_ASSOCIATION:
+            return False
+        device = row.study.device
+        origins = [
+            VersionOrigin(v.version, v.transport, v.calling_ae_title, v.device_observer_uid)
+            for v in conflict.versions
+        ]
+        chosen = device_versions(
+            origins,
+            device_observer_uid=device.device_observer_uid,
+            station_name=device.station_name,
+        )
+        if len(chosen) != 1:
+            logger.info(
+                "conflict of %s left open: %d versions from the device's association",
+                conflict.sop_instance_uid,
+                len(chosen),
+            )
+            return False
+        version = chosen[0]
+        how = next(v for v in conflict.versions if v.version == version)
+        reason = (
+            f"version {version} arrived by C-STORE from the study's device "
+            f"({how.calling_ae_title or 'AE title not known'}; Device Observer UID "
+            f"{how.device_observer_uid or 'not given'}); the other versions did not "
+            "(KERMA_CONFLICT_RULE=prefer-device-association)"
+        )
+        self._keep_version(
+            session,
+            conflict,
+            row,
+            version,
+            method="rule",
+            decided_by=RULE_DECIDER,
+            reason=reason,
+            extracted=extracted.get(version),
+        )
+        return True
+
+    def _keep_version(
+        self,
+        session: Session,
+        conflict: ReportConflict,
+        row: DoseReportRow,
+        version: int,
+        *,
+        method: str,
+        decided_by: str,
+        reason: str,
+        extracted: _Extracted | None = None,
+    ) -> set[int]:
+        """Make ``version`` the current one, close the conflict and log the decision.
+
+        When it is not the current version, the report row is rebuilt from the version's
+        archived object (values, events, study; the study's attributes follow the kept
+        version), its studies reconciled and derived again. Returns the ids of the
+        studies touched.
+
+        Raises
+        ------
+        ConflictError
+            When the version is not held, or its archived copy is missing or does not
+            extract any more.
+        """
+        chosen = next((v for v in conflict.versions if v.version == version), None)
+        if chosen is None:
+            held = ", ".join(str(v.version) for v in conflict.versions)
+            raise ConflictError(
+                f"Unable to keep version {version} of {conflict.sop_instance_uid}: it holds "
+                f"versions {held}. List them with 'kerma conflicts show "
+                f"{conflict.sop_instance_uid}'."
+            )
+        current = next((v for v in conflict.versions if v.is_current), None)
+        before = current.version if current is not None else version
+        touched = {row.study_id}
+        if chosen is not current:
+            item = extracted or self._extract_version(chosen)
+            touched |= self._switch_report(session, row, item, chosen)
+            if current is not None:
+                current.is_current = False
+            chosen.is_current = True
+        now = dt.datetime.now(dt.UTC)
+        conflict.is_open = False
+        conflict.decided_at = now
+        conflict_queries.add_decision(
+            session,
+            sop_instance_uid=conflict.sop_instance_uid,
+            version_kept=version,
+            version_before=before,
+            archive_sha256_kept=chosen.archive_sha256,
+            method=method,
+            decided_by=decided_by,
+            reason=reason,
+            decided_at=now,
+        )
+        conflict_queries.refresh_has_conflict(session, study_ids=touched)
+        logger.info(
+            "conflict of %s decided (%s): version %d kept",
+            conflict.sop_instance_uid,
+            method,
+            version,
+        )
+        return touched
+
+    def _extract_version(self, version: ReportVersion) -> _Extracted:
+        """Return the record of a held version, extracted again from its archived object.
+
+        Raises
+        ------
+        ConflictError
+            When the archived copy is missing or no longer extracts.
+        """
+        try:
+            data = self.archive.read(version.archive_path)
+        except OSError as exc:
+            raise ConflictError(
+                f"Unable to keep version {version.version}: its archived copy "
+                f"{version.archive_path} cannot be read ({exc.strerror or exc}). Restore the "
+                "archive (KERMA_ARCHIVE_DIR) and try again."
+            ) from exc
+        result, _ = self._extract_record(data, version.source or version.archive_path)
+        if not isinstance(result, _Extracted):
+            raise ConflictError(
+                f"Unable to keep version {version.version}: its archived copy "
+                f"{version.archive_path} no longer extracts ({result.reason})."
+            )
+        return result
+
+    def _switch_report(
+        self, session: Session, row: DoseReportRow, item: _Extracted, version: ReportVersion
+    ) -> set[int]:
+        """Rebuild a report row from another version; return the studies touched."""
+        old_study_id = row.study_id
+        study = self._study_for(session, item, set())  # the kept version's attributes
+        row.study_id = study.id
+        row.archive_sha256 = version.archive_sha256
+        row.archive_path = version.archive_path
+        row.source = version.source
+        row.received_at = version.received_at
+        _fill_report_row(row, item.report)
+        _sync_events(session, row, study, item.report)
+        reconcile_study(session, study=study)
+        touched = {study.id}
+        if old_study_id != study.id:
+            old = session.get(Study, old_study_id)
+            if old is not None:
+                session.expire(old, ["dose_reports"])
+                if old.dose_reports:
+                    reconcile_study(session, study=old)
+                    touched.add(old_study_id)
+                else:
+                    session.delete(old)
+                    session.flush()
+        self._derive(session, touched, None)
+        return touched
+
+    def resolve_conflict(
+        self,
+        *,
+        sop_instance_uid: str,
+        keep: int,
+        reason: str,
+        decided_by: str,
+    ) -> set[int]:
+        """Keep one version of a SOP Instance UID in conflict, by a user's decision.
+
+        In one transaction: the kept version becomes the report the registry counts
+        (values, events, study totals and summary columns derived again), the conflict
+        is closed and the decision appended to ``conflict_decision``. Keeping the
+        current version confirms it (logged the same way).
+
+        Parameters
+        ----------
+        sop_instance_uid : str
+            The SOP Instance UID in conflict.
+        keep : int
+            The version to keep (``kerma conflicts show`` numbers them; 1 = first).
+        reason : str
+            Why (kept in the log; required).
+        decided_by : str
+            Who decided (a user name).
+
+        Returns
+        -------
+        set of int
+            Ids of the studies touched.
+
+        Raises
+        ------
+        NotFoundError
+            When the SOP Instance UID has no held versions.
+        ConflictError
+            When the version is not held, the reason is empty, or the version's archived
+            copy is missing or no longer extracts.
+        """
+        if not reason.strip():
+            raise ConflictError(
+                f"Unable to resolve the conflict of {sop_instance_uid}: give a reason "
+                "(--reason); it is kept in the decision log."
+            )
+
+        def work(session: Session) -> set[int]:
+            report = queries.get_dose_report(session, sop_instance_uid=sop_instance_uid)
+            if report is not None:  # versions are read under the report's lock
+                conflict_queries.lock_report(session, dose_report_id=report.id)
+            conflict = conflict_queries.get_conflict(session, sop_instance_uid=sop_instance_uid)
+            if conflict is None:
+                raise NotFoundError(
+                    f"Unable to resolve {sop_instance_uid}: no versions of this SOP Instance "
+                    "UID are held. List the conflicts with 'kerma conflicts list'."
+                )
+            row = session.get(DoseReportRow, conflict.dose_report_id)
+            assert row is not None
+            return self._keep_version(
+                session,
+                conflict,
+                row,
+                keep,
+                method="user",
+                decided_by=decided_by,
+                reason=reason.strip(),
+            )
+
+        return self._run(work)
 
     def _study_for(
         self, session: Session, item: _Extracted, touched: set[int] | None = None
@@ -1098,8 +1459,11 @@ class Importer:
             summary.rejected_still += 1
             return
         outcome = self._store_new(result, archived, source)
-        if outcome.status is ImportStatus.REJECTED:  # a conflicting copy stays rejected
+        if outcome.status is ImportStatus.REJECTED:
             summary.rejected_still += 1
+            return
+        if outcome.status is ImportStatus.CONFLICT:  # its rejection row is gone
+            summary.rejected_now_held += 1
             return
         if outcome.status is ImportStatus.ALREADY_PRESENT:
             self._run(
@@ -1280,6 +1644,40 @@ def _content_differences(first: dict[str, Any], second: dict[str, Any]) -> list[
         if _same_value(x, y):
             continue
         out.append(f"{_field_label(path)} {_show_pair(x, y)}")
+    return out
+
+
+def differing_fields(contents: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """Return the fields in which versions of one object differ, with each version's value.
+
+    For ``kerma conflicts show``: the versions' extracted records side by side.
+
+    Parameters
+    ----------
+    contents : list of dict
+        Extracted records (``report_version.content``), in version order.
+
+    Returns
+    -------
+    list of (str, list)
+        ``(field label, [value of each version])`` for each field (record order: top
+        level, study, device, accumulated, events; labels as ``event 3 dose_rp_gy``)
+        whose values are not all equal (floats to a relative 1e-9); ``None`` where a
+        version lacks the field. ``number of events`` comes first when it differs.
+    """
+    flat = [_flatten(_comparable(c)) for c in contents]
+    out: list[tuple[str, list[Any]]] = []
+    counts = [len(c.get("events") or []) for c in contents]
+    if len(set(counts)) > 1:
+        out.append(("number of events", list(counts)))
+    paths: dict[tuple[str | int, ...], None] = {}
+    for leaves in flat:
+        paths.update(dict.fromkeys(leaves))
+    for path in paths:
+        values = [leaves.get(path) for leaves in flat]
+        if all(_same_value(values[0], v) for v in values[1:]):
+            continue
+        out.append((_field_label(path), values))
     return out
 
 

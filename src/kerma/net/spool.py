@@ -856,6 +856,9 @@ class ImportCounts:
     skipped : int
         Objects neither kept nor listed: dose objects of a modality not asked for
         (``kerma pull -m``).
+    conflict : int
+        Objects held as a version of a stored SOP Instance UID with other content
+        (``kerma conflicts``).
     """
 
     objects_read: int = 0
@@ -863,6 +866,7 @@ class ImportCounts:
     ignored: int = 0
     rejected: int = 0
     skipped: int = 0
+    conflict: int = 0
 
     def __add__(self, other: ImportCounts) -> ImportCounts:
         """Return the sums of two counts."""
@@ -917,7 +921,14 @@ def import_spooled_files(
     sqlalchemy.exc.SQLAlchemyError
         When the database fails (what was imported before stays imported).
     """
-    counts = {"objects_read": 0, "n_imported": 0, "ignored": 0, "rejected": 0, "skipped": 0}
+    counts = {
+        "objects_read": 0,
+        "n_imported": 0,
+        "ignored": 0,
+        "rejected": 0,
+        "skipped": 0,
+        "conflict": 0,
+    }
     for path in paths:
         spooled = read_spooled(path)
         origin = spooled.origin or f"spool file {path.name} (origin not recorded)"

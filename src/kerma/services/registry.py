@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from kerma.analysis.summary import SummaryContext
     from kerma.ingest.pipeline import Importer, ImportOutcome, ImportSummary, ReprocessSummary
     from kerma.services.analytics import DrlResult, StatisticsResult
+    from kerma.services.conflicts import ConflictDetail, ConflictRow, DecisionRow
     from kerma.services.exams import RemapResult
 
 DateLike = dt.date | dt.datetime | str | None
@@ -222,6 +223,7 @@ class Registry:
         date_to: DateLike = None,
         device: str | None = None,
         include_non_patient: bool = False,
+        has_conflict: bool | None = None,
         flt: StudyFilter | None = None,
     ) -> pd.DataFrame:
         """Return one row per study with its summary columns, oldest first.
@@ -236,6 +238,9 @@ class Registry:
             Case-insensitive substring of the device name, station name or model.
         include_non_patient : bool, optional
             Include QA / phantom studies. Default ``False``.
+        has_conflict : bool, optional
+            ``True``: only studies in conflict (a report held in several versions,
+            undecided; ``kerma conflicts``); ``False``: only the others. Default: all.
         flt : StudyFilter, optional
             Any other filter (the keywords above are applied on top of it).
 
@@ -255,6 +260,7 @@ class Registry:
             date_to=date_to,
             device=device,
             include_non_patient=include_non_patient or (flt.include_non_patient if flt else False),
+            has_conflict=has_conflict,
         )
         with self.session(write=False) as session:
             return study_service.studies_frame(session, flt=flt)
@@ -352,6 +358,57 @@ class Registry:
         """Return the rejected objects, newest first (``limit`` rows at most)."""
         with self.session(write=False) as session:
             return study_service.rejects_frame(session, limit=limit)
+
+    # -- conflicts (services.conflicts) ---------------------------------------------------
+
+    def conflicts(self, *, include_decided: bool = False) -> list[ConflictRow]:
+        """Return the SOP Instance UIDs held in several versions (open ones by default)."""
+        from kerma.services import conflicts
+
+        with self.session(write=False) as session:
+            return conflicts.list_conflicts(session, include_decided=include_decided)
+
+    def conflict(self, sop_instance_uid: str) -> ConflictDetail:
+        """Return the versions of a SOP Instance UID in conflict and how they differ.
+
+        Raises
+        ------
+        kerma.errors.NotFoundError
+            When no versions of it are held.
+        """
+        from kerma.services import conflicts
+
+        with self.session(write=False) as session:
+            return conflicts.get_conflict_or_raise(session, sop_instance_uid=sop_instance_uid)
+
+    def resolve_conflict(
+        self, sop_instance_uid: str, *, keep: int, reason: str, user: str
+    ) -> ConflictDetail:
+        """Keep one version of a SOP Instance UID in conflict; return the conflict after.
+
+        See :func:`kerma.services.conflicts.resolve_conflict`.
+
+        Raises
+        ------
+        kerma.errors.NotFoundError
+            When no versions of it are held.
+        kerma.errors.ConflictError
+            When the version is not held, the reason is empty, or its archived copy is
+            missing or no longer extracts.
+        """
+        from kerma.services import conflicts
+
+        conflicts.resolve_conflict(
+            self.importer, sop_instance_uid=sop_instance_uid, keep=keep, reason=reason, user=user
+        )
+        return self.conflict(sop_instance_uid)
+
+    def conflict_decisions(self, sop_instance_uid: str | None = None) -> list[DecisionRow]:
+        """Return the decision log (of one SOP Instance UID, or all), oldest first."""
+        from kerma.services import conflicts
+
+        with self.session(write=False) as session:
+            return conflicts.list_decisions(session, sop_instance_uid=sop_instance_uid)
 
     def count_rejects(self) -> int:
         """Return how many rejected objects the registry lists."""
