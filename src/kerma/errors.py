@@ -1,4 +1,25 @@
-"""The exception hierarchy of Kerma (STYLE.md B6).
+"""The exception hierarchy of Kerma (STYLE.md B6): every error Kerma raises on purpose.
+
+::
+
+    KermaError(Exception)
+    ├── ConfigurationError                  a setting is missing or invalid
+    ├── IngestError(KermaError, ValueError) an object cannot be taken in; sop_instance_uid
+    │   ├── NotADoseReportError             no dose information (SOP class, root concept)
+    │   └── UnreadableObjectError           not DICOM, truncated, or undecodable
+    │       ├── ObjectTooLargeError         over max_object_bytes / max_inflated_bytes
+    │       └── TruncatedError              the bytes end before the elements do
+    ├── UnknownColumnError(KermaError, ValueError)  a sort key that is not a column
+    ├── ArchiveDecryptionError(KermaError, OSError) an archive file does not decrypt
+    ├── NotFoundError(KermaError, LookupError)      a requested record does not exist
+    ├── ConflictError                       a held conflict cannot be decided as asked
+    ├── AlertMessageError(KermaError, ValueError)   an alert message is malformed
+    ├── ReportNotAllowedError               a significant-event report for another outcome
+    ├── PullError                           the PACS could not be queried or asked to send
+    └── SpoolError                          the Storage SCP's spool
+        ├── SlotError(SpoolError, ValueError)       a spool slot is torn or not a slot
+        └── ImportChildError                the import process failed; files are retried
+    IngestWarning(UserWarning)              raised only by lenient decoding
 
 Messages follow "Unable to <action>: <reason>." and name the SOP Instance UID, the
 concept (as ``'Mean CTDIvol' (DCM 113830)``) and the TID where they apply.
@@ -67,46 +88,33 @@ class ObjectTooLargeError(UnreadableObjectError):
         self.limit_bytes = limit_bytes
 
 
-class MissingContentError(IngestError):
-    """A required content item is missing.
+class TruncatedError(UnreadableObjectError):
+    """The byte stream ends before its elements do (a file cut short in transfer or on disk).
 
-    Parameters
-    ----------
-    message : str
-        The message.
-    concept : str, optional
-        The missing concept as ``'Mean CTDIvol' (DCM 113830)``.
-    tid : str, optional
-        The template, e.g. ``'TID 10013'``.
+    Raised by Kerma's one-pass DICOM walkers (:mod:`kerma.dicom.reader`,
+    :mod:`kerma.dicom.integrity`) at the byte where the data stops; the reader turns it
+    into a rejection that says where the object was cut.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        sop_instance_uid: str | None = None,
-        concept: str | None = None,
-        tid: str | None = None,
-    ) -> None:
-        super().__init__(message, sop_instance_uid=sop_instance_uid)
-        self.concept = concept
-        self.tid = tid
+
+class UnknownColumnError(KermaError, ValueError):
+    """A sort key or output column that is not a listed column (``kerma studies --sort``)."""
 
 
-class UnitError(IngestError):
-    """A value is given in a unit that cannot be converted to the canonical one."""
+class PullError(KermaError):
+    """The PACS could not be queried or asked to send (``kerma pull``)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        found: str | None = None,
-        expected: str | None = None,
-        sop_instance_uid: str | None = None,
-    ) -> None:
-        super().__init__(message, sop_instance_uid=sop_instance_uid)
-        self.found = found
-        self.expected = expected
+
+class SpoolError(KermaError):
+    """The Storage SCP's spool could not take or hand over an object."""
+
+
+class SlotError(SpoolError, ValueError):
+    """A spool slot does not hold a complete object (torn write, or not a slot at all)."""
+
+
+class ImportChildError(SpoolError):
+    """The import in the child process failed; the spool file stays and is retried."""
 
 
 class ArchiveDecryptionError(KermaError, OSError):
@@ -115,10 +123,6 @@ class ArchiveDecryptionError(KermaError, OSError):
     An ``OSError`` too: callers that treat an unreadable archive file as missing keep
     doing so.
     """
-
-
-class DuplicateInstanceError(KermaError):
-    """The SOP Instance UID is already in the registry (an idempotent no-op for ingest)."""
 
 
 class NotFoundError(KermaError, LookupError):

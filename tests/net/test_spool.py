@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from kerma.errors import SlotError
 from kerma.net.spool import (
     FOOTER,
     SLOT_BATCH,
     SLOT_LOW_WATER,
     SLOT_MAGIC,
     SLOT_SUFFIX,
-    SlotError,
     Spool,
     SpoolWorker,
     pack_footer,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kerma.db.studies import STUDY_COLUMNS, UnknownColumnError
-from kerma.errors import NotFoundError
+from kerma.db.studies import STUDY_COLUMNS
+from kerma.errors import NotFoundError, UnknownColumnError
 from kerma.services.filters import StudyFilter
 
 EVERYTHING = StudyFilter(include_non_patient=True)

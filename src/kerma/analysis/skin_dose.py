@@ -480,7 +480,9 @@ def default_map_format() -> str:
 
     try:
         go.Figure(go.Scatter(x=[0], y=[0])).to_image(format="png", width=40, height=40)
-    except Exception as exc:  # kaleido raises RuntimeError without Chrome; any failure -> HTML
+    except Exception as exc:  # boundary with the Chrome process kaleido drives: kaleido and
+        # choreographer raise RuntimeError, OSError, ValueError and their own Exception
+        # subclasses (DevtoolsProtocolError) when Chrome is missing or fails; any -> HTML
         logger.info("skin dose maps as HTML: Plotly static export unavailable (%s)", exc)
         return "html"
     return "png"

@@ -24,17 +24,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kerma.analysis.drl import (
-    STATUS_ABOVE,
-    STATUS_BELOW,
-    STATUS_INSUFFICIENT,
-    STATUS_NEEDS_INDICATION,
-    STATUS_NO_DRL,
-)
-from kerma.analysis.effective_dose import NO_COEFFICIENT_NOTE
-from kerma.analysis.frames import SAMPLE_QUANTITIES
-from kerma.analysis.reference import list_drl_sets, load_drls
-from kerma.analysis.stats import PERIODS
 from kerma.cli.console import make_console
 from kerma.cli.registry import (
     AgeOpt,
@@ -50,6 +39,17 @@ from kerma.cli.registry import (
 )
 from kerma.config import Settings, get_settings
 from kerma.errors import NotFoundError
+from kerma.services.analytics import (
+    NO_COEFFICIENT_NOTE,
+    PERIODS,
+    SAMPLE_QUANTITIES,
+    STATUS_ABOVE,
+    STATUS_BELOW,
+    STATUS_INSUFFICIENT,
+    STATUS_NEEDS_INDICATION,
+    STATUS_NO_DRL,
+    drl_sets,
+)
 from kerma.services.tables import display_frame, write_frame_csv
 from kerma.units import QUANTITIES
 
@@ -215,7 +215,7 @@ def exams(
     out: OutOpt = None,
 ) -> None:
     """List the standard-exam rules, the exam → study counts and unmapped descriptions."""
-    from kerma.services.exams import exam_counts, iter_study_exams, unmapped_descriptions
+    from kerma.services.exams import exam_counts, study_exams_frame, unmapped_descriptions
 
     settings = get_settings()
     registry = _registry(settings)
@@ -232,14 +232,7 @@ def exams(
         with registry.session(write=False) as session:
             mappings = exam_counts(session)
             unmapped = unmapped_descriptions(session)
-            mapped = (
-                pd.DataFrame.from_records(
-                    list(iter_study_exams(session)),
-                    columns=["study_id", "standard_exam", "standard_exam_rule"],
-                )
-                if out is not None
-                else None
-            )
+            mapped = study_exams_frame(session) if out is not None else None
     finally:
         registry.close()
     print_frame(mappings, "Standard exams", {"standard_exam": "exam", "n_studies": "studies"})
@@ -256,10 +249,10 @@ def exams(
 
 
 @drl_app.command("sets")
-def drl_sets(out: OutOpt = None) -> None:
+def drl_sets_command(out: OutOpt = None) -> None:
     """List the DRL sets Kerma knows (packaged and site tables)."""
     settings = get_settings()
-    sets = list_drl_sets(load_drls(extra_paths=settings.drl_extra_paths))
+    sets = drl_sets(settings=settings)
     print_frame(
         sets,
         f"DRL sets (selected: {settings.drl_set}; KERMA_DRL_SET)",

@@ -45,7 +45,8 @@ from kerma.errors import ConfigurationError
 from kerma.units import QUANTITIES
 
 if TYPE_CHECKING:
-    from kerma.api import ImportOutcome, ImportSummary, Registry
+    from kerma.services.imports import ImportOutcome, ImportSummary
+    from kerma.services.registry import Registry
 
 #: Studies a worker process writes and imports at a time (see the module docstring).
 CHUNK_STUDIES = 10
@@ -168,8 +169,8 @@ class _Worker:
         self._write = write_demo_study
         self.registry: Registry | None = None
         if run.database is not None and run.archive_dir is not None:
-            from kerma.api import Registry
             from kerma.config import get_settings
+            from kerma.services.registry import Registry
 
             settings = get_settings(database_url=run.database, archive_dir=run.archive_dir)
             self.registry = Registry(run.database, settings=settings)
@@ -264,8 +265,8 @@ def iter_demo_run(run: DemoRun, *, workers: int) -> Generator[StudyDone, None, N
     chunks = _chunks(run.studies)
     if workers <= 1 or len(chunks) < 2:
         return _iter_in_process(run, chunks)
-    from kerma.api import Registry  # noqa: F401 (imported once here, inherited by forks)
     from kerma.demo.generator import write_demo_study  # noqa: F401 (idem)
+    from kerma.services.registry import Registry  # noqa: F401 (imported once, inherited by forks)
 
     log_levels = {
         name: logging.getLogger(name or None).level for name in ("", "pydicom", "py.warnings")
@@ -314,7 +315,7 @@ def run_demo(run: DemoRun, *, workers: int, console: Console) -> DemoResult:
     OSError
         When a file or the archive cannot be written.
     """
-    from kerma.api import ImportSummary
+    from kerma.services.imports import ImportSummary
 
     summary = ImportSummary() if run.database is not None else None
     by_modality: Counter[str] = Counter()
@@ -341,8 +342,8 @@ def _prepare_registry(database: str, archive_dir: Path) -> None:
     Every worker then opens the same schema and reads the same key. The connections are
     closed before any worker process starts.
     """
-    from kerma.api import Registry
     from kerma.config import get_settings
+    from kerma.services.registry import Registry
 
     settings = get_settings(database_url=database, archive_dir=archive_dir)
     with Registry(database, settings=settings) as registry:
@@ -352,19 +353,22 @@ def _prepare_registry(database: str, archive_dir: Path) -> None:
 def print_registry_tables(database: str, archive_dir: Path, console: Console) -> None:
     """Print the demo registry's dose tables: per exam and room, then per protocol.
 
-    One read of the registry's current events and studies (QA phantom studies left
-    out) feeds the first table; the per-protocol table is :meth:`kerma.Registry.summary`,
-    as ``kerma summary`` shows it.
+    The first tables are :meth:`kerma.Registry.statistics` of the DRL samples per
+    modality family, examination (study description) and room (QA phantom studies left
+    out); the per-protocol table is :meth:`kerma.Registry.summary`, as ``kerma
+    summary`` shows it.
     """
-    from kerma.api import Registry
     from kerma.config import get_settings
+    from kerma.services.registry import Registry
 
     settings = get_settings(database_url=database, archive_dir=archive_dir)
     with Registry(database, settings=settings) as registry:
-        events = registry.events()
-        studies = registry.studies()
+        stats = registry.statistics(
+            by=("modality_family", "study_description", "station_name"),
+            quantities=[q for q, _ in STUDY_QUANTITIES],
+        ).table
         frame = registry.summary()
-    _print_study_statistics(console, events, studies)
+    _print_study_statistics(console, stats)
     _print_summary(console, frame)
 
 
@@ -468,25 +472,16 @@ STUDY_QUANTITIES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _print_study_statistics(console: Console, events: Any, studies: Any) -> None:
+def _print_study_statistics(console: Console, stats: Any) -> None:
     """Print the DRL quantities per examination and room (patients only).
 
-    Uses :func:`kerma.analysis.frames.build_dose_samples` (CT: per study; fluoroscopy:
-    KAP per procedure; radiography: KAP per projection) and
-    :func:`kerma.analysis.stats.dose_statistics`; one table per quantity.
+    ``stats`` is :meth:`kerma.Registry.statistics` grouped by modality family, study
+    description and station (CT: per study; fluoroscopy: KAP per procedure;
+    radiography: KAP per projection); one table per quantity.
     """
-    from kerma.analysis.frames import build_dose_samples
-    from kerma.analysis.stats import dose_statistics
-
-    if events.empty:
+    if stats.empty:
         return
-    samples = build_dose_samples(events, studies=studies)
     labels = dict(STUDY_QUANTITIES)
-    stats = dose_statistics(
-        samples,
-        by=["modality_family", "study_description", "station_name"],
-        quantities=[q for q in labels if q in samples.columns],
-    )
     order = {q: i for i, q in enumerate(labels)}
     stats = stats.assign(_order=stats["quantity"].map(order)).sort_values(
         ["modality_family", "_order", "study_description", "station_name"]

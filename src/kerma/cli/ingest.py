@@ -143,7 +143,7 @@ CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write all rows 
 
 def _registry() -> Any:
     """Return the registry of the current settings (migrated on first use)."""
-    from kerma.api import Registry
+    from kerma.services.registry import Registry
 
     return Registry(settings=get_settings())
 

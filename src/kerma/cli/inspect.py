@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from kerma.cli.console import make_console
-from kerma.config import Settings, get_settings
-from kerma.dicom.extract import inspect_bytes, inspect_path
-from kerma.records import DoseReport, Rejection
+from kerma.config import get_settings
+from kerma.records import DoseReport
+from kerma.services.inspect import empty_folders, inspect_files
 
 
 class OutputFormat(StrEnum):
@@ -26,15 +24,6 @@ class OutputFormat(StrEnum):
     json = "json"
     jsonl = "jsonl"
     table = "table"
-
-
-def iter_files(paths: list[Path]) -> Iterator[Path]:
-    """Yield files in the order given; folders are walked recursively in sorted order."""
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file())
-        else:
-            yield path
 
 
 def inspect(
@@ -46,19 +35,15 @@ def inspect(
     """Print what Kerma extracts from DICOM objects, without storing anything."""
     console = make_console()
     err = Console(stderr=True)
-    settings = get_settings()
     records: list[dict[str, Any]] = []
     n_read = n_rejected = 0
-    for folder in paths:
-        if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
-            err.print(f"{folder}: the folder holds no files; nothing to inspect", soft_wrap=True)
-    for path in iter_files(paths):
-        if not path.exists():
-            err.print(f"[red]error:[/red] {path}: no such file or folder")
+    for folder in empty_folders(paths):
+        err.print(f"{folder}: the folder holds no files; nothing to inspect", soft_wrap=True)
+    for item in inspect_files(paths=paths, settings=get_settings()):
+        result = item.result
+        if result is None:
+            err.print(f"[red]error:[/red] {item.path}: no such file or folder")
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = _inspect(path, settings)
         n_read += 1
         record = result.to_dict()
         if record["status"] == "rejected":
@@ -76,33 +61,6 @@ def inspect(
     if n_read == 0:
         err.print("No file was read: nothing to inspect.")
         raise typer.Exit(1)
-
-
-def _inspect(path: Path, settings: Settings) -> DoseReport | Rejection:
-    """Return the record of a file; a file of an encrypted archive is decrypted first.
-
-    The size limits of ``settings`` (``max_object_bytes``, ``max_inflated_bytes``) apply.
-    """
-    from kerma.ingest.archive import ENCRYPTED_MAGIC
-
-    try:
-        with path.open("rb") as handle:
-            is_encrypted = handle.read(len(ENCRYPTED_MAGIC)) == ENCRYPTED_MAGIC
-    except OSError:
-        is_encrypted = False
-    if not is_encrypted:
-        return inspect_path(
-            path,
-            max_object_bytes=settings.max_object_bytes,
-            max_inflated_bytes=settings.max_inflated_bytes,
-        )
-    from kerma.services.keys import read_archived_file
-
-    return inspect_bytes(
-        read_archived_file(settings, path),
-        name=str(path),
-        max_inflated_bytes=settings.max_inflated_bytes,
-    )
 
 
 def _print_table(console: Console, report: DoseReport | None, record: dict[str, Any]) -> None:

@@ -14,7 +14,6 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -218,6 +217,7 @@ def pull(
 
     from kerma.config import get_settings
     from kerma.net.pull import PacsPeer, PullCriteria, pull_dimse
+    from kerma.services.intake import KnownInstances
 
     if not dicomweb and not pacs_aet:
         raise typer.BadParameter("--pacs-aet is required (or use --dicomweb URL)")
@@ -230,7 +230,7 @@ def pull(
         modalities=tuple(modality or ()),
     )
     importer: BytesImporter | None = None
-    reader = _KnownInstances(settings)
+    reader = KnownInstances(settings)
 
     def importer_factory() -> BytesImporter:
         """Open the ingest pipeline once, in this process."""
@@ -305,32 +305,6 @@ def pull(
         console.print(f"objects were sent to {move_dest}; that listener imports them.")
     if summary.failed:
         raise typer.Exit(1)
-
-
-class _KnownInstances:
-    """Which SOP Instance UIDs the registry already knows (the ``known`` of a pull).
-
-    Opens the registry read-only on first use, one session per question.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._registry: Any = None
-
-    def __call__(self, uids: Collection[str]) -> Collection[str]:
-        """Return those of ``uids`` stored, rejected or ignored."""
-        from kerma.api import Registry
-        from kerma.services.intake import known_instances
-
-        if self._registry is None:
-            self._registry = Registry(settings=self.settings)
-        with self._registry.session(write=False) as session:
-            return known_instances(session, uids)
-
-    def close(self) -> None:
-        """Close the registry, if it was opened."""
-        if self._registry is not None:
-            self._registry.close()
 
 
 def register(app: typer.Typer) -> None:

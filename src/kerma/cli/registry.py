@@ -23,7 +23,7 @@ from rich.table import Table
 
 from kerma.cli.console import make_console
 from kerma.config import Settings, get_settings
-from kerma.db.filters import DOSE_RANGE_QUANTITIES, SEXES, StudyFilter
+from kerma.services.filters import DOSE_RANGE_QUANTITIES, SEXES, StudyFilter
 from kerma.units import QUANTITIES
 
 if TYPE_CHECKING:
@@ -343,8 +343,8 @@ def studies(
     units: UnitsOpt = "canonical",
 ) -> None:
     """List studies with their dose totals (display units: KAP in Gy·cm², Ka,r in mGy)."""
-    from kerma.db.studies import STUDY_COLUMNS, UnknownColumnError
-    from kerma.services.tables import write_rows_csv
+    from kerma.errors import UnknownColumnError
+    from kerma.services.studies import write_studies_csv
 
     console = make_console()
     flt = build_filter(
@@ -372,9 +372,7 @@ def studies(
             raise typer.BadParameter(str(exc), param_hint="'--sort'") from exc
         if csv is not None:
             with registry.session(write=False) as session:
-                from kerma.services.studies import iter_studies
-
-                n = write_rows_csv(iter_studies(session, flt=flt), STUDY_COLUMNS, csv, units=units)
+                n = write_studies_csv(session, path=csv, flt=flt, units=units)  # type: ignore[arg-type]
             console.print(f"{n} studies written to {escape(str(csv))}")
     finally:
         registry.close()

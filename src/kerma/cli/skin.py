@@ -20,10 +20,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from kerma.analysis.skin_dose import DEFAULT_TIMEOUT_S, MAPS_DIR, METHOD_KAR, METHOD_PYSKINDOSE
 from kerma.cli.console import make_console
 from kerma.cli.registry import UnitsOpt, open_registry
 from kerma.config import get_settings
+from kerma.services.skin import DEFAULT_TIMEOUT_S, MAPS_DIR, METHOD_KAR, METHOD_PYSKINDOSE
 from kerma.units import QUANTITIES
 
 #: Method labels of the table (the title explains them).

@@ -29,6 +29,7 @@ from kerma.db.models import (
     RejectedObject,
     Study,
 )
+from kerma.errors import UnknownColumnError
 from kerma.records import EVENT_SCALAR_FIELDS
 
 #: Columns of a study listing, in order: name -> SQL expression. ``device_*`` come from
@@ -128,10 +129,6 @@ EVENT_CONTEXT_COLUMNS: tuple[str, ...] = (
 EVENT_COLUMNS: tuple[str, ...] = (*EVENT_CONTEXT_COLUMNS, *EVENT_SCALAR_FIELDS, "xray_sources")
 
 SortDirection = Literal["asc", "desc"]
-
-
-class UnknownColumnError(ValueError):
-    """A sort key that is not a listed column."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from kerma.dicom.content import clean_text, parse_number
+from kerma.dicom.decode_errors import DECODE_ERRORS
 from kerma.dicom.text import decode_text
 from kerma.records import DeviceInfo, DoseReport, PatientIdentity, StudyInfo
 
@@ -45,7 +46,7 @@ def get_text(ds: Dataset, keyword: str, report: DoseReport | None = None) -> str
     """
     try:
         raw = ds.get_item(keyword)
-    except Exception:
+    except DECODE_ERRORS:
         raw = None
     if raw is not None and isinstance(raw.value, bytes):
         vr = raw.VR or _dictionary_vr(keyword)
@@ -54,7 +55,7 @@ def get_text(ds: Dataset, keyword: str, report: DoseReport | None = None) -> str
             return clean_text(decode_text(raw.value, codecs), report)
     try:
         value = ds.get(keyword)
-    except Exception as exc:  # a broken element must not stop the read
+    except DECODE_ERRORS as exc:  # a broken element must not stop the read
         if report is not None:
             report.warn(f"({keyword}) could not be decoded ({exc}); left empty")
         return None
@@ -80,7 +81,7 @@ def get_number(ds: Dataset, keyword: str, report: DoseReport | None = None) -> f
     """
     try:
         elem = ds.get(keyword)
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
         if report is not None:
             report.warn(f"{keyword}: value could not be decoded ({exc}); left empty")
         return None

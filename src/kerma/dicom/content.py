@@ -69,7 +69,7 @@ def code_from(code_item: Dataset) -> Code | None:
     meaning = str(code_item.get("CodeMeaning", "") or "")
     try:
         return Code(str(value).strip(), str(scheme).strip(), meaning.strip())
-    except Exception:  # pragma: no cover - pydicom validates nothing today
+    except (ValueError, TypeError, KeyError):  # pragma: no cover - pydicom validates nothing
         return None
 
 

@@ -19,6 +19,7 @@ May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dico
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.sr.codedict import codes
 
 from kerma.config import DEFAULT_MAX_INFLATED_BYTES, DEFAULT_MAX_OBJECT_BYTES
@@ -130,7 +131,19 @@ def read_with_pydicom(
         raise UnreadableObjectError(
             f"Unable to read {name}: its sequences are nested too deeply to decode."
         ) from exc
-    except Exception as exc:
+    except (
+        InvalidDicomError,
+        BytesLengthException,
+        struct.error,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        LookupError,
+        AttributeError,
+        OverflowError,
+        NotImplementedError,
+    ) as exc:  # what pydicom raises for bytes it cannot decode (kerma.dicom.decode_errors)
         raise UnreadableObjectError(
             f"Unable to read {name}: the DICOM data could not be decoded "
             f"({type(exc).__name__}: {exc}); the file may be truncated or corrupt."
@@ -379,7 +392,8 @@ def read_and_extract(
         result.modality = get_text(ds, "Modality")
     except IngestError as exc:
         result.outcome, result.reason, result.error = "rejected", str(exc), exc
-    except Exception as exc:  # a reader bug must not stop a batch; keep the reason
+    except Exception as exc:  # boundary of one object's extraction: a bug in an extractor
+        # must not stop a batch (DESIGN.md); the object is kept, rejected as "reader-error"
         logger.warning("extractor failed on %s: %s: %s", name, type(exc).__name__, exc)
         logger.debug("extractor traceback", exc_info=True)
         result.outcome, result.error = "reader-error", exc

@@ -73,6 +73,7 @@ from pydicom.dataset import Dataset
 
 from kerma.dicom.common import format_date, format_time, get_number, get_text, split_time
 from kerma.dicom.content import code_from, format_dicom_datetime, parse_number
+from kerma.dicom.decode_errors import DECODE_ERRORS
 from kerma.errors import NotADoseReportError
 from kerma.records import DoseReport, IrradiationEvent, ReportKind, XRaySource
 from kerma.units import BQ_TO_MBQ, DGY_TO_MGY, DGYCM2_TO_GYM2, MS_TO_S, UAS_TO_MAS
@@ -394,7 +395,7 @@ def _has_value(ds: Dataset, keyword: str) -> bool:
         return False
     try:
         value = ds[keyword].value
-    except Exception:  # undecodable: present, reported when read
+    except DECODE_ERRORS:  # undecodable: present, reported when read
         return True
     if value is None:
         return False
@@ -413,7 +414,7 @@ def _number(ds: Dataset, keyword: str, report: DoseReport) -> float | None:
         return None
     try:
         holder[keyword]
-    except Exception:
+    except DECODE_ERRORS:
         return _raw_number(holder, keyword, report)
     return get_number(holder, keyword, report)
 
@@ -532,7 +533,7 @@ def _code_meanings(ds: Dataset, sequence: str) -> str | None:
     """Return the Code Meanings of a code sequence's items joined with ``', '``, or ``None``."""
     try:
         items = ds.get(sequence) or []
-    except Exception:  # an undecodable sequence is as good as absent here
+    except DECODE_ERRORS:  # an undecodable sequence is as good as absent here
         return None
     meanings = [get_text(item, "CodeMeaning") for item in items]
     return ", ".join(m for m in meanings if m) or None

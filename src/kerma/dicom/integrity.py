@@ -12,7 +12,7 @@ hands to pydicom: files without the ``DICM`` preamble and Explicit VR Big Endian
 pydicom offers no such check. Deflated transfer syntaxes are not walked here (their data
 is compressed; the reader checks the end of the deflate stream).
 
-May import nothing of Kerma's but ``kerma.dicom``.
+May import nothing of Kerma's but ``kerma.dicom`` and ``kerma.errors``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import struct
 
 from pydicom.datadict import dictionary_VR
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from kerma.errors import TruncatedError
 
 UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000
@@ -41,10 +43,6 @@ def _implicit_vr(tag: int) -> bytes:
         return dictionary_VR(tag).encode()
     except KeyError:
         return b"UN"
-
-
-class TruncatedError(ValueError):
-    """The byte stream ends before its elements do."""
 
 
 def find_truncation(data: bytes) -> str | None:

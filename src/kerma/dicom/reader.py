@@ -63,7 +63,7 @@ from kerma.dicom.tree import (
     RawItem,
     from_raw,
 )
-from kerma.errors import ObjectTooLargeError
+from kerma.errors import ObjectTooLargeError, TruncatedError
 
 UNDEFINED: Final = 0xFFFFFFFF
 ITEM: Final = 0xFFFEE000
@@ -87,10 +87,6 @@ _LONG = struct.Struct("<L")
 
 #: The raw elements of a data set, by tag.
 Elements = MutableMapping[BaseTag, DataElement | RawDataElement]
-
-
-class TruncatedError(ValueError):
-    """The byte stream ends before its elements do."""
 
 
 class _Unsupported(Exception):

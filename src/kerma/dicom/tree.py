@@ -17,7 +17,7 @@ unit), text, UID and date-time values, and the children. Items are built
 
 Both give the same items (a test compares them on every shared object).
 
-May import nothing of Kerma's but ``kerma.dicom.text``.
+May import nothing of Kerma's but ``kerma.dicom.text`` and ``kerma.dicom.decode_errors``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr._snomed_dict import mapping as _snomed_mapping
 from pydicom.sr.coding import Code
 
+from kerma.dicom.decode_errors import DECODE_ERRORS
 from kerma.dicom.text import decode_text
 
 #: SNOMED-RT code values that pydicom maps to SNOMED CT (the table ``Code.__eq__`` uses).
@@ -322,7 +323,7 @@ def _ds_text(ds: Dataset, keyword: str) -> str | None:
     """Return a string attribute of a pydicom item, decoded as Kerma decodes text."""
     try:
         elem = ds.get_item(keyword)
-    except Exception:
+    except DECODE_ERRORS:
         return None
     if elem is None:
         return None
@@ -332,7 +333,7 @@ def _ds_text(ds: Dataset, keyword: str) -> str | None:
         return text or None
     try:
         value = ds[keyword].value
-    except Exception:
+    except DECODE_ERRORS:
         return None
     if value is None:
         return None
@@ -366,7 +367,7 @@ def _ds_first(ds: Dataset, keyword: str) -> Dataset | None:
     """Return the first item of a sequence of a pydicom dataset, or ``None``."""
     try:
         seq = ds.get(keyword)
-    except Exception:
+    except DECODE_ERRORS:
         return None
     if not seq:
         return None
@@ -414,7 +415,7 @@ def from_dataset(ds: Dataset) -> ContentItem:
         item.time = _ds_text(ds, "Time")
     try:
         children = ds.get("ContentSequence")
-    except Exception:
+    except DECODE_ERRORS:
         children = None
     if children:
         item.children = [from_dataset(child) for child in children]

@@ -56,7 +56,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from kerma.config import Settings
-from kerma.errors import KermaError
+from kerma.errors import PullError
 from kerma.net import status
 from kerma.net.handlers import (
     MAX_PDU_BYTES,
@@ -135,10 +135,6 @@ GET_TRANSFER_SYNTAXES: tuple[str, ...] = (
     uid.JPEG2000,
     uid.RLELossless,
 )
-
-
-class PullError(KermaError):
-    """The PACS could not be queried or asked to send."""
 
 
 @dataclass(frozen=True)

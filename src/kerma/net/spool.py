@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kerma.errors import KermaError
+from kerma.errors import ImportChildError, SlotError
 from kerma.files import create_private_file, make_private_dirs, private_opener, write_private_bytes
 
 logger = logging.getLogger(__name__)
@@ -123,10 +123,6 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class SlotError(ValueError):
-    """A spool slot does not hold a complete object (torn write, or not a slot at all)."""
 
 
 @dataclass(frozen=True)
@@ -1247,10 +1243,6 @@ _child_importer: Any = None
 #: network threads, which must answer each C-STORE, get the CPU first; the import
 #: catches up whenever they are idle (what is not imported yet is safe in the spool).
 IMPORT_NICENESS = 10
-
-
-class ImportChildError(KermaError):
-    """The import in the child process failed; the spool file stays and is retried."""
 
 
 def _init_child(settings_json: str, factory: Callable[[Any], BytesImporter]) -> None:

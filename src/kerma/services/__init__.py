@@ -14,10 +14,13 @@ typed results or DataFrames:
 - :mod:`~kerma.services.derive`: derived values at ingest (:func:`intake_importer`);
 - :mod:`~kerma.services.tables`: display units and CSV files;
 - :mod:`~kerma.services.intake`: rejected and ignored objects (listing, purge);
+- :mod:`~kerma.services.inspect`: what ``kerma inspect`` shows (no database);
+- :mod:`~kerma.services.schema`: the registry's schema (migrations) for ``kerma db``;
 - :mod:`~kerma.services.registry`: :class:`kerma.Registry`, the facade.
 
 SQL lives in :mod:`kerma.db`, computation in :mod:`kerma.analysis`. Submodules are
-imported on first use, so ``import kerma.services`` stays cheap.
+imported on first use (also :class:`StudyFilter`), so ``import kerma.services`` and
+``kerma.services.inspect`` stay cheap (no SQLAlchemy, no pandas).
 
 May import ``kerma.db``, ``kerma.analysis``, ``kerma.ingest``, ``kerma.dicom``,
 ``kerma.records``, ``kerma.units``, ``kerma.config`` and ``kerma.errors``.
@@ -26,20 +29,24 @@ May import ``kerma.db``, ``kerma.analysis``, ``kerma.ingest``, ``kerma.dicom``,
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kerma.services.filters import StudyFilter
+if TYPE_CHECKING:
+    from kerma.services.derive import intake_importer
+    from kerma.services.filters import StudyFilter
+    from kerma.services.registry import Registry
 
 __all__ = ["Registry", "StudyFilter", "intake_importer"]
 
 _LAZY = {
     "Registry": "kerma.services.registry",
+    "StudyFilter": "kerma.services.filters",
     "intake_importer": "kerma.services.derive",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Import ``Registry`` and ``intake_importer`` on first use."""
+    """Import ``Registry``, ``StudyFilter`` and ``intake_importer`` on first use."""
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kerma.services' has no attribute {name!r}")

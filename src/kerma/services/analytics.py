@@ -26,10 +26,21 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from kerma.analysis.cumulative import CUMULATIVE_COLUMNS
-from kerma.analysis.drl import compare_by_period, compare_with_drls, local_drls
-from kerma.analysis.frames import CONTEXT_COLUMNS, normalise_view
-from kerma.analysis.reference import load_drls, select_drls
+from kerma.analysis.drl import (
+    STATUS_ABOVE,
+    STATUS_BELOW,
+    STATUS_INSUFFICIENT,
+    STATUS_NEEDS_INDICATION,
+    STATUS_NO_DRL,
+    compare_by_period,
+    compare_with_drls,
+    local_drls,
+)
+from kerma.analysis.effective_dose import NO_COEFFICIENT_NOTE
+from kerma.analysis.frames import CONTEXT_COLUMNS, SAMPLE_QUANTITIES, normalise_view
+from kerma.analysis.reference import list_drl_sets, load_drls, select_drls
 from kerma.analysis.stats import PERIODS, add_period, dose_statistics, filter_samples
+from kerma.config import Settings
 from kerma.db import analytics as store
 from kerma.db.filters import StudyFilter, as_date
 from kerma.errors import NotFoundError
@@ -363,6 +374,23 @@ def compare_drls(
     return result
 
 
+def drl_sets(*, settings: Settings) -> pd.DataFrame:
+    """Return the DRL sets Kerma knows: the packaged tables and the site's own.
+
+    Parameters
+    ----------
+    settings : Settings
+        ``drl_extra_paths``: the site's DRL tables (CSV), read besides the packaged ones.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per set (:func:`kerma.analysis.reference.list_drl_sets`): region, source,
+        year, number of rows, modalities, statuses and verification.
+    """
+    return list_drl_sets(load_drls(extra_paths=settings.drl_extra_paths))
+
+
 # -- statistics ----------------------------------------------------------------------------------
 
 
@@ -687,12 +715,21 @@ def cumulative_dose(
 
 __all__ = [
     "MODALITY_FAMILIES",
+    "NO_COEFFICIENT_NOTE",
+    "PERIODS",
+    "SAMPLE_QUANTITIES",
+    "STATUS_ABOVE",
+    "STATUS_BELOW",
+    "STATUS_INSUFFICIENT",
+    "STATUS_NEEDS_INDICATION",
+    "STATUS_NO_DRL",
     "DrlResult",
     "StatisticsResult",
     "compare_drls",
     "cumulative_dose",
     "dose_samples",
     "dose_summary",
+    "drl_sets",
     "filter_samples",
     "select_exam",
     "statistics",

@@ -218,3 +218,18 @@ def unmapped_descriptions(session: Session, *, include_non_patient: bool = True)
 def iter_study_exams(session: Session, *, batch_size: int = 5000) -> Iterator[Row[Any]]:
     """Yield ``study_id``, ``standard_exam``, ``standard_exam_rule`` of every study, by id."""
     yield from exam_store.iter_study_exams(session, batch_size=batch_size)
+
+
+def study_exams_frame(session: Session) -> pd.DataFrame:
+    """Return the standard exam of every study, by id (``kerma exams --out``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per study: ``study_id`` (int), ``standard_exam`` and
+        ``standard_exam_rule`` (str, ``None`` when unmapped).
+    """
+    return pd.DataFrame.from_records(
+        list(iter_study_exams(session)),
+        columns=["study_id", "standard_exam", "standard_exam_rule"],
+    )

@@ -6,8 +6,8 @@
   the listing goes and so do the archived bytes that no stored report uses).
 - Ignored objects (``kerma ignored``): what the network intake acknowledged but did
   not keep, with where each came from.
-- :func:`known_instances`: which SOP Instance UIDs the registry already knows, for
-  ``kerma pull``.
+- :func:`known_instances` and :class:`KnownInstances`: which SOP Instance UIDs the
+  registry already knows, for ``kerma pull``.
 - :func:`find_missing` and :func:`count_files` (from :mod:`kerma.ingest.sources`):
   what ``kerma import`` checks and counts before it starts.
 
@@ -35,11 +35,13 @@ from kerma.db.intake_queries import IgnoredRow, RejectedRow, RejectWhere
 from kerma.ingest.sources import count_files, find_missing
 
 if TYPE_CHECKING:
-    pass
+    from kerma.config import Settings
+    from kerma.services.registry import Registry
 
 __all__ = [
     "REASON_GROUPS",
     "IgnoredRow",
+    "KnownInstances",
     "RejectFilter",
     "RejectPurge",
     "RejectedRow",
@@ -362,3 +364,37 @@ def ignored_by_kind(session: Session) -> list[tuple[str | None, str | None, int]
 def known_instances(session: Session, uids: Collection[str]) -> set[str]:
     """Return those of ``uids`` (SOP Instance UIDs) the registry has stored, rejected or ignored."""
     return q.known_sop_instance_uids(session, uids=uids)
+
+
+class KnownInstances:
+    """Which SOP Instance UIDs the registry already knows: the ``known`` of a pull.
+
+    A callable for :func:`kerma.net.pull.pull_dimse` and
+    :func:`kerma.net.dicomweb.pull_dicomweb`: opens the registry of ``settings``
+    read-only on first use, one session per question (:func:`known_instances`).
+    Call :meth:`close` when the pull is done.
+
+    Parameters
+    ----------
+    settings : Settings
+        The configuration of the registry.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._registry: Registry | None = None
+
+    def __call__(self, uids: Collection[str]) -> Collection[str]:
+        """Return those of ``uids`` stored, rejected or ignored."""
+        if self._registry is None:
+            from kerma.services.registry import Registry
+
+            self._registry = Registry(settings=self.settings)
+        with self._registry.session(write=False) as session:
+            return known_instances(session, uids)
+
+    def close(self) -> None:
+        """Close the registry, if it was opened."""
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,8 +41,19 @@ from kerma.db import skin as store
 from kerma.db import studies as study_store
 from kerma.db.filters import DateLike, StudyFilter
 from kerma.db.session import session_scope
-from kerma.errors import NotFoundError
+from kerma.errors import KermaError, NotFoundError
 from kerma.files import write_private_bytes
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "FLUORO_MODALITIES",
+    "MAPS_DIR",
+    "METHOD_KAR",
+    "METHOD_PYSKINDOSE",
+    "estimate_study_skin_doses",
+    "fluoro_studies",
+    "stored_skin_doses",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +250,14 @@ def estimate_study_skin_doses(
         sid = int(study["study_id"])
         try:
             row = _estimate_one(study, candidates, archive, timeout_s, map_format, read_archived)
-        except Exception as exc:  # one study's failure never stops the batch
+        except (
+            KermaError,
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            subprocess.SubprocessError,
+        ) as exc:  # one study's failure never stops the batch (PySkinDose runs in a child)
             logger.exception("skin dose: study id %s failed", sid)
             row = {
                 "method": METHOD_KAR,

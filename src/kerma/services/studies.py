@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -24,8 +25,41 @@ from kerma.errors import NotFoundError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from kerma.services.tables import Units
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "EVENT_CONTEXT_COLUMNS",
+    "IGNORED_COLUMNS",
+    "PATIENT_SIZE_COLUMNS",
+    "REJECT_COLUMNS",
+    "STUDY_COLUMNS",
+    "STUDY_SIZE_COLUMNS",
+    "StudyDetail",
+    "StudyPage",
+    "count_rejects",
+    "count_studies",
+    "events_frame",
+    "get_study",
+    "get_study_or_raise",
+    "ignored_frame",
+    "iter_events",
+    "iter_studies",
+    "list_studies",
+    "patient_sizes_frame",
+    "rejects_frame",
+    "studies_frame",
+    "study_patient_sizes_frame",
+    "write_studies_csv",
+]
+
+#: Column lists of the listings and frames (the shared contract, ``docs/registry.md``).
 STUDY_COLUMNS = store.STUDY_COLUMNS
 EVENT_COLUMNS = store.EVENT_COLUMNS
+EVENT_CONTEXT_COLUMNS = store.EVENT_CONTEXT_COLUMNS
+IGNORED_COLUMNS = store.IGNORED_COLUMNS
+PATIENT_SIZE_COLUMNS = store.PATIENT_SIZE_COLUMNS
+REJECT_COLUMNS = store.REJECT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -142,6 +176,35 @@ def iter_events(
         batch_size=batch_size,
     ):
         yield dict(zip(EVENT_COLUMNS, row, strict=True))
+
+
+def write_studies_csv(
+    session: Session,
+    *,
+    path: Path | str,
+    flt: StudyFilter | None = None,
+    units: Units = "canonical",
+) -> int:
+    """Write every study ``flt`` selects to a CSV file, streamed, oldest first.
+
+    Parameters
+    ----------
+    path : pathlib.Path or str
+        The CSV file (overwritten).
+    flt : StudyFilter, optional
+        Which studies (default: every patient study).
+    units : {"canonical", "display"}, optional
+        Canonical names and units (default), or display units with labelled headers
+        (:func:`kerma.services.tables.write_rows_csv`).
+
+    Returns
+    -------
+    int
+        Studies written.
+    """
+    from kerma.services.tables import write_rows_csv
+
+    return write_rows_csv(iter_studies(session, flt=flt), STUDY_COLUMNS, path, units=units)
 
 
 @dataclass(frozen=True)
