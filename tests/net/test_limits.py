@@ -533,3 +533,13 @@ class TestAssociationLimits:
                     assoc.abort()
             listener.terminate()
             listener.reap_orphans()
+
+
+def test_default_limits_agree_between_settings_and_reader() -> None:
+    """kerma.config repeats the reader's default limits (config imports nothing of Kerma)."""
+    from kerma import config
+    from kerma.dicom import inflate
+
+    assert config.DEFAULT_MAX_OBJECT_BYTES == inflate.DEFAULT_MAX_OBJECT_BYTES
+    assert config.DEFAULT_MAX_INFLATED_BYTES == inflate.DEFAULT_MAX_INFLATED_BYTES
+    assert config.Settings().max_inflated_bytes == inflate.DEFAULT_MAX_INFLATED_BYTES

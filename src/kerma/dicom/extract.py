@@ -30,9 +30,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.sr.codedict import codes
 
-from kerma.config import DEFAULT_MAX_INFLATED_BYTES, DEFAULT_MAX_OBJECT_BYTES
 from kerma.dicom.common import fill_common, get_text
 from kerma.dicom.content import children, code_value, concept_of, describe, find, uid_value
+from kerma.dicom.inflate import DEFAULT_MAX_INFLATED_BYTES, DEFAULT_MAX_OBJECT_BYTES
 from kerma.dicom.reader import DicomObject, read_bytes
 from kerma.dicom.tree import ContentItem, content_tree
 from kerma.errors import IngestError, NotADoseReportError, UnreadableObjectError

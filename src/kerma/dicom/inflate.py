@@ -8,7 +8,10 @@ before anything can look at its size. Here the data is inflated with
 :func:`inflated_size` counts the output and discards it (memory: one step), and
 :func:`inflate` inflates for real only once the size is known to be within the limit.
 
-May import nothing of Kerma's but ``kerma.config`` and ``kerma.errors``.
+May import nothing of Kerma's but ``kerma.errors`` (DESIGN.md: dicom reads DICOM only).
+The default limits below are the defaults of the settings ``max_object_bytes`` and
+``max_inflated_bytes`` (``kerma.config``, which repeats them: ``tests/net/test_limits.py``
+checks both agree).
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
-from kerma.config import DEFAULT_MAX_INFLATED_BYTES
 from kerma.errors import ObjectTooLargeError
+
+#: Default largest object accepted, in bytes (256 MiB); setting ``max_object_bytes``.
+DEFAULT_MAX_OBJECT_BYTES = 256 * 1024 * 1024
+
+#: Default largest inflated data set of a deflated object, in bytes (512 MiB; PS3.5
+#: A.5); setting ``max_inflated_bytes``.
+DEFAULT_MAX_INFLATED_BYTES = 512 * 1024 * 1024
 
 #: Inflated bytes produced per step (``max_length`` of ``decompressobj.decompress``).
 INFLATE_STEP_BYTES = 1024 * 1024

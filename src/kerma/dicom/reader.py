@@ -30,7 +30,7 @@ A deflated data set is inflated in bounded steps (:mod:`kerma.dicom.inflate`) an
 refused (:class:`~kerma.errors.ObjectTooLargeError`) when it inflates beyond
 ``max_inflated_bytes``; it never reaches pydicom's unbounded ``zlib.decompress``.
 
-May import nothing of Kerma's but ``kerma.errors``, ``kerma.config`` and ``kerma.dicom``.
+May import nothing of Kerma's but ``kerma.errors`` and ``kerma.dicom``.
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from kerma.config import DEFAULT_MAX_INFLATED_BYTES
-from kerma.dicom.inflate import inflate, inflated_size
+from kerma.dicom.inflate import DEFAULT_MAX_INFLATED_BYTES, inflate, inflated_size
 from kerma.dicom.tree import (
     CONCEPT_NAME_CODE_SEQUENCE,
     CONTENT_SEQUENCE,
