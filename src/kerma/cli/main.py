@@ -49,6 +49,7 @@ COMMAND_MODULES = (
     "kerma.cli.net",
     "kerma.cli.analysis",
     "kerma.cli.skin",
+    "kerma.cli.alerts",
     "kerma.cli.serve",
 )
 
@@ -71,6 +72,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "stats": ("kerma.cli.analysis",),
     "cumulative": ("kerma.cli.analysis",),
     "skin-dose": ("kerma.cli.skin",),
+    "alerts": ("kerma.cli.alerts",),
     "serve": ("kerma.cli.serve",),
 }
 
