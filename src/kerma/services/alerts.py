@@ -220,7 +220,7 @@ def _history_crossings(
                     continue
                 if rule.quantity != "count" and study.get(rule.quantity) is None:
                     continue
-                window = store.patient_window(
+                patient_rows = store.patient_window(
                     session,
                     patient_id=int(study["patient_id"]),
                     start=date - dt.timedelta(days=rule.window_days - 1),
@@ -228,7 +228,7 @@ def _history_crossings(
                     families=list(rule.scope.modalities),
                     quantity=None if rule.quantity == "count" else rule.quantity,
                 )
-                crossing = evaluate_cumulative(rule, study, window)
+                crossing = evaluate_cumulative(rule, study, patient_rows)
                 if crossing is not None:
                     found.append(crossing)
     return found
