@@ -46,6 +46,7 @@ from kerma.analysis.alerts import (
     evaluate_device_history,
     evaluate_drl_group,
     find_drl,
+    in_scope,
     load_rules,
     rules_frame,
 )
@@ -185,6 +186,8 @@ def _history_crossings(
             for study in studies:
                 if study.get(rule.quantity) is None or not study.get("standard_exam"):
                     continue
+                if not in_scope(rule, study):  # before the query: most studies are not
+                    continue
                 previous = store.previous_values(
                     session, study=study, quantity=rule.quantity, limit=rule.history
                 )
@@ -198,6 +201,8 @@ def _history_crossings(
                 continue
             for study in studies:
                 if study.get(rule.quantity) is None or not study.get("standard_exam"):
+                    continue
+                if not in_scope(rule, study):
                     continue
                 drl = find_drl(
                     rows,
@@ -219,6 +224,8 @@ def _history_crossings(
                 if study.get("patient_id") is None or date is None:
                     continue
                 if rule.quantity != "count" and study.get(rule.quantity) is None:
+                    continue
+                if not in_scope(rule, study):
                     continue
                 patient_rows = store.patient_window(
                     session,
