@@ -91,5 +91,13 @@ class NotFoundError(KermaError, LookupError):
     """A requested record does not exist."""
 
 
+class AlertReviewError(KermaError, ValueError):
+    """A review action on an alert is not allowed.
+
+    For example closing a closed alert, an unknown outcome, or a missing justification;
+    the message says which and what to do.
+    """
+
+
 class IngestWarning(UserWarning):
     """A quirky but readable object: raised only by lenient decoding."""

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from kerma.cli.main import build_app
+from kerma.db.filters import StudyFilter
 from kerma.errors import NotFoundError
 from kerma.services import alerts
 from kerma.services.alerts import AlertReviewError
@@ -82,6 +83,13 @@ class TestReview:
         assert entries[-1]["text"] == "head protocol tube current lowered"
         assert all(e["at"] is not None for e in entries)
         assert detail["state"] == "closed" and detail["outcome"] == "optimisation"
+
+    def test_study_filter_has_alert(self, reviewed: tuple[Registry, int]) -> None:
+        """The study filter selects studies with or without an alert."""
+        reg, alert_id = reviewed
+        study_id = reg.alert(alert_id)["study_id"]
+        assert list(reg.studies(flt=StudyFilter(has_alert=True))["study_id"]) == [study_id]
+        assert reg.count_studies(StudyFilter(has_alert=False)) == 0
 
     def test_close_needs_outcome_and_justification(self, database_url: str, tmp_path: Path) -> None:
         """No justification, an unknown outcome, closing twice: refused with a reason."""

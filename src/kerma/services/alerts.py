@@ -56,12 +56,39 @@ from kerma.analysis.alerts import (
 from kerma.config import Settings
 from kerma.db import alerts as store
 from kerma.db.session import session_scope
-from kerma.errors import KermaError, NotFoundError
+from kerma.errors import AlertReviewError, NotFoundError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MESSAGE_KEYS",
+    "AlertContext",
+    "AlertOutcome",
+    "AlertReviewError",
+    "AlertState",
+    "EvaluationResult",
+    "VerifyResult",
+    "add_note",
+    "alert_history",
+    "alert_message",
+    "close_alert",
+    "count_alerts",
+    "default_user",
+    "evaluate_after_commit",
+    "evaluate_studies",
+    "get_alert",
+    "list_alerts",
+    "make_context",
+    "notify_new",
+    "on_new_alert",
+    "recheck",
+    "review_alert",
+    "rules_table",
+    "verify_history",
+]
 
 #: Callables run once per new alert (never on an update or a recheck that finds the
 #: alert already recorded), after the transaction that recorded it committed; each gets
@@ -90,10 +117,6 @@ class AlertOutcome(StrEnum):
     NO_ACTION = "no_action"
     OPTIMISATION = "optimisation"
     NOTIFIED_TO_AUTHORITY = "notified_to_authority"
-
-
-class AlertReviewError(KermaError, ValueError):
-    """A review action is not allowed (closed alert, missing justification, bad outcome)."""
 
 
 @dataclass
