@@ -211,6 +211,13 @@ def close(
 @alerts_app.command("recheck")
 def recheck(
     rule: Annotated[str | None, typer.Option("--rule", help="Only this rule id.")] = None,
+    notify: Annotated[
+        bool,
+        typer.Option(
+            "--notify",
+            help="Announce the alerts this recheck creates (e-mail); default: none.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate the rules on every study again (after rules changed); no duplicates."""
     registry = open_registry(get_settings())
@@ -227,7 +234,7 @@ def recheck(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            result = registry.recheck_alerts(rule_id=rule, progress=progress)
+            result = registry.recheck_alerts(rule_id=rule, progress=progress, notify=notify)
     finally:
         registry.close()
     make_console().print(

@@ -494,12 +494,15 @@ def recheck(
     rule_id: str | None = None,
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int, int], None] | None = None,
+    notify: bool = False,
 ) -> EvaluationResult:
     """Re-evaluate every patient study in batches (date order), one transaction per batch.
 
     An alert already recorded for the same rule version and subject is updated, never
-    duplicated, and :data:`on_new_alert` is called only for new alerts (e.g. after a
-    rule changed, which gives it a new version).
+    duplicated. A recheck announces nothing (issue #12: notifications are sent at
+    ingest, "not on recheck"), unless ``notify`` is set: then :data:`on_new_alert` is
+    called for the alerts it creates (e.g. after a rule changed, which gives it a new
+    version), never for those already recorded.
 
     Parameters
     ----------
@@ -509,6 +512,8 @@ def recheck(
         Studies per transaction.
     progress : callable, optional
         ``progress(done, total)`` after each batch.
+    notify : bool, optional
+        Pass the new alerts to :data:`on_new_alert` (default ``False``).
 
     Raises
     ------
@@ -531,7 +536,8 @@ def recheck(
             batch = evaluate_studies(
                 session, [i for _, i in page], context=context, rule_id=rule_id
             )
-        notify_new(batch.new)
+        if notify:
+            notify_new(batch.new)
         result.add(batch)
         after = page[-1]
         if progress is not None:

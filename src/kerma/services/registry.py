@@ -656,13 +656,22 @@ class Registry:
             )
 
     def recheck_alerts(
-        self, *, rule_id: str | None = None, progress: Callable[[int, int], None] | None = None
+        self,
+        *,
+        rule_id: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        notify: bool = False,
     ) -> EvaluationResult:
-        """Re-evaluate the alert rules on every study (:func:`kerma.services.alerts.recheck`)."""
+        """Re-evaluate the alert rules on every study (:func:`kerma.services.alerts.recheck`;
+        ``notify`` passes the new alerts to ``on_new_alert``)."""
         from kerma.services.alerts import recheck
 
         return recheck(
-            self._write_factory, context=self.alert_context, rule_id=rule_id, progress=progress
+            self._write_factory,
+            context=self.alert_context,
+            rule_id=rule_id,
+            progress=progress,
+            notify=notify,
         )
 
     def verify_alerts(self) -> VerifyResult:
