@@ -10,6 +10,8 @@ units (:data:`kerma.units.QUANTITIES`: KAP in Gy·cm², Ka,r in mGy). The review
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import importlib.util
 from typing import Annotated, Any
 
 import typer
@@ -286,6 +288,13 @@ def rules() -> None:
     make_console().print(table)
 
 
+#: Module that adds the e-mail outbox and report commands to the group, when installed
+#: (the notification work of issue #12 lives there; its ``register`` finds this group).
+MAIL_COMMANDS_MODULE = "kerma.cli.alerts_mail"
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``alerts`` group to the ``kerma`` command."""
+    """Add the ``alerts`` group to the ``kerma`` command (with the mail commands, if any)."""
     app.add_typer(alerts_app, name="alerts")
+    if importlib.util.find_spec(MAIL_COMMANDS_MODULE) is not None:
+        importlib.import_module(MAIL_COMMANDS_MODULE).register(app)
