@@ -281,6 +281,23 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    # alerts (kerma.analysis.alerts, kerma.services.alerts; docs/alerts.md)
+    alert_rules: Path | None = Field(
+        default=None,
+        description="Alert rule pack (TOML file) or folder of packs (KERMA_ALERT_RULES); "
+        "replaces the packaged default pack (kerma-default).",
+    )
+    alert_anlage14: bool = Field(
+        default=False,
+        description="Also evaluate the packaged DE-StrlSchV-Anlage14 pack (German "
+        "significant-event criteria, StrlSchV 2018 Anlage 14).",
+    )
+    alerts_enabled: bool = Field(
+        default=True,
+        description="Evaluate the alert rules after each imported object (ingest); "
+        "'kerma alerts recheck' works either way.",
+    )
+
 
 def get_settings(**overrides: object) -> Settings:
     """Return settings from the environment, with keyword ``overrides`` applied."""

@@ -13,6 +13,7 @@
     ├── ArchiveDecryptionError(KermaError, OSError) an archive file does not decrypt
     ├── NotFoundError(KermaError, LookupError)      a requested record does not exist
     ├── ConflictError                       a held conflict cannot be decided as asked
+    ├── AlertReviewError(KermaError, ValueError)    a review action not allowed in that state
     ├── AlertMessageError(KermaError, ValueError)   an alert message is malformed
     ├── ReportNotAllowedError               a significant-event report for another outcome
     ├── PullError                           the PACS could not be queried or asked to send
@@ -134,6 +135,14 @@ class ConflictError(KermaError):
 
     For example: the version asked for is not held, no reason was given, or the
     version's archived copy is missing or no longer extracts.
+    """
+
+
+class AlertReviewError(KermaError, ValueError):
+    """A review action on an alert is not allowed.
+
+    For example closing a closed alert, an unknown outcome, or a missing justification;
+    the message says which and what to do.
     """
 
 

@@ -50,7 +50,7 @@ COMMAND_MODULES = (
     "kerma.cli.net",
     "kerma.cli.analysis",
     "kerma.cli.skin",
-    "kerma.cli.alerts_mail",
+    "kerma.cli.alerts",
     "kerma.cli.serve",
     "kerma.cli.keys",
 )
@@ -75,7 +75,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "stats": ("kerma.cli.analysis",),
     "cumulative": ("kerma.cli.analysis",),
     "skin-dose": ("kerma.cli.skin",),
-    "alerts": ("kerma.cli.alerts_mail",),
+    "alerts": ("kerma.cli.alerts",),
     "serve": ("kerma.cli.serve",),
     "key": ("kerma.cli.keys",),
 }

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
 
-from kerma.db.models import Device, Study
+from kerma.db.models import Alert, Device, Study
 
 #: Study columns a dose range may be given on (canonical units in the names).
 DOSE_RANGE_QUANTITIES: tuple[str, ...] = (
@@ -122,6 +122,9 @@ class StudyFilter:
     dose_min, dose_max : float or None
         Dose range on ``dose_quantity`` in its canonical unit, both ends included; a
         study without the value is left out when a range is given.
+    has_alert : bool or None
+        ``True``: only studies with at least one alert (any state; ``alert.study_id``);
+        ``False``: only studies without; ``None`` (default): either.
     include_non_patient : bool
         Include QA and phantom studies (default ``False``).
     has_conflict : bool or None
@@ -152,6 +155,7 @@ class StudyFilter:
     dose_quantity: str | None = None
     dose_min: float | None = None
     dose_max: float | None = None
+    has_alert: bool | None = None
     include_non_patient: bool = field(default=False)
     has_conflict: bool | None = None
 
@@ -272,6 +276,9 @@ def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
             conditions.append(column >= flt.dose_min)
         if flt.dose_max is not None:
             conditions.append(column <= flt.dose_max)
+    if flt.has_alert is not None:
+        alerted = exists().where(Alert.study_id == s.id)
+        conditions.append(alerted if flt.has_alert else ~alerted)
     if not flt.include_non_patient:
         conditions.append(s.is_non_patient.is_(False))
     if flt.has_conflict is not None:

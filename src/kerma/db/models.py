@@ -600,3 +600,70 @@ class ConflictDecision(Base):
     decided_by: Mapped[str] = mapped_column(String)
     reason: Mapped[str] = mapped_column(Text)
     decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Alert(Base):
+    """One alert: a rule crossed by a subject (a study, a device's exam group or a patient).
+
+    Keyed by (``rule_id``, ``rule_version``, ``subject_key``): the same rule version
+    never alerts twice on the same subject; a changed study updates the values of its
+    alert (``docs/alerts.md``). ``state`` is ``open``, ``under_review`` or ``closed``;
+    a closed alert has an ``outcome``. Every change appends an :class:`AlertHistory`
+    row (hash-chained).
+    """
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        UniqueConstraint("rule_id", "rule_version", "subject_key", name="uq_alert_rule_subject"),
+        Index("ix_alert_state_date", "state", "study_date"),
+        Index("ix_alert_rule_patient", "rule_id", "patient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    rule_version: Mapped[str] = mapped_column(String(16))
+    rule_title: Mapped[str] = mapped_column(Text)
+    pack: Mapped[str] = mapped_column(String(64))
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject_key: Mapped[str] = mapped_column(String(255))
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("study.id", ondelete="SET NULL"), index=True
+    )
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patient.id", ondelete="SET NULL"))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("device.id", ondelete="SET NULL"))
+    study_date: Mapped[dt.date | None] = mapped_column(Date)
+    modality_family: Mapped[str | None] = mapped_column(String(8))
+    quantity: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(16))
+    threshold_source: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AlertHistory(Base):
+    """One entry of an alert's review trail; never updated or deleted.
+
+    ``entry_hash`` is SHA-256 of ``prev_hash`` and the entry's content
+    (:func:`kerma.db.alerts.entry_hash`); ``prev_hash`` is the previous entry's
+    ``entry_hash`` (64 zeros for the first), unique, so the entries form one chain
+    over all alerts and ``kerma alerts verify`` finds an edited or deleted entry.
+    """
+
+    __tablename__ = "alert_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    user_name: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text, default="")
+    value: Mapped[float | None] = mapped_column(Float)
+    prev_hash: Mapped[str] = mapped_column(SHA256_HEX, unique=True)
+    entry_hash: Mapped[str] = mapped_column(SHA256_HEX)

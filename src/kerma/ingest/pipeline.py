@@ -374,6 +374,10 @@ class _Extracted:
     has_identity: bool = True  # False for an object without Patient ID and name
 
 
+#: Session ``info`` key of the study ids an object's transaction touched.
+_TOUCHED_KEY = "kerma_touched_study_ids"
+
+
 class Importer:
     """Import objects into one registry database and archive.
 
@@ -393,6 +397,10 @@ class Importer:
         Called as ``derive(session, study_ids)`` inside each object's transaction with
         the ids of the studies it touched (also those a CT image's size measurement
         touches); ``kerma.services`` passes ``services.derive.refresh_studies``.
+    after_commit : callable, optional
+        Called as ``after_commit(study_ids)`` after that transaction committed, with the
+        same ids (``kerma.services`` passes the alert evaluation). An exception it
+        raises is logged and never fails the import.
     """
 
     def __init__(
@@ -403,23 +411,41 @@ class Importer:
         archive: Archive,
         pseudonymizer: Pseudonymizer,
         derive: Callable[[Session, set[int]], object] | None = None,
+        after_commit: Callable[[set[int]], object] | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.archive = archive
         self.pseudonymizer = pseudonymizer
         self.derive = derive
+        self.after_commit = after_commit
 
     def _derive(self, session: Session, study_ids: set[int], size: PatientSize | None) -> None:
-        """Run the ``derive`` hook for the touched studies (and those of a size's study UID)."""
-        if self.derive is None:
+        """Run the ``derive`` hook for the touched studies (and those of a size's study UID).
+
+        The ids are also kept on the session for the ``after_commit`` hook (:meth:`_run`).
+        """
+        if self.derive is None and self.after_commit is None:
             return
         if size is not None:
             study_ids = study_ids | queries.study_ids_for_uid(
                 session, study_instance_uid=size.study_instance_uid
             )
-        if study_ids:
+        if not study_ids:
+            return
+        if self.after_commit is not None:
+            session.info.setdefault(_TOUCHED_KEY, set()).update(study_ids)
+        if self.derive is not None:
             self.derive(session, study_ids)
+
+    def _after_commit(self, study_ids: set[int] | None) -> None:
+        """Run the ``after_commit`` hook; log (never raise) what it raises."""
+        if self.after_commit is None or not study_ids:
+            return
+        try:
+            self.after_commit(set(study_ids))
+        except Exception:  # boundary: a post-commit step never fails an import
+            logger.exception("after-commit step failed for studies %s", sorted(study_ids))
 
     # -- public entry points -------------------------------------------------------------
 
@@ -1352,7 +1378,10 @@ class Importer:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 with session_scope(self.session_factory) as session:
-                    return work(session)
+                    result = work(session)
+                    touched = session.info.pop(_TOUCHED_KEY, None)
+                self._after_commit(touched)
+                return result
             except OperationalError:
                 if attempt == MAX_ATTEMPTS:
                     raise

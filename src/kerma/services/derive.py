@@ -281,7 +281,30 @@ def make_importer(
         ),
         pseudonymizer=Pseudonymizer(key, settings.non_patient_patterns),
         derive=partial(refresh_studies, context=context or make_context(settings)),
+        after_commit=_alert_hook(settings, session_factory),
     )
+
+
+def _alert_hook(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> Callable[[set[int]], object] | None:
+    """Return the after-commit alert evaluation of an importer, or ``None``.
+
+    ``None`` when ``Settings.alerts_enabled`` is off, or when the alert rules cannot be
+    read (logged: a bad rule file must not stop ingest; ``kerma alerts rules`` shows
+    the error).
+    """
+    if not settings.alerts_enabled:
+        return None
+    from kerma.errors import ConfigurationError
+    from kerma.services import alerts
+
+    try:
+        context = alerts.make_context(settings)
+    except ConfigurationError as exc:
+        logger.error("alerts are not evaluated at ingest: %s", exc)
+        return None
+    return partial(alerts.evaluate_after_commit, session_factory, context=context)
 
 
 def intake_importer(settings: Settings, *, engine: Engine | None = None) -> Importer:

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
     from kerma.analysis.exams import ExamRuleSet
     from kerma.analysis.summary import SummaryContext
+    from kerma.db.alerts import AlertFilter
     from kerma.ingest.pipeline import Importer, ImportOutcome, ImportSummary, ReprocessSummary
+    from kerma.services.alerts import AlertContext, EvaluationResult, VerifyResult
     from kerma.services.analytics import DrlResult, StatisticsResult
     from kerma.services.conflicts import ConflictDetail, ConflictRow, DecisionRow
     from kerma.services.exams import RemapResult
@@ -84,6 +86,7 @@ class Registry:
         self._write_factory = make_session_factory(self.engine, write=True)
         self._importer: Importer | None = None
         self._context: SummaryContext | None = None
+        self._alert_context: AlertContext | None = None
         self._lock = threading.Lock()
         self.derived_on_open = ensure_derived(self._write_factory, context=lambda: self.context)
 
@@ -608,3 +611,158 @@ class Registry:
             progress=progress,
             read_archived=self.importer.archive.read,
         )
+
+    # -- alerts (kerma.services.alerts; docs/alerts.md) ------------------------------------
+
+    @property
+    def alert_context(self) -> AlertContext:
+        """The alert rules in force (``KERMA_ALERT_RULES``, ``KERMA_ALERT_ANLAGE14``)."""
+        from kerma.services.alerts import make_context
+
+        with self._lock:
+            if self._alert_context is None:
+                self._alert_context = make_context(self.settings)
+            return self._alert_context
+
+    def alert_rules(self) -> pd.DataFrame:
+        """Return the rules in force with threshold and source (one row per rule)."""
+        from kerma.services.alerts import rules_table
+
+        return rules_table(self.alert_context)
+
+    def alerts(
+        self,
+        *,
+        state: str | None = None,
+        rule_id: str | None = None,
+        modality_family: str | None = None,
+        date_from: DateLike = None,
+        date_to: DateLike = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> pd.DataFrame:
+        """Return one page of alerts, newest study first
+        (:func:`kerma.services.alerts.list_alerts`)."""
+        from kerma.services.alerts import list_alerts
+
+        with self.session(write=False) as session:
+            return list_alerts(
+                session,
+                flt=_alert_filter(state, rule_id, modality_family, date_from, date_to),
+                limit=limit,
+                offset=offset,
+            )
+
+    def count_alerts(
+        self,
+        *,
+        state: str | None = None,
+        rule_id: str | None = None,
+        modality_family: str | None = None,
+        date_from: DateLike = None,
+        date_to: DateLike = None,
+    ) -> int:
+        """Return how many alerts match the filters of :meth:`alerts`."""
+        from kerma.services.alerts import count_alerts
+
+        with self.session(write=False) as session:
+            return count_alerts(
+                session, flt=_alert_filter(state, rule_id, modality_family, date_from, date_to)
+            )
+
+    def alert(self, alert_id: int) -> dict[str, Any]:
+        """Return one alert with its context and history (``services.alerts.get_alert``)."""
+        from kerma.services.alerts import get_alert
+
+        with self.session(write=False) as session:
+            return get_alert(session, alert_id)
+
+    def alert_message(self, alert_id: int) -> dict[str, Any]:
+        """Return the notification/report fields of an alert (no patient identity)."""
+        from kerma.services.alerts import alert_message
+
+        with self.session(write=False) as session:
+            return alert_message(session, alert_id)
+
+    def review_alert(self, alert_id: int, *, user: str | None = None, note: str = "") -> None:
+        """Put an open alert under review (user: the OS user by default)."""
+        from kerma.services.alerts import default_user, review_alert
+
+        with self.session() as session:
+            review_alert(session, alert_id, user=user or default_user(), note=note)
+
+    def note_alert(self, alert_id: int, text: str, *, user: str | None = None) -> None:
+        """Append a note to an alert's history."""
+        from kerma.services.alerts import add_note, default_user
+
+        with self.session() as session:
+            add_note(session, alert_id, user=user or default_user(), text=text)
+
+    def close_alert(
+        self, alert_id: int, *, outcome: str, justification: str, user: str | None = None
+    ) -> None:
+        """Close an alert with an outcome and a mandatory justification."""
+        from kerma.services.alerts import close_alert, default_user
+
+        with self.session() as session:
+            close_alert(
+                session,
+                alert_id,
+                user=user or default_user(),
+                outcome=outcome,
+                justification=justification,
+            )
+
+    def recheck_alerts(
+        self,
+        *,
+        rule_id: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        notify: bool = False,
+    ) -> EvaluationResult:
+        """Re-evaluate the alert rules on every study (:func:`kerma.services.alerts.recheck`;
+        ``notify`` passes the new alerts to ``on_new_alert``)."""
+        from kerma.services.alerts import recheck
+
+        return recheck(
+            self._write_factory,
+            context=self.alert_context,
+            rule_id=rule_id,
+            progress=progress,
+            notify=notify,
+        )
+
+    def verify_alerts(self) -> VerifyResult:
+        """Recompute the review trail's hash chain (``services.alerts.verify_history``)."""
+        from kerma.services.alerts import verify_history
+
+        with self.session(write=False) as session:
+            return verify_history(session)
+
+
+def _alert_filter(
+    state: str | None,
+    rule_id: str | None,
+    modality_family: str | None,
+    date_from: DateLike,
+    date_to: DateLike,
+) -> AlertFilter:
+    """Return the alert filter of the facade's keyword arguments."""
+    from kerma.db.alerts import AlertFilter
+
+    def as_date(value: DateLike) -> dt.date | None:
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):
+            return value
+        return dt.date.fromisoformat(str(value))
+
+    return AlertFilter(
+        state=state,
+        rule_id=rule_id,
+        modality_family=modality_family,
+        date_from=as_date(date_from),
+        date_to=as_date(date_to),
+    )
