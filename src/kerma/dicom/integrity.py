@@ -32,6 +32,9 @@ LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 MAX_DEPTH = 64
+#: The truncation text of an object nested deeper than :data:`MAX_DEPTH` (not cut short:
+#: malformed; readers tell the two apart by it).
+TOO_DEEP = "sequences are nested too deeply"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -113,7 +116,7 @@ class _Walker:
     def elements(self, start: int, end: int, *, depth: int, until_delimiter: bool) -> None:
         """Walk elements from ``start`` to ``end`` (or to an item delimiter)."""
         if depth > MAX_DEPTH:
-            raise TruncatedError("sequences are nested too deeply")
+            raise TruncatedError(TOO_DEEP)
         self.pos = start
         while self.pos < end:
             group, elem = self._unpack("HH", 4)
