@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         description="Turn reading warnings into rejections (like pydicom's "
         "reading_validation_mode RAISE).",
     )
+    plausibility: Path | None = Field(
+        default=None,
+        description="A site's plausibility table (CSV, columns of "
+        "kerma/reference/plausibility.csv); its rows override the shipped ones "
+        "(docs/hardening.md).",
+    )
     # DICOM network (kerma.net)
     scp_aet: str = "KERMA"
     scp_port: int = 11112

@@ -215,6 +215,7 @@ def build_filter(
     sex: str | None = None,
     dose: str | None = None,
     include_non_patient: bool = False,
+    flagged: bool = False,
 ) -> StudyFilter:
     """Return the :class:`~kerma.db.filters.StudyFilter` of the command-line options."""
     age_band = parse_band(age, "years") or (None, None)
@@ -237,6 +238,7 @@ def build_filter(
         dose_min=dose_range[1],
         dose_max=dose_range[2],
         include_non_patient=include_non_patient,
+        flagged=flagged,
     )
 
 
@@ -328,6 +330,14 @@ def studies(
     ] = None,
     csv: CsvOpt = None,
     units: UnitsOpt = "canonical",
+    flagged: Annotated[
+        bool,
+        typer.Option(
+            "--flagged",
+            help="Only studies flagged for review: a value outside its plausibility range "
+            "or not a number (each shown with the reason).",
+        ),
+    ] = False,
 ) -> None:
     """List studies with their dose totals (display units: KAP in Gy·cm², Ka,r in mGy)."""
     from kerma.db.studies import STUDY_COLUMNS, UnknownColumnError
@@ -347,8 +357,10 @@ def studies(
         sex=sex,
         dose=dose,
         include_non_patient=include_non_patient,
+        flagged=flagged,
     )
     registry = open_registry()
+    flags = None
     try:
         try:
             shown = registry.list_studies(
@@ -362,6 +374,8 @@ def studies(
 
                 n = write_rows_csv(iter_studies(session, flt=flt), STUDY_COLUMNS, csv, units=units)
             console.print(f"{n} studies written to {escape(str(csv))}")
+        if flagged:
+            flags = registry.plausibility_flags(study_ids=[r["study_id"] for r in shown.rows])
     finally:
         registry.close()
     rows = shown.rows if sort else list(reversed(shown.rows))  # newest at the bottom
@@ -382,8 +396,14 @@ def studies(
     ]
     for _, heading in columns:
         table.add_column(heading, overflow="fold")
+    if flags is not None:
+        table.add_column("flagged for review", overflow="fold")
+        reasons = flags.groupby("study_id")["message"].apply(list).to_dict()
     for row in rows:
-        table.add_row(*(escape(fmt(display(name, row.get(name)))) for name, _ in columns))
+        cells = [escape(fmt(display(name, row.get(name)))) for name, _ in columns]
+        if flags is not None:
+            cells.append(escape("\n".join(reasons.get(row["study_id"], []))))
+        table.add_row(*cells)
     console.print(table)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 
-from kerma.db.models import Device, Study
+from kerma.db.models import Device, PlausibilityFlag, Study
 
 #: Study columns a dose range may be given on (canonical units in the names).
 DOSE_RANGE_QUANTITIES: tuple[str, ...] = (
@@ -124,6 +124,9 @@ class StudyFilter:
         study without the value is left out when a range is given.
     include_non_patient : bool
         Include QA and phantom studies (default ``False``).
+    flagged : bool
+        Only studies flagged for review: a stored value outside its plausibility range
+        or not a finite number (``plausibility_flag``; default ``False``: every study).
 
     Raises
     ------
@@ -149,6 +152,7 @@ class StudyFilter:
     dose_min: float | None = None
     dose_max: float | None = None
     include_non_patient: bool = field(default=False)
+    flagged: bool = False
 
     def __post_init__(self) -> None:
         """Normalise the fields (strings to tuples and dates) and check them."""
@@ -267,6 +271,8 @@ def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
             conditions.append(column >= flt.dose_min)
         if flt.dose_max is not None:
             conditions.append(column <= flt.dose_max)
+    if flt.flagged:
+        conditions.append(s.id.in_(select(PlausibilityFlag.study_id)))
     if not flt.include_non_patient:
         conditions.append(s.is_non_patient.is_(False))
     return conditions

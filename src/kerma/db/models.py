@@ -476,3 +476,31 @@ class SkinDoseEstimate(Base):
     map_path: Mapped[str | None] = mapped_column(String)
     dose_report_sop_instance_uid: Mapped[str | None] = mapped_column(UID)
     computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PlausibilityFlag(Base):
+    """A stored value outside its plausibility range: the study is flagged for review.
+
+    One row per value (``kerma.ingest.plausibility``, issue #11); rows of a report are
+    rebuilt when it is reprocessed. ``value`` is the number as read, ``None`` when it is
+    not finite (``value_text`` keeps ``'nan'``/``'inf'``); the stored column holds the
+    same (empty for a non-finite value). ``range_min``/``range_max`` are the limits of
+    the table row, in the quantity's canonical unit.
+    """
+
+    __tablename__ = "plausibility_flag"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    dose_report_id: Mapped[int] = mapped_column(
+        ForeignKey("dose_report.id", ondelete="CASCADE"), index=True
+    )
+    quantity: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float)
+    value_text: Mapped[str] = mapped_column(String(32))
+    range_min: Mapped[float | None] = mapped_column(Float)
+    range_max: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(String)
+    message: Mapped[str] = mapped_column(Text)
+    flagged_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
