@@ -20,7 +20,10 @@ Kinds of mutation (:data:`KINDS`):
 - ``number``: a number made non-finite, huge, negative or non-numeric (Numeric Value,
   Floating Point Value, header doses and counts);
 - ``unit``: a Measurement Units code replaced by a wrong one;
-- ``nest``: a chain of 10-300 nested CONTAINER items inserted in a Content Sequence.
+- ``nest``: a chain of 10-300 nested CONTAINER items inserted in a Content Sequence;
+- ``bare``: one of the structural mutations above, then the preamble and file meta
+  information removed (a bare data set, as some archives hold them), so the object is
+  read by pydicom (Kerma's fallback reader) instead of the one-pass walk.
 
 Only Explicit and Implicit VR Little Endian objects get structural mutations; others
 (deflated, big endian) get byte flips and truncation.
@@ -104,7 +107,9 @@ BAD_NUMBERS = [
 BAD_DOUBLES = [float("nan"), float("inf"), float("-inf"), 1e308, -1e308, -1.0, 5e-324]
 BAD_UNITS = [b"Gy", b"mGy", b"kg", b"ms", b"1", b"xyz", b"", b"Gy.m2", b"dGy.cm2", b"mGy.cm", b"%"]
 RETYPE_VRS = [b"LO", b"SQ", b"UN", b"DS", b"FD", b"UL", b"US", b"SS", b"AT", b"ZZ", b"\x00\x01"]
-KINDS = ("flip", "truncate", "remove", "unnamed", "retype", "number", "unit", "nest")
+KINDS = ("flip", "truncate", "remove", "unnamed", "retype", "number", "unit", "nest", "bare")
+#: Kinds a ``bare`` mutant applies before it strips the preamble and file meta.
+BARE_INNER = ("remove", "unnamed", "retype", "number", "unit")
 
 
 @dataclass
@@ -307,6 +312,8 @@ def _nested(seed: Seed, depth: int) -> bytes:
 def mutate(seed: Seed, rng: random.Random, kind: str) -> bytes:
     """Return a mutant of ``seed`` of ``kind`` (a byte mutation when ``kind`` does not apply)."""
     data = seed.data
+    if kind == "bare":
+        return strip_meta(mutate(seed, rng, rng.choice(BARE_INNER)))
     if kind == "truncate":
         return data[: rng.randrange(132, len(data))] if len(data) > 133 else data[:-1]
     if not seed.structural or kind == "flip":
@@ -366,6 +373,24 @@ def mutate(seed: Seed, rng: random.Random, kind: str) -> bytes:
             lengths[:-1] if lengths and lengths[-1] == at - 4 else lengths,
         )
     raise ValueError(f"unknown mutation kind {kind!r}")
+
+
+def strip_meta(data: bytes) -> bytes:
+    """Return the data set of a Part 10 object without preamble and file meta (group 2)."""
+    if data[128:132] != b"DICM":
+        return data
+    pos = 132
+    while pos + 8 <= len(data):
+        group, _ = struct.unpack_from("<HH", data, pos)
+        if group != 2:
+            break
+        if data[pos + 4 : pos + 6] in LONG_VRS:
+            (length,) = struct.unpack_from("<L", data, pos + 8)
+            pos += 12 + length
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            pos += 8 + length
+    return data[pos:]
 
 
 def iter_mutants(seeds: list[Seed], n: int, seed: int) -> list[tuple[str, str, bytes]]:

@@ -161,6 +161,14 @@ class TestMalformedContent:
         assert "nested more than 64 levels deep" in (result.reason or "")
         assert "incomplete" not in (result.reason or "")
 
+    def test_bare_explicit_vr_dataset_is_not_called_truncated(self) -> None:
+        """A data set without preamble and meta in Explicit VR reads (was 'incomplete')."""
+        from tests.dicom.mutate import strip_meta
+
+        result = read_and_extract(strip_meta(CT_RDSR.read_bytes()), name="bare.dcm")
+        assert result.outcome == "ok", result.reason
+        assert result.report is not None and len(result.report.events) == 4
+
     def test_unknown_vr_at_top_level_is_left_out_with_warning(self) -> None:
         """(0010,0030) with VR 'D\\xac' is left out with a warning; the record is kept."""
         data = bytearray((CASES_DIR / "C27-dx-protocol-outside-protocol-name-b.dcm").read_bytes())

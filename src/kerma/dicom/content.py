@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.sr.coding import Code
 
 from kerma.dicom.text import repair_decoded
@@ -97,6 +98,26 @@ def as_count(value: float | None, report: DoseReport | None, *, what: str) -> in
             report.warn(f"{what}: count {value!r} is not a usable number; left empty")
         return None
     return round(value)
+
+
+def sequence_items(ds: Any, keyword: str | int) -> list[Dataset]:
+    """Return the items of a sequence attribute of a pydicom dataset (``[]`` if none).
+
+    ``keyword`` is a DICOM keyword or a tag (private sequences have no keyword).
+
+    Tolerant of what a damaged object holds instead: an absent or undecodable element, a
+    value that is not a sequence (a re-typed element: text, a number), items that are
+    not data sets. Callers index ``[0]`` only after checking the list is not empty.
+    """
+    try:
+        seq = ds.get(keyword)
+        if isinstance(keyword, int) and seq is not None:  # by tag: pydicom gives the element
+            seq = seq.value
+    except Exception:  # an undecodable element is as good as absent (warned where read)
+        return []
+    if not isinstance(seq, list | PydicomSequence):
+        return []
+    return [item for item in seq if isinstance(item, Dataset)]
 
 
 def code_from(code_item: Dataset) -> Code | None:

@@ -38,6 +38,7 @@ from kerma.dicom.content import (
     find,
     is_any_concept,
     is_concept,
+    sequence_items,
     uid_value,
 )
 from kerma.dicom.integrity import MAX_DEPTH, TOO_DEEP
@@ -296,7 +297,7 @@ def _xray_kind(root: ContentItem) -> ReportKind:
 
 def _check_template(ds: Dataset, report: DoseReport, tid: str) -> None:
     """Warn when the root Content Template Sequence is missing or names another TID."""
-    seq = ds.get("ContentTemplateSequence")
+    seq = sequence_items(ds, "ContentTemplateSequence")
     if not seq:
         report.warn(
             f"no ContentTemplateSequence; template inferred as TID {tid} from the root concept"

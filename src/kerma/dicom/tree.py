@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.sr._snomed_dict import mapping as _snomed_mapping
 from pydicom.sr.coding import Code
 
@@ -366,15 +367,18 @@ def _ds_code(item: Dataset | None) -> tuple[Code | None, str | None]:
 
 
 def _ds_first(ds: Dataset, keyword: str) -> Dataset | None:
-    """Return the first item of a sequence of a pydicom dataset, or ``None``."""
+    """Return the first item of a sequence of a pydicom dataset, or ``None``.
+
+    ``None`` also when the element is not a sequence of items (a re-typed element).
+    """
     try:
         seq = ds.get(keyword)
     except Exception:
         return None
-    if not seq:
+    if not isinstance(seq, list | PydicomSequence) or not seq:
         return None
-    first: Dataset = seq[0]
-    return first
+    first = seq[0]
+    return first if isinstance(first, Dataset) else None
 
 
 def from_dataset(ds: Dataset) -> ContentItem:
@@ -419,8 +423,8 @@ def from_dataset(ds: Dataset) -> ContentItem:
         children = ds.get("ContentSequence")
     except Exception:
         children = None
-    if children:
-        item.children = [from_dataset(child) for child in children]
+    if isinstance(children, list | PydicomSequence):  # else not a sequence: no children
+        item.children = [from_dataset(child) for child in children if isinstance(child, Dataset)]
     return item
 
 
