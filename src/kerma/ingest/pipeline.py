@@ -858,7 +858,7 @@ class Importer:
             session.add(row)
             session.flush()
             _sync_events(session, row, study, report, is_new=True)
-            _flag(session, study, row, item.findings)
+            _flag(session, study, row, item.findings, is_new=True)
             if item.size is not None:
                 _add_size(session, item.size)
             plan = reconcile_study(session, study=study)
@@ -1136,8 +1136,19 @@ def _report_modalities(report: DoseReport) -> frozenset[str]:
     return frozenset(m.strip().upper() for m in found if m and m.strip())
 
 
-def _flag(session: Session, study: Study, row: DoseReportRow, findings: list[Finding]) -> None:
-    """Store the plausibility flags of a report (replacing earlier ones) and log them."""
+def _flag(
+    session: Session,
+    study: Study,
+    row: DoseReportRow,
+    findings: list[Finding],
+    *,
+    is_new: bool = False,
+) -> None:
+    """Store the plausibility flags of a report (replacing earlier ones) and log them.
+
+    A report stored for the first time (``is_new``) has none to replace: nothing is
+    written unless it has flags (no statement on the import's hot path).
+    """
     flags = [
         {
             "quantity": f.quantity,
@@ -1153,6 +1164,8 @@ def _flag(session: Session, study: Study, row: DoseReportRow, findings: list[Fin
         if f.action is Action.FLAG
     ]
     assert row.id is not None
+    if is_new and not flags:
+        return
     queries.replace_plausibility_flags(
         session, study_id=study.id, dose_report_id=row.id, flags=flags
     )

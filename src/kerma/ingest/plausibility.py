@@ -52,6 +52,11 @@ _STUDY_FIELDS = frozenset(f.name for f in dataclasses.fields(StudyInfo))
 _ACCUMULATED_FIELDS = frozenset(f.name for f in dataclasses.fields(Accumulated))
 _PLANE_FIELDS = frozenset(f.name for f in dataclasses.fields(AccumulatedPlane))
 _EVENT_FIELDS = frozenset(f.name for f in dataclasses.fields(IrradiationEvent))
+#: Fields read per record part, in a fixed order (numbers only are checked).
+_STUDY_ORDER = tuple(sorted(_STUDY_FIELDS))
+_ACCUMULATED_ORDER = tuple(sorted(_ACCUMULATED_FIELDS - {"planes"}))
+_PLANE_ORDER = tuple(sorted(_PLANE_FIELDS))
+_EVENT_ORDER = tuple(sorted(_EVENT_FIELDS - {"xray_sources", "xray_filters"}))
 
 
 class Action(StrEnum):
@@ -245,16 +250,20 @@ def load_ranges(site_path: Path | None = None) -> tuple[PlausibilityRange, ...]:
 def _values(report: DoseReport) -> Iterator[tuple[str, str, str | None, object]]:
     """Yield (where, quantity, modality, value) of every number of a report."""
     modality = report.study.modality
-    for name in sorted(_STUDY_FIELDS):
+    for name in _STUDY_ORDER:
         yield "study", name, modality, getattr(report.study, name)
-    for name in sorted(_ACCUMULATED_FIELDS - {"planes"}):
+    for name in _ACCUMULATED_ORDER:
         yield "accumulated", name, modality, getattr(report.accumulated, name)
     for n, plane in enumerate(report.accumulated.planes, start=1):
-        for name in sorted(_PLANE_FIELDS):
+        for name in _PLANE_ORDER:
             yield f"plane {n}", name, modality, getattr(plane, name)
     for n, event in enumerate(report.events, start=1):
-        for name in sorted(_EVENT_FIELDS - {"xray_sources", "xray_filters"}):
-            yield f"event {n}", name, event.modality or modality, getattr(event, name)
+        event_modality = event.modality or modality
+        values = event.__dict__
+        for name in _EVENT_ORDER:
+            value = values[name]
+            if value is not None and not isinstance(value, str):
+                yield f"event {n}", name, event_modality, value
 
 
 def _label(quantity: str) -> str:
