@@ -179,6 +179,18 @@ class TestMalformedContent:
         assert result.report is not None
         assert any("(0010,0030)" in w and "not a DICOM VR" in w for w in result.report.warnings)
 
+    def test_unknown_vr_inside_a_sequence_is_left_out_with_warning(self) -> None:
+        """An unknown VR in (0054,0300) Radionuclide Code Sequence (decoded late): kept."""
+        data = bytearray((DICOM_DIR / "NM-PetIm-GE.dcm").read_bytes())
+        sequence = bytes(data).index(b"\x54\x00\x00\x03SQ")  # (0054,0300)
+        scheme = bytes(data).index(b"\x08\x00\x02\x01SH", sequence)  # (0008,0102)
+        data[scheme + 4 : scheme + 6] = b"KH"
+        result = read_and_extract(bytes(data), name="bad-vr-nested")
+        assert result.outcome == "ok", result.reason
+        assert result.report is not None
+        assert result.report.events[0].radionuclide == "^18^Fluorine"
+        assert any("(0008,0102)" in w and "not a DICOM VR" in w for w in result.report.warnings)
+
     def test_inspect_json_prints_null_for_nan(self, tmp_path: Path) -> None:
         """``kerma inspect --format json`` prints valid JSON: NaN CTDIvol is null + warning."""
         ds = pydicom.dcmread(CT_RDSR)
