@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         "title equal to its station name) over file imports, STOW-RS and C-GET, and logs "
         "the decision (docs/registry.md, Conflicts).",
     )
+    plausibility: Path | None = Field(
+        default=None,
+        description="A site's plausibility table (CSV, columns of "
+        "kerma/reference/plausibility.csv); its rows override the shipped ones "
+        "(docs/hardening.md).",
+    )
     # DICOM network (kerma.net)
     scp_aet: str = "KERMA"
     scp_port: int = 11112

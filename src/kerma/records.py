@@ -12,6 +12,7 @@ This module must not import anything else from Kerma.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -304,19 +305,42 @@ class DoseReport:
         accumulated keys are always present (``None`` when not held).
         """
         accumulated = dataclasses.asdict(self.accumulated)
-        return {
+        warnings = list(self.warnings)
+        out = {
             "file": self.file,
             "status": "ok",
             "kind": str(self.kind),
             "sop_class_uid": self.sop_class_uid,
             "sop_instance_uid": self.sop_instance_uid,
             "series_instance_uid": self.series_instance_uid,
-            "study": dataclasses.asdict(self.study),
+            "study": _finite(dataclasses.asdict(self.study), "study", warnings),
             "device": dataclasses.asdict(self.device),
-            "accumulated": accumulated,
-            "events": [event_to_dict(e) for e in self.events],
-            "warnings": list(self.warnings),
+            "accumulated": _finite(accumulated, "accumulated", warnings),
+            "events": [
+                _finite(event_to_dict(e), f"event {n}", warnings)
+                for n, e in enumerate(self.events, start=1)
+            ],
+            "warnings": warnings,
         }
+        return out
+
+
+def _finite(value: Any, where: str, warnings: list[str]) -> Any:
+    """Return ``value`` with NaN and infinite floats replaced by ``None``, each warned.
+
+    JSON (RFC 8259) has no NaN or Infinity; a record must stay valid JSON, and a value
+    that is not a finite number must not vanish without a word (issue #11).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        message = f"{where}: {value!r} is not a finite number; shown as null"
+        if message not in warnings:
+            warnings.append(message)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where} {k}", warnings) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v, f"{where}[{i}]", warnings) for i, v in enumerate(value)]
+    return value
 
 
 def event_to_dict(event: IrradiationEvent) -> dict[str, Any]:

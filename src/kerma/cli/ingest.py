@@ -308,9 +308,9 @@ ReasonOpt = Annotated[
         "--reason",
         "-r",
         help=(
-            "Only rejections of this reason group (conflict, strict, unreadable, not-dose, "
-            "reader-error, other), or whose reason contains this text (a reason copied from "
-            "the import summary, where `<file>` and `<uid>` stand for any text)."
+            "Only rejections of this reason group (conflict, strict, implausible, unreadable, "
+            "not-dose, reader-error, other), or whose reason contains this text (a reason "
+            "copied from the import summary, where `<file>` and `<uid>` stand for any text)."
         ),
     ),
 ]

@@ -49,13 +49,13 @@ def inspect(
         if record["status"] == "rejected":
             n_rejected += 1
         if output_format is OutputFormat.jsonl:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
         elif output_format is OutputFormat.json:
             records.append(record)
         else:
             _print_table(console, result if isinstance(result, DoseReport) else None, record)
     if output_format is OutputFormat.json:
-        sys.stdout.write(json.dumps(records, ensure_ascii=False, indent=1) + "\n")
+        sys.stdout.write(json.dumps(records, ensure_ascii=False, indent=1, allow_nan=False) + "\n")
     if n_rejected:
         err.print(f"{n_rejected} of {n_read} objects rejected")
     if n_read == 0:

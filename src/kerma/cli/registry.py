@@ -216,6 +216,7 @@ def build_filter(
     dose: str | None = None,
     include_non_patient: bool = False,
     conflicts: bool = False,
+    flagged: bool = False,
 ) -> StudyFilter:
     """Return the :class:`~kerma.db.filters.StudyFilter` of the command-line options.
 
@@ -242,6 +243,7 @@ def build_filter(
         dose_max=dose_range[2],
         include_non_patient=include_non_patient,
         has_conflict=True if conflicts else None,
+        flagged=flagged,
     )
 
 
@@ -341,6 +343,14 @@ def studies(
     ] = None,
     csv: CsvOpt = None,
     units: UnitsOpt = "canonical",
+    flagged: Annotated[
+        bool,
+        typer.Option(
+            "--flagged",
+            help="Only studies flagged for review: a value outside its plausibility range "
+            "or not a number (each shown with the reason).",
+        ),
+    ] = False,
 ) -> None:
     """List studies with their dose totals (display units: KAP in Gy·cm², Ka,r in mGy)."""
     from kerma.errors import UnknownColumnError
@@ -361,8 +371,10 @@ def studies(
         dose=dose,
         include_non_patient=include_non_patient,
         conflicts=conflicts,
+        flagged=flagged,
     )
     registry = open_registry()
+    flags = None
     try:
         try:
             shown = registry.list_studies(
@@ -374,6 +386,8 @@ def studies(
             with registry.session(write=False) as session:
                 n = write_studies_csv(session, path=csv, flt=flt, units=units)  # type: ignore[arg-type]
             console.print(f"{n} studies written to {escape(str(csv))}")
+        if flagged:
+            flags = registry.plausibility_flags(study_ids=[r["study_id"] for r in shown.rows])
     finally:
         registry.close()
     rows = shown.rows if sort else list(reversed(shown.rows))  # newest at the bottom
@@ -396,8 +410,14 @@ def studies(
         columns.append(("has_conflict", "conflict"))
     for _, heading in columns:
         table.add_column(heading, overflow="fold")
+    if flags is not None:
+        table.add_column("flagged for review", overflow="fold")
+        reasons = flags.groupby("study_id")["message"].apply(list).to_dict()
     for row in rows:
-        table.add_row(*(escape(_cell(name, row)) for name, _ in columns))
+        cells = [escape(_cell(name, row)) for name, _ in columns]
+        if flags is not None:
+            cells.append(escape("\n".join(reasons.get(row["study_id"], []))))
+        table.add_row(*cells)
     console.print(table)
 
 

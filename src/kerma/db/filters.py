@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
 
-from kerma.db.models import Alert, Device, Study
+from kerma.db.models import Alert, Device, PlausibilityFlag, Study
 
 #: Study columns a dose range may be given on (canonical units in the names).
 DOSE_RANGE_QUANTITIES: tuple[str, ...] = (
@@ -132,6 +132,11 @@ class StudyFilter:
         several versions, undecided; ``study.has_conflict``); ``False``: only those not
         in conflict; ``None`` (default): both.
 
+
+    flagged : bool
+        Only studies flagged for review: a stored value outside its plausibility range
+        or not a finite number (``plausibility_flag``; default ``False``: every study).
+
     Raises
     ------
     ValueError
@@ -158,6 +163,8 @@ class StudyFilter:
     has_alert: bool | None = None
     include_non_patient: bool = field(default=False)
     has_conflict: bool | None = None
+
+    flagged: bool = False
 
     def __post_init__(self) -> None:
         """Normalise the fields (strings to tuples and dates) and check them."""
@@ -279,6 +286,9 @@ def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
     if flt.has_alert is not None:
         alerted = exists().where(Alert.study_id == s.id)
         conditions.append(alerted if flt.has_alert else ~alerted)
+
+    if flt.flagged:
+        conditions.append(s.id.in_(select(PlausibilityFlag.study_id)))
     if not flt.include_non_patient:
         conditions.append(s.is_non_patient.is_(False))
     if flt.has_conflict is not None:

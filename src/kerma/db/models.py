@@ -667,3 +667,31 @@ class AlertHistory(Base):
     value: Mapped[float | None] = mapped_column(Float)
     prev_hash: Mapped[str] = mapped_column(SHA256_HEX, unique=True)
     entry_hash: Mapped[str] = mapped_column(SHA256_HEX)
+
+
+class PlausibilityFlag(Base):
+    """A stored value outside its plausibility range: the study is flagged for review.
+
+    One row per value (``kerma.ingest.plausibility``, issue #11); rows of a report are
+    rebuilt when it is reprocessed. ``value`` is the number as read, ``None`` when it is
+    not finite (``value_text`` keeps ``'nan'``/``'inf'``); the stored column holds the
+    same (empty for a non-finite value). ``range_min``/``range_max`` are the limits of
+    the table row, in the quantity's canonical unit.
+    """
+
+    __tablename__ = "plausibility_flag"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    dose_report_id: Mapped[int] = mapped_column(
+        ForeignKey("dose_report.id", ondelete="CASCADE"), index=True
+    )
+    quantity: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float)
+    value_text: Mapped[str] = mapped_column(String(32))
+    range_min: Mapped[float | None] = mapped_column(Float)
+    range_max: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(String)
+    message: Mapped[str] = mapped_column(Text)
+    flagged_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

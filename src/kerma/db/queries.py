@@ -25,6 +25,7 @@ from kerma.db.models import (
     IrradiationEvent,
     Patient,
     PatientSizeMeasurement,
+    PlausibilityFlag,
     RejectedObject,
     Study,
 )
@@ -436,3 +437,46 @@ def study_ids_for_uid(session: Session, *, study_instance_uid: str) -> set[int]:
     """Return the ids of the studies (one per device) of a Study Instance UID."""
     stmt = select(Study.id).where(Study.study_instance_uid == study_instance_uid)
     return set(session.scalars(stmt))
+
+
+def replace_plausibility_flags(
+    session: Session,
+    *,
+    study_id: int,
+    dose_report_id: int,
+    flags: list[dict[str, Any]],
+    flagged_at: dt.datetime | None = None,
+) -> int:
+    """Replace the plausibility flags of one dose report; return how many it has now.
+
+    Parameters
+    ----------
+    study_id, dose_report_id : int
+        The study and report the values belong to.
+    flags : list of dict
+        One per value: ``quantity``, ``location``, ``value`` (``None`` when not finite),
+        ``value_text``, ``range_min``, ``range_max``, ``source``, ``message``.
+    flagged_at : datetime, optional
+        Default now (UTC).
+    """
+    session.execute(
+        delete(PlausibilityFlag).where(PlausibilityFlag.dose_report_id == dose_report_id)
+    )
+    when = flagged_at or dt.datetime.now(dt.UTC)
+    for flag in flags:
+        session.add(
+            PlausibilityFlag(
+                study_id=study_id, dose_report_id=dose_report_id, flagged_at=when, **flag
+            )
+        )
+    return len(flags)
+
+
+def list_plausibility_flags(
+    session: Session, *, study_ids: list[int] | None = None
+) -> list[PlausibilityFlag]:
+    """Return plausibility flags (of ``study_ids``, or all), by study and id."""
+    stmt = select(PlausibilityFlag).order_by(PlausibilityFlag.study_id, PlausibilityFlag.id)
+    if study_ids is not None:
+        stmt = stmt.where(PlausibilityFlag.study_id.in_(study_ids))
+    return list(session.scalars(stmt))

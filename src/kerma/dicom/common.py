@@ -200,8 +200,8 @@ def read_study(ds: Dataset, report: DoseReport) -> StudyInfo:
         requested_procedure_description=get_text(ds, "RequestedProcedureDescription", report),
         series_description=get_text(ds, "SeriesDescription", report),
         patient_sex=get_text(ds, "PatientSex"),
-        patient_weight_kg=_positive(get_number(ds, "PatientWeight", report)),
-        patient_size_m=_positive(get_number(ds, "PatientSize", report)),
+        patient_weight_kg=_known(get_number(ds, "PatientWeight", report), "PatientWeight", report),
+        patient_size_m=_known(get_number(ds, "PatientSize", report), "PatientSize", report),
     )
     study.study_date = format_date(ds.get("StudyDate"))
     if study.study_date is None:
@@ -225,9 +225,18 @@ def read_study(ds: Dataset, report: DoseReport) -> StudyInfo:
     return study
 
 
-def _positive(value: float | None) -> float | None:
-    """Return ``value`` when it is a positive number, else ``None`` (0 means 'not known')."""
-    return value if value is not None and value > 0 else None
+def _known(value: float | None, keyword: str, report: DoseReport) -> float | None:
+    """Return a body measure as read; 0, which devices write for 'not known', is ``None``.
+
+    A zero (0.0) Patient's Weight or Size is left empty with a warning (devices write it
+    when nobody entered the value; e.g. Philips Allura). A negative value is kept as
+    read, so that the plausibility check rejects it (it cannot be physical) instead of
+    the value vanishing without a word (issue #11).
+    """
+    if value == 0:
+        report.warn(f"{keyword} is 0, which devices write for 'not known'; left empty")
+        return None
+    return value
 
 
 def read_device(ds: Dataset, report: DoseReport) -> DeviceInfo:

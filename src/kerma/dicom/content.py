@@ -20,13 +20,16 @@ May import ``kerma.records``, ``kerma.units``, ``kerma.errors`` and ``kerma.dico
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.sr.coding import Code
 
+from kerma.dicom.decode_errors import DECODE_ERRORS
 from kerma.dicom.text import repair_decoded
 from kerma.dicom.tree import ContentItem, concept_key, iter_items
 from kerma.records import DoseReport
@@ -54,6 +57,68 @@ def concept_of(item: Item) -> Code | None:
     if not seq:
         return None
     return code_from(seq[0])
+
+
+def is_concept(code: Any, concept: Code) -> bool:
+    """Return whether ``code`` (a Concept Name or coded value, or ``None``) is ``concept``.
+
+    :meth:`pydicom.sr.coding.Code.__eq__` raises ``AttributeError`` when the other side
+    is not a Code (``None == codes.DCM.X`` ends there by reflection); a content item
+    without a concept name is allowed (PS3.3 C.17.3, Concept Name Code Sequence Type 1C,
+    e.g. an IMAGE item by relationship), so every comparison of a read code goes through
+    here and an absent or malformed code is simply not the concept.
+    """
+    if not isinstance(code, Code):
+        return False
+    return bool(code == concept)
+
+
+def is_any_concept(code: Any, concepts: Iterable[Code]) -> bool:
+    """Return whether ``code`` is one of ``concepts`` (``False`` for ``None``); see
+    :func:`is_concept`."""
+    if not isinstance(code, Code):
+        return False
+    return any(code == c for c in concepts)
+
+
+#: The largest count Kerma stores (a 32-bit signed integer column, as SQL ``INTEGER``).
+MAX_COUNT = 2**31 - 1
+
+
+def as_count(value: float | None, report: DoseReport | None, *, what: str) -> int | None:
+    """Return a count read as a number as an ``int``, or ``None`` when it is not one.
+
+    A NaN or infinite count, or one larger than a 32-bit column holds, cannot be a
+    number of events or frames: it is left empty with a warning on ``report`` (never
+    an exception: ``round(float('nan'))`` raises ``ValueError``).
+    """
+    if value is None:
+        return None
+    if not math.isfinite(value) or abs(value) > MAX_COUNT:
+        if report is not None:
+            report.warn(f"{what}: count {value!r} is not a usable number; left empty")
+        return None
+    return round(value)
+
+
+def sequence_items(ds: Any, keyword: str | int) -> list[Dataset]:
+    """Return the items of a sequence attribute of a pydicom dataset (``[]`` if none).
+
+    ``keyword`` is a DICOM keyword or a tag (private sequences have no keyword).
+
+    Tolerant of what a damaged object holds instead: an absent or undecodable element, a
+    value that is not a sequence (a re-typed element: text, a number), items that are
+    not data sets. Callers index ``[0]`` only after checking the list is not empty.
+    """
+    try:
+        seq = ds.get(keyword)
+        if isinstance(keyword, int) and seq is not None:  # by tag: pydicom gives the element
+            seq = seq.value
+    except DECODE_ERRORS:  # an undecodable element is as good as absent (warned where read)
+        return []
+    if not isinstance(seq, list | PydicomSequence):
+        return []
+    return [item for item in seq if isinstance(item, Dataset)]
 
 
 def code_from(code_item: Dataset) -> Code | None:
@@ -268,12 +333,15 @@ def clean_text(value: Any, report: DoseReport | None = None) -> str | None:
     when its bytes were not read as declared (UTF-8 under a single-byte label, or no
     Specific Character Set); a string pydicom decoded under a Latin-1 label that is
     really UTF-8 (``'Ã¼'``) is repaired here (:func:`kerma.dicom.text.repair_decoded`).
-    The warning goes on ``report`` (EXTRACTION.md).
+    The warning goes on ``report`` (EXTRACTION.md). NUL characters are removed wherever
+    they are.
     """
     if value is None:
         return None
     warning = getattr(value, "warning", None)
-    text = str(value).strip().strip("\x00").strip()
+    # NUL is padding at the end of a value; inside one (a damaged or mis-typed value) it
+    # is never text and no database stores it (PostgreSQL refuses it in text columns)
+    text = str(value).replace("\x00", "").strip()
     if not text:
         return None
     if warning is None and not text.isascii():

@@ -32,6 +32,7 @@ from pydicom.sr.coding import Code
 
 from kerma.dicom.common import get_text
 from kerma.dicom.content import (
+    as_count,
     children,
     code_meaning,
     code_value,
@@ -41,6 +42,7 @@ from kerma.dicom.content import (
     find_all,
     find_one,
     has_measured_value,
+    is_concept,
     iter_tree,
     numeric_value,
     stored_number,
@@ -159,7 +161,9 @@ def read_ct_accumulated(container: ContentItem, report: DoseReport) -> Accumulat
         items, codes.DCM.CTDoseLengthProductTotal, UCUM_MGYCM, report, where=where
     )
     return Accumulated(
-        total_number_of_irradiation_events=_as_int(total_events),
+        total_number_of_irradiation_events=as_count(
+            total_events, report, what=describe(codes.DCM.TotalNumberOfIrradiationEvents)
+        ),
         ct_dlp_total_mgycm=dlp_total,
     )
 
@@ -240,7 +244,7 @@ def read_ct_acquisition(
     dose = find_one(items, codes.DCM.CTDose, report, where=where)
     if dose is not None:
         read_ct_dose(dose, event, report, where=where)
-    elif acquisition_type != codes.DCM.ConstantAngleAcquisition:
+    elif not is_concept(acquisition_type, codes.DCM.ConstantAngleAcquisition):
         # TID 10013: CT Dose is only left out for localizers (Constant Angle Acquisition)
         report.warn(
             f"{describe(codes.DCM.CTDose)} missing from {where}, which is not a "
@@ -249,10 +253,8 @@ def read_ct_acquisition(
     # dose check containers placed beside CT Dose instead of inside it
     read_ct_dose_check(items, event, report, where=where, overwrite=False)
 
-    wed = next(
-        (i for i in iter_tree(items) if concept_of(i) == codes.DCM.WaterEquivalentDiameter),
-        None,
-    )
+    wed_concept = codes.DCM.WaterEquivalentDiameter
+    wed = next((i for i in iter_tree(items) if is_concept(concept_of(i), wed_concept)), None)
     event.water_equivalent_diameter_mm = numeric_value(wed, UCUM_MM, report)
     return event
 
@@ -298,10 +300,12 @@ def read_ct_acquisition_parameters(
     )
     pitch = find_one(items, codes.DCM.PitchFactor, report, where=here)
     event.pitch_factor = numeric_value(pitch, None, report)
-    if pitch is None and acquisition_type == codes.SCT.SpiralAcquisition:
+    if pitch is None and is_concept(acquisition_type, codes.SCT.SpiralAcquisition):
         report.warn(f"{describe(codes.DCM.PitchFactor)} missing from {here} (spiral)")
-    event.number_of_xray_sources = _as_int(
-        _required_num(items, codes.DCM.NumberOfXRaySources, None, report, where=here)
+    event.number_of_xray_sources = as_count(
+        _required_num(items, codes.DCM.NumberOfXRaySources, None, report, where=here),
+        report,
+        what=describe(codes.DCM.NumberOfXRaySources),
     )
 
     sources = find_all(items, codes.DCM.CTXRaySourceParameters)
@@ -486,11 +490,6 @@ def _required_num(
         report.warn(f"{describe(concept)} of {where} has no measured value; left empty")
         return None
     return numeric_value(item, unit, report)
-
-
-def _as_int(value: float | None) -> int | None:
-    """Return a count read as a float as an ``int`` (``None`` stays ``None``)."""
-    return None if value is None else round(value)
 
 
 __all__ = [

@@ -44,7 +44,7 @@ from typing import Final
 from pydicom.dataset import Dataset
 
 from kerma.dicom.common import get_number, get_text
-from kerma.dicom.content import format_dicom_datetime, parse_number
+from kerma.dicom.content import as_count, format_dicom_datetime, parse_number, sequence_items
 from kerma.dicom.headers import CT_ACQUISITION_TYPES, SECONDARY_CAPTURE_CLASSES, scaled
 from kerma.records import DoseReport, IrradiationEvent, XRaySource
 from kerma.units import MS_TO_S
@@ -78,7 +78,7 @@ def is_dose_sheet(ds: Dataset) -> bool:
         return False
     if str(ds.get("Modality", "")).strip().upper() != "CT":
         return False
-    seq = ds.get("ExposureDoseSequence")
+    seq = sequence_items(ds, "ExposureDoseSequence")
     return bool(seq) and any("CTDIvol" in item for item in seq)
 
 
@@ -107,11 +107,12 @@ def read_dose_sheet(ds: Dataset, report: DoseReport) -> None:
             "layout known from Philips only; values read from (0040,030E) Exposure Dose "
             "Sequence"
         )
-    seq = ds.get("ExposureDoseSequence") or []
+    seq = sequence_items(ds, "ExposureDoseSequence")
     tz = get_text(ds, "TimezoneOffsetFromUTC")
     report.events = [_read_item(item, report, tz) for item in seq]
     total_exposures = get_number(ds, "TotalNumberOfExposures", report)
-    n_events = int(total_exposures) if total_exposures is not None else len(report.events)
+    counted = as_count(total_exposures, report, what="(0040,0301) Total Number of Exposures")
+    n_events = counted if counted is not None else len(report.events)
     if n_events != len(report.events):
         report.warn(
             f"(0040,0301) Total Number of Exposures is {n_events} but (0040,030E) Exposure "

@@ -31,9 +31,25 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.sr.codedict import codes
 
 from kerma.dicom.common import fill_common, get_text
-from kerma.dicom.content import children, code_value, concept_of, describe, find, uid_value
+from kerma.dicom.content import (
+    children,
+    code_value,
+    concept_of,
+    describe,
+    find,
+    is_any_concept,
+    is_concept,
+    sequence_items,
+    uid_value,
+)
 from kerma.dicom.inflate import DEFAULT_MAX_INFLATED_BYTES, DEFAULT_MAX_OBJECT_BYTES
-from kerma.dicom.reader import DicomObject, read_bytes
+from kerma.dicom.integrity import MAX_DEPTH, TOO_DEEP
+from kerma.dicom.reader import (
+    READ_WARNINGS_ATTRIBUTE,
+    DicomObject,
+    drop_undecodable,
+    read_bytes,
+)
 from kerma.dicom.tree import ContentItem, content_tree
 from kerma.errors import IngestError, NotADoseReportError, UnreadableObjectError
 from kerma.records import DoseReport, Rejection, ReportKind
@@ -180,19 +196,14 @@ def extract_dataset(ds: Dataset, *, file: str | None = None) -> DoseReport:
     """
     sop_instance_uid = get_text(ds, "SOPInstanceUID")
     try:
-        if is_sr(ds):
-            return _extract_sr(ds, file=file)
-        from kerma.dicom import dose_sheet, headers
-
-        if dose_sheet.is_dose_sheet(ds):
-            report = DoseReport(kind=ReportKind.DOSE_SHEET_CT, file=file)
-            fill_common(ds, report)
-            dose_sheet.read_dose_sheet(ds, report)
-            return report
-        report = DoseReport(kind=ReportKind.HEADER_DX, file=file)
-        fill_common(ds, report)
-        headers.read_image_header(ds, report)  # sets kind; raises NotADoseReportError
-        return report
+        try:
+            report = _extract_any(ds, file=file)
+        except (NotImplementedError, BytesLengthException):
+            # a value pydicom decodes only when read (an element inside a sequence with
+            # an unknown VR or a wrong length): leave such elements out and read again
+            if not drop_undecodable(ds, deep=True):
+                raise
+            report = _extract_any(ds, file=file)
     except IngestError as exc:
         if exc.sop_instance_uid is None:
             exc.sop_instance_uid = sop_instance_uid
@@ -205,6 +216,28 @@ def extract_dataset(ds: Dataset, *, file: str | None = None) -> DoseReport:
             "archive for inspection; ask the vendor for a conformant object.",
             sop_instance_uid=sop_instance_uid,
         ) from exc
+    return report
+
+
+def _extract_any(ds: Dataset, *, file: str | None) -> DoseReport:
+    """Return the record of an SR, a dose screen or an image header (see
+    :func:`extract_dataset`), with the warnings of reading the object."""
+    if is_sr(ds):
+        report = _extract_sr(ds, file=file)
+    else:
+        from kerma.dicom import dose_sheet, headers
+
+        if dose_sheet.is_dose_sheet(ds):
+            report = DoseReport(kind=ReportKind.DOSE_SHEET_CT, file=file)
+            fill_common(ds, report)
+            dose_sheet.read_dose_sheet(ds, report)
+        else:
+            report = DoseReport(kind=ReportKind.HEADER_DX, file=file)
+            fill_common(ds, report)
+            headers.read_image_header(ds, report)  # sets kind; raises NotADoseReportError
+    for warning in ds.__dict__.get(READ_WARNINGS_ATTRIBUTE, ()):
+        report.warn(warning)
+    return report
 
 
 def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
@@ -212,7 +245,7 @@ def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
     tree = content_tree(ds)
     root = concept_of(tree)
     uid = get_text(ds, "SOPInstanceUID")
-    if root == codes.DCM.XRayRadiationDoseReport:
+    if is_concept(root, codes.DCM.XRayRadiationDoseReport):
         kind = _xray_kind(tree)
         report = DoseReport(kind=kind, file=file)
         fill_common(ds, report)
@@ -229,7 +262,7 @@ def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
             read_projection_report(ds, report, root=tree)
         report.study.procedure_reported = _procedure_reported(tree)
         return report
-    if root == codes.DCM.RadiopharmaceuticalRadiationDoseReport:
+    if is_concept(root, codes.DCM.RadiopharmaceuticalRadiationDoseReport):
         from kerma.dicom.radiopharmaceutical import read_radiopharmaceutical_report
 
         report = DoseReport(kind=ReportKind.RDSR_RADIOPHARMACEUTICAL, file=file)
@@ -240,7 +273,7 @@ def _extract_sr(ds: Dataset, *, file: str | None) -> DoseReport:
         return report
     from kerma.dicom.codes import SIEMENS_RADIATION_SUMMARY_REPORT
 
-    if root is not None and root == SIEMENS_RADIATION_SUMMARY_REPORT:
+    if is_concept(root, SIEMENS_RADIATION_SUMMARY_REPORT):
         # Siemens ARCADIS private dose summary (study totals, no events): projection
         from kerma.dicom.projection import read_projection_report
 
@@ -268,7 +301,7 @@ def _xray_kind(root: ContentItem) -> ReportKind:
     items = children(root)
     procedure = code_value(find(items, codes.DCM.ProcedureReported))
     if procedure is not None:
-        if procedure in CT_PROCEDURES:
+        if is_any_concept(procedure, CT_PROCEDURES):
             return ReportKind.RDSR_CT
         return ReportKind.RDSR_PROJECTION
     if find(items, codes.DCM.CTAcquisition) or find(items, codes.DCM.CTAccumulatedDoseData):
@@ -278,7 +311,7 @@ def _xray_kind(root: ContentItem) -> ReportKind:
 
 def _check_template(ds: Dataset, report: DoseReport, tid: str) -> None:
     """Warn when the root Content Template Sequence is missing or names another TID."""
-    seq = ds.get("ContentTemplateSequence")
+    seq = sequence_items(ds, "ContentTemplateSequence")
     if not seq:
         report.warn(
             f"no ContentTemplateSequence; template inferred as TID {tid} from the root concept"
@@ -376,6 +409,14 @@ def read_and_extract(
         sop_instance_uid=get_text(ds, "SOPInstanceUID"),
         obj=obj,
     )
+    if obj.truncation == TOO_DEEP:
+        result.outcome = "unreadable"
+        result.reason = (
+            f"Unable to read {name}: its sequences are nested more than {MAX_DEPTH} levels "
+            "deep, far beyond any dose report template (TID 10011 nests 4 levels); the "
+            "object is malformed. It is kept; ask the sender for a conformant object."
+        )
+        return result
     if obj.truncation is not None:
         result.outcome = "truncated"
         result.reason = (

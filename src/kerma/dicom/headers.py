@@ -72,7 +72,7 @@ from pydicom import uid
 from pydicom.dataset import Dataset
 
 from kerma.dicom.common import format_date, format_time, get_number, get_text, split_time
-from kerma.dicom.content import code_from, format_dicom_datetime, parse_number
+from kerma.dicom.content import code_from, format_dicom_datetime, parse_number, sequence_items
 from kerma.dicom.decode_errors import DECODE_ERRORS
 from kerma.errors import NotADoseReportError
 from kerma.records import DoseReport, IrradiationEvent, ReportKind, XRaySource
@@ -364,17 +364,18 @@ def find_holder(ds: Dataset, keyword: str) -> Dataset | None:
     if _has_value(ds, keyword):
         return ds
     for group in _FUNCTIONAL_GROUPS:
-        seq = ds.get(group)
+        seq = sequence_items(ds, group)
         if not seq:
             continue
         for elem in seq[0]:
-            if elem.VR == "SQ" and elem.value and _has_value(elem.value[0], keyword):
-                item: Dataset = elem.value[0]
-                return item
-    seq = ds.get("XRay3DAcquisitionSequence")
+            if elem.VR != "SQ":
+                continue
+            items = sequence_items(seq[0], elem.tag)
+            if items and _has_value(items[0], keyword):
+                return items[0]
+    seq = sequence_items(ds, "XRay3DAcquisitionSequence")
     if seq and _has_value(seq[0], keyword):
-        first: Dataset = seq[0]
-        return first
+        return seq[0]
     return None
 
 
@@ -531,10 +532,7 @@ def _acquisition_protocol(ds: Dataset, report: DoseReport) -> str | None:
 
 def _code_meanings(ds: Dataset, sequence: str) -> str | None:
     """Return the Code Meanings of a code sequence's items joined with ``', '``, or ``None``."""
-    try:
-        items = ds.get(sequence) or []
-    except DECODE_ERRORS:  # an undecodable sequence is as good as absent here
-        return None
+    items = sequence_items(ds, sequence)  # absent, wrong-type or undecodable: no items
     meanings = [get_text(item, "CodeMeaning") for item in items]
     return ", ".join(m for m in meanings if m) or None
 
@@ -718,8 +716,9 @@ def _read_ct(ds: Dataset, event: IrradiationEvent, report: DoseReport) -> None:
     event.nominal_total_collimation_width_mm = _number(ds, "TotalCollimationWidth", report)
     event.anatomical_structure = get_text(ds, "BodyPartExamined", report)
     phantom = find_holder(ds, "CTDIPhantomTypeCodeSequence")
-    if phantom is not None:
-        code = code_from(phantom.CTDIPhantomTypeCodeSequence[0])
+    phantom_items = sequence_items(phantom, "CTDIPhantomTypeCodeSequence") if phantom else []
+    if phantom_items:
+        code = code_from(phantom_items[0])
         event.ctdiw_phantom_type = code.meaning or None if code else None
     event.number_of_xray_sources = 1
     event.xray_sources = [
@@ -733,7 +732,7 @@ def _read_ct(ds: Dataset, event: IrradiationEvent, report: DoseReport) -> None:
 
 def _read_radiopharmaceutical(ds: Dataset, event: IrradiationEvent, report: DoseReport) -> None:
     """Read the administration of an NM/PET image from (0054,0016) (first item)."""
-    seq = ds.get("RadiopharmaceuticalInformationSequence")
+    seq = sequence_items(ds, "RadiopharmaceuticalInformationSequence")
     if not seq:
         report.warn(
             "(0054,0016) Radiopharmaceutical Information Sequence absent or empty: no "
@@ -765,7 +764,7 @@ def _read_radiopharmaceutical(ds: Dataset, event: IrradiationEvent, report: Dose
 
 def _code_meaning(item: Dataset, sequence: str) -> str | None:
     """Return the Code Meaning of the first item of a code sequence, or ``None``."""
-    seq = item.get(sequence)
+    seq = sequence_items(item, sequence)
     if not seq:
         return None
     code = code_from(seq[0])

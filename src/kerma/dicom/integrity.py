@@ -22,6 +22,7 @@ import struct
 
 from pydicom.datadict import dictionary_VR
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import VR
 
 from kerma.errors import TruncatedError
 
@@ -34,6 +35,11 @@ LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 MAX_DEPTH = 64
+#: The truncation text of an object nested deeper than :data:`MAX_DEPTH` (not cut short:
+#: malformed; readers tell the two apart by it).
+TOO_DEEP = "sequences are nested too deeply"
+#: The VRs of PS3.5 Table 6.2-1, as bytes (to tell Explicit from Implicit VR data).
+KNOWN_VRS = frozenset(str(v).encode("ascii") for v in VR)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -51,14 +57,16 @@ def find_truncation(data: bytes) -> str | None:
     Parameters
     ----------
     data : bytes
-        A DICOM Part 10 file, or a bare dataset in Implicit VR Little Endian.
+        A DICOM Part 10 file, or a bare dataset (no preamble and file meta) in Implicit
+        or Explicit VR Little Endian: explicit when the first element's bytes 4-5 are a
+        VR, as pydicom decides for such data (PS3.5 7.1).
 
     Returns
     -------
     str or None
         E.g. ``"the data ends at byte 5120 inside a sequence item"``.
     """
-    start, implicit, little = 0, True, True
+    start, implicit, little = 0, data[4:6] not in KNOWN_VRS, True
     if data[128:132] == b"DICM":
         meta = _Walker(data, implicit=False, little=True)
         meta.pos = 132
@@ -111,7 +119,7 @@ class _Walker:
     def elements(self, start: int, end: int, *, depth: int, until_delimiter: bool) -> None:
         """Walk elements from ``start`` to ``end`` (or to an item delimiter)."""
         if depth > MAX_DEPTH:
-            raise TruncatedError("sequences are nested too deeply")
+            raise TruncatedError(TOO_DEEP)
         self.pos = start
         while self.pos < end:
             group, elem = self._unpack("HH", 4)

@@ -38,6 +38,7 @@ from pydicom.sr.coding import Code
 
 from kerma.dicom import codes as local_codes
 from kerma.dicom.content import (
+    as_count,
     children,
     clean_text,
     code_meaning,
@@ -45,6 +46,8 @@ from kerma.dicom.content import (
     concept_of,
     datetime_value,
     describe,
+    is_any_concept,
+    is_concept,
     numeric_value,
     text_value,
     uid_value,
@@ -371,7 +374,7 @@ def has_fluoroscopy(event_types: Sequence[Code | None], planes: Sequence[Accumul
     Zero fluoroscopy totals, as a radiography room that can also do fluoroscopy writes
     them (Siemens Fluorospot Compact), do not count.
     """
-    if any(t is not None and t == codes.SCT.Fluoroscopy for t in event_types):
+    if any(is_concept(t, codes.SCT.Fluoroscopy) for t in event_types):
         return True
     return any(
         (p.fluoro_time_total_s or 0) > 0 or (p.fluoro_dap_total_gym2 or 0) > 0 for p in planes
@@ -436,15 +439,15 @@ def get_study_modality(
         ``MG``, ``RF``, ``XA``, ``DX`` (or ``CR``/``PX`` from the header for radiography).
     """
     header = (header_modality or "").upper()
-    if (procedure is not None and procedure == codes.SCT.Mammography) or header == "MG":
+    if is_concept(procedure, codes.SCT.Mammography) or header == "MG":
         return "MG"
     if has_fluoroscopy(event_types, planes):
-        biplane = any(p is not None and p == codes.DCM.PlaneB for p in acquisition_planes)
+        biplane = any(is_concept(p, codes.DCM.PlaneB) for p in acquisition_planes)
         return "XA" if biplane or header == "XA" else "RF"
     radiography_header = header if header in {"DX", "CR", "PX"} else "DX"
-    if device_type is not None and device_type == _FLUOROSCOPY_DEVICE_TYPE:
+    if is_concept(device_type, _FLUOROSCOPY_DEVICE_TYPE):
         return radiography_header if event_types else ("XA" if header == "XA" else "RF")
-    if event_types or (device_type is not None and device_type in _RADIOGRAPHY_DEVICE_TYPES):
+    if event_types or is_any_concept(device_type, _RADIOGRAPHY_DEVICE_TYPES):
         return radiography_header
     has_fluoro_totals = any(
         p.fluoro_time_total_s is not None or p.fluoro_dap_total_gym2 is not None for p in planes
@@ -464,7 +467,7 @@ def get_event_modality(event_type: Code | None, study_modality: str) -> str:
     """
     if study_modality == "MG":
         return "MG"
-    if event_type is not None and event_type == codes.SCT.Fluoroscopy:
+    if is_concept(event_type, codes.SCT.Fluoroscopy):
         return study_modality if study_modality in {"RF", "XA"} else "RF"
     return study_modality
 
@@ -502,7 +505,9 @@ def _read_accumulated(container: ContentItem, report: DoseReport) -> Code | None
     plane.acquisition_plane = code_meaning(plane_item, report)
     _read_numbers(index, PLANE_NUMERIC_FIELDS, plane, report)
     frames = numeric_value(index.first(codes.DCM.TotalNumberOfRadiographicFrames), None, report)
-    plane.total_number_of_radiographic_frames = round(frames) if frames is not None else None
+    plane.total_number_of_radiographic_frames = as_count(
+        frames, report, what=describe(codes.DCM.TotalNumberOfRadiographicFrames)
+    )
     plane.reference_point_definition = _code_or_text(
         index.first(codes.DCM.ReferencePointDefinition), report
     )
@@ -510,7 +515,9 @@ def _read_accumulated(container: ContentItem, report: DoseReport) -> Code | None
         index.first(codes.DCM.TotalNumberOfIrradiationEvents), None, report
     )
     if events_total is not None:
-        report.accumulated.total_number_of_irradiation_events = round(events_total)
+        report.accumulated.total_number_of_irradiation_events = as_count(
+            events_total, report, what=describe(codes.DCM.TotalNumberOfIrradiationEvents)
+        )
     _read_accumulated_agd(index, report)
     report.accumulated.planes.append(plane)
     return code_value(plane_item)
@@ -633,7 +640,7 @@ def _read_filters(index: ContentIndex, event: IrradiationEvent, report: DoseRepo
         type_item = fidx.first(codes.DCM.XRayFilterType)
         material_item = fidx.first(codes.DCM.XRayFilterMaterial)
         filter_type = code_value(type_item)
-        if material_item is None and filter_type is not None and filter_type == codes.DCM.NoFilter:
+        if material_item is None and is_concept(filter_type, codes.DCM.NoFilter):
             continue
         filters.append(
             XRayFilter(
@@ -701,7 +708,9 @@ def _read_siemens_radiation_summary(ds: Dataset, tree: ContentItem, report: Dose
     exposures = numeric_value(
         index.first(local_codes.SIEMENS_TOTAL_NUMBER_OF_EXPOSURES), None, report
     )
-    plane.total_number_of_radiographic_frames = round(exposures) if exposures is not None else None
+    plane.total_number_of_radiographic_frames = as_count(
+        exposures, report, what="Siemens 'Total Number of Exposures'"
+    )
     report.accumulated.planes = [plane]
     report.events = []
     report.warn(

@@ -32,6 +32,7 @@ from kerma.dicom.content import (
     describe,
     find_all,
     find_one,
+    is_any_concept,
     numeric_value,
     uid_value,
 )
@@ -159,7 +160,7 @@ def read_administration(
             f"{describe(codes.DCM.RadiopharmaceuticalAdministrationEventUID)} missing from {where}"
         )
 
-    agents = [item for item in items if concept_of(item) in RADIOPHARMACEUTICAL_AGENT]
+    agents = [item for item in items if is_any_concept(concept_of(item), RADIOPHARMACEUTICAL_AGENT)]
     if len(agents) > 1:
         report.warn(
             f"{describe(codes.SCT.Radiopharmaceuticals)} appears {len(agents)} times in "

@@ -48,8 +48,10 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import VR
 
 from kerma.dicom.inflate import DEFAULT_MAX_INFLATED_BYTES, inflate, inflated_size
 from kerma.dicom.tree import (
@@ -79,6 +81,12 @@ LONG_VRS: Final = frozenset(
 MAX_DEPTH: Final = 64
 #: Top-level sequences kept as raw items for the SR content tree (the root item).
 ROOT_SEQUENCES: Final = frozenset({CONTENT_SEQUENCE, CONCEPT_NAME_CODE_SEQUENCE})
+#: The Value Representations of PS3.5 Table 6.2-1 (pydicom's ``VR`` members); an
+#: explicit VR outside them cannot be decoded (pydicom raises ``NotImplementedError``
+#: when the value is first read, long after the read itself succeeded).
+KNOWN_VRS: Final = frozenset(str(v) for v in VR)
+#: Attribute of a dataset read here that holds what reading dropped, one text each.
+READ_WARNINGS_ATTRIBUTE: Final = "_kerma_read_warnings"
 _HEADER = struct.Struct("<HHL")  # tag group, element, 4-byte length (implicit VR / items)
 _EXPLICIT = struct.Struct("<HH2sH")  # tag group, element, VR, 2-byte length
 _LONG = struct.Struct("<L")
@@ -186,6 +194,7 @@ def read_bytes(
         stream = io.BytesIO(data)
         stream.name = name
         ds = read_with_pydicom(stream, stop_before_pixels=not with_pixels)
+        drop_undecodable(ds)
         return DicomObject(ds, find_truncation(data), data)
     if result.truncation is None and "SOPClassUID" not in result.dataset:
         from kerma.errors import UnreadableObjectError
@@ -194,6 +203,7 @@ def read_bytes(
             f"Unable to read {name}: it has no (0008,0016) 'SOP Class UID'; it may be "
             "truncated or not a DICOM object."
         )
+    drop_undecodable(result.dataset)
     return result
 
 
@@ -223,6 +233,71 @@ def _check_deflated_size(data: bytes, *, name: str, max_inflated_bytes: int) -> 
             inflated_size(
                 (memoryview(data)[stream.tell() :],), max_bytes=max_inflated_bytes, name=name
             )
+
+
+def drop_undecodable(ds: Dataset, *, deep: bool = False) -> list[str]:
+    """Remove elements whose value cannot be decoded; return why, one text per element.
+
+    An element whose explicit VR is not a DICOM VR (e.g. a flipped byte in the VR of
+    (0010,0030) 'Patient's Birth Date') reads without an error but raises
+    ``NotImplementedError`` when an extractor first touches its value. It is removed
+    here, so that an element Kerma may not even need never costs the report, and the
+    reason is kept on the dataset (:data:`READ_WARNINGS_ATTRIBUTE`) for the record's
+    warnings.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        A dataset as read (raw elements not yet decoded); changed in place.
+    deep : bool, optional
+        Also decode every element inside sequences (which pydicom parses only when they
+        are first read) and remove those that fail, or a whole sequence that does not
+        parse. Costly on large objects: used only after an extraction met such a value.
+        Default ``False``: the top level, by VR only.
+
+    Returns
+    -------
+    list of str
+        One warning per element removed (also added to those stored on ``ds``).
+    """
+    warnings: list[str] = []
+    _drop(ds, warnings, deep=deep, depth=0)
+    if warnings:
+        kept = ds.__dict__.get(READ_WARNINGS_ATTRIBUTE, [])
+        object.__setattr__(ds, READ_WARNINGS_ATTRIBUTE, kept + warnings)
+    return warnings
+
+
+def _drop(ds: Dataset, warnings: list[str], *, deep: bool, depth: int) -> None:
+    """Remove the undecodable elements of one data set (and, ``deep``, of its items)."""
+    from pydicom.errors import BytesLengthException
+
+    elements = ds._dict
+    for tag in list(elements):
+        elem = elements[tag]
+        vr = getattr(elem, "VR", None)
+        if vr is not None and vr not in KNOWN_VRS:
+            del elements[tag]
+            shown = vr if isinstance(vr, str) and vr.isprintable() else repr(vr)
+            warnings.append(
+                f"element {BaseTag(tag)} has Value Representation {shown!s}, which is not "
+                "a DICOM VR (PS3.5 6.2); its value cannot be decoded and was left out"
+            )
+            continue
+        if not deep or tag in PIXEL_TAGS:
+            continue
+        try:
+            value = ds[tag].value
+        except (NotImplementedError, BytesLengthException, ValueError, TypeError) as exc:
+            del elements[tag]
+            warnings.append(
+                f"element {BaseTag(tag)} cannot be decoded ({type(exc).__name__}: {exc}); left out"
+            )
+            continue
+        if depth < MAX_DEPTH and isinstance(value, PydicomSequence) and value:
+            for item in value:
+                if isinstance(item, Dataset):
+                    _drop(item, warnings, deep=True, depth=depth + 1)
 
 
 def _read_fast(

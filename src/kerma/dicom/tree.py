@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.sr._snomed_dict import mapping as _snomed_mapping
 from pydicom.sr.coding import Code
 
@@ -220,8 +221,11 @@ def iter_items(items: Iterable[ContentItem]) -> Iterable[ContentItem]:
 
 
 def _ascii(raw: Any) -> str | None:
-    """Return an ASCII value (CS, SH, UI, DS, DT ...) stripped of padding, or ``None``."""
-    if raw is None:
+    """Return an ASCII value (CS, SH, UI, DS, DT ...) stripped of padding, or ``None``.
+
+    A sequence where a value is expected (a re-typed element) reads as ``None``.
+    """
+    if not isinstance(raw, bytes):
         return None
     text = raw.decode("ascii", "replace").strip(" \x00")
     return text or None
@@ -235,8 +239,8 @@ def _numeric(text: str | None) -> str | list[str] | None:
 
 
 def _first(raw: Any) -> RawItem | None:
-    """Return the first item of a raw sequence, or ``None``."""
-    return raw[0] if isinstance(raw, list) and raw else None
+    """Return the first item of a raw sequence, or ``None`` (also when it is not one)."""
+    return raw[0] if isinstance(raw, list) and raw and isinstance(raw[0], dict) else None
 
 
 def _raw_code(item: RawItem | None, codecs: Sequence[str]) -> tuple[Code | None, str | None]:
@@ -255,7 +259,7 @@ def _raw_code(item: RawItem | None, codecs: Sequence[str]) -> tuple[Code | None,
 
 def _text(raw: Any, codecs: Sequence[str]) -> str | None:
     """Return a text value (LO, UT, PN, UC ...) decoded with the character set."""
-    if raw is None:
+    if not isinstance(raw, bytes):
         return None
     text = decode_text(raw, codecs)
     return text or None
@@ -293,7 +297,7 @@ def from_raw(raw: RawItem, codecs: Sequence[str]) -> ContentItem:
         item.has_measured_value = True
         item.numeric_value = _numeric(_ascii(measured.get(NUMERIC_VALUE)))
         fp = measured.get(FLOATING_POINT_VALUE)
-        if fp is not None and len(fp) >= 8:
+        if isinstance(fp, bytes) and len(fp) >= 8:
             import struct
 
             item.floating_point_value = struct.unpack_from("<d", fp)[0]
@@ -311,8 +315,8 @@ def from_raw(raw: RawItem, codecs: Sequence[str]) -> ContentItem:
     if TIME in raw:
         item.time = _ascii(raw[TIME])
     children = get(CONTENT_SEQUENCE)
-    if children:
-        item.children = [from_raw(child, codecs) for child in children]
+    if isinstance(children, list):  # not a sequence (a re-typed element): no children
+        item.children = [from_raw(child, codecs) for child in children if isinstance(child, dict)]
     return item
 
 
@@ -364,15 +368,18 @@ def _ds_code(item: Dataset | None) -> tuple[Code | None, str | None]:
 
 
 def _ds_first(ds: Dataset, keyword: str) -> Dataset | None:
-    """Return the first item of a sequence of a pydicom dataset, or ``None``."""
+    """Return the first item of a sequence of a pydicom dataset, or ``None``.
+
+    ``None`` also when the element is not a sequence of items (a re-typed element).
+    """
     try:
         seq = ds.get(keyword)
     except DECODE_ERRORS:
         return None
-    if not seq:
+    if not isinstance(seq, list | PydicomSequence) or not seq:
         return None
-    first: Dataset = seq[0]
-    return first
+    first = seq[0]
+    return first if isinstance(first, Dataset) else None
 
 
 def from_dataset(ds: Dataset) -> ContentItem:
@@ -417,8 +424,8 @@ def from_dataset(ds: Dataset) -> ContentItem:
         children = ds.get("ContentSequence")
     except DECODE_ERRORS:
         children = None
-    if children:
-        item.children = [from_dataset(child) for child in children]
+    if isinstance(children, list | PydicomSequence):  # else not a sequence: no children
+        item.children = [from_dataset(child) for child in children if isinstance(child, Dataset)]
     return item
 
 

@@ -74,6 +74,7 @@ from kerma.dicom.reader import DicomObject
 from kerma.dicom.size import PatientSize, is_ct_image, measure_patient_size
 from kerma.errors import ConfigurationError, ConflictError, IngestWarning, NotFoundError
 from kerma.ingest.archive import Archive, ArchivedObject, sha256_of
+from kerma.ingest.plausibility import Action, Finding, check_report, load_ranges, rejection_reason
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
 from kerma.ingest.sources import is_dicom, iter_sources
@@ -373,6 +374,9 @@ class _Extracted:
     size: PatientSize | None = None
     has_identity: bool = True  # False for an object without Patient ID and name
 
+    #: Values outside their plausibility range (flags only: rejections are not stored).
+    findings: list[Finding] = field(default_factory=list)
+
 
 #: Session ``info`` key of the study ids an object's transaction touched.
 _TOUCHED_KEY = "kerma_touched_study_ids"
@@ -419,6 +423,8 @@ class Importer:
         self.pseudonymizer = pseudonymizer
         self.derive = derive
         self.after_commit = after_commit
+        #: The plausibility table in force (shipped rows, a site's file over them).
+        self.plausibility = load_ranges(settings.plausibility)
 
     def _derive(self, session: Session, study_ids: set[int], size: PatientSize | None) -> None:
         """Run the ``derive`` hook for the touched studies (and those of a size's study UID).
@@ -741,6 +747,16 @@ class Importer:
                 source,
                 report.sop_class_uid,
             ), obj
+        findings = check_report(report, self.plausibility)
+        if any(f.action is Action.REJECT for f in findings):
+            return Rejection(
+                rejection_reason(source, report.sop_instance_uid, findings),
+                source,
+                report.sop_class_uid,
+                report.sop_instance_uid,
+            ), obj
+        for finding in findings:
+            report.warn(finding.message)
         if self.settings.strict and report.warnings:
             return Rejection(
                 f"Rejected in strict mode (KERMA_STRICT): {source} "
@@ -757,6 +773,7 @@ class Importer:
                 identity, report.study.study_description
             ),
             has_identity=bool(identity.patient_id or identity.patient_name),
+            findings=findings,
         )
         report.identity = PatientIdentity()  # identity goes no further than this
         drop_identifying_text(report, self.settings.identifying_attributes)
@@ -919,6 +936,7 @@ class Importer:
             session.add(row)
             session.flush()
             _sync_events(session, row, study, report, is_new=True)
+            _flag(session, study, row, item.findings, is_new=True)
             if item.size is not None:
                 _add_size(session, item.size)
             plan = reconcile_study(session, study=study)
@@ -1254,6 +1272,7 @@ class Importer:
         row.received_at = version.received_at
         _fill_report_row(row, item.report)
         _sync_events(session, row, study, item.report)
+        _flag(session, study, row, item.findings)  # the kept version's plausibility flags
         reconcile_study(session, study=study)
         touched = {study.id}
         if old_study_id != study.id:
@@ -1466,6 +1485,7 @@ class Importer:
             row.study_id = study.id
             _fill_report_row(row, result.report)
             _sync_events(session, row, study, result.report)
+            _flag(session, study, row, result.findings)
             if result.size is not None:
                 _add_size(session, result.size)
             reconcile_study(session, study=study)
@@ -1599,6 +1619,48 @@ def _report_modalities(report: DoseReport) -> frozenset[str]:
     found = {report.study.modality or ""}
     found.update(getattr(event, "modality", None) or "" for event in report.events)
     return frozenset(m.strip().upper() for m in found if m and m.strip())
+
+
+def _flag(
+    session: Session,
+    study: Study,
+    row: DoseReportRow,
+    findings: list[Finding],
+    *,
+    is_new: bool = False,
+) -> None:
+    """Store the plausibility flags of a report (replacing earlier ones) and log them.
+
+    A report stored for the first time (``is_new``) has none to replace: nothing is
+    written unless it has flags (no statement on the import's hot path).
+    """
+    flags = [
+        {
+            "quantity": f.quantity,
+            "location": f.where,
+            "value": f.value if math.isfinite(f.value) else None,
+            "value_text": f.value_text,
+            "range_min": f.range.min if f.range is not None else None,
+            "range_max": f.range.max if f.range is not None else None,
+            "source": f.range.source if f.range is not None else None,
+            "message": f.message,
+        }
+        for f in findings
+        if f.action is Action.FLAG
+    ]
+    assert row.id is not None
+    if is_new and not flags:
+        return
+    queries.replace_plausibility_flags(
+        session, study_id=study.id, dose_report_id=row.id, flags=flags
+    )
+    if flags:
+        logger.warning(
+            "study %s flagged for review: %d implausible value(s) in %s",
+            study.id,
+            len(flags),
+            row.sop_instance_uid,
+        )
 
 
 def _add_size(session: Session, size: PatientSize) -> None:

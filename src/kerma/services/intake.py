@@ -71,6 +71,10 @@ REASON_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("not imported: %same sop instance uid%",),
     ),
     "strict": ("read with warnings in strict mode (KERMA_STRICT)", ("rejected in strict mode%",)),
+    "implausible": (
+        "values that cannot be physical (plausibility table)",
+        ("rejected as implausible%",),
+    ),
     "unreadable": (
         "not readable DICOM: damaged, truncated or undecodable",
         ("unable to read %",),
@@ -122,8 +126,8 @@ def reason_group(reason: str) -> str:
     Returns
     -------
     str
-        ``conflict``, ``strict``, ``unreadable``, ``not-dose``, ``reader-error`` or
-        ``other``.
+        ``conflict``, ``strict``, ``implausible``, ``unreadable``, ``not-dose``,
+        ``reader-error`` or ``other``.
     """
     text = reason.lower()
     for name, (_, patterns) in REASON_GROUPS.items():

@@ -413,6 +413,15 @@ class Registry:
         with self.session(write=False) as session:
             return conflicts.list_decisions(session, sop_instance_uid=sop_instance_uid)
 
+    def plausibility_flags(self, *, study_ids: Sequence[int] | None = None) -> pd.DataFrame:
+        """Return the values that flagged studies for review (one row per value).
+
+        See :func:`kerma.services.studies.plausibility_flags_frame`; the studies are
+        listed by ``studies(flt=StudyFilter(flagged=True))`` (``kerma studies --flagged``).
+        """
+        with self.session(write=False) as session:
+            return study_service.plausibility_flags_frame(session, study_ids=study_ids)
+
     def count_rejects(self) -> int:
         """Return how many rejected objects the registry lists."""
         with self.session(write=False) as session:

@@ -308,6 +308,56 @@ def rejects_frame(session: Session, *, limit: int | None = None) -> pd.DataFrame
     return frame
 
 
+#: Columns of :func:`plausibility_flags_frame`, one row per flagged value.
+FLAG_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "dose_report_id",
+    "location",
+    "quantity",
+    "value",
+    "value_text",
+    "range_min",
+    "range_max",
+    "source",
+    "message",
+    "flagged_at",
+)
+
+
+def plausibility_flags_frame(
+    session: Session, *, study_ids: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Return the values that flagged studies for review (issue #11), by study.
+
+    Parameters
+    ----------
+    session : Session
+        A reading session.
+    study_ids : sequence of int, optional
+        Only these studies. Default: every flagged study.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per flagged value, columns :data:`FLAG_COLUMNS`: ``location``
+        (``study``, ``accumulated``, ``plane N``, ``event N``), ``quantity`` (the field
+        name, canonical unit in it), ``value`` as read (missing for a value that was not
+        a finite number; ``value_text`` keeps it: ``'nan'``, ``'inf'``), the table
+        row's ``range_min`` / ``range_max`` and ``source`` keys
+        (``kerma/reference/plausibility.md``) and the ``message`` shown as the warning.
+    """
+    import pandas as pd
+
+    from kerma.db import queries
+
+    rows = queries.list_plausibility_flags(
+        session, study_ids=list(study_ids) if study_ids is not None else None
+    )
+    return pd.DataFrame.from_records(
+        [{c: getattr(r, c) for c in FLAG_COLUMNS} for r in rows], columns=list(FLAG_COLUMNS)
+    )
+
+
 def count_rejects(session: Session) -> int:
     """Return how many rejected objects the registry lists."""
     return store.count_rejects(session)
