@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         description="Secret key of the HMAC-SHA-256 patient pseudonym. When unset, a "
         "random key is created once and kept in <archive_dir>/pseudonym.key.",
     )
+    accession_in_clear: bool = Field(
+        default=False,
+        description="Keep (0008,0050) Accession Numbers in clear in study.accession_number "
+        "as well as their keyed hash (study.accession_pseudonym). Off by default: only "
+        "the keyed hash is stored; 'kerma patient --accession A' finds a study either way.",
+    )
     non_patient_patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_NON_PATIENT_PATTERNS),
         description="Regular expressions (case-insensitive) on Patient ID, Patient's Name "

@@ -50,6 +50,7 @@ from kerma.cli.registry import (
 )
 from kerma.config import Settings, get_settings
 from kerma.errors import NotFoundError
+from kerma.records import display_pseudonym
 from kerma.services.tables import display_frame, write_frame_csv
 from kerma.units import QUANTITIES
 
@@ -775,14 +776,14 @@ def cumulative(
     finally:
         registry.close()
     shown = display_frame(result.head(top), rename=False).assign(
-        patient_pseudonym=lambda f: f["patient_pseudonym"].astype(str).str[:12] + "…"
+        patient_pseudonym=lambda f: f["patient_pseudonym"].map(display_pseudonym)
     )
     print_frame(
         shown,
         f"Cumulative dose per patient over {days} days (effective dose: k × DLP, "
         "population-level estimate)",
         {
-            "patient_pseudonym": "patient (pseudonym)",
+            "patient_pseudonym": "patient",
             "window_end": "window end",
             "number_of_studies": "studies",
             "number_of_ct_exams": "CT exams",

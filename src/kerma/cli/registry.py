@@ -24,6 +24,7 @@ from rich.table import Table
 from kerma.cli.console import make_console
 from kerma.config import Settings, get_settings
 from kerma.db.filters import DOSE_RANGE_QUANTITIES, SEXES, StudyFilter
+from kerma.records import display_pseudonym
 from kerma.units import QUANTITIES
 
 if TYPE_CHECKING:
@@ -285,6 +286,7 @@ def limit_note(shown: int, total: int) -> str | None:
 #: label from the label table).
 STUDY_TABLE: tuple[tuple[str, str | None], ...] = (
     ("study_date", "date"),
+    ("patient", "patient"),
     ("modalities", "modality"),
     ("device_name", "device"),
     ("study_description", "description"),
@@ -383,6 +385,7 @@ def studies(
     for _, heading in columns:
         table.add_column(heading, overflow="fold")
     for row in rows:
+        row["patient"] = display_pseudonym(row.get("patient_pseudonym"))
         table.add_row(*(escape(fmt(display(name, row.get(name)))) for name, _ in columns))
     console.print(table)
 

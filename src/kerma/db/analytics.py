@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Row, and_, case, func, select
 from sqlalchemy.orm import Session
 
-from kerma.db.filters import StudyFilter, study_conditions
+from kerma.db.filters import StudyFilter, device_matches, study_conditions
 from kerma.db.models import Device, EventGroup, IrradiationEvent, Patient, Study
 from kerma.db.session import fetch_rows
 from kerma.db.summary import chunks
@@ -107,11 +107,7 @@ def device_names(session: Session) -> dict[int, tuple[str, str | None]]:
 def matching_device_ids(session: Session, *, text: str) -> list[int]:
     """Return the ids of devices whose name, station or model contains ``text`` (any case)."""
     pattern = f"%{text}%"
-    stmt = select(Device.id).where(
-        Device.device_name.ilike(pattern)
-        | Device.station_name.ilike(pattern)
-        | Device.manufacturer_model_name.ilike(pattern)
-    )
+    stmt = select(Device.id).where(device_matches(pattern))
     return list(session.scalars(stmt))
 
 
@@ -219,11 +215,7 @@ def summary_groups(session: Session, *, flt: StudyFilter | None) -> list[Row[Any
         stmt = stmt.where(g.device_id.in_(list(flt.device_ids)))
     if flt.device_name:
         pattern = f"%{flt.device_name}%"
-        stmt = stmt.where(
-            Device.device_name.ilike(pattern)
-            | Device.station_name.ilike(pattern)
-            | Device.manufacturer_model_name.ilike(pattern)
-        )
+        stmt = stmt.where(device_matches(pattern))
     return list(session.execute(stmt).all())
 
 

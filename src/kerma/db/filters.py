@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 
-from kerma.db.models import Device, Study
+from kerma.db.models import Device, Patient, Study
 
 #: Study columns a dose range may be given on (canonical units in the names).
 DOSE_RANGE_QUANTITIES: tuple[str, ...] = (
@@ -124,6 +124,12 @@ class StudyFilter:
         study without the value is left out when a range is given.
     include_non_patient : bool
         Include QA and phantom studies (default ``False``).
+    patient_pseudonyms : tuple of str
+        Only the studies of these patient pseudonyms (``patient.pseudonym``, the keyed
+        hash of :mod:`kerma.ingest.pseudonym`).
+    accession_pseudonyms : tuple of str
+        Only the studies of these keyed accession-number hashes
+        (``study.accession_pseudonym``).
 
     Raises
     ------
@@ -149,12 +155,16 @@ class StudyFilter:
     dose_min: float | None = None
     dose_max: float | None = None
     include_non_patient: bool = field(default=False)
+    patient_pseudonyms: tuple[str, ...] = ()
+    accession_pseudonyms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Normalise the fields (strings to tuples and dates) and check them."""
         put = object.__setattr__
         put(self, "modalities", _texts(self.modalities, upper=True))
         put(self, "standard_exams", _texts(self.standard_exams))
+        put(self, "patient_pseudonyms", _texts(self.patient_pseudonyms))
+        put(self, "accession_pseudonyms", _texts(self.accession_pseudonyms))
         ids = (self.device_ids,) if isinstance(self.device_ids, int) else self.device_ids
         put(self, "device_ids", tuple(int(i) for i in ids or ()))
         put(self, "date_from", as_date(self.date_from))
@@ -215,6 +225,22 @@ class StudyFilter:
         )
 
 
+def device_matches(pattern: str) -> ColumnElement[bool]:
+    """Return whether a device's display name, station, model or manufacturer + model is like
+    ``pattern`` (``ILIKE``, any case)."""
+    maker_model = (
+        func.coalesce(Device.manufacturer, "")
+        + " "
+        + func.coalesce(Device.manufacturer_model_name, "")
+    )
+    return or_(
+        Device.device_name.ilike(pattern),
+        Device.station_name.ilike(pattern),
+        Device.manufacturer_model_name.ilike(pattern),
+        maker_model.ilike(pattern),
+    )
+
+
 def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
     """Return the WHERE conditions on ``study`` that select the studies of ``flt``.
 
@@ -242,13 +268,7 @@ def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
         conditions.append(s.device_id.in_(list(flt.device_ids)))
     if flt.device_name:
         pattern = f"%{flt.device_name}%"
-        devices = select(Device.id).where(
-            or_(
-                Device.device_name.ilike(pattern),
-                Device.station_name.ilike(pattern),
-                Device.manufacturer_model_name.ilike(pattern),
-            )
-        )
+        devices = select(Device.id).where(device_matches(pattern))
         conditions.append(s.device_id.in_(devices))
     if flt.standard_exams:
         conditions.append(s.standard_exam.in_(list(flt.standard_exams)))
@@ -267,6 +287,11 @@ def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
             conditions.append(column >= flt.dose_min)
         if flt.dose_max is not None:
             conditions.append(column <= flt.dose_max)
+    if flt.patient_pseudonyms:
+        patients = select(Patient.id).where(Patient.pseudonym.in_(list(flt.patient_pseudonyms)))
+        conditions.append(s.patient_id.in_(patients))
+    if flt.accession_pseudonyms:
+        conditions.append(s.accession_pseudonym.in_(list(flt.accession_pseudonyms)))
     if not flt.include_non_patient:
         conditions.append(s.is_non_patient.is_(False))
     return conditions

@@ -341,6 +341,7 @@ class _Extracted:
     pseudonym: str | None
     is_non_patient: bool
     size: PatientSize | None = None
+    accession_pseudonym: str | None = None
 
 
 class Importer:
@@ -684,8 +685,13 @@ class Importer:
             is_non_patient=self.pseudonymizer.is_non_patient(
                 identity, report.study.study_description
             ),
+            accession_pseudonym=self.pseudonymizer.accession_pseudonym(
+                report.study.accession_number
+            ),
         )
         report.identity = PatientIdentity()  # identity goes no further than this
+        if not self.settings.accession_in_clear:  # nor the clear accession number
+            report.study.accession_number = None
         return extracted, obj
 
     def _reject(self, rejection: Rejection, archived: ArchivedObject, source: str) -> ImportOutcome:
@@ -957,9 +963,13 @@ class Importer:
                 if value is not None:
                     setattr(study, name, value)
             study.is_non_patient = item.is_non_patient
+            if not self.settings.accession_in_clear:
+                study.accession_number = None
         else:
             queries.fill_study(study, values)
             study.is_non_patient = bool(study.is_non_patient) or item.is_non_patient
+        if item.accession_pseudonym and (overwrite or study.accession_pseudonym is None):
+            study.accession_pseudonym = item.accession_pseudonym
         if item.pseudonym and (overwrite or study.patient_id is None):
             study.patient_id = queries.get_or_create_patient(session, pseudonym=item.pseudonym).id
         return study
@@ -1261,6 +1271,8 @@ def _sync_events(
 def _comparable(content: dict[str, Any]) -> dict[str, Any]:
     """Return an extracted record as stored (JSON types, cleaned), transfer keys left out."""
     cleaned = json.loads(json.dumps(_clean(content), default=str))
+    if isinstance(cleaned.get("study"), dict):  # kept in clear or not: a setting
+        cleaned["study"].pop("accession_number", None)
     return {k: v for k, v in cleaned.items() if k not in TRANSFER_KEYS}
 
 
