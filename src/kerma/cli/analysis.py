@@ -751,7 +751,8 @@ def stats(
 
 def cumulative(
     window: Annotated[
-        int | None, typer.Option("--window", help="Window in days (default: setting, 365).")
+        int | None,
+        typer.Option("--window", min=1, help="Window in days, 1 or more (default: setting, 365)."),
     ] = None,
     as_of: Annotated[
         str | None,

@@ -142,12 +142,30 @@ def _check_units(value: str) -> str:
     return value
 
 
+def _check_modality(value: str | None) -> str | None:
+    """Refuse a modality that no dose object has (usage error naming the allowed ones)."""
+    from kerma.cli.ingest import DOSE_MODALITIES
+
+    if value is None:
+        return value
+    wrong = [
+        m for m in re.split(r"[,\s]+", value.strip()) if m and m.upper() not in DOSE_MODALITIES
+    ]
+    if wrong:
+        raise typer.BadParameter(
+            f"{', '.join(repr(m) for m in wrong)} is not a dose modality; use "
+            f"{', '.join(DOSE_MODALITIES)} (several comma-separated)."
+        )
+    return value
+
+
 ModalityOpt = Annotated[
     str | None,
     typer.Option(
         "--modality",
         "-m",
         help="Modality, or several comma-separated (CT, DX, MG, RF, XA, NM ...).",
+        callback=_check_modality,
     ),
 ]
 FromOpt = Annotated[

@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, select
+from sqlalchemy import Row, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from kerma.db.filters import StudyFilter, device_matches, study_conditions
@@ -406,7 +406,10 @@ def latest_study_date(session: Session, *, flt: StudyFilter | None) -> dt.date |
 def cumulative_rows(
     session: Session, *, flt: StudyFilter | None, start: dt.date, end: dt.date
 ) -> list[tuple[Any, ...]]:
-    """Return per patient over ``[start, end]``: study counts and CT / fluoroscopy sums.
+    """Return per patient with a dose over ``[start, end]``: study counts and CT / fluoroscopy sums.
+
+    Patients whose studies in the window hold no DLP, effective dose, Ka,r or KAP (all
+    missing or zero) are left out.
 
     Rows (sorted by CT effective dose, then fluoroscopy Ka,r, descending, missing last,
     then pseudonym): ``patient_pseudonym``, ``number_of_studies``,
@@ -453,6 +456,14 @@ def cumulative_rows(
             c.fluoro_studies_dap_total_gym2,
         )
         .join(Patient, Patient.id == c.patient_id)
+        .where(  # a patient with no dose in the window is not listed
+            or_(
+                c.ct_dlp_total_mgycm > 0,
+                c.ct_effective_dose_msv > 0,
+                c.fluoro_studies_dose_rp_total_gy > 0,
+                c.fluoro_studies_dap_total_gym2 > 0,
+            )
+        )
         .order_by(
             c.ct_effective_dose_msv.desc().nulls_last(),
             c.fluoro_studies_dose_rp_total_gy.desc().nulls_last(),
