@@ -221,6 +221,7 @@ class DoseReport(Base):
     dap_total_gym2: Mapped[float | None] = mapped_column(Float)
     dose_rp_total_gy: Mapped[float | None] = mapped_column(Float)
     fluoro_time_total_s: Mapped[float | None] = mapped_column(Float)
+    #: the larger per-breast accumulated AGD (mGy): never a sum across breasts
     agd_total_mgy: Mapped[float | None] = mapped_column(Float)
 
     study: Mapped[Study] = relationship(back_populates="dose_reports")

@@ -1212,10 +1212,11 @@ def _fill_report_row(row: DoseReportRow, report: DoseReport) -> None:
     row.dap_total_gym2 = _clean(_sum(p.dap_total_gym2 for p in planes))
     row.dose_rp_total_gy = _clean(_sum(p.dose_rp_total_gy for p in planes))
     row.fluoro_time_total_s = _clean(_sum(p.fluoro_time_total_s for p in planes))
-    agd = acc.agd_total_both_mgy
-    if agd is None:
-        agd = _sum((acc.agd_total_left_mgy, acc.agd_total_right_mgy))
-    row.agd_total_mgy = _clean(agd)
+    # AGD is never summed across breasts (each breast is its own organ): the report's
+    # AGD is the larger of its per-breast accumulated values (TID 10005 by laterality),
+    # else the value it gives for both breasts
+    breasts = [v for v in (acc.agd_total_left_mgy, acc.agd_total_right_mgy) if v is not None]
+    row.agd_total_mgy = _clean(max(breasts) if breasts else acc.agd_total_both_mgy)
 
 
 def _sync_events(
