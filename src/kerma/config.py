@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Default patterns (case-insensitive regular expressions, searched in Patient ID,
@@ -113,6 +113,29 @@ class Settings(BaseSettings):
     cumulative_window_days: int = Field(
         default=365, description="Rolling window of cumulative patient dose (days)."
     )
+
+    @field_validator(
+        "archive_dir",
+        "exam_rules_path",
+        "scp_tls_cert",
+        "scp_tls_key",
+        "scp_tls_ca",
+        "drl_extra_paths",
+        mode="after",
+    )
+    @classmethod
+    def _absolute(cls, value: Path | list[Path] | None) -> Path | list[Path] | None:
+        """Make folder and file settings absolute, once, against the working directory.
+
+        Paths are resolved when the settings are made, so that every part of Kerma
+        (also a child process with another working directory, such as the PySkinDose
+        run of ``kerma skin-dose``) sees the same folder; ``~`` is expanded.
+        """
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return [Path(v).expanduser().absolute() for v in value]
+        return Path(value).expanduser().absolute()
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
 
 from kerma.api import Registry
 from kerma.cli.main import app
-from kerma.db.models import Study
+from kerma.db.models import SkinDoseEstimate, Study
 from tests.conftest import DICOM_DIR
 from tests.db_fixtures import TEST_PSEUDONYM_KEY, make_settings
 
@@ -85,3 +86,67 @@ class TestCumulative:
         )
         assert result.exit_code == 0, result.output
         assert result.output.count("P-") == 1
+
+
+class TestSettingsPaths:
+    """Folder and file settings are made absolute once, at configuration."""
+
+    def test_relative_archive_dir_is_absolute(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The default ./kerma-archive becomes <working directory>/kerma-archive."""
+        from kerma.config import Settings
+
+        monkeypatch.chdir(tmp_path)
+        settings = Settings(_env_file=None, archive_dir="kerma-archive")  # type: ignore[call-arg]
+        assert settings.archive_dir == tmp_path / "kerma-archive"
+        assert settings.archive_dir.is_absolute()
+        monkeypatch.chdir("/")
+        assert settings.archive_dir == tmp_path / "kerma-archive"
+
+
+class TestSkinDoseDefaultConfiguration:
+    """kerma skin-dose from a fresh folder with the default (relative) configuration."""
+
+    def test_pyskindose_runs_with_relative_archive_and_failures_are_retried(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """PySkinDose (a child process in another folder) reads the archived RDSR; a stored
+        failure whose cause has gone is computed again without --recompute."""
+        from kerma.analysis.skin_dose import METHOD_PYSKINDOSE, is_pyskindose_available
+
+        if not is_pyskindose_available():
+            pytest.skip("pyskindose is not installed (pip install -e '.[skin]')")
+        monkeypatch.chdir(tmp_path)
+        env: dict[str, str | None] = {
+            "KERMA_DATABASE_URL": None,  # the defaults: sqlite:///kerma.db, ./kerma-archive
+            "KERMA_ARCHIVE_DIR": None,
+            "KERMA_PSEUDONYM_KEY": None,
+            "COLUMNS": "200",
+        }
+        runner = CliRunner()
+        path = DICOM_DIR / "PSD-siemens_axiom_artis.dcm"
+        assert runner.invoke(app, ["import", str(path)], env=env).exit_code == 0
+        out = tmp_path / "skin.csv"
+        result = runner.invoke(app, ["skin-dose", "--out", str(out)], env=env)
+        assert result.exit_code == 0, result.output
+        frame = pd.read_csv(out)
+        assert frame["method"].tolist() == [METHOD_PYSKINDOSE]
+        assert (tmp_path / "kerma-archive" / frame["map_path"][0]).is_file()
+        # an estimate that failed on a file error (as with a relative archive before)
+        settings = make_settings(
+            "sqlite:///kerma.db", tmp_path, archive_dir="kerma-archive", pseudonym_key=None
+        )
+        with Registry(settings=settings) as reg, reg.session() as session:
+            session.execute(
+                update(SkinDoseEstimate).values(
+                    method="Ka,r",
+                    peak_skin_dose_mgy=None,
+                    reason="PySkinDose failed on this RDSR: FileNotFoundError: [Errno 2] "
+                    "No such file or directory: 'kerma-archive/89/6b/x.dcm'",
+                )
+            )
+        result = runner.invoke(app, ["skin-dose", "--out", str(out)], env=env)
+        assert result.exit_code == 0, result.output
+        assert "computed now: 1" in result.output
+        assert pd.read_csv(out)["method"].tolist() == [METHOD_PYSKINDOSE]
