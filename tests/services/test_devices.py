@@ -143,3 +143,32 @@ class TestRenameAndMerge:
         listed = runner.invoke(app, ["devices", "list"], env=env)
         assert "Emergency DX" in listed.output
         assert "serial B2" not in listed.output
+
+
+class TestMergeOfRdsrDevices:
+    """Devices known by their TID 1004 Device Observer UID (RDSRs)."""
+
+    def test_merge_of_devices_with_two_observer_uids_survives_reprocess(
+        self, registry: Registry
+    ) -> None:
+        """Two ArtisZee records (observer UIDs differ, one keyed by observer UID because
+        its serial '123456' is shared with a CT): merged, they stay one after reprocess."""
+        registry.import_paths(
+            [
+                DICOM_DIR / "RF-RDSR-Siemens_Zee-HFS.dcm",
+                DICOM_DIR / "OR1-RF-RDSR-Siemens-Zee_adjusted.dcm",
+                DICOM_DIR / "CT-RDSR-Siemens_Flash-TAP-SS.dcm",
+            ]
+        )
+        frame = registry.devices()
+        artis = frame[frame["station_name"] == "ArtisZee"]
+        assert len(artis) == 2
+        source, target = artis["device_id"].tolist()
+        registry.merge_devices(source, target)
+        registry.reprocess()
+        frame = registry.devices()
+        artis = frame[frame["station_name"] == "ArtisZee"]
+        assert artis["device_id"].tolist() == [target]
+        assert artis["device_name"].tolist() == ["ArtisZee"]
+        assert artis["number_of_studies"].tolist() == [2]
+        assert len(frame) == 2  # and the CT

@@ -142,6 +142,7 @@ class TestPatientLookup:
         assert shown is not None and shown.startswith("P-") and len(shown) == 12
         assert shown in result.output
         assert ": 2 studies" in result.output
+        assert f"Study Instance UID {ds.StudyInstanceUID}" in result.output
         study_date = str(ds.StudyDate)
         assert f"{study_date[:4]}-{study_date[4:6]}-{study_date[6:]}" in result.output
         assert patient_id not in result.output  # the typed ID is not echoed

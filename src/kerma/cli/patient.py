@@ -81,17 +81,22 @@ def patient(
         show_header=True,
         header_style="bold",
     )
-    columns = [("patient", "patient"), ("study_instance_uid", "Study Instance UID")]
+    columns = [("number", "#")]
     columns += [
         (name, heading or f"{QUANTITIES[name].label}\n({QUANTITIES[name].display_unit})")
         for name, heading in STUDY_TABLE
-        if heading is not None or any(r.get(name) is not None for r in studies)
+        if name != "patient"  # in the title
+        and (heading is not None or any(fmt(r.get(name)) for r in studies))
     ]
     for _, heading in columns:
         table.add_column(heading, overflow="fold")
-    for row in studies:
+    for number, row in enumerate(studies, start=1):
+        row["number"] = number
         table.add_row(*(escape(fmt(display(name, row.get(name)))) for name, _ in columns))
     console.print(table)
+    # whole, on lines of their own: to copy into a PACS search
+    for number, row in enumerate(studies, start=1):
+        console.print(f"#{number} Study Instance UID {row['study_instance_uid']}", soft_wrap=True)
     cumulative = record.cumulative.to_dict("records")
     if not cumulative:
         console.print("No CT or fluoroscopy dose for this patient: no cumulative dose.")
@@ -104,13 +109,16 @@ def patient(
         show_header=True,
         header_style="bold",
     )
-    for _, heading in CUMULATIVE_TABLE:
+    shown = [
+        (name, heading)
+        for name, heading in CUMULATIVE_TABLE
+        if any(fmt(r.get(name)) not in ("", "0") for r in cumulative) or name == "patient"
+    ]
+    for _, heading in shown:
         summary.add_column(heading, overflow="fold")
     for row in cumulative:
         row["patient"] = row.get("patient") or display_pseudonym(row.get("patient_pseudonym"))
-        summary.add_row(
-            *(escape(fmt(display(name, row.get(name)))) for name, _ in CUMULATIVE_TABLE)
-        )
+        summary.add_row(*(escape(fmt(display(name, row.get(name)))) for name, _ in shown))
     console.print(summary)
 
 

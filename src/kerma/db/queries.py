@@ -119,13 +119,22 @@ def get_or_create_device(session: Session, *, info: DeviceInfo) -> Device:
     observer UID identifies the device), and ``info``'s device is keyed by its observer
     UID instead (:func:`observer_device_key`).
     """
-    key = resolve_device_key(session, device_key(info))
+    own_key = device_key(info)
+    key = resolve_device_key(session, own_key)
+    # a user's merge (kerma devices merge, kerma.db.devices) says the two are one
+    # machine, whatever their observer UIDs say
+    is_merged = key != own_key
 
     def lookup() -> Device | None:
         return session.scalars(select(Device).where(Device.device_key == key)).one_or_none()
 
     device = lookup()
-    if device is not None and info.device_observer_uid and _observers_differ(device, info):
+    if (
+        device is not None
+        and not is_merged
+        and info.device_observer_uid
+        and _observers_differ(device, info)
+    ):
         key = resolve_device_key(session, observer_device_key(info.device_observer_uid))
         device = lookup()
     if device is None:
