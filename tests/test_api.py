@@ -37,7 +37,8 @@ CONTRACT_EVENT_COLUMNS = [
     *EVENT_SCALAR_FIELDS, "xray_sources",
 ]  # fmt: skip
 CONTRACT_STUDY_COLUMNS = [
-    "study_id", "study_instance_uid", "accession_number", "study_date", "study_time",
+    "study_id", "study_instance_uid", "accession_number", "accession_pseudonym", "study_date",
+    "study_time",
     "study_description", "requested_procedure_description", "procedure_reported", "modality",
     "modalities", "patient_pseudonym", "patient_age_years", "patient_sex", "patient_weight_kg",
     "patient_size_m", "is_non_patient", "standard_exam", "device_id", "device_name", "manufacturer",
@@ -124,7 +125,7 @@ class TestFrames:
         assert events["study_date"].dtype.kind == "M"
         assert events["study_date"].iloc[0] == pd.Timestamp("2024-01-15")
         assert events["is_non_patient"].dtype == bool
-        assert set(events["device_name"]) == {"SIEMENS SynthSOMATOM (SYNTH01)"}
+        assert set(events["device_name"]) == {"SYNTH01"}
         assert events["patient_pseudonym"].nunique() == 1
         assert len(events["patient_pseudonym"].iloc[0]) == 64
 

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         "InstitutionName, and Comment (the SR comment of an irradiation event, DCM "
         "121106).",
     )
+    accession_in_clear: bool = Field(
+        default=False,
+        description="Keep (0008,0050) Accession Numbers in clear in study.accession_number "
+        "as well as their keyed hash (study.accession_pseudonym). Off by default: only "
+        "the keyed hash is stored; 'kerma patient --accession A' finds a study either way.",
+    )
     non_patient_patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_NON_PATIENT_PATTERNS),
         description="Regular expressions (case-insensitive) on Patient ID, Patient's Name "
@@ -303,6 +309,29 @@ class Settings(BaseSettings):
         description="Evaluate the alert rules after each imported object (ingest); "
         "'kerma alerts recheck' works either way.",
     )
+
+    @field_validator(
+        "archive_dir",
+        "exam_rules_path",
+        "scp_tls_cert",
+        "scp_tls_key",
+        "scp_tls_ca",
+        "drl_extra_paths",
+        mode="after",
+    )
+    @classmethod
+    def _absolute(cls, value: Path | list[Path] | None) -> Path | list[Path] | None:
+        """Make folder and file settings absolute, once, against the working directory.
+
+        Paths are resolved when the settings are made, so that every part of Kerma
+        (also a child process with another working directory, such as the PySkinDose
+        run of ``kerma skin-dose``) sees the same folder; ``~`` is expanded.
+        """
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return [Path(v).expanduser().absolute() for v in value]
+        return Path(value).expanduser().absolute()
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -11,6 +11,7 @@ This module must not import anything else from Kerma.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -79,6 +80,43 @@ def size_direction(image_type: str, method: str | None) -> SizeDirection | None:
     if text.startswith(SIZE_METHOD_LOCALIZER_AP):
         return SizeDirection.AP
     return None
+
+
+#: Prefix of the display form of a patient pseudonym (:func:`display_pseudonym`).
+PSEUDONYM_DISPLAY_PREFIX = "P-"
+
+#: Base32 characters of the display form: 50 bits, so two of a million patients share a
+#: display form with a probability of about 4e-4 (the full pseudonym stays the key).
+PSEUDONYM_DISPLAY_LENGTH = 10
+
+
+def display_pseudonym(pseudonym: str | None) -> str | None:
+    """Return the short, stable display form of a patient pseudonym, e.g. ``P-K5QW2MZT4A``.
+
+    The first :data:`PSEUDONYM_DISPLAY_LENGTH` characters of the RFC 4648 base32 of the
+    HMAC-SHA-256 digest (the 64 hex characters of ``patient.pseudonym``), after
+    :data:`PSEUDONYM_DISPLAY_PREFIX`. Needs no key; the same pseudonym always gives the
+    same form, in every table (studies, cumulative dose, ``kerma patient``).
+
+    Parameters
+    ----------
+    pseudonym : str or None
+        The stored pseudonym (hex). A value that is not hex is shown as given.
+
+    Returns
+    -------
+    str or None
+        ``None`` for a missing pseudonym.
+    """
+    if pseudonym is None or pseudonym != pseudonym:  # None or NaN
+        return None
+    text = str(pseudonym)
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        return text
+    encoded = base64.b32encode(digest).decode("ascii")
+    return PSEUDONYM_DISPLAY_PREFIX + encoded[:PSEUDONYM_DISPLAY_LENGTH]
 
 
 @dataclass

@@ -81,7 +81,7 @@ class TestSkinDoseCommand:
             "map",
         ):
             assert header in text
-        assert "Siemens AXIOM-Artis" in text
+        assert "AXIS01475" in text  # the device display name: its station name
         high_kar_mgy = FACTOR * expected_ka_r_mgy(NO_MODEL)
         assert f"Ka,r {high_kar_mgy:.0f} mGy >= 5000 mGy (NCRP Report No. 168, 2010, SRDL)" in text
         assert "(0008,1090) 'Manufacturer's Model Name'" in text

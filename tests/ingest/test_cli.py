@@ -150,8 +150,9 @@ class TestReadCommands:
         csv = tmp_path / "studies.csv"
         result = cli("studies", "--csv", str(csv))
         assert result.exit_code == 0, result.output
-        assert "1057" in row_of(result.output, "SynthSOMATOM")  # 1056.7 mGy·cm, 4 digits
-        assert "0.123" in row_of(result.output, "Optima XR220")  # (4.1 + 8.2)e-6 Gy·m² in Gy·cm²
+        # rows by device display name: the station names SYNTH01 and 01234MOB54
+        assert "1057" in row_of(result.output, "SYNTH01")  # 1056.7 mGy·cm, 4 digits
+        assert "0.123" in row_of(result.output, "01234MOB54")  # (4.1 + 8.2)e-6 Gy·m² in Gy·cm²
         assert len(csv.read_text().strip().splitlines()) == 3
 
     def test_studies_modality_filter(self, cli, incoming: Path) -> None:
@@ -159,7 +160,7 @@ class TestReadCommands:
         cli("import", str(incoming))
         out = cli("studies", "--modality", "DX").output
         assert "Studies (1)" in out
-        assert "SynthSOMATOM" not in out
+        assert "SYNTH01" not in out
 
     @pytest.mark.parametrize(
         ("command", "option", "value"),

@@ -25,9 +25,10 @@ from kerma.analysis.effective_dose import ct_effective_dose
 from kerma.analysis.exams import assign_event_exams, assign_study_exams, load_exam_rules
 from kerma.analysis.frames import build_dose_samples, modality_family
 from kerma.db.models import DoseReport, IrradiationEvent
+from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.services.registry import Registry
 from tests.conftest import CASES_DIR, DICOM_DIR
-from tests.db_fixtures import BACKENDS, fresh_database, make_settings
+from tests.db_fixtures import BACKENDS, TEST_PSEUDONYM_KEY, fresh_database, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -178,7 +179,9 @@ class TestSummaryColumnsOnSharedFiles:
     def test_biplane_ka_r_is_the_larger_plane(self, imported: Imported) -> None:
         """C30: KAP adds the planes (7.5e-4 Gy·m²); Ka,r is plane A's 0.06 Gy, not 0.095."""
         studies = imported.studies
-        row = studies[studies["accession_number"] == "ACCC30"].iloc[0]
+        # accession numbers are stored as their keyed hash (kerma.ingest.pseudonym)
+        hashed = Pseudonymizer(TEST_PSEUDONYM_KEY.encode(), []).accession_pseudonym("ACCC30")
+        row = studies[studies["accession_pseudonym"] == hashed].iloc[0]
         assert row["dap_total_gym2"] == pytest.approx(0.00075)
         assert row["dap_total_plane_a_gym2"] == pytest.approx(0.0005)
         assert row["dap_total_plane_b_gym2"] == pytest.approx(0.00025)

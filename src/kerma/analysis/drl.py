@@ -89,6 +89,7 @@ COMPARISON_COLUMNS: Final[tuple[str, ...]] = (
     "unknown_age_policy",
     "min_sample",
     "typical_value",
+    "sample_median",
     "drl_value",
     "ratio_to_drl",
     "status",
@@ -156,7 +157,15 @@ def _room_medians(
         else unknown_age.to_numpy(dtype=bool)
     )
     keep = ~np.isnan(values) & (inc | unk)
-    columns = ["device_id", "device_name", "n", "n_studies", "n_unknown_age", "typical_value"]
+    columns = [
+        "device_id",
+        "device_name",
+        "n",
+        "n_studies",
+        "n_unknown_age",
+        "typical_value",
+        "sample_median",
+    ]
     if not keep.any():
         return pd.DataFrame(columns=columns)
     study = (
@@ -182,6 +191,7 @@ def _room_medians(
     low = ordered[(starts + (n - 1) // 2)[has]]
     high = ordered[(starts + n // 2)[has]]
     typical[has] = (low + high) / 2.0
+    median = typical.copy()  # shown even below the minimum, marked insufficient
     typical[n_studies < min_sample] = np.nan
     return pd.DataFrame(
         {
@@ -191,6 +201,7 @@ def _room_medians(
             "n_studies": n_studies.astype(int),
             "n_unknown_age": n_unknown.astype(int),
             "typical_value": typical,
+            "sample_median": median,
         }
     )
 
@@ -302,7 +313,9 @@ def compare_with_drls(
         ``"exclude"``; 0 on paediatric rows), ``unknown_age_policy`` (``"adult"`` or
         ``"exclude"``, saying which), ``min_sample`` (in studies), ``typical_value``
         (median of the ``n`` values, in ``unit``; NaN when ``n_studies`` is below
-        ``min_sample``), ``drl_value``, ``ratio_to_drl``, ``status`` (``"above"``,
+        ``min_sample``), ``sample_median`` (the same median, also below the minimum:
+        shown marked "insufficient", never compared), ``drl_value``, ``ratio_to_drl``,
+        ``status`` (``"above"``,
         ``"below"`` (at or below), ``"insufficient sample"``, ``"no DRL in the
         selected set"``, ``"no DRL without clinical indication"``), ``drl_exam`` (the
         exam of the DRL row compared with), ``drl_region``, ``drl_source``,
@@ -325,6 +338,8 @@ def compare_with_drls(
             f"Unable to compare with DRLs: the unknown-age policy {unknown_age!r} is not "
             f"one of {', '.join(UNKNOWN_AGE_POLICIES)} (KERMA_DRL_UNKNOWN_AGE)."
         )
+    if samples.empty or "standard_exam" not in samples.columns:
+        return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     samples = samples[samples["standard_exam"].notna()]
     age = pd.to_numeric(
         samples.get("patient_age_years", pd.Series(np.nan, index=samples.index)),

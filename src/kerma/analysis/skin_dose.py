@@ -99,6 +99,22 @@ NOT_INSTALLED_REASON: Final = (
 #: Start of the fallback reason when PySkinDose ran out of time (always retried).
 TIMEOUT_REASON_START: Final = "PySkinDose did not finish within"
 
+#: Start of the fallback reason of an unexpected failure (``kerma.services.skin``): its
+#: cause (a missing file, a full disk, a busy machine) may be gone, so it is retried.
+FAILED_REASON_START: Final = "skin dose estimate failed"
+
+#: Start of the reason of a PySkinDose error Kerma does not recognise
+#: (:func:`explain_pyskindose_failure`); retried when the error is about the
+#: environment (files, permissions, memory), not the RDSR.
+UNKNOWN_FAILURE_START: Final = "PySkinDose failed on this RDSR"
+ENVIRONMENT_ERRORS: Final = (
+    "FileNotFoundError",
+    "PermissionError",
+    "OSError",
+    "No such file",
+    "MemoryError",
+)
+
 #: Start of :data:`NOT_INSTALLED_REASON` in this and earlier versions (stored reasons).
 _NOT_INSTALLED_START: Final = "PySkinDose is not installed"
 
@@ -107,9 +123,11 @@ def is_transient_fallback(reason: str | None, *, is_installed: bool) -> bool:
     """Return whether a stored Ka,r fallback should be computed again.
 
     A fallback is transient when its cause may have gone since: PySkinDose was not
-    installed and now is (``is_installed``), or PySkinDose timed out (the machine may
-    have been busy; retried on every run). Other reasons (unsupported device, missing
-    geometry, no RDSR) stay until ``recompute`` or a new RDSR.
+    installed and now is (``is_installed``), PySkinDose timed out (the machine may
+    have been busy), the estimate failed unexpectedly (:data:`FAILED_REASON_START`), or
+    PySkinDose failed on a file, permission or memory error (e.g. an archive path it
+    could not open); these are retried on every run. Other reasons (unsupported device,
+    missing geometry, no RDSR) stay until ``recompute`` or a new RDSR.
 
     Parameters
     ----------
@@ -131,9 +149,20 @@ def is_transient_fallback(reason: str | None, *, is_installed: bool) -> bool:
     False
     >>> is_transient_fallback("PySkinDose did not finish within 180 s", is_installed=False)
     True
+    >>> is_transient_fallback(
+    ...     "PySkinDose failed on this RDSR: FileNotFoundError: x.dcm", is_installed=True
+    ... )
+    True
     """
     notes = (reason or "").split("; ")
     if is_installed and any(n.startswith(_NOT_INSTALLED_START) for n in notes):
+        return True
+    if any(n.startswith(FAILED_REASON_START) for n in notes):
+        return True
+    if any(
+        n.startswith(UNKNOWN_FAILURE_START) and any(e in n for e in ENVIRONMENT_ERRORS)
+        for n in notes
+    ):
         return True
     return any(n.startswith(TIMEOUT_REASON_START) for n in notes)
 

@@ -39,6 +39,7 @@ from kerma.cli.registry import (
 )
 from kerma.config import Settings, get_settings
 from kerma.errors import NotFoundError
+from kerma.records import display_pseudonym
 from kerma.services.analytics import (
     NO_COEFFICIENT_NOTE,
     PERIODS,
@@ -316,6 +317,12 @@ def drl(
     finally:
         registry.close()
     result = outcome.comparison
+    if result.empty:
+        make_console().print(
+            f"No DRL comparison (set {escape(chosen)}): {escape(outcome.empty_reason or '')}"
+        )
+        _write(result, out, units)
+        return
     _print_drl_table(result, chosen, settings)
     if local and outcome.local is not None:
         print_frame(
@@ -396,7 +403,14 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
         marks.append(f" [{notes[str(note)]}]" if note else "")
     shown = display_frame(result, rename=False)
     result = result.assign(quantity_label=shown["quantity"], unit=shown["unit"])
-    result = result.assign(typical_value=shown["typical_value"], drl_value=shown["drl_value"])
+    result = result.assign(
+        typical_value=[
+            # below the ICRP 135 minimum the median is shown anyway, in parentheses
+            t if pd.notna(t) or pd.isna(m) else f"({_fmt(m)})"
+            for t, m in zip(shown["typical_value"], shown["sample_median"], strict=True)
+        ],
+        drl_value=shown["drl_value"],
+    )
     shown = result.assign(
         exam=[
             _exam_label(e, i, b, v) + m
@@ -410,8 +424,14 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
             )
         ],
         drl_cited=[
-            _cite(region, None, ref)
-            for region, ref in zip(result["drl_region"], result["source_ref"], strict=True)
+            _edition(region, year, ref, status)
+            for region, year, ref, status in zip(
+                result["drl_region"],
+                result["drl_year"],
+                result["source_ref"],
+                result["drl_status"],
+                strict=True,
+            )
         ],
         room=result["device_name"].map(_room_label),
         what=[f"{q} {u}" for q, u in zip(result["quantity_label"], result["unit"], strict=True)],
@@ -425,13 +445,13 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
     )
     rooms = shown.drop_duplicates("device_name")
     sources = shown[shown["drl_cited"] != ""].drop_duplicates("drl_cited")
+    renamed = [
+        f"{escape(r)} = {escape(str(d))}"
+        for r, d in zip(rooms["room"], rooms["device_name"], strict=True)
+        if r != d
+    ]
     caption_lines = [
-        "rooms: "
-        + "; ".join(
-            f"{escape(r)} = {escape(str(d))}"
-            for r, d in zip(rooms["room"], rooms["device_name"], strict=True)
-            if r != d
-        ),
+        *(["rooms: " + "; ".join(renamed)] if renamed else []),
         "DRL sources (kerma/reference/SOURCES.md): "
         + "; ".join(
             f"{escape(c)} = {escape(str(src))}, {_int_text(y)}, {escape(str(g))}"
@@ -443,6 +463,10 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
                 strict=True,
             )
         ),
+        "DRL source: the table (region, edition year, source key) each row compares with; "
+        "'superseded' marks an edition replaced by a newer one.",
+        "typical (median) in parentheses: the median of a sample below the ICRP 135 "
+        "minimum (insufficient sample), shown but not compared.",
         "n: values (one per CT or fluoroscopy study, per radiography projection, per "
         "mammography view); patients: the studies they come from, which the minimum "
         "sample counts (ICRP 135).",
@@ -575,15 +599,17 @@ def _cite(region: Any, year: Any, source_ref: Any, grade: Any = None) -> str:
 
 
 def _room_label(device_name: Any) -> str:
-    """Return a short room label: the station name of ``"<manufacturer> <model> (<station>)"``.
+    """Return the room label: the device's display name (unique, ``kerma devices``)."""
+    return str(device_name)
 
-    The full device names are listed under the table (``kerma.db.queries.device_name``
-    builds them in that form).
-    """
-    text = str(device_name)
-    if text.endswith(")") and " (" in text:
-        return text[text.rindex(" (") + 2 : -1]
-    return text
+
+def _edition(region: Any, year: Any, source_ref: Any, status: Any) -> str:
+    """Return which DRL table and edition a row compares with, e.g. ``DE 2010 BFS2010
+    (superseded)``; ``""`` for a row without DRL."""
+    cited = _cite(region, year, source_ref)
+    if cited and isinstance(status, str) and status and status != "current":
+        cited += f" ({status})"
+    return cited
 
 
 def _int_text(value: Any) -> str:
@@ -743,7 +769,8 @@ def stats(
 
 def cumulative(
     window: Annotated[
-        int | None, typer.Option("--window", help="Window in days (default: setting, 365).")
+        int | None,
+        typer.Option("--window", min=1, help="Window in days, 1 or more (default: setting, 365)."),
     ] = None,
     as_of: Annotated[
         str | None,
@@ -768,14 +795,14 @@ def cumulative(
     finally:
         registry.close()
     shown = display_frame(result.head(top), rename=False).assign(
-        patient_pseudonym=lambda f: f["patient_pseudonym"].astype(str).str[:12] + "…"
+        patient_pseudonym=lambda f: f["patient_pseudonym"].map(display_pseudonym)
     )
     print_frame(
         shown,
         f"Cumulative dose per patient over {days} days (effective dose: k × DLP, "
         "population-level estimate)",
         {
-            "patient_pseudonym": "patient (pseudonym)",
+            "patient_pseudonym": "patient",
             "window_end": "window end",
             "number_of_studies": "studies",
             "number_of_ct_exams": "CT exams",

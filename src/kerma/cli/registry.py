@@ -23,6 +23,7 @@ from rich.table import Table
 
 from kerma.cli.console import make_console
 from kerma.config import Settings, get_settings
+from kerma.records import display_pseudonym
 from kerma.services.filters import DOSE_RANGE_QUANTITIES, SEXES, StudyFilter
 from kerma.units import QUANTITIES
 
@@ -141,12 +142,30 @@ def _check_units(value: str) -> str:
     return value
 
 
+def _check_modality(value: str | None) -> str | None:
+    """Refuse a modality that no dose object has (usage error naming the allowed ones)."""
+    from kerma.cli.ingest import DOSE_MODALITIES
+
+    if value is None:
+        return value
+    wrong = [
+        m for m in re.split(r"[,\s]+", value.strip()) if m and m.upper() not in DOSE_MODALITIES
+    ]
+    if wrong:
+        raise typer.BadParameter(
+            f"{', '.join(repr(m) for m in wrong)} is not a dose modality; use "
+            f"{', '.join(DOSE_MODALITIES)} (several comma-separated)."
+        )
+    return value
+
+
 ModalityOpt = Annotated[
     str | None,
     typer.Option(
         "--modality",
         "-m",
         help="Modality, or several comma-separated (CT, DX, MG, RF, XA, NM ...).",
+        callback=_check_modality,
     ),
 ]
 FromOpt = Annotated[
@@ -292,6 +311,7 @@ def limit_note(shown: int, total: int) -> str | None:
 #: label from the label table).
 STUDY_TABLE: tuple[tuple[str, str | None], ...] = (
     ("study_date", "date"),
+    ("patient", "patient"),
     ("modalities", "modality"),
     ("device_name", "device"),
     ("study_description", "description"),
@@ -414,6 +434,7 @@ def studies(
         table.add_column("flagged for review", overflow="fold")
         reasons = flags.groupby("study_id")["message"].apply(list).to_dict()
     for row in rows:
+        row["patient"] = display_pseudonym(row.get("patient_pseudonym"))
         cells = [escape(_cell(name, row)) for name, _ in columns]
         if flags is not None:
             cells.append(escape("\n".join(reasons.get(row["study_id"], []))))

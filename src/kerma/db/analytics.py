@@ -22,10 +22,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, select
+from sqlalchemy import Row, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from kerma.db.filters import StudyFilter, study_conditions
+from kerma.db.filters import StudyFilter, device_matches, study_conditions
 from kerma.db.models import Device, EventGroup, IrradiationEvent, Patient, Study
 from kerma.db.session import fetch_rows
 from kerma.db.summary import chunks
@@ -107,11 +107,7 @@ def device_names(session: Session) -> dict[int, tuple[str, str | None]]:
 def matching_device_ids(session: Session, *, text: str) -> list[int]:
     """Return the ids of devices whose name, station or model contains ``text`` (any case)."""
     pattern = f"%{text}%"
-    stmt = select(Device.id).where(
-        Device.device_name.ilike(pattern)
-        | Device.station_name.ilike(pattern)
-        | Device.manufacturer_model_name.ilike(pattern)
-    )
+    stmt = select(Device.id).where(device_matches(pattern))
     return list(session.scalars(stmt))
 
 
@@ -219,11 +215,7 @@ def summary_groups(session: Session, *, flt: StudyFilter | None) -> list[Row[Any
         stmt = stmt.where(g.device_id.in_(list(flt.device_ids)))
     if flt.device_name:
         pattern = f"%{flt.device_name}%"
-        stmt = stmt.where(
-            Device.device_name.ilike(pattern)
-            | Device.station_name.ilike(pattern)
-            | Device.manufacturer_model_name.ilike(pattern)
-        )
+        stmt = stmt.where(device_matches(pattern))
     return list(session.execute(stmt).all())
 
 
@@ -414,7 +406,10 @@ def latest_study_date(session: Session, *, flt: StudyFilter | None) -> dt.date |
 def cumulative_rows(
     session: Session, *, flt: StudyFilter | None, start: dt.date, end: dt.date
 ) -> list[tuple[Any, ...]]:
-    """Return per patient over ``[start, end]``: study counts and CT / fluoroscopy sums.
+    """Return per patient with a dose over ``[start, end]``: study counts and CT / fluoroscopy sums.
+
+    Patients whose studies in the window hold no DLP, effective dose, Ka,r or KAP (all
+    missing or zero) are left out.
 
     Rows (sorted by CT effective dose, then fluoroscopy Ka,r, descending, missing last,
     then pseudonym): ``patient_pseudonym``, ``number_of_studies``,
@@ -461,6 +456,14 @@ def cumulative_rows(
             c.fluoro_studies_dap_total_gym2,
         )
         .join(Patient, Patient.id == c.patient_id)
+        .where(  # a patient with no dose in the window is not listed
+            or_(
+                c.ct_dlp_total_mgycm > 0,
+                c.ct_effective_dose_msv > 0,
+                c.fluoro_studies_dose_rp_total_gy > 0,
+                c.fluoro_studies_dap_total_gym2 > 0,
+            )
+        )
         .order_by(
             c.ct_effective_dose_msv.desc().nulls_last(),
             c.fluoro_studies_dose_rp_total_gy.desc().nulls_last(),

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
 
-from kerma.db.models import Alert, Device, PlausibilityFlag, Study
+from kerma.db.models import Alert, Device, Patient, PlausibilityFlag, Study
 
 #: Study columns a dose range may be given on (canonical units in the names).
 DOSE_RANGE_QUANTITIES: tuple[str, ...] = (
@@ -131,11 +131,15 @@ class StudyFilter:
         ``True``: only studies in conflict (a report's SOP Instance UID is held in
         several versions, undecided; ``study.has_conflict``); ``False``: only those not
         in conflict; ``None`` (default): both.
-
-
     flagged : bool
         Only studies flagged for review: a stored value outside its plausibility range
         or not a finite number (``plausibility_flag``; default ``False``: every study).
+    patient_pseudonyms : tuple of str
+        Only the studies of these patient pseudonyms (``patient.pseudonym``, the keyed
+        hash of :mod:`kerma.ingest.pseudonym`).
+    accession_pseudonyms : tuple of str
+        Only the studies of these keyed accession-number hashes
+        (``study.accession_pseudonym``).
 
     Raises
     ------
@@ -163,14 +167,17 @@ class StudyFilter:
     has_alert: bool | None = None
     include_non_patient: bool = field(default=False)
     has_conflict: bool | None = None
-
     flagged: bool = False
+    patient_pseudonyms: tuple[str, ...] = ()
+    accession_pseudonyms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Normalise the fields (strings to tuples and dates) and check them."""
         put = object.__setattr__
         put(self, "modalities", _texts(self.modalities, upper=True))
         put(self, "standard_exams", _texts(self.standard_exams))
+        put(self, "patient_pseudonyms", _texts(self.patient_pseudonyms))
+        put(self, "accession_pseudonyms", _texts(self.accession_pseudonyms))
         ids = (self.device_ids,) if isinstance(self.device_ids, int) else self.device_ids
         put(self, "device_ids", tuple(int(i) for i in ids or ()))
         put(self, "date_from", as_date(self.date_from))
@@ -231,6 +238,22 @@ class StudyFilter:
         )
 
 
+def device_matches(pattern: str) -> ColumnElement[bool]:
+    """Return whether a device's display name, station, model or manufacturer + model is like
+    ``pattern`` (``ILIKE``, any case)."""
+    maker_model = (
+        func.coalesce(Device.manufacturer, "")
+        + " "
+        + func.coalesce(Device.manufacturer_model_name, "")
+    )
+    return or_(
+        Device.device_name.ilike(pattern),
+        Device.station_name.ilike(pattern),
+        Device.manufacturer_model_name.ilike(pattern),
+        maker_model.ilike(pattern),
+    )
+
+
 def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
     """Return the WHERE conditions on ``study`` that select the studies of ``flt``.
 
@@ -258,13 +281,7 @@ def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
         conditions.append(s.device_id.in_(list(flt.device_ids)))
     if flt.device_name:
         pattern = f"%{flt.device_name}%"
-        devices = select(Device.id).where(
-            or_(
-                Device.device_name.ilike(pattern),
-                Device.station_name.ilike(pattern),
-                Device.manufacturer_model_name.ilike(pattern),
-            )
-        )
+        devices = select(Device.id).where(device_matches(pattern))
         conditions.append(s.device_id.in_(devices))
     if flt.standard_exams:
         conditions.append(s.standard_exam.in_(list(flt.standard_exams)))
@@ -289,6 +306,11 @@ def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
 
     if flt.flagged:
         conditions.append(s.id.in_(select(PlausibilityFlag.study_id)))
+    if flt.patient_pseudonyms:
+        patients = select(Patient.id).where(Patient.pseudonym.in_(list(flt.patient_pseudonyms)))
+        conditions.append(s.patient_id.in_(patients))
+    if flt.accession_pseudonyms:
+        conditions.append(s.accession_pseudonym.in_(list(flt.accession_pseudonyms)))
     if not flt.include_non_patient:
         conditions.append(s.is_non_patient.is_(False))
     if flt.has_conflict is not None:

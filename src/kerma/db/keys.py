@@ -28,6 +28,7 @@ KEY_FINGERPRINT_SETTING = "pseudonym_key_fingerprint"
 KEYED_HASH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("patient", "pseudonym"),
     ("report_version", "patient_pseudonym"),
+    ("study", "accession_pseudonym"),
 )
 
 #: Rows re-keyed per UPDATE statement.

@@ -125,7 +125,10 @@ class Study(Base):
     study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("device.id"), index=True)
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patient.id"), index=True)
+    #: the clear (0008,0050) Accession Number, only when ``KERMA_ACCESSION_IN_CLEAR``
     accession_number: Mapped[str | None] = mapped_column(String)
+    #: keyed hash of the Accession Number (:mod:`kerma.ingest.pseudonym`), always
+    accession_pseudonym: Mapped[str | None] = mapped_column(SHA256_HEX, index=True)
     study_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
     study_time: Mapped[str | None] = mapped_column(String(16))
     study_description: Mapped[str | None] = mapped_column(String)
@@ -225,6 +228,7 @@ class DoseReport(Base):
     dap_total_gym2: Mapped[float | None] = mapped_column(Float)
     dose_rp_total_gy: Mapped[float | None] = mapped_column(Float)
     fluoro_time_total_s: Mapped[float | None] = mapped_column(Float)
+    #: the larger per-breast accumulated AGD (mGy): never a sum across breasts
     agd_total_mgy: Mapped[float | None] = mapped_column(Float)
 
     study: Mapped[Study] = relationship(back_populates="dose_reports")
@@ -383,6 +387,25 @@ class EventGroup(Base):
     device_id: Mapped[int] = mapped_column(ForeignKey("device.id"))
     acquisition_protocol: Mapped[str] = mapped_column(String)
     is_non_patient: Mapped[bool] = mapped_column(Boolean)
+
+
+class DeviceChoice(Base):
+    """A user's choice about a device, keyed by its identity (``device.device_key``).
+
+    ``display_name`` is the name a user gave (``kerma devices rename``);
+    ``merged_into_key`` the identity of the device it was merged into (``kerma devices
+    merge``): objects of this identity are filed under that device. Keyed by identity,
+    not by row id, so both survive ``kerma reprocess`` and rows made again.
+    """
+
+    __tablename__ = "device_choice"
+
+    device_key: Mapped[str] = mapped_column(SHA256_HEX, primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String)
+    merged_into_key: Mapped[str | None] = mapped_column(SHA256_HEX, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class RegistrySetting(Base):

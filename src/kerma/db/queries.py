@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from kerma.db.devices import refresh_device_names, resolve_device_key
 from kerma.db.models import (
     Device,
     DoseReport,
@@ -71,7 +72,11 @@ def device_key(info: DeviceInfo) -> str:
 
 
 def device_name(info: DeviceInfo | Device) -> str:
-    """Return the display name of a device: ``"<manufacturer> <model> (<station>)"``."""
+    """Return a provisional name ``"<manufacturer> <model> (<station>)"`` of a new device.
+
+    The display name is then set by :func:`kerma.db.devices.refresh_device_names`
+    (station name, made unique; or the user's name).
+    """
     name = " ".join(p for p in (info.manufacturer, info.manufacturer_model_name) if p)
     if info.station_name:
         name = f"{name} ({info.station_name})" if name else info.station_name
@@ -115,14 +120,23 @@ def get_or_create_device(session: Session, *, info: DeviceInfo) -> Device:
     observer UID identifies the device), and ``info``'s device is keyed by its observer
     UID instead (:func:`observer_device_key`).
     """
-    key = device_key(info)
+    own_key = device_key(info)
+    key = resolve_device_key(session, own_key)
+    # a user's merge (kerma devices merge, kerma.db.devices) says the two are one
+    # machine, whatever their observer UIDs say
+    is_merged = key != own_key
 
     def lookup() -> Device | None:
         return session.scalars(select(Device).where(Device.device_key == key)).one_or_none()
 
     device = lookup()
-    if device is not None and info.device_observer_uid and _observers_differ(device, info):
-        key = observer_device_key(info.device_observer_uid)
+    if (
+        device is not None
+        and not is_merged
+        and info.device_observer_uid
+        and _observers_differ(device, info)
+    ):
+        key = resolve_device_key(session, observer_device_key(info.device_observer_uid))
         device = lookup()
     if device is None:
         device = Device(
@@ -136,7 +150,9 @@ def get_or_create_device(session: Session, *, info: DeviceInfo) -> Device:
             software_versions=info.software_versions,
             device_name=device_name(info),
         )
-        return _insert_or_get(session, device, lookup)
+        device = _insert_or_get(session, device, lookup)
+        refresh_device_names(session)  # unique names: a new station name may collide
+        return device
     changed = _fill_missing(
         device,
         info,
@@ -151,7 +167,7 @@ def get_or_create_device(session: Session, *, info: DeviceInfo) -> Device:
         ),
     )
     if changed:
-        device.device_name = device_name(device)
+        refresh_device_names(session)
     return device
 
 

@@ -39,6 +39,7 @@ STUDY_LISTING: dict[str, Any] = {
     "study_id": Study.id,
     "study_instance_uid": Study.study_instance_uid,
     "accession_number": Study.accession_number,
+    "accession_pseudonym": Study.accession_pseudonym,
     "study_date": Study.study_date,
     "study_time": Study.study_time,
     "study_description": Study.study_description,

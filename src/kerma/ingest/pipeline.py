@@ -377,6 +377,8 @@ class _Extracted:
     #: Values outside their plausibility range (flags only: rejections are not stored).
     findings: list[Finding] = field(default_factory=list)
 
+    accession_pseudonym: str | None = None
+
 
 #: Session ``info`` key of the study ids an object's transaction touched.
 _TOUCHED_KEY = "kerma_touched_study_ids"
@@ -774,8 +776,13 @@ class Importer:
             ),
             has_identity=bool(identity.patient_id or identity.patient_name),
             findings=findings,
+            accession_pseudonym=self.pseudonymizer.accession_pseudonym(
+                report.study.accession_number
+            ),
         )
         report.identity = PatientIdentity()  # identity goes no further than this
+        if not self.settings.accession_in_clear:  # nor the clear accession number
+            report.study.accession_number = None
         drop_identifying_text(report, self.settings.identifying_attributes)
         return extracted, obj
 
@@ -1385,9 +1392,13 @@ class Importer:
             study.is_non_patient = item.is_non_patient or (
                 not item.has_identity and bool(study.is_non_patient)
             )
+            if not self.settings.accession_in_clear:
+                study.accession_number = None
         else:
             queries.fill_study(study, values)
             study.is_non_patient = bool(study.is_non_patient) or item.is_non_patient
+        if item.accession_pseudonym and (overwrite or study.accession_pseudonym is None):
+            study.accession_pseudonym = item.accession_pseudonym
         if item.pseudonym and (overwrite or study.patient_id is None):
             study.patient_id = queries.get_or_create_patient(session, pseudonym=item.pseudonym).id
         return study
@@ -1747,10 +1758,11 @@ def _fill_report_row(row: DoseReportRow, report: DoseReport) -> None:
     row.dap_total_gym2 = _clean(_sum(p.dap_total_gym2 for p in planes))
     row.dose_rp_total_gy = _clean(_sum(p.dose_rp_total_gy for p in planes))
     row.fluoro_time_total_s = _clean(_sum(p.fluoro_time_total_s for p in planes))
-    agd = acc.agd_total_both_mgy
-    if agd is None:
-        agd = _sum((acc.agd_total_left_mgy, acc.agd_total_right_mgy))
-    row.agd_total_mgy = _clean(agd)
+    # AGD is never summed across breasts (each breast is its own organ): the report's
+    # AGD is the larger of its per-breast accumulated values (TID 10005 by laterality),
+    # else the value it gives for both breasts
+    breasts = [v for v in (acc.agd_total_left_mgy, acc.agd_total_right_mgy) if v is not None]
+    row.agd_total_mgy = _clean(max(breasts) if breasts else acc.agd_total_both_mgy)
 
 
 def _sync_events(
@@ -1806,6 +1818,8 @@ def _sync_events(
 def _comparable(content: dict[str, Any]) -> dict[str, Any]:
     """Return an extracted record as stored (JSON types, cleaned), transfer keys left out."""
     cleaned = json.loads(json.dumps(_clean(content), default=str))
+    if isinstance(cleaned.get("study"), dict):  # kept in clear or not: a setting
+        cleaned["study"].pop("accession_number", None)
     return {k: v for k, v in cleaned.items() if k not in TRANSFER_KEYS}
 
 

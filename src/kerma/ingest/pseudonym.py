@@ -1,4 +1,13 @@
-"""Patient pseudonyms, the pseudonym key, and the non-patient (QA / phantom) flag.
+"""Patient pseudonyms, keyed accession numbers, the pseudonym key, and the non-patient flag.
+
+Every keyed hash Kerma computes is made here, with one key (so a key rotation covers
+them all; ``kerma.db.keys.KEYED_HASH_COLUMNS``):
+
+- the patient pseudonym, issuer + NUL + Patient ID (``patient.pseudonym``);
+- the accession pseudonym, ``"accession"`` + NUL + Accession Number; the prefix keeps
+  it apart from a patient pseudonym of the same text (``study.accession_pseudonym``;
+  the clear number only with ``KERMA_ACCESSION_IN_CLEAR``). The short display form of
+  a pseudonym (``P-…``) is :func:`kerma.records.display_pseudonym`; it needs no key.
 
 The pseudonym is the keyed hash HMAC-SHA-256(key, issuer + NUL + Patient ID) (RFC 2104,
 FIPS 198-1): one patient's doses accumulate without storing who they are, and without
@@ -51,6 +60,9 @@ FINGERPRINT_LABEL = b"kerma pseudonym key fingerprint v1"
 
 #: Suffix of the key file written during ``kerma key rotate`` before the registry commits.
 PENDING_SUFFIX = ".new"
+
+#: Domain prefix of the accession-number hash (keeps it apart from patient pseudonyms).
+ACCESSION_DOMAIN = "accession"
 
 
 def new_key_text() -> str:
@@ -317,11 +329,39 @@ class Pseudonymizer:
         """
         return self.key_chain.digest(message.encode("utf-8"))
 
-    def pseudonym(self, identity: PatientIdentity) -> str | None:
-        """Return HMAC-SHA-256(key, issuer + NUL + Patient ID) in hex, ``None`` without an ID."""
-        if not identity.patient_id:
+    def patient_pseudonym(self, patient_id: str | None, issuer: str | None = None) -> str | None:
+        """Return the pseudonym of a typed or read Patient ID, ``None`` without an ID.
+
+        Parameters
+        ----------
+        patient_id : str or None
+            (0010,0020) Patient ID, surrounding blanks ignored.
+        issuer : str, optional
+            (0010,0021) Issuer of Patient ID, surrounding blanks ignored.
+
+        Returns
+        -------
+        str or None
+            HMAC-SHA-256(key, issuer + NUL + Patient ID) in hex.
+        """
+        patient_id = (patient_id or "").strip()
+        if not patient_id:
             return None
-        return self.keyed_hash(f"{identity.issuer_of_patient_id or ''}\x00{identity.patient_id}")
+        return self.keyed_hash(f"{(issuer or '').strip()}\x00{patient_id}")
+
+    def pseudonym(self, identity: PatientIdentity) -> str | None:
+        """Return the pseudonym of an identity (:meth:`patient_pseudonym`)."""
+        return self.patient_pseudonym(identity.patient_id, identity.issuer_of_patient_id)
+
+    def accession_pseudonym(self, accession_number: str | None) -> str | None:
+        """Return the keyed hash of an (0008,0050) Accession Number, ``None`` without one.
+
+        HMAC-SHA-256(key, ``"accession"`` + NUL + number) in hex, blanks stripped.
+        """
+        accession_number = (accession_number or "").strip()
+        if not accession_number:
+            return None
+        return self.keyed_hash(f"{ACCESSION_DOMAIN}\x00{accession_number}")
 
     def is_non_patient(self, identity: PatientIdentity, study_description: str | None) -> bool:
         """Return whether a non-patient pattern matches the ID, name or study description."""

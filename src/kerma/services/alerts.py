@@ -57,6 +57,7 @@ from kerma.config import Settings
 from kerma.db import alerts as store
 from kerma.db.session import session_scope
 from kerma.errors import AlertReviewError, KermaError, NotFoundError
+from kerma.records import display_pseudonym
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -921,8 +922,9 @@ MESSAGE_KEYS: Final = (
 def alert_message(session_or_registry: Any, alert_id: int) -> dict[str, Any]:
     """Return what a notification or a significant-event report says about an alert.
 
-    Never a patient name, ID or birth date: the patient is the first 8 hex digits of
-    the pseudonym, an age band and the sex.
+    Never a patient name, ID or birth date: the patient is
+    the short display form of the pseudonym (``P-…``,
+    :func:`kerma.records.display_pseudonym`), an age band and the sex.
 
     Parameters
     ----------
@@ -965,7 +967,7 @@ def alert_message(session_or_registry: Any, alert_id: int) -> dict[str, Any]:
         "modality": facts.get("modality"),
         "exam": facts.get("standard_exam"),
         "protocol": facts.get("acquisition_protocols"),
-        "pseudonym_short": pseudonym[:8] if pseudonym else None,
+        "pseudonym_short": display_pseudonym(pseudonym),
         "age_band": age_band(facts.get("patient_age_years")),
         "sex": facts.get("patient_sex"),
         "state": alert.state,

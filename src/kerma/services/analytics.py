@@ -280,11 +280,15 @@ class DrlResult:
         The DRL set compared with.
     n_samples : int
         Samples compared.
+    empty_reason : str or None
+        Why ``comparison`` has no row (no study in the filter, or none mapped to a
+        standard exam); ``None`` when it has rows.
     """
 
     comparison: pd.DataFrame
     drl_set: str
     n_samples: int
+    empty_reason: str | None = None
     local: pd.DataFrame | None = None
     per_period: pd.DataFrame | None = None
     period_summary: pd.DataFrame | None = None
@@ -357,6 +361,9 @@ def compare_drls(
         drl_set=drl_set,
         n_samples=len(samples),
     )
+    if result.comparison.empty:
+        result.empty_reason = _why_no_comparison(session, flt, families, exam)
+        return result
     if local:
         result.local = local_drls(
             samples, min_sample=min_sample, min_sample_mammography=min_sample_mammography
@@ -389,6 +396,27 @@ def drl_sets(*, settings: Settings) -> pd.DataFrame:
         year, number of rows, modalities, statuses and verification.
     """
     return list_drl_sets(load_drls(extra_paths=settings.drl_extra_paths))
+
+
+def _why_no_comparison(
+    session: Session, flt: StudyFilter, families: Sequence[str], exam: str | None
+) -> str:
+    """Return why a DRL comparison has no row: no study in the filter, or none mapped."""
+    names = "/".join(families)
+    everything = dose_samples(session, flt=flt, families=families, context=DRL_CONTEXT)
+    if everything.empty or "study_id" not in everything.columns:
+        what = "no study in the filter" if flt.has_study_conditions else "no study"
+        return (
+            f"{what} has {names} dose values to compare (check --from/--to, --device and "
+            "--modality, or import studies first)."
+        )
+    n = everything["study_id"].nunique()
+    return (
+        f"{n} {names} studies match the filter, but none is mapped to a standard exam"
+        + (f" {exam!r}" if exam else "")
+        + " that a DRL table covers: 'kerma exams' lists the unmapped study descriptions; "
+        "add site exam rules (KERMA_EXAM_RULES_PATH, docs/analysis.md)."
+    )
 
 
 # -- statistics ----------------------------------------------------------------------------------

@@ -335,4 +335,7 @@ def intake_importer(settings: Settings, *, engine: Engine | None = None) -> Impo
     factory = make_session_factory(engine, write=True)
     context = make_context(settings)
     ensure_derived(factory, context=context)
+    from kerma.services.patients import protect_accession_numbers
+
+    protect_accession_numbers(factory, settings)
     return make_importer(settings, session_factory=factory, context=context)

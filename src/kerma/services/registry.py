@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from kerma.services.alerts import AlertContext, EvaluationResult, VerifyResult
     from kerma.services.analytics import DrlResult, StatisticsResult
     from kerma.services.conflicts import ConflictDetail, ConflictRow, DecisionRow
+    from kerma.services.devices import MergeResult
     from kerma.services.exams import RemapResult
+    from kerma.services.patients import PatientRecord
 
 DateLike = dt.date | dt.datetime | str | None
 
@@ -89,6 +91,9 @@ class Registry:
         self._alert_context: AlertContext | None = None
         self._lock = threading.Lock()
         self.derived_on_open = ensure_derived(self._write_factory, context=lambda: self.context)
+        from kerma.services.patients import protect_accession_numbers
+
+        protect_accession_numbers(self._write_factory, self.settings)
 
     def __repr__(self) -> str:
         """Return the registry's URL without password."""
@@ -576,6 +581,82 @@ class Registry:
                 window_days=window_days or self.settings.cumulative_window_days,
                 as_of=as_of,
             )
+
+    def patient(
+        self,
+        patient_id: str | None = None,
+        *,
+        issuer: str | None = None,
+        accession: str | None = None,
+        window_days: int | None = None,
+    ) -> PatientRecord:
+        """Return a patient's studies and cumulative dose from a typed Patient ID.
+
+        The keyed pseudonym of ``issuer`` + ``patient_id`` (and the keyed hash of
+        ``accession``) is computed with this registry's key and looked up
+        (:func:`kerma.services.patients.find_patient`).
+
+        Parameters
+        ----------
+        patient_id : str, optional
+            (0010,0020) Patient ID as the images carry it.
+        issuer : str, optional
+            (0010,0021) Issuer of Patient ID, when the images carry one.
+        accession : str, optional
+            (0008,0050) Accession Number (alone, or to narrow the patient's studies).
+        window_days : int, optional
+            Cumulative window (default ``Settings.cumulative_window_days``).
+
+        Raises
+        ------
+        kerma.errors.NotFoundError
+            When no study matches.
+        ValueError
+            When neither ``patient_id`` nor ``accession`` is given.
+        """
+        from kerma.services.patients import find_patient, make_pseudonymizer
+
+        pseudonymizer = make_pseudonymizer(self.settings, self._write_factory)
+        with self.session(write=False) as session:
+            return find_patient(
+                session,
+                pseudonymizer=pseudonymizer,
+                patient_id=patient_id,
+                issuer=issuer,
+                accession_number=accession,
+                window_days=window_days or self.settings.cumulative_window_days,
+            )
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def devices(self) -> pd.DataFrame:
+        """Return one row per device (:func:`kerma.services.devices.devices_frame`)."""
+        from kerma.services.devices import devices_frame
+
+        with self.session(write=False) as session:
+            return devices_frame(session)
+
+    def rename_device(self, device: str | int, name: str | None) -> str:
+        """Give a device (id or display name) a display name, kept across reprocessing.
+
+        ``None`` or ``""`` restores the automatic name. Returns the name afterwards
+        (:func:`kerma.services.devices.rename_device`).
+        """
+        from kerma.services.devices import rename_device
+
+        with self.session() as session:
+            return rename_device(session, device=device, name=name)
+
+    def merge_devices(self, source: str | int, target: str | int) -> MergeResult:
+        """Merge two device records that are one machine (``source`` into ``target``).
+
+        See :func:`kerma.services.devices.merge_devices`; kept across reprocessing.
+        """
+        from kerma.services.devices import merge_devices
+
+        context = self.context
+        with self.session() as session:
+            return merge_devices(session, source=source, target=target, context=context)
 
     # -- skin dose ---------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kerma.analysis.skin_dose import (
     DEFAULT_TIMEOUT_S,
+    FAILED_REASON_START,
     MAPS_DIR,
     METHOD_KAR,
     METHOD_PYSKINDOSE,
@@ -263,7 +264,7 @@ def estimate_study_skin_doses(
                 "method": METHOD_KAR,
                 "peak_skin_dose_mgy": None,
                 "dose_rp_total_gy": _dose_rp_gy(study),
-                "reason": f"skin dose estimate failed ({type(exc).__name__}: {exc}); "
+                "reason": f"{FAILED_REASON_START} ({type(exc).__name__}: {exc}); "
                 "Ka,r total given instead",
                 "map_path": None,
                 "dose_report_sop_instance_uid": None,

@@ -39,6 +39,7 @@ LONG_VALUE_COLUMNS: Final[tuple[str, ...]] = (
     "p95",
     "max",
     "typical_value",
+    "sample_median",
     "drl_value",
     "local_drl",
     "median_of_room_medians",
