@@ -239,6 +239,17 @@ class TestHelpTexts:
             text = " ".join(paragraph.replace("`", "").split())
             assert any(text in line for line in lines), f"{text!r} is wrapped in:\n{out}"
 
+    @pytest.mark.parametrize("command", INTAKE_COMMANDS, ids=" ".join)
+    def test_help_shows_metavars_not_python_types(self, command: list[str]) -> None:
+        """Arguments read ``PATHS...``; no ``<bool>``, ``<list[Path]>`` or ``{paths}``.
+
+        Typer 0.27 and later print Python types in help; pyproject pins below it.
+        """
+        result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "1000"})
+        out = result.output
+        assert "<bool>" not in out and "<list[" not in out, out
+        assert "{" not in out.split("Usage:", 1)[1].splitlines()[0], out
+
     def test_markup_in_option_help_is_shown_literally(self) -> None:
         """Markdown help must not swallow ``<file>``/``<uid>`` as HTML tags."""
         result = CliRunner().invoke(app, ["rejects", "--help"], env={"COLUMNS": "1000"})

@@ -295,9 +295,11 @@ def test_key_commands(tmp_path: Path) -> None:
     fingerprint = read_key_file(settings.key_file).fingerprint()  # type: ignore[union-attr]
     assert f"fingerprint: {fingerprint}" in status.output
     assert "patient.pseudonym: 1 keyed hashes" in status.output
-    rotated = runner.invoke(app, ["key", "rotate"], env=env, catch_exceptions=False)
+    rotated = runner.invoke(app, ["key", "rotate", "--yes"], env=env, catch_exceptions=False)
     assert rotated.exit_code == 0, rotated.output
-    assert "1 keyed hashes re-keyed in one transaction" in rotated.output
+    # the patient pseudonym and the study's keyed accession number (regfeat, #10)
+    assert "2 keyed hashes re-keyed in one transaction" in rotated.output
+    assert "study.accession_pseudonym 1" in " ".join(rotated.output.split())
     assert read_key_file(settings.key_file).generations == 2  # type: ignore[union-attr]
     settings.key_file.write_text("d" * 64 + "\n")
     status = runner.invoke(app, ["key", "status"], env=env, catch_exceptions=False)
@@ -327,3 +329,29 @@ def test_rotation_rekeys_held_versions_too(database_url: str, tmp_path: Path) ->
             after = sorted(session.scalars(select(ReportVersion.patient_pseudonym)))
         assert after == sorted(rekey(new_key, p) for p in before)
         assert set(after) <= set(pseudonyms(reg))
+
+
+@needs_shared
+def test_patient_and_accession_lookup_after_rotation(database_url: str, tmp_path: Path) -> None:
+    """After ``kerma key rotate`` a typed Patient ID and Accession Number still find the study.
+
+    Both keyed hashes (``patient.pseudonym``, ``study.accession_pseudonym``) are re-keyed
+    by the chain, and the lookup hashes the typed value with the whole chain.
+    """
+    import pydicom
+
+    source = DICOM_DIR / "RF-RDSR-Philips_Allura.dcm"
+    ds = pydicom.dcmread(source, stop_before_pixels=True)
+    settings = key_settings(database_url, tmp_path)
+    with Registry(settings=settings) as reg:
+        reg.import_paths([source])
+        before = reg.patient(str(ds.PatientID), issuer=str(ds.get("IssuerOfPatientID") or ""))
+        result = rotate_key(settings, reg.session_factory)
+        assert result.rekeyed["study.accession_pseudonym"] == 1
+    with Registry(settings=settings) as reg:
+        by_id = reg.patient(str(ds.PatientID), issuer=str(ds.get("IssuerOfPatientID") or ""))
+        by_accession = reg.patient(accession=str(ds.AccessionNumber))
+    uid = str(ds.StudyInstanceUID)
+    assert set(by_id.studies["study_instance_uid"]) == {uid}
+    assert set(by_accession.studies["study_instance_uid"]) == {uid}
+    assert set(before.studies["study_instance_uid"]) == {uid}

@@ -339,5 +339,7 @@ def test_default_configuration_stores_no_patient_identity(tmp_path: Path, mode: 
         assert PATIENT_IDENTITY <= found["archive_files"]
     else:
         assert found["archive_files"] == set()
-    # what a site may mark: stored by default (documented in docs/privacy.md)
-    assert {"StudyDescription", "StationName", "AccessionNumber"} <= found["database"]
+    # what a site may mark: stored by default (documented in docs/privacy.md); the
+    # Accession Number only as a keyed hash unless KERMA_ACCESSION_IN_CLEAR (issue #10)
+    assert {"StudyDescription", "StationName"} <= found["database"]
+    assert "AccessionNumber" not in found["database"]

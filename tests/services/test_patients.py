@@ -166,7 +166,7 @@ class TestPatientLookup:
             app, ["patient", "--accession", str(ds.AccessionNumber)], env=imported.env
         )
         assert result.exit_code == 0, result.output
-        assert ": 1 studies" in result.output
+        assert ": 1 study" in result.output
 
     def test_unknown_id_says_what_to_check(
         self, imported: Imported, monkeypatch: pytest.MonkeyPatch, capsys

@@ -817,6 +817,14 @@ def cumulative(
             )
         },
     )
+    if result.empty:
+        end = as_of or "the latest study's date"
+        make_console().print(
+            f"No patient has CT or fluoroscopy dose in the {days} days up to {end}: give "
+            "another end with --as-of YYYY-MM-DD or a longer --window (the window ends at "
+            "the latest study of any modality by default).",
+            soft_wrap=True,
+        )
     _write(result, out, units)
 
 

@@ -61,7 +61,7 @@ _MODALITY_NAMES = {"CT": "CT", "RF": "fluoroscopy", "DX": "radiography", "MG": "
 
 def demo(
     studies: Annotated[
-        int, typer.Option("--studies", "-n", min=0, help="Number of studies to generate.")
+        int, typer.Option("--studies", "-n", min=1, help="Number of studies to generate.")
     ] = 1000,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the generated DICOM files.")
@@ -372,6 +372,23 @@ def print_registry_tables(database: str, archive_dir: Path, console: Console) ->
     _print_summary(console, frame)
 
 
+def _kerma_command() -> str:
+    """Return how to call ``kerma`` from here, for the printed next steps.
+
+    ``kerma`` when it is on the PATH, else the path of the running environment's script
+    (``.venv/bin/kerma`` after the README's first command, whose virtual environment is
+    not activated).
+    """
+    if shutil.which("kerma"):
+        return "kerma"
+    script = Path(sys.executable).parent / "kerma"
+    try:
+        shown = os.path.relpath(script)
+    except ValueError:  # another drive (Windows)
+        shown = str(script)
+    return shlex.quote(shown)
+
+
 def _print_next_steps(console: Console, database: str, archive_dir: Path) -> None:
     """Print where the demo registry is and the commands to explore it.
 
@@ -385,11 +402,12 @@ def _print_next_steps(console: Console, database: str, archive_dir: Path) -> Non
         " statistics; add --include-non-patient), and compare the rooms with the EU DRLs"
         " (ICRP 135) with kerma drl:"
     )
+    kerma = _kerma_command()
     for command in (
         f"export KERMA_DATABASE_URL={shlex.quote(database)}"
         f" KERMA_ARCHIVE_DIR={shlex.quote(str(archive_dir))}",
-        "kerma studies",
-        "kerma drl",
+        f"{kerma} studies",
+        f"{kerma} drl",
     ):
         console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
 

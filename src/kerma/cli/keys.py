@@ -56,6 +56,7 @@ def rotate(
             "random key.",
         ),
     ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Re-key every pseudonym of the registry with a new key, in one transaction.
 
@@ -66,6 +67,12 @@ def rotate(
     from kerma.services.keys import rotate_key
     from kerma.services.registry import Registry
 
+    if not yes:
+        typer.confirm(
+            "Re-key every pseudonym with a new key? Backups of the key file made before "
+            "will no longer open the registry",
+            abort=True,
+        )
     settings = get_settings()
     with Registry(settings=settings) as reg:
         result = rotate_key(settings, reg.session_factory, new_key_file=new_key_file)

@@ -302,6 +302,16 @@ class PrivateFileHandler(logging.FileHandler):
         )
 
 
+#: Lowest level shown of the libraries' own loggers (without ``KERMA_DEBUG=1``).
+LIBRARY_LOG_LEVELS: dict[str, int] = {"pydicom": logging.ERROR, "pynetdicom": logging.CRITICAL}
+
+
+def quiet_libraries(record: logging.LogRecord) -> bool:
+    """Drop pydicom and pynetdicom records below :data:`LIBRARY_LOG_LEVELS` (a filter)."""
+    root = record.name.split(".", 1)[0]
+    return record.levelno >= LIBRARY_LOG_LEVELS.get(root, logging.NOTSET)
+
+
 def configure_logging(*, debug: bool = False) -> None:
     """Configure the root logger: standard error, and ``KERMA_LOG_FILE`` when set.
 
@@ -340,8 +350,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("py.warnings").setLevel(logging.ERROR)
     if not debug:
         # pydicom logs every lenient decode (e.g. an IS holding a decimal) at WARNING;
-        # Kerma reports what matters as warnings on the dose record instead.
-        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        # Kerma reports what matters as warnings on the dose record instead. pynetdicom
+        # logs a refused TCP connection at ERROR before Kerma's own message says it.
+        # A filter on the handlers, not a logger level: importing pydicom resets its
+        # logger's level to WARNING (pydicom.config.debug(False)).
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(quiet_libraries)
     command = command_of(args)
     try:
         _check_settings(command)

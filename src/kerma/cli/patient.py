@@ -76,8 +76,9 @@ def patient(
         registry.close()
     studies = record.studies.to_dict("records")
     names = ", ".join(record.display_names) or "no patient ID"
+    noun = "study" if len(studies) == 1 else "studies"
     table = Table(
-        title=f"Patient {escape(names)}: {len(studies)} studies",
+        title=f"Patient {escape(names)}: {len(studies)} {noun}",
         show_header=True,
         header_style="bold",
     )

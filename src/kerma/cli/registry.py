@@ -309,6 +309,9 @@ def limit_note(shown: int, total: int) -> str | None:
 
 #: Columns of the ``kerma studies`` table: (column, header or ``None`` for its display
 #: label from the label table).
+#: Columns of the studies table that are never wrapped (a date, a short pseudonym).
+NO_WRAP_COLUMNS = frozenset({"study_date", "patient"})
+
 STUDY_TABLE: tuple[tuple[str, str | None], ...] = (
     ("study_date", "date"),
     ("patient", "patient"),
@@ -428,8 +431,10 @@ def studies(
     ]
     if any(r.get("has_conflict") for r in rows):
         columns.append(("has_conflict", "conflict"))
-    for _, heading in columns:
-        table.add_column(heading, overflow="fold")
+    for name, heading in columns:
+        # a date or a pseudonym broken over two lines is misread: never wrap them
+        whole = name in NO_WRAP_COLUMNS
+        table.add_column(heading, overflow="fold", no_wrap=whole, min_width=10 if whole else None)
     if flags is not None:
         table.add_column("flagged for review", overflow="fold")
         reasons = flags.groupby("study_id")["message"].apply(list).to_dict()

@@ -53,6 +53,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import VR
 
+from kerma.dicom.decode_errors import DECODE_ERRORS
 from kerma.dicom.inflate import DEFAULT_MAX_INFLATED_BYTES, inflate, inflated_size
 from kerma.dicom.tree import (
     CONCEPT_NAME_CODE_SEQUENCE,
@@ -219,16 +220,16 @@ def _check_deflated_size(data: bytes, *, name: str, max_inflated_bytes: int) -> 
     ObjectTooLargeError
         When it inflates beyond ``max_inflated_bytes``.
     """
-    from pydicom.errors import InvalidDicomError
     from pydicom.filereader import _read_file_meta_info, read_preamble
 
     stream = io.BytesIO(data)
     try:
         read_preamble(stream, False)
         meta = _read_file_meta_info(stream)
-    except (InvalidDicomError, ValueError, TypeError, KeyError, IndexError, EOFError, struct.error):
-        return  # not a Part 10 file: pydicom reads it without inflating anything
-    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        syntax = meta.get("TransferSyntaxUID")
+    except DECODE_ERRORS:  # not a Part 10 file, or a file meta that does not decode:
+        return  # pydicom reads (or rejects) it without inflating anything
+    if syntax == DeflatedExplicitVRLittleEndian:
         with contextlib.suppress(zlib.error):
             inflated_size(
                 (memoryview(data)[stream.tell() :],), max_bytes=max_inflated_bytes, name=name

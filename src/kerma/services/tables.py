@@ -144,8 +144,14 @@ def display_frame(frame: pd.DataFrame, *, rename: bool = True) -> pd.DataFrame:
 
 
 def write_frame_csv(frame: pd.DataFrame, path: Path | str, *, units: Units = "canonical") -> int:
-    """Write a frame to CSV (canonical names and units, or display); return its rows."""
+    """Write a frame to CSV (canonical names and units, or display); return its rows.
+
+    The file is created (or truncated) with mode 0600 whatever the umask
+    (:func:`kerma.files.open_private`): exports carry pseudonyms and Study Instance UIDs
+    (``docs/privacy.md``).
+    """
     check_units(units)
     shown = display_frame(frame) if units == "display" else frame
-    shown.to_csv(path, index=False, float_format=CSV_FLOAT_FORMAT)
+    with open_private(path, "w", encoding="utf-8", newline="") as handle:
+        shown.to_csv(handle, index=False, float_format=CSV_FLOAT_FORMAT)
     return len(frame)
