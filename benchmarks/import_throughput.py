@@ -119,7 +119,7 @@ def demo_indexes(set_name: str, n: int, seed: int) -> list[int]:
     found: list[int] = []
     index = 0
     while len(found) < n:
-        modality, _is_qa, _room = plan_demo_study(index, seed=seed)
+        modality = plan_demo_study(index, seed=seed).modality
         if modality in wanted:
             found.append(index)
         index += 1
