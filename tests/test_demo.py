@@ -13,6 +13,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import XRayRadiationDoseSRStorage
 from typer.testing import CliRunner
 
+from kerma.cli.demo import _kerma_command
 from kerma.demo import (
     DemoStudy,
     build_demo_dataset,
@@ -482,8 +483,9 @@ class TestDemoCommand:
         assert len(list((tmp_path / "kerma-demo-data").glob("DEMO-*.dcm"))) == 20
         assert not (tmp_path / "kerma.db").exists()
         lines = result.output.splitlines()
-        assert lines[-1] == "  kerma drl"
-        assert lines[-2] == "  kerma studies"
+        kerma = _kerma_command()  # "kerma", or .venv/bin/kerma when not on the PATH
+        assert lines[-1] == f"  {kerma} drl"
+        assert lines[-2] == f"  {kerma} studies"
         assert lines[-3].startswith("  export KERMA_DATABASE_URL=sqlite:///")
         assert "KERMA_ARCHIVE_DIR=" in lines[-3]
 
@@ -499,8 +501,8 @@ class TestDemoCommand:
         assert lines[-3:] == [
             "  export KERMA_DATABASE_URL=sqlite:///kerma-demo.db"
             " KERMA_ARCHIVE_DIR=kerma-demo-archive",
-            "  kerma studies",
-            "  kerma drl",
+            f"  {_kerma_command()} studies",
+            f"  {_kerma_command()} drl",
         ]
         assert all(len(line) <= 40 for line in lines[:-3])  # the prose does wrap
 

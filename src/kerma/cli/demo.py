@@ -386,6 +386,8 @@ def _kerma_command() -> str:
         shown = os.path.relpath(script)
     except ValueError:  # another drive (Windows)
         shown = str(script)
+    if shown.startswith(".."):  # not below the working folder: the full path reads better
+        shown = str(script)
     return shlex.quote(shown)
 
 
