@@ -24,6 +24,7 @@ from tests.analysis.test_skin_dose import (
     expected_ka_r_mgy,
     write_scaled_copy,
 )
+from tests.db_fixtures import TEST_PSEUDONYM_KEY
 
 runner = CliRunner()
 
@@ -51,7 +52,7 @@ def registry_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {
         "KERMA_DATABASE_URL": settings.database_url,
         "KERMA_ARCHIVE_DIR": str(settings.archive_dir),
-        "KERMA_PSEUDONYM_KEY": "kerma-test-pseudonym-key",
+        "KERMA_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
         "COLUMNS": "120",
     }
 
