@@ -100,3 +100,17 @@ def create_private_file(path: str | os.PathLike[str]) -> int:
         When the file exists.
     """
     return private_opener(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Fsync a folder so a new or renamed name in it is durable (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -22,6 +22,7 @@ from typing import Any, Final
 from sqlalchemy import and_, func, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
+from kerma.db.filters import DOSE_RANGE_QUANTITIES
 from kerma.db.models import (
     Alert,
     AlertHistory,
@@ -426,24 +427,9 @@ def alert_context(session: Session, *, alert: Alert) -> dict[str, Any]:
     return out
 
 
-#: Study dose columns a significant-event report lists (canonical units, kerma.units).
-STUDY_DOSE_COLUMNS: tuple[str, ...] = (
-    "ctdivol_max_mgy",
-    "ctdivol_mean_mgy",
-    "ct_dlp_total_mgycm",
-    "ssde_mgy",
-    "effective_dose_msv",
-    "dap_total_gym2",
-    "dap_total_plane_a_gym2",
-    "dap_total_plane_b_gym2",
-    "dose_rp_total_gy",
-    "dose_rp_total_plane_a_gy",
-    "dose_rp_total_plane_b_gy",
-    "fluoro_time_total_s",
-    "agd_total_left_mgy",
-    "agd_total_right_mgy",
-    "administered_activity_total_mbq",
-)
+#: Study dose columns a significant-event report lists (canonical units, kerma.units):
+#: the study summary columns a dose range may be given on.
+STUDY_DOSE_COLUMNS: tuple[str, ...] = DOSE_RANGE_QUANTITIES
 
 
 def study_dose_values(session: Session, *, study_id: int | None) -> list[tuple[str, float]]:

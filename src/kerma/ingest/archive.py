@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 from kerma.errors import ArchiveDecryptionError, ConfigurationError
-from kerma.files import make_private_dirs
+from kerma.files import fsync_dir, make_private_dirs
 from kerma.ingest.pseudonym import KeyChain
 
 SUFFIX = ".dcm"
@@ -271,7 +271,7 @@ class Archive:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return ArchivedObject(sha256, rel)
 
     def path_of(self, relative_path: str) -> Path:
@@ -298,17 +298,3 @@ class Archive:
                 "no pseudonym key was given."
             )
         return self.cipher.decrypt(blob, Path(relative_path).stem)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Fsync a directory so a rename inside it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

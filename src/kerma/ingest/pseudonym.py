@@ -41,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from kerma.errors import ConfigurationError
-from kerma.files import create_private_file, make_private_dirs
+from kerma.files import create_private_file, fsync_dir, make_private_dirs
 from kerma.records import PatientIdentity
 
 #: Name of the key file that earlier versions kept inside the archive folder; it is
@@ -208,7 +208,7 @@ def write_key_file(path: Path, chain: KeyChain, *, exclusive: bool = True) -> No
         handle.write(chain.to_text())
         handle.flush()
         os.fsync(handle.fileno())
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def create_key_file(path: Path) -> KeyChain:
@@ -285,20 +285,6 @@ def load_or_create_key(archive_dir: Path, configured: str | None = None) -> byte
     path = Path(archive_dir) / LEGACY_KEY_FILE_NAME
     chain = read_key_file(path) or create_key_file(path)
     return chain.keys[-1]
-
-
-def _fsync_dir(path: Path) -> None:
-    """Fsync a folder so a new name in it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Pseudonymizer:
