@@ -104,6 +104,11 @@ DAYS = 3 * 365
 # -- building ------------------------------------------------------------------------------------
 
 
+#: The pseudonym key of the benchmark registry (one key for building and measuring;
+#: Kerma needs at least 32 bytes and refuses a registry made with another key).
+BENCHMARK_KEY = "kerma-benchmark-pseudonym-key-0123456789abcdef"
+
+
 def _families(n_events: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Return each study's family index and its number of events, totalling about n_events."""
     names = list(FAMILY_SHARE)
@@ -469,7 +474,7 @@ def child(name: str, url: str, repeat: int) -> dict[str, Any]:
         _env_file=None,  # type: ignore[call-arg]
         database_url=url,
         archive_dir=Path(tempfile.gettempdir()) / "kerma-bench-archive",
-        pseudonym_key="benchmark",
+        pseudonym_key=BENCHMARK_KEY,
     )
     registry = Registry(settings=settings)
     total = registry.count_studies()
@@ -562,7 +567,7 @@ def measure(url: str, *, repeat: int, cli_repeat: int, log: Any = print) -> dict
     from kerma.config import Settings
     from kerma.services.registry import Registry
 
-    settings = Settings(_env_file=None, database_url=url, pseudonym_key="b")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=url, pseudonym_key=BENCHMARK_KEY)  # type: ignore[call-arg]
     with Registry(settings=settings) as registry:
         total = registry.count_studies()
         with registry.session(write=False) as session:
@@ -595,7 +600,7 @@ def measure(url: str, *, repeat: int, cli_repeat: int, log: Any = print) -> dict
     env = os.environ | {
         "KERMA_DATABASE_URL": url,
         "KERMA_ARCHIVE_DIR": str(Path(tempfile.gettempdir()) / "kerma-bench-archive"),
-        "KERMA_PSEUDONYM_KEY": "benchmark",
+        "KERMA_PSEUDONYM_KEY": BENCHMARK_KEY,
         "COLUMNS": "160",
     }
     kerma = ["kerma.cli.main"]
