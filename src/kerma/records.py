@@ -18,6 +18,43 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+#: The study summary columns, derived from a study's reports at ingest
+#: (``kerma.analysis.summary.summarise_study`` computes them, ``kerma.db.summary`` stores
+#: them in the ``study`` table): one list for both layers.
+STUDY_SUMMARY_COLUMNS: tuple[str, ...] = (
+    "number_of_events",
+    "number_of_reports",
+    "modality_family",
+    "acquisition_protocols",
+    "target_regions",
+    "anatomical_structures",
+    "image_views",
+    "lateralities",
+    "ct_dlp_total_mgycm",
+    "ctdivol_mean_mgy",
+    "ctdivol_max_mgy",
+    "kvp_kv",
+    "ssde_mgy",
+    "ssde_size_mm",
+    "ssde_size_source",
+    "ssde_reference",
+    "effective_dose_msv",
+    "effective_dose_k_msv_per_mgycm",
+    "effective_dose_reference",
+    "dap_total_gym2",
+    "dap_total_plane_a_gym2",
+    "dap_total_plane_b_gym2",
+    "dose_rp_total_gy",
+    "dose_rp_total_plane_a_gy",
+    "dose_rp_total_plane_b_gy",
+    "fluoro_time_total_s",
+    "agd_total_left_mgy",
+    "agd_total_right_mgy",
+    "administered_activity_total_mbq",
+    "image_size_mm",
+    "image_size_source",
+)
+
 
 class ReportKind(StrEnum):
     """Kind of dose object (EXTRACTION.md, top-level ``kind``)."""

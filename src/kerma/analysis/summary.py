@@ -51,41 +51,10 @@ from kerma.analysis.exams import (
 from kerma.analysis.frames import LOCALISER_TYPES, STUDY_FAMILY_PRIORITY, family_of
 from kerma.analysis.reference import load_k_factors, reference_version
 from kerma.analysis.ssde import phantom_cm_of, ssde_fits
+from kerma.records import STUDY_SUMMARY_COLUMNS
 
 #: The study summary columns :func:`summarise_study` returns (besides the exams).
-SUMMARY_COLUMNS: Final[tuple[str, ...]] = (
-    "number_of_events",
-    "number_of_reports",
-    "modality_family",
-    "acquisition_protocols",
-    "target_regions",
-    "anatomical_structures",
-    "image_views",
-    "lateralities",
-    "ct_dlp_total_mgycm",
-    "ctdivol_mean_mgy",
-    "ctdivol_max_mgy",
-    "kvp_kv",
-    "ssde_mgy",
-    "ssde_size_mm",
-    "ssde_size_source",
-    "ssde_reference",
-    "effective_dose_msv",
-    "effective_dose_k_msv_per_mgycm",
-    "effective_dose_reference",
-    "dap_total_gym2",
-    "dap_total_plane_a_gym2",
-    "dap_total_plane_b_gym2",
-    "dose_rp_total_gy",
-    "dose_rp_total_plane_a_gy",
-    "dose_rp_total_plane_b_gy",
-    "fluoro_time_total_s",
-    "agd_total_left_mgy",
-    "agd_total_right_mgy",
-    "administered_activity_total_mbq",
-    "image_size_mm",
-    "image_size_source",
-)
+SUMMARY_COLUMNS: Final[tuple[str, ...]] = STUDY_SUMMARY_COLUMNS
 
 #: Study fields the exam rules read (with the joined event texts).
 STUDY_RULE_FIELDS: Final[tuple[str, ...]] = (

@@ -297,8 +297,13 @@ def register(app: typer.Typer) -> None:
     """Add the ``alerts`` group to the ``kerma`` command (with the mail commands, if any)."""
     app.add_typer(alerts_app, name="alerts")
     if importlib.util.find_spec(MAIL_COMMANDS_MODULE) is not None:
-        from kerma.services.alerts import report_message
-
         mail = importlib.import_module(MAIL_COMMANDS_MODULE)
         if "outbox" not in {c.name for c in alerts_app.registered_commands}:
-            mail.add_commands(alerts_app, load_message=report_message)
+            mail.add_commands(alerts_app, load_message=_report_message)
+
+
+def _report_message(registry: Any, alert_id: int) -> Any:
+    """Load an alert's report message (the services are imported only when it runs)."""
+    from kerma.services.alerts import report_message
+
+    return report_message(registry, alert_id)

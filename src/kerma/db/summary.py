@@ -28,6 +28,7 @@ from kerma.db.models import (
     Study,
 )
 from kerma.db.studies import study_size_select
+from kerma.records import STUDY_SUMMARY_COLUMNS
 
 #: Study columns :func:`derive_inputs` reads.
 STUDY_INPUT_COLUMNS: tuple[str, ...] = (
@@ -45,40 +46,6 @@ STUDY_INPUT_COLUMNS: tuple[str, ...] = (
     "exam_rules_fingerprint",
 )
 
-#: Derived study columns (read too, so that only studies whose summary changes are written).
-STUDY_SUMMARY_COLUMNS: tuple[str, ...] = (
-    "number_of_events",
-    "number_of_reports",
-    "modality_family",
-    "acquisition_protocols",
-    "target_regions",
-    "anatomical_structures",
-    "image_views",
-    "lateralities",
-    "ct_dlp_total_mgycm",
-    "ctdivol_mean_mgy",
-    "ctdivol_max_mgy",
-    "kvp_kv",
-    "ssde_mgy",
-    "ssde_size_mm",
-    "ssde_size_source",
-    "ssde_reference",
-    "effective_dose_msv",
-    "effective_dose_k_msv_per_mgycm",
-    "effective_dose_reference",
-    "dap_total_gym2",
-    "dap_total_plane_a_gym2",
-    "dap_total_plane_b_gym2",
-    "dose_rp_total_gy",
-    "dose_rp_total_plane_a_gy",
-    "dose_rp_total_plane_b_gy",
-    "fluoro_time_total_s",
-    "agd_total_left_mgy",
-    "agd_total_right_mgy",
-    "administered_activity_total_mbq",
-    "image_size_mm",
-    "image_size_source",
-)
 
 #: Event columns :func:`derive_inputs` reads (``event_id`` is the event's id).
 EVENT_INPUT_COLUMNS: tuple[str, ...] = (
