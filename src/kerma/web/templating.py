@@ -1,0 +1,31 @@
+"""Jinja2 templates of the web pages: :data:`templates` and :func:`render`.
+
+Every page template extends ``base.html`` (blocks ``title`` and ``content``); ``render``
+passes the request, its principal (``user``) and the CSRF token (``csrf_token``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from kerma.web.security import csrf_token
+
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+templates = Jinja2Templates(directory=str(TEMPLATE_DIR))
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """Render template ``name`` with ``context`` plus ``user`` and ``csrf_token``."""
+    values: dict[str, Any] = {
+        "user": getattr(request.state, "principal", None),
+        "csrf_token": csrf_token(request),
+    }
+    values.update(context or {})
+    return templates.TemplateResponse(request, name, values, status_code=status_code)
