@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -62,8 +63,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Kerma", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.registry = None  # opened on first use (kerma.web.deps.get_registry)
+
+    from kerma.services.dashboard import DrlStatusCache
+
+    app.state.drl_cache = DrlStatusCache()
 
     from kerma.web.routes import dicomweb
 
     app.include_router(dicomweb.router)
+    _add_dashboard(app)
     return app
+
+
+def _add_dashboard(app: FastAPI) -> None:
+    """Add the pages, the JSON API, the static files and the error pages (issue #13)."""
+    import plotly
+    from fastapi.staticfiles import StaticFiles
+
+    from kerma.web.errors import add_error_handlers
+    from kerma.web.routes import admin, alerts, analysis, api, overview, studies
+
+    static = Path(__file__).with_name("static")
+    vendor = Path(plotly.__file__).parent / "package_data"  # plotly.min.js, no CDN
+    app.mount("/static/vendor", StaticFiles(directory=vendor), name="vendor")
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    for module in (overview, studies, analysis, alerts, admin, api):
+        app.include_router(module.router)
+    add_error_handlers(app)

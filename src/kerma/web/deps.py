@@ -1,0 +1,130 @@
+"""Dependencies of the pages and the JSON API: the registry, sessions, the study filter.
+
+One :class:`kerma.Registry` per application (``app.state.registry``, opened on first
+use), a read or write session per request, and :func:`study_filter` — the one
+translation of query parameters (pages, CSV download and ``/api/v1/studies`` alike) into
+:class:`kerma.services.filters.StudyFilter`.
+
+May import ``kerma.services`` (DESIGN.md "Layers").
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from kerma.services.filters import DOSE_RANGE_QUANTITIES, StudyFilter
+
+_registry_lock = threading.Lock()
+
+
+def get_registry(request: Request) -> Any:
+    """Return the application's registry (:class:`kerma.Registry`), opened on first use."""
+    app = request.app
+    registry = getattr(app.state, "registry", None)
+    if registry is None:
+        with _registry_lock:
+            registry = getattr(app.state, "registry", None)
+            if registry is None:
+                from kerma.services.registry import Registry
+
+                registry = Registry(settings=app.state.settings)
+                app.state.registry = registry
+    return registry
+
+
+RegistryDep = Annotated[Any, Depends(get_registry)]
+
+
+def read_session(registry: RegistryDep) -> Iterator[Session]:
+    """Yield a read-only session for one request."""
+    with registry.session(write=False) as session:
+        yield session
+
+
+def write_session(registry: RegistryDep) -> Iterator[Session]:
+    """Yield a writing session for one request (committed when the route returns)."""
+    with registry.session(write=True) as session:
+        yield session
+
+
+ReadSession = Annotated[Session, Depends(read_session)]
+WriteSession = Annotated[Session, Depends(write_session)]
+
+
+def _text(value: str | None) -> str | None:
+    """Return a stripped text or ``None`` when empty."""
+    return value.strip() or None if value is not None else None
+
+
+class FilterError(ValueError):
+    """A study filter parameter a physicist must correct (shown on the page, 400 in the API)."""
+
+
+def study_filter(
+    modality: Annotated[str | None, Query(description="Modality, e.g. CT or CT,DX.")] = None,
+    date_from: Annotated[str | None, Query(description="First study date, YYYY-MM-DD.")] = None,
+    date_to: Annotated[str | None, Query(description="Last study date, YYYY-MM-DD.")] = None,
+    device_id: Annotated[int | None, Query(description="Device (room) id.")] = None,
+    device: Annotated[str | None, Query(description="Part of a device/station name.")] = None,
+    exam: Annotated[str | None, Query(description="Standard exam (exact).")] = None,
+    protocol: Annotated[str | None, Query(description="Part of an acquisition protocol.")] = None,
+    description: Annotated[str | None, Query(description="Part of the study description.")] = None,
+    age_min: Annotated[str | None, Query(description="Age band minimum, years (included).")] = None,
+    age_max: Annotated[str | None, Query(description="Age band maximum, years (excluded).")] = None,
+    sex: Annotated[str | None, Query(description="M, F or O.")] = None,
+    weight_min: Annotated[str | None, Query(description="Weight minimum, kg (included).")] = None,
+    weight_max: Annotated[str | None, Query(description="Weight maximum, kg (excluded).")] = None,
+    dose_quantity: Annotated[
+        str | None, Query(description=f"Dose column: {', '.join(DOSE_RANGE_QUANTITIES)}.")
+    ] = None,
+    dose_min: Annotated[str | None, Query(description="Dose minimum, canonical unit.")] = None,
+    dose_max: Annotated[str | None, Query(description="Dose maximum, canonical unit.")] = None,
+    has_alert: Annotated[str | None, Query(description="yes, no or empty (either).")] = None,
+    include_qa: Annotated[bool, Query(description="Also QA / phantom studies.")] = False,
+) -> StudyFilter:
+    """Return the :class:`StudyFilter` of the request's query parameters.
+
+    Empty parameters are ignored (an empty form field selects everything).
+
+    Raises
+    ------
+    FilterError
+        When a value is not valid (not a date, not a number, unknown sex or quantity).
+    """
+    alert = _text(has_alert)
+    has = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+    if alert is not None and alert.lower() not in has:
+        raise FilterError(f"has_alert {alert!r} is not yes or no.")
+    dose_q = _text(dose_quantity)
+    lo, hi = _text(dose_min), _text(dose_max)
+    try:
+        return StudyFilter(
+            modalities=_text(modality) or (),  # type: ignore[arg-type]
+            date_from=_text(date_from),
+            date_to=_text(date_to),
+            device_ids=(device_id,) if device_id is not None else (),
+            device_name=_text(device),
+            standard_exams=_text(exam) or (),  # type: ignore[arg-type]
+            protocol=_text(protocol),
+            study_description=_text(description),
+            age_min_years=_text(age_min),  # type: ignore[arg-type]
+            age_max_years=_text(age_max),  # type: ignore[arg-type]
+            sex=_text(sex),
+            weight_min_kg=_text(weight_min),  # type: ignore[arg-type]
+            weight_max_kg=_text(weight_max),  # type: ignore[arg-type]
+            dose_quantity=dose_q if (lo is not None or hi is not None) else None,
+            dose_min=lo,  # type: ignore[arg-type]
+            dose_max=hi,  # type: ignore[arg-type]
+            has_alert=has[alert.lower()] if alert is not None else None,
+            include_non_patient=include_qa,
+        )
+    except ValueError as exc:
+        raise FilterError(str(exc)) from exc
+
+
+FilterDep = Annotated[StudyFilter, Depends(study_filter)]

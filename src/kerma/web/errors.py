@@ -1,0 +1,52 @@
+"""The web application's error handlers: a clear message for a physicist, no traceback.
+
+:class:`kerma.errors.NotFoundError` → 404, a bad filter or value
+(:class:`kerma.web.deps.FilterError`, :class:`ValueError` from a service) → 400,
+:class:`kerma.errors.IngestError` → 422. API requests (``/api/``) get JSON
+``{"detail": ...}``; page requests the error page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from kerma.errors import ConfigurationError, IngestError, NotFoundError
+from kerma.web.deps import FilterError
+from kerma.web.templating import render
+
+logger = logging.getLogger(__name__)
+
+
+def _answer(request: Request, status: int, text: str) -> Response:
+    """Return JSON for the API, the error page otherwise."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": text}, status_code=status)
+    return render(request, "error.html", {"error": text, "status": status}, status_code=status)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> Response:
+        """404 with the service's message."""
+        return _answer(request, 404, str(exc))
+
+    @app.exception_handler(FilterError)
+    async def bad_filter(request: Request, exc: FilterError) -> Response:
+        """400: a filter value to correct."""
+        return _answer(request, 400, f"Unable to filter: {exc}")
+
+    @app.exception_handler(IngestError)
+    async def unreadable(request: Request, exc: IngestError) -> Response:
+        """422: an object Kerma cannot read."""
+        return _answer(request, 422, str(exc))
+
+    @app.exception_handler(ConfigurationError)
+    async def configuration(request: Request, exc: ConfigurationError) -> Response:
+        """500 with what to configure (logged)."""
+        logger.error("configuration error on %s: %s", request.url.path, exc)
+        return _answer(request, 500, str(exc))
