@@ -38,8 +38,8 @@ from kerma.units import QUANTITIES
 
 __all__ = [
     "ANALYSIS_QUANTITIES",
-    "AlertFilter",
     "CHARTS",
+    "AlertFilter",
     "DrlStatusCache",
     "ExamAnalysis",
     "Original",
@@ -48,8 +48,8 @@ __all__ = [
     "chart_frame",
     "device_contacts",
     "read_original",
-    "study_originals",
     "studies_per_month",
+    "study_originals",
     "try_exam_rule",
     "workload",
 ]
@@ -124,7 +124,7 @@ def workload(session: Session, *, flt: StudyFilter | None = None) -> pd.DataFram
         columns=["weekday", "hour", "n_studies"],
     ).set_index(["weekday", "hour"])
     for weekday, hour, n in store.workload(session, flt=flt):
-        if 0 <= hour < 24:  # noqa: PLR2004 - hours of a day
+        if 0 <= hour < 24:
             grid.loc[(weekday, hour), "n_studies"] += n
     return grid.reset_index()
 

@@ -80,8 +80,9 @@ def histogram(frame: pd.DataFrame, quantity: str) -> str:
     mids = (frame["bin_from"] + frame["bin_to"]) / 2 * factor
     widths = (frame["bin_to"] - frame["bin_from"]) * factor
     fig = go.Figure(go.Bar(x=mids, y=frame["n"], width=widths))
-    fig.update_layout(title=f"Distribution of {label}", xaxis_title=label, yaxis_title="samples",
-                      **_LAYOUT)  # fmt: skip
+    fig.update_layout(
+        title=f"Distribution of {label}", xaxis_title=label, yaxis_title="samples", **_LAYOUT
+    )
     return _json(fig)
 
 
@@ -94,7 +95,7 @@ def monthly(frame: pd.DataFrame, quantity: str) -> str:
             y=frame["median"] * factor,
             mode="lines+markers",
             text=[f"n={n}" for n in frame["n"]],
-        )  # fmt: skip
+        )
     )
     fig.update_layout(title=f"Median {label} per month", yaxis_title=label, **_LAYOUT)
     return _json(fig)
@@ -106,10 +107,16 @@ def scatter(frame: pd.DataFrame, quantity: str, x_axis: str) -> str:
     x_label = "patient weight (kg)" if x_axis == "patient_weight_kg" else "patient size Dw (mm)"
     fig = go.Figure()
     for room, rows in frame.groupby("device_name", sort=True):
-        fig.add_scatter(x=rows["x"], y=rows["y"] * factor, mode="markers", name=str(room),
-                        marker={"size": 5, "opacity": 0.6})  # fmt: skip
-    fig.update_layout(title=f"{label} against {x_label}", xaxis_title=x_label, yaxis_title=label,
-                      **_LAYOUT)  # fmt: skip
+        fig.add_scatter(
+            x=rows["x"],
+            y=rows["y"] * factor,
+            mode="markers",
+            name=str(room),
+            marker={"size": 5, "opacity": 0.6},
+        )
+    fig.update_layout(
+        title=f"{label} against {x_label}", xaxis_title=x_label, yaxis_title=label, **_LAYOUT
+    )
     return _json(fig)
 
 

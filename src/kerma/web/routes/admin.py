@@ -24,8 +24,12 @@ router = APIRouter(tags=["pages"])
 Admin = Annotated[Principal, Depends(require_role(Role.admin))]
 
 #: Rule fields a trial pattern may be matched on (``kerma.analysis.exams.RULE_FIELDS``).
-TRIAL_FIELDS = ("text", "study_description", "requested_procedure_description",
-                "procedure_reported")  # fmt: skip
+TRIAL_FIELDS = (
+    "text",
+    "study_description",
+    "requested_procedure_description",
+    "procedure_reported",
+)
 
 
 @router.get("/admin", response_class=HTMLResponse, summary="Administration")
@@ -71,8 +75,8 @@ def exam_rules(
     }
     if pattern or exam:
         if field not in TRIAL_FIELDS:
-            return render(request, "exam_rules.html", context | {"error": f"Unknown field {field!r}."},
-                          status_code=400)  # fmt: skip
+            error = {"error": f"Unknown field {field!r}."}
+            return render(request, "exam_rules.html", context | error, status_code=400)
         try:
             context["trial"] = dashboard.try_exam_rule(
                 session, exam=exam, pattern=pattern, modality=modality, field_name=field

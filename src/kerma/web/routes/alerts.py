@@ -58,9 +58,14 @@ def queue(
 
 
 def _alert_page(
-    request: Request, session: Session, alert_id: int, *, error: str | None = None,
-    message: str | None = None, status_code: int = 200,
-) -> HTMLResponse:  # fmt: skip
+    request: Request,
+    session: Session,
+    alert_id: int,
+    *,
+    error: str | None = None,
+    message: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
     """Render one alert with its history and forms."""
     alert = alert_service.get_alert(session, alert_id)
     return render(
@@ -91,11 +96,13 @@ def _act(
     try:
         with registry.session(write=True) as session:  # type: ignore[attr-defined]
             if action == "review":
-                alert_service.review_alert(session, alert_id, user=user.username,
-                                           note=detail.get("note", ""))  # fmt: skip
+                alert_service.review_alert(
+                    session, alert_id, user=user.username, note=detail.get("note", "")
+                )
             elif action == "note":
-                alert_service.add_note(session, alert_id, user=user.username,
-                                       text=detail.get("note", ""))  # fmt: skip
+                alert_service.add_note(
+                    session, alert_id, user=user.username, text=detail.get("note", "")
+                )
             else:
                 alert_service.close_alert(
                     session,
@@ -145,8 +152,14 @@ def close(
     justification: Annotated[str, Form()] = "",
 ) -> Response:
     """Close the alert with an outcome and a justification (both required)."""
-    return _act(request, registry, user, alert_id, "close",
-                {"outcome": outcome, "justification": justification})  # fmt: skip
+    return _act(
+        request,
+        registry,
+        user,
+        alert_id,
+        "close",
+        {"outcome": outcome, "justification": justification},
+    )
 
 
 @router.get("/alerts/{alert_id}/report.pdf", summary="Significant-event report (PDF)")

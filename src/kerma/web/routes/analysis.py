@@ -41,8 +41,15 @@ def analysis_page(
         "params": dict(request.query_params),
     }
     if exam is None:
-        return render(request, "analysis.html", context | {"error": "No study is mapped to a "
-                      "standard exam yet: import studies, or see Admin → exam rules."})  # fmt: skip
+        return render(
+            request,
+            "analysis.html",
+            context
+            | {
+                "error": "No study is mapped to a "
+                "standard exam yet: import studies, or see Admin → exam rules."
+            },
+        )
     try:
         result = dashboard.analyse_exam(
             session, exam=exam, settings=registry.settings, quantity=quantity or None, flt=flt
@@ -58,7 +65,7 @@ def analysis_page(
         "charts": {
             "boxes": charts.boxes(
                 result.boxes, result.quantity, result.drl_value, result.typical_value
-            ),  # fmt: skip
+            ),
             "histogram": charts.histogram(result.histogram, result.quantity),
             "monthly": charts.monthly(result.monthly, result.quantity),
             "scatter": charts.scatter(result.scatter, result.quantity, result.x_axis),

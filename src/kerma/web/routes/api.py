@@ -129,8 +129,9 @@ def drl(session: ReadSession, registry: RegistryDep, flt: FilterDep, user: Viewe
         min_sample_mammography=s.drl_min_sample_mammography,
         unknown_age=s.drl_unknown_age,
     )
-    return Table(rows=records(result.comparison), n_samples=result.n_samples,
-                 note=result.empty_reason)  # fmt: skip
+    return Table(
+        rows=records(result.comparison), n_samples=result.n_samples, note=result.empty_reason
+    )
 
 
 @router.get("/overview/studies-per-month", response_model=Table, summary="Studies per month")

@@ -194,8 +194,7 @@ def original(
     name, data = dashboard.read_original(
         session, settings=registry.settings, study_id=study_id, dose_report_id=dose_report_id
     )
-    audit(request, user, "export.original", f"dose_report:{dose_report_id}",
-          {"study_id": study_id})  # fmt: skip
+    audit(request, user, "export.original", f"dose_report:{dose_report_id}", {"study_id": study_id})
     return Response(
         data,
         media_type="application/dicom",
@@ -215,5 +214,6 @@ def skin_map(
     name, data = dashboard.read_skin_map(session, settings=registry.settings, study_id=study_id)
     audit(request, user, "export.skin_dose_map", f"study:{study_id}")
     media = "image/png" if name.endswith(".png") else "application/octet-stream"
-    return Response(data, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+    return Response(
+        data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
