@@ -47,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from query_latency import (  # noqa: E402 - the sibling benchmark's registry builder
+from query_latency import (
     BENCHMARK_KEY,
     DEFAULT_POSTGRES_URL,
     build_registry,

@@ -69,7 +69,7 @@ def study_filter(
     modality: Annotated[str | None, Query(description="Modality, e.g. CT or CT,DX.")] = None,
     date_from: Annotated[str | None, Query(description="First study date, YYYY-MM-DD.")] = None,
     date_to: Annotated[str | None, Query(description="Last study date, YYYY-MM-DD.")] = None,
-    device_id: Annotated[int | None, Query(description="Device (room) id.")] = None,
+    device_id: Annotated[str | None, Query(description="Device (room) id.")] = None,
     device: Annotated[str | None, Query(description="Part of a device/station name.")] = None,
     exam: Annotated[str | None, Query(description="Standard exam (exact).")] = None,
     protocol: Annotated[str | None, Query(description="Part of an acquisition protocol.")] = None,
@@ -100,6 +100,9 @@ def study_filter(
     has = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
     if alert is not None and alert.lower() not in has:
         raise FilterError(f"has_alert {alert!r} is not yes or no.")
+    room = _text(device_id)
+    if room is not None and not room.isdigit():
+        raise FilterError(f"device_id {room!r} is not a device number.")
     dose_q = _text(dose_quantity)
     lo, hi = _text(dose_min), _text(dose_max)
     try:
@@ -107,7 +110,7 @@ def study_filter(
             modalities=_text(modality) or (),  # type: ignore[arg-type]
             date_from=_text(date_from),
             date_to=_text(date_to),
-            device_ids=(device_id,) if device_id is not None else (),
+            device_ids=(int(room),) if room is not None else (),
             device_name=_text(device),
             standard_exams=_text(exam) or (),  # type: ignore[arg-type]
             protocol=_text(protocol),

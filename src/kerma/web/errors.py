@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from kerma.errors import ConfigurationError, IngestError, NotFoundError
@@ -34,6 +36,17 @@ def add_error_handlers(app: FastAPI) -> None:
     async def not_found(request: Request, exc: NotFoundError) -> Response:
         """404 with the service's message."""
         return _answer(request, 404, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        """422 JSON for the API (FastAPI's detail); 400 with the fields named for a page."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        fields = ", ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return _answer(request, 400, f"Unable to read the request ({fields}).")
 
     @app.exception_handler(FilterError)
     async def bad_filter(request: Request, exc: FilterError) -> Response:
