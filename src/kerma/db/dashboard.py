@@ -16,7 +16,7 @@ from sqlalchemy import Integer, and_, cast, func, select
 from sqlalchemy.orm import Session
 
 from kerma.db.filters import StudyFilter, study_conditions
-from kerma.db.models import Device, DoseReport, RejectedObject, Study
+from kerma.db.models import Alert, Device, DoseReport, RejectedObject, Study
 from kerma.db.session import fetch_rows
 
 
@@ -49,37 +49,39 @@ def studies_per_month(session: Session, *, flt: StudyFilter | None = None) -> li
     return [tuple(row) for row in fetch_rows(session, stmt)]
 
 
-def last_received_per_device(session: Session) -> list[tuple[Any, ...]]:
+def last_received_per_device(session: Session, *, recent: int = 20) -> list[tuple[Any, ...]]:
     """Return, per device, ``(device_id, device_name, station_name, modality, last received_at,
-    number of dose reports)``; devices that sent nothing have ``None`` and 0.
+    number of studies)``; a device without studies has ``None`` and 0.
 
-    ``received_at`` is when Kerma stored the device's newest object (``dose_report``),
-    the device's last contact as far as the registry knows. Ordered by device name.
+    ``received_at`` is when Kerma stored the newest dose report among the device's
+    ``recent`` most recently stored studies (highest ids, an index seek on
+    ``ix_study_device_id``), so the cost does not grow with the registry: the device's
+    last contact as far as the registry knows (a report re-sent for an old study later
+    is not seen). Ordered by device name.
     """
-    last = (
-        select(
-            Study.device_id.label("device_id"),
-            func.max(DoseReport.received_at).label("last_received_at"),
-            func.count(DoseReport.id).label("n_reports"),
-            func.max(Study.modality).label("modality"),
-        )
-        .join(Study, Study.id == DoseReport.study_id)
-        .group_by(Study.device_id)
-        .subquery()
+    counts = dict(
+        session.execute(select(Study.device_id, func.count()).group_by(Study.device_id)).all()
     )
-    stmt = (
-        select(
-            Device.id,
-            Device.device_name,
-            Device.station_name,
-            last.c.modality,
-            last.c.last_received_at,
-            func.coalesce(last.c.n_reports, 0),
+    out = []
+    for device_id, name, station in session.execute(
+        select(Device.id, Device.device_name, Device.station_name).order_by(
+            Device.device_name, Device.id
         )
-        .outerjoin(last, last.c.device_id == Device.id)
-        .order_by(Device.device_name, Device.id)
-    )
-    return [tuple(row) for row in session.execute(stmt)]
+    ):
+        newest = (
+            select(Study.id, Study.modality)
+            .where(Study.device_id == device_id)
+            .order_by(Study.id.desc())
+            .limit(recent)
+            .subquery()
+        )
+        last, modality = session.execute(
+            select(func.max(DoseReport.received_at), func.max(newest.c.modality)).join(
+                newest, newest.c.id == DoseReport.study_id
+            )
+        ).one()
+        out.append((device_id, name, station, modality, last, int(counts.get(device_id, 0))))
+    return out
 
 
 def workload(session: Session, *, flt: StudyFilter | None = None) -> list[tuple[int, int, int]]:
@@ -108,17 +110,52 @@ def workload(session: Session, *, flt: StudyFilter | None = None) -> list[tuple[
 
 
 def data_version(session: Session) -> tuple[int, int, int]:
-    """Return ``(highest dose_report id, number of dose reports, highest study id)``.
+    """Return ``(highest dose_report id, highest study id, highest alert id)``.
 
-    Cheap (primary-key index ends and one count): it changes whenever an object is
-    stored, superseded or removed, so a cached aggregate keyed by it is never stale
-    after an import.
+    Three primary-key index ends (instant at any size): they change whenever an object
+    is stored or an alert raised, so a cached aggregate keyed by them shows a new
+    import at once (other changes, e.g. a re-mapping, wait for the cache's lifetime).
     """
-    row = session.execute(
-        select(func.coalesce(func.max(DoseReport.id), 0), func.count(DoseReport.id))
-    ).one()
-    top_study = session.scalar(select(func.coalesce(func.max(Study.id), 0))) or 0
-    return int(row[0]), int(row[1]), int(top_study)
+    return (
+        int(session.scalar(select(func.coalesce(func.max(DoseReport.id), 0))) or 0),
+        int(session.scalar(select(func.coalesce(func.max(Study.id), 0))) or 0),
+        int(session.scalar(select(func.coalesce(func.max(Alert.id), 0))) or 0),
+    )
+
+
+def exam_names(session: Session) -> list[tuple[str, int]]:
+    """Return ``(standard exam, number of studies, QA included)`` per stored exam.
+
+    One GROUP BY over the ``standard_exam`` index (index-only), most frequent first.
+    """
+    n = func.count().label("n")
+    stmt = (
+        select(Study.standard_exam, n)
+        .where(Study.standard_exam.is_not(None), Study.standard_exam != "")
+        .group_by(Study.standard_exam)
+        .order_by(n.desc(), Study.standard_exam)
+    )
+    return [(str(e), int(c)) for e, c in session.execute(stmt)]
+
+
+def exam_family(session: Session, *, exam: str) -> str | None:
+    """Return the modality family most studies of a standard exam have (``None``: no study)."""
+    n = func.count().label("n")
+    stmt = (
+        select(Study.modality_family, n)
+        .where(Study.standard_exam == exam, Study.modality_family.is_not(None))
+        .group_by(Study.modality_family)
+        .order_by(n.desc())
+        .limit(1)
+    )
+    row = session.execute(stmt).first()
+    return str(row[0]) if row is not None else None
+
+
+def device_names(session: Session) -> list[tuple[int, str]]:
+    """Return ``(device id, display name)`` of every device, by name (a small table)."""
+    stmt = select(Device.id, Device.device_name).order_by(Device.device_name, Device.id)
+    return [(int(i), str(n)) for i, n in session.execute(stmt)]
 
 
 def study_reports(session: Session, *, study_id: int) -> list[tuple[Any, ...]]:

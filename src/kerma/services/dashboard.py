@@ -5,9 +5,8 @@ through :mod:`kerma.db` (aggregates in the database: :mod:`kerma.db.dashboard`) 
 computes through :mod:`kerma.analysis`. Nothing here loads a whole table: the overview
 is GROUP BYs, the analysis reads the samples of one standard exam only (narrow
 columns, through the exam's index), and the registry-wide DRL status (one comparison
-over every sample, about 1 s at 10⁶ events, ``docs/performance.md``) is cached per
-registry state (:class:`DrlStatusCache`: recomputed when a dose report is stored or
-removed, the exam rules or the DRL set change).
+over every sample, about 1 s at 10⁶ events, ``docs/performance.md``) and the other
+registry-wide aggregates are cached per registry state (:class:`AggregateCache`).
 
 May import ``kerma.db``, ``kerma.analysis``, ``kerma.records``, ``kerma.units``,
 ``kerma.config`` and ``kerma.errors``.
@@ -16,8 +15,10 @@ May import ``kerma.db``, ``kerma.analysis``, ``kerma.records``, ``kerma.units``,
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -39,8 +40,8 @@ from kerma.units import QUANTITIES
 __all__ = [
     "ANALYSIS_QUANTITIES",
     "CHARTS",
+    "AggregateCache",
     "AlertFilter",
-    "DrlStatusCache",
     "ExamAnalysis",
     "Original",
     "RuleTrial",
@@ -96,7 +97,7 @@ def device_contacts(session: Session, *, now: dt.datetime | None = None) -> pd.D
     pandas.DataFrame
         One row per device: ``device_id``, ``device_name``, ``station_name``, ``modality``,
         ``last_received_at`` (UTC, NaT when the device never sent anything),
-        ``n_reports``, ``days_since`` (float days, NaN when never). Silent devices
+        ``n_studies``, ``days_since`` (float days, NaN when never). Silent devices
         (longest silence) first.
     """
     now = now or dt.datetime.now(dt.UTC)
@@ -108,7 +109,7 @@ def device_contacts(session: Session, *, now: dt.datetime | None = None) -> pd.D
             "station_name",
             "modality",
             "last_received_at",
-            "n_reports",
+            "n_studies",
         ],
     )
     frame["last_received_at"] = pd.to_datetime(frame["last_received_at"], utc=True)
@@ -119,20 +120,20 @@ def device_contacts(session: Session, *, now: dt.datetime | None = None) -> pd.D
 def workload(session: Session, *, flt: StudyFilter | None = None) -> pd.DataFrame:
     """Return studies per weekday (0 = Monday) and hour of day: ``weekday``, ``hour``,
     ``n_studies`` (every cell of the 7 × 24 grid, zeros included)."""
-    grid = pd.DataFrame(
-        [(d, h, 0) for d in range(7) for h in range(24)],
-        columns=["weekday", "hour", "n_studies"],
-    ).set_index(["weekday", "hour"])
+    counts = np.zeros((7, 24), dtype=np.int64)
     for weekday, hour, n in store.workload(session, flt=flt):
-        if 0 <= hour < 24:
-            grid.loc[(weekday, hour), "n_studies"] += n
-    return grid.reset_index()
+        if 0 <= weekday < 7 and 0 <= hour < 24:
+            counts[weekday, hour] += n
+    days, hours = np.meshgrid(np.arange(7), np.arange(24), indexing="ij")
+    return pd.DataFrame(
+        {"weekday": days.ravel(), "hour": hours.ravel(), "n_studies": counts.ravel()}
+    )
 
 
 # -- DRL status of the whole registry (cached) -------------------------------------------------
 
 
-#: Columns of :meth:`DrlStatusCache.status`.
+#: Columns of :func:`drl_status`.
 DRL_STATUS_COLUMNS: Final[tuple[str, ...]] = (
     "device_name",
     "standard_exam",
@@ -146,55 +147,94 @@ DRL_STATUS_COLUMNS: Final[tuple[str, ...]] = (
     "drl_source",
 )
 
+#: Seconds a cached aggregate lives at most (changes that do not add a dose report,
+#: study or alert — a re-mapping, a merge of devices — show after this).
+CACHE_SECONDS: Final = 300.0
+
 
 @dataclass
-class DrlStatusCache:
-    """The DRL comparison of every room and exam, computed once per registry state.
+class AggregateCache:
+    """Registry-wide aggregates computed once per registry state, for the pages.
 
-    The key is :func:`kerma.db.dashboard.data_version` (any stored or removed dose
-    report changes it), the exam rules' fingerprint and the DRL set; a page reads the
-    cached frame while the key holds (a few ms), and the first request after an import
-    recomputes it (about 1 s at 10⁶ events). Thread-safe: one computation at a time.
+    A value is keyed by its name and parameters plus :func:`kerma.db.dashboard.data_version`
+    (highest dose report, study and alert ids: a new import or alert shows at once) and
+    lives at most :data:`CACHE_SECONDS`. The overview's aggregates read every study
+    (a GROUP BY over 10⁵ rows, or the DRL comparison over every sample: 0.2–1.5 s at
+    10⁶ events, ``docs/web.md``); the cache lets every later request answer in a few
+    milliseconds. Thread-safe: one computation at a time per cache.
     """
 
-    _key: tuple[Any, ...] | None = None
-    _frame: pd.DataFrame | None = None
+    seconds: float = CACHE_SECONDS
+    _values: dict[Any, tuple[float, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    computed_at: dt.datetime | None = None
 
-    def status(
-        self, session: Session, *, settings: Settings, rules_fingerprint: str = ""
-    ) -> pd.DataFrame:
-        """Return the DRL status by room and exam (:data:`DRL_STATUS_COLUMNS`), ratio first.
-
-        Raises
-        ------
-        kerma.errors.ConfigurationError
-            When the configured DRL set is unknown.
-        """
-        from kerma.services.analytics import compare_drls
-
-        key = (store.data_version(session), rules_fingerprint, settings.drl_set)
+    def get(self, session: Session, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """Return the cached value of ``key`` for the registry's state, computing it when due."""
+        full = (key, store.data_version(session))
         with self._lock:
-            if self._key == key and self._frame is not None:
-                return self._frame
-            result = compare_drls(
-                session,
-                drl_set=settings.drl_set,
-                drl_extra_paths=settings.drl_extra_paths,
-                min_sample=settings.drl_min_sample,
-                min_sample_mammography=settings.drl_min_sample_mammography,
-                unknown_age=settings.drl_unknown_age,
-            )
-            frame = result.comparison
-            frame = frame[frame["drl_value"].notna()] if len(frame) else frame
-            frame = frame.reindex(columns=list(DRL_STATUS_COLUMNS))
-            frame = frame.sort_values(
-                "ratio_to_drl", ascending=False, na_position="last", ignore_index=True
-            )
-            self._key, self._frame = key, frame
-            self.computed_at = dt.datetime.now(dt.UTC)
-            return frame
+            hit = self._values.get(full)
+            now = time.monotonic()
+            if hit is not None and now - hit[0] < self.seconds:
+                return hit[1]
+            value = compute()
+            self._values = {k: v for k, v in self._values.items() if k[0] != key}
+            self._values[full] = (time.monotonic(), value)
+            return value
+
+    def clear(self) -> None:
+        """Forget every value (after a configuration change)."""
+        with self._lock:
+            self._values.clear()
+
+
+def drl_status(
+    session: Session, *, settings: Settings, rules_fingerprint: str = ""
+) -> pd.DataFrame:
+    """Return every room's typical value against the DRLs (:data:`DRL_STATUS_COLUMNS`).
+
+    :func:`kerma.services.analytics.compare_drls` over the whole registry with the
+    configured set, rows with a DRL only, highest ratio first.
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When the configured DRL set is unknown.
+    """
+    from kerma.services.analytics import compare_drls
+
+    result = compare_drls(
+        session,
+        drl_set=settings.drl_set,
+        drl_extra_paths=settings.drl_extra_paths,
+        min_sample=settings.drl_min_sample,
+        min_sample_mammography=settings.drl_min_sample_mammography,
+        unknown_age=settings.drl_unknown_age,
+    )
+    frame = result.comparison
+    frame = frame[frame["drl_value"].notna()] if len(frame) else frame
+    frame = frame.reindex(columns=list(DRL_STATUS_COLUMNS))
+    return frame.sort_values("ratio_to_drl", ascending=False, na_position="last", ignore_index=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _drl_table(extra_paths: tuple[str, ...], drl_set: str) -> pd.DataFrame:
+    """Return the selected DRL rows (packaged and site tables read once per process)."""
+    return select_drls(load_drls(extra_paths=extra_paths), drl_set)
+
+
+def selected_drls(settings: Settings) -> pd.DataFrame:
+    """Return the DRL rows of the configured set (``Settings.drl_set``, site tables too).
+
+    Read once per process and set (a copy is returned; the tables are packaged data or
+    site files that change only with a restart).
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When the set is unknown or a site table unreadable.
+    """
+    paths = tuple(str(p) for p in settings.drl_extra_paths)
+    return _drl_table(paths, settings.drl_set).copy()
 
 
 # -- analysis of one standard exam -------------------------------------------------------------
@@ -342,7 +382,9 @@ def analyse_exam(
 
     flt = (flt or StudyFilter()).replace(standard_exams=(exam,))
     context = ("study_id", "device_id", "study_date", "patient_age_years", "patient_weight_kg")
-    samples = dose_samples(session, flt=flt, families=MODALITY_FAMILIES, context=context)
+    stored_family = store.exam_family(session, exam=exam)  # read one family's samples only
+    families = (stored_family,) if stored_family in MODALITY_FAMILIES else MODALITY_FAMILIES
+    samples = dose_samples(session, flt=flt, families=families, context=context)
     samples = samples[samples["standard_exam"] == exam] if len(samples) else samples
     if samples.empty:
         raise NotFoundError(f"No study is mapped to the standard exam {exam!r}.")
@@ -358,7 +400,7 @@ def analyse_exam(
     valued = samples[samples[quantity].notna()] if quantity in samples.columns else samples[:0]
     boxes = _boxes(valued, quantity)
     typical = float(boxes["median"].median()) if len(boxes) else None
-    drls = select_drls(load_drls(extra_paths=settings.drl_extra_paths), settings.drl_set)
+    drls = selected_drls(settings)
     comparison = compare_with_drls(
         samples,
         drls,
@@ -588,14 +630,14 @@ def quantity_label(name: str) -> str:
 
 
 def exam_choices(session: Session) -> list[tuple[str, int]]:
-    """Return the stored standard exams with their study counts, most frequent first."""
-    from kerma.services.exams import exam_counts
+    """Return the stored standard exams with their study counts (QA studies included),
+    most frequent first (an index-only GROUP BY)."""
+    return store.exam_names(session)
 
-    frame = exam_counts(session, include_non_patient=False)
-    frame = frame[frame["standard_exam"].notna() & (frame["standard_exam"] != "")]
-    return [
-        (str(e), int(n)) for e, n in zip(frame["standard_exam"], frame["n_studies"], strict=True)
-    ]
+
+def device_choices(session: Session) -> list[tuple[int, str]]:
+    """Return ``(device id, display name)`` of every device (room), by name."""
+    return store.device_names(session)
 
 
 def describe_sequence(values: Sequence[str]) -> str:
@@ -639,7 +681,7 @@ def study_drl_comparison(session: Session, *, study_id: int, settings: Settings)
     samples = build_dose_samples(events, include_non_patient=True)
     if samples.empty:
         return pd.DataFrame(columns=list(STUDY_DRL_COLUMNS))
-    drls = select_drls(load_drls(extra_paths=settings.drl_extra_paths), settings.drl_set)
+    drls = selected_drls(settings)
     comparison = compare_with_drls(
         samples, drls, min_sample=1, min_sample_mammography=1,
         unknown_age=settings.drl_unknown_age,

@@ -65,9 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = None  # opened on first use (kerma.web.deps.get_registry)
 
-    from kerma.services.dashboard import DrlStatusCache
+    from kerma.services.dashboard import AggregateCache
 
-    app.state.drl_cache = DrlStatusCache()
+    app.state.cache = AggregateCache()  # registry-wide aggregates of the pages
 
     from kerma.web.routes import dicomweb
 

@@ -33,7 +33,9 @@ def analysis_page(
     quantity: Annotated[str | None, Query()] = None,
 ) -> HTMLResponse:
     """Render the charts of the chosen exam (``exam``; default the most frequent)."""
-    exams = dashboard.exam_choices(session)
+    exams = request.app.state.cache.get(
+        session, ("exams",), lambda: dashboard.exam_choices(session)
+    )
     exam = flt.standard_exams[0] if flt.standard_exams else (exams[0][0] if exams else None)
     context: dict[str, object] = {
         "exams": exams,
@@ -51,8 +53,12 @@ def analysis_page(
             },
         )
     try:
-        result = dashboard.analyse_exam(
-            session, exam=exam, settings=registry.settings, quantity=quantity or None, flt=flt
+        result = request.app.state.cache.get(
+            session,
+            ("analysis", exam, quantity or None, flt, 2000),
+            lambda: dashboard.analyse_exam(
+                session, exam=exam, settings=registry.settings, quantity=quantity or None, flt=flt
+            ),
         )
     except (NotFoundError, ValueError) as exc:
         return render(request, "analysis.html", context | {"error": str(exc)}, status_code=404)
@@ -88,13 +94,18 @@ def chart_csv(
     """Return the data of one chart (canonical units in the column names); audited."""
     if not flt.standard_exams:
         raise NotFoundError("Give the standard exam (exam=...) of the chart.")
-    result = dashboard.analyse_exam(
+    exam = flt.standard_exams[0]
+    result = request.app.state.cache.get(
         session,
-        exam=flt.standard_exams[0],
-        settings=registry.settings,
-        quantity=quantity or None,
-        flt=flt,
-        scatter_limit=None,
+        ("analysis", exam, quantity or None, flt, None),
+        lambda: dashboard.analyse_exam(
+            session,
+            exam=exam,
+            settings=registry.settings,
+            quantity=quantity or None,
+            flt=flt,
+            scatter_limit=None,
+        ),
     )
     frame = dashboard.chart_frame(result, chart)
     audit(request, user, "export.chart_csv", chart, {"query": str(request.query_params)})

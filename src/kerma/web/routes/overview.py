@@ -24,14 +24,6 @@ router = APIRouter(tags=["pages"])
 SILENT_AFTER_DAYS = 7
 
 
-def drl_status(request: Request, session: ReadSession, registry: RegistryDep) -> object:
-    """Return the cached DRL status by room and exam (``app.state.drl_cache``)."""
-    cache = request.app.state.drl_cache
-    return cache.status(
-        session, settings=registry.settings, rules_fingerprint=registry.context.fingerprint
-    )
-
-
 @router.get("/", response_class=HTMLResponse, summary="Overview")
 def overview(
     request: Request,
@@ -39,18 +31,28 @@ def overview(
     registry: RegistryDep,
     user: Annotated[Principal, Depends(require_role(Role.viewer))],
 ) -> HTMLResponse:
-    """Render the overview."""
-    per_month = dashboard.studies_per_month(session, flt=StudyFilter())
-    counts = dashboard.alert_counts(session)
-    status = drl_status(request, session, registry)
-    contacts = dashboard.device_contacts(session)
+    """Render the overview (registry-wide aggregates cached per registry state)."""
+    cache = request.app.state.cache
+    settings = registry.settings
+    fingerprint = registry.context.fingerprint
+    per_month = cache.get(
+        session, ("per_month",), lambda: dashboard.studies_per_month(session, flt=StudyFilter())
+    )
+    status = cache.get(
+        session,
+        ("drl_status", fingerprint, settings.drl_set),
+        lambda: dashboard.drl_status(session, settings=settings),
+    )
+    contacts = cache.get(session, ("contacts",), lambda: dashboard.device_contacts(session))
     return render(
         request,
         "overview.html",
         {
-            "per_month_chart": charts.studies_per_month(per_month),
+            "per_month_chart": cache.get(
+                session, ("per_month_chart",), lambda: charts.studies_per_month(per_month)
+            ),
             "n_studies": int(per_month["n_studies"].sum()) if len(per_month) else 0,
-            "alert_counts": counts,
+            "alert_counts": dashboard.alert_counts(session),
             "drl": status,
             "contacts": contacts,
             "silent_after_days": SILENT_AFTER_DAYS,

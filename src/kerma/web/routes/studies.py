@@ -99,8 +99,10 @@ def browse(
             "params": dict(request.query_params),
             "query": lambda **c: filter_query(request, **c),
             "dose_quantities": DOSE_RANGE_QUANTITIES,
-            "exams": dashboard.exam_choices(session),
-            "devices": dashboard.device_contacts(session).sort_values("device_name"),
+            "exams": request.app.state.cache.get(
+                session, ("exams",), lambda: dashboard.exam_choices(session)
+            ),
+            "devices": dashboard.device_choices(session),
             "label": dashboard.quantity_label,
         },
     )
