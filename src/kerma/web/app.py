@@ -69,25 +69,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.state.cache = AggregateCache()  # registry-wide aggregates of the pages
 
+    from kerma.web import security
     from kerma.web.routes import dicomweb
 
+    _add_static(app)  # before security.install, which adds /static only when missing
+    security.install(app)  # login required everywhere but /login and /static
     app.include_router(dicomweb.router)
     _add_dashboard(app)
     return app
 
 
-def _add_dashboard(app: FastAPI) -> None:
-    """Add the pages, the JSON API, the static files and the error pages (issue #13)."""
+def _add_static(app: FastAPI) -> None:
+    """Serve ``/static`` (stylesheet) and ``/static/vendor`` (plotly.js of the installed
+    plotly package: no CDN, hospital networks are closed)."""
     import plotly
     from fastapi.staticfiles import StaticFiles
 
+    static = Path(__file__).with_name("static")
+    vendor = Path(plotly.__file__).parent / "package_data"
+    app.mount("/static/vendor", StaticFiles(directory=vendor), name="vendor")
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+
+def _add_dashboard(app: FastAPI) -> None:
+    """Add the pages, the JSON API and the error pages (issue #13)."""
     from kerma.web.errors import add_error_handlers
     from kerma.web.routes import admin, alerts, analysis, api, overview, studies
 
-    static = Path(__file__).with_name("static")
-    vendor = Path(plotly.__file__).parent / "package_data"  # plotly.min.js, no CDN
-    app.mount("/static/vendor", StaticFiles(directory=vendor), name="vendor")
-    app.mount("/static", StaticFiles(directory=static), name="static")
     for module in (overview, studies, analysis, alerts, admin, api):
         app.include_router(module.router)
     add_error_handlers(app)
