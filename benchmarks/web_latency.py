@@ -14,9 +14,8 @@ requests (connection kept alive, response read to its end) with httpx:
   percentile (linear interpolation) of the wall time;
 - the server's resident memory (``VmRSS``) and peak (``VmHWM``) after the runs.
 
-When the server answers with the login page (the security work of issue #13), the
-benchmark logs in with ``--user`` / ``--password`` (create the user first with
-``kerma users add``, docs/web.md).
+The benchmark logs in as its own admin user ``web-latency`` (created in the registry,
+with a new random password each run), or as ``--user`` / ``--password``.
 
 Usage (repository root, project virtual environment)::
 
@@ -34,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -122,6 +122,26 @@ def login(client: Any, user: str | None, password: str | None) -> None:
         raise SystemExit(f"login failed: HTTP {answer.status_code}")
 
 
+def ensure_user(url: str, user: str, password: str) -> None:
+    """Create (or reset the password of) the benchmark's admin user, when Kerma has users."""
+    try:
+        from kerma.services.users import Accounts, Actor
+    except ImportError:  # a Kerma before the security work: no login
+        return
+    from kerma.config import Settings
+
+    settings = Settings(_env_file=None, database_url=url, pseudonym_key=BENCHMARK_KEY)  # type: ignore[call-arg]
+    accounts = Accounts(settings)
+    actor = Actor(name="web_latency benchmark", kind="cli")
+    try:
+        if any(u.username == user for u in accounts.list_users()):
+            accounts.set_password(user, password, actor)
+        else:
+            accounts.add_user(user, password, "admin", actor)
+    finally:
+        accounts.close()
+
+
 def pick_urls(url: str) -> dict[str, str]:
     """Return the measured URLs (ids and exams read from the registry once)."""
     from sqlalchemy import func, select
@@ -173,6 +193,9 @@ def measure(
     import httpx
 
     urls = pick_urls(url)
+    if user is None:  # the benchmark's own admin (a random password, reset each run)
+        user, password = "web-latency", secrets.token_urlsafe(18)
+        ensure_user(url, user, password)
     port = free_port()
     started = time.perf_counter()
     server = start_server(url, port, workdir)

@@ -186,11 +186,12 @@ class TestInChromium:
         assert len(list(OUTPUT.glob("*.png"))) >= 10
 
         if has_security():
-            from kerma.services.users import Accounts
+            from kerma.services.users import Accounts, AuditFilter
 
             accounts = Accounts(settings)
             try:
-                actions = {e.action for e in accounts.audit_page().entries}
+                page_ = accounts.audit_page(AuditFilter(), per_page=1000)
+                actions = {e.action for e in page_.entries}
             finally:
                 accounts.close()
             for action in ("login.ok", "study.view", "export.studies_csv", "alert.review",
