@@ -25,7 +25,9 @@ def dash_settings(
 
 
 class TestStudiesApi:
-    def test_pages_cover_every_study_once(self, dash_client: TestClient, dash_registry: Any) -> None:
+    def test_pages_cover_every_study_once(
+        self, dash_client: TestClient, dash_registry: Any
+    ) -> None:
         """Walking the pages of 10 returns every patient study once; total is right."""
         expected = set(dash_registry.studies()["study_id"])
         seen: list[int] = []

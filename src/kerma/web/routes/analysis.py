@@ -23,6 +23,19 @@ from kerma.web.templating import render
 router = APIRouter(tags=["pages"])
 
 
+def analysis_charts(result: dashboard.ExamAnalysis) -> dict[str, str]:
+    """Return the five figures (JSON) of an exam's analysis."""
+    return {
+        "boxes": charts.boxes(
+            result.boxes, result.quantity, result.drl_value, result.typical_value
+        ),
+        "histogram": charts.histogram(result.histogram, result.quantity),
+        "monthly": charts.monthly(result.monthly, result.quantity),
+        "scatter": charts.scatter(result.scatter, result.quantity, result.x_axis),
+        "workload": charts.workload(result.workload),
+    }
+
+
 @router.get("/analysis", response_class=HTMLResponse, summary="Analysis per standard exam")
 def analysis_page(
     request: Request,
@@ -63,20 +76,15 @@ def analysis_page(
     except (NotFoundError, ValueError) as exc:
         return render(request, "analysis.html", context | {"error": str(exc)}, status_code=404)
     query = request.url.query
+    figures = request.app.state.cache.get(
+        session, ("analysis charts", exam, quantity or None, flt), lambda: analysis_charts(result)
+    )
     context |= {
         "a": result,
         "query": query if "exam=" in query else f"exam={exam}&{query}",
         "label": dashboard.quantity_label,
         "display": charts.display,
-        "charts": {
-            "boxes": charts.boxes(
-                result.boxes, result.quantity, result.drl_value, result.typical_value
-            ),
-            "histogram": charts.histogram(result.histogram, result.quantity),
-            "monthly": charts.monthly(result.monthly, result.quantity),
-            "scatter": charts.scatter(result.scatter, result.quantity, result.x_axis),
-            "workload": charts.workload(result.workload),
-        },
+        "charts": figures,
     }
     return render(request, "analysis.html", context)
 

@@ -72,7 +72,9 @@ def list_studies(
     user: Physicist,
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=1000)] = 50,
-    sort: Annotated[str, Query(description="e.g. study_date:desc,device_name")] = "study_date:desc",
+    sort: Annotated[
+        str, Query(description="e.g. study_date:desc,device_name")
+    ] = "study_date:desc,study_time:desc",
 ) -> Page:
     """Return one page of the studies the filter selects (the study browser's filters)."""
     result = study_service.list_studies(

@@ -50,6 +50,10 @@ BROWSER_COLUMNS: tuple[str, ...] = (
 
 PAGE_SIZES = (25, 50, 100, 200)
 
+#: Default order, newest first: the order of the index ``ix_study_date_time_id``, so a
+#: late page is an index walk (``docs/performance.md``).
+DEFAULT_SORT = "study_date:desc,study_time:desc"
+
 
 def filter_query(request: Request, **changes: Any) -> str:
     """Return the request's query string with ``changes`` applied (``None`` removes a key)."""
@@ -70,7 +74,7 @@ def browse(
     user: Annotated[Principal, Depends(require_role(Role.physicist))],
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=500)] = 50,
-    sort: Annotated[str, Query()] = "study_date:desc",
+    sort: Annotated[str, Query()] = DEFAULT_SORT,
 ) -> HTMLResponse:
     """Render one page of the studies the filter selects."""
     try:
