@@ -50,7 +50,7 @@ def serve(
     settings = get_settings()
     check_registry_key(settings)  # a missing or other pseudonym key stops it here
     _hint_first_admin(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(settings, warm=True), host=host, port=port, log_level=log_level)
 
 
 def _hint_first_admin(settings: Settings) -> None:

@@ -12,6 +12,7 @@ May import ``kerma.services``, ``kerma.export`` and ``kerma.net`` (DESIGN.md "La
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from kerma.net.spool import BytesImporter, Spool, SpoolWorker
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, warm: bool = False) -> FastAPI:
     """Return the Kerma web application.
 
     Parameters
@@ -33,6 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings : Settings, optional
         Default: from the environment. ``archive_dir`` holds the spool of objects
         received by STOW-RS; ``database_url`` is the registry they are imported into.
+    warm : bool, optional
+        Compute the overview's registry-wide aggregates in a thread at start-up
+        (``kerma serve`` does; tests leave it off).
 
     Returns
     -------
@@ -56,6 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker = SpoolWorker(spool, importer_factory, keep_non_dose=settings.scp_keep_non_dose)
         worker.start()
         app.state.spool, app.state.worker = spool, worker
+        if warm:  # the overview's aggregates, before the first visitor asks
+            from kerma.web.routes.overview import warm as warm_overview
+
+            threading.Thread(
+                target=warm_overview, args=(app,), name="kerma-warm", daemon=True
+            ).start()
         try:
             yield
         finally:

@@ -54,6 +54,7 @@ def boxes(frame: pd.DataFrame, quantity: str, drl: float | None, typical: float 
         fig.add_trace(
             go.Box(
                 name=f"{row.device_name} (n={row.n})",
+                x=[f"{row.device_name} (n={row.n})"],
                 q1=[row.q1 * factor],
                 median=[row.median * factor],
                 q3=[row.q3 * factor],

@@ -24,7 +24,11 @@ _registry_lock = threading.Lock()
 
 def get_registry(request: Request) -> Any:
     """Return the application's registry (:class:`kerma.Registry`), opened on first use."""
-    app = request.app
+    return open_registry(request.app)
+
+
+def open_registry(app: Any) -> Any:
+    """Return ``app``'s registry, opening it on first use (thread-safe)."""
     registry = getattr(app.state, "registry", None)
     if registry is None:
         with _registry_lock:

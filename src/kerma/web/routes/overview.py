@@ -6,10 +6,12 @@ Every number comes from one service call (:mod:`kerma.services.dashboard`,
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
 
 from kerma.services import dashboard
 from kerma.services.filters import StudyFilter
@@ -18,10 +20,52 @@ from kerma.web.deps import ReadSession, RegistryDep
 from kerma.web.security import Principal, Role, require_role
 from kerma.web.templating import render
 
+logger = logging.getLogger(__name__)
+
 router = APIRouter(tags=["pages"])
 
 #: Days without an object after which a device is shown as silent.
 SILENT_AFTER_DAYS = 7
+
+
+def overview_aggregates(app: Any, session: Session, registry: Any) -> dict[str, Any]:
+    """Return the overview's registry-wide aggregates through the app's cache.
+
+    Studies per month (and its chart), the DRL status by room and exam and the devices'
+    last contact: computed once per registry state (``app.state.cache``), so only the
+    first request after an import pays for them (``docs/web.md``).
+    """
+    cache = app.state.cache
+    settings = registry.settings
+    fingerprint = registry.context.fingerprint
+    per_month = cache.get(
+        session, ("per_month",), lambda: dashboard.studies_per_month(session, flt=StudyFilter())
+    )
+    return {
+        "per_month": per_month,
+        "per_month_chart": cache.get(
+            session, ("per_month_chart",), lambda: charts.studies_per_month(per_month)
+        ),
+        "drl": cache.get(
+            session,
+            ("drl_status", fingerprint, settings.drl_set),
+            lambda: dashboard.drl_status(session, settings=settings),
+        ),
+        "contacts": cache.get(session, ("contacts",), lambda: dashboard.device_contacts(session)),
+    }
+
+
+def warm(app: Any) -> None:
+    """Compute the overview's aggregates once (``kerma serve`` runs this at start-up, in a
+    thread, so that the first visitor does not wait for them); errors are logged only."""
+    try:
+        from kerma.web.deps import open_registry
+
+        registry = open_registry(app)
+        with registry.session(write=False) as session:
+            overview_aggregates(app, session, registry)
+    except Exception:  # a warm-up must never stop the server; the page will say why
+        logger.exception("could not prepare the overview at start-up")
 
 
 @router.get("/", response_class=HTMLResponse, summary="Overview")
@@ -32,29 +76,17 @@ def overview(
     user: Annotated[Principal, Depends(require_role(Role.viewer))],
 ) -> HTMLResponse:
     """Render the overview (registry-wide aggregates cached per registry state)."""
-    cache = request.app.state.cache
-    settings = registry.settings
-    fingerprint = registry.context.fingerprint
-    per_month = cache.get(
-        session, ("per_month",), lambda: dashboard.studies_per_month(session, flt=StudyFilter())
-    )
-    status = cache.get(
-        session,
-        ("drl_status", fingerprint, settings.drl_set),
-        lambda: dashboard.drl_status(session, settings=settings),
-    )
-    contacts = cache.get(session, ("contacts",), lambda: dashboard.device_contacts(session))
+    values = overview_aggregates(request.app, session, registry)
+    per_month = values["per_month"]
     return render(
         request,
         "overview.html",
         {
-            "per_month_chart": cache.get(
-                session, ("per_month_chart",), lambda: charts.studies_per_month(per_month)
-            ),
+            "per_month_chart": values["per_month_chart"],
             "n_studies": int(per_month["n_studies"].sum()) if len(per_month) else 0,
             "alert_counts": dashboard.alert_counts(session),
-            "drl": status,
-            "contacts": contacts,
+            "drl": values["drl"],
+            "contacts": values["contacts"],
             "silent_after_days": SILENT_AFTER_DAYS,
             "label": dashboard.quantity_label,
         },
