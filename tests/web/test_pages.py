@@ -306,3 +306,24 @@ class TestAdmin:
         bad = dash_client.get("/admin/exam-rules", params={"exam": "X", "pattern": "(["})
         assert bad.status_code == 400
         assert "not a valid regular expression" in bad.text
+
+
+class TestRoles:
+    def test_viewer_sees_aggregates_only(self, dash_settings: Settings, dash_registry: Any) -> None:
+        """A viewer gets the overview and the analysis, 403 on studies, alerts and admin."""
+        from kerma.web.app import create_app
+        from tests.web.dashboard_fixtures import has_security, sign_in
+
+        if not has_security():
+            pytest.skip("needs the security work (users and roles)")
+        study_id = int(frame(dash_registry)["study_id"].iloc[0])
+        with TestClient(create_app(dash_settings)) as client:
+            sign_in(client, "view")
+            assert client.get("/").status_code == 200
+            assert client.get("/analysis").status_code == 200
+            for url in (f"/studies/{study_id}", "/studies", "/studies.csv", "/alerts", "/admin",
+                        f"/api/v1/studies/{study_id}/events"):  # fmt: skip
+                assert client.get(url, follow_redirects=False).status_code == 403, url
+        with TestClient(create_app(dash_settings)) as anonymous:
+            assert anonymous.get("/studies", follow_redirects=False).status_code in (303, 307)
+            assert anonymous.get("/api/v1/studies").status_code == 401

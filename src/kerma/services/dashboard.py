@@ -682,6 +682,7 @@ def study_drl_comparison(session: Session, *, study_id: int, settings: Settings)
     if samples.empty:
         return pd.DataFrame(columns=list(STUDY_DRL_COLUMNS))
     drls = selected_drls(settings)
+    drls = drls[drls["modality_family"].isin(set(samples["modality_family"]))]
     comparison = compare_with_drls(
         samples, drls, min_sample=1, min_sample_mammography=1,
         unknown_age=settings.drl_unknown_age,
