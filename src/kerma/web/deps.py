@@ -112,8 +112,8 @@ def study_filter(
     try:
         return StudyFilter(
             modalities=_text(modality) or (),  # type: ignore[arg-type]
-            date_from=_text(date_from),
-            date_to=_text(date_to),
+            date_from=_text(date_from),  # type: ignore[arg-type]
+            date_to=_text(date_to),  # type: ignore[arg-type]
             device_ids=(int(room),) if room is not None else (),
             device_name=_text(device),
             standard_exams=_text(exam) or (),  # type: ignore[arg-type]
