@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, cast, func, select
+from sqlalchemy import Integer, and_, cast, func, select
 from sqlalchemy.orm import Session
 
 from kerma.db.filters import StudyFilter, study_conditions
@@ -96,7 +96,7 @@ def workload(session: Session, *, flt: StudyFilter | None = None) -> list[tuple[
         dow = (cast(func.strftime("%w", Study.study_date), Integer) + 6) % 7
     hour = cast(func.substr(Study.study_time, 1, 2), Integer)
     weekday, hour_ = dow.label("weekday"), hour.label("hour")
-    stmt: Select[Any] = (
+    stmt = (
         select(weekday, hour_, func.count())
         .where(
             and_(*study_conditions(flt)),
@@ -106,7 +106,8 @@ def workload(session: Session, *, flt: StudyFilter | None = None) -> list[tuple[
         )
         .group_by(weekday, hour_)
     )
-    return [(int(d), int(h), int(n)) for d, h, n in fetch_rows(session, stmt) if h is not None]
+    rows = fetch_rows(session, stmt)  # type: ignore[arg-type]
+    return [(int(d), int(h), int(n)) for d, h, n in rows if h is not None]
 
 
 def data_version(session: Session) -> tuple[int, int, int]:
@@ -192,8 +193,8 @@ def description_groups(session: Session, *, limit: int = 2000) -> list[tuple[Any
         Study.standard_exam,
     )
     n = func.count().label("n")
-    stmt: Select[Any] = select(*columns, n).group_by(*columns).order_by(n.desc()).limit(limit)
-    return [tuple(row) for row in fetch_rows(session, stmt)]
+    stmt = select(*columns, n).group_by(*columns).order_by(n.desc()).limit(limit)
+    return [tuple(row) for row in fetch_rows(session, stmt)]  # type: ignore[arg-type]
 
 
 def count_rejected(session: Session) -> int:
