@@ -77,6 +77,7 @@ DRL_CONTEXT: Final[tuple[str, ...]] = (
     "device_id",
     "patient_age_years",
     "patient_weight_kg",
+    "study_date",
 )
 
 #: Main quantities of :func:`dose_summary` per event modality: CT, MG, NM/PT; every
@@ -346,8 +347,10 @@ def compare_drls(
     flt = flt or StudyFilter()
     drls = select_drls(load_drls(extra_paths=drl_extra_paths), drl_set)
     check_device_filter(session, flt)
-    context = (*DRL_CONTEXT, "study_date") if periods else DRL_CONTEXT
-    samples = dose_samples(session, flt=flt, families=families, context=context, mapped_only=True)
+    # study_date: each study is compared with the DRL edition in force on its date.
+    samples = dose_samples(
+        session, flt=flt, families=families, context=DRL_CONTEXT, mapped_only=True
+    )
     family = families[0] if len(families) == 1 else None
     samples = select_exam(samples, exam, family=family)
     result = DrlResult(
