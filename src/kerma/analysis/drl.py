@@ -497,8 +497,8 @@ def _validity_text(drls: pd.DataFrame) -> str:
     if "valid_from" not in drls.columns or "valid_to" not in drls.columns:
         return "no validity dates"
     periods = []
-    for valid_from, valid_to in drls[["valid_from", "valid_to"]].drop_duplicates().itertuples(
-        index=False
+    for valid_from, valid_to in (
+        drls[["valid_from", "valid_to"]].drop_duplicates().itertuples(index=False)
     ):
         start = pd.Timestamp(valid_from).date().isoformat() if pd.notna(valid_from) else "…"
         end = pd.Timestamp(valid_to).date().isoformat() if pd.notna(valid_to) else "…"
