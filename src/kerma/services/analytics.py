@@ -32,13 +32,14 @@ from kerma.analysis.drl import (
     STATUS_INSUFFICIENT,
     STATUS_NEEDS_INDICATION,
     STATUS_NO_DRL,
+    STATUS_NO_EDITION,
     compare_by_period,
     compare_with_drls,
     local_drls,
 )
 from kerma.analysis.effective_dose import NO_COEFFICIENT_NOTE
 from kerma.analysis.frames import CONTEXT_COLUMNS, SAMPLE_QUANTITIES, normalise_view
-from kerma.analysis.reference import list_drl_sets, load_drls, select_drls
+from kerma.analysis.reference import drl_coverage, list_drl_sets, load_drls, select_drls
 from kerma.analysis.stats import PERIODS, add_period, dose_statistics, filter_samples
 from kerma.config import Settings
 from kerma.db import analytics as store
@@ -401,6 +402,24 @@ def drl_sets(*, settings: Settings) -> pd.DataFrame:
     return list_drl_sets(load_drls(extra_paths=settings.drl_extra_paths))
 
 
+def drl_sets_coverage(*, settings: Settings) -> pd.DataFrame:
+    """Return per DRL set (region) its modalities, exams, editions and grade shares.
+
+    Parameters
+    ----------
+    settings : Settings
+        ``drl_extra_paths``: the site's DRL tables (CSV), read besides the packaged ones.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`kerma.analysis.reference.drl_coverage`: one row per region with
+        ``modalities``, ``n_exams``, ``exams``, ``editions``, ``n_rows`` and the share
+        of rows at each verification grade (``share_primary`` ... ``share_site``).
+    """
+    return drl_coverage(load_drls(extra_paths=settings.drl_extra_paths))
+
+
 def _why_no_comparison(
     session: Session, flt: StudyFilter, families: Sequence[str], exam: str | None
 ) -> str:
@@ -754,6 +773,7 @@ __all__ = [
     "STATUS_INSUFFICIENT",
     "STATUS_NEEDS_INDICATION",
     "STATUS_NO_DRL",
+    "STATUS_NO_EDITION",
     "DrlResult",
     "StatisticsResult",
     "compare_drls",
@@ -761,6 +781,7 @@ __all__ = [
     "dose_samples",
     "dose_summary",
     "drl_sets",
+    "drl_sets_coverage",
     "filter_samples",
     "select_exam",
     "statistics",
