@@ -186,6 +186,10 @@ RADIOGRAPHY_ALIASES: Final[dict[tuple[str, str], tuple[str, str]]] = {
     ("Lumbar spine", "LSJ (lumbosacral junction)"): ("Lumbar spine LSJ", ""),
     ("Shoulder", "per plane"): ("Shoulder", "per plane (projection)"),
     ("Orthopantomography (dental panoramic)", ""): ("Orthopantomography", ""),
+    ("Paranasal sinuses", "one projection"): (
+        "Paranasal sinuses",
+        "published for the one-projection examination; compared per projection",
+    ),
 }
 
 #: Fluoroscopy/interventional procedure as published -> kerma standard exam.
