@@ -45,7 +45,7 @@ refer to one another.
 
 Private attributes are removed (the Retain Safe Private Option is not offered).
 
-May import pydicom and the standard library only (no Kerma layer below ``export``).
+May import ``kerma.services`` (types of :mod:`kerma.services.research`) and pydicom.
 """
 
 from __future__ import annotations
@@ -56,16 +56,21 @@ import datetime as dt
 import hashlib
 import hmac
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
+
+if TYPE_CHECKING:
+    from kerma.services.research import ResearchStudy
 
 __all__ = [
     "BASIC_PROFILE",
@@ -74,8 +79,10 @@ __all__ = [
     "DeidOptions",
     "Deidentifier",
     "ProfileRow",
+    "ResearchExportResult",
     "basic_profile",
     "uid_for",
+    "write_research_export",
 ]
 
 #: The CSV of PS3.15 Table E.1-1 (Basic Profile column), packaged beside this module.
@@ -147,6 +154,10 @@ DUMMY_BY_VR: dict[str, str] = {
     "UI": "2.25.0",
 }
 _TEXT_DUMMY = "ANONYMOUS"
+#: VRs without a text dummy: action D empties them.
+_BINARY_VRS = frozenset(
+    {"OB", "OW", "UN", "OF", "OD", "OL", "OV", "SL", "SS", "UL", "US", "FL", "FD"}
+)
 
 #: DCM codes of the de-identification method (PS3.16 CID 7050).
 _METHOD_CODES = {
@@ -172,9 +183,7 @@ class ProfileRow:
         """Return whether ``tag`` is this row's attribute (repeating groups included)."""
         group, element = self.tag[1:5], self.tag[6:10]
         if group.endswith("xx"):
-            return (
-                f"{tag.group:04X}"[:2] == group[:2] and f"{tag.element:04X}" == element.upper()
-            )
+            return f"{tag.group:04X}"[:2] == group[:2] and f"{tag.element:04X}" == element.upper()
         return f"({tag.group:04X},{tag.element:04X})" == self.tag
 
 
@@ -281,26 +290,34 @@ class Deidentifier:
         """Return the replacement UID of ``uid`` (:func:`uid_for`)."""
         return uid_for(self.key, uid)
 
-    def patient_pseudonym(self, issuer: str, patient_id: str) -> str:
-        """Return the research pseudonym of a patient: 32 hex digits of a keyed hash."""
-        message = b"patient\x00" + issuer.encode("utf-8") + b"\\" + patient_id.encode("utf-8")
+    def patient_pseudonym(self, identity: str) -> str:
+        """Return the research pseudonym of a patient: 32 hex digits of a keyed hash.
+
+        ``identity`` is the registry pseudonym of the patient, or for an object outside
+        a registry Issuer of Patient ID + ``\\`` + Patient ID.
+        """
+        message = b"patient\x00" + identity.encode("utf-8")
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:32]
 
-    def date_offset_days(self, issuer: str, patient_id: str) -> int:
-        """Return the patient's date shift in days: from -3,650 to -1, keyed by identity."""
-        message = b"date\x00" + issuer.encode("utf-8") + b"\\" + patient_id.encode("utf-8")
+    def date_offset_days(self, identity: str) -> int:
+        """Return the patient's date shift in days (-3,650 to -1), keyed by ``identity``."""
+        message = b"date\x00" + identity.encode("utf-8")
         digest = hmac.new(self.key, message, hashlib.sha256).digest()
         return -(1 + int.from_bytes(digest[:8], "big") % 3650)
 
     # -- the data set --------------------------------------------------------------------
 
-    def deidentify(self, ds: Dataset) -> Dataset:
+    def deidentify(self, ds: Dataset, *, identity: str | None = None) -> Dataset:
         """Return a de-identified copy of ``ds`` (the original is not changed).
 
         Parameters
         ----------
         ds : pydicom.dataset.Dataset
             A dose object (header or SR), with or without file meta.
+        identity : str, optional
+            Who the patient is for the keyed pseudonym and date shift: the registry
+            pseudonym (so objects and the CSV agree). Default: Issuer of Patient ID +
+            ``\\`` + Patient ID of ``ds``.
 
         Returns
         -------
@@ -312,10 +329,11 @@ class Deidentifier:
             'Patient Identity Removed' YES, (0012,0063) / (0012,0064) the method and
             its codes, (0028,0303) 'Longitudinal Temporal Information Modified'.
         """
-        issuer = str(ds.get("IssuerOfPatientID", "") or "")
-        patient_id = str(ds.get("PatientID", "") or "")
-        offset = self.date_offset_days(issuer, patient_id)
-        pseudonym = self.patient_pseudonym(issuer, patient_id)
+        if identity is None:
+            issuer = str(ds.get("IssuerOfPatientID", "") or "")
+            identity = issuer + "\\" + str(ds.get("PatientID", "") or "")
+        offset = self.date_offset_days(identity)
+        pseudonym = self.patient_pseudonym(identity)
         out = copy.deepcopy(ds)
         out.remove_private_tags()
         self._clean(out, offset)
@@ -343,7 +361,7 @@ class Deidentifier:
             out.file_meta = new_meta
         return out
 
-    def deidentify_bytes(self, data: bytes) -> bytes:
+    def deidentify_bytes(self, data: bytes, *, identity: str | None = None) -> bytes:
         """Return the de-identified Part 10 file of the Part 10 file ``data``.
 
         Raises
@@ -352,7 +370,7 @@ class Deidentifier:
             When ``data`` is not a DICOM file.
         """
         ds = pydicom.dcmread(io.BytesIO(data), force=False)
-        out = self.deidentify(ds)
+        out = self.deidentify(ds, identity=identity)
         buffer = io.BytesIO()
         out.save_as(buffer, enforce_file_format=False)
         return buffer.getvalue()
@@ -397,7 +415,7 @@ class Deidentifier:
         if vr == "SQ":
             if action == "X":
                 del ds[elem.tag]
-            elif action == "Z" or elem.keyword != "ContentSequence" and action == "X/Z":
+            elif action == "Z" or (elem.keyword != "ContentSequence" and action == "X/Z"):
                 elem.value = Sequence()
             else:
                 # D, X/D, Z/D, X/Z/D, X/Z/U* of a sequence: clean its items (the content
@@ -429,7 +447,7 @@ class Deidentifier:
         else:  # D, X/D, Z/D
             if vr == "UI":
                 elem.value = self.uid(str(elem.value)) if elem.value else None
-            elif vr in ("OB", "OW", "UN", "OF", "OD", "OL", "OV", "SL", "SS", "UL", "US", "FL", "FD"):
+            elif vr in _BINARY_VRS:
                 elem.value = None
             else:
                 elem.value = DUMMY_BY_VR.get(vr, _TEXT_DUMMY)
@@ -471,3 +489,137 @@ def tags_in(ds: Dataset) -> Iterable[tuple[BaseTag, DataElement]]:
     """Yield (tag, element) of every element of ``ds``, nested ones included."""
     for elem in ds.iterall():
         yield Tag(elem.tag), elem
+
+
+# -- the research export -------------------------------------------------------------------
+
+#: Columns of the research CSV: the research pseudonym and UID, then what the registry
+#: derived (canonical units in the names; ``docs/research-export.md``).
+RESEARCH_CSV_COLUMNS: tuple[str, ...] = (
+    "patient_pseudonym",
+    "study_instance_uid",
+    "study_date",
+    "modality",
+    "standard_exam",
+    "manufacturer",
+    "manufacturer_model_name",
+    "device_name",
+    "patient_age_years",
+    "patient_sex",
+    "patient_weight_kg",
+    "patient_size_m",
+    "number_of_events",
+    "ct_dlp_total_mgycm",
+    "ctdivol_mean_mgy",
+    "ssde_mgy",
+    "effective_dose_msv",
+    "dap_total_gym2",
+    "dose_rp_total_gy",
+    "fluoro_time_total_s",
+    "agd_total_left_mgy",
+    "agd_total_right_mgy",
+    "administered_activity_total_mbq",
+    "number_of_objects",
+)
+
+
+@dataclass
+class ResearchExportResult:
+    """What :func:`write_research_export` wrote.
+
+    Attributes
+    ----------
+    studies : int
+        Rows of the CSV.
+    objects : int
+        De-identified files written.
+    failures : list of str
+        One message per object that could not be read or de-identified (kept out).
+    """
+
+    studies: int = 0
+    objects: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def write_research_export(
+    studies: Iterable[ResearchStudy],
+    *,
+    out_dir: Path,
+    deidentifier: Deidentifier,
+    progress: Callable[[int], None] | None = None,
+) -> ResearchExportResult:
+    """Write the de-identified objects and the CSV of ``studies`` into ``out_dir``.
+
+    Parameters
+    ----------
+    studies : iterable of ResearchStudy
+        From :func:`kerma.services.research.iter_research_studies` (streamed).
+    out_dir : pathlib.Path
+        Created if missing: ``<research study UID>/<research SOP Instance UID>.dcm`` per
+        object and ``studies.csv`` (:data:`RESEARCH_CSV_COLUMNS`).
+    deidentifier : Deidentifier
+        The key and options.
+    progress : callable, optional
+        Called with 1 after each study.
+
+    Returns
+    -------
+    ResearchExportResult
+        Counts and the failures (an unreadable or undecodable object is reported and
+        left out; the batch goes on).
+    """
+    from pydicom.errors import InvalidDicomError
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = ResearchExportResult()
+    with (out_dir / "studies.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(RESEARCH_CSV_COLUMNS)
+        for item in studies:
+            study = item.study
+            identity = str(study.get("patient_pseudonym") or "")
+            uid = deidentifier.uid(str(study["study_instance_uid"]))
+            written = 0
+            for obj in item.objects:
+                sop = obj.report["sop_instance_uid"]
+                if obj.data is None:
+                    result.failures.append(f"{sop}: {obj.error}")
+                    continue
+                try:
+                    data = deidentifier.deidentify_bytes(obj.data, identity=identity)
+                except (InvalidDicomError, ValueError, TypeError, KeyError) as exc:
+                    result.failures.append(f"{sop}: Unable to de-identify: {exc}")
+                    continue
+                folder = out_dir / uid
+                folder.mkdir(exist_ok=True)
+                (folder / f"{deidentifier.uid(sop)}.dcm").write_bytes(data)
+                written += 1
+            result.objects += written
+            writer.writerow(_csv_row(study, identity, uid, written, deidentifier))
+            result.studies += 1
+            if progress is not None:
+                progress(1)
+    return result
+
+
+def _csv_row(
+    study: dict[str, Any], identity: str, uid: str, written: int, deidentifier: Deidentifier
+) -> list[Any]:
+    """Return one CSV row of a study (dates shifted or left out, device per the option)."""
+    date = study.get("study_date")
+    if date is not None and deidentifier.options.retain_dates_modified:
+        shifted = date + dt.timedelta(days=deidentifier.date_offset_days(identity))
+        date_text = shifted.isoformat()
+    else:
+        date_text = ""
+    values = dict(study)
+    values.update(
+        patient_pseudonym=deidentifier.patient_pseudonym(identity),
+        study_instance_uid=uid,
+        study_date=date_text,
+        number_of_objects=written,
+    )
+    if not deidentifier.options.retain_device_identity:
+        values["device_name"] = ""
+    return ["" if values.get(c) is None else values.get(c) for c in RESEARCH_CSV_COLUMNS]
