@@ -44,6 +44,9 @@ class StudyDoseSummary:
     ae_title : str or None
         The calling AE title of the C-STORE that brought its newest object, when Kerma
         received it over the network (``None`` for file imports).
+    events : list of dict
+        The current events (:data:`kerma.services.studies.EVENT_COLUMNS`) of a nuclear
+        medicine study (the administration); empty for the others.
     """
 
     study: dict[str, Any]
@@ -51,6 +54,7 @@ class StudyDoseSummary:
     reports: list[dict[str, Any]]
     first_event_start: str | None
     ae_title: str | None
+    events: list[dict[str, Any]]
 
 
 def calling_ae_title(source: str | None) -> str | None:
@@ -88,6 +92,12 @@ def dose_summaries(session: Session, *, study_instance_uid: str) -> list[StudyDo
                 reports=own,
                 first_event_start=dose_objects.first_event_start(session, study_id=study_id),
                 ae_title=ae,
+                events=[
+                    dict(zip(store.EVENT_COLUMNS, r, strict=True))
+                    for r in store.study_event_rows(session, study_id=study_id)
+                ]
+                if study.get("modality_family") == "NM"
+                else [],
             )
         )
     return out
