@@ -55,6 +55,7 @@ COMMAND_MODULES = (
     "kerma.cli.alerts",
     "kerma.cli.serve",
     "kerma.cli.keys",
+    "kerma.cli.export",
 )
 
 #: The modules to load for each command, tried in order until one adds it; a command
@@ -82,6 +83,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "alerts": ("kerma.cli.alerts",),
     "serve": ("kerma.cli.serve",),
     "key": ("kerma.cli.keys",),
+    "export": ("kerma.cli.export",),
 }
 
 #: Commands that do not open the registry database (its URL is not checked for them).
