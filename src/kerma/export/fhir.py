@@ -145,7 +145,7 @@ def _effective(summary: StudyDoseSummary) -> str | None:
     text = summary.first_event_start
     if text:
         try:
-            return dt.datetime.fromisoformat(str(text)).isoformat()
+            return _with_zone(dt.datetime.fromisoformat(str(text)))
         except ValueError:
             pass
     date = summary.study.get("study_date")
@@ -154,9 +154,24 @@ def _effective(summary: StudyDoseSummary) -> str | None:
     time = str(summary.study.get("study_time") or "")
     digits = re.sub(r"[^0-9]", "", time.split(".")[0])
     if len(digits) >= 4:
-        hh, mm, ss = digits[0:2], digits[2:4], digits[4:6] or "00"
-        return f"{date.isoformat()}T{hh}:{mm}:{ss}"
+        hh, mm, ss = int(digits[0:2]), int(digits[2:4]), int(digits[4:6] or "0")
+        try:
+            return _with_zone(dt.datetime.combine(date, dt.time(hh, mm, min(ss, 59))))
+        except ValueError:
+            pass
     return str(date.isoformat())
+
+
+def _with_zone(value: dt.datetime) -> str:
+    """Return a FHIR dateTime; a DICOM time without offset is taken as this host's zone.
+
+    FHIR R4 dateTime: "If hours and minutes are specified, a time zone SHALL be
+    populated"; DICOM times are local to the modality unless (0008,0201) 'Timezone
+    Offset From UTC' says otherwise, and Kerma runs in the department's time zone.
+    """
+    if value.tzinfo is None:
+        value = value.astimezone()
+    return value.isoformat()
 
 
 def _family(summary: StudyDoseSummary) -> str:
@@ -488,3 +503,51 @@ def _request(resource: dict[str, Any]) -> dict[str, Any]:
         system = f"{first['system']}|" if first.get("system") else ""
         request["ifNoneExist"] = f"identifier={system}{first['value']}"
     return request
+
+
+def post_bundle(base_url: str, body: str, *, timeout_s: float = 60.0) -> tuple[int, str]:
+    """POST a transaction Bundle to a FHIR server's base URL (FHIR R4 RESTful API "transaction").
+
+    Parameters
+    ----------
+    base_url : str
+        The server's base (``http(s)://host/fhir``); the Bundle goes to the base itself.
+    body : str
+        The Bundle's JSON.
+    timeout_s : float, optional
+        Seconds to wait for the answer.
+
+    Returns
+    -------
+    (int, str)
+        The HTTP status and the answer's body (the transaction-response Bundle, or an
+        OperationOutcome).
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When the URL is not http(s) or the server cannot be reached.
+    """
+    import urllib.error
+    import urllib.request
+
+    from kerma.errors import ConfigurationError
+
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"Unable to POST to {base_url!r}: not an http(s) URL.")
+    request = urllib.request.Request(
+        base_url.rstrip("/"),
+        data=body.encode("utf-8"),
+        method="POST",
+        headers={
+            "Content-Type": "application/fhir+json; charset=utf-8",
+            "Accept": "application/fhir+json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            return int(answer.status), answer.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConfigurationError(f"Unable to reach the FHIR server at {base_url}: {exc}.") from exc
