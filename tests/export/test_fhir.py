@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -230,7 +230,7 @@ class TestRadiationDoseSummary:
 class _FhirServer(BaseHTTPRequestHandler):
     """A minimal FHIR server: stores each POSTed Bundle, answers a transaction-response."""
 
-    received: list[tuple[str, dict[str, str], bytes]] = []
+    received: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
 
     def do_POST(self) -> None:
         """Store the request; answer 200 with one 201 entry per resource."""
@@ -295,7 +295,9 @@ class TestCli:
 
         out = cli_registry / "b.json"
         uids = [_study_uid(CASES["CT"][0]), _study_uid(CASES["NM"][0])]
-        result = CliRunner().invoke(build_app("export"), ["export", "fhir", *uids, "--out", str(out)])
+        result = CliRunner().invoke(
+            build_app("export"), ["export", "fhir", *uids, "--out", str(out)]
+        )
         assert result.exit_code == 0, result.output
         bundle = json.loads(out.read_text())
         fhir_bundle.Bundle(bundle)
@@ -308,7 +310,9 @@ class TestCli:
         from kerma.cli.main import build_app
 
         uid = _study_uid(CASES["CT"][0])
-        result = CliRunner().invoke(build_app("export"), ["export", "fhir", uid, "--post", fhir_server])
+        result = CliRunner().invoke(
+            build_app("export"), ["export", "fhir", uid, "--post", fhir_server]
+        )
         assert result.exit_code == 0, result.output
         assert "HTTP 200" in result.output
         ((path, headers, body),) = _FhirServer.received
@@ -321,7 +325,9 @@ class TestCli:
         assert methods["Observation"] == {"method": "POST", "url": "Observation"}
         assert methods["ImagingStudy"]["ifNoneExist"] == f"identifier=urn:dicom:uid|urn:oid:{uid}"
         (observation,) = _by_type(bundle, "Observation")
-        dlp = next(c for c in observation["component"] if c["code"]["coding"][0]["code"] == "113813")
+        dlp = next(
+            c for c in observation["component"] if c["code"]["coding"][0]["code"] == "113813"
+        )
         assert dlp["valueQuantity"]["value"] == 724.52
 
     def test_unknown_study_exits_1(self, cli_registry: Path) -> None:
