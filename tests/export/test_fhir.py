@@ -337,3 +337,45 @@ class TestCli:
         result = CliRunner().invoke(build_app("export"), ["export", "fhir", "1.2.3"])
         assert result.exit_code == 1
         assert "No study with Study Instance UID 1.2.3" in result.output
+
+
+class TestWebRoute:
+    """``GET /api/v1/studies/{uid}/fhir``."""
+
+    def test_returns_the_bundle_and_audits(
+        self, cli_registry: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The route answers the study's Bundle as application/fhir+json and audits it."""
+        from fastapi.testclient import TestClient
+
+        from kerma.config import get_settings
+        from kerma.web import app as app_module
+        from kerma.web.routes import fhir as route
+
+        audited: list[tuple[str, str]] = []
+        monkeypatch.setattr(
+            route,
+            "audit",
+            lambda req, who, action, target, detail: audited.append((action, target)),
+        )
+        app = app_module.create_app(get_settings())
+        uid = _study_uid(CASES["CT"][0])
+        client = TestClient(app)
+        answer = client.get(f"/api/v1/studies/{uid}/fhir")
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("application/fhir+json")
+        bundle = answer.json()
+        fhir_bundle.Bundle(bundle)
+        (observation,) = _by_type(bundle, "Observation")
+        assert observation["partOf"][0]["identifier"]["value"] == f"urn:oid:{uid}"
+        assert audited == [("export.fhir", uid)]
+        assert client.get("/api/v1/studies/1.2.3/fhir").status_code == 404
+        app.state.registry.close()
+
+    def test_route_requires_physicist(self) -> None:
+        """The route depends on require_role (physicist)."""
+        from kerma.web.routes.fhir import router
+
+        (api_route,) = router.routes
+        names = [d.call.__qualname__ for d in api_route.dependant.dependencies]
+        assert any("require_role" in n for n in names)
