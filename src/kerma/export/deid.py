@@ -15,10 +15,10 @@ two selectable options, applied to the header *and* inside the SR content tree:
 
 The table is data (:data:`BASIC_PROFILE`, read from ``ps3_15_table_e1_1.csv`` beside
 this module, whose README gives its source and edition). Actions: ``X`` remove, ``Z``
-empty, ``D`` dummy, ``U`` keyed UID; for the combined actions (``X/Z``, ``X/D``,
-``Z/D``, ``X/Z/D``, ``X/Z/U*``) the one that keeps the object valid is taken (``Z``,
-``D``, ``Z``, ``Z`` and "clean the sequence" respectively), since a Type 1/2 attribute
-must stay present.
+empty, ``D`` dummy, ``U`` keyed UID; for the combined actions the one that keeps the
+object valid whatever the attribute's Type in its IOD is taken, since a Type 1/2
+attribute must stay present: ``X/Z`` → ``Z``, ``X/D`` and ``Z/D`` → ``D``, ``X/Z/D`` →
+``Z``, ``X/Z/U*`` → the sequence's UIDs replaced.
 
 **The content tree.** The Basic Profile's action for (0040,A730) 'Content Sequence' is
 ``D`` (PS3.15 2026c): a library that treats the sequence as one value replaces or
@@ -345,8 +345,9 @@ class Deidentifier:
             codes.append(_METHOD_CODES["dates_modified"])
         if self.options.retain_device_identity:
             codes.append(_METHOD_CODES["device"])
-        out.DeidentificationMethod = "Kerma: PS3.15 E.1 Basic Profile; " + "; ".join(
-            meaning for _, meaning in codes[1:]
+        # (0012,0063) is LO (64 characters): the codes of (0012,0064) say it in full
+        out.DeidentificationMethod = "Kerma PS3.15 Basic Profile" + "".join(
+            f" +{value}" for value, _ in codes[1:]
         )
         out.DeidentificationMethodCodeSequence = Sequence([_dcm_code(*c) for c in codes])
         out.LongitudinalTemporalInformationModified = (
