@@ -37,6 +37,10 @@ FILES: tuple[str, ...] = (
     "MG-Im-Hologic-PropProj.dcm",
 )
 
+#: The files checked one by one (the 25-event XA RDSR takes seconds to rewrite with
+#: pydicom; it is checked through the research export and its re-import below).
+PER_FILE: tuple[str, ...] = tuple(f for f in FILES if not f.startswith("PSD-"))
+
 KEY = b"research-key-for-the-tests-0123456789abcdef"
 
 #: The elements whose bytes must not change: everything a dose value is made of.
@@ -51,7 +55,7 @@ DOSE_ELEMENTS = (
 
 def _deidentifier(key: bytes = KEY, **options: bool) -> Any:
     """Return a Deidentifier with ``options``."""
-    from kerma.export.deid import DeidOptions, Deidentifier
+    from kerma.export.deid import Deidentifier, DeidOptions
 
     return Deidentifier(key, DeidOptions(**options))
 
@@ -135,7 +139,7 @@ class TestBasicProfile:
         assert rows["(0018,1000)"] == "X/Z/D"  # Device Serial Number
         assert all(r.action for r in BASIC_PROFILE)
 
-    @pytest.mark.parametrize("name", FILES)
+    @pytest.mark.parametrize("name", PER_FILE)
     def test_no_original_value_of_a_table_attribute_remains(
         self, originals: dict[str, bytes], name: str
     ) -> None:
@@ -160,7 +164,7 @@ class TestBasicProfile:
         assert out.PatientIdentityRemoved == "YES"
         assert out.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
 
-    @pytest.mark.parametrize("name", [f for f in FILES if "RDSR" in f or "PSD" in f])
+    @pytest.mark.parametrize("name", [f for f in PER_FILE if "RDSR" in f])
     def test_content_tree_names_dates_uids_are_replaced(
         self, originals: dict[str, bytes], name: str
     ) -> None:
@@ -184,7 +188,7 @@ class TestBasicProfile:
         assert checked > 0
 
     @pytest.mark.parametrize("options", [{}, {"retain_dates_modified": True}])
-    @pytest.mark.parametrize("name", [f for f in FILES if "RDSR" in f or "PSD" in f])
+    @pytest.mark.parametrize("name", [f for f in PER_FILE if "RDSR" in f])
     def test_dose_values_units_and_codes_are_bit_for_bit(
         self, originals: dict[str, bytes], name: str, options: dict[str, bool]
     ) -> None:

@@ -330,12 +330,13 @@ class Deidentifier:
             its codes, (0028,0303) 'Longitudinal Temporal Information Modified'.
         """
         if identity is None:
-            issuer = str(ds.get("IssuerOfPatientID", "") or "")
-            identity = issuer + "\\" + str(ds.get("PatientID", "") or "")
+            identity = _identity_of(ds)
         offset = self.date_offset_days(identity)
         pseudonym = self.patient_pseudonym(identity)
-        out = copy.deepcopy(ds)
-        out.remove_private_tags()
+        return self._deidentify_in_place(copy.deepcopy(ds), offset, pseudonym)
+
+    def _deidentify_in_place(self, out: Dataset, offset: int, pseudonym: str) -> Dataset:
+        """De-identify ``out`` itself (see :meth:`deidentify`) and return it."""
         self._clean(out, offset)
         out.PatientID = pseudonym
         out.PatientName = pseudonym
@@ -353,7 +354,7 @@ class Deidentifier:
         out.LongitudinalTemporalInformationModified = (
             "MODIFIED" if self.options.retain_dates_modified else "REMOVED"
         )
-        meta = getattr(ds, "file_meta", None)
+        meta = getattr(out, "file_meta", None)
         if meta is not None:
             new_meta = FileMetaDataset()
             new_meta.update(meta)
@@ -371,7 +372,11 @@ class Deidentifier:
             When ``data`` is not a DICOM file.
         """
         ds = pydicom.dcmread(io.BytesIO(data), force=False)
-        out = self.deidentify(ds, identity=identity)
+        if identity is None:
+            identity = _identity_of(ds)
+        out = self._deidentify_in_place(
+            ds, self.date_offset_days(identity), self.patient_pseudonym(identity)
+        )
         buffer = io.BytesIO()
         out.save_as(buffer, enforce_file_format=False)
         return buffer.getvalue()
@@ -383,6 +388,7 @@ class Deidentifier:
         for elem in list(ds):
             tag = elem.tag
             if tag.is_private:
+                del ds[tag]  # no Retain Safe Private Option (E.3.10)
                 continue
             row = _row_for(tag)
             keyword = elem.keyword
@@ -452,6 +458,12 @@ class Deidentifier:
                 elem.value = None
             else:
                 elem.value = DUMMY_BY_VR.get(vr, _TEXT_DUMMY)
+
+
+def _identity_of(ds: Dataset) -> str:
+    """Return Issuer of Patient ID + ``\\`` + Patient ID of ``ds`` (the default identity)."""
+    issuer = str(ds.get("IssuerOfPatientID", "") or "")
+    return issuer + "\\" + str(ds.get("PatientID", "") or "")
 
 
 def _concept_value(ds: Dataset) -> str:
