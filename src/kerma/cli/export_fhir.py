@@ -35,6 +35,7 @@ from kerma.cli.registry import (
     build_filter,
     open_registry,
 )
+from kerma.files import open_private
 
 #: Seconds to wait for the FHIR server's answer.
 POST_TIMEOUT_S = 60.0
@@ -92,12 +93,14 @@ def fhir(
             f" ({len(bundle['entry'])} resources) to {escape(post)}: HTTP {status}"
         )
         if out is not None:
-            out.write_text(body, encoding="utf-8")
+            with open_private(out, "w", encoding="utf-8") as handle:
+                handle.write(body)
         return
     if out is None:
         typer.echo(text)
     else:
-        out.write_text(text + "\n", encoding="utf-8")
+        with open_private(out, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
         console.print(f"wrote {len(bundle['entry'])} resources to {escape(str(out))}")
 
 

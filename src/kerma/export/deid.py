@@ -570,7 +570,8 @@ def write_research_export(
         From :func:`kerma.services.research.iter_research_studies` (streamed).
     out_dir : pathlib.Path
         Created if missing: ``<research study UID>/<research SOP Instance UID>.dcm`` per
-        object and ``studies.csv`` (:data:`RESEARCH_CSV_COLUMNS`).
+        object and ``studies.csv`` (:data:`RESEARCH_CSV_COLUMNS`); files 0600, new
+        folders 0700 (:mod:`kerma.files`), like Kerma's other exports.
     deidentifier : Deidentifier
         The key and options.
     progress : callable, optional
@@ -584,9 +585,11 @@ def write_research_export(
     """
     from pydicom.errors import InvalidDicomError
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from kerma.files import make_private_dirs, open_private, write_private_bytes
+
+    make_private_dirs(out_dir)
     result = ResearchExportResult()
-    with (out_dir / "studies.csv").open("w", newline="", encoding="utf-8") as handle:
+    with open_private(out_dir / "studies.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(RESEARCH_CSV_COLUMNS)
         for item in studies:
@@ -604,9 +607,8 @@ def write_research_export(
                 except (InvalidDicomError, ValueError, TypeError, KeyError) as exc:
                     result.failures.append(f"{sop}: Unable to de-identify: {exc}")
                     continue
-                folder = out_dir / uid
-                folder.mkdir(exist_ok=True)
-                (folder / f"{deidentifier.uid(sop)}.dcm").write_bytes(data)
+                folder = make_private_dirs(out_dir / uid)
+                write_private_bytes(folder / f"{deidentifier.uid(sop)}.dcm", data)
                 written += 1
             result.objects += written
             writer.writerow(_csv_row(study, identity, uid, written, deidentifier))
