@@ -12,9 +12,28 @@ May import ``kerma.cli``, ``kerma.services``, ``kerma.export`` and the plain lay
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
 from kerma.cli.main import RICH_MARKUP_MODE
+from kerma.cli.registry import (
+    AgeOpt,
+    DescriptionOpt,
+    DeviceOpt,
+    DoseOpt,
+    FromOpt,
+    ModalityOpt,
+    NonPatientOpt,
+    ProtocolOpt,
+    SexOpt,
+    StudyExamOpt,
+    ToOpt,
+    WeightOpt,
+    build_filter,
+    open_registry,
+)
 
 #: The ``kerma export`` group; subcommands are added by :func:`register`.
 export_app = typer.Typer(
@@ -48,3 +67,155 @@ def register(app: typer.Typer) -> None:
 @export_app.callback()
 def _export() -> None:
     """Export dose data: CSV, XLSX, national DRL surveys, Parquet, FHIR, de-identified."""
+
+
+def _check_sheet_units(value: str) -> str:
+    """Return ``--units`` when it is display or canonical."""
+    if value not in ("display", "canonical"):
+        raise typer.BadParameter(f"{value!r} is not display or canonical.")
+    return value
+
+
+SheetUnitsOpt = Annotated[
+    str,
+    typer.Option(
+        "--units",
+        help="display (KAP in Gy·cm², Ka,r in mGy; default) or canonical (as stored: "
+        "Gy·m², Gy). The unit is in every column header.",
+        callback=_check_sheet_units,
+    ),
+]
+
+
+def _progress(total_label: str) -> Any:
+    """Return a Rich progress bar on standard error counting studies."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from kerma.cli.console import make_console
+
+    return Progress(
+        f"[bold]{total_label}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "studies",
+        TimeElapsedColumn(),
+        console=make_console(stderr=True),
+        transient=False,
+    )
+
+
+def _spreadsheet(kind: str, out: Path, flt: Any, units: str) -> None:
+    """Run one CSV or XLSX export with a progress bar and say what was written."""
+    from rich.markup import escape
+
+    from kerma.cli.console import make_console
+    from kerma.export import tabular
+
+    registry = open_registry()
+    try:
+        with _progress(f"kerma export {kind}") as bar:
+            task = bar.add_task(kind, total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            if kind == "xlsx":
+                n = tabular.write_xlsx(registry, out, flt=flt, units=units, progress=progress)  # type: ignore[arg-type]
+                files = [out]
+            else:
+                paths = tabular.write_csv(registry, out, flt=flt, units=units, progress=progress)  # type: ignore[arg-type]
+                files = list(paths.values())
+                n = None
+    finally:
+        registry.close()
+    console = make_console()
+    if n is not None:
+        console.print(f"{n} studies written to {escape(str(out))}")
+    else:
+        for path in files:
+            console.print(f"written {escape(str(path))}")
+
+
+OutFileOpt = Annotated[Path, typer.Option("--out", "-o", help="File to write.")]
+
+
+@export_app.command("xlsx")
+def xlsx(
+    out: OutFileOpt,
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    exam: StudyExamOpt = None,
+    protocol: ProtocolOpt = None,
+    description: DescriptionOpt = None,
+    age: AgeOpt = None,
+    weight: WeightOpt = None,
+    sex: SexOpt = None,
+    dose: DoseOpt = None,
+    include_non_patient: NonPatientOpt = False,
+    units: SheetUnitsOpt = "display",
+) -> None:
+    """Write an XLSX workbook: a summary, and per modality a study-per-row sheet (events
+    to the right: E1 Protocol, E1 CTDIvol (mGy) …) and an event-per-row sheet.
+
+    Written in constant memory: any number of studies.
+    """
+    flt = build_filter(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        exam=exam,
+        protocol=protocol,
+        description=description,
+        age=age,
+        weight=weight,
+        sex=sex,
+        dose=dose,
+        include_non_patient=include_non_patient,
+    )
+    _spreadsheet("xlsx", out, flt, units)
+
+
+@export_app.command("csv")
+def csv(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Name of the set: export.csv writes export_summary.csv, "
+            "export_CT_studies.csv, export_CT_events.csv …",
+        ),
+    ],
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    exam: StudyExamOpt = None,
+    protocol: ProtocolOpt = None,
+    description: DescriptionOpt = None,
+    age: AgeOpt = None,
+    weight: WeightOpt = None,
+    sex: SexOpt = None,
+    dose: DoseOpt = None,
+    include_non_patient: NonPatientOpt = False,
+    units: SheetUnitsOpt = "display",
+) -> None:
+    """Write CSV files: a summary, and per modality a study-per-row and an event-per-row file."""
+    flt = build_filter(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        exam=exam,
+        protocol=protocol,
+        description=description,
+        age=age,
+        weight=weight,
+        sex=sex,
+        dose=dose,
+        include_non_patient=include_non_patient,
+    )
+    _spreadsheet("csv", out, flt, units)
