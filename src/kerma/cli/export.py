@@ -219,3 +219,82 @@ def csv(
         include_non_patient=include_non_patient,
     )
     _spreadsheet("csv", out, flt, units)
+
+
+#: Survey forms of ``kerma export survey --form``.
+SURVEY_FORMS: tuple[str, ...] = ("uk-ct", "generic")
+
+
+def _check_form(value: str) -> str:
+    """Return ``--form`` when it is a known survey form."""
+    if value not in SURVEY_FORMS:
+        raise typer.BadParameter(f"{value!r} is not a survey form; use {', '.join(SURVEY_FORMS)}.")
+    return value
+
+
+def _check_dap_unit(value: str) -> str:
+    """Return ``--dap-unit`` when it is a KAP unit a survey may ask for."""
+    from kerma.export.survey import DAP_UNITS
+
+    if value not in DAP_UNITS:
+        raise typer.BadParameter(
+            f"{value!r} is not a KAP unit; use one of {', '.join(DAP_UNITS)} (UCUM)."
+        )
+    return value
+
+
+@export_app.command("survey")
+def survey(
+    out: OutFileOpt,
+    form: Annotated[
+        str,
+        typer.Option(
+            "--form",
+            help="uk-ct: the UK national CT dose survey's fields; generic: every modality, "
+            "n/median/mean of each DRL quantity.",
+            callback=_check_form,
+        ),
+    ] = "generic",
+    dap_unit: Annotated[
+        str,
+        typer.Option(
+            "--dap-unit",
+            help="KAP unit of the generic form (UCUM): Gy.cm2, mGy.cm2, cGy.cm2, dGy.cm2, uGy.m2.",
+            callback=_check_dap_unit,
+        ),
+    ] = "Gy.cm2",
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    exam: StudyExamOpt = None,
+    age: AgeOpt = None,
+    weight: WeightOpt = None,
+    sex: SexOpt = None,
+) -> None:
+    """National DRL survey: per standard exam and room, n, median and mean of each DRL
+    quantity and the median patient weight (unit in every header)."""
+    from rich.markup import escape
+
+    from kerma.cli.console import make_console
+    from kerma.export import survey as forms
+
+    flt = build_filter(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        exam=exam,
+        age=age,
+        weight=weight,
+        sex=sex,
+    )
+    registry = open_registry()
+    try:
+        if form == "uk-ct":
+            n = forms.write_uk_ct_survey(registry, out, flt=flt)
+        else:
+            n = forms.write_generic_survey(registry, out, flt=flt, dap_unit=dap_unit)
+    finally:
+        registry.close()
+    make_console().print(f"{n} exam and room rows written to {escape(str(out))}")
