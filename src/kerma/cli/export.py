@@ -87,8 +87,8 @@ SheetUnitsOpt = Annotated[
 ]
 
 
-def _progress(total_label: str) -> Any:
-    """Return a Rich progress bar on standard error counting studies."""
+def _progress(total_label: str, unit: str = "studies") -> Any:
+    """Return a Rich progress bar on standard error counting ``unit``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from kerma.cli.console import make_console
@@ -97,7 +97,7 @@ def _progress(total_label: str) -> Any:
         f"[bold]{total_label}",
         BarColumn(),
         MofNCompleteColumn(),
-        "studies",
+        unit,
         TimeElapsedColumn(),
         console=make_console(stderr=True),
         transient=False,
@@ -298,3 +298,35 @@ def survey(
     finally:
         registry.close()
     make_console().print(f"{n} exam and room rows written to {escape(str(out))}")
+
+
+@export_app.command("parquet")
+def parquet(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Export folder (created if missing).")],
+    full: Annotated[
+        bool, typer.Option("--full", help="Rewrite every month, not only the changed ones.")
+    ] = False,
+) -> None:
+    """Parquet of every study and event, partitioned by month (study_month=YYYY-MM),
+    for DuckDB, pandas or Spark; a second run rewrites only the months that changed."""
+    from rich.markup import escape
+
+    from kerma.cli.console import make_console
+    from kerma.export.parquet import write_parquet
+
+    registry = open_registry()
+    try:
+        with _progress("kerma export parquet", "months") as bar:
+            task = bar.add_task("parquet", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = write_parquet(registry, out, full=full, progress=progress)
+    finally:
+        registry.close()
+    make_console().print(
+        f"{escape(str(out))}: {len(result.months_written)} months written "
+        f"({result.studies} studies, {result.events} events), {result.months_unchanged} "
+        f"unchanged, {len(result.months_removed)} removed"
+    )
