@@ -1,9 +1,14 @@
-"""A small registry of demo studies per back end for the export tests (SQLite, PostgreSQL)."""
+"""Registries of demo studies per back end for the export tests (SQLite, PostgreSQL).
+
+``registry`` is shared by the tests of a module (read only); ``fresh_registry`` is a
+new one per test (for tests that change studies).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,16 +30,32 @@ def demo_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(params=BACKENDS)
-def registry(
-    request: pytest.FixtureRequest, demo_files: Path, tmp_path: Path
-) -> Iterator[Registry]:
-    """Yield a fresh registry holding the demo studies, on SQLite and on PostgreSQL."""
-    with fresh_database(request.param, tmp_path) as url:
-        reg = Registry(settings=make_settings(url, tmp_path))
+@contextmanager
+def demo_registry(backend: str, files: Path, folder: Path) -> Iterator[Registry]:
+    """Yield a new registry of ``backend`` holding the demo studies; drop it afterwards."""
+    with fresh_database(backend, folder) as url:
+        reg = Registry(settings=make_settings(url, folder))
         try:
-            summary = reg.import_paths([demo_files])
+            summary = reg.import_paths([files])
             assert sum(summary.imported.values()) == N_STUDIES, summary
             yield reg
         finally:
             reg.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def registry(
+    request: pytest.FixtureRequest, demo_files: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
+    """Yield a registry of the demo studies shared by a module's tests (do not change it)."""
+    with demo_registry(request.param, demo_files, tmp_path_factory.mktemp("reg")) as reg:
+        yield reg
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_registry(
+    request: pytest.FixtureRequest, demo_files: Path, tmp_path: Path
+) -> Iterator[Registry]:
+    """Yield a registry of the demo studies of this test alone."""
+    with demo_registry(request.param, demo_files, tmp_path) as reg:
+        yield reg

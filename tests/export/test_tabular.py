@@ -159,5 +159,6 @@ def test_xlsx_is_written_in_constant_memory(registry: Registry, tmp_path: Path) 
 
     peak(None)  # warm-up: SQL compilation caches, imports
     small, everything = peak(quarter), peak(None)
-    # holding the ~600 event rows × 30 cells of the whole registry would add megabytes
-    assert everything - small < 1_000_000, (small, everything)
+    # measured: +0.23 MB in constant-memory mode, +1.07 MB when XlsxWriter keeps the
+    # cells (constant_memory=False), for the three quarters of the studies added
+    assert everything - small < 500_000, (small, everything)

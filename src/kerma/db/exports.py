@@ -25,6 +25,7 @@ from sqlalchemy import (
     and_,
     distinct,
     func,
+    literal_column,
     select,
 )
 from sqlalchemy.orm import Session
@@ -111,10 +112,12 @@ def max_events_per_family(session: Session, *, flt: StudyFilter | None = None) -
 
     Studies without a family are under ``""``.
     """
+    # constants as literal SQL: PostgreSQL must see the same expression in GROUP BY
+    family = func.coalesce(Study.modality_family, literal_column("''"))
     stmt = (
-        select(func.coalesce(Study.modality_family, ""), func.max(Study.number_of_events))
+        select(family, func.max(Study.number_of_events))
         .where(*study_conditions(flt))
-        .group_by(func.coalesce(Study.modality_family, ""))
+        .group_by(family)
     )
     return {str(family): int(n or 0) for family, n in session.execute(stmt)}
 
@@ -154,8 +157,8 @@ def count_by_exam_protocol_device(
 def _month_of(session: Session) -> Any:
     """Return the SQL expression ``YYYY-MM`` of ``study.study_date`` for this back end."""
     if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(Study.study_date, "YYYY-MM")
-    return func.strftime("%Y-%m", Study.study_date)
+        return func.to_char(Study.study_date, literal_column("'YYYY-MM'"))
+    return func.strftime(literal_column("'%Y-%m'"), Study.study_date)
 
 
 def month_fingerprints(session: Session) -> dict[str, tuple[int, int, str]]:
@@ -166,7 +169,7 @@ def month_fingerprints(session: Session) -> dict[str, tuple[int, int, str]]:
     Months are ``YYYY-MM``; studies without a date are under :data:`UNKNOWN_MONTH`.
     One GROUP BY over ``study``.
     """
-    month = func.coalesce(_month_of(session), UNKNOWN_MONTH)
+    month = func.coalesce(_month_of(session), literal_column(f"'{UNKNOWN_MONTH}'"))
     stmt = select(month, func.count(Study.id), func.sum(Study.id), func.max(Study.updated_at))
     stmt = stmt.group_by(month)
     out: dict[str, tuple[int, int, str]] = {}
