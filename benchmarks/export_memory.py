@@ -42,12 +42,36 @@ EVENTS_PER_STUDY = 9.68
 
 
 def _run(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Run a command; return (wall s, peak RSS MB of the child, exit code)."""
+    """Run a command; return (wall s, peak RSS MB of the command's process, exit code).
+
+    The peak is the process's own ``VmHWM``: GNU time's ``%M`` when ``/usr/bin/time``
+    exists, else ``VmHWM`` of ``/proc/PID/status`` sampled every 0.2 s. (Not
+    ``ru_maxrss`` of ``wait4``: Linux carries the high-water mark across ``exec``, so a
+    child forked from a large parent reports the parent's size.)
+    """
+    gnu_time = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    if gnu_time:
+        with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+            process = subprocess.run(
+                [gnu_time, "-f", "%M", "-o", rss_file.name, *command],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                check=False,
+            )
+            peak_kb = float(Path(rss_file.name).read_text().split()[-1])
+        return time.perf_counter() - started, peak_kb / 1024, process.returncode
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    peak_kb = 0.0
+    while child.poll() is None:
+        try:
+            for line in Path(f"/proc/{child.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, float(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return time.perf_counter() - started, peak_kb / 1024, child.returncode
 
 
 def _count_rows(path: Path) -> dict[str, int]:

@@ -96,9 +96,7 @@ def test_xlsx_follows_the_study_filter_and_canonical_units(
     assert workbook.sheetnames == ["Summary", "RF-XA studies", "RF-XA events"]
     rows = _sheet(workbook, "RF-XA studies")
     stored = {s["study_instance_uid"]: s["dap_total_gym2"] for s in _studies(registry, flt)}
-    assert {r["Study Instance UID"]: r["KAP total (Gy·m²)"] for r in rows} == pytest.approx(
-        stored
-    )
+    assert {r["Study Instance UID"]: r["KAP total (Gy·m²)"] for r in rows} == pytest.approx(stored)
 
 
 def test_csv_set_has_the_same_rows(registry: Registry, tmp_path: Path) -> None:
