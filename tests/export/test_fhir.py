@@ -379,3 +379,24 @@ class TestWebRoute:
         (api_route,) = router.routes
         names = [d.call.__qualname__ for d in api_route.dependant.dependencies]
         assert any("require_role" in n for n in names)
+
+
+class TestAeTitle:
+    """The ModalityDevice's AE title comes from how the object arrived."""
+
+    @pytest.mark.parametrize(
+        ("source", "expected"),
+        [
+            ("C-STORE from CT01 at 10.1.2.3", "CT01"),  # kerma listen (net.handlers)
+            ("C-GET from PACS at 10.1.2.3:104", "PACS"),  # kerma pull --get
+            ("C-STORE from ? at 10.1.2.3", None),  # pynetdicom did not tell
+            ("CT-RDSR-Siemens_Flash-TAP-SS.dcm", None),  # a file import
+            (None, None),
+        ],
+        ids=["c-store", "c-get", "unknown-ae", "file", "none"],
+    )
+    def test_calling_ae_title(self, source: str | None, expected: str | None) -> None:
+        """The calling AE title is read from the recorded origin, else None."""
+        from kerma.services.dose_summary import calling_ae_title
+
+        assert calling_ae_title(source) == expected

@@ -270,7 +270,9 @@ def _device(summary: StudyDoseSummary) -> dict[str, Any]:
     """Return the ModalityDevice Device of the study."""
     device = summary.device
     identifiers: list[dict[str, Any]] = []
-    ae = {"type": {"coding": [_coding(DICOM_ID_TYPE, "application-entity", "Application Entity")]}}
+    ae: dict[str, Any] = {
+        "type": {"coding": [_coding(DICOM_ID_TYPE, "application-entity", "Application Entity")]}
+    }
     if summary.ae_title:
         ae["value"] = summary.ae_title
     else:
