@@ -400,3 +400,45 @@ class TestAeTitle:
         from kerma.services.dose_summary import calling_ae_title
 
         assert calling_ae_title(source) == expected
+
+
+@pytest.mark.network
+class TestReceivedOverDicom:
+    """A study received by ``kerma listen`` carries the sender's AE title."""
+
+    def test_device_ae_title_is_the_calling_ae(self, tmp_path: Path) -> None:
+        """A C-STORE from AE CT01 gives Device.identifier[aeTitle] = CT01."""
+        if not DICOM_DIR.is_dir():
+            pytest.skip("../shared/dicom is not beside the repository")
+        import pydicom
+        from pynetdicom import AE
+
+        from kerma.api import Registry
+        from tests.net.conftest import KermaListener
+
+        name = CASES["CT"][0]
+        ds = pydicom.dcmread(DICOM_DIR / name)
+        scp = KermaListener(tmp_path / "kerma")
+        scp.start()
+        try:
+            ae = AE(ae_title="CT01")
+            ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+            assoc = ae.associate("127.0.0.1", scp.port, ae_title=scp.aet)
+            assert assoc.is_established
+            status = assoc.send_c_store(ds)
+            assoc.release()
+            assert status.Status == 0x0000
+            scp.wait_drained()
+        finally:
+            scp.terminate()
+            scp.reap_orphans()
+        with Registry(settings=scp.settings) as registry:
+            bundle = _bundle(registry, str(ds.StudyInstanceUID))
+        fhir_bundle.Bundle(bundle)
+        (device,) = _by_type(bundle, "Device")
+        ae_ids = [
+            i
+            for i in device["identifier"]
+            if i["type"]["coding"][0]["code"] == "application-entity"
+        ]
+        assert ae_ids[0]["value"] == "CT01"
