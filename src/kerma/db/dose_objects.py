@@ -108,3 +108,17 @@ def first_event_start(session: Session, *, study_id: int) -> str | None:
         e.study_id == study_id, e.is_current.is_(True), e.datetime_started.is_not(None)
     )
     return session.scalar(stmt)
+
+
+def study_rows(session: Session, *, study_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Return the listing rows (:data:`kerma.db.studies.STUDY_COLUMNS`) of these studies.
+
+    One query for the batch, in the order of ``study_ids``.
+    """
+    from kerma.db.studies import STUDY_COLUMNS, _listing
+
+    if not study_ids:
+        return []
+    stmt = _listing(STUDY_COLUMNS).where(Study.id.in_(list(study_ids)))
+    rows = {row[0]: dict(zip(STUDY_COLUMNS, row, strict=True)) for row in session.execute(stmt)}
+    return [rows[i] for i in study_ids if i in rows]

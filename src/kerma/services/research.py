@@ -139,10 +139,8 @@ def iter_research_studies(
     ids = [r[0] for r in rows]
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
-        batch = []
-        for study_id in chunk:
-            row = store.get_study(session, study_id=study_id)
-            if row is not None:
-                full = dict(zip(store.STUDY_COLUMNS, row, strict=True))
-                batch.append({name: full.get(name) for name in names})
+        batch = [
+            {name: full.get(name) for name in names}
+            for full in dose_objects.study_rows(session, study_ids=chunk)
+        ]
         yield from flush()
