@@ -236,6 +236,18 @@ class _FhirServer(BaseHTTPRequestHandler):
         """Store the request; answer 200 with one 201 entry per resource."""
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append((self.path, dict(self.headers), body))
+        if self.path.endswith("/refuse"):
+            outcome = {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "invalid", "diagnostics": "no thanks"}],
+            }
+            data = json.dumps(outcome).encode()
+            self.send_response(422)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         bundle = json.loads(body)
         answer = {
             "resourceType": "Bundle",
@@ -329,6 +341,18 @@ class TestCli:
             c for c in observation["component"] if c["code"]["coding"][0]["code"] == "113813"
         )
         assert dlp["valueQuantity"]["value"] == 724.52
+
+    def test_refusal_exits_1_with_the_outcome(self, cli_registry: Path, fhir_server: str) -> None:
+        """A server that refuses the Bundle: exit 1 and its OperationOutcome shown."""
+        from kerma.cli.main import build_app
+
+        uid = _study_uid(CASES["CT"][0])
+        result = CliRunner().invoke(
+            build_app("export"), ["export", "fhir", uid, "--post", fhir_server + "/refuse"]
+        )
+        assert result.exit_code == 1
+        assert "HTTP 422" in result.output
+        assert "no thanks" in result.output
 
     def test_unknown_study_exits_1(self, cli_registry: Path) -> None:
         """An unknown UID is reported without a traceback."""
