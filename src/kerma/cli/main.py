@@ -56,6 +56,7 @@ COMMAND_MODULES = (
     "kerma.cli.serve",
     "kerma.cli.keys",
     "kerma.cli.users",
+    "kerma.cli.export",
 )
 
 #: The modules to load for each command, tried in order until one adds it; a command
@@ -85,6 +86,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "key": ("kerma.cli.keys",),
     "users": ("kerma.cli.users",),
     "tokens": ("kerma.cli.users",),
+    "export": ("kerma.cli.export",),
 }
 
 #: Commands that do not open the registry database (its URL is not checked for them).

@@ -59,6 +59,11 @@ SUMMARY_EVENT_QUANTITIES: tuple[str, ...] = (
 SHA256_HEX = String(64)
 
 
+def _utc_now() -> dt.datetime:
+    """Return the current time in UTC (the ``study.updated_at`` change marker)."""
+    return dt.datetime.now(dt.UTC)
+
+
 class Device(Base):
     """One imaging device (a room / modality unit).
 
@@ -189,6 +194,11 @@ class Study(Base):
     image_size_mm: Mapped[float | None] = mapped_column(Float)
     image_size_source: Mapped[str | None] = mapped_column(String(16))
     derived_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: change marker of the incremental exports (migration 0011_export_marker): set on
+    #: insert and on every UPDATE through SQLAlchemy, in UTC with microseconds
+    updated_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), default=_utc_now, onupdate=_utc_now, index=True
+    )
 
     device: Mapped[Device] = relationship(back_populates="studies")
     patient: Mapped[Patient | None] = relationship()

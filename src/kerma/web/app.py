@@ -64,8 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
 
     from kerma.web import security
-    from kerma.web.routes import dicomweb
+    from kerma.web.routes import dicomweb, fhir
 
     security.install(app)  # login required everywhere but /login and /static
     app.include_router(dicomweb.router)
+    app.include_router(fhir.router)
     return app
