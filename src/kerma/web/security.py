@@ -32,9 +32,9 @@ from enum import IntEnum
 from typing import Any
 from urllib.parse import quote
 
-from anyio import to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kerma.config import Settings
@@ -162,7 +162,7 @@ async def identify(request: Request) -> Principal | None:
     """
     if getattr(request.state, "identified", False):
         return getattr(request.state, "principal", None)
-    principal, csrf = await to_thread.run_sync(_identify, request)
+    principal, csrf = await run_in_threadpool(_identify, request)
     request.state.principal = principal
     request.state.csrf_expected = csrf
     request.state.identified = True
