@@ -576,3 +576,9 @@ class TestStow:
         assert len(studies) == 1
         (listed,) = [t for t in accounts.list_tokens() if t.name == "ct-room-3"]
         assert listed.last_used_at is not None
+        (entry,) = accounts.audit_page(AuditFilter(action="dicomweb")).entries
+        assert (entry.username, entry.principal_kind, entry.detail) == (
+            "ct-room-3",
+            "token",
+            {"stored": 1, "failed": 0},
+        )

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from kerma.cli.main import build_app
 from kerma.services.users import Accounts, AuditFilter
 from tests.db_fixtures import TEST_PSEUDONYM_KEY, make_settings
-from tests.web.conftest import PASSWORD
+from tests.web.conftest import PASSWORD, SETUP
 
 
 @pytest.fixture
@@ -116,3 +116,22 @@ class TestTokensCommand:
         finally:
             accounts.close()
         assert "revoked" in run(env, "tokens", "list").output
+
+
+class TestServeHint:
+    """kerma serve with no users says how to make the first admin."""
+
+    def test_hint_without_users_only(self, env, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+        """The hint names `kerma users add admin --role admin`; silent once a user exists."""
+        from kerma.cli.serve import _hint_first_admin
+
+        settings = make_settings(env["KERMA_DATABASE_URL"], tmp_path)
+        _hint_first_admin(settings)
+        assert "kerma users add admin --role admin" in capsys.readouterr().err
+        accounts = Accounts(settings)
+        try:
+            accounts.add_user("admin", PASSWORD, "admin", SETUP)
+        finally:
+            accounts.close()
+        _hint_first_admin(settings)
+        assert capsys.readouterr().err == ""

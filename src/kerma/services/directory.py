@@ -48,9 +48,7 @@ def _server(settings: Settings) -> Any:
             validate=ssl.CERT_REQUIRED,
             ca_certs_file=str(settings.ldap_ca_file) if settings.ldap_ca_file else None,
         )
-    return Server(
-        settings.ldap_url, get_info=NONE, tls=tls, connect_timeout=_timeout(settings)
-    )
+    return Server(settings.ldap_url, get_info=NONE, tls=tls, connect_timeout=_timeout(settings))
 
 
 def _connect(settings: Settings, server: Any, user: str | None, password: str | None) -> Any:
