@@ -122,6 +122,16 @@ class TestRouteTable:
         r = client.get("/docs", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fdocs"
 
+    def test_security_headers(self, client: TestClient) -> None:
+        """No framing, no sniffing, same-origin referrer; logged-in pages are not cached."""
+        for r in (client.get("/login"), client.get("/static/kerma.css")):
+            assert r.headers["x-frame-options"] == "DENY"
+            assert r.headers["content-security-policy"] == "frame-ancestors 'none'"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["referrer-policy"] == "same-origin"
+        login(client, "view")
+        assert client.get("/test/page").headers["cache-control"] == "no-store"
+
     def test_static_files_are_public(self, client: TestClient) -> None:
         """The stylesheet is served without login."""
         assert client.get("/static/kerma.css").status_code == 200
@@ -424,6 +434,21 @@ class TestAuditLog:
         page = client.get("/admin/audit", params={"user": "admin", "action": "token"})
         assert page.status_code == 200
         assert page.text.count("token.") == 2 + page.text.count('<option value="token.')
+
+    def test_audit_filter_by_user_action_and_date(self, accounts: Accounts) -> None:
+        """Filters run in the database: user, action family, UTC day range; paged."""
+        today = dt.datetime.now(dt.UTC).date()
+        for i in range(3):
+            accounts.add_user(f"u{i}", PASSWORD, "viewer", SETUP)
+        assert accounts.audit_page(AuditFilter(username="test-setup")).total == 6
+        assert accounts.audit_page(AuditFilter(action="user")).total == 6
+        assert accounts.audit_page(AuditFilter(action="user.ad")).total == 0  # no prefix match
+        assert accounts.audit_page(AuditFilter(since=today, until=today)).total == 6
+        yesterday = today - dt.timedelta(days=1)
+        assert accounts.audit_page(AuditFilter(until=yesterday)).total == 0
+        page = accounts.audit_page(AuditFilter(), page=2, per_page=4)
+        assert (page.total, page.pages, len(page.entries)) == (6, 2, 2)
+        assert [e.target for e in page.entries] == ["phys", "admin"]  # oldest last
 
     def test_weak_password_is_refused_with_a_message(
         self, client: TestClient, accounts: Accounts
