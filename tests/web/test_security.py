@@ -367,6 +367,24 @@ class TestLockout:
             "login.ok",
         ]
 
+    def test_concurrent_failures_all_count(
+        self, accounts: Accounts, web_settings: Settings
+    ) -> None:
+        """Eight wrong passwords at once from eight threads: the counter says 8."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        relaxed = Accounts(web_settings.model_copy(update={"login_max_failures": 50}))
+        try:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                results = list(
+                    pool.map(lambda i: relaxed.login("phys", f"wrong {i:02d} pass", None), range(8))
+                )
+        finally:
+            relaxed.close()
+        assert [r[0].is_ok for r in results] == [False] * 8
+        (user,) = [u for u in accounts.list_users() if u.username == "phys"]
+        assert user.failed_logins == 8
+
     def test_lockout_durations(self, web_settings: Settings) -> None:
         """Back-off: 0 below the threshold, then 60, 120, 240 s ... capped at one day."""
         assert [lockout_seconds(n, web_settings) for n in range(1, 9)] == [

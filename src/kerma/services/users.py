@@ -615,7 +615,7 @@ def authenticate(
     now = now or utc_now()
     name = username.strip()[:128]
     tried = Actor(name=name or "(empty)", kind="anonymous", client_address=client_address)
-    user = store.get_user(session, username=name) if name else None
+    user = store.get_user(session, username=name, for_update=True) if name else None
     directory = bool(settings.ldap_url)
 
     if user is None:
