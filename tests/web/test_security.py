@@ -219,6 +219,13 @@ class TestLogin:
         page = accounts.audit_page(AuditFilter(action="login"))
         assert {e.client_address for e in page.entries} == {"testclient"}
 
+    def test_next_is_escaped_in_the_login_form(self, client: TestClient) -> None:
+        """A crafted next= cannot inject markup into the login page."""
+        r = client.get('/login?next=/x"><script>alert(1)</script>')
+        assert r.status_code == 200
+        assert "<script>alert(1)" not in r.text
+        assert "&lt;script&gt;" in r.text or "&#34;&gt;" in r.text
+
     def test_login_form_without_its_csrf_token_is_refused(self, client: TestClient) -> None:
         """A login posted without the form's token (login CSRF) is refused with 403."""
         r = client.post(
