@@ -1001,6 +1001,11 @@ class Accounts:
         with self.session() as s:
             end_session(s, session_id=session_id, actor=actor)
 
+    def revoke_session(self, session_id: str) -> None:
+        """Revoke a session without an audit entry (the old session of a new login)."""
+        with self.session() as s:
+            store.revoke_session(s, session_hash=sha256_hex(session_id), now=utc_now())
+
     # tokens
     def add_token(self, name: str, role: str, actor: Actor) -> tuple[TokenInfo, str]:
         """See :func:`add_token`."""
