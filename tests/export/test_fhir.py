@@ -373,18 +373,28 @@ class TestWebRoute:
         from fastapi.testclient import TestClient
 
         from kerma.config import get_settings
+        from kerma.services.users import Accounts, Actor
         from kerma.web import app as app_module
         from kerma.web.routes import fhir as route
 
         audited: list[tuple[str, str]] = []
-        monkeypatch.setattr(
-            route,
-            "audit",
-            lambda req, who, action, target, detail: audited.append((action, target)),
-        )
-        app = app_module.create_app(get_settings())
+        real_audit = route.audit
+
+        def spy(req: object, who: object, action: str, target: str, detail: object) -> None:
+            audited.append((action, target))
+            real_audit(req, who, action, target, detail)
+
+        monkeypatch.setattr(route, "audit", spy)
+        settings = get_settings()
+        accounts = Accounts(settings)
+        try:
+            _info, token = accounts.add_token("fhir-test", "physicist", Actor("test", "cli"))
+        finally:
+            accounts.close()
+        app = app_module.create_app(settings)
         uid = _study_uid(CASES["CT"][0])
-        client = TestClient(app)
+        client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+        assert TestClient(app).get(f"/api/v1/studies/{uid}/fhir").status_code == 401
         answer = client.get(f"/api/v1/studies/{uid}/fhir")
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("application/fhir+json")
