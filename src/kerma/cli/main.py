@@ -55,6 +55,7 @@ COMMAND_MODULES = (
     "kerma.cli.alerts",
     "kerma.cli.serve",
     "kerma.cli.keys",
+    "kerma.cli.hl7",
 )
 
 #: The modules to load for each command, tried in order until one adds it; a command
@@ -82,6 +83,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "alerts": ("kerma.cli.alerts",),
     "serve": ("kerma.cli.serve",),
     "key": ("kerma.cli.keys",),
+    "hl7": ("kerma.cli.hl7",),
+    "fhir": ("kerma.cli.hl7",),
 }
 
 #: Commands that do not open the registry database (its URL is not checked for them).

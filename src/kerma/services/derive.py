@@ -94,11 +94,15 @@ def refresh_studies(
         Number of studies refreshed.
     """
     from kerma.analysis.summary import summarise_study
+    from kerma.services.orders import apply_orders
 
     ctx = context or _default_context()
     now = dt.datetime.now(dt.UTC)
     done = 0
     session.flush()
+    study_ids = list(study_ids)
+    # weight, height and requested procedure from the RIS/FHIR orders (docs/ris.md)
+    apply_orders(session, study_ids)
     for batch in store.chunks(study_ids):
         inputs = store.derive_inputs(session, study_ids=batch)
         rows: list[dict[str, Any]] = []
