@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Kerma", version=__version__, lifespan=lifespan)
     app.state.settings = settings
 
-    from kerma.web.routes import dicomweb
+    from kerma.web.routes import dicomweb, fhir
 
     app.include_router(dicomweb.router)
+    app.include_router(fhir.router)
     return app
