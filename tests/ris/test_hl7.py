@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -127,7 +128,7 @@ def _rows(settings: Settings, sql: str) -> list[tuple]:
 class _Fhir(BaseHTTPRequestHandler):
     """A small FHIR server: a searchset of two pages (ServiceRequest, Patient; Observation)."""
 
-    pages: dict[str, dict] = {}
+    pages: ClassVar[dict[str, dict]] = {}
 
     def do_GET(self) -> None:
         page = self.pages.get(self.path)

@@ -214,5 +214,5 @@ def poll(
 
 def register(app: typer.Typer) -> None:
     """Add the ``hl7`` and ``fhir`` groups to the root app."""
-    app.add_typer(hl7_app)
-    app.add_typer(fhir_app)
+    app.add_typer(hl7_app, name="hl7")
+    app.add_typer(fhir_app, name="fhir")
