@@ -76,17 +76,19 @@ def listen(
     intake, registry = _intake()
     listener = Hl7Listener(intake, host=host, port=port, ssl_context=context)
     console = make_console()
-    console.print(
-        f"HL7 listener on {escape(host)}:{port}{' over TLS' if context else ''}; "
-        f"mapping {escape(intake.mapping.source)}. Ctrl-C stops."
-    )
+
+    def ready(running: Hl7Listener) -> None:
+        console.print(
+            f"HL7 listener on {escape(host)}:{running.port}{' over TLS' if context else ''}; "
+            f"mapping {escape(intake.mapping.source)}. Ctrl-C stops."
+        )
 
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        serve_forever(listener)
+        serve_forever(listener, on_ready=ready)
     finally:
         registry.close()
     console.print(f"stopped after {listener.messages} message(s)")

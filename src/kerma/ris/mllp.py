@@ -22,6 +22,7 @@ import contextlib
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
@@ -150,7 +151,11 @@ class Hl7Listener:
                 writer.writeblock(receipt.ack)
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
-            logger.warning("HL7 connection from %s broke: %s", peer, exc)
+            # the connection broke, or the archive could not be written: no ACK is sent,
+            # so the sender keeps the message and sends it again
+            logger.warning("HL7 connection from %s closed without ACK: %s", peer, exc)
+        except Exception:  # boundary: one bad connection never stops the listener
+            logger.exception("HL7 connection from %s failed; closed without ACK", peer)
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
@@ -199,11 +204,18 @@ class Hl7Listener:
         self._executor.shutdown(wait=True)
 
 
-def serve_forever(listener: Hl7Listener) -> None:
-    """Run ``listener`` until interrupted (Ctrl-C or SIGTERM)."""
+def serve_forever(
+    listener: Hl7Listener, *, on_ready: Callable[[Hl7Listener], object] | None = None
+) -> None:
+    """Run ``listener`` until interrupted (Ctrl-C or SIGTERM).
+
+    ``on_ready`` is called once it listens (:attr:`Hl7Listener.port` is the real port).
+    """
 
     async def main() -> None:
         await listener.start()
+        if on_ready is not None:
+            on_ready(listener)
         try:
             await asyncio.Event().wait()
         finally:

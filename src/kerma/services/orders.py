@@ -378,9 +378,9 @@ class OrderIntake:
         reason = str(exc)
         logger.warning(
             "%s %s from %s not used (%s): %s",
-            common["message_type"] or "message",
-            common["message_control_id"] or "",
-            common["sending_application"] or "?",
+            common["message_type"] or "a message without MSH-9",
+            common["message_control_id"] or "(no control ID)",
+            common["sending_application"] or "(no MSH-3)",
             exc.ack_code,
             reason,
         )
@@ -451,8 +451,8 @@ class OrderIntake:
         logger.info(
             "%s %s from %s stored: %d order(s), %d study(ies) updated",
             common["message_type"] or "message",
-            common["message_control_id"] or "",
-            common["sending_application"] or "?",
+            common["message_control_id"] or "(no control ID)",
+            common["sending_application"] or "(no MSH-3)",
             len(receipt.order_ids),
             len(receipt.studies_updated),
         )
