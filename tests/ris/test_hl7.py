@@ -495,3 +495,33 @@ class TestMapping:
         assert "23.5" in run.output and "1.22" in run.output
         assert "P-" in run.output and "keyed hash" in run.output
         assert PATIENT_ID not in run.output and ACCESSION_BEFORE not in run.output
+
+
+@pytest.mark.network
+class TestTls:
+    def test_order_over_tls_is_acknowledged(self, tmp_path: Path) -> None:
+        """MLLP over TLS: the test CA's client gets AA; a plain-TCP client gets no ACK."""
+        import ssl
+
+        from kerma.api import Registry
+        from kerma.ris.mllp import build_ssl_context
+        from tests.net.test_tls import SERVER_NAME, make_pki
+
+        pki = make_pki(tmp_path / "pki")
+        settings = make_settings(f"sqlite:///{tmp_path / 'k.db'}", tmp_path)
+        registry = Registry(settings=settings)
+        intake = OrderIntake(settings, session_factory=registry.session_factory)
+        server = Hl7Listener(
+            intake, port=0, ssl_context=build_ssl_context(pki.server_cert, pki.server_key)
+        )
+        server.start_in_thread()
+        try:
+            context = ssl.create_default_context(cafile=str(pki.ca_cert))
+            (ack,) = send(server.port, [orm("T1", "ACC-TLS")], host=SERVER_NAME, ssl=context)
+            assert ack_fields(ack)["MSA"][1:3] == ["AA", "T1"]
+            with pytest.raises((ConnectionError, OSError, EOFError)):
+                send(server.port, [orm("T2", "ACC-PLAIN")])
+        finally:
+            server.stop()
+            registry.close()
+        assert _rows(settings, "select message_control_id from ris_message") == [("T1",)]
