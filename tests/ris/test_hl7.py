@@ -525,3 +525,49 @@ class TestTls:
             server.stop()
             registry.close()
         assert _rows(settings, "select message_control_id from ris_message") == [("T1",)]
+
+
+@needs_shared
+class TestMatchingRules:
+    def test_device_weight_kept_and_patient_day_update_fills_height(self, tmp_path: Path) -> None:
+        """A device's weight stays (source device); an ADT height fills by patient and date."""
+        import pydicom
+
+        from kerma.api import Registry
+        from tests.ris.helpers import SOURCE_RDSR
+
+        settings = make_settings(f"sqlite:///{tmp_path / 'k.db'}", tmp_path)
+        ds = pydicom.dcmread(SOURCE_RDSR)  # weight 87 kg, height 1.86 m; accession ACC12345601
+        del ds.PatientSize
+        path = tmp_path / "rdsr.dcm"
+        ds.save_as(path)
+        registry = Registry(settings=settings)
+        try:
+            assert registry.import_paths([path]).n_imported == 1
+            intake = OrderIntake(settings, session_factory=registry.session_factory)
+            order = orm("M1", "ACC12345601", weight="80", height=None, date="19970101")
+            order = order.replace(f"PID|1||{PATIENT_ID}^".encode(), b"PID|1||123456^")
+            assert intake.receive_hl7(order).ack_code == "AA"
+            adt = hl7_message(
+                msh("ADT^A08", "M2").replace("20241101120000", "19970101083000"),
+                "PID|1||123456^^^HOSP^MR",
+                "OBX|1|NM|8302-2^Body height^LN||71|[in_i]",
+            )
+            receipt = intake.receive_hl7(adt)
+            assert receipt.ack_code == "AA"
+            assert len(receipt.studies_updated) == 1
+        finally:
+            registry.close()
+        ((weight, weight_source, size, size_source, code),) = _rows(
+            settings,
+            "select patient_weight_kg, patient_weight_source, patient_size_m, "
+            "patient_size_source, requested_procedure_code from study",
+        )
+        assert (weight, weight_source) == (87.0, "device")  # not a placeholder: kept
+        assert size == pytest.approx(71 * 0.0254)
+        assert size_source == "ris"
+        assert code == "CTCH"
+        assert _rows(
+            settings,
+            "select patient_weight_kg from ris_order where accession_pseudonym is not null",
+        ) == [(80.0,)]

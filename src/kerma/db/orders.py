@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from kerma.db.models import Patient, RisMessage, RisOrder, Study
@@ -119,7 +119,7 @@ def candidate_orders(
     patient_days: Sequence[tuple[str, dt.date]],
 ) -> list[RisOrder]:
     """Return the orders of some accession hashes and of some (patient pseudonym, date)s."""
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if accession_pseudonyms:
         conditions.append(RisOrder.accession_pseudonym.in_(sorted(set(accession_pseudonyms))))
     days = sorted(set(patient_days))
@@ -141,7 +141,7 @@ def studies_of_order(
     order_date: dt.date | None,
 ) -> list[int]:
     """Return the ids of the studies an order may concern (by hash, or patient and date)."""
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if accession_pseudonym is not None:
         conditions.append(Study.accession_pseudonym == accession_pseudonym)
     if patient_pseudonym is not None and order_date is not None:

@@ -115,7 +115,7 @@ class Hl7Listener:
             limit=self.max_message_bytes,
             ssl=self.ssl_context,
         )
-        sockets = self._server.sockets or ()
+        sockets = getattr(self._server, "sockets", None) or ()
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         logger.info(

@@ -529,7 +529,7 @@ def preview_order(
             ),
         ),
         PreviewRow("accession number", f"keyed hash {accession[:12]}…" if accession else ""),
-        PreviewRow("patient", display_pseudonym(patient) if patient else ""),
+        PreviewRow("patient", (display_pseudonym(patient) or "") if patient else ""),
         PreviewRow("issuer of patient ID used", "yes" if order.patient_id_issuer else "no"),
         PreviewRow("order date", show(order.order_date)),
         PreviewRow("modality", show(order.modality)),
