@@ -571,3 +571,42 @@ class TestMatchingRules:
             settings,
             "select patient_weight_kg from ris_order where accession_pseudonym is not null",
         ) == [(80.0,)]
+
+
+class TestDamagedMessages:
+    def test_damaged_messages_refused_with_reason_and_never_logged(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """3,000 seeded mutations of an order: each parses or is a MessageError, no value logged.
+
+        python-hl7 logs field values when it cannot unescape them; those loggers are off.
+        """
+        import random
+
+        from kerma.errors import MessageError
+
+        mapping = load_mapping()
+        base = orm("F1", ACCESSION_BEFORE)
+        rng = random.Random(18)
+        outcomes = {"parsed": 0, "refused": 0}
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(3000):
+                data = bytearray(base)
+                for _ in range(rng.randint(1, 8)):
+                    op, pos = rng.random(), rng.randrange(len(data))
+                    if op < 0.4:
+                        data[pos] = rng.choice(b"|^~\\&\r0123456789AZ \x00\xff")
+                    elif op < 0.7:
+                        del data[pos : pos + rng.randint(1, 20)]
+                    else:
+                        data[pos:pos] = bytes(rng.choice(b"|^~\\&\r") for _ in range(5))
+                try:
+                    parse_message(bytes(data), mapping)
+                    outcomes["parsed"] += 1
+                except MessageError as exc:
+                    assert exc.ack_code in ("AE", "AR")
+                    assert PATIENT_ID not in str(exc) and ACCESSION_BEFORE not in str(exc)
+                    outcomes["refused"] += 1
+        assert outcomes["parsed"] > 0 and outcomes["refused"] > 0
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "ZQXPID" not in logged and "ZQXACC" not in logged

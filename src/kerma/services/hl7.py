@@ -60,6 +60,9 @@ _PATH = re.compile(
     r"(?P<seg>[A-Z][A-Z0-9]{2})-(?P<field>\d+)(?:\.(?P<comp>\d+))?(?:\.(?P<sub>\d+))?"
 )
 
+#: A message type (HL7 Table 0076) or trigger event (Table 0003) code.
+_MESSAGE_CODE = re.compile(r"[A-Z][A-Z0-9]{2}")
+
 #: HL7 Table 0357 (message error condition codes) used in ERR-3.
 ERR_REQUIRED_FIELD_MISSING: Final = "101"
 ERR_DATA_TYPE: Final = "102"
@@ -302,6 +305,13 @@ def read_envelope(raw: bytes) -> Envelope:
         value = parts[c - 1].strip() if c - 1 < len(parts) else ""
         return value or None
 
+    # a damaged MSH (fields shifted, segments run together) may carry any text in any
+    # field, patient data included: its fields are used (ACK, ris_message, logs) only
+    # when MSH-9 reads as a message type and trigger event
+    if not _MESSAGE_CODE.fullmatch(get(9, 1) or "") or not _MESSAGE_CODE.fullmatch(
+        get(9, 2) or "XXX"
+    ):
+        return Envelope()
     return Envelope(
         sending_application=get(3),
         sending_facility=get(4),
@@ -452,7 +462,7 @@ def parse_message(raw: bytes, mapping: Hl7Mapping) -> OrderData:
     envelope = read_envelope(raw)
     if envelope.message_type is None:
         raise MessageError(
-            "The message does not start with an MSH segment, or MSH-9 is empty.",
+            "The message does not start with an MSH segment whose MSH-9 is a message type.",
             ack_code="AR",
             error_code=ERR_SEGMENT_SEQUENCE,
         )
@@ -471,14 +481,45 @@ def parse_message(raw: bytes, mapping: Hl7Mapping) -> OrderData:
             ack_code="AR",
             error_code=ERR_UNSUPPORTED_EVENT,
         )
+    from hl7.exceptions import HL7Exception
+
+    _silence_library_logs()
     try:
-        message = hl7.parse(decode(raw))
-    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        return _read(hl7.parse(decode(raw)), envelope, kind, mapping)
+    except (
+        ValueError,
+        LookupError,
+        TypeError,
+        AttributeError,
+        AssertionError,
+        HL7Exception,
+    ) as exc:
+        if isinstance(exc, MessageError):
+            raise
         raise MessageError(
             f"The message cannot be parsed as HL7 v2 ({type(exc).__name__}).",
             ack_code="AR",
             error_code=ERR_SEGMENT_SEQUENCE,
         ) from None
+
+
+def _silence_library_logs() -> None:
+    """Turn off python-hl7's own loggers: they log field values (patient IDs) on errors.
+
+    python-hl7 0.4 logs "Error unescaping value [<value>]" and the like through loggers
+    named after its files (``logging.getLogger(__file__)``); a patient ID must never
+    reach a log (docs/privacy.md), so they are disabled. Kerma reports what it could not
+    read in its own words instead.
+    """
+    import hl7.containers
+    import hl7.util
+
+    for module in (hl7.containers, hl7.util):
+        module.logger.disabled = True
+
+
+def _read(message: Any, envelope: Envelope, kind: str, mapping: Hl7Mapping) -> OrderData:
+    """Read a parsed message through the mapping of its sending application."""
     fields = mapping.for_application(envelope.sending_application)
     paths = fields.paths
     order = OrderData(
