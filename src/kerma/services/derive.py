@@ -77,7 +77,9 @@ def refresh_studies(
 
     Runs in the caller's transaction (never commits): the ingest pipeline calls it in
     the transaction that stored the object, so a study's summary never disagrees with
-    its events.
+    its events. First the studies' RIS/FHIR orders fill weight, height and requested
+    procedure (:func:`kerma.services.orders.apply_orders`, docs/ris.md), so a study
+    imported after its order picks the order up here.
 
     Parameters
     ----------
