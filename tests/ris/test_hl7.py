@@ -346,9 +346,21 @@ class TestOrdersEndToEnd:
                     },
                 ],
             }
+            from kerma.services.users import Accounts, Actor
+
+            accounts = Accounts(ris_settings)
+            try:
+                _, token = accounts.add_token(
+                    "fhir-server", "physicist", Actor(name="test-setup", kind="cli")
+                )
+            finally:
+                accounts.close()
+            bearer = {"Authorization": f"Bearer {token}"}
             with TestClient(create_app(ris_settings)) as client:
-                ok = client.post("/fhir/notify", content=json.dumps(notification))
-                bad = client.post("/fhir/notify", content=b"not json")
+                anonymous = client.post("/fhir/notify", content=json.dumps(notification))
+                ok = client.post("/fhir/notify", content=json.dumps(notification), headers=bearer)
+                bad = client.post("/fhir/notify", content=b"not json", headers=bearer)
+            assert anonymous.status_code == 401  # a machine interface: no redirect to /login
             assert ok.status_code == 200, ok.text
             assert ok.json() == {"status": "accepted", "orders": 1, "studies_updated": 1}
             assert bad.status_code == 422

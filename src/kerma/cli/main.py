@@ -56,6 +56,7 @@ COMMAND_MODULES = (
     "kerma.cli.serve",
     "kerma.cli.keys",
     "kerma.cli.hl7",
+    "kerma.cli.users",
 )
 
 #: The modules to load for each command, tried in order until one adds it; a command
@@ -85,6 +86,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "key": ("kerma.cli.keys",),
     "hl7": ("kerma.cli.hl7",),
     "fhir": ("kerma.cli.hl7",),
+    "users": ("kerma.cli.users",),
+    "tokens": ("kerma.cli.users",),
 }
 
 #: Commands that do not open the registry database (its URL is not checked for them).

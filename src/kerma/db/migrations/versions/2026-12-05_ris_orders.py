@@ -9,7 +9,7 @@
   ``fhir``; ``study.requested_procedure_code``: the matched order's code.
 
 Revision ID: 0017_orders
-Revises: 0004_devices_accession
+Revises: 0010_users_audit
 Create Date: 2026-12-05 10:15:00
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017_orders"
-down_revision: str | None = "0004_devices_accession"
+down_revision: str | None = "0010_users_audit"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
