@@ -3,7 +3,7 @@
 - :class:`Role` — ``viewer`` < ``physicist`` < ``admin`` (ordered).
 - :class:`Principal` — the authenticated user or machine client of a request.
 - :class:`AuthMiddleware` — finds the principal of every request once (session cookie,
-  or ``Authorization: Bearer <token>`` on ``/api/`` and ``/dicomweb/``) and refuses
+  or ``Authorization: Bearer <token>`` on ``/api/``, ``/dicomweb/`` and ``/fhir/``) and refuses
   every request without one, except to the login page and static files: a page
   request is redirected to ``/login`` (303), an API request answers 401. A route
   that forgets :func:`require_role` is still closed to anonymous clients.
@@ -61,7 +61,7 @@ PUBLIC_PATHS = frozenset({"/login"})
 PUBLIC_PREFIXES = ("/static/",)
 
 #: Path prefixes of machine interfaces: 401 instead of a redirect; bearer tokens accepted.
-API_PREFIXES = ("/api/", "/dicomweb/")
+API_PREFIXES = ("/api/", "/dicomweb/", "/fhir/")  # /fhir/: FHIR servers (docs/ris.md)
 API_PATHS = frozenset({"/openapi.json"})
 
 
@@ -282,7 +282,7 @@ def require_role(minimum: Role) -> Callable[[Request], Awaitable[Principal]]:
     -------
     callable
         An async dependency. It raises :class:`LoginRequired` without a valid session
-        or token (303 to /login for a page, 401 for ``/api/`` and ``/dicomweb/``),
+        or token (303 to /login for a page, 401 for ``/api/``, ``/dicomweb/``, ``/fhir/``),
         ``HTTPException(403)`` when the role is lower than ``minimum``, and
         ``HTTPException(403)`` when a browser session's POST/PUT/PATCH/DELETE lacks its
         CSRF token. The dependency carries ``kerma_minimum_role`` (tests check that
