@@ -80,11 +80,13 @@ def create_app(settings: Settings | None = None, *, warm: bool = False) -> FastA
     app.state.cache = AggregateCache()  # registry-wide aggregates of the pages
 
     from kerma.web import security
-    from kerma.web.routes import dicomweb
+    from kerma.web.routes import dicomweb, fhir, fhir_notify
 
     _add_static(app)  # before security.install, which adds /static only when missing
     security.install(app)  # login required everywhere but /login and /static
     app.include_router(dicomweb.router)
+    app.include_router(fhir.router)
+    app.include_router(fhir_notify.router)
     _add_dashboard(app)
     return app
 
