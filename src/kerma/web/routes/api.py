@@ -23,6 +23,7 @@ from kerma.services import analytics, dashboard
 from kerma.services import studies as study_service
 from kerma.services.dashboard import AlertFilter
 from kerma.web.deps import FilterDep, ReadSession, RegistryDep
+from kerma.web.routes.studies import count_cached
 from kerma.web.security import Principal, Role, audit, require_role
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
@@ -67,6 +68,7 @@ def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @router.get("/studies", response_model=Page, summary="Studies (filtered, sorted, paginated)")
 def list_studies(
+    request: Request,
     session: ReadSession,
     flt: FilterDep,
     user: Physicist,
@@ -78,9 +80,10 @@ def list_studies(
 ) -> Page:
     """Return one page of the studies the filter selects (the study browser's filters)."""
     result = study_service.list_studies(
-        session, flt=flt, sort=sort, limit=per_page, offset=(page - 1) * per_page
+        session, flt=flt, sort=sort, limit=per_page, offset=(page - 1) * per_page, count=False
     )
-    return Page(total=result.total, page=page, per_page=per_page, items=_plain(result.rows))
+    total = count_cached(request, session, flt)
+    return Page(total=total, page=page, per_page=per_page, items=_plain(result.rows))
 
 
 @router.get("/studies/{study_id}", response_model=StudyOut, summary="One study and its events")

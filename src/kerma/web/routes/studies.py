@@ -9,6 +9,7 @@ detail, the CSV and the originals need the physicist role and are audited.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -55,6 +56,17 @@ PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_SORT = "study_date:desc,study_time:desc"
 
 
+def count_cached(request: Request, session: Any, flt: StudyFilter) -> int:
+    """Return how many studies ``flt`` selects, cached per registry state (the count reads
+    every matching study, the page only 50: at 10⁶ events it is most of a page's time;
+    ``docs/web.md``)."""
+    return int(
+        request.app.state.cache.get(
+            session, ("count", flt), lambda: study_service.count_studies(session, flt=flt)
+        )
+    )
+
+
 def filter_query(request: Request, **changes: Any) -> str:
     """Return the request's query string with ``changes`` applied (``None`` removes a key)."""
     params = dict(request.query_params)
@@ -85,10 +97,13 @@ def browse(
             limit=per_page,
             offset=(page - 1) * per_page,
             columns=("study_id", *BROWSER_COLUMNS),
+            count=False,
         )
     except ValueError as exc:
         return render(request, "error.html", {"error": str(exc)}, status_code=400)
-    pages = max(1, -(-result.total // per_page))
+    total = count_cached(request, session, flt)
+    result = dataclasses.replace(result, total=total)
+    pages = max(1, -(-total // per_page))
     return render(
         request,
         "studies.html",
