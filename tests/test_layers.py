@@ -9,6 +9,7 @@ package.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -50,12 +51,31 @@ def lint_copy(root: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def lint_in_process() -> int:
+    """Run the contracts in this process, leaving the logging configuration as it was.
+
+    import-linter configures logging with ``dictConfig`` (``disable_existing_loggers``
+    true), which would silence every ``kerma`` logger already made for the tests that
+    follow (the HL7 tests read Kerma's log).
+    """
+    loggers = [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and not logger.disabled
+    ]
+    try:
+        return lint_imports(config_filename=str(PYPROJECT), no_cache=True, no_logo=True)
+    finally:
+        for logger in loggers:
+            logger.disabled = False
+
+
 class TestLayers:
     """The import rules of DESIGN.md hold and the check can fail."""
 
     def test_contracts_kept(self, capsys: pytest.CaptureFixture[str]) -> None:
         """Every import-linter contract is kept by the package as it is."""
-        code = lint_imports(config_filename=str(PYPROJECT), no_cache=True, no_logo=True)
+        code = lint_in_process()
         output = capsys.readouterr().out
         assert code == 0, output
         assert "0 broken" in output
