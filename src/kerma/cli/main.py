@@ -55,6 +55,8 @@ COMMAND_MODULES = (
     "kerma.cli.alerts",
     "kerma.cli.serve",
     "kerma.cli.keys",
+    "kerma.cli.hl7",
+    "kerma.cli.users",
     "kerma.cli.export",
 )
 
@@ -83,6 +85,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "alerts": ("kerma.cli.alerts",),
     "serve": ("kerma.cli.serve",),
     "key": ("kerma.cli.keys",),
+    "hl7": ("kerma.cli.hl7",),
+    "fhir": ("kerma.cli.hl7",),
+    "users": ("kerma.cli.users",),
+    "tokens": ("kerma.cli.users",),
     "export": ("kerma.cli.export",),
 }
 

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_export_marker"
-down_revision: str | None = "0004_devices_accession"
+down_revision: str | None = "0010_users_audit"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
