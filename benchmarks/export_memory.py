@@ -10,8 +10,8 @@ peer's spreadsheet export ran a server out of memory at 6,500 CT studies). For e
    ``WORKDIR/reg-N.db`` when it exists;
 2. runs the export as a whole ``kerma`` process (``kerma export xlsx --out ...``) and
    reads its peak resident set size (``ru_maxrss`` of the child, via ``os.wait4``);
-3. opens the workbook with openpyxl (read-only) and counts the rows of each sheet
-   (``--no-verify`` skips it).
+3. opens the workbook with openpyxl (read-only) and reports the data rows of each
+   sheet from its dimension (``--no-verify`` skips it).
 
 Usage (from the repository root, in the project's virtual environment)::
 
@@ -75,12 +75,21 @@ def _run(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
 
 
 def _count_rows(path: Path) -> dict[str, int]:
-    """Return the rows of each sheet of a workbook (openpyxl read-only)."""
+    """Return the data rows of each sheet of a workbook, opened with openpyxl (read-only).
+
+    The rows come from each sheet's dimension (``max_row``, the header excluded); the
+    first data row of each sheet is read to check the sheet is readable.
+    """
     import openpyxl
 
     workbook = openpyxl.load_workbook(path, read_only=True)
     try:
-        return {ws.title: sum(1 for _ in ws.iter_rows(values_only=True)) for ws in workbook}
+        rows = {}
+        for sheet in workbook:
+            rows[sheet.title] = (sheet.max_row or 1) - 1
+            if rows[sheet.title]:
+                next(sheet.iter_rows(min_row=2, max_row=2, values_only=True))
+        return rows
     finally:
         workbook.close()
 

@@ -1,7 +1,7 @@
 """Registries of demo studies per back end for the export tests (SQLite, PostgreSQL).
 
-``registry`` is shared by the tests of a module (read only); ``fresh_registry`` is a
-new one per test (for tests that change studies).
+``registry`` is shared by the tests of a module: a test that changes studies says so
+and runs last in its module (or changes only what no other test of it reads).
 """
 
 from __future__ import annotations
@@ -47,15 +47,6 @@ def demo_registry(backend: str, files: Path, folder: Path) -> Iterator[Registry]
 def registry(
     request: pytest.FixtureRequest, demo_files: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Registry]:
-    """Yield a registry of the demo studies shared by a module's tests (do not change it)."""
+    """Yield a registry of the demo studies shared by a module's tests."""
     with demo_registry(request.param, demo_files, tmp_path_factory.mktemp("reg")) as reg:
-        yield reg
-
-
-@pytest.fixture(params=BACKENDS)
-def fresh_registry(
-    request: pytest.FixtureRequest, demo_files: Path, tmp_path: Path
-) -> Iterator[Registry]:
-    """Yield a registry of the demo studies of this test alone."""
-    with demo_registry(request.param, demo_files, tmp_path) as reg:
         yield reg

@@ -57,17 +57,24 @@ def test_duckdb_gives_the_medians_of_kerma_stats(registry: Registry, tmp_path: P
     assert n_events == result.events > 60 and n_orphans == 0 and month_ok
 
 
+def test_an_unreadable_manifest_is_a_clear_error(registry: Registry, tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="Unable to read the export manifest"):
+        write_parquet(registry, tmp_path)
+
+
 def test_incremental_export_rewrites_only_changed_months(
-    fresh_registry: Registry, tmp_path: Path
+    registry: Registry, tmp_path: Path
 ) -> None:
+    # last test of the module: it changes the shared registry's studies
     folder = tmp_path / "pq"
-    first = write_parquet(fresh_registry, folder)
+    first = write_parquet(registry, folder)
     assert first.months_unchanged == 0 and first.months_written
-    again = write_parquet(fresh_registry, folder)
+    again = write_parquet(registry, folder)
     assert again.months_written == [] and again.months_unchanged == len(first.months_written)
     assert read_manifest(folder)["high_water_mark"] == first.high_water_mark
 
-    with fresh_registry.session() as session:
+    with registry.session() as session:
         ids = session.scalars(select(Study.id).order_by(Study.id)).all()
         moved, changed = ids[0], ids[1]
         old_month = session.scalar(select(Study.study_date).where(Study.id == moved))
@@ -80,7 +87,7 @@ def test_incremental_export_rewrites_only_changed_months(
             update(Study).where(Study.id == changed).values(study_description="UPDATED")
         )
         changed_month = session.scalar(select(Study.study_date).where(Study.id == changed))
-    third = write_parquet(fresh_registry, folder)
+    third = write_parquet(registry, folder)
     expected = {"2020-02", old_month.strftime("%Y-%m"), changed_month.strftime("%Y-%m")}
     assert set(third.months_written) == expected
     assert third.high_water_mark > first.high_water_mark
@@ -93,17 +100,11 @@ def test_incremental_export_rewrites_only_changed_months(
     assert rows == [(60, 60, "2020-02", "UPDATED")]
 
     # a study deleted: its month is rewritten without it; an emptied month is removed
-    with fresh_registry.session() as session:
+    with registry.session() as session:
         session.execute(
             update(Study).where(Study.id == moved).values(study_date=dt.date(2021, 3, 1))
         )
-    fourth = write_parquet(fresh_registry, folder)
+    fourth = write_parquet(registry, folder)
     assert fourth.months_removed == ["2020-02"] and fourth.months_written == ["2021-03"]
     assert not (folder / "studies" / "study_month=2020-02").exists()
     assert _query(folder, "SELECT count(*), count(DISTINCT study_id) FROM {studies}") == [(60, 60)]
-
-
-def test_an_unreadable_manifest_is_a_clear_error(registry: Registry, tmp_path: Path) -> None:
-    (tmp_path / MANIFEST_NAME).write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match="Unable to read the export manifest"):
-        write_parquet(registry, tmp_path)

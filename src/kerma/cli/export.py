@@ -40,7 +40,7 @@ export_app = typer.Typer(
     name="export",
     help="Export dose data: CSV, XLSX, national DRL surveys, Parquet, FHIR, de-identified.",
     no_args_is_help=True,
-    rich_markup_mode=RICH_MARKUP_MODE,
+    rich_markup_mode=RICH_MARKUP_MODE,  # type: ignore[arg-type]
 )
 
 #: Modules that add more subcommands to :data:`export_app`: each has
@@ -129,11 +129,19 @@ def _spreadsheet(kind: str, out: Path, flt: Any, units: str) -> None:
     finally:
         registry.close()
     console = make_console()
+    if n == 0 or (n is None and not any(_rows_beyond_header(p) for p in files)):
+        console.print("No study matches the filter (the files hold headers only).")
     if n is not None:
         console.print(f"{n} studies written to {escape(str(out))}")
     else:
         for path in files:
             console.print(f"written {escape(str(path))}")
+
+
+def _rows_beyond_header(path: Path) -> bool:
+    """Return whether a CSV file has a row after its header."""
+    with path.open(encoding="utf-8-sig") as stream:
+        return sum(1 for _ in zip(range(2), stream, strict=False)) > 1
 
 
 OutFileOpt = Annotated[Path, typer.Option("--out", "-o", help="File to write.")]

@@ -151,7 +151,7 @@ def count_by_exam_protocol_device(
         .group_by(*keys)
         .order_by(*keys)
     )
-    return list(session.execute(stmt).all())
+    return list(session.execute(stmt).all())  # type: ignore[arg-type]
 
 
 def _month_of(session: Session) -> Any:

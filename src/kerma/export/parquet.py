@@ -241,12 +241,19 @@ def write_parquet(
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {} if full else read_manifest(folder)
     before: dict[str, list[Any]] = manifest.get("months", {})
+    on_disk = {
+        path.name.removeprefix(f"{PARTITION}=")
+        for table in ("studies", "events")
+        if (folder / table).is_dir()
+        for path in (folder / table).iterdir()
+        if path.is_dir() and path.name.startswith(f"{PARTITION}=")
+    }
     with registry.session(write=False) as session:
         fingerprints = exports.month_fingerprints(session)
         latest = exports.latest_update(session)
     now = {month: list(fp) for month, fp in fingerprints.items()}
     changed = sorted(m for m, fp in now.items() if full or before.get(m) != fp)
-    removed = sorted(m for m in before if m not in now)
+    removed = sorted(m for m in {*before, *on_disk} if m not in now)
     result = ParquetResult(months_unchanged=len(now) - len(changed))
     study_kinds, event_kinds = exports.study_column_kinds(), exports.event_column_kinds()
     for index, month in enumerate(changed):

@@ -239,6 +239,9 @@ def _write(rows: list[list[Any]], fields: tuple[SurveyColumn, ...], out: Path | 
             )
 
     if isinstance(out, Path | str):
+        from kerma.export.tabular import check_folder
+
+        check_folder(out)
         with open_private(Path(out), "w", encoding="utf-8-sig", newline="") as stream:
             emit(stream)
     else:

@@ -314,6 +314,19 @@ class _XlsxSink(_Sink):
         self.row += 1
 
 
+def check_folder(path: str | Path) -> None:
+    """Raise before any work when the folder a file is to be written in does not exist.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the missing folder.
+    """
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Unable to write {path}: the folder {folder} does not exist")
+
+
 def _plan(
     registry: Registry, flt: StudyFilter | None, *, units: Units, max_columns: int | None
 ) -> tuple[dict[str, Layout], list[dict[str, Any]], int]:
@@ -409,11 +422,15 @@ def write_xlsx(
     ------
     ValueError
         When a sheet would exceed the XLSX limit of 1,048,575 rows.
+    FileNotFoundError
+        When the folder of ``out`` does not exist.
     """
     import xlsxwriter
 
     from kerma.services.exports import STUDY_BATCH_SIZE
 
+    if isinstance(out, str | Path):
+        check_folder(out)
     layouts, summary, total = _plan(registry, flt, units=units, max_columns=XLSX_MAX_COLUMNS)
     target = str(out) if isinstance(out, Path) else out
     workbook = xlsxwriter.Workbook(target, XLSX_OPTIONS)
@@ -479,6 +496,7 @@ def write_csv(
     from kerma.files import open_private
     from kerma.services.exports import STUDY_BATCH_SIZE
 
+    check_folder(out)
     layouts, summary, total = _plan(registry, flt, units=units, max_columns=None)
     paths = csv_paths(Path(out), list(layouts))
     streams: list[IO[str]] = []

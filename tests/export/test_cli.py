@@ -1,0 +1,73 @@
+"""CliRunner tests of ``kerma export csv|xlsx|survey|parquet`` (kerma.cli.export), SQLite."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+
+import openpyxl
+import pytest
+from typer.testing import CliRunner
+
+from kerma.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def registry_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A SQLite registry holding 12 generated demo dose reports (synthetic, no PHI)."""
+    import kerma
+    from kerma.config import get_settings
+    from kerma.demo.generator import generate_demo_files
+
+    root = tmp_path_factory.mktemp("registry")
+    files = generate_demo_files(root / "files", studies=12, seed=5, end_date=dt.date(2026, 6, 30))
+    env = {
+        "KERMA_DATABASE_URL": f"sqlite:///{root / 'kerma.db'}",
+        "KERMA_ARCHIVE_DIR": str(root / "archive"),
+        "COLUMNS": "200",
+    }
+    settings = get_settings(database_url=env["KERMA_DATABASE_URL"], archive_dir=root / "archive")
+    with kerma.Registry(settings=settings) as registry:
+        registry.import_paths(files)
+    return env
+
+
+def test_xlsx_with_filters(registry_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "ct.xlsx"
+    result = runner.invoke(
+        app,
+        ["export", "xlsx", "-m", "CT", "--from", "2025-01-01", "--out", str(out)],
+        env=registry_env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "studies written to" in result.output
+    workbook = openpyxl.load_workbook(out, read_only=True)
+    assert workbook.sheetnames == ["Summary", "CT studies", "CT events"]
+
+
+def test_csv_survey_and_parquet(registry_env: dict[str, str], tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["export", "csv", "--out", str(tmp_path / "x.csv")], env=registry_env
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x_summary.csv").exists() and (tmp_path / "x_CT_studies.csv").exists()
+    survey = tmp_path / "s.csv"
+    result = runner.invoke(
+        app, ["export", "survey", "--out", str(survey), "--dap-unit", "mGy.cm2"], env=registry_env
+    )
+    assert result.exit_code == 0, result.output
+    with survey.open(encoding="utf-8-sig") as f:
+        header = next(csv.reader(f))
+    assert "KAP total median (mGy·cm²)" in header and "DLP median (mGy·cm)" in header
+    bad = runner.invoke(
+        app, ["export", "survey", "--out", str(survey), "--dap-unit", "Gy.m2"], env=registry_env
+    )
+    assert bad.exit_code == 2 and "not a KAP unit" in bad.output
+    folder = tmp_path / "pq"
+    first = runner.invoke(app, ["export", "parquet", "--out", str(folder)], env=registry_env)
+    assert first.exit_code == 0 and "0 unchanged" in first.output, first.output
+    second = runner.invoke(app, ["export", "parquet", "--out", str(folder)], env=registry_env)
+    assert "0 months written" in second.output, second.output
