@@ -970,19 +970,18 @@ class Importer:
                 superseded_reports=superseded,
             )
 
-        try:
-            outcome = self._run(work)
-        except IntegrityError as exc:
-            # another worker stored the same SOP Instance UID between our check and commit
-            race = exc
-
-            def again(session: Session) -> ImportOutcome:
-                existing = queries.get_dose_report(session, sop_instance_uid=sop_uid)
-                if existing is None:
-                    raise race
-                return self._present_or_conflict(session, existing, item, archived, source)
-
-            outcome = self._run(again)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                outcome = self._run(work)
+                break
+            except IntegrityError:
+                # another process stored the same SOP Instance UID (or the same study,
+                # device, patient or group) between our look-up and our commit: the
+                # database refused the duplicate, and the object is handled again on
+                # what it stored, as if it had arrived second (issue #15)
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                logger.info("%s raced another process; handling it again", sop_uid)
         logger.info("%s %s (%s)", outcome.status, sop_uid, report.kind)
         return outcome
 
