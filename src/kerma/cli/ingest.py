@@ -175,6 +175,14 @@ def import_(
             help="Worker processes importing at once (PostgreSQL or SQLite; default 1).",
         ),
     ] = 1,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Site (institution) these objects belong to, unless KERMA_SITE_MAP names "
+            "their Institution Name (default: KERMA_SITE, else the Institution Name).",
+        ),
+    ] = None,
 ) -> None:
     """Import DICOM dose objects into the registry (idempotent: a second run adds nothing).
 
@@ -221,8 +229,11 @@ def import_(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+    settings = get_settings()
+    if site is not None:
+        settings = settings.model_copy(update={"site": site})
     with (
-        ParallelImporter(get_settings(), workers=workers) as importer,
+        ParallelImporter(settings, workers=workers) as importer,
         Progress(
             TextColumn("[bold]importing"),
             BarColumn(),
