@@ -6,7 +6,7 @@ The site of an object, in order:
    spellings an institution's modalities use);
 2. the receiving node is configured for a site (``KERMA_SITE``, ``kerma import
    --site``);
-3. its Institution Name as written;
+3. its Institution Name as written (not a placeholder such as ``REMOVED``);
 
 else it has none. An Institution Name that the site treats as identifying
 (``KERMA_IDENTIFYING_ATTRIBUTES`` lists ``InstitutionName``) is used only through the
@@ -22,6 +22,12 @@ from kerma.records import DoseReport
 
 #: Longest site name stored (``site.name``).
 MAX_SITE_NAME = 255
+
+#: Institution Names that anonymisers or devices write when the real one is unknown:
+#: not a site (the node's KERMA_SITE or the map decide, else the study has none).
+PLACEHOLDER_INSTITUTIONS = frozenset(
+    {"REMOVED", "ANONYMIZED", "ANONYMISED", "ANONYMOUS", "UNKNOWN", "NONE", "N/A", "-", "X"}
+)
 
 
 def _key(text: str) -> str:
@@ -46,6 +52,8 @@ def site_name(report: DoseReport, settings: Settings) -> str | None:
         The site name (at most :data:`MAX_SITE_NAME` characters).
     """
     institution = (report.device.institution_name or "").strip()
+    if institution.upper() in PLACEHOLDER_INSTITUTIONS:
+        institution = ""
     if institution and settings.site_map:
         mapped = {_key(k): v for k, v in settings.site_map.items()}.get(_key(institution))
         if mapped and mapped.strip():
