@@ -16,6 +16,7 @@
     ├── AlertReviewError(KermaError, ValueError)    a review action not allowed in that state
     ├── AlertMessageError(KermaError, ValueError)   an alert message is malformed
     ├── ReportNotAllowedError               a significant-event report for another outcome
+    ├── AccountError(KermaError, ValueError)        a user or token change not allowed
     ├── PullError                           the PACS could not be queried or asked to send
     └── SpoolError                          the Storage SCP's spool
         ├── SlotError(SpoolError, ValueError)       a spool slot is torn or not a slot
@@ -153,6 +154,14 @@ class AlertReviewError(KermaError, ValueError):
     """
 
 
+class AccountError(KermaError, ValueError):
+    """A user or API-token change cannot be made; the message says why (issue #13).
+
+    For example: the name is taken, the password is too short, the role is unknown, or
+    the change would leave no active admin.
+    """
+
+
 class IngestWarning(UserWarning):
     """A quirky but readable object: raised only by lenient decoding."""
 
@@ -163,3 +172,19 @@ class AlertMessageError(KermaError, ValueError):
 
 class ReportNotAllowedError(KermaError):
     """A significant-event report was asked for an alert not notified to the authority."""
+
+
+class MessageError(KermaError, ValueError):
+    """An HL7 v2 message or FHIR resource that cannot be used (docs/ris.md).
+
+    ``ack_code`` is the HL7 acknowledgment code it leads to (HL7 Table 0008): ``AR``
+    when the message itself is refused (not HL7, unsupported type), ``AE`` when its
+    content is in error (no accession number and no patient ID, a unit not known).
+    ``error_code`` is the HL7 Table 0357 code of ERR-3. The message never quotes a
+    value of the message (it may identify the patient).
+    """
+
+    def __init__(self, message: str, *, ack_code: str = "AE", error_code: str = "207") -> None:
+        super().__init__(message)
+        self.ack_code = ack_code
+        self.error_code = error_code

@@ -91,6 +91,11 @@ class UserSite(Base):
     )
 
 
+def _utc_now() -> dt.datetime:
+    """Return the current time in UTC (the ``study.updated_at`` change marker)."""
+    return dt.datetime.now(dt.UTC)
+
+
 class Device(Base):
     """One imaging device (a room / modality unit).
 
@@ -176,6 +181,12 @@ class Study(Base):
     patient_sex: Mapped[str | None] = mapped_column(String(16))
     patient_weight_kg: Mapped[float | None] = mapped_column(Float)
     patient_size_m: Mapped[float | None] = mapped_column(Float)
+    #: where ``patient_weight_kg`` / ``patient_size_m`` came from: ``device`` (the dose
+    #: object), ``ris`` (an HL7 v2 order or result) or ``fhir`` (docs/ris.md)
+    patient_weight_source: Mapped[str | None] = mapped_column(String(8))
+    patient_size_source: Mapped[str | None] = mapped_column(String(8))
+    #: the requested procedure code of the matched RIS order (exam rules read it)
+    requested_procedure_code: Mapped[str | None] = mapped_column(String)
     is_non_patient: Mapped[bool] = mapped_column(Boolean, default=False)
     #: a report of the study has an undecided conflict: another copy of its SOP Instance
     #: UID with different content is held (``report_conflict``); the totals use the
@@ -225,6 +236,11 @@ class Study(Base):
     image_size_mm: Mapped[float | None] = mapped_column(Float)
     image_size_source: Mapped[str | None] = mapped_column(String(16))
     derived_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: change marker of the incremental exports (migration 0011_export_marker): set on
+    #: insert and on every UPDATE through SQLAlchemy, in UTC with microseconds
+    updated_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), default=_utc_now, onupdate=_utc_now, index=True
+    )
 
     device: Mapped[Device] = relationship(back_populates="studies")
     patient: Mapped[Patient | None] = relationship()
@@ -754,3 +770,154 @@ class PlausibilityFlag(Base):
     source: Mapped[str | None] = mapped_column(String)
     message: Mapped[str] = mapped_column(Text)
     flagged_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RisOrder(Base):
+    """An order, result or patient update from the RIS (HL7 v2) or a FHIR server.
+
+    Holds what a dose study lacks: the patient's weight and height, the requested
+    procedure and the ordering department (docs/ris.md). Identity is kept only as keyed
+    hashes made with the pseudonym key (:mod:`kerma.ingest.pseudonym`): the accession
+    number (``accession_pseudonym``, unique: one row per order) and issuer + Patient ID
+    (``patient_pseudonym``). A patient update without accession number (ADT^A08, a FHIR
+    Observation of no order) is a row without ``accession_pseudonym``, one per patient
+    and ``order_date``. Weight in kg and height in m, whatever the message's units.
+    """
+
+    __tablename__ = "ris_order"
+    __table_args__ = (Index("ix_ris_order_patient_date", "patient_pseudonym", "order_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    accession_pseudonym: Mapped[str | None] = mapped_column(SHA256_HEX, unique=True)
+    patient_pseudonym: Mapped[str | None] = mapped_column(SHA256_HEX)
+    order_date: Mapped[dt.date | None] = mapped_column(Date)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    requested_procedure_code: Mapped[str | None] = mapped_column(String)
+    requested_procedure_text: Mapped[str | None] = mapped_column(String)
+    ordering_department: Mapped[str | None] = mapped_column(String)
+    patient_weight_kg: Mapped[float | None] = mapped_column(Float)
+    patient_size_m: Mapped[float | None] = mapped_column(Float)
+    #: ``ris`` (HL7 v2) or ``fhir``
+    source: Mapped[str] = mapped_column(String(8))
+    sending_application: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RisMessage(Base):
+    """One message received from the RIS or a FHIR server, accepted or not.
+
+    The message itself is kept in the archive, always encrypted (it names the patient;
+    ``archive_path`` below the archive folder, ``hl7/...``), so a rejected message is
+    never lost and can be read again with the key. The row holds nothing identifying:
+    the sending application, message type and control ID, the outcome and its reason.
+    ``status`` is ``accepted``, ``rejected`` (AR) or ``error`` (AE).
+    """
+
+    __tablename__ = "ris_message"
+    __table_args__ = (Index("ix_ris_message_status_received", "status", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archive_sha256: Mapped[str] = mapped_column(SHA256_HEX, index=True)
+    archive_path: Mapped[str] = mapped_column(String)
+    transport: Mapped[str] = mapped_column(String(16))
+    sending_application: Mapped[str | None] = mapped_column(String(64))
+    message_type: Mapped[str | None] = mapped_column(String(32))
+    message_control_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    ris_order_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ris_order.id", ondelete="SET NULL")
+    )
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UserAccount(Base):
+    """A person who logs in to the web application (issue #13; docs/security.md).
+
+    ``password_hash`` is the Argon2id hash in PHC string form (``$argon2id$v=19$...``,
+    argon2-cffi); never the password. It is ``None`` for a directory (LDAP) user, whose
+    password is checked by the directory. ``role`` is ``viewer``, ``physicist`` or
+    ``admin``. ``failed_logins`` counts failures since the last successful login;
+    ``locked_until`` is the end of the current lock-out (``None``: not locked).
+    The table is not called ``user``: that is a reserved word in PostgreSQL.
+    """
+
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    is_disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    is_ldap: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserSession(Base):
+    """A browser session: the server side of the ``kerma_session`` cookie.
+
+    ``session_hash`` is SHA-256 (hex) of the random session id the cookie holds, so the
+    table alone does not let anyone act as a logged-in user. ``csrf_token`` is the
+    session's CSRF token (random, 32 bytes, URL-safe base64). A session ends at
+    ``expires_at`` (absolute), after ``settings.session_idle_minutes`` without a
+    request (``last_seen_at``), or when revoked (``revoked_at``: logout, password
+    reset, user disabled).
+    """
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(SHA256_HEX, unique=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    """A machine client's token (STOW-RS sender, JSON API script).
+
+    ``token_hash`` is SHA-256 (hex) of the token (32 random bytes, shown once when
+    made); the token itself is never stored. ``role`` as for users.
+    """
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    token_hash: Mapped[str] = mapped_column(SHA256_HEX, unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditLog(Base):
+    """One entry of the audit log: who did what to which target, when, from where.
+
+    Append-only: Kerma only inserts; the migration adds triggers (SQLite and
+    PostgreSQL) that refuse UPDATE and DELETE. ``username`` is the user or token name
+    (for a failed login: the name that was tried); ``principal_kind`` is ``user``,
+    ``token`` or ``anonymous``; ``client_address`` the peer's IP address.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    username: Mapped[str] = mapped_column(String(128), index=True)
+    principal_kind: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(512), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    client_address: Mapped[str | None] = mapped_column(String(64))

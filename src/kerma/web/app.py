@@ -63,7 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Kerma", version=__version__, lifespan=lifespan)
     app.state.settings = settings
 
-    from kerma.web.routes import dicomweb
+    from kerma.web import security
+    from kerma.web.routes import dicomweb, fhir, fhir_notify
 
+    security.install(app)  # login required everywhere but /login and /static
     app.include_router(dicomweb.router)
+    app.include_router(fhir.router)
+    app.include_router(fhir_notify.router)
     return app

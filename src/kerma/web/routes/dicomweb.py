@@ -9,6 +9,12 @@ follows on the worker, with ``settings.scp_keep_non_dose`` as for the Storage SC
 each object keeps its origin (``STOW-RS from <client address>``), which ``kerma
 ignored`` and ``kerma rejects`` show.
 
+Clients authenticate with an API token of at least the physicist role
+(``Authorization: Bearer <token>``, ``kerma tokens add``); without one the answer is
+401, with a lower role 403 (docs/security.md). A browser session may post too, with
+its CSRF token in the ``X-CSRF-Token`` header. Each request that was read to its end is
+audited (``dicomweb.stow``: the token, the client address, how many stored and failed).
+
 The response is the Store Instances Response in DICOM JSON: 200 when every instance
 was stored, 202 when some failed, 409 when none was stored; 415 for another media
 type; 400 for a body that is not a well-formed multipart body.
@@ -26,7 +32,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -34,10 +40,14 @@ from starlette.requests import ClientDisconnect
 from kerma.errors import ObjectTooLargeError
 from kerma.net.dicomweb import StowReceiver, parse_content_type, store_response
 from kerma.net.handlers import IntakeLimits
+from kerma.web.security import Role, audit, require_role
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+#: STOW-RS senders need a token (or a session) with at least the physicist role.
+router = APIRouter(
+    prefix="/dicomweb", tags=["dicomweb"], dependencies=[Depends(require_role(Role.physicist))]
+)
 
 DICOM_JSON = "application/dicom+json"
 
@@ -167,6 +177,14 @@ async def _store(request: Request, study_instance_uid: str | None) -> Response:
     content: dict[str, Any] = store_response(stored)
     n_failed = sum(1 for s in stored if s.failure_reason is not None)
     code = 200 if n_failed == 0 else (409 if n_failed == len(stored) else 202)
+    await run_in_threadpool(
+        audit,
+        request,
+        getattr(request.state, "principal", None),
+        "dicomweb.stow",
+        study_instance_uid or "",
+        {"stored": len(stored) - n_failed, "failed": n_failed},
+    )
     return JSONResponse(content, status_code=code, media_type=DICOM_JSON)
 
 

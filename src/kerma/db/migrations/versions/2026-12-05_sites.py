@@ -5,7 +5,7 @@ they were received for (``kerma.ingest.sites``), and ``user_site`` assigns users
 sites (a user with rows sees those sites' studies only). Existing rows get no site.
 
 Revision ID: 0013_sites
-Revises: 0004_devices_accession
+Revises: 0017_orders
 Create Date: 2026-12-05 10:40:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013_sites"
-down_revision: str | None = "0004_devices_accession"
+down_revision: str | None = "0017_orders"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
