@@ -125,11 +125,14 @@ def spread(objects: list[Path], root: Path, *, folders: int = 4, seed: int = 11)
 
 
 _QUERIES: dict[str, str] = {
-    "device": "SELECT * FROM device",
+    "device": (
+        "SELECT d.*, st.name AS k_site FROM device d LEFT JOIN site st ON st.id = d.site_id"
+    ),
     "patient": "SELECT pseudonym FROM patient",
     "study": (
-        "SELECT s.*, d.device_key AS k_device, p.pseudonym AS k_patient FROM study s "
-        "JOIN device d ON d.id = s.device_id LEFT JOIN patient p ON p.id = s.patient_id"
+        "SELECT s.*, d.device_key AS k_device, p.pseudonym AS k_patient, st.name AS k_site "
+        "FROM study s JOIN device d ON d.id = s.device_id "
+        "LEFT JOIN patient p ON p.id = s.patient_id LEFT JOIN site st ON st.id = s.site_id"
     ),
     "dose_report": (
         "SELECT r.*, s.study_instance_uid AS k_study, sup.sop_instance_uid AS k_superseded_by "
@@ -187,6 +190,7 @@ _VOLATILE = {
     "detail",
     "is_current",
     "subject_key",
+    "site_id",
 }
 
 
