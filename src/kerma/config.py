@@ -131,6 +131,25 @@ class Settings(BaseSettings):
         "title equal to its station name) over file imports, STOW-RS and C-GET, and logs "
         "the decision (docs/registry.md, Conflicts).",
     )
+    site: str | None = Field(
+        default=None,
+        description="Site (institution) this node receives for (issue #15): every "
+        "study and device it stores belongs to this site unless site_map names the "
+        "object's institution. Unset: the site is the object's (0008,0080) Institution "
+        "Name (none without one). 'kerma import --site' sets it for one import.",
+    )
+    site_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="(0008,0080) Institution Name -> site name, as JSON, e.g. "
+        '{"St Mary Hosp": "St Mary", "ST MARYS HOSPITAL": "St Mary"}: one site for the '
+        "spellings of an institution; names compared without case and outer spaces.",
+    )
+    database_read_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of a read replica (a PostgreSQL hot standby) that "
+        "the dashboard and analytics read from; writes always go to database_url. "
+        "Unset: everything reads the primary.",
+    )
     plausibility: Path | None = Field(
         default=None,
         description="A site's plausibility table (CSV, columns of "

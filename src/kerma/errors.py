@@ -131,6 +131,13 @@ class NotFoundError(KermaError, LookupError):
     """A requested record does not exist."""
 
 
+class SiteAccessError(KermaError, PermissionError):
+    """A user asked for a record of a site they are not assigned to (issue #15).
+
+    The web layer answers 403; the message names the record, never its content.
+    """
+
+
 class ConflictError(KermaError):
     """A decision on a conflict (versions of one SOP Instance UID) cannot be applied.
 

@@ -30,6 +30,7 @@ from kerma.cli.registry import (
     DeviceOpt,
     FromOpt,
     SexOpt,
+    SiteOpt,
     ToOpt,
     UnitsOpt,
     WeightOpt,
@@ -331,6 +332,7 @@ def drl(
     date_to: ToOpt = None,
     family: FamilyOpt = None,
     device: DeviceOpt = None,
+    site: SiteOpt = None,
     exam: ExamOpt = None,
     local: Annotated[bool, typer.Option("--local", help="Also print local DRLs.")] = False,
     periods: Annotated[
@@ -350,7 +352,7 @@ def drl(
         return
     settings = get_settings()
     chosen = drl_set or settings.drl_set
-    flt = build_filter(date_from=date_from, date_to=date_to, device=device)
+    flt = build_filter(date_from=date_from, date_to=date_to, device=device, site=site)
     registry = _registry(settings)
     try:
         _remap(registry, use_rules)
@@ -770,6 +772,7 @@ def stats(
     date_to: ToOpt = None,
     family: FamilyOpt = None,
     device: DeviceOpt = None,
+    site: SiteOpt = None,
     exam: ExamOpt = None,
     age: AgeOpt = None,
     weight: WeightOpt = None,
@@ -794,7 +797,13 @@ def stats(
     """
     settings = get_settings()
     flt = build_filter(
-        date_from=date_from, date_to=date_to, device=device, age=age, weight=weight, sex=sex
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        age=age,
+        weight=weight,
+        sex=sex,
+        site=site,
     )
     groups = [g.strip() for g in by.split(",") if g.strip()]
     wanted = [q.strip() for q in quantity.split(",")] if quantity else None

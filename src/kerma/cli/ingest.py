@@ -166,6 +166,23 @@ def _count(n: int, singular: str, plural: str | None = None) -> str:
 
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders (recursive).")],
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Worker processes importing at once (PostgreSQL or SQLite; default 1).",
+        ),
+    ] = 1,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Site (institution) these objects belong to, unless KERMA_SITE_MAP names "
+            "their Institution Name (default: KERMA_SITE, else the Institution Name).",
+        ),
+    ] = None,
 ) -> None:
     """Import DICOM dose objects into the registry (idempotent: a second run adds nothing).
 
@@ -186,6 +203,7 @@ def import_(
     )
 
     from kerma.services.intake import count_files, find_missing
+    from kerma.services.parallel import ParallelImporter
 
     console = make_console()
     err = make_console(stderr=True)
@@ -211,18 +229,22 @@ def import_(
             soft_wrap=True,
         )
         raise typer.Exit(1)
-    reg = _registry()
-    with Progress(
-        TextColumn("[bold]importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    settings = get_settings()
+    if site is not None:
+        settings = settings.model_copy(update={"site": site})
+    with (
+        ParallelImporter(settings, workers=workers) as importer,
+        Progress(
+            TextColumn("[bold]importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
         task = progress.add_task("import", total=total)
-        summary = reg.import_paths(paths, progress=lambda _o: progress.advance(task))
-    reg.close()
+        summary = importer.import_paths(paths, progress=lambda n: progress.advance(task, n))
     not_dicom = summary.skipped_not_dicom
     table = Table(title="Import", show_header=True, header_style="bold")
     table.add_column("outcome")

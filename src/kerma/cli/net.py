@@ -84,6 +84,14 @@ def listen(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every stored object.")
     ] = False,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Site (institution) this node receives for (default KERMA_SITE; see "
+            "KERMA_SITE_MAP).",
+        ),
+    ] = None,
 ) -> None:
     """Run the DICOM Storage SCP: spool every object durably, import it into the registry.
 
@@ -108,6 +116,8 @@ def listen(
     # hand the GIL over sooner, so network threads are not held up by the import worker
     sys.setswitchinterval(0.0005)
     settings = get_settings()
+    if site is not None:
+        settings = settings.model_copy(update={"site": site})
     from kerma.services.keys import check_registry_key
 
     check_registry_key(settings)  # a missing or other pseudonym key stops it here

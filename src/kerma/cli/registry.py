@@ -220,6 +220,15 @@ UnitsOpt = Annotated[
 ]
 
 
+SiteOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--site",
+        help="Only studies of this site (institution; repeat for several; see kerma sites).",
+    ),
+]
+
+
 def build_filter(
     *,
     modality: str | None = None,
@@ -236,6 +245,7 @@ def build_filter(
     include_non_patient: bool = False,
     conflicts: bool = False,
     flagged: bool = False,
+    site: list[str] | None = None,
 ) -> StudyFilter:
     """Return the :class:`~kerma.db.filters.StudyFilter` of the command-line options.
 
@@ -263,6 +273,7 @@ def build_filter(
         include_non_patient=include_non_patient,
         has_conflict=True if conflicts else None,
         flagged=flagged,
+        site_names=tuple(site or ()),
     )
 
 
@@ -330,6 +341,7 @@ STUDY_TABLE: tuple[tuple[str, str | None], ...] = (
 
 
 def studies(
+    site: SiteOpt = None,
     modality: ModalityOpt = None,
     date_from: FromOpt = None,
     date_to: ToOpt = None,
@@ -395,6 +407,7 @@ def studies(
         include_non_patient=include_non_patient,
         conflicts=conflicts,
         flagged=flagged,
+        site=site,
     )
     registry = open_registry()
     flags = None

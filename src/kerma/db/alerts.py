@@ -291,6 +291,22 @@ def find_patient_episode(
     return session.scalars(stmt).first()
 
 
+def lock_patient_rule(session: Session, *, rule_id: str, patient_id: int) -> None:
+    """Serialise the episode alerts of one patient and rule until the transaction ends.
+
+    On PostgreSQL a transaction-level advisory lock keyed by the rule and the patient:
+    a second process evaluating the same patient waits, then sees the episode alert
+    the first one committed instead of opening another (issue #15). SQLite writers
+    are serialised already (``BEGIN IMMEDIATE``).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+        {"key": f"kerma-alert-episode:{rule_id}:{patient_id}"},
+    )
+
+
 def add_alert(session: Session, **values: Any) -> Alert:
     """Insert an alert (flushed, so it has its id) and return it."""
     row = Alert(**values)

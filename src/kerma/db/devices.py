@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from kerma.db.models import Device, DeviceChoice, DoseReport, EventGroup, IrradiationEvent, Study
@@ -24,6 +24,10 @@ from kerma.errors import KermaError, NotFoundError
 
 #: The most merge redirections followed from one identity (a guard against cycles).
 MAX_REDIRECTS = 16
+
+#: Key of the PostgreSQL advisory lock under which device names are made (an arbitrary
+#: constant: "kerma" in ASCII).
+DEVICE_NAMES_LOCK = 0x6B65726D61
 
 
 class DeviceNameError(KermaError, ValueError):
@@ -99,7 +103,16 @@ def refresh_device_names(session: Session) -> int:
     -------
     int
         Number of devices whose name changed.
+
+    Notes
+    -----
+    On PostgreSQL the names are made under a transaction-level advisory lock
+    (:data:`DEVICE_NAMES_LOCK`), so that two ingest processes that each add a device
+    at once name them one after the other, each seeing the other's committed device
+    (issue #15): names stay unique under concurrent ingest.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DEVICE_NAMES_LOCK})
     devices = list(session.scalars(select(Device)))
     chosen = {
         c.device_key: _text(c.display_name)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
 
-from kerma.db.models import Alert, Device, Patient, PlausibilityFlag, Study
+from kerma.db.models import Alert, Device, Patient, PlausibilityFlag, Site, Study
 
 #: Study columns a dose range may be given on (canonical units in the names).
 DOSE_RANGE_QUANTITIES: tuple[str, ...] = (
@@ -140,6 +140,13 @@ class StudyFilter:
     accession_pseudonyms : tuple of str
         Only the studies of these keyed accession-number hashes
         (``study.accession_pseudonym``).
+    site_ids : tuple of int or None
+        Only the studies of these sites (``study.site_id``, issue #15); ``None``
+        (default): every site and the studies without one; an empty tuple selects no
+        study (a user assigned to no site of those asked for).
+        :func:`kerma.services.sites.narrow_filter` sets it from a user's sites.
+    site_names : tuple of str
+        Only the studies of the sites of these names (``site.name``, any case).
 
     Raises
     ------
@@ -170,6 +177,8 @@ class StudyFilter:
     flagged: bool = False
     patient_pseudonyms: tuple[str, ...] = ()
     accession_pseudonyms: tuple[str, ...] = ()
+    site_ids: tuple[int, ...] | None = None
+    site_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Normalise the fields (strings to tuples and dates) and check them."""
@@ -178,6 +187,10 @@ class StudyFilter:
         put(self, "standard_exams", _texts(self.standard_exams))
         put(self, "patient_pseudonyms", _texts(self.patient_pseudonyms))
         put(self, "accession_pseudonyms", _texts(self.accession_pseudonyms))
+        put(self, "site_names", _texts(self.site_names))
+        if self.site_ids is not None:
+            sites = (self.site_ids,) if isinstance(self.site_ids, int) else self.site_ids
+            put(self, "site_ids", tuple(sorted({int(i) for i in sites})))
         ids = (self.device_ids,) if isinstance(self.device_ids, int) else self.device_ids
         put(self, "device_ids", tuple(int(i) for i in ids or ()))
         put(self, "date_from", as_date(self.date_from))
@@ -311,6 +324,13 @@ def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
         conditions.append(s.patient_id.in_(patients))
     if flt.accession_pseudonyms:
         conditions.append(s.accession_pseudonym.in_(list(flt.accession_pseudonyms)))
+    if flt.site_ids is not None:
+        conditions.append(s.site_id.in_(list(flt.site_ids)) if flt.site_ids else false())
+    if flt.site_names:
+        named = select(Site.id).where(
+            func.lower(Site.name).in_([n.lower() for n in flt.site_names])
+        )
+        conditions.append(s.site_id.in_(named))
     if not flt.include_non_patient:
         conditions.append(s.is_non_patient.is_(False))
     if flt.has_conflict is not None:

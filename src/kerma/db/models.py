@@ -59,6 +59,38 @@ SUMMARY_EVENT_QUANTITIES: tuple[str, ...] = (
 SHA256_HEX = String(64)
 
 
+class Site(Base):
+    """One site (institution) of a multi-site registry (issue #15).
+
+    Identity: ``name``, the site name a receiving node is configured with
+    (``KERMA_SITE``), a mapped institution (``KERMA_SITE_MAP``) or the object's
+    (0008,0080) Institution Name. Devices and studies carry the site they belong to.
+    """
+
+    __tablename__ = "site"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class UserSite(Base):
+    """A user's assignment to a site: the user sees that site's studies (issue #15).
+
+    Keyed by user name (the users table belongs to the web security); a user without
+    rows is not restricted by site.
+    """
+
+    __tablename__ = "user_site"
+
+    username: Mapped[str] = mapped_column(String(128), primary_key=True)
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("site.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
 def _utc_now() -> dt.datetime:
     """Return the current time in UTC (the ``study.updated_at`` change marker)."""
     return dt.datetime.now(dt.UTC)
@@ -84,6 +116,8 @@ class Device(Base):
     institution_name: Mapped[str | None] = mapped_column(String)
     software_versions: Mapped[str | None] = mapped_column(String)
     device_name: Mapped[str] = mapped_column(String, default="")
+    #: the site of the first object received from the device (issue #15)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -130,6 +164,8 @@ class Study(Base):
     study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("device.id"), index=True)
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patient.id"), index=True)
+    #: the site that performed the study (issue #15; ``kerma.ingest.sites``)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"), index=True)
     #: the clear (0008,0050) Accession Number, only when ``KERMA_ACCESSION_IN_CLEAR``
     accession_number: Mapped[str | None] = mapped_column(String)
     #: keyed hash of the Accession Number (:mod:`kerma.ingest.pseudonym`), always

@@ -129,30 +129,29 @@ def get_or_create_device(session: Session, *, info: DeviceInfo) -> Device:
     def lookup() -> Device | None:
         return session.scalars(select(Device).where(Device.device_key == key)).one_or_none()
 
+    def other_observer(found: Device) -> bool:
+        return bool(not is_merged and info.device_observer_uid and _observers_differ(found, info))
+
     device = lookup()
-    if (
-        device is not None
-        and not is_merged
-        and info.device_observer_uid
-        and _observers_differ(device, info)
-    ):
+    if device is not None and other_observer(device):
+        assert info.device_observer_uid is not None
         key = resolve_device_key(session, observer_device_key(info.device_observer_uid))
         device = lookup()
     if device is None:
-        device = Device(
-            device_key=key,
-            device_observer_uid=info.device_observer_uid,
-            manufacturer=info.manufacturer,
-            manufacturer_model_name=info.manufacturer_model_name,
-            device_serial_number=info.device_serial_number,
-            station_name=info.station_name,
-            institution_name=info.institution_name,
-            software_versions=info.software_versions,
-            device_name=device_name(info),
-        )
-        device = _insert_or_get(session, device, lookup)
-        refresh_device_names(session)  # unique names: a new station name may collide
-        return device
+        new = _new_device(key, info)
+        created = _insert_or_get(session, new, lookup)
+        if created is not new and created.device_key == own_key and other_observer(created):
+            # another process stored a device of the same serial number and another
+            # observer UID between our look-up and our insert: ours is keyed by its
+            # observer UID, as a serial import would have keyed it (issue #15)
+            assert info.device_observer_uid is not None
+            key = resolve_device_key(session, observer_device_key(info.device_observer_uid))
+            new = _new_device(key, info)
+            created = lookup() or _insert_or_get(session, new, lookup)
+        device = created
+        if device is new:
+            refresh_device_names(session)  # unique names: a new station name may collide
+            return device
     changed = _fill_missing(
         device,
         info,
@@ -169,6 +168,21 @@ def get_or_create_device(session: Session, *, info: DeviceInfo) -> Device:
     if changed:
         refresh_device_names(session)
     return device
+
+
+def _new_device(key: str, info: DeviceInfo) -> Device:
+    """Return a new (not added) ``device`` row of ``info`` under identity ``key``."""
+    return Device(
+        device_key=key,
+        device_observer_uid=info.device_observer_uid,
+        manufacturer=info.manufacturer,
+        manufacturer_model_name=info.manufacturer_model_name,
+        device_serial_number=info.device_serial_number,
+        station_name=info.station_name,
+        institution_name=info.institution_name,
+        software_versions=info.software_versions,
+        device_name=device_name(info),
+    )
 
 
 def get_or_create_patient(session: Session, *, pseudonym: str) -> Patient:

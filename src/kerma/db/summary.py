@@ -139,7 +139,14 @@ def derive_inputs(session: Session, *, study_ids: Sequence[int]) -> DeriveInputs
         select(e.id.label("event_id"), r.kind, *(getattr(e, c) for c in EVENT_INPUT_COLUMNS))
         .join(r, r.id == e.dose_report_id)
         .where(e.study_id.in_(ids), e.is_current.is_(True))
-        .order_by(e.study_id, r.id, e.event_index)
+        # chronological, then by report and position: the same order whichever report
+        # arrived first (several ingest nodes, issue #15), not the arrival (id) order
+        .order_by(
+            e.study_id,
+            func.coalesce(e.datetime_started, ""),
+            r.sop_instance_uid,
+            e.event_index,
+        )
     )
     for row in session.execute(stmt):
         out.events.setdefault(row.study_id, []).append(dict(row._mapping))

@@ -65,6 +65,7 @@ from kerma import __version__
 from kerma.config import Settings
 from kerma.db import conflicts as conflict_queries
 from kerma.db import queries
+from kerma.db import sites as site_queries
 from kerma.db.models import DoseReport as DoseReportRow
 from kerma.db.models import IrradiationEvent as EventRow
 from kerma.db.models import RejectedObject, ReportConflict, ReportVersion, Study
@@ -77,6 +78,7 @@ from kerma.ingest.archive import Archive, ArchivedObject, sha256_of
 from kerma.ingest.plausibility import Action, Finding, check_report, load_ranges, rejection_reason
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
+from kerma.ingest.sites import site_name
 from kerma.ingest.sources import is_dicom, iter_sources
 from kerma.ingest.versions import (
     RULE_DECIDER,
@@ -378,6 +380,9 @@ class _Extracted:
     findings: list[Finding] = field(default_factory=list)
 
     accession_pseudonym: str | None = None
+
+    #: The site the object belongs to (:func:`kerma.ingest.sites.site_name`).
+    site_name: str | None = None
 
 
 #: Session ``info`` key of the study ids an object's transaction touched.
@@ -779,6 +784,7 @@ class Importer:
             accession_pseudonym=self.pseudonymizer.accession_pseudonym(
                 report.study.accession_number
             ),
+            site_name=site_name(report, self.settings),  # before identifying text goes
         )
         report.identity = PatientIdentity()  # identity goes no further than this
         if not self.settings.accession_in_clear:  # nor the clear accession number
@@ -970,19 +976,18 @@ class Importer:
                 superseded_reports=superseded,
             )
 
-        try:
-            outcome = self._run(work)
-        except IntegrityError as exc:
-            # another worker stored the same SOP Instance UID between our check and commit
-            race = exc
-
-            def again(session: Session) -> ImportOutcome:
-                existing = queries.get_dose_report(session, sop_instance_uid=sop_uid)
-                if existing is None:
-                    raise race
-                return self._present_or_conflict(session, existing, item, archived, source)
-
-            outcome = self._run(again)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                outcome = self._run(work)
+                break
+            except IntegrityError:
+                # another process stored the same SOP Instance UID (or the same study,
+                # device, patient or group) between our look-up and our commit: the
+                # database refused the duplicate, and the object is handled again on
+                # what it stored, as if it had arrived second (issue #15)
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                logger.info("%s raced another process; handling it again", sop_uid)
         logger.info("%s %s (%s)", outcome.status, sop_uid, report.kind)
         return outcome
 
@@ -1381,6 +1386,12 @@ class Importer:
             study_uid = report.sop_instance_uid
         assert study_uid is not None
         study = queries.get_or_create_study(session, study_instance_uid=study_uid, device=device)
+        if item.site_name:
+            site_id = site_queries.get_or_create_site(session, name=item.site_name).id
+            if device.site_id is None:
+                device.site_id = site_id
+            if study.site_id is None:
+                study.site_id = site_id
         values = _study_values(report)
         overwrite = touched is not None and study.id not in touched
         if overwrite:

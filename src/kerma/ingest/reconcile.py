@@ -5,7 +5,9 @@ of one study from one device in the order they were received:
 
 - a report whose irradiation events are a superset of (or equal to) an earlier current
   report's supersedes it: the earlier one is kept, marked ``superseded_by``, and its
-  events no longer count (Siemens cumulative RDSRs, case C04);
+  events no longer count (Siemens cumulative RDSRs, case C04); ``superseded_by`` names
+  the current report at the end of a chain of cumulative reports, whatever the order
+  they arrived in;
 - a report whose events are a proper subset of a current report's (an older cumulative
   report arriving late) is stored but superseded at once;
 - disjoint event sets (a continued study, case C05) all stay current;
@@ -282,7 +284,28 @@ def plan_study(rows: list[tuple[int, int, str | None]]) -> Plan:
             if key and counted:
                 seen.add(key)
                 holders[key].add(eid)
+    _to_final(plan.superseded_by)
     return plan
+
+
+def _to_final(superseded_by: dict[int, int | None]) -> None:
+    """Point every superseded report at the current report at the end of its chain.
+
+    Cumulative reports 1 ⊂ 2 ⊂ 3 received in that order supersede one another in a
+    chain (1 by 2, 2 by 3); received 3 first, 1 and 2 are each superseded by 3. Following
+    the chain to the report that is current gives the same ``superseded_by`` in any
+    arrival order (several ingest nodes, issue #15).
+    """
+    for rid in list(superseded_by):
+        seen = {rid}
+        target = superseded_by[rid]
+        while target is not None and superseded_by.get(target) is not None:
+            nxt = superseded_by[target]
+            if nxt in seen:  # pragma: no cover - plans never form cycles
+                break
+            seen.add(target)
+            target = nxt
+        superseded_by[rid] = target
 
 
 def _container(

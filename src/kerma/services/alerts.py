@@ -356,6 +356,9 @@ def _record(
     key = crossing.subject_key
     if crossing.subject_kind == SUBJECT_PATIENT:
         existing = None
+        # one episode per patient and rule even when two ingest processes evaluate
+        # the same patient's studies at once (issue #15)
+        store.lock_patient_rule(session, rule_id=rule.rule_id, patient_id=int(study["patient_id"]))
         if study.get("study_date") is not None:
             existing = store.find_patient_episode(
                 session,
@@ -556,6 +559,10 @@ def report_message(
     return message, quantities
 
 
+#: How many times the after-commit evaluation runs when another process raced it.
+EVALUATION_ATTEMPTS = 4
+
+
 def evaluate_after_commit(
     session_factory: sessionmaker[Session], study_ids: Iterable[int], *, context: AlertContext
 ) -> EvaluationResult | None:
@@ -567,14 +574,30 @@ def evaluate_after_commit(
     and ``None`` is returned; ``kerma alerts recheck`` evaluates the study again
     later. New alerts are passed to :data:`on_new_alert` after the commit.
     """
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
     ids = sorted(set(study_ids))
-    try:
-        with session_scope(session_factory) as session:
-            result = evaluate_studies(session, ids, context=context)
-            queue_alert_mail(session, session_factory, result.new, context=context)
-    except Exception:  # boundary: alert evaluation must never fail an import
-        logger.exception("alert evaluation failed for studies %s; run 'kerma alerts recheck'", ids)
-        return None
+    for attempt in range(1, EVALUATION_ATTEMPTS + 1):
+        try:
+            with session_scope(session_factory) as session:
+                result = evaluate_studies(session, ids, context=context)
+                queue_alert_mail(session, session_factory, result.new, context=context)
+            break
+        except (IntegrityError, OperationalError):
+            # another ingest process recorded the same alert at the same moment (the
+            # unique rule/subject key refused ours) or a deadlock: evaluating again
+            # finds its alert and updates it (issue #15)
+            if attempt == EVALUATION_ATTEMPTS:
+                logger.exception(
+                    "alert evaluation failed for studies %s; run 'kerma alerts recheck'", ids
+                )
+                return None
+            logger.info("alert evaluation of studies %s raced another process; again", ids)
+        except Exception:  # boundary: alert evaluation must never fail an import
+            logger.exception(
+                "alert evaluation failed for studies %s; run 'kerma alerts recheck'", ids
+            )
+            return None
     notify_new(result.new)
     return result
 

@@ -85,6 +85,17 @@ class Registry:
             self.engine = make_engine(self.url)
         ensure_schema(self.engine)
         self._read_factory = make_session_factory(self.engine)
+        #: the read replica's engine (``KERMA_DATABASE_READ_URL``), else ``None``
+        self.replica_engine = (
+            make_engine(self.settings.database_read_url)
+            if self.settings.database_read_url
+            else None
+        )
+        self._replica_factory = (
+            make_session_factory(self.replica_engine)
+            if self.replica_engine is not None
+            else self._read_factory
+        )
         self._write_factory = make_session_factory(self.engine, write=True)
         self._importer: Importer | None = None
         self._context: SummaryContext | None = None
@@ -108,8 +119,10 @@ class Registry:
         self.close()
 
     def close(self) -> None:
-        """Close the registry's database connections."""
+        """Close the registry's database connections (the replica's too)."""
         self.engine.dispose()
+        if self.replica_engine is not None:
+            self.replica_engine.dispose()
 
     # -- sessions, rules and import -----------------------------------------------------------
 
@@ -124,6 +137,19 @@ class Registry:
             ``False`` for read-only work so it does not wait for writers.
         """
         with session_scope(self._write_factory if write else self._read_factory) as session:
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """Yield a read-only session on the read replica (``KERMA_DATABASE_READ_URL``).
+
+        The dashboard and analytics read through it: listings, statistics, DRL
+        comparison, summaries, cumulative dose (issue #15). Without a replica it is a
+        read session on the primary. A replica lags the primary by its replication
+        delay (milliseconds on a LAN); whatever must see its own writes at once uses
+        :meth:`session`.
+        """
+        with session_scope(self._replica_factory) as session:
             yield session
 
     @property
@@ -270,7 +296,7 @@ class Registry:
             include_non_patient=include_non_patient or (flt.include_non_patient if flt else False),
             has_conflict=has_conflict,
         )
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             return study_service.studies_frame(session, flt=flt)
 
     def list_studies(
@@ -283,40 +309,87 @@ class Registry:
         count: bool = True,
     ) -> study_service.StudyPage:
         """Return one page of studies and the total (services.studies.list_studies)."""
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             return study_service.list_studies(
                 session, flt=flt, sort=sort, limit=limit, offset=offset, count=count
             )
 
     def count_studies(self, flt: StudyFilter | None = None) -> int:
         """Return how many studies ``flt`` selects."""
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             return study_service.count_studies(session, flt=flt)
 
     def iter_studies(
         self, flt: StudyFilter | None = None, *, batch_size: int = 2000
     ) -> Iterator[dict[str, Any]]:
         """Yield every study of ``flt`` as a dict, streamed (oldest first)."""
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             yield from study_service.iter_studies(session, flt=flt, batch_size=batch_size)
 
     def iter_events(
         self, flt: StudyFilter | None = None, *, batch_size: int = 5000
     ) -> Iterator[dict[str, Any]]:
         """Yield every current irradiation event of ``flt``'s studies, streamed."""
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             yield from study_service.iter_events(session, flt=flt, batch_size=batch_size)
 
-    def study(self, study_id: int) -> study_service.StudyDetail:
+    def study(self, study_id: int, *, principal: Any = None) -> study_service.StudyDetail:
         """Return one study and its current events.
+
+        Parameters
+        ----------
+        study_id : int
+            The study's id.
+        principal : object with ``site_ids``, optional
+            The caller (``kerma.web.security.Principal``): a study of a site it is not
+            assigned to is refused. Default: no restriction.
 
         Raises
         ------
         kerma.errors.NotFoundError
             When no study has that id.
+        kerma.errors.SiteAccessError
+            When ``principal`` may not see the study's site.
         """
+        from kerma.services.sites import get_study_for
+
         with self.session(write=False) as session:
-            return study_service.get_study_or_raise(session, study_id=study_id)
+            return get_study_for(session, study_id, principal)
+
+    # -- sites ---------------------------------------------------------------------------------
+
+    def sites(self) -> pd.DataFrame:
+        """Return one row per site: ``site_id``, ``name``, ``devices``, ``studies``."""
+        import dataclasses
+
+        import pandas as pd
+
+        from kerma.services.sites import SiteRow, list_sites
+
+        with self.read_session() as session:
+            rows = [dataclasses.asdict(r) for r in list_sites(session)]
+        return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(SiteRow)])
+
+    def site_ids(self, names: Iterable[str]) -> tuple[int, ...]:
+        """Return the ids of the sites named (any case); raises NotFoundError when unknown."""
+        from kerma.services.sites import site_ids
+
+        with self.session(write=False) as session:
+            return site_ids(session, names)
+
+    def sites_for_user(self, username: str) -> tuple[int, ...] | None:
+        """Return the site ids a user is restricted to, or ``None`` (every site)."""
+        from kerma.services.sites import sites_for_user
+
+        with self.session(write=False) as session:
+            return sites_for_user(session, username)
+
+    def assign_user_sites(self, username: str, names: Iterable[str]) -> tuple[int, ...]:
+        """Restrict a user to the sites named (empty: every site); return their ids."""
+        from kerma.services.sites import assign_user_sites
+
+        with self.session() as session:
+            return assign_user_sites(session, username, names)
 
     def events(
         self,
@@ -481,7 +554,7 @@ class Registry:
             device=device,
             include_non_patient=include_non_patient or (flt.include_non_patient if flt else False),
         )
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             return dose_summary(session, flt=flt)
 
     def ensure_exams_current(self) -> RemapResult:
@@ -502,7 +575,7 @@ class Registry:
         """Return the DRL sample frame (:func:`kerma.services.analytics.dose_samples`)."""
         from kerma.services.analytics import MODALITY_FAMILIES, dose_samples
 
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             return dose_samples(session, flt=flt, families=families or MODALITY_FAMILIES)
 
     def drl(
@@ -523,7 +596,7 @@ class Registry:
         from kerma.services.analytics import MODALITY_FAMILIES, compare_drls
 
         s = self.settings
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             return compare_drls(
                 session,
                 flt=flt,
@@ -553,7 +626,7 @@ class Registry:
         """Return dose statistics per group (:func:`kerma.services.analytics.statistics`)."""
         from kerma.services.analytics import MODALITY_FAMILIES, statistics
 
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             return statistics(
                 session,
                 flt=flt,
@@ -574,7 +647,7 @@ class Registry:
         """Return each patient's cumulative dose (services.analytics.cumulative_dose)."""
         from kerma.services.analytics import cumulative_dose
 
-        with self.session(write=False) as session:
+        with self.read_session() as session:
             return cumulative_dose(
                 session,
                 flt=flt,

@@ -987,6 +987,13 @@ class Accounts:
             )
             return result, session_id, csrf
 
+    def sites_for_user(self, username: str) -> tuple[int, ...] | None:
+        """Return the site ids a user is restricted to, or ``None`` (every site; #15)."""
+        from kerma.services.sites import sites_for_user
+
+        with self.session(write=False) as s:
+            return sites_for_user(s, username)
+
     def resolve_session(self, session_id: str) -> SessionPrincipal | None:
         """See :func:`resolve_session`; touches the session when due."""
         with self.session(write=False) as s:

@@ -148,7 +148,11 @@ def _identify(request: Request) -> tuple[Principal | None, str | None]:
         if found is not None:
             user = found.user
             principal = Principal(
-                username=user.username, role=Role[user.role.value], kind="user", user_id=user.id
+                username=user.username,
+                role=Role[user.role.value],
+                kind="user",
+                user_id=user.id,
+                site_ids=accounts.sites_for_user(user.username),  # issue #15
             )
             return principal, found.csrf_token
     return None, None

@@ -1,0 +1,102 @@
+"""Sites (institutions) and users' site assignments (issue #15); none of these commits.
+
+May import ``kerma.db``, ``kerma.records`` and ``kerma.errors`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from kerma.db.models import Device, Site, Study, UserSite
+from kerma.errors import NotFoundError
+
+
+def get_or_create_site(session: Session, *, name: str) -> Site:
+    """Return the site called ``name``, created when new.
+
+    Two ingest processes creating the same site at once: the unique ``site.name``
+    refuses the second insert (in a SAVEPOINT), which then reads the first one's row.
+    """
+
+    def lookup() -> Site | None:
+        return session.scalars(select(Site).where(Site.name == name)).one_or_none()
+
+    site = lookup()
+    if site is not None:
+        return site
+    try:
+        with session.begin_nested():
+            site = Site(name=name)
+            session.add(site)
+    except IntegrityError:
+        found = lookup()
+        if found is None:
+            raise
+        return found
+    return site
+
+
+def list_sites(session: Session) -> list[tuple[int, str, int, int]]:
+    """Return (id, name, devices, studies) per site, by name; counts made in the database."""
+    devices = select(Device.site_id, func.count().label("n")).group_by(Device.site_id).subquery()
+    studies = select(Study.site_id, func.count().label("n")).group_by(Study.site_id).subquery()
+    stmt = (
+        select(
+            Site.id,
+            Site.name,
+            func.coalesce(devices.c.n, 0),
+            func.coalesce(studies.c.n, 0),
+        )
+        .outerjoin(devices, devices.c.site_id == Site.id)
+        .outerjoin(studies, studies.c.site_id == Site.id)
+        .order_by(Site.name)
+    )
+    return [(int(i), str(n), int(d), int(s)) for i, n, d, s in session.execute(stmt)]
+
+
+def site_ids_for_names(session: Session, *, names: Iterable[str]) -> tuple[int, ...]:
+    """Return the ids of sites given by name (case-insensitive), in the order given.
+
+    Raises
+    ------
+    NotFoundError
+        When a name is not a site (the message lists the sites there are).
+    """
+    wanted = [n.strip() for n in names if n and n.strip()]
+    if not wanted:
+        return ()
+    rows = session.execute(
+        select(Site.id, Site.name).where(func.lower(Site.name).in_([n.lower() for n in wanted]))
+    ).all()
+    by_name = {str(name).lower(): int(i) for i, name in rows}
+    missing = [n for n in wanted if n.lower() not in by_name]
+    if missing:
+        known = [str(n) for n in session.scalars(select(Site.name).order_by(Site.name))]
+        raise NotFoundError(
+            f"No site named {', '.join(repr(m) for m in missing)}. The sites are: "
+            f"{', '.join(known) if known else 'none yet (sites are made at import)'}."
+        )
+    return tuple(by_name[n.lower()] for n in wanted)
+
+
+def study_site_id(session: Session, *, study_id: int) -> int | None:
+    """Return the site id of a study (``None`` without a site or without the study)."""
+    return session.scalar(select(Study.site_id).where(Study.id == study_id))
+
+
+def user_site_ids(session: Session, *, username: str) -> tuple[int, ...]:
+    """Return the ids of the sites a user is assigned to, ascending (empty: none)."""
+    stmt = select(UserSite.site_id).where(UserSite.username == username).order_by(UserSite.site_id)
+    return tuple(int(i) for i in session.scalars(stmt))
+
+
+def set_user_sites(session: Session, *, username: str, site_ids: Iterable[int]) -> None:
+    """Replace the sites a user is assigned to (an empty set removes every assignment)."""
+    session.execute(delete(UserSite).where(UserSite.username == username))
+    for site_id in sorted(set(site_ids)):
+        session.add(UserSite(username=username, site_id=site_id))
+    session.flush()

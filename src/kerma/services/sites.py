@@ -1,0 +1,150 @@
+"""Sites (institutions) and the restriction of users to their sites (issue #15).
+
+A user assigned to sites (``user_site``) sees the studies of those sites only; a user
+without assignment, and a principal whose ``site_ids`` is ``None``, sees every site.
+The restriction is enforced here, in the service layer, for every interface: a
+listing or statistic runs on :func:`narrow_filter`'s filter, and a study's detail is
+refused with :class:`~kerma.errors.SiteAccessError` when the study is of another site
+(:func:`get_study_for`). The web layer maps that error to 403.
+
+May import ``kerma.db``, ``kerma.errors`` and ``kerma.services``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from kerma.db import sites as store
+from kerma.db.filters import StudyFilter
+from kerma.errors import NotFoundError, SiteAccessError
+from kerma.services import studies as study_service
+
+
+class SitePrincipal(Protocol):
+    """Anything with the site ids a caller may see (``kerma.web.security.Principal``).
+
+    ``site_ids`` ``None`` means every site.
+    """
+
+    @property
+    def site_ids(self) -> tuple[int, ...] | None:
+        """The ids of the sites the caller may see, or ``None`` for all."""
+        ...
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    """One site with its numbers of devices and studies."""
+
+    site_id: int
+    name: str
+    devices: int
+    studies: int
+
+
+def list_sites(session: Session) -> list[SiteRow]:
+    """Return every site with its device and study counts (counted in the database)."""
+    return [SiteRow(*row) for row in store.list_sites(session)]
+
+
+def site_ids(session: Session, names: Iterable[str]) -> tuple[int, ...]:
+    """Return the ids of sites given by name (any case).
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When a name is not a site (the message lists the sites).
+    """
+    return store.site_ids_for_names(session, names=names)
+
+
+def sites_for_user(session: Session, username: str) -> tuple[int, ...] | None:
+    """Return the ids of the sites a user is restricted to, or ``None`` (every site).
+
+    A user without any ``user_site`` row is not restricted by site.
+    """
+    ids = store.user_site_ids(session, username=username)
+    return ids or None
+
+
+def assign_user_sites(session: Session, username: str, names: Iterable[str]) -> tuple[int, ...]:
+    """Restrict a user to the sites named (replacing earlier assignments); return their ids.
+
+    An empty ``names`` removes the restriction (the user sees every site).
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When a name is not a site, or ``username`` is empty.
+    """
+    if not username.strip():
+        raise NotFoundError("Unable to assign sites: give a user name.")
+    ids = site_ids(session, names)
+    store.set_user_sites(session, username=username.strip(), site_ids=ids)
+    return ids
+
+
+def narrow_filter(flt: StudyFilter | None, principal: SitePrincipal | None) -> StudyFilter:
+    """Return ``flt`` narrowed to the sites ``principal`` may see.
+
+    Parameters
+    ----------
+    flt : StudyFilter or None
+        What the caller asked for (``site_ids`` may already choose sites).
+    principal : object with ``site_ids``, or None
+        ``None``, or ``site_ids`` ``None``: no restriction.
+
+    Returns
+    -------
+    StudyFilter
+        ``site_ids`` is the intersection of the asked and the allowed sites (empty:
+        no study), or unchanged for an unrestricted principal.
+    """
+    flt = flt or StudyFilter()
+    allowed = principal.site_ids if principal is not None else None
+    if allowed is None:
+        return flt
+    asked = flt.site_ids
+    chosen = set(allowed) if asked is None else set(allowed) & set(asked)
+    return flt.replace(site_ids=tuple(sorted(chosen)))
+
+
+def check_study_site(session: Session, study_id: int, principal: SitePrincipal | None) -> None:
+    """Refuse a study of a site ``principal`` may not see.
+
+    Raises
+    ------
+    kerma.errors.SiteAccessError
+        When the principal is restricted to sites and the study is of none of them
+        (a study without site is refused to a restricted principal).
+    """
+    allowed = principal.site_ids if principal is not None else None
+    if allowed is None:
+        return
+    site_id = store.study_site_id(session, study_id=study_id)
+    if site_id is None or site_id not in allowed:
+        raise SiteAccessError(
+            f"Study {study_id} is not of a site you are assigned to; ask an administrator "
+            "to assign you its site."
+        )
+
+
+def get_study_for(
+    session: Session, study_id: int, principal: SitePrincipal | None
+) -> study_service.StudyDetail:
+    """Return one study's detail, refused when it is of a site the principal may not see.
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When no study has that id.
+    kerma.errors.SiteAccessError
+        When it is of another site (:func:`check_study_site`).
+    """
+    detail = study_service.get_study_or_raise(session, study_id=study_id)
+    check_study_site(session, study_id, principal)
+    return detail
