@@ -18,6 +18,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from kerma.services.filters import DOSE_RANGE_QUANTITIES, StudyFilter
+from kerma.web.security import Principal, Role, require_role
 
 _registry_lock = threading.Lock()
 
@@ -70,6 +71,7 @@ class FilterError(ValueError):
 
 
 def study_filter(
+    principal: Annotated[Principal, Depends(require_role(Role.viewer))],
     modality: Annotated[str | None, Query(description="Modality, e.g. CT or CT,DX.")] = None,
     date_from: Annotated[str | None, Query(description="First study date, YYYY-MM-DD.")] = None,
     date_to: Annotated[str | None, Query(description="Last study date, YYYY-MM-DD.")] = None,
@@ -93,7 +95,9 @@ def study_filter(
 ) -> StudyFilter:
     """Return the :class:`StudyFilter` of the request's query parameters.
 
-    Empty parameters are ignored (an empty form field selects everything).
+    Empty parameters are ignored (an empty form field selects everything). The filter is
+    narrowed to the sites the request's principal may see
+    (:func:`kerma.services.sites.narrow_filter`, issue #15).
 
     Raises
     ------
@@ -110,7 +114,7 @@ def study_filter(
     dose_q = _text(dose_quantity)
     lo, hi = _text(dose_min), _text(dose_max)
     try:
-        return StudyFilter(
+        flt = StudyFilter(
             modalities=_text(modality) or (),  # type: ignore[arg-type]
             date_from=_text(date_from),  # type: ignore[arg-type]
             date_to=_text(date_to),  # type: ignore[arg-type]
@@ -132,6 +136,9 @@ def study_filter(
         )
     except ValueError as exc:
         raise FilterError(str(exc)) from exc
+    from kerma.services.sites import narrow_filter
+
+    return narrow_filter(flt, principal)
 
 
 FilterDep = Annotated[StudyFilter, Depends(study_filter)]

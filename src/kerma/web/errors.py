@@ -2,8 +2,8 @@
 
 :class:`kerma.errors.NotFoundError` → 404, a bad filter or value
 (:class:`kerma.web.deps.FilterError`, :class:`ValueError` from a service) → 400,
-:class:`kerma.errors.IngestError` → 422. API requests (``/api/``) get JSON
-``{"detail": ...}``; page requests the error page.
+:class:`kerma.errors.IngestError` → 422, :class:`kerma.errors.SiteAccessError` → 403.
+API requests (``/api/``) get JSON ``{"detail": ...}``; page requests the error page.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from kerma.errors import ConfigurationError, IngestError, NotFoundError
+from kerma.errors import ConfigurationError, IngestError, NotFoundError, SiteAccessError
 from kerma.web.deps import FilterError
 from kerma.web.templating import render
 
@@ -47,6 +47,11 @@ def add_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         )
         return _answer(request, 400, f"Unable to read the request ({fields}).")
+
+    @app.exception_handler(SiteAccessError)
+    async def other_site(request: Request, exc: SiteAccessError) -> Response:
+        """403: a study of a site the user is not assigned to (issue #15)."""
+        return _answer(request, 403, str(exc))
 
     @app.exception_handler(FilterError)
     async def bad_filter(request: Request, exc: FilterError) -> Response:

@@ -22,6 +22,7 @@ from kerma.services import alerts as alert_service
 from kerma.services import analytics, dashboard
 from kerma.services import studies as study_service
 from kerma.services.dashboard import AlertFilter
+from kerma.services.sites import check_study_site
 from kerma.web.deps import FilterDep, ReadSession, RegistryDep
 from kerma.web.routes.studies import count_cached
 from kerma.web.security import Principal, Role, audit, require_role
@@ -90,6 +91,7 @@ def list_studies(
 def get_study(request: Request, study_id: int, session: ReadSession, user: Physicist) -> StudyOut:
     """Return a study and its current irradiation events; audited as a study view."""
     detail = study_service.get_study_or_raise(session, study_id=study_id)
+    check_study_site(session, study_id, user)
     audit(request, user, "study.view", f"study:{study_id}", {"via": "api"})
     return StudyOut(study=_plain([detail.study])[0], events=_plain(detail.events))
 
@@ -98,6 +100,7 @@ def get_study(request: Request, study_id: int, session: ReadSession, user: Physi
 def study_events(request: Request, study_id: int, session: ReadSession, user: Physicist) -> Table:
     """Return the current irradiation events of a study (canonical units); audited."""
     detail = study_service.get_study_or_raise(session, study_id=study_id)
+    check_study_site(session, study_id, user)
     audit(request, user, "study.view", f"study:{study_id}", {"via": "api", "what": "events"})
     return Table(rows=_plain(detail.events), n_samples=len(detail.events))
 

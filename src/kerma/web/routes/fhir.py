@@ -55,11 +55,14 @@ def study_fhir(
     from kerma.errors import NotFoundError
     from kerma.export.fhir import build_bundle
     from kerma.services.dose_summary import dose_summaries
+    from kerma.services.sites import check_study_site
 
     registry = _registry(request)
     try:
         with registry.session(write=False) as session:
             summaries = dose_summaries(session, study_instance_uid=study_uid)
+            for summary in summaries:  # a study of another site: 403 (issue #15)
+                check_study_site(session, int(summary.study["study_id"]), principal)
     except NotFoundError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     bundle = build_bundle(summaries)

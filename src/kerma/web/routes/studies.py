@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from kerma.services import dashboard
 from kerma.services import studies as study_service
 from kerma.services.filters import DOSE_RANGE_QUANTITIES, StudyFilter
+from kerma.services.sites import check_study_site
 from kerma.web.deps import FilterDep, ReadSession, RegistryDep
 from kerma.web.security import Principal, Role, audit, require_role
 from kerma.web.templating import render
@@ -179,6 +180,7 @@ def study_detail(
 ) -> HTMLResponse:
     """Render one study: device, events, totals, DRL comparison, derived values, alerts."""
     detail = study_service.get_study_or_raise(session, study_id=study_id)
+    check_study_site(session, study_id, user)
     audit(request, user, "study.view", f"study:{study_id}")
     study = detail.study
     comparison = dashboard.study_drl_comparison(
@@ -212,6 +214,7 @@ def original(
     user: Annotated[Principal, Depends(require_role(Role.physicist))],
 ) -> Response:
     """Download a dose report as received (decrypted from the archive); audited."""
+    check_study_site(session, study_id, user)
     name, data = dashboard.read_original(
         session, settings=registry.settings, study_id=study_id, dose_report_id=dose_report_id
     )
@@ -232,6 +235,7 @@ def skin_map(
     user: Annotated[Principal, Depends(require_role(Role.physicist))],
 ) -> Response:
     """Download the stored skin-dose map of a fluoroscopy study; audited."""
+    check_study_site(session, study_id, user)
     name, data = dashboard.read_skin_map(session, settings=registry.settings, study_id=study_id)
     audit(request, user, "export.skin_dose_map", f"study:{study_id}")
     media = "image/png" if name.endswith(".png") else "application/octet-stream"
