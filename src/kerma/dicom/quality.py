@@ -3,8 +3,9 @@
 A Key Object Selection Document (KOS) whose document title is 'Rejected for Quality
 Reasons' (DCM 113001) is how a modality or PACS says that images were rejected (IHE
 Radiology TF, Imaging Object Change Management: "Rejected Instances").
-:func:`parse_rejection_note` reads the instances it references; other KOS titles (patient safety, worklist corrections, data
-retention) are not quality rejections and are not read here.
+:func:`parse_rejection_note` reads the instances it references; other KOS titles
+(patient safety, worklist corrections, data retention) are not quality rejections and
+are not read here.
 
 Pure: a pydicom ``Dataset`` in, a plain dataclass out. May import ``kerma.records``
 and ``kerma.dicom`` only.
