@@ -21,6 +21,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from kerma.units import UCUM_GYM2, conversion_factor
 #: Labels of the DI distribution bins of :func:`exposure_index_summary`.
 DI_BIN_LABELS: Final = tuple(
     [f"<{DI_BIN_EDGES[0]:g}"]
-    + [f"[{a:g},{b:g})" for a, b in zip(DI_BIN_EDGES, DI_BIN_EDGES[1:], strict=False)]
+    + [f"[{a:g},{b:g})" for a, b in itertools.pairwise(DI_BIN_EDGES)]
     + [f">={DI_BIN_EDGES[-1]:g}"]
 )
 
