@@ -63,7 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Kerma", version=__version__, lifespan=lifespan)
     app.state.settings = settings
 
-    from kerma.web.routes import dicomweb
+    from kerma.web.routes import dicomweb, quality
 
     app.include_router(dicomweb.router)
+    app.include_router(quality.api)
+    app.include_router(quality.pages)
     return app
