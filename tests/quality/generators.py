@@ -68,7 +68,9 @@ def dx_image(
     return ds
 
 
-def rejection_kos(images: Sequence[Dataset], *, title=codes.DCM.RejectedForQualityReasons) -> Dataset:
+def rejection_kos(
+    images: Sequence[Dataset], *, title=codes.DCM.RejectedForQualityReasons
+) -> Dataset:
     """Return a KOS titled ``title`` that references ``images`` (PS3.3 A.35.4)."""
     first = images[0]
     ds = Dataset()

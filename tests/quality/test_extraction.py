@@ -124,9 +124,7 @@ class TestRejectionNote:
         note = parse_rejection_note(_round_trip(rejection_kos(images)))
         assert note is not None
         assert note.reason == "Rejected for Quality Reasons"
-        assert {i.sop_instance_uid for i in note.instances} == {
-            im.SOPInstanceUID for im in images
-        }
+        assert {i.sop_instance_uid for i in note.instances} == {im.SOPInstanceUID for im in images}
         assert {i.series_instance_uid for i in note.instances} == {
             im.SeriesInstanceUID for im in images
         }
