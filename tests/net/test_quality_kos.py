@@ -1,0 +1,38 @@
+"""A KOS 'Rejected for Quality Reasons' sent with dcmtk ``storescu`` to ``kerma listen``
+marks its referenced images rejected (issue #17).
+
+Real peers on loopback: the ``listener`` fixture (``kerma listen`` subprocess with its
+own SQLite registry) and dcmtk ``storescu``; the KOS is generated with pydicom.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kerma.api import Registry
+from kerma.services import quality
+from tests.net.conftest import KermaListener, storescu
+from tests.quality.generators import dx_image, rejection_kos, write
+
+
+class TestRejectionNoteOverDicom:
+    """The SCP routes the KOS to the quality store instead of ignoring it."""
+
+    def test_storescu_kos_marks_images_rejected(
+        self, listener: KermaListener, tmp_path: Path
+    ) -> None:
+        """Five images and a KOS rejecting two of them: reject rate 2/5 in the room."""
+        images = [dx_image(station="SCP-ROOM", serial="SN-SCP") for _ in range(5)]
+        files = [write(im, tmp_path / "images") for im in images]
+        kos = write(rejection_kos(images[:2]), tmp_path / "kos")
+        run = storescu(listener.port, [kos, *files])
+        assert run.returncode == 0, run.stderr
+        listener.wait_drained()
+        with Registry(settings=listener.settings) as registry:
+            with registry.session(write=False) as session:
+                frame = quality.reject_rates(session, group_by=["room"])
+                pending = quality.pending_rejections(session)
+        row = frame[frame["source"] == "registry"].set_index("room").loc["SCP-ROOM"]
+        assert (row["n_images"], row["n_rejected"]) == (5, 2)
+        assert row["reject_rate"] == 0.4
+        assert pending == 0
