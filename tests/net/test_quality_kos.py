@@ -28,10 +28,12 @@ class TestRejectionNoteOverDicom:
         run = storescu(listener.port, [kos, *files])
         assert run.returncode == 0, run.stderr
         listener.wait_drained()
-        with Registry(settings=listener.settings) as registry:
-            with registry.session(write=False) as session:
-                frame = quality.reject_rates(session, group_by=["room"])
-                pending = quality.pending_rejections(session)
+        with (
+            Registry(settings=listener.settings) as registry,
+            registry.session(write=False) as session,
+        ):
+            frame = quality.reject_rates(session, group_by=["room"])
+            pending = quality.pending_rejections(session)
         row = frame[frame["source"] == "registry"].set_index("room").loc["SCP-ROOM"]
         assert (row["n_images"], row["n_rejected"]) == (5, 2)
         assert row["reject_rate"] == 0.4

@@ -132,8 +132,10 @@ class TestCli:
         log.write_text("Room\nA\n", encoding="utf-8")
         env = {**os.environ, "KERMA_DATABASE_URL": site.settings.database_url}
         result = subprocess.run(
-            [sys.executable, "-m", "kerma.cli.main", "quality", "import-rejects", str(log)]
-            + ["--mapping", str(tmp_path / "none.toml")],
+            [
+                *(sys.executable, "-m", "kerma.cli.main", "quality", "import-rejects"),
+                *(str(log), "--mapping", str(tmp_path / "none.toml")),
+            ],
             env=env,
             capture_output=True,
             text=True,
