@@ -310,6 +310,87 @@ class Settings(BaseSettings):
         "'kerma alerts recheck' works either way.",
     )
 
+    # web security (kerma.services.users, kerma.web.security; docs/security.md)
+    session_lifetime_minutes: int = Field(
+        default=480,
+        gt=0,
+        description="Longest life of a browser session after login, in minutes (8 h); "
+        "the user logs in again afterwards.",
+    )
+    session_idle_minutes: int = Field(
+        default=60,
+        gt=0,
+        description="A browser session ends after this many minutes without a request.",
+    )
+    session_cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="The Secure attribute of the session cookie: 'auto' sets it when the "
+        "request came over HTTPS (behind a TLS proxy, run uvicorn with --proxy-headers), "
+        "'always' sets it always (the browser then sends the cookie over HTTPS only), "
+        "'never' never.",
+    )
+    login_max_failures: int = Field(
+        default=5,
+        gt=0,
+        description="Failed logins in a row after which an account is locked.",
+    )
+    login_lockout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="First lock-out, in seconds; each further failure after a lock "
+        "doubles it (back-off).",
+    )
+    login_lockout_max_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Longest lock-out, in seconds (one day).",
+    )
+    ldap_url: str | None = Field(
+        default=None,
+        description="LDAP or Active Directory server (ldap://host:389 or "
+        "ldaps://host:636); unset = local users only.",
+    )
+    ldap_user_dn_template: str | None = Field(
+        default=None,
+        description="DN a user binds as, '{username}' replaced (e.g. "
+        "'uid={username},ou=people,dc=example,dc=org', or '{username}@example.org' for "
+        "Active Directory); or leave unset and set ldap_search_base.",
+    )
+    ldap_search_base: str | None = Field(
+        default=None,
+        description="Where to search a user's entry (with ldap_search_filter), when the "
+        "DN is not made from a template.",
+    )
+    ldap_search_filter: str = Field(
+        default="(uid={username})",
+        description="Filter finding a user's entry under ldap_search_base "
+        "('(sAMAccountName={username})' for Active Directory).",
+    )
+    ldap_bind_dn: str | None = Field(
+        default=None, description="Service account that searches (unset: anonymous)."
+    )
+    ldap_bind_password: SecretStr | None = Field(
+        default=None, description="Password of ldap_bind_dn."
+    )
+    ldap_group_search_base: str | None = Field(
+        default=None,
+        description="Where to search groups whose 'member' is the user (groupOfNames); "
+        "unset = the user entry's memberOf attribute (Active Directory, OpenLDAP memberof "
+        "overlay).",
+    )
+    ldap_group_roles: dict[str, str] = Field(
+        default_factory=dict,
+        description="Group DN -> Kerma role (viewer, physicist, admin), as JSON; a user "
+        "gets the highest role of the groups they are in, and no login without one.",
+    )
+    ldap_start_tls: bool = Field(
+        default=False, description="Upgrade an ldap:// connection with StartTLS."
+    )
+    ldap_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle of the directory's certificate."
+    )
+    ldap_timeout_s: float = Field(default=10.0, gt=0, description="LDAP time-out (s).")
+
     @field_validator(
         "archive_dir",
         "exam_rules_path",

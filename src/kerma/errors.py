@@ -16,6 +16,7 @@
     ├── AlertReviewError(KermaError, ValueError)    a review action not allowed in that state
     ├── AlertMessageError(KermaError, ValueError)   an alert message is malformed
     ├── ReportNotAllowedError               a significant-event report for another outcome
+    ├── AccountError(KermaError, ValueError)        a user or token change not allowed
     ├── PullError                           the PACS could not be queried or asked to send
     └── SpoolError                          the Storage SCP's spool
         ├── SlotError(SpoolError, ValueError)       a spool slot is torn or not a slot
@@ -143,6 +144,14 @@ class AlertReviewError(KermaError, ValueError):
 
     For example closing a closed alert, an unknown outcome, or a missing justification;
     the message says which and what to do.
+    """
+
+
+class AccountError(KermaError, ValueError):
+    """A user or API-token change cannot be made; the message says why (issue #13).
+
+    For example: the name is taken, the password is too short, the role is unknown, or
+    the change would leave no active admin.
     """
 
 

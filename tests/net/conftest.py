@@ -667,3 +667,35 @@ def mr_image_file(path: Path) -> Dataset:
     ds.PixelData = bytes(8 * 8 * 2)
     ds.save_as(path, enforce_file_format=True)
     return ds
+
+
+# -- STOW-RS authentication (issue #13) -----------------------------------------------------
+
+
+def stow_token(settings: Settings, name: str = "stow-test") -> str:
+    """Create an API token with the physicist role in the registry of ``settings``.
+
+    STOW-RS refuses requests without a token (or a session) of at least that role; the
+    token is made through the service a ``kerma tokens add`` runs.
+    """
+    from kerma.services.users import Accounts, Actor
+
+    accounts = Accounts(settings)
+    try:
+        _info, token = accounts.add_token(name, "physicist", Actor(name="test", kind="cli"))
+    finally:
+        accounts.close()
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Return the ``Authorization`` header of an API token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def server_is_up(url: str) -> bool:
+    """Return whether ``kerma serve`` at ``url`` answers (its login page, open to all)."""
+    try:
+        return httpx.get(f"{url}/login", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -41,9 +41,11 @@ from tests.net.conftest import (
     DICOM_DIR,
     ROOT,
     KermaListener,
+    bearer,
     dataset_bytes,
     free_port,
     registry_sop_uids,
+    stow_token,
     wait_until,
 )
 from tests.net.oversize import deflate_bomb, oversized_object, peak_rss_mb
@@ -378,12 +380,13 @@ class StowServer:
 
         def up() -> bool:
             try:
-                url = f"http://127.0.0.1:{self.port}/openapi.json"
+                url = f"http://127.0.0.1:{self.port}/login"
                 return httpx.get(url, timeout=2).status_code == 200
             except httpx.HTTPError:
                 return self.process.poll() is not None
 
         assert wait_until(up, timeout=120) and self.process.poll() is None
+        self.headers = bearer(stow_token(self.settings))
 
     @property
     def url(self) -> str:
@@ -429,7 +432,7 @@ class TestSTOWLimits:
         response = httpx.post(
             stow_server.url,
             content=b"".join(multipart(RDSR, bomb[0])),
-            headers={"Content-Type": CONTENT_TYPE},
+            headers={"Content-Type": CONTENT_TYPE, **stow_server.headers},
             timeout=300,
         )
         assert response.status_code == 413, response.text
@@ -450,7 +453,7 @@ class TestSTOWLimits:
         response = httpx.post(
             stow_server.url,
             content=multipart(oversized[0]),
-            headers={"Content-Type": CONTENT_TYPE},
+            headers={"Content-Type": CONTENT_TYPE, **stow_server.headers},
             timeout=300,
         )
         assert response.status_code == 413, response.text
@@ -467,7 +470,10 @@ class TestSTOWLimits:
         try:
             body = b"".join(multipart(RDSR)) + b"\0" * 1_000_000
             response = httpx.post(
-                server.url, content=body, headers={"Content-Type": CONTENT_TYPE}, timeout=60
+                server.url,
+                content=body,
+                headers={"Content-Type": CONTENT_TYPE, **server.headers},
+                timeout=60,
             )
             assert response.status_code == 413
             assert "stow_max_request_bytes" in response.json()["detail"]

@@ -70,12 +70,13 @@ class TestRejectionNoteOverStow:
             response = httpx.post(
                 f"{server.url}/dicomweb/studies",
                 content=body,
-                headers={"Content-Type": content_type},
+                headers={"Content-Type": content_type, **auth},
                 timeout=120,
             )
             return response.status_code
 
         server = InProcessServer(tmp_path / "app")
+        auth = server.headers  # a physicist token: STOW-RS needs one (#13)
         try:
             images = [dx_image(station="STOW-ROOM", serial="SN-STOW") for _ in range(3)]
             assert stow([write(im, tmp_path / "images") for im in images]) == 200

@@ -31,7 +31,15 @@ from kerma.config import Settings
 from kerma.net.spool import SpoolWorker, read_footer
 from kerma.services import intake_importer
 from kerma.web.app import create_app
-from tests.net.conftest import DICOM_DIR, ROOT, free_port, registry_sop_uids, wait_until
+from tests.net.conftest import (
+    DICOM_DIR,
+    ROOT,
+    bearer,
+    free_port,
+    registry_sop_uids,
+    stow_token,
+    wait_until,
+)
 
 pytestmark = pytest.mark.network
 
@@ -64,11 +72,13 @@ class Server:
 
         def up() -> bool:
             try:
-                return httpx.get(f"{self.url}/openapi.json", timeout=2).status_code == 200
+                return httpx.get(f"{self.url}/login", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return self.process.poll() is not None
 
         assert wait_until(up, timeout=120) and self.process.poll() is None
+        self.token = stow_token(self.settings)
+        self.headers = bearer(self.token)
 
     @property
     def url(self) -> str:
@@ -105,7 +115,7 @@ class TestStow:
         from dicomweb_client.api import DICOMwebClient
 
         datasets = [pydicom.dcmread(DICOM_DIR / name) for name in STOW_FILES]
-        client = DICOMwebClient(url=f"{server.url}/dicomweb")
+        client = DICOMwebClient(url=f"{server.url}/dicomweb", headers=server.headers)
         response = client.store_instances(datasets)
         referenced = {str(item.ReferencedSOPInstanceUID) for item in response.ReferencedSOPSequence}
         expected = {str(ds.SOPInstanceUID) for ds in datasets}
@@ -135,7 +145,8 @@ class TestStow:
             f"{server.url}/dicomweb/studies",
             content=body,
             headers={
-                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                **server.headers,
             },
             timeout=60,
         )
@@ -149,7 +160,7 @@ class TestStow:
         r = httpx.post(
             f"{server.url}/dicomweb/studies",
             content=b"{}",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **server.headers},
             timeout=60,
         )
         assert r.status_code == 415
@@ -184,6 +195,8 @@ class InProcessServer:
         self.thread.start()
         assert wait_until(lambda: self.server.started, timeout=60)
         self.held: SpoolWorker | None = None
+        self.token = stow_token(self.settings)
+        self.headers = bearer(self.token)
 
     @property
     def url(self) -> str:
@@ -293,7 +306,7 @@ class TestStowStreaming:
             r = httpx.post(
                 f"{app_server.url}/dicomweb/studies",
                 content=body(),
-                headers={"Content-Type": STOW_CONTENT_TYPE},
+                headers={"Content-Type": STOW_CONTENT_TYPE, **app_server.headers},
                 timeout=600,
             )
             _, peak = tracemalloc.get_traced_memory()
@@ -344,7 +357,7 @@ class TestStowStreaming:
         r = httpx.post(
             f"{app_server.url}/dicomweb/studies",
             content=chunks(),
-            headers={"Content-Type": STOW_CONTENT_TYPE},
+            headers={"Content-Type": STOW_CONTENT_TYPE, **app_server.headers},
             timeout=600,
         )
         assert r.status_code == 200, r.text
@@ -364,7 +377,7 @@ class TestStowStreaming:
         r = httpx.post(
             f"{app_server.url}/dicomweb/studies",
             content=part_header() + data[: len(data) // 2],
-            headers={"Content-Type": STOW_CONTENT_TYPE},
+            headers={"Content-Type": STOW_CONTENT_TYPE, **app_server.headers},
             timeout=60,
         )
         assert r.status_code == 400
@@ -380,7 +393,7 @@ class TestStowStreaming:
         r = httpx.post(
             f"{app_server.url}/dicomweb/studies/1.2.3.4",
             content=part_header() + data + f"\r\n--{BOUNDARY}--\r\n".encode(),
-            headers={"Content-Type": STOW_CONTENT_TYPE},
+            headers={"Content-Type": STOW_CONTENT_TYPE, **app_server.headers},
             timeout=60,
         )
         assert r.status_code == 409
@@ -395,7 +408,7 @@ class TestStowStreaming:
         r = httpx.post(
             f"{app_server.url}/dicomweb/studies",
             content=part_header() + data + f"\r\n--{BOUNDARY}--\r\n".encode(),
-            headers={"Content-Type": STOW_CONTENT_TYPE},
+            headers={"Content-Type": STOW_CONTENT_TYPE, **app_server.headers},
             timeout=60,
         )
         assert r.status_code == 200, r.text
@@ -419,7 +432,7 @@ class TestStowKeepsTheSendersBytes:
         r = httpx.post(
             f"{app_server.url}/dicomweb/studies",
             content=body + f"--{BOUNDARY}--\r\n".encode(),
-            headers={"Content-Type": STOW_CONTENT_TYPE},
+            headers={"Content-Type": STOW_CONTENT_TYPE, **app_server.headers},
             timeout=60,
         )
         assert r.status_code == 200, r.text
@@ -445,7 +458,7 @@ class TestStowKeepsTheSendersBytes:
         r = httpx.post(
             f"{app_server.url}/dicomweb/studies",
             content=part_header() + data + f"\r\n--{BOUNDARY}--\r\n".encode(),
-            headers={"Content-Type": STOW_CONTENT_TYPE},
+            headers={"Content-Type": STOW_CONTENT_TYPE, **app_server.headers},
             timeout=60,
         )
         assert r.status_code == 200, r.text

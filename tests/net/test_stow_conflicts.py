@@ -34,8 +34,10 @@ from tests.ingest.conflict_helpers import (
 from tests.net.conftest import (
     DICOM_DIR,
     KermaListener,
+    bearer,
     free_port,
     require_binary,
+    stow_token,
     wait_until,
 )
 
@@ -63,6 +65,7 @@ class App:
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
         self.thread.start()
         assert wait_until(lambda: self.server.started, timeout=60)
+        self.headers = bearer(stow_token(settings))
 
     def stow(self, data: bytes) -> httpx.Response:
         """POST one object to ``/dicomweb/studies`` and wait until it is imported."""
@@ -74,7 +77,7 @@ class App:
         response = httpx.post(
             f"http://127.0.0.1:{self.port}/dicomweb/studies",
             content=body,
-            headers={"Content-Type": STOW_CONTENT_TYPE},
+            headers={"Content-Type": STOW_CONTENT_TYPE, **self.headers},
             timeout=60,
         )
         assert wait_until(lambda: not self.app.state.spool.pending(), timeout=300)

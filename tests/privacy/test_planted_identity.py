@@ -283,11 +283,15 @@ def test_marked_identity_is_nowhere_after_file_scp_and_stow(tmp_path: Path) -> N
 
             def up() -> bool:
                 try:
-                    return httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200
+                    return httpx.get(f"{url}/login", timeout=2).status_code == 200
                 except httpx.HTTPError:
                     return server.poll() is not None
 
             assert wait_until(up, timeout=120) and server.poll() is None
+            from kerma.config import Settings
+            from tests.net.conftest import bearer, stow_token
+
+            token = stow_token(Settings(database_url=serve_env["KERMA_DATABASE_URL"]))
             where |= plant(tmp_path / "stow" / "planted.dcm")
             part = (tmp_path / "stow" / "planted.dcm").read_bytes()
             boundary = "kerma-planted"
@@ -299,7 +303,7 @@ def test_marked_identity_is_nowhere_after_file_scp_and_stow(tmp_path: Path) -> N
             r = httpx.post(
                 f"{url}/dicomweb/studies",
                 content=body,
-                headers={"Content-Type": f"{STOW_TYPE}; boundary={boundary}"},
+                headers={"Content-Type": f"{STOW_TYPE}; boundary={boundary}", **bearer(token)},
                 timeout=120,
             )
             assert r.status_code == 200, r.text

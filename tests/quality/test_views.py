@@ -17,11 +17,13 @@ from typer.testing import CliRunner
 from kerma.cli.main import app as cli_app
 from kerma.config import Settings
 from kerma.services.registry import Registry
+from kerma.services.users import Accounts, Actor
 from kerma.web.app import create_app
 from kerma.web.routes import quality as quality_routes
 from tests.conftest import DICOM_DIR
 from tests.db_fixtures import make_settings
 from tests.quality.generators import ct_series, dx_image, rejection_kos, write
+from tests.web.conftest import PASSWORD, login
 
 pytestmark = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared/dicom missing")
 
@@ -32,6 +34,12 @@ class Site:
 
     settings: Settings
     folder: Path
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header of the site's viewer API token."""
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +55,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         registry.import_paths([write(im, folder / "dx") for im in images])
         registry.import_paths([write(rejection_kos(images[:1]), folder / "kos")])
         registry.import_paths([write(ds, folder / "ct") for ds in ct_series(sigma_hu=10.0)])
-    yield Site(settings, folder)
+    accounts = Accounts(settings)
+    try:
+        _info, token = accounts.add_token("quality-viewer", "viewer", Actor("test", "cli"))
+        accounts.add_user("viewer", PASSWORD, "viewer", Actor("test", "cli"))
+    finally:
+        accounts.close()
+    yield Site(settings, folder, token)
 
 
 class TestApi:
@@ -55,7 +69,7 @@ class TestApi:
 
     def test_ei_rejects_noise_points(self, site: Site) -> None:
         """Each endpoint answers with the aggregate it names."""
-        with TestClient(create_app(site.settings)) as client:
+        with TestClient(create_app(site.settings), headers=site.headers) as client:
             ei = client.get("/api/v1/quality/ei", params={"by": "room"}).json()
             rejects = client.get("/api/v1/quality/rejects").json()
             noise = client.get("/api/v1/quality/noise").json()
@@ -72,10 +86,15 @@ class TestApi:
 
     def test_bad_group_is_422(self, site: Site) -> None:
         """An unknown group key is a 422 with the keys that exist, not a 500."""
-        with TestClient(create_app(site.settings)) as client:
+        with TestClient(create_app(site.settings), headers=site.headers) as client:
             response = client.get("/api/v1/quality/ei", params={"by": "colour"})
         assert response.status_code == 422
         assert "choose from room" in response.json()["detail"]
+
+    def test_without_token_is_401(self, site: Site) -> None:
+        """The API refuses a request without a session or token."""
+        with TestClient(create_app(site.settings)) as client:
+            assert client.get("/api/v1/quality/ei").status_code == 401
 
     def test_every_route_requires_a_role(self) -> None:
         """Each quality route depends on require_role (security interface)."""
@@ -93,6 +112,8 @@ class TestPage:
     def test_page_renders(self, site: Site) -> None:
         """Figures are embedded as JSON that cannot close the script element."""
         with TestClient(create_app(site.settings)) as client:
+            assert client.get("/quality", follow_redirects=False).status_code == 303
+            login(client, "viewer")
             response = client.get("/quality")
         assert response.status_code == 200
         html = response.text

@@ -56,6 +56,7 @@ COMMAND_MODULES = (
     "kerma.cli.alerts",
     "kerma.cli.serve",
     "kerma.cli.keys",
+    "kerma.cli.users",
 )
 
 #: The modules to load for each command, tried in order until one adds it; a command
@@ -84,6 +85,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "alerts": ("kerma.cli.alerts",),
     "serve": ("kerma.cli.serve",),
     "key": ("kerma.cli.keys",),
+    "users": ("kerma.cli.users",),
+    "tokens": ("kerma.cli.users",),
 }
 
 #: Commands that do not open the registry database (its URL is not checked for them).

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kerma.cli.console import make_console
 from kerma.cli.net import parse_port_option
+
+if TYPE_CHECKING:
+    from kerma.config import Settings
 
 #: Log levels of uvicorn (``uvicorn.config.LOG_LEVELS``).
 LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug", "trace")
@@ -45,7 +49,26 @@ def serve(
 
     settings = get_settings()
     check_registry_key(settings)  # a missing or other pseudonym key stops it here
+    _hint_first_admin(settings)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+def _hint_first_admin(settings: Settings) -> None:
+    """Say how to make the first admin when the registry has no users (nobody can log in)."""
+    from kerma.services.users import Accounts
+
+    accounts = Accounts(settings)
+    try:
+        has_users = accounts.has_users()
+    finally:
+        accounts.close()
+    if not has_users:
+        make_console(stderr=True).print(
+            "[yellow]No users yet: nobody can log in.[/yellow] Create the first admin with\n"
+            "    kerma users add admin --role admin\n"
+            "and machine clients' tokens with `kerma tokens add NAME --role physicist`.",
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

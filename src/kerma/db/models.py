@@ -811,3 +811,95 @@ class CTImageNoise(Base):
     tissue_pixels: Mapped[int] = mapped_column(Integer)
     histogram: Mapped[list[int]] = mapped_column(JSON)
     measured_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UserAccount(Base):
+    """A person who logs in to the web application (issue #13; docs/security.md).
+
+    ``password_hash`` is the Argon2id hash in PHC string form (``$argon2id$v=19$...``,
+    argon2-cffi); never the password. It is ``None`` for a directory (LDAP) user, whose
+    password is checked by the directory. ``role`` is ``viewer``, ``physicist`` or
+    ``admin``. ``failed_logins`` counts failures since the last successful login;
+    ``locked_until`` is the end of the current lock-out (``None``: not locked).
+    The table is not called ``user``: that is a reserved word in PostgreSQL.
+    """
+
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    is_disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    is_ldap: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserSession(Base):
+    """A browser session: the server side of the ``kerma_session`` cookie.
+
+    ``session_hash`` is SHA-256 (hex) of the random session id the cookie holds, so the
+    table alone does not let anyone act as a logged-in user. ``csrf_token`` is the
+    session's CSRF token (random, 32 bytes, URL-safe base64). A session ends at
+    ``expires_at`` (absolute), after ``settings.session_idle_minutes`` without a
+    request (``last_seen_at``), or when revoked (``revoked_at``: logout, password
+    reset, user disabled).
+    """
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(SHA256_HEX, unique=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    """A machine client's token (STOW-RS sender, JSON API script).
+
+    ``token_hash`` is SHA-256 (hex) of the token (32 random bytes, shown once when
+    made); the token itself is never stored. ``role`` as for users.
+    """
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    token_hash: Mapped[str] = mapped_column(SHA256_HEX, unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditLog(Base):
+    """One entry of the audit log: who did what to which target, when, from where.
+
+    Append-only: Kerma only inserts; the migration adds triggers (SQLite and
+    PostgreSQL) that refuse UPDATE and DELETE. ``username`` is the user or token name
+    (for a failed login: the name that was tried); ``principal_kind`` is ``user``,
+    ``token`` or ``anonymous``; ``client_address`` the peer's IP address.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    username: Mapped[str] = mapped_column(String(128), index=True)
+    principal_kind: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(512), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    client_address: Mapped[str | None] = mapped_column(String(64))

@@ -63,8 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Kerma", version=__version__, lifespan=lifespan)
     app.state.settings = settings
 
+    from kerma.web import security
     from kerma.web.routes import dicomweb, quality
 
+    security.install(app)  # login required everywhere but /login and /static
     app.include_router(dicomweb.router)
     app.include_router(quality.api)
     app.include_router(quality.pages)

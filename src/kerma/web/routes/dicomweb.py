@@ -9,6 +9,11 @@ follows on the worker, with ``settings.scp_keep_non_dose`` as for the Storage SC
 each object keeps its origin (``STOW-RS from <client address>``), which ``kerma
 ignored`` and ``kerma rejects`` show.
 
+Clients authenticate with an API token of at least the physicist role
+(``Authorization: Bearer <token>``, ``kerma tokens add``); without one the answer is
+401, with a lower role 403 (docs/security.md). A browser session may post too, with
+its CSRF token in the ``X-CSRF-Token`` header.
+
 The response is the Store Instances Response in DICOM JSON: 200 when every instance
 was stored, 202 when some failed, 409 when none was stored; 415 for another media
 type; 400 for a body that is not a well-formed multipart body.
@@ -26,7 +31,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -34,10 +39,14 @@ from starlette.requests import ClientDisconnect
 from kerma.errors import ObjectTooLargeError
 from kerma.net.dicomweb import StowReceiver, parse_content_type, store_response
 from kerma.net.handlers import IntakeLimits
+from kerma.web.security import Role, require_role
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+#: STOW-RS senders need a token (or a session) with at least the physicist role.
+router = APIRouter(
+    prefix="/dicomweb", tags=["dicomweb"], dependencies=[Depends(require_role(Role.physicist))]
+)
 
 DICOM_JSON = "application/dicom+json"
 
