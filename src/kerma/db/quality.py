@@ -238,7 +238,11 @@ def _event_base(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
 
 
 def exposure_index_summary(
-    session: Session, *, group_by: Sequence[str], flt: StudyFilter | None = None
+    session: Session,
+    *,
+    group_by: Sequence[str],
+    di_edges: Sequence[float],
+    flt: StudyFilter | None = None,
 ) -> list[dict[str, Any]]:
     """Return the EI/DI aggregate per group, one dict per group.
 
@@ -246,11 +250,11 @@ def exposure_index_summary(
     the device's or calculated), ``n_di_calculated``, ``mean_di``, ``min_di``,
     ``max_di``, ``n_outside_1`` (|DI| > 1), ``n_outside_3`` (|DI| > 3), ``mean_ei``,
     ``n_vendor_index`` (events with only a vendor index) and ``di_bins``: counts of DI
-    below -3, [-3, -2), [-2, -1), [-1, 0), [0, 1), [1, 2), [2, 3), 3 and above.
+    below ``di_edges[0]``, in each [edge, next edge), and at or above the last edge.
     """
     di = deviation_index_expr()
     keys = _group_columns(session, group_by)
-    edges = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+    edges = tuple(float(e) for e in di_edges)
     bins = [func.sum(case((di < edges[0], 1), else_=0)).label("bin_0")]
     for i in range(len(edges) - 1):
         bins.append(
@@ -406,24 +410,24 @@ def registry_reject_rates(
 
 
 def registry_rejects_by_reason(
-    session: Session, *, flt: StudyFilter | None = None
+    session: Session, *, group_by: Sequence[str], flt: StudyFilter | None = None
 ) -> list[dict[str, Any]]:
-    """Return per room and reason the rejected images (KOS and reject-log notes)."""
-    room = room_label().label("room")
+    """Return per group and reason the rejected images (KOS and reject-log notes).
+
+    ``group_by`` may hold the event keys of :func:`registry_reject_rates` and ``reason``.
+    """
+    keys = _group_columns(session, [g for g in group_by if g != "reason"])
     reason = func.coalesce(RejectedInstance.reason, "").label("reason")
     stmt = (
-        select(
-            room,
-            reason,
-            func.count(func.distinct(DoseReport.id)).label("n_rejected"),
-        )
+        select(*keys, reason, func.count(func.distinct(DoseReport.id)).label("n_rejected"))
         .select_from(RejectedInstance)
         .join(DoseReport, DoseReport.sop_instance_uid == RejectedInstance.sop_instance_uid)
+        .join(IrradiationEvent, IrradiationEvent.dose_report_id == DoseReport.id)
         .join(Study, Study.id == DoseReport.study_id)
         .join(Device, Device.id == Study.device_id)
-        .where(study_where(flt))
-        .group_by(room.element, reason.element)
-        .order_by(room.element, reason.element)
+        .where(*_event_base(flt), DoseReport.kind.in_(IMAGE_KINDS))
+        .group_by(*[k.element for k in keys], reason.element)
+        .order_by(*[k.element for k in keys], reason.element)
     )
     return [dict(r) for r in session.execute(stmt).mappings()]
 

@@ -111,7 +111,7 @@ def exposure_index_summary(
     ValueError
         When a group key is unknown.
     """
-    rows = store.exposure_index_summary(session, group_by=group_by, flt=flt)
+    rows = store.exposure_index_summary(session, group_by=group_by, di_edges=DI_BIN_EDGES, flt=flt)
     frame = pd.DataFrame(rows)
     columns = [*group_by, "n_events", "n_di", "n_di_calculated", "mean_di", "min_di", "max_di"]
     columns += ["share_outside_1", "share_outside_3", "mean_ei", "n_vendor_index"]
@@ -172,7 +172,9 @@ def reject_rates(
     Parameters
     ----------
     group_by : sequence of str, optional
-        ``room``, ``body_part``, ``reason`` (the rejection's reason), ``month``.
+        ``room``, ``body_part``, ``reason`` (the rejection's reason), ``month``;
+        ``protocol`` and ``detector`` for the registry rows. With ``reason`` the
+        registry rows count rejected images only (a reason has no accepted images).
     flt : StudyFilter, optional
         Which studies (the reject log is filtered by its dates only).
 
@@ -186,11 +188,9 @@ def reject_rates(
     group_by = list(group_by)
     frames = []
     if "reason" in group_by:
-        registry = pd.DataFrame(store.registry_rejects_by_reason(session, flt=flt))
-        if not registry.empty:
-            registry = registry.groupby(
-                [g for g in group_by if g in ("room", "reason")], as_index=False
-            )["n_rejected"].sum()
+        registry = pd.DataFrame(
+            store.registry_rejects_by_reason(session, group_by=group_by, flt=flt)
+        )
     else:
         registry = pd.DataFrame(store.registry_reject_rates(session, group_by=group_by, flt=flt))
     if not registry.empty:
