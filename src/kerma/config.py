@@ -208,6 +208,18 @@ class Settings(BaseSettings):
     exam_rules_path: Path | None = Field(
         default=None, description="TOML file of site standard-exam rules (replaces defaults)."
     )
+    hl7_mapping: Path | None = Field(
+        default=None,
+        description="TOML file of the site's HL7 v2 mapping: which segment and field carry "
+        "accession, patient ID, weight, height, procedure and department, per sending "
+        "application (docs/ris.md); default: the packaged mapping.",
+    )
+    hl7_tls_cert: Path | None = Field(
+        default=None, description="PEM certificate of the HL7 listener (MLLP over TLS)."
+    )
+    hl7_tls_key: Path | None = Field(
+        default=None, description="PEM private key of the HL7 listener."
+    )
     drl_min_sample: int = Field(default=20, description="ICRP 135 minimum sample per room.")
     drl_min_sample_mammography: int = Field(default=50)
     drl_unknown_age: Literal["adult", "exclude"] = Field(
@@ -394,6 +406,9 @@ class Settings(BaseSettings):
     @field_validator(
         "archive_dir",
         "exam_rules_path",
+        "hl7_mapping",
+        "hl7_tls_cert",
+        "hl7_tls_key",
         "scp_tls_cert",
         "scp_tls_key",
         "scp_tls_ca",

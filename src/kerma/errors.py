@@ -165,3 +165,19 @@ class AlertMessageError(KermaError, ValueError):
 
 class ReportNotAllowedError(KermaError):
     """A significant-event report was asked for an alert not notified to the authority."""
+
+
+class MessageError(KermaError, ValueError):
+    """An HL7 v2 message or FHIR resource that cannot be used (docs/ris.md).
+
+    ``ack_code`` is the HL7 acknowledgment code it leads to (HL7 Table 0008): ``AR``
+    when the message itself is refused (not HL7, unsupported type), ``AE`` when its
+    content is in error (no accession number and no patient ID, a unit not known).
+    ``error_code`` is the HL7 Table 0357 code of ERR-3. The message never quotes a
+    value of the message (it may identify the patient).
+    """
+
+    def __init__(self, message: str, *, ack_code: str = "AE", error_code: str = "207") -> None:
+        super().__init__(message)
+        self.ack_code = ack_code
+        self.error_code = error_code

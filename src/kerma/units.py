@@ -98,6 +98,26 @@ NON_UCUM_SPELLINGS: Final = frozenset(
     }
 )
 
+#: Body weight units of an HL7 v2 OBX-6 or a FHIR Quantity (UCUM; HL7 v2.5.1 Ch. 7.4.2.6,
+#: LOINC 29463-7 example units), factor to kg; ``lb`` and ``lbs`` are spellings RIS
+#: systems send that are not UCUM. Keys are compared case-sensitively (UCUM is).
+BODY_WEIGHT_TO_KG: Final[dict[str, float]] = {
+    "kg": 1.0,
+    "g": 1e-3,
+    "[lb_av]": 0.45359237,  # international avoirdupois pound (UCUM; exact)
+    "lb": 0.45359237,
+    "lbs": 0.45359237,
+}
+
+#: Body height units (UCUM; LOINC 8302-2), factor to m.
+BODY_HEIGHT_TO_M: Final[dict[str, float]] = {
+    "m": 1.0,
+    "cm": 1e-2,
+    "mm": 1e-3,
+    "[in_i]": 0.0254,  # international inch (UCUM; exact)
+    "in": 0.0254,
+}
+
 #: Attribute-defined header units (PS3.3): factors to the canonical unit.
 DGYCM2_TO_GYM2: Final = 1e-5  # (0018,115E) Image and Fluoroscopy Area Dose Product
 DGY_TO_MGY: Final = 100.0  # (0040,0316) Organ Dose

@@ -44,12 +44,20 @@ class TestPackagedTables:
         )
 
     @pytest.mark.parametrize("stem", sorted(DRL_TABLES))
-    def test_packaged_copy_equals_shared_table(self, stem: str) -> None:
-        """The package data is a byte copy of the curated shared table."""
-        shared = SHARED_REFERENCE / f"{stem}.csv"
-        if not shared.is_file():
+    def test_packaged_table_extends_shared_table(self, stem: str) -> None:
+        """The package data extends the curated shared table, it does not fork it (#16).
+
+        Every shared row comes first, unchanged in every shared column; the shipped
+        table only adds columns (validity and traceability) and rows.
+        """
+        shared_path = SHARED_REFERENCE / f"{stem}.csv"
+        if not shared_path.is_file():
             pytest.skip("../shared/reference is not beside the repository")
-        assert reference_path(f"{stem}.csv").read_bytes() == shared.read_bytes()
+        read = {"dtype": str, "keep_default_na": False}
+        shared = pd.read_csv(shared_path, **read)
+        shipped = pd.read_csv(reference_path(f"{stem}.csv"), **read)
+        assert list(shipped.columns[: len(shared.columns)]) == list(shared.columns)
+        pd.testing.assert_frame_equal(shipped.iloc[: len(shared)][shared.columns], shared)
 
     def test_readme_and_sources_ship(self) -> None:
         """README.md and SOURCES.md are package data beside the tables."""

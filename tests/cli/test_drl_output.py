@@ -44,16 +44,25 @@ class TestDrlTable:
     """The terminal table."""
 
     def test_superseded_edition_is_in_the_table(self, cli, tmp_path: Path) -> None:
-        """DE's 2010 mammography DRL (superseded) says so on its rows; CSV has it too."""
+        """DE's 2010 mammography DRL (superseded; in force 2010-07-28 to 2016-07-14)
+        says so, with its validity, on the row of the 2015 Hologic study; the 2023 and
+        2024 studies are not compared with it (#16: the edition in force on the study
+        date; the BfS 2022 mammography table is not shipped). The CSV has it too."""
         out = tmp_path / "drl.csv"
         result = cli("drl", "-m", "MG", "--set", "DE", "--out", str(out))
         assert result.exit_code == 0, result.output
         rows = [line for line in result.output.splitlines() if "│" in line and "AGD" in line]
         assert len(rows) == 3  # one per room
-        assert all("DE 2010 BFS2010 (superseded)" in line for line in rows)
+        cited = [
+            line for line in rows if "DE 2010 BFS2010 (superseded, 2010-07-28–2016-07-14)" in line
+        ]
+        assert len(cited) == 1
+        assert sum("no DRL in force on the study date" in line for line in rows) == 2
         frame = pd.read_csv(out)
-        assert set(frame["drl_status"]) == {"superseded"}
-        assert set(frame["drl_year"]) == {2010}
+        compared = frame[frame["drl_status"].notna()]
+        assert set(compared["drl_status"]) == {"superseded"}
+        assert set(compared["drl_year"]) == {2010}
+        assert (frame["status"] == "no DRL in force on the study date").sum() == 2
 
     def test_every_row_names_table_and_edition(self, cli) -> None:
         """UG rows cite 'UG 2023 UG2023' on each row."""

@@ -109,7 +109,10 @@ def app(web_settings: Settings, accounts: Accounts):  # type: ignore[no-untyped-
     def physicist_only(principal: Physicist) -> dict[str, str]:
         return {"user": principal.username, "role": principal.role.name}
 
-    return application
+    yield application
+    opened = getattr(application.state, "accounts", None)
+    if opened is not None:
+        opened.close()  # its connections, before the test database is dropped
 
 
 def session_csrf(client: TestClient) -> str:

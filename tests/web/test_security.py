@@ -26,6 +26,11 @@ from kerma.web.security import Role
 from tests.conftest import DICOM_DIR
 from tests.web.conftest import PASSWORD, SETUP, form_csrf, login, session_csrf
 
+#: For tests whose outcome does not depend on the database back end (the route table,
+#: cookies, roles, CSRF): SQLite only. Storage tests (lock-out, audit log, tokens,
+#: STOW-RS) run on SQLite and PostgreSQL.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 #: Paths open without login: the login form and static files.
 PUBLIC = {"/login"}
 
@@ -74,6 +79,7 @@ def audit_actions(accounts: Accounts, **filters: object) -> list[tuple[str, str,
     return [(e.username, e.action, e.target) for e in reversed(page.entries)]
 
 
+@SQLITE_ONLY
 class TestRouteTable:
     """Every route of the app refuses a request without session or token."""
 
@@ -116,20 +122,29 @@ class TestRouteTable:
         r = client.get("/docs", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fdocs"
 
+    def test_security_headers(self, client: TestClient) -> None:
+        """No framing, no sniffing, same-origin referrer; logged-in pages are not cached."""
+        for r in (client.get("/login"), client.get("/static/kerma.css")):
+            assert r.headers["x-frame-options"] == "DENY"
+            assert r.headers["content-security-policy"] == "frame-ancestors 'none'"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["referrer-policy"] == "same-origin"
+        login(client, "view")
+        assert client.get("/test/page").headers["cache-control"] == "no-store"
+
     def test_static_files_are_public(self, client: TestClient) -> None:
         """The stylesheet is served without login."""
         assert client.get("/static/kerma.css").status_code == 200
 
-    def test_after_login_next_page_is_local_only(self) -> None:
-        """The page after login is a local path; another site's address is refused."""
-        assert safe_next("/admin/audit?page=2") == "/admin/audit?page=2"
-        assert [safe_next(v) for v in ("//evil.example", "https://evil.example", "\\\\x")] == [
-            "/",
-            "/",
-            "/",
-        ]
+
+def test_after_login_next_page_is_local_only() -> None:
+    """The page after login is a local path; another site's address is refused."""
+    assert safe_next("/admin/audit?page=2") == "/admin/audit?page=2"
+    refused = ("//evil.example", "https://evil.example", "\\\\x", "/\t/evil.example", "/ /x")
+    assert [safe_next(v) for v in refused] == ["/"] * len(refused)
 
 
+@SQLITE_ONLY
 class TestLogin:
     """The login form, the session cookie, logout."""
 
@@ -201,6 +216,13 @@ class TestLogin:
         page = accounts.audit_page(AuditFilter(action="login"))
         assert {e.client_address for e in page.entries} == {"testclient"}
 
+    def test_next_is_escaped_in_the_login_form(self, client: TestClient) -> None:
+        """A crafted next= cannot inject markup into the login page."""
+        r = client.get('/login?next=/x"><script>alert(1)</script>')
+        assert r.status_code == 200
+        assert "<script>alert(1)" not in r.text
+        assert "&lt;script&gt;" in r.text or "&#34;&gt;" in r.text
+
     def test_login_form_without_its_csrf_token_is_refused(self, client: TestClient) -> None:
         """A login posted without the form's token (login CSRF) is refused with 403."""
         r = client.post(
@@ -222,6 +244,7 @@ class TestLogin:
         assert ("view", "logout", "") in audit_actions(accounts)
 
 
+@SQLITE_ONLY
 class TestRoles:
     """A role too low gets 403."""
 
@@ -265,6 +288,7 @@ class TestRoles:
         assert r.status_code == 401
 
 
+@SQLITE_ONLY
 class TestCSRF:
     """Every state-changing request of a browser session needs the session's CSRF token."""
 
@@ -347,6 +371,24 @@ class TestLockout:
             "login.ok",
         ]
 
+    def test_concurrent_failures_all_count(
+        self, accounts: Accounts, web_settings: Settings
+    ) -> None:
+        """Eight wrong passwords at once from eight threads: the counter says 8."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        relaxed = Accounts(web_settings.model_copy(update={"login_max_failures": 50}))
+        try:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                results = list(
+                    pool.map(lambda i: relaxed.login("phys", f"wrong {i:02d} pass", None), range(8))
+                )
+        finally:
+            relaxed.close()
+        assert [r[0].is_ok for r in results] == [False] * 8
+        (user,) = [u for u in accounts.list_users() if u.username == "phys"]
+        assert user.failed_logins == 8
+
     def test_lockout_durations(self, web_settings: Settings) -> None:
         """Back-off: 0 below the threshold, then 60, 120, 240 s ... capped at one day."""
         assert [lockout_seconds(n, web_settings) for n in range(1, 9)] == [
@@ -414,6 +456,21 @@ class TestAuditLog:
         page = client.get("/admin/audit", params={"user": "admin", "action": "token"})
         assert page.status_code == 200
         assert page.text.count("token.") == 2 + page.text.count('<option value="token.')
+
+    def test_audit_filter_by_user_action_and_date(self, accounts: Accounts) -> None:
+        """Filters run in the database: user, action family, UTC day range; paged."""
+        today = dt.datetime.now(dt.UTC).date()
+        for i in range(3):
+            accounts.add_user(f"u{i}", PASSWORD, "viewer", SETUP)
+        assert accounts.audit_page(AuditFilter(username="test-setup")).total == 6
+        assert accounts.audit_page(AuditFilter(action="user")).total == 6
+        assert accounts.audit_page(AuditFilter(action="user.ad")).total == 0  # no prefix match
+        assert accounts.audit_page(AuditFilter(since=today, until=today)).total == 6
+        yesterday = today - dt.timedelta(days=1)
+        assert accounts.audit_page(AuditFilter(until=yesterday)).total == 0
+        page = accounts.audit_page(AuditFilter(), page=2, per_page=4)
+        assert (page.total, page.pages, len(page.entries)) == (6, 2, 2)
+        assert [e.target for e in page.entries] == ["phys", "admin"]  # oldest last
 
     def test_weak_password_is_refused_with_a_message(
         self, client: TestClient, accounts: Accounts
@@ -566,3 +623,9 @@ class TestStow:
         assert len(studies) == 1
         (listed,) = [t for t in accounts.list_tokens() if t.name == "ct-room-3"]
         assert listed.last_used_at is not None
+        (entry,) = accounts.audit_page(AuditFilter(action="dicomweb")).entries
+        assert (entry.username, entry.principal_kind, entry.detail) == (
+            "ct-room-3",
+            "token",
+            {"stored": 1, "failed": 0},
+        )

@@ -733,8 +733,15 @@ def find_drl(
     age_years: object = None,
     compression_thickness_mm: object = None,
     adult_age_years: float = 18.0,
+    study_date: object = None,
 ) -> dict[str, Any] | None:
     """Return the DRL row that a single study or event of ``exam`` is compared with.
+
+    Of several editions of the exam's DRL (``select_drls`` keeps dated superseded
+    ones, #16), the one in force on ``study_date`` is used (``valid_from`` and
+    ``valid_to``, inclusive); when none was in force, or the date is unknown, the
+    current edition (else the most recent year) as before #16, so an alert rule
+    keeps a threshold where the selected set lacks the table of the study's date.
 
     Candidates follow :func:`kerma.analysis.reference.drl_exam_candidates` (an
     indication exam first, then its anatomical exam). Patients younger than
@@ -769,7 +776,7 @@ def find_drl(
     keys = rows.get("indication_exam", pd.Series("", index=rows.index)).fillna("").astype(str)
     keys = keys.where(keys != "", rows["standard_exam"].astype(str))
     for candidate in drl_exam_candidates(name):
-        matched = rows[keys == candidate]
+        matched = _edition_for(rows[keys == candidate], study_date)
         if matched.empty:
             continue
         if group == "paediatric":
@@ -798,6 +805,29 @@ def find_drl(
             "band_label": _text(row.get("band_label")),
         }
     return None
+
+
+def _edition_for(rows: pd.DataFrame, study_date: object) -> pd.DataFrame:
+    """Return the rows of one exam's DRL edition for a study of ``study_date``.
+
+    The rows in force on the date (``valid_from``/``valid_to``, inclusive); when none
+    (or the date is unknown), the ``current`` rows, else those of the most recent year.
+    """
+    if rows.empty or "valid_to" not in rows.columns or "valid_from" not in rows.columns:
+        return rows
+    date = pd.to_datetime(study_date, errors="coerce") if study_date is not None else pd.NaT
+    if pd.notna(date):
+        day = pd.Timestamp(date).normalize()
+        valid_from = pd.to_datetime(rows["valid_from"], errors="coerce")
+        valid_to = pd.to_datetime(rows["valid_to"], errors="coerce")
+        in_force = (valid_from.isna() | (valid_from <= day)) & (valid_to.isna() | (day <= valid_to))
+        inside = rows[in_force]
+        if not inside.empty:
+            return inside
+    if "status" in rows.columns and (rows["status"] == "current").any():
+        return rows[rows["status"] == "current"]
+    years = pd.to_numeric(rows["drl_year"], errors="coerce")
+    return rows[years == years.max()] if years.notna().any() else rows
 
 
 def _in_band(rows: pd.DataFrame, age: float | None) -> pd.Series:
@@ -887,6 +917,7 @@ def _limit(
         exam=_field(row, "standard_exam"),
         age_years=row.get("patient_age_years"),
         compression_thickness_mm=row.get("compression_thickness_mm"),
+        study_date=row.get("study_date"),
     )
     if drl is None:
         return None

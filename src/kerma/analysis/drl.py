@@ -67,6 +67,7 @@ STATUS_BELOW: Final = "below"
 STATUS_INSUFFICIENT: Final = "insufficient sample"
 STATUS_NO_DRL: Final = "no DRL in the selected set"
 STATUS_NEEDS_INDICATION: Final = "no DRL without clinical indication"
+STATUS_NO_EDITION: Final = "no DRL in force on the study date"
 
 #: What the comparison does with samples whose patient age is unknown
 #: (``Settings.drl_unknown_age``): compare them with the adult DRLs, or leave them out.
@@ -99,6 +100,8 @@ COMPARISON_COLUMNS: Final[tuple[str, ...]] = (
     "drl_year",
     "drl_status",
     "drl_verification",
+    "drl_valid_from",
+    "drl_valid_to",
     "source_ref",
     "note",
 )
@@ -129,6 +132,32 @@ def _band_mask(samples: pd.DataFrame, drl: pd.Series) -> pd.Series:
     if isinstance(view, str) and view:
         mask &= samples.get("view", pd.Series(None, index=samples.index)) == view
     return mask.fillna(False).astype(bool)
+
+
+def _in_force(samples: pd.DataFrame, drl: pd.Series) -> pd.Series:
+    """Return which samples a DRL row applies to by date: the edition in force.
+
+    A row applies to studies whose ``study_date`` lies in its validity period
+    (``valid_from`` and ``valid_to``, inclusive calendar days; an empty bound is
+    open). A row without validity dates applies at every date. Samples without a
+    study date (or frames without the column) are compared only with editions that
+    are still open-ended (no ``valid_to``): the current ones.
+    """
+    valid_from = drl.get("valid_from")
+    valid_to = drl.get("valid_to")
+    valid_from = pd.Timestamp(valid_from) if pd.notna(valid_from) else None
+    valid_to = pd.Timestamp(valid_to) if pd.notna(valid_to) else None
+    if valid_from is None and valid_to is None:
+        return pd.Series(True, index=samples.index)
+    if "study_date" not in samples.columns:
+        return pd.Series(valid_to is None, index=samples.index)
+    days = pd.to_datetime(samples["study_date"], errors="coerce").dt.normalize()
+    mask = days.notna()
+    if valid_from is not None:
+        mask &= days >= valid_from
+    if valid_to is not None:
+        mask &= days <= valid_to
+    return (mask | (days.isna() & (valid_to is None))).astype(bool)
 
 
 def _room_medians(
@@ -386,11 +415,16 @@ def compare_with_drls(
                 else f"no {patient_group} DRL for {exam} in the selected set; compared "
                 f"with the {drl_exam} DRL"
             )
+            covered = pd.Series(False, index=subset.index)
+            compared = False
             for _, drl in matched.iterrows():
                 column = DRL_QUANTITY_COLUMNS.get((str(family), str(drl["quantity"])))
                 if column is None or column not in subset.columns:
                     continue
-                band = _band_mask(subset, drl)
+                in_force = _in_force(subset, drl)
+                covered |= in_force
+                compared = True
+                band = _band_mask(subset, drl) & in_force
                 rooms = _room_medians(
                     subset[band], column, threshold, included[band], unknown[band]
                 )
@@ -410,7 +444,24 @@ def compare_with_drls(
                     rooms[name] = drl[name]
                 rooms["drl_status"] = drl["status"]
                 rooms["drl_verification"] = drl["verification"]
+                rooms["drl_valid_from"] = drl.get("valid_from", pd.NaT)
+                rooms["drl_valid_to"] = drl.get("valid_to", pd.NaT)
                 rows.append(rooms)
+            uncovered = ~covered & (included | unknown)
+            if include_no_drl and compared and uncovered.any():
+                rooms = _rooms_without_drl(
+                    subset[uncovered], str(family), threshold, included[uncovered],
+                    unknown[uncovered],
+                )  # fmt: skip
+                if not rooms.empty:
+                    rows.append(
+                        rooms.assign(
+                            patient_group=patient_group,
+                            status=STATUS_NO_EDITION,
+                            note=f"no edition of the selected set's {drl_exam} DRL was in "
+                            f"force on these studies' dates ({_validity_text(matched)})",
+                        )
+                    )
     if not rows:
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     out = pd.concat(rows, ignore_index=True)
@@ -439,6 +490,20 @@ def compare_with_drls(
         ["standard_exam", "quantity", "patient_group", "band_label", "device_name"],
         ignore_index=True,
     )
+
+
+def _validity_text(drls: pd.DataFrame) -> str:
+    """Return the validity periods of DRL rows, e.g. ``"2010-07-28 to 2016-07-14"``."""
+    if "valid_from" not in drls.columns or "valid_to" not in drls.columns:
+        return "no validity dates"
+    periods = []
+    for valid_from, valid_to in (
+        drls[["valid_from", "valid_to"]].drop_duplicates().itertuples(index=False)
+    ):
+        start = pd.Timestamp(valid_from).date().isoformat() if pd.notna(valid_from) else "…"
+        end = pd.Timestamp(valid_to).date().isoformat() if pd.notna(valid_to) else "…"
+        periods.append(f"{start} to {end}")
+    return "; ".join(periods)
 
 
 def _rooms_without_drl(

@@ -46,6 +46,7 @@ RULE_FIELDS: Final[tuple[str, ...]] = (
     "study_description",
     "requested_procedure_description",
     "procedure_reported",
+    "requested_procedure_code",
     "acquisition_protocol",
     "target_region",
     "anatomical_structure",

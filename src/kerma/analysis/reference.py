@@ -97,7 +97,23 @@ DRL_COLUMNS: Final[tuple[str, ...]] = (
     "verification",
     "source_ref",
     "notes",
+    "valid_from",
+    "valid_to",
+    "table_ref",
+    "unit_as_published",
 )
+
+#: Verification grades of the shipped rows, strongest first (``SOURCES.md``); site
+#: tables get ``"site"``.
+VERIFICATION_GRADES: Final[tuple[str, ...]] = (
+    "primary",
+    "primary-reproduction",
+    "secondary",
+    "unverified",
+)
+
+#: Status of a row kept for comparison with studies of its validity period only.
+STATUS_SUPERSEDED: Final = "superseded"
 
 #: Adult CT rows (exam, clinical indication as published) that are DRLs of a EUCLID
 #: clinical indication (EC RP 195, 2021), and that indication's name as the EU table
@@ -170,6 +186,10 @@ RADIOGRAPHY_ALIASES: Final[dict[tuple[str, str], tuple[str, str]]] = {
     ("Lumbar spine", "LSJ (lumbosacral junction)"): ("Lumbar spine LSJ", ""),
     ("Shoulder", "per plane"): ("Shoulder", "per plane (projection)"),
     ("Orthopantomography (dental panoramic)", ""): ("Orthopantomography", ""),
+    ("Paranasal sinuses", "one projection"): (
+        "Paranasal sinuses",
+        "published for the one-projection examination; compared per projection",
+    ),
 }
 
 #: Fluoroscopy/interventional procedure as published -> kerma standard exam.
@@ -306,7 +326,42 @@ def _common(table: pd.DataFrame) -> dict[str, pd.Series]:
         "verification": table["verification"],
         "source_ref": table["source_ref"],
         "notes": table["notes"].map(_text),
+        "valid_from": _dates(table, "valid_from"),
+        "valid_to": _dates(table, "valid_to"),
+        "table_ref": _texts(table, "table_ref"),
+        "unit_as_published": _texts(table, "unit_as_published"),
     }
+
+
+def _dates(table: pd.DataFrame, column: str) -> pd.Series:
+    """Return an ISO-date column as ``datetime64`` (``NaT`` where empty or absent).
+
+    ``valid_from`` and ``valid_to`` are inclusive calendar days (README.md of the
+    reference folder, "Validity and traceability columns").
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When a cell is not an ISO date (``YYYY-MM-DD``).
+    """
+    if column not in table.columns:
+        return pd.Series(pd.NaT, index=table.index, dtype="datetime64[ns]")
+    text = table[column].map(_text)
+    dates = pd.to_datetime(text.where(text != ""), format="%Y-%m-%d", errors="coerce")
+    bad = text[(text != "") & dates.isna()]
+    if not bad.empty:
+        raise ConfigurationError(
+            f"Unable to read the DRL validity column {column!r}: {bad.iloc[0]!r} is not a "
+            "date in the form YYYY-MM-DD."
+        )
+    return dates
+
+
+def _texts(table: pd.DataFrame, column: str) -> pd.Series:
+    """Return a text column, ``""`` where empty or absent."""
+    if column not in table.columns:
+        return pd.Series("", index=table.index, dtype=object)
+    return table[column].map(_text)
 
 
 def _indication_exam(exam: object, clinical_indication: object) -> str:
@@ -536,6 +591,8 @@ def _harmonise_site_table(path: Path) -> pd.DataFrame:
             if column not in table.columns:
                 table[column] = np.nan
         table["drl_table"] = f"site:{path.name}"
+        table["valid_from"] = _dates(table, "valid_from")
+        table["valid_to"] = _dates(table, "valid_to")
         values = pd.to_numeric(table["drl_value"], errors="coerce")
         for old_name, (name, factor) in LEGACY_QUANTITIES.items():
             legacy = table["quantity"] == old_name
@@ -644,9 +701,14 @@ def select_drls(
     """Return the DRL rows of the selected set(s), one region per (exam, quantity, group).
 
     For each ``(standard_exam, quantity, patient_group)`` the first region in
-    ``drl_set`` that has rows with one of ``statuses`` wins; when a region has none
-    with those statuses, its most recent year is used instead (so a region whose set
-    is wholly superseded still answers, and the status column says so). The winning
+    ``drl_set`` that has rows wins. Its rows with one of ``statuses`` are kept
+    together with its **dated superseded editions** (status ``"superseded"`` and a
+    ``valid_to`` date): the comparison gives each study the edition in force on its
+    study date (``valid_from``/``valid_to``, :func:`kerma.analysis.drl.compare_with_drls`),
+    so a study dated before a table's publication is compared with the edition then in
+    force. When a region has neither, its most recent year is used instead (so a
+    region whose undated set is wholly superseded still answers, and the status column
+    says so). The winning
     region supplies all the exam's rows, clinical-indication rows included. When its
     rows are all clinical-indication rows (``indication_exam``; e.g. the EU set's
     ``CT Head`` is only *Stroke*), the next region with an anatomical row for the exam
@@ -695,14 +757,32 @@ def select_drls(
                 group = group[~_is_indication_row(group)]
                 if group.empty:
                     continue
-            preferred = group[group["status"].isin(statuses)]
-            if preferred.empty:
-                preferred = group[group["drl_year"] == group["drl_year"].max()]
+            preferred = _editions(group, statuses)
             chosen.append(preferred)
             taken[tkey] = bool((~_is_indication_row(preferred)).any())
     if not chosen:
         return drls.iloc[0:0]
     return pd.concat(chosen, ignore_index=True)
+
+
+def _editions(group: pd.DataFrame, statuses: Sequence[str]) -> pd.DataFrame:
+    """Return the rows of one region and exam that the comparison may use.
+
+    The rows with one of ``statuses`` and the superseded rows with a ``valid_to`` date
+    (each compared only with studies of its validity period); without either, the
+    rows of the most recent year (legacy undated tables).
+    """
+    preferred = group["status"].isin(statuses)
+    valid_to = group["valid_to"] if "valid_to" in group.columns else None
+    dated = (
+        (group["status"] == STATUS_SUPERSEDED) & valid_to.notna()
+        if valid_to is not None
+        else pd.Series(False, index=group.index)
+    )
+    kept = group[preferred | dated]
+    if kept.empty:
+        kept = group[group["drl_year"] == group["drl_year"].max()]
+    return kept
 
 
 def _is_indication_row(drls: pd.DataFrame) -> pd.Series:
@@ -751,6 +831,87 @@ def list_drl_sets(drls: pd.DataFrame | None = None) -> pd.DataFrame:
     columns = ["drl_region", "drl_source", "drl_year", "drl_table", "n_rows", "modalities"]
     columns += ["quantities", "statuses", "verification"]
     return out[columns].reset_index(drop=True)
+
+
+#: Columns of :func:`drl_coverage`.
+COVERAGE_COLUMNS: Final[tuple[str, ...]] = (
+    "drl_region",
+    "modalities",
+    "n_exams",
+    "exams",
+    "editions",
+    "n_rows",
+    *(f"share_{grade}" for grade in (*VERIFICATION_GRADES, "site")),
+)
+
+
+def _edition_label(region: str, year: object, valid_from: object, valid_to: object) -> str:
+    """Return ``"2018 (from 2018-01-26)"``-style text for one edition of a set."""
+    year_text = "" if pd.isna(year) else str(int(str(year)))
+    dates = []
+    if pd.notna(valid_from):
+        dates.append(f"from {pd.Timestamp(valid_from).date().isoformat()}")
+    if pd.notna(valid_to):
+        dates.append(f"to {pd.Timestamp(valid_to).date().isoformat()}")
+    label = year_text or "undated"
+    return f"{label} ({', '.join(dates)})" if dates else label
+
+
+def drl_coverage(drls: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Return per DRL set (region) what it covers and how well its rows are verified.
+
+    Parameters
+    ----------
+    drls : pandas.DataFrame, optional
+        Output of :func:`load_drls`; the packaged tables when omitted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per region, sorted by region: ``drl_region``; ``modalities`` (families
+        with rows, e.g. ``"CT, DX, MG"``); ``n_exams`` (distinct exams, a clinical
+        indication counting as its own exam) and ``exams`` (their names joined with
+        ``"; "``); ``editions`` (each year of the set with its validity dates, newest
+        first, e.g. ``"2018 (from 2018-01-26); undated (to 2018-01-25)"``);
+        ``n_rows`` (DRL values: one per published row and quantity, as
+        :func:`load_drls` counts them); and ``share_primary``,
+        ``share_primary-reproduction``, ``share_secondary``, ``share_unverified``,
+        ``share_site`` (fraction 0-1 of the set's rows at each verification grade of
+        ``SOURCES.md``; site tables are graded ``"site"``).
+    """
+    if drls is None:
+        drls = load_drls()
+    rows = []
+    keyed = drls.assign(
+        _exam=drls["indication_exam"]
+        .fillna("")
+        .astype(str)
+        .where(lambda s: s != "", drls["standard_exam"].astype(str))
+    )
+    for region, group in keyed.groupby("drl_region", sort=True):
+        editions = (
+            group[["drl_year", "valid_from", "valid_to"]]
+            .drop_duplicates()
+            .sort_values(["drl_year", "valid_from"], ascending=False, na_position="last")
+        )
+        grades = group["verification"].fillna("unverified").astype(str)
+        row: dict[str, object] = {
+            "drl_region": str(region),
+            "modalities": ", ".join(sorted(set(group["modality_family"].astype(str)))),
+            "n_exams": int(group["_exam"].nunique()),
+            "exams": "; ".join(sorted(set(group["_exam"]))),
+            "editions": "; ".join(
+                dict.fromkeys(
+                    _edition_label(str(region), y, f, to)
+                    for y, f, to in editions.itertuples(index=False)
+                )
+            ),
+            "n_rows": len(group),
+        }
+        for grade in (*VERIFICATION_GRADES, "site"):
+            row[f"share_{grade}"] = float((grades == grade).mean())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
 
 
 def load_k_factors() -> pd.DataFrame:

@@ -62,6 +62,8 @@ STUDY_RULE_FIELDS: Final[tuple[str, ...]] = (
     "study_description",
     "requested_procedure_description",
     "procedure_reported",
+    # the matched RIS order's code (docs/ris.md); site rules may test it
+    "requested_procedure_code",
 )
 
 #: Plural summary column of each joined event text field.

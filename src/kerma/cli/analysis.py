@@ -49,7 +49,9 @@ from kerma.services.analytics import (
     STATUS_INSUFFICIENT,
     STATUS_NEEDS_INDICATION,
     STATUS_NO_DRL,
+    STATUS_NO_EDITION,
     drl_sets,
+    drl_sets_coverage,
 )
 from kerma.services.tables import display_frame, write_frame_csv
 from kerma.units import QUANTITIES
@@ -250,9 +252,23 @@ def exams(
 
 
 @drl_app.command("sets")
-def drl_sets_command(out: OutOpt = None) -> None:
+def drl_sets_command(
+    out: OutOpt = None,
+    coverage: Annotated[
+        bool,
+        typer.Option(
+            "--coverage",
+            help="Per set: modalities and exams covered, editions, and the share of rows "
+            "at each verification grade (primary, reproduction, secondary, unverified).",
+        ),
+    ] = False,
+) -> None:
     """List the DRL sets Kerma knows (packaged and site tables)."""
     settings = get_settings()
+    if coverage:
+        _print_coverage(drl_sets_coverage(settings=settings), settings)
+        _write(drl_sets_coverage(settings=settings), out)
+        return
     sets = drl_sets(settings=settings)
     print_frame(
         sets,
@@ -268,6 +284,41 @@ def drl_sets_command(out: OutOpt = None) -> None:
         },
     )
     _write(sets, out)
+
+
+def _percent(share: Any) -> str:
+    """Return a 0-1 share as a whole percentage, ``"—"`` for 0."""
+    return "—" if not share else f"{100 * float(share):.0f}%"
+
+
+def _print_coverage(coverage: pd.DataFrame, settings: Settings) -> None:
+    """Print ``kerma drl sets --coverage``: one row per set with grade shares."""
+    shown = coverage.assign(
+        **{
+            column: coverage[column].map(_percent)
+            for column in coverage.columns
+            if column.startswith("share_")
+        }
+    )
+    total = coverage["n_rows"].sum()
+    print_frame(
+        shown,
+        f"DRL set coverage (selected: {settings.drl_set}; KERMA_DRL_SET)",
+        {
+            "drl_region": "set",
+            "modalities": "modalities",
+            "n_exams": "exams",
+            "editions": "editions (validity)",
+            "n_rows": "rows",
+            "share_primary": "primary",
+            "share_primary-reproduction": "reproduction",
+            "share_secondary": "secondary",
+            "share_unverified": "unverified",
+            "share_site": "site",
+        },
+        caption=f"{len(coverage)} sets, {total} DRL values (one per published row and "
+        "quantity). Grades: kerma/reference/SOURCES.md; --out writes the exam lists too.",
+    )
 
 
 @drl_app.callback(invoke_without_command=True)
@@ -368,6 +419,7 @@ STATUS_STYLES: dict[str, str] = {
     STATUS_INSUFFICIENT: "yellow",
     STATUS_NO_DRL: "dim",
     STATUS_NEEDS_INDICATION: "magenta",
+    STATUS_NO_EDITION: "dim",
 }
 
 
@@ -424,12 +476,14 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
             )
         ],
         drl_cited=[
-            _edition(region, year, ref, status)
-            for region, year, ref, status in zip(
+            _edition(region, year, ref, status, valid_from, valid_to)
+            for region, year, ref, status, valid_from, valid_to in zip(
                 result["drl_region"],
                 result["drl_year"],
                 result["source_ref"],
                 result["drl_status"],
+                result["drl_valid_from"],
+                result["drl_valid_to"],
                 strict=True,
             )
         ],
@@ -464,7 +518,8 @@ def _print_drl_table(result: pd.DataFrame, chosen: str, settings: Settings) -> N
             )
         ),
         "DRL source: the table (region, edition year, source key) each row compares with; "
-        "'superseded' marks an edition replaced by a newer one.",
+        "'superseded' marks an edition replaced by a newer one; dates: the edition's "
+        "validity, each study being compared with the edition in force on its date.",
         "typical (median) in parentheses: the median of a sample below the ICRP 135 "
         "minimum (insufficient sample), shown but not compared.",
         "n: values (one per CT or fluoroscopy study, per radiography projection, per "
@@ -603,13 +658,40 @@ def _room_label(device_name: Any) -> str:
     return str(device_name)
 
 
-def _edition(region: Any, year: Any, source_ref: Any, status: Any) -> str:
+def _edition(
+    region: Any,
+    year: Any,
+    source_ref: Any,
+    status: Any,
+    valid_from: Any = None,
+    valid_to: Any = None,
+) -> str:
     """Return which DRL table and edition a row compares with, e.g. ``DE 2010 BFS2010
-    (superseded)``; ``""`` for a row without DRL."""
+    (superseded, 2010-07-28–2016-07-14)``; ``""`` for a row without DRL.
+
+    The validity period is the edition's ``valid_from``/``valid_to`` (the studies it
+    was compared with lie in it; #16).
+    """
     cited = _cite(region, year, source_ref)
-    if cited and isinstance(status, str) and status and status != "current":
-        cited += f" ({status})"
-    return cited
+    if not cited:
+        return cited
+    qualifiers = []
+    if isinstance(status, str) and status and status != "current":
+        qualifiers.append(status)
+    start = pd.Timestamp(valid_from).date().isoformat() if _is_date(valid_from) else ""
+    end = pd.Timestamp(valid_to).date().isoformat() if _is_date(valid_to) else ""
+    if start or end:
+        qualifiers.append(f"{start or '…'}–{end or '…'}")
+    return f"{cited} ({', '.join(qualifiers)})" if qualifiers else cited
+
+
+def _is_date(value: Any) -> bool:
+    """Return whether ``value`` is a date (not None, NaN or NaT)."""
+    return (
+        value is not None
+        and not (isinstance(value, float) and math.isnan(value))
+        and (pd.notna(value))
+    )
 
 
 def _int_text(value: Any) -> str:

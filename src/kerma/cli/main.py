@@ -56,7 +56,9 @@ COMMAND_MODULES = (
     "kerma.cli.alerts",
     "kerma.cli.serve",
     "kerma.cli.keys",
+    "kerma.cli.hl7",
     "kerma.cli.users",
+    "kerma.cli.export",
 )
 
 #: The modules to load for each command, tried in order until one adds it; a command
@@ -85,8 +87,11 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "alerts": ("kerma.cli.alerts",),
     "serve": ("kerma.cli.serve",),
     "key": ("kerma.cli.keys",),
+    "hl7": ("kerma.cli.hl7",),
+    "fhir": ("kerma.cli.hl7",),
     "users": ("kerma.cli.users",),
     "tokens": ("kerma.cli.users",),
+    "export": ("kerma.cli.export",),
 }
 
 #: Commands that do not open the registry database (its URL is not checked for them).

@@ -58,15 +58,19 @@ def _actor() -> Actor:
 
 
 def read_password(password_stdin: bool) -> str:
-    """Return a new password: one line of standard input, or prompted twice (hidden)."""
+    """Return a new password: one line of standard input, or prompted twice (hidden).
+
+    Raises
+    ------
+    AccountError
+        When standard input is empty (``--password-stdin``).
+    """
     if password_stdin:
-        line = sys.stdin.readline()
-        return line.rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    second = getpass.getpass("Password (again): ")
-    if first != second:
-        raise AccountError("The two passwords differ; nothing was changed.")
-    return first
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise AccountError("No password on standard input (--password-stdin).")
+        return line
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
 PasswordStdin = Annotated[

@@ -19,6 +19,7 @@ STUDY_RULE_COLUMNS: tuple[str, ...] = (
     "study_description",
     "requested_procedure_description",
     "procedure_reported",
+    "requested_procedure_code",
     "acquisition_protocols",
     "target_regions",
     "anatomical_structures",

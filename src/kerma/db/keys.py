@@ -29,6 +29,8 @@ KEYED_HASH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("patient", "pseudonym"),
     ("report_version", "patient_pseudonym"),
     ("study", "accession_pseudonym"),
+    ("ris_order", "accession_pseudonym"),
+    ("ris_order", "patient_pseudonym"),
 )
 
 #: Rows re-keyed per UPDATE statement.

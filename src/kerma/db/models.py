@@ -59,6 +59,11 @@ SUMMARY_EVENT_QUANTITIES: tuple[str, ...] = (
 SHA256_HEX = String(64)
 
 
+def _utc_now() -> dt.datetime:
+    """Return the current time in UTC (the ``study.updated_at`` change marker)."""
+    return dt.datetime.now(dt.UTC)
+
+
 class Device(Base):
     """One imaging device (a room / modality unit).
 
@@ -140,6 +145,12 @@ class Study(Base):
     patient_sex: Mapped[str | None] = mapped_column(String(16))
     patient_weight_kg: Mapped[float | None] = mapped_column(Float)
     patient_size_m: Mapped[float | None] = mapped_column(Float)
+    #: where ``patient_weight_kg`` / ``patient_size_m`` came from: ``device`` (the dose
+    #: object), ``ris`` (an HL7 v2 order or result) or ``fhir`` (docs/ris.md)
+    patient_weight_source: Mapped[str | None] = mapped_column(String(8))
+    patient_size_source: Mapped[str | None] = mapped_column(String(8))
+    #: the requested procedure code of the matched RIS order (exam rules read it)
+    requested_procedure_code: Mapped[str | None] = mapped_column(String)
     is_non_patient: Mapped[bool] = mapped_column(Boolean, default=False)
     #: a report of the study has an undecided conflict: another copy of its SOP Instance
     #: UID with different content is held (``report_conflict``); the totals use the
@@ -189,6 +200,11 @@ class Study(Base):
     image_size_mm: Mapped[float | None] = mapped_column(Float)
     image_size_source: Mapped[str | None] = mapped_column(String(16))
     derived_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: change marker of the incremental exports (migration 0011_export_marker): set on
+    #: insert and on every UPDATE through SQLAlchemy, in UTC with microseconds
+    updated_at: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), default=_utc_now, onupdate=_utc_now, index=True
+    )
 
     device: Mapped[Device] = relationship(back_populates="studies")
     patient: Mapped[Patient | None] = relationship()
@@ -811,6 +827,65 @@ class CTImageNoise(Base):
     tissue_pixels: Mapped[int] = mapped_column(Integer)
     histogram: Mapped[list[int]] = mapped_column(JSON)
     measured_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RisOrder(Base):
+    """An order, result or patient update from the RIS (HL7 v2) or a FHIR server.
+
+    Holds what a dose study lacks: the patient's weight and height, the requested
+    procedure and the ordering department (docs/ris.md). Identity is kept only as keyed
+    hashes made with the pseudonym key (:mod:`kerma.ingest.pseudonym`): the accession
+    number (``accession_pseudonym``, unique: one row per order) and issuer + Patient ID
+    (``patient_pseudonym``). A patient update without accession number (ADT^A08, a FHIR
+    Observation of no order) is a row without ``accession_pseudonym``, one per patient
+    and ``order_date``. Weight in kg and height in m, whatever the message's units.
+    """
+
+    __tablename__ = "ris_order"
+    __table_args__ = (Index("ix_ris_order_patient_date", "patient_pseudonym", "order_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    accession_pseudonym: Mapped[str | None] = mapped_column(SHA256_HEX, unique=True)
+    patient_pseudonym: Mapped[str | None] = mapped_column(SHA256_HEX)
+    order_date: Mapped[dt.date | None] = mapped_column(Date)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    requested_procedure_code: Mapped[str | None] = mapped_column(String)
+    requested_procedure_text: Mapped[str | None] = mapped_column(String)
+    ordering_department: Mapped[str | None] = mapped_column(String)
+    patient_weight_kg: Mapped[float | None] = mapped_column(Float)
+    patient_size_m: Mapped[float | None] = mapped_column(Float)
+    #: ``ris`` (HL7 v2) or ``fhir``
+    source: Mapped[str] = mapped_column(String(8))
+    sending_application: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RisMessage(Base):
+    """One message received from the RIS or a FHIR server, accepted or not.
+
+    The message itself is kept in the archive, always encrypted (it names the patient;
+    ``archive_path`` below the archive folder, ``hl7/...``), so a rejected message is
+    never lost and can be read again with the key. The row holds nothing identifying:
+    the sending application, message type and control ID, the outcome and its reason.
+    ``status`` is ``accepted``, ``rejected`` (AR) or ``error`` (AE).
+    """
+
+    __tablename__ = "ris_message"
+    __table_args__ = (Index("ix_ris_message_status_received", "status", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archive_sha256: Mapped[str] = mapped_column(SHA256_HEX, index=True)
+    archive_path: Mapped[str] = mapped_column(String)
+    transport: Mapped[str] = mapped_column(String(16))
+    sending_application: Mapped[str | None] = mapped_column(String(64))
+    message_type: Mapped[str | None] = mapped_column(String(32))
+    message_control_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    ris_order_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ris_order.id", ondelete="SET NULL")
+    )
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class UserAccount(Base):

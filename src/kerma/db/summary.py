@@ -39,6 +39,7 @@ STUDY_INPUT_COLUMNS: tuple[str, ...] = (
     "study_description",
     "requested_procedure_description",
     "procedure_reported",
+    "requested_procedure_code",
     "patient_age_years",
     "is_non_patient",
     "standard_exam",

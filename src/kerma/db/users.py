@@ -21,9 +21,17 @@ from sqlalchemy.orm import Session
 from kerma.db.models import ApiToken, AuditLog, UserAccount, UserSession
 
 
-def get_user(session: Session, *, username: str) -> UserAccount | None:
-    """Return the user called ``username`` (exact, case-sensitive), or ``None``."""
-    return session.scalars(select(UserAccount).where(UserAccount.username == username)).first()
+def get_user(session: Session, *, username: str, for_update: bool = False) -> UserAccount | None:
+    """Return the user called ``username`` (exact, case-sensitive), or ``None``.
+
+    ``for_update`` locks the row until the transaction ends (``SELECT ... FOR UPDATE`` on
+    PostgreSQL; SQLite's writing sessions hold the database lock anyway), so that
+    concurrent failed logins each count.
+    """
+    stmt = select(UserAccount).where(UserAccount.username == username)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).first()
 
 
 def count_users(session: Session, *, role: str | None = None, active_only: bool = False) -> int:

@@ -235,6 +235,7 @@ def _history_crossings(
                     quantity=rule.drl_quantity,
                     exam=study.get("standard_exam"),
                     age_years=study.get("patient_age_years"),
+                    study_date=study.get("study_date"),
                 )
                 if drl is None:
                     continue

@@ -32,13 +32,14 @@ from kerma.analysis.drl import (
     STATUS_INSUFFICIENT,
     STATUS_NEEDS_INDICATION,
     STATUS_NO_DRL,
+    STATUS_NO_EDITION,
     compare_by_period,
     compare_with_drls,
     local_drls,
 )
 from kerma.analysis.effective_dose import NO_COEFFICIENT_NOTE
 from kerma.analysis.frames import CONTEXT_COLUMNS, SAMPLE_QUANTITIES, normalise_view
-from kerma.analysis.reference import list_drl_sets, load_drls, select_drls
+from kerma.analysis.reference import drl_coverage, list_drl_sets, load_drls, select_drls
 from kerma.analysis.stats import PERIODS, add_period, dose_statistics, filter_samples
 from kerma.config import Settings
 from kerma.db import analytics as store
@@ -77,6 +78,7 @@ DRL_CONTEXT: Final[tuple[str, ...]] = (
     "device_id",
     "patient_age_years",
     "patient_weight_kg",
+    "study_date",
 )
 
 #: Main quantities of :func:`dose_summary` per event modality: CT, MG, NM/PT; every
@@ -346,8 +348,10 @@ def compare_drls(
     flt = flt or StudyFilter()
     drls = select_drls(load_drls(extra_paths=drl_extra_paths), drl_set)
     check_device_filter(session, flt)
-    context = (*DRL_CONTEXT, "study_date") if periods else DRL_CONTEXT
-    samples = dose_samples(session, flt=flt, families=families, context=context, mapped_only=True)
+    # study_date: each study is compared with the DRL edition in force on its date.
+    samples = dose_samples(
+        session, flt=flt, families=families, context=DRL_CONTEXT, mapped_only=True
+    )
     family = families[0] if len(families) == 1 else None
     samples = select_exam(samples, exam, family=family)
     result = DrlResult(
@@ -396,6 +400,24 @@ def drl_sets(*, settings: Settings) -> pd.DataFrame:
         year, number of rows, modalities, statuses and verification.
     """
     return list_drl_sets(load_drls(extra_paths=settings.drl_extra_paths))
+
+
+def drl_sets_coverage(*, settings: Settings) -> pd.DataFrame:
+    """Return per DRL set (region) its modalities, exams, editions and grade shares.
+
+    Parameters
+    ----------
+    settings : Settings
+        ``drl_extra_paths``: the site's DRL tables (CSV), read besides the packaged ones.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`kerma.analysis.reference.drl_coverage`: one row per region with
+        ``modalities``, ``n_exams``, ``exams``, ``editions``, ``n_rows`` and the share
+        of rows at each verification grade (``share_primary`` ... ``share_site``).
+    """
+    return drl_coverage(load_drls(extra_paths=settings.drl_extra_paths))
 
 
 def _why_no_comparison(
@@ -751,6 +773,7 @@ __all__ = [
     "STATUS_INSUFFICIENT",
     "STATUS_NEEDS_INDICATION",
     "STATUS_NO_DRL",
+    "STATUS_NO_EDITION",
     "DrlResult",
     "StatisticsResult",
     "compare_drls",
@@ -758,6 +781,7 @@ __all__ = [
     "dose_samples",
     "dose_summary",
     "drl_sets",
+    "drl_sets_coverage",
     "filter_samples",
     "select_exam",
     "statistics",

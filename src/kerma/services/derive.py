@@ -77,7 +77,9 @@ def refresh_studies(
 
     Runs in the caller's transaction (never commits): the ingest pipeline calls it in
     the transaction that stored the object, so a study's summary never disagrees with
-    its events.
+    its events. First the studies' RIS/FHIR orders fill weight, height and requested
+    procedure (:func:`kerma.services.orders.apply_orders`, docs/ris.md), so a study
+    imported after its order picks the order up here.
 
     Parameters
     ----------
@@ -94,12 +96,16 @@ def refresh_studies(
         Number of studies refreshed.
     """
     from kerma.analysis.summary import summarise_study
+    from kerma.services.orders import apply_orders
     from kerma.services.quality import fill_calculated_deviation_index
 
     ctx = context or _default_context()
     now = dt.datetime.now(dt.UTC)
     done = 0
     session.flush()
+    study_ids = list(study_ids)
+    # weight, height and requested procedure from the RIS/FHIR orders (docs/ris.md)
+    apply_orders(session, study_ids)
     for batch in store.chunks(study_ids):
         inputs = store.derive_inputs(session, study_ids=batch)
         rows: list[dict[str, Any]] = []

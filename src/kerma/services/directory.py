@@ -15,6 +15,7 @@ May import ``kerma.config`` only (and ldap3).
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 from typing import Any
 
@@ -32,6 +33,11 @@ def _normalise_dn(dn: str) -> str:
     return ",".join("=".join(x.strip() for x in p.split("=", 1)) for p in parts).lower()
 
 
+def _timeout(settings: Settings) -> int:
+    """Return the time-out in whole seconds (ldap3 packs it into a socket option)."""
+    return max(1, math.ceil(settings.ldap_timeout_s))
+
+
 def _server(settings: Settings) -> Any:
     """Return the ldap3 Server of the settings."""
     from ldap3 import NONE, Server, Tls
@@ -42,9 +48,7 @@ def _server(settings: Settings) -> Any:
             validate=ssl.CERT_REQUIRED,
             ca_certs_file=str(settings.ldap_ca_file) if settings.ldap_ca_file else None,
         )
-    return Server(
-        settings.ldap_url, get_info=NONE, tls=tls, connect_timeout=settings.ldap_timeout_s
-    )
+    return Server(settings.ldap_url, get_info=NONE, tls=tls, connect_timeout=_timeout(settings))
 
 
 def _connect(settings: Settings, server: Any, user: str | None, password: str | None) -> Any:
@@ -55,7 +59,7 @@ def _connect(settings: Settings, server: Any, user: str | None, password: str | 
         server,
         user=user,
         password=password,
-        receive_timeout=settings.ldap_timeout_s,
+        receive_timeout=_timeout(settings),
         raise_exceptions=False,
         read_only=True,
     )

@@ -615,7 +615,7 @@ def authenticate(
     now = now or utc_now()
     name = username.strip()[:128]
     tried = Actor(name=name or "(empty)", kind="anonymous", client_address=client_address)
-    user = store.get_user(session, username=name) if name else None
+    user = store.get_user(session, username=name, for_update=True) if name else None
     directory = bool(settings.ldap_url)
 
     if user is None:
@@ -1000,6 +1000,11 @@ class Accounts:
         """See :func:`end_session`."""
         with self.session() as s:
             end_session(s, session_id=session_id, actor=actor)
+
+    def revoke_session(self, session_id: str) -> None:
+        """Revoke a session without an audit entry (the old session of a new login)."""
+        with self.session() as s:
+            store.revoke_session(s, session_hash=sha256_hex(session_id), now=utc_now())
 
     # tokens
     def add_token(self, name: str, role: str, actor: Actor) -> tuple[TokenInfo, str]:

@@ -64,10 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
 
     from kerma.web import security
-    from kerma.web.routes import dicomweb, quality
+    from kerma.web.routes import dicomweb, fhir, fhir_notify, quality
 
     security.install(app)  # login required everywhere but /login and /static
     app.include_router(dicomweb.router)
+    app.include_router(fhir.router)
+    app.include_router(fhir_notify.router)
     app.include_router(quality.api)
     app.include_router(quality.pages)
     return app

@@ -3,7 +3,7 @@
 - :class:`Role` — ``viewer`` < ``physicist`` < ``admin`` (ordered).
 - :class:`Principal` — the authenticated user or machine client of a request.
 - :class:`AuthMiddleware` — finds the principal of every request once (session cookie,
-  or ``Authorization: Bearer <token>`` on ``/api/`` and ``/dicomweb/``) and refuses
+  or ``Authorization: Bearer <token>`` on ``/api/``, ``/dicomweb/`` and ``/fhir/``) and refuses
   every request without one, except to the login page and static files: a page
   request is redirected to ``/login`` (303), an API request answers 401. A route
   that forgets :func:`require_role` is still closed to anonymous clients.
@@ -32,9 +32,9 @@ from enum import IntEnum
 from typing import Any
 from urllib.parse import quote
 
-from anyio import to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kerma.config import Settings
@@ -61,7 +61,7 @@ PUBLIC_PATHS = frozenset({"/login"})
 PUBLIC_PREFIXES = ("/static/",)
 
 #: Path prefixes of machine interfaces: 401 instead of a redirect; bearer tokens accepted.
-API_PREFIXES = ("/api/", "/dicomweb/")
+API_PREFIXES = ("/api/", "/dicomweb/", "/fhir/")  # /fhir/: FHIR servers (docs/ris.md)
 API_PATHS = frozenset({"/openapi.json"})
 
 
@@ -162,7 +162,7 @@ async def identify(request: Request) -> Principal | None:
     """
     if getattr(request.state, "identified", False):
         return getattr(request.state, "principal", None)
-    principal, csrf = await to_thread.run_sync(_identify, request)
+    principal, csrf = await run_in_threadpool(_identify, request)
     request.state.principal = principal
     request.state.csrf_expected = csrf
     request.state.identified = True
@@ -182,11 +182,23 @@ def login_required_response(request: Request) -> Response:
     return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
 
+#: Headers added to every response (OWASP Secure Headers): no framing by other sites
+#: (clickjacking), no MIME sniffing, no full URL (with its query) sent to other sites.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
 class AuthMiddleware:
     """Pure ASGI middleware: identify every HTTP request; refuse anonymous ones.
 
     Public paths (:func:`is_public`) pass without a principal. WebSocket connections
-    are refused (Kerma has none).
+    are refused (Kerma has none). Every response gets :data:`SECURITY_HEADERS`; a
+    response to a logged-in request that sets no ``Cache-Control`` gets ``no-store``
+    (pages show patient dose data; a shared browser must not keep them).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -201,14 +213,26 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        if is_public(request.url.path):
-            await self.app(scope, receive, send)
+        public = is_public(request.url.path)
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if not public and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if public:
+            await self.app(scope, receive, send_with_headers)
             return
         principal = await identify(request)
         if principal is None:
-            await login_required_response(request)(scope, receive, send)
+            await login_required_response(request)(scope, receive, send_with_headers)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, send_with_headers)
 
 
 # -- dependencies ---------------------------------------------------------------------------
@@ -258,7 +282,7 @@ def require_role(minimum: Role) -> Callable[[Request], Awaitable[Principal]]:
     -------
     callable
         An async dependency. It raises :class:`LoginRequired` without a valid session
-        or token (303 to /login for a page, 401 for ``/api/`` and ``/dicomweb/``),
+        or token (303 to /login for a page, 401 for ``/api/``, ``/dicomweb/``, ``/fhir/``),
         ``HTTPException(403)`` when the role is lower than ``minimum``, and
         ``HTTPException(403)`` when a browser session's POST/PUT/PATCH/DELETE lacks its
         CSRF token. The dependency carries ``kerma_minimum_role`` (tests check that

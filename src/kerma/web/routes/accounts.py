@@ -50,6 +50,8 @@ def safe_next(target: str | None) -> str:
     """Return a local path to go to after login ("/" for anything else: no open redirect)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
+    if any(c.isspace() or ord(c) < 0x20 for c in target):  # browsers drop tabs: "/\t/x"
+        return "/"
     return target
 
 
@@ -109,7 +111,7 @@ def login(
     if not result.is_ok or session_id is None:
         return _login_page(request, next_path=next_path, message=result.message, status=401)
     if old:  # a new session id at every login (no session fixation)
-        accounts.logout(old, actor_of(request, None))
+        accounts.revoke_session(old)
     settings = request.app.state.settings
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(

@@ -12,7 +12,8 @@ ignored`` and ``kerma rejects`` show.
 Clients authenticate with an API token of at least the physicist role
 (``Authorization: Bearer <token>``, ``kerma tokens add``); without one the answer is
 401, with a lower role 403 (docs/security.md). A browser session may post too, with
-its CSRF token in the ``X-CSRF-Token`` header.
+its CSRF token in the ``X-CSRF-Token`` header. Each request that was read to its end is
+audited (``dicomweb.stow``: the token, the client address, how many stored and failed).
 
 The response is the Store Instances Response in DICOM JSON: 200 when every instance
 was stored, 202 when some failed, 409 when none was stored; 415 for another media
@@ -39,7 +40,7 @@ from starlette.requests import ClientDisconnect
 from kerma.errors import ObjectTooLargeError
 from kerma.net.dicomweb import StowReceiver, parse_content_type, store_response
 from kerma.net.handlers import IntakeLimits
-from kerma.web.security import Role, require_role
+from kerma.web.security import Role, audit, require_role
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,14 @@ async def _store(request: Request, study_instance_uid: str | None) -> Response:
     content: dict[str, Any] = store_response(stored)
     n_failed = sum(1 for s in stored if s.failure_reason is not None)
     code = 200 if n_failed == 0 else (409 if n_failed == len(stored) else 202)
+    await run_in_threadpool(
+        audit,
+        request,
+        getattr(request.state, "principal", None),
+        "dicomweb.stow",
+        study_instance_uid or "",
+        {"stored": len(stored) - n_failed, "failed": n_failed},
+    )
     return JSONResponse(content, status_code=code, media_type=DICOM_JSON)
 
 

@@ -11,7 +11,7 @@
 - ``ct_image_noise``: local-noise histograms of axial CT images (global noise level).
 
 Revision ID: 0016_quality
-Revises: 0010_users_audit (re-chained after merging main, which has #13)
+Revises: 0017_orders (re-chained after merging main)
 Create Date: 2026-12-05 10:00:00
 """
 
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016_quality"
-down_revision: str | None = "0010_users_audit"
+down_revision: str | None = "0017_orders"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

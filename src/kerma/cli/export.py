@@ -1,0 +1,332 @@
+"""``kerma export``: the export command group (CSV, XLSX, survey, Parquet, FHIR, de-identified).
+
+``csv``, ``xlsx``, ``survey`` and ``parquet`` are defined here; each is a thin call
+into :mod:`kerma.export` (which reads through :mod:`kerma.services`). Heavy imports
+(pandas, XlsxWriter, pyarrow) happen inside the commands, so ``kerma --version`` and
+``kerma export --help`` stay cheap. The modules of :data:`EXPORT_MODULES` add their
+subcommands to :data:`export_app` (``kerma.cli.export_fhir``: FHIR and the
+de-identified research export).
+
+May import ``kerma.cli``, ``kerma.services``, ``kerma.export`` and the plain layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kerma.cli.main import RICH_MARKUP_MODE
+from kerma.cli.registry import (
+    AgeOpt,
+    DescriptionOpt,
+    DeviceOpt,
+    DoseOpt,
+    FromOpt,
+    ModalityOpt,
+    NonPatientOpt,
+    ProtocolOpt,
+    SexOpt,
+    StudyExamOpt,
+    ToOpt,
+    WeightOpt,
+    build_filter,
+    open_registry,
+)
+
+#: The ``kerma export`` group; subcommands are added by :func:`register`.
+export_app = typer.Typer(
+    name="export",
+    help="Export dose data: CSV, XLSX, national DRL surveys, Parquet, FHIR, de-identified.",
+    no_args_is_help=True,
+    rich_markup_mode=RICH_MARKUP_MODE,
+)
+
+#: Modules that add more subcommands to :data:`export_app`: each has
+#: ``register_export(group: typer.Typer) -> None`` (``kerma.cli.export_fhir`` adds
+#: ``fhir`` and ``deid``). A module that does not exist is skipped.
+EXPORT_MODULES: tuple[str, ...] = ("kerma.cli.export_fhir",)
+
+_extended: list[bool] = []
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``export`` group, with the subcommands of :data:`EXPORT_MODULES`, to ``app``."""
+    import importlib
+    import importlib.util
+
+    if not _extended:
+        _extended.append(True)
+        for name in EXPORT_MODULES:
+            if importlib.util.find_spec(name) is not None:
+                importlib.import_module(name).register_export(export_app)
+    app.add_typer(export_app, name="export")
+
+
+@export_app.callback()
+def _export() -> None:
+    """Export dose data: CSV, XLSX, national DRL surveys, Parquet, FHIR, de-identified."""
+
+
+def _check_sheet_units(value: str) -> str:
+    """Return ``--units`` when it is display or canonical."""
+    if value not in ("display", "canonical"):
+        raise typer.BadParameter(f"{value!r} is not display or canonical.")
+    return value
+
+
+SheetUnitsOpt = Annotated[
+    str,
+    typer.Option(
+        "--units",
+        help="display (KAP in Gy·cm², Ka,r in mGy; default) or canonical (as stored: "
+        "Gy·m², Gy). The unit is in every column header.",
+        callback=_check_sheet_units,
+    ),
+]
+
+
+def _progress(total_label: str, unit: str = "studies") -> Any:
+    """Return a Rich progress bar on standard error counting ``unit``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from kerma.cli.console import make_console
+
+    return Progress(
+        f"[bold]{total_label}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        unit,
+        TimeElapsedColumn(),
+        console=make_console(stderr=True),
+        transient=False,
+    )
+
+
+def _spreadsheet(kind: str, out: Path, flt: Any, units: str) -> None:
+    """Run one CSV or XLSX export with a progress bar and say what was written."""
+    from rich.markup import escape
+
+    from kerma.cli.console import make_console
+    from kerma.export import tabular
+
+    registry = open_registry()
+    try:
+        with _progress(f"kerma export {kind}") as bar:
+            task = bar.add_task(kind, total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            if kind == "xlsx":
+                n = tabular.write_xlsx(registry, out, flt=flt, units=units, progress=progress)  # type: ignore[arg-type]
+                files = [out]
+            else:
+                paths = tabular.write_csv(registry, out, flt=flt, units=units, progress=progress)  # type: ignore[arg-type]
+                files = list(paths.values())
+                n = None
+    finally:
+        registry.close()
+    console = make_console()
+    if n is not None:
+        console.print(f"{n} studies written to {escape(str(out))}")
+    else:
+        for path in files:
+            console.print(f"written {escape(str(path))}")
+
+
+OutFileOpt = Annotated[Path, typer.Option("--out", "-o", help="File to write.")]
+
+
+@export_app.command("xlsx")
+def xlsx(
+    out: OutFileOpt,
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    exam: StudyExamOpt = None,
+    protocol: ProtocolOpt = None,
+    description: DescriptionOpt = None,
+    age: AgeOpt = None,
+    weight: WeightOpt = None,
+    sex: SexOpt = None,
+    dose: DoseOpt = None,
+    include_non_patient: NonPatientOpt = False,
+    units: SheetUnitsOpt = "display",
+) -> None:
+    """Write an XLSX workbook: a summary, and per modality a study-per-row sheet (events
+    to the right: E1 Protocol, E1 CTDIvol (mGy) …) and an event-per-row sheet.
+
+    Written in constant memory: any number of studies.
+    """
+    flt = build_filter(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        exam=exam,
+        protocol=protocol,
+        description=description,
+        age=age,
+        weight=weight,
+        sex=sex,
+        dose=dose,
+        include_non_patient=include_non_patient,
+    )
+    _spreadsheet("xlsx", out, flt, units)
+
+
+@export_app.command("csv")
+def csv(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Name of the set: export.csv writes export_summary.csv, "
+            "export_CT_studies.csv, export_CT_events.csv …",
+        ),
+    ],
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    exam: StudyExamOpt = None,
+    protocol: ProtocolOpt = None,
+    description: DescriptionOpt = None,
+    age: AgeOpt = None,
+    weight: WeightOpt = None,
+    sex: SexOpt = None,
+    dose: DoseOpt = None,
+    include_non_patient: NonPatientOpt = False,
+    units: SheetUnitsOpt = "display",
+) -> None:
+    """Write CSV files: a summary, and per modality a study-per-row and an event-per-row file."""
+    flt = build_filter(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        exam=exam,
+        protocol=protocol,
+        description=description,
+        age=age,
+        weight=weight,
+        sex=sex,
+        dose=dose,
+        include_non_patient=include_non_patient,
+    )
+    _spreadsheet("csv", out, flt, units)
+
+
+#: Survey forms of ``kerma export survey --form``.
+SURVEY_FORMS: tuple[str, ...] = ("uk-ct", "generic")
+
+
+def _check_form(value: str) -> str:
+    """Return ``--form`` when it is a known survey form."""
+    if value not in SURVEY_FORMS:
+        raise typer.BadParameter(f"{value!r} is not a survey form; use {', '.join(SURVEY_FORMS)}.")
+    return value
+
+
+def _check_dap_unit(value: str) -> str:
+    """Return ``--dap-unit`` when it is a KAP unit a survey may ask for."""
+    from kerma.export.survey import DAP_UNITS
+
+    if value not in DAP_UNITS:
+        raise typer.BadParameter(
+            f"{value!r} is not a KAP unit; use one of {', '.join(DAP_UNITS)} (UCUM)."
+        )
+    return value
+
+
+@export_app.command("survey")
+def survey(
+    out: OutFileOpt,
+    form: Annotated[
+        str,
+        typer.Option(
+            "--form",
+            help="uk-ct: the UK national CT dose survey's fields; generic: every modality, "
+            "n/median/mean of each DRL quantity.",
+            callback=_check_form,
+        ),
+    ] = "generic",
+    dap_unit: Annotated[
+        str,
+        typer.Option(
+            "--dap-unit",
+            help="KAP unit of the generic form (UCUM): Gy.cm2, mGy.cm2, cGy.cm2, dGy.cm2, uGy.m2.",
+            callback=_check_dap_unit,
+        ),
+    ] = "Gy.cm2",
+    modality: ModalityOpt = None,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    device: DeviceOpt = None,
+    exam: StudyExamOpt = None,
+    age: AgeOpt = None,
+    weight: WeightOpt = None,
+    sex: SexOpt = None,
+) -> None:
+    """National DRL survey: per standard exam and room, n, median and mean of each DRL
+    quantity and the median patient weight (unit in every header)."""
+    from rich.markup import escape
+
+    from kerma.cli.console import make_console
+    from kerma.export import survey as forms
+
+    flt = build_filter(
+        modality=modality,
+        date_from=date_from,
+        date_to=date_to,
+        device=device,
+        exam=exam,
+        age=age,
+        weight=weight,
+        sex=sex,
+    )
+    registry = open_registry()
+    try:
+        if form == "uk-ct":
+            n = forms.write_uk_ct_survey(registry, out, flt=flt)
+        else:
+            n = forms.write_generic_survey(registry, out, flt=flt, dap_unit=dap_unit)
+    finally:
+        registry.close()
+    make_console().print(f"{n} exam and room rows written to {escape(str(out))}")
+
+
+@export_app.command("parquet")
+def parquet(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Export folder (created if missing).")],
+    full: Annotated[
+        bool, typer.Option("--full", help="Rewrite every month, not only the changed ones.")
+    ] = False,
+) -> None:
+    """Parquet of every study and event, partitioned by month (study_month=YYYY-MM),
+    for DuckDB, pandas or Spark; a second run rewrites only the months that changed."""
+    from rich.markup import escape
+
+    from kerma.cli.console import make_console
+    from kerma.export.parquet import write_parquet
+
+    registry = open_registry()
+    try:
+        with _progress("kerma export parquet", "months") as bar:
+            task = bar.add_task("parquet", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = write_parquet(registry, out, full=full, progress=progress)
+    finally:
+        registry.close()
+    make_console().print(
+        f"{escape(str(out))}: {len(result.months_written)} months written "
+        f"({result.studies} studies, {result.events} events), {result.months_unchanged} "
+        f"unchanged, {len(result.months_removed)} removed"
+    )
