@@ -187,6 +187,13 @@ class TestRejects:
         assert registry.loc["ROOM-B", "n_rejected"] == 2  # the KOS one and the logged one
         reasons = by_reason[by_reason["source"] == "registry"]
         assert set(reasons["reason"]) == {"Rejected for Quality Reasons", "Artefact"}
+        room_b = reasons[reasons["room"] == "ROOM-B"].set_index("reason")
+        assert room_b.loc["Artefact", "n_images"] == 5  # the rate is over the room's images
+        assert room_b.loc["Artefact", "reject_rate"] == pytest.approx(1 / 5)
+        logged = by_reason[by_reason["source"] == "reject-log"].set_index("reason")
+        assert logged.loc["Motion", "n_images"] == 4
+        assert logged.loc["Motion", "reject_rate"] == pytest.approx(1 / 4)
+        assert "" not in logged.index  # accepted rows have no reason row of their own
 
     def test_bad_mapping_is_refused(self, loaded: Loaded, tmp_path: Path) -> None:
         """A mapping naming an unknown field fails with the known ones."""

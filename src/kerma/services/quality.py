@@ -173,8 +173,9 @@ def reject_rates(
     ----------
     group_by : sequence of str, optional
         ``room``, ``body_part``, ``reason`` (the rejection's reason), ``month``;
-        ``protocol`` and ``detector`` for the registry rows. With ``reason`` the
-        registry rows count rejected images only (a reason has no accepted images).
+        ``protocol`` and ``detector`` for the registry rows. With ``reason`` a row's
+        ``n_images`` is every image of its group without the reason (the rate of that
+        reason among all images of the room, body part ...).
     flt : StudyFilter, optional
         Which studies (the reject log is filtered by its dates only).
 
@@ -191,6 +192,15 @@ def reject_rates(
         registry = pd.DataFrame(
             store.registry_rejects_by_reason(session, group_by=group_by, flt=flt)
         )
+        registry = _with_group_totals(
+            registry,
+            pd.DataFrame(
+                store.registry_reject_rates(
+                    session, group_by=[g for g in group_by if g != "reason"], flt=flt
+                )
+            ),
+            [g for g in group_by if g != "reason"],
+        )
     else:
         registry = pd.DataFrame(store.registry_reject_rates(session, group_by=group_by, flt=flt))
     if not registry.empty:
@@ -205,6 +215,9 @@ def reject_rates(
             date_to=flt.date_to if flt else None,
         )
     )
+    if "reason" in log_groups and not log.empty:
+        others = [g for g in log_groups if g != "reason"]
+        log = _with_group_totals(log[log["reason"] != ""].drop(columns=["n_images"]), log, others)
     if not log.empty and int(log["n_images"].sum()) > 0:
         log.insert(0, "source", "reject-log")
         frames.append(log)
@@ -219,6 +232,23 @@ def reject_rates(
     n_images = pd.to_numeric(frame["n_images"], errors="coerce")
     frame["reject_rate"] = frame["n_rejected"] / n_images.where(n_images > 0)
     return frame[columns]
+
+
+def _with_group_totals(
+    by_reason: pd.DataFrame, totals: pd.DataFrame, keys: list[str]
+) -> pd.DataFrame:
+    """Return ``by_reason`` with ``n_images`` of its group (without reason) from ``totals``.
+
+    A reason has no accepted images of its own: its rate is over all images of the group.
+    """
+    if by_reason.empty or totals.empty:
+        return by_reason
+    if keys:
+        sums = totals.groupby(keys, as_index=False)["n_images"].sum()
+        return by_reason.drop(columns=["n_images"], errors="ignore").merge(
+            sums, on=keys, how="left"
+        )
+    return by_reason.assign(n_images=int(totals["n_images"].sum()))
 
 
 def pending_rejections(session: Session) -> int:
