@@ -329,6 +329,12 @@ class IrradiationEvent:
     exposure_index: float | None = None
     target_exposure_index: float | None = None
     deviation_index: float | None = None
+    #: (0018,700A) Detector ID of the image (issue #17: quality per detector)
+    detector_id: str | None = None
+    #: (0018,6000) Sensitivity and (0018,1405) Relative X-Ray Exposure as stored: vendor
+    #: exposure indices (e.g. Fuji/Konica S value, Carestream EI, Siemens EXI), never IEC EI
+    sensitivity: float | None = None
+    relative_xray_exposure: float | None = None
     # radiopharmaceutical, TID 10021 and image headers
     radiopharmaceutical_agent: str | None = None
     radionuclide: str | None = None

@@ -395,6 +395,12 @@ class IrradiationEvent(Base):
     exposure_index: Mapped[float | None] = mapped_column(Float)
     target_exposure_index: Mapped[float | None] = mapped_column(Float)
     deviation_index: Mapped[float | None] = mapped_column(Float)
+    #: DI = 10·log10(EI/EI_T) (IEC 62494-1) where the device gave EI and target but no
+    #: DI; written by the ingest pipeline, never when ``deviation_index`` is given (#17)
+    deviation_index_calculated: Mapped[float | None] = mapped_column(Float)
+    detector_id: Mapped[str | None] = mapped_column(String)
+    sensitivity: Mapped[float | None] = mapped_column(Float)
+    relative_xray_exposure: Mapped[float | None] = mapped_column(Float)
     radiopharmaceutical_agent: Mapped[str | None] = mapped_column(String)
     radionuclide: Mapped[str | None] = mapped_column(String)
     radionuclide_half_life_s: Mapped[float | None] = mapped_column(Float)
@@ -770,6 +776,93 @@ class PlausibilityFlag(Base):
     source: Mapped[str | None] = mapped_column(String)
     message: Mapped[str] = mapped_column(Text)
     flagged_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RejectedInstance(Base):
+    """An image marked rejected for quality reasons (issue #17).
+
+    One row per (marking object, referenced SOP Instance UID): a Key Object Selection
+    Document titled 'Rejected for Quality Reasons' (DCM 113001) lists the images it
+    rejects; a reject-log row (``reject_log_entry``) that names a SOP Instance UID adds
+    one as well. Linked to images by SOP Instance UID (``dose_report.sop_instance_uid``)
+    when read, never by id, so the note and the image may arrive in either order.
+    """
+
+    __tablename__ = "rejected_instance"
+    __table_args__ = (UniqueConstraint("marked_by_uid", "sop_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(UID)
+    #: the KOS's SOP Instance UID, or ``reject-log:<sha256 of the file>``
+    marked_by_uid: Mapped[str] = mapped_column(String(96), index=True)
+    #: ``kos`` or ``reject-log``
+    source: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String)
+    archive_sha256: Mapped[str | None] = mapped_column(SHA256_HEX)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RejectLogEntry(Base):
+    """One row of a DR system's reject-log export (issue #17, ``kerma quality import-rejects``).
+
+    Kept as the log gives it, after the site's column mapping: the room (station name),
+    when, body part, view, reason, whether the exposure was rejected (logs that list
+    every exposure) and its dose where the log has one. No operator and no patient
+    identity are stored.
+    """
+
+    __tablename__ = "reject_log_entry"
+    __table_args__ = (UniqueConstraint("file_sha256", "row_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_sha256: Mapped[str] = mapped_column(SHA256_HEX, index=True)
+    row_number: Mapped[int] = mapped_column(Integer)
+    station_name: Mapped[str | None] = mapped_column(String, index=True)
+    acquisition_datetime: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    body_part: Mapped[str | None] = mapped_column(String)
+    image_view: Mapped[str | None] = mapped_column(String)
+    is_rejected: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(String)
+    sop_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(UID)
+    dap_gym2: Mapped[float | None] = mapped_column(Float)
+    exposure_index: Mapped[float | None] = mapped_column(Float)
+    deviation_index: Mapped[float | None] = mapped_column(Float)
+    imported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CTImageNoise(Base):
+    """The local-noise histogram of one axial CT image (issue #17).
+
+    Christianson et al., AJR 2015;205:W93-W99: standard deviation in a small square
+    kernel around every soft-tissue pixel (0-100 HU); the histogram of those values,
+    summed over a series, has its mode at the series' global noise level.
+    ``histogram`` holds the counts of :data:`kerma.dicom.noise.HISTOGRAM_BIN_HU`-wide
+    bins from 0 HU. Linked to studies by Study Instance UID, like
+    ``patient_size_measurement``.
+    """
+
+    __tablename__ = "ct_image_noise"
+    __table_args__ = (Index("ix_ct_image_noise_series", "series_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(UID)
+    station_name: Mapped[str | None] = mapped_column(String)
+    manufacturer_model_name: Mapped[str | None] = mapped_column(String)
+    protocol_name: Mapped[str | None] = mapped_column(String)
+    series_description: Mapped[str | None] = mapped_column(String)
+    study_date: Mapped[dt.date | None] = mapped_column(Date)
+    ctdivol_mgy: Mapped[float | None] = mapped_column(Float)
+    slice_thickness_mm: Mapped[float | None] = mapped_column(Float)
+    convolution_kernel: Mapped[str | None] = mapped_column(String)
+    kernel_mm: Mapped[float] = mapped_column(Float)
+    tissue_pixels: Mapped[int] = mapped_column(Integer)
+    histogram: Mapped[list[int]] = mapped_column(JSON)
+    measured_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class RisOrder(Base):

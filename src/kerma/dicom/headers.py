@@ -597,6 +597,10 @@ def _read_projection(
     event.exposure_index = _number(ds, "ExposureIndex", report)
     event.target_exposure_index = _number(ds, "TargetExposureIndex", report)
     event.deviation_index = _number(ds, "DeviationIndex", report)
+    event.detector_id = _text(ds, "DetectorID", report)
+    # vendor indices as stored; 0 is written by devices that do not use the attribute
+    event.sensitivity = _number(ds, "Sensitivity", report) or None
+    event.relative_xray_exposure = _number(ds, "RelativeXRayExposure", report) or None
     event.distance_source_to_detector_mm = _source_to_detector_mm(ds, report)
     event.distance_source_to_isocenter_mm = _number(ds, "DistanceSourceToIsocenter", report)
     event.anode_target_material = _text(ds, "AnodeTargetMaterial", report)

@@ -219,6 +219,10 @@ EVENT_NUMERIC_FIELDS: tuple[_NumericField, ...] = (
     _NumericField("agd_mgy", codes.DCM.AverageGlandularDose, UCUM_MGY),
     _NumericField("half_value_layer_mm", codes.DCM.HalfValueLayer, UCUM_MM),
     _NumericField("collimated_field_area_m2", codes.DCM.CollimatedFieldArea, UCUM_M2),
+    # IEC 62494-1 indices (dimensionless, unit "1"): DCM 113845, 113846, 113847
+    _NumericField("exposure_index", codes.DCM.ExposureIndex, None),
+    _NumericField("target_exposure_index", codes.DCM.TargetExposureIndex, None),
+    _NumericField("deviation_index", codes.DCM.DeviationIndex, None),
     # TID 10003b source
     _NumericField("kvp_kv", codes.DCM.KVP, UCUM_KV, per_pulse=True),
     _NumericField("tube_current_ma", codes.DCM.XRayTubeCurrent, UCUM_MA, per_pulse=True),

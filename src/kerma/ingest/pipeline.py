@@ -64,6 +64,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kerma import __version__
 from kerma.config import Settings
 from kerma.db import conflicts as conflict_queries
+from kerma.db import quality as quality_queries
 from kerma.db import queries
 from kerma.db import sites as site_queries
 from kerma.db.models import DoseReport as DoseReportRow
@@ -71,6 +72,8 @@ from kerma.db.models import IrradiationEvent as EventRow
 from kerma.db.models import RejectedObject, ReportConflict, ReportVersion, Study
 from kerma.db.session import session_scope
 from kerma.dicom.extract import read_and_extract, too_large_reason
+from kerma.dicom.noise import ImageNoise, measure_image_noise
+from kerma.dicom.quality import RejectionNote, parse_rejection_note
 from kerma.dicom.reader import DicomObject
 from kerma.dicom.size import PatientSize, is_ct_image, measure_patient_size
 from kerma.errors import ConfigurationError, ConflictError, IngestWarning, NotFoundError
@@ -364,6 +367,9 @@ class _NotDose(Rejection):
     series_instance_uid: str | None = None
     modality: str | None = None
     size: PatientSize | None = None
+    noise: ImageNoise | None = None
+    #: a KOS 'Rejected for Quality Reasons' (issue #17): stored, not rejected
+    rejection_note: RejectionNote | None = None
 
 
 @dataclass
@@ -374,6 +380,7 @@ class _Extracted:
     pseudonym: str | None
     is_non_patient: bool
     size: PatientSize | None = None
+    noise: ImageNoise | None = None
     has_identity: bool = True  # False for an object without Patient ID and name
 
     #: Values outside their plausibility range (flags only: rejections are not stored).
@@ -384,6 +391,9 @@ class _Extracted:
     #: The site the object belongs to (:func:`kerma.ingest.sites.site_name`).
     site_name: str | None = None
 
+
+#: ``ImportOutcome.kind`` of a stored KOS 'Rejected for Quality Reasons' (issue #17).
+REJECTION_NOTE_KIND = "kos-rejection"
 
 #: Session ``info`` key of the study ids an object's transaction touched.
 _TOUCHED_KEY = "kerma_touched_study_ids"
@@ -650,6 +660,10 @@ class Importer:
                         f"{', '.join(sorted(wanted))}"
                     ),
                 )
+        if isinstance(result, _NotDose) and result.rejection_note is not None:
+            if archived is None:
+                archived = self.archive.store(data, sha256=sha256)
+            return self._store_rejection_note(result.rejection_note, archived, source)
         if not keep_non_dose and isinstance(result, _NotDose) and result.sop_instance_uid:
             return self._ignore(result, origin)
         if archived is None:
@@ -672,9 +686,74 @@ class Importer:
         if obj is not None:
             if isinstance(result, _Extracted) and is_ct_image(result.report.sop_class_uid):
                 result.size = self._measure(obj, result.report.sop_instance_uid)
+                result.noise = self._measure_noise(obj)
             elif isinstance(result, _NotDose) and is_ct_image(result.sop_class_uid):
                 result.size = self._measure(obj, result.sop_instance_uid)
+                result.noise = self._measure_noise(obj)
+            elif isinstance(result, _NotDose):
+                try:
+                    result.rejection_note = parse_rejection_note(obj.dataset)
+                except READER_ERRORS as exc:  # a quirky KOS stays a non-dose object
+                    logger.warning("KOS %s not read: %s", result.sop_instance_uid, exc)
         return result
+
+    def _measure_noise(self, obj: DicomObject) -> ImageNoise | None:
+        """Return the local-noise histogram of an axial CT image, or ``None`` (never raises)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = measure_image_noise(obj.with_pixels())
+        except READER_ERRORS as exc:  # a measurement must not stop an import (STYLE.md B6)
+            logger.debug("noise measurement failed: %s", exc, exc_info=True)
+            return None
+        if result.noise is None:
+            logger.debug("noise not measured: %s", result.reason)
+        return result.noise
+
+    def _store_rejection_note(
+        self, note: RejectionNote, archived: ArchivedObject, source: str
+    ) -> ImportOutcome:
+        """Store the images a KOS 'Rejected for Quality Reasons' marks (issue #17).
+
+        The referenced SOP Instance UIDs are kept as they are: an image received before
+        or after the note is rejected once both are in. The KOS stays in the archive.
+        """
+
+        def work(session: Session) -> int | None:
+            if quality_queries.has_rejection_note(session, marked_by_uid=note.sop_instance_uid):
+                return None
+            return quality_queries.add_rejected_instances(
+                session,
+                marked_by_uid=note.sop_instance_uid,
+                source="kos",
+                reason=note.reason,
+                instances=[
+                    (
+                        i.sop_instance_uid,
+                        i.study_instance_uid or note.study_instance_uid,
+                        i.series_instance_uid,
+                    )
+                    for i in note.instances
+                ],
+                archive_sha256=archived.sha256,
+            )
+
+        added = self._run(work)
+        logger.info(
+            "rejection note %s: %s images marked rejected (%s)",
+            note.sop_instance_uid,
+            len(note.instances),
+            source,
+        )
+        return ImportOutcome(
+            source,
+            ImportStatus.IMPORTED if added is not None else ImportStatus.ALREADY_PRESENT,
+            sop_instance_uid=note.sop_instance_uid,
+            kind=REJECTION_NOTE_KIND,
+            modality="KO",
+            archive_sha256=archived.sha256,
+            number_of_events=0,
+        )
 
     def _measure(self, obj: DicomObject, sop_instance_uid: str | None) -> PatientSize | None:
         """Return the patient size measured on a CT image, or ``None`` with a warning.
@@ -809,6 +888,8 @@ class Importer:
                 sop_class_uid=rejection.sop_class_uid,
                 sop_instance_uid=rejection.sop_instance_uid,
             )
+            if isinstance(rejection, _NotDose) and rejection.noise is not None:
+                _add_noise(session, rejection.noise)
             if isinstance(rejection, _NotDose) and rejection.size is not None:
                 _add_size(session, rejection.size)
                 self._derive(session, set(), rejection.size)
@@ -845,6 +926,8 @@ class Importer:
                 reason=item.reason,
                 source=source,
             )
+            if item.noise is not None:
+                _add_noise(session, item.noise)
             if item.size is not None:
                 _add_size(session, item.size)
                 self._derive(session, set(), item.size)
@@ -950,6 +1033,8 @@ class Importer:
             session.flush()
             _sync_events(session, row, study, report, is_new=True)
             _flag(session, study, row, item.findings, is_new=True)
+            if item.noise is not None:
+                _add_noise(session, item.noise)
             if item.size is not None:
                 _add_size(session, item.size)
             plan = reconcile_study(session, study=study)
@@ -1508,6 +1593,8 @@ class Importer:
             _fill_report_row(row, result.report)
             _sync_events(session, row, study, result.report)
             _flag(session, study, row, result.findings)
+            if result.noise is not None:
+                _add_noise(session, result.noise)
             if result.size is not None:
                 _add_size(session, result.size)
             reconcile_study(session, study=study)
@@ -1547,6 +1634,14 @@ class Importer:
             return
         result = self._extract(data, source)
         del data
+        if isinstance(result, _NotDose) and result.rejection_note is not None:
+            # a KOS 'Rejected for Quality Reasons' stored before Kerma read them (#17)
+            self._store_rejection_note(result.rejection_note, archived, source)
+            self._run(
+                lambda session: queries.delete_rejected_object(session, sha256=archived.sha256)
+            )
+            summary.rejected_now_imported += 1
+            return
         if isinstance(result, Rejection):
             self._reject(result, archived, source)
             summary.rejected_still += 1
@@ -1698,6 +1793,19 @@ def _add_size(session: Session, size: PatientSize) -> None:
         method=size.method,
         direction=size.direction,
     )
+
+
+def _add_noise(session: Session, noise: ImageNoise) -> None:
+    """Write (or replace) the ``ct_image_noise`` row of a CT image (issue #17)."""
+    study_date: dt.date | None = None
+    if noise.study_date:
+        try:
+            study_date = dt.datetime.strptime(noise.study_date[:8], "%Y%m%d").date()
+        except ValueError:
+            study_date = None
+    values = dataclasses.asdict(noise)
+    values.update(study_date=study_date, measured_at=dt.datetime.now(dt.UTC))
+    quality_queries.upsert_image_noise(session, values=values)
 
 
 def _text(ds: Any, keyword: str) -> str | None:

@@ -97,6 +97,7 @@ def refresh_studies(
     """
     from kerma.analysis.summary import summarise_study
     from kerma.services.orders import apply_orders
+    from kerma.services.quality import fill_calculated_deviation_index
 
     ctx = context or _default_context()
     now = dt.datetime.now(dt.UTC)
@@ -150,6 +151,7 @@ def refresh_studies(
         store.write_summaries(session, rows=rows)
         store.write_event_values(session, rows=event_rows)
         store.clear_non_current_events(session, study_ids=batch)
+        fill_calculated_deviation_index(session, batch)  # issue #17
         done += len(inputs.studies)
     return done
 

@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, warm: bool = False) -> FastA
     app.state.cache = AggregateCache()  # registry-wide aggregates of the pages
 
     from kerma.web import security
-    from kerma.web.routes import dicomweb, fhir, fhir_notify
+    from kerma.web.routes import dicomweb, fhir, fhir_notify, quality
 
     _add_static(app)  # before security.install, which adds /static only when missing
     security.install(app)  # login required everywhere but /login and /static
@@ -88,6 +88,8 @@ def create_app(settings: Settings | None = None, *, warm: bool = False) -> FastA
     app.include_router(fhir.router)
     app.include_router(fhir_notify.router)
     _add_dashboard(app)
+    app.include_router(quality.api)
+    app.include_router(quality.pages)
     return app
 
 
