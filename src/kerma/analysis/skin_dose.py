@@ -539,7 +539,9 @@ def write_skin_dose_map(
         Figure title (the peak skin dose is appended).
     map_format : {"png", "html"}, optional
         Default: PNG when Plotly's static export works (kaleido with Chrome), else
-        HTML that loads ``plotly.min.js`` from the same folder (written there once).
+        HTML that loads ``plotly.min.js`` from the same folder (written there once);
+        also HTML when the PNG export of this map fails (Chrome present but failing,
+        e.g. a kaleido/Chromium version mismatch).
 
     Returns
     -------
@@ -557,10 +559,20 @@ def write_skin_dose_map(
     if chosen not in {"png", "html"}:
         raise ValueError(f"Unable to write a skin dose map as {chosen!r}: use 'png' or 'html'.")
     figure = skin_dose_map_figure(result, title=title)
+    image: bytes | None = None
+    if chosen == "png":
+        try:
+            image = figure.to_image(format="png")
+        except Exception as exc:  # the Chrome boundary of default_map_format; only when
+            # the format was not asked for: a map is never lost to a failed static export
+            if map_format is not None:
+                raise
+            logger.info("skin dose map as HTML: Plotly static export failed (%s)", exc)
+            chosen = "html"
     target = Path(folder) / f"{stem}.{chosen}"
     make_private_dirs(target.parent)
-    if chosen == "png":
-        write_private_bytes(target, figure.to_image(format="png"))
+    if image is not None:
+        write_private_bytes(target, image)
     else:
         from plotly.offline import get_plotlyjs
 
