@@ -173,6 +173,15 @@ class TestInChromium:
         page.goto("/analysis?exam=CT+Chest-Abdomen-Pelvis")
         page.wait_for_selector("#chart-boxes .main-svg")
         shot(page, "06-analysis")
+
+        # quality views (issue #17): dose against the deviation index, drawn by the
+        # plotly.js of /static/vendor (the shared DX/MG images carry exposure indices)
+        with page.expect_response(lambda r: r.url.endswith("/static/vendor/plotly.min.js")) as js:
+            page.goto("/quality")
+        assert js.value.status == 200
+        page.wait_for_selector("#di-figure .main-svg")
+        assert page.locator("#di-figure .scatterlayer .point").count() > 0
+        shot(page, "11-quality")
         for name, url in (("07-admin", "/admin"), ("08-exam-rules", "/admin/exam-rules?exam="
                           "CT+Chest&pattern=chest&modality=CT"), ("09-intake", "/admin/intake"),
                           ("10-api-docs", "/docs")):  # fmt: skip
@@ -182,7 +191,7 @@ class TestInChromium:
         with Registry(settings=settings) as registry:
             alert = registry.alert(alert_id)
         assert (alert["state"], alert["outcome"]) == ("closed", "no_action")
-        assert len(list(OUTPUT.glob("*.png"))) >= 10
+        assert len(list(OUTPUT.glob("*.png"))) >= 11
 
         if has_security():
             from kerma.services.users import Accounts, AuditFilter
