@@ -188,8 +188,21 @@ class TestInChromium:
             page.goto(url)
             page.wait_for_load_state("networkidle")
             shot(page, name)
+        # an admin saves a site exam rule (the studies are mapped again), then deletes it
+        page.goto("/admin/exam-rules?exam=CT+Chest+site&pattern=chest&modality=CT")
+        page.fill('#rule-save input[name="name"]', "site-ct-chest")
+        page.click("#rule-save button[type=submit]")
+        page.wait_for_selector("#remap-summary")
+        shot(page, "12-exam-rule-saved")
         with Registry(settings=settings) as registry:
+            exams = registry.studies(include_non_patient=True)["standard_exam"]
+        assert exams.eq("CT Chest site").sum() > 0
+        page.click("#site-rules form[action$='/delete'] button")
+        page.wait_for_selector("text=Site rule site-ct-chest deleted.")
+        with Registry(settings=settings) as registry:
+            exams = registry.studies(include_non_patient=True)["standard_exam"]
             alert = registry.alert(alert_id)
+        assert exams.eq("CT Chest site").sum() == 0
         assert (alert["state"], alert["outcome"]) == ("closed", "no_action")
         assert len(list(OUTPUT.glob("*.png"))) >= 11
 
@@ -203,5 +216,5 @@ class TestInChromium:
             finally:
                 accounts.close()
             for action in ("login.ok", "study.view", "export.studies_csv", "alert.review",
-                           "alert.close"):  # fmt: skip
+                           "alert.close", "config.exam_rule"):  # fmt: skip
                 assert action in actions, actions
