@@ -173,16 +173,38 @@ class TestInChromium:
         page.goto("/analysis?exam=CT+Chest-Abdomen-Pelvis")
         page.wait_for_selector("#chart-boxes .main-svg")
         shot(page, "06-analysis")
+
+        # quality views (issue #17): dose against the deviation index, drawn by the
+        # plotly.js of /static/vendor (the shared DX/MG images carry exposure indices)
+        with page.expect_response(lambda r: r.url.endswith("/static/vendor/plotly.min.js")) as js:
+            page.goto("/quality")
+        assert js.value.status == 200
+        page.wait_for_selector("#di-figure .main-svg")
+        assert page.locator("#di-figure .scatterlayer .point").count() > 0
+        shot(page, "11-quality")
         for name, url in (("07-admin", "/admin"), ("08-exam-rules", "/admin/exam-rules?exam="
                           "CT+Chest&pattern=chest&modality=CT"), ("09-intake", "/admin/intake"),
                           ("10-api-docs", "/docs")):  # fmt: skip
             page.goto(url)
             page.wait_for_load_state("networkidle")
             shot(page, name)
+        # an admin saves a site exam rule (the studies are mapped again), then deletes it
+        page.goto("/admin/exam-rules?exam=CT+Chest+site&pattern=chest&modality=CT")
+        page.fill('#rule-save input[name="name"]', "site-ct-chest")
+        page.click("#rule-save button[type=submit]")
+        page.wait_for_selector("#remap-summary")
+        shot(page, "12-exam-rule-saved")
         with Registry(settings=settings) as registry:
+            exams = registry.studies(include_non_patient=True)["standard_exam"]
+        assert exams.eq("CT Chest site").sum() > 0
+        page.click("#site-rules form[action$='/delete'] button")
+        page.wait_for_selector("text=Site rule site-ct-chest deleted.")
+        with Registry(settings=settings) as registry:
+            exams = registry.studies(include_non_patient=True)["standard_exam"]
             alert = registry.alert(alert_id)
+        assert exams.eq("CT Chest site").sum() == 0
         assert (alert["state"], alert["outcome"]) == ("closed", "no_action")
-        assert len(list(OUTPUT.glob("*.png"))) >= 10
+        assert len(list(OUTPUT.glob("*.png"))) >= 11
 
         if has_security():
             from kerma.services.users import Accounts, AuditFilter
@@ -194,5 +216,5 @@ class TestInChromium:
             finally:
                 accounts.close()
             for action in ("login.ok", "study.view", "export.studies_csv", "alert.review",
-                           "alert.close"):  # fmt: skip
+                           "alert.close", "config.exam_rule"):  # fmt: skip
                 assert action in actions, actions

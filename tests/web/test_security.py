@@ -122,6 +122,35 @@ class TestRouteTable:
         r = client.get("/docs", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fdocs"
 
+    def test_non_page_requests_get_401_and_keep_the_login_form(self, client: TestClient) -> None:
+        """/favicon.ico, images and scripts: 401, no redirect; the login form stays valid."""
+        form = client.get("/login")
+        token = form_csrf(form.text)
+        image = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+        for path, headers in (
+            ("/favicon.ico", {"Accept": image}),
+            ("/robots.txt", {}),
+            ("/studies", {"Accept": "application/json"}),
+            ("/analysis.js.map", {"Accept": "*/*"}),
+        ):
+            r = client.get(path, headers=headers, follow_redirects=False)
+            assert r.status_code == 401, (path, r.status_code)
+            assert "set-cookie" not in r.headers, path
+        # a browser navigation is still sent to the login page
+        page = client.get(
+            "/studies", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+            follow_redirects=False,
+        )  # fmt: skip
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Fstudies"
+        # a second login page (another tab) keeps the token of the form already shown
+        assert form_csrf(client.get("/login").text) == token
+        r = client.post(
+            "/login",
+            data={"username": "view", "password": PASSWORD, "csrf_token": token, "next": "/"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/"
+
     def test_security_headers(self, client: TestClient) -> None:
         """No framing, no sniffing, same-origin referrer; logged-in pages are not cached."""
         for r in (client.get("/login"), client.get("/static/kerma.css")):

@@ -268,6 +268,29 @@ def _parse_rules(data: Mapping[str, object], *, source: str) -> list[ExamRule]:
     return rules
 
 
+def parse_rules(data: Mapping[str, object], *, source: str) -> list[ExamRule]:
+    """Return the rules of a parsed exam-rules document (``{"rule": [{...}, ...]}``).
+
+    The format of the TOML file (``[[rule]]`` tables with ``name``, ``exam``,
+    ``modality``, ``level`` and ``any``/``all``/``none`` field → pattern tables); the
+    site rules saved in the registry use it too.
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When a rule lacks ``exam``, names an unknown field, has an unknown level or a
+        pattern that does not compile.
+    """
+    return _parse_rules(data, source=source)
+
+
+def layer_rules(site_rules: Sequence[ExamRule], base: ExamRuleSet, *, source: str) -> ExamRuleSet:
+    """Return ``base`` with ``site_rules`` tried before it (``base`` when there are none)."""
+    if not site_rules:
+        return base
+    return ExamRuleSet(tuple(site_rules) + base.rules, (source, *base.sources), base.version)
+
+
 def _read_toml(path: Path) -> dict[str, object]:
     """Read a TOML file, translating errors to :class:`ConfigurationError`."""
     try:

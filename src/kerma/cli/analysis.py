@@ -351,9 +351,10 @@ def drl(
     if ctx.invoked_subcommand is not None:
         return
     settings = get_settings()
-    chosen = drl_set or settings.drl_set
     flt = build_filter(date_from=date_from, date_to=date_to, device=device, site=site)
     registry = _registry(settings)
+    # the set an admin chose in the browser (kept in the registry), else KERMA_DRL_SET
+    chosen = drl_set or registry.settings.drl_set
     try:
         _remap(registry, use_rules)
         try:

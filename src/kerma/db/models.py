@@ -478,6 +478,27 @@ class RegistrySetting(Base):
     )
 
 
+class SiteExamRule(Base):
+    """A site standard-exam rule an admin saved in the browser (issue #13).
+
+    Tried before the rules of ``KERMA_EXAM_RULES_PATH`` or the packaged defaults, in
+    ``position`` order; ``conditions`` holds the rule's ``any``/``all``/``none`` tables
+    of the exam-rules TOML format (field → regular expression).
+    """
+
+    __tablename__ = "site_exam_rule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    exam: Mapped[str] = mapped_column(String(256))
+    modality: Mapped[str | None] = mapped_column(String(256))
+    level: Mapped[str] = mapped_column(String(8), default="both")
+    conditions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class RejectedObject(Base):
     """An archived object that could not be imported, with the reason."""
 

@@ -157,8 +157,14 @@ class AlertContext:
         return self._drls
 
 
-def make_context(settings: Settings | None = None) -> AlertContext:
+def make_context(
+    settings: Settings | None = None, session_factory: sessionmaker[Session] | None = None
+) -> AlertContext:
     """Return the alert context of ``settings`` (rules from ``KERMA_ALERT_RULES``).
+
+    With ``session_factory``, the overrides an admin saved in the registry (rules
+    disabled, thresholds/factors replaced; :mod:`kerma.services.web_config`, issue #13)
+    are applied, and the DRL set chosen there replaces ``KERMA_DRL_SET``.
 
     Raises
     ------
@@ -167,8 +173,15 @@ def make_context(settings: Settings | None = None) -> AlertContext:
     """
     if settings is None:
         return AlertContext(load_rules())
+    rules = load_rules(settings.alert_rules, anlage14=settings.alert_anlage14)
+    if session_factory is not None:
+        from kerma.services import web_config
+
+        settings = web_config.effective_settings(settings, session_factory)
+        overrides = web_config.load_alert_overrides(session_factory)
+        rules = web_config.apply_alert_overrides(rules, overrides)
     return AlertContext(
-        load_rules(settings.alert_rules, anlage14=settings.alert_anlage14),
+        rules,
         default_drl_set=settings.drl_set,
         drl_extra_paths=list(settings.drl_extra_paths),
         settings=settings,

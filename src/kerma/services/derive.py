@@ -45,19 +45,30 @@ DERIVE_VERSION = "1"
 BATCH_SIZE = 500
 
 
-def make_context(settings: Settings | None = None) -> SummaryContext:
+def make_context(
+    settings: Settings | None = None, session_factory: sessionmaker[Session] | None = None
+) -> SummaryContext:
     """Return the derive context of ``settings``: its exam rules (``exam_rules_path``).
+
+    With ``session_factory``, the site rules an admin saved in the registry
+    (:mod:`kerma.services.web_config`, issue #13) are tried before those rules.
 
     Raises
     ------
     kerma.errors.ConfigurationError
         When the exam rules file cannot be read.
     """
-    from kerma.analysis.exams import load_exam_rules
+    from kerma.analysis.exams import layer_rules, load_exam_rules
     from kerma.analysis.summary import SummaryContext
 
     path = settings.exam_rules_path if settings is not None else None
-    return SummaryContext(rules=load_exam_rules(path))
+    rules = load_exam_rules(path)
+    if session_factory is not None:
+        from kerma.services.web_config import SITE_RULES_SOURCE, load_site_exam_rules
+
+        site = load_site_exam_rules(session_factory)
+        rules = layer_rules(site, rules, source=SITE_RULES_SOURCE)
+    return SummaryContext(rules=rules)
 
 
 _DEFAULT_CONTEXT: list[SummaryContext] = []
@@ -288,7 +299,7 @@ def make_importer(
             identifying_attributes=settings.identifying_attributes,
         ),
         pseudonymizer=Pseudonymizer(key, settings.non_patient_patterns),
-        derive=partial(refresh_studies, context=context or make_context(settings)),
+        derive=partial(refresh_studies, context=context or make_context(settings, session_factory)),
         after_commit=_alert_hook(settings, session_factory),
     )
 
@@ -308,7 +319,7 @@ def _alert_hook(
     from kerma.services import alerts
 
     try:
-        context = alerts.make_context(settings)
+        context = alerts.make_context(settings, session_factory)
     except ConfigurationError as exc:
         logger.error("alerts are not evaluated at ingest: %s", exc)
         return None
@@ -341,7 +352,7 @@ def intake_importer(settings: Settings, *, engine: Engine | None = None) -> Impo
     engine = engine or make_engine(settings.database_url)
     ensure_schema(engine)
     factory = make_session_factory(engine, write=True)
-    context = make_context(settings)
+    context = make_context(settings, factory)
     ensure_derived(factory, context=context)
     from kerma.services.patients import protect_accession_numbers
 

@@ -324,7 +324,7 @@ class OrderIntake:
         self.archive: Archive = Archive(
             settings.archive_dir / MESSAGE_ARCHIVE_FOLDER, mode="encrypted", key=key
         )
-        self.context: SummaryContext = make_context(settings)
+        self.context: SummaryContext = make_context(settings, session_factory)
 
     # -- HL7 v2 ---------------------------------------------------------------------------
 

@@ -97,6 +97,11 @@ class Registry:
             else self._read_factory
         )
         self._write_factory = make_session_factory(self.engine, write=True)
+        from kerma.services.web_config import effective_settings
+
+        #: ``KERMA_*`` settings as given, before the registry's stored choices
+        self.base_settings = self.settings
+        self.settings = effective_settings(self.base_settings, self._write_factory)
         self._importer: Importer | None = None
         self._context: SummaryContext | None = None
         self._alert_context: AlertContext | None = None
@@ -164,7 +169,7 @@ class Registry:
 
         with self._lock:
             if self._context is None:
-                self._context = make_context(self.settings)
+                self._context = make_context(self.settings, self._write_factory)
             return self._context
 
     @property
@@ -784,8 +789,23 @@ class Registry:
 
         with self._lock:
             if self._alert_context is None:
-                self._alert_context = make_context(self.settings)
+                self._alert_context = make_context(self.base_settings, self._write_factory)
             return self._alert_context
+
+    def reload_config(self) -> None:
+        """Read again the configuration saved in the registry (issue #13 admin pages).
+
+        The DRL set, the site exam rules and the alert-rule overrides: the next use of
+        :attr:`context`, :attr:`alert_context` and the importer sees them. Other
+        processes (the SCP, import workers) read them when they start.
+        """
+        from kerma.services.web_config import effective_settings
+
+        with self._lock:
+            self.settings = effective_settings(self.base_settings, self._write_factory)
+            self._context = None
+            self._alert_context = None
+            self._importer = None
 
     def alert_rules(self) -> pd.DataFrame:
         """Return the rules in force with threshold and source (one row per rule)."""

@@ -70,7 +70,7 @@ def upgrade_schema(*, settings: Settings, revision: str = "head") -> SchemaUpgra
         derived = 0
         if revision == "head":  # fill the study summary columns once after an upgrade
             factory = make_session_factory(engine, write=True)
-            derived = ensure_derived(factory, context=lambda: make_context(settings))
+            derived = ensure_derived(factory, context=lambda: make_context(settings, factory))
         return SchemaUpgrade(
             url=engine.url.render_as_string(hide_password=True),
             revision=current_revision(engine),

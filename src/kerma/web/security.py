@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -173,8 +173,31 @@ async def identify(request: Request) -> Principal | None:
     return principal
 
 
+def wants_page(request: Request) -> bool:
+    """Return whether a request is a page a browser navigates to (HTML).
+
+    A page: ``Accept`` names ``text/html`` (every browser navigation, also to a CSV
+    download link). Not a page: ``Accept`` names other types only (the browser's
+    ``/favicon.ico`` request, images, scripts, ``fetch()`` of JSON); without
+    ``Accept`` or with ``*/*`` alone (curl, scripts), a path whose last segment has a
+    file extension (``/favicon.ico``, ``/robots.txt``).
+    """
+    accept = request.headers.get("accept", "").strip().lower()
+    if "text/html" in accept:
+        return True
+    if accept and accept != "*/*":
+        return False
+    last = request.url.path.rsplit("/", 1)[-1]
+    return "." not in last.strip(".")
+
+
 def login_required_response(request: Request) -> Response:
-    """Return 401 for an API path, else a 303 redirect to /login?next=<this page>."""
+    """Return 401 for an API path or a non-page request, else a 303 to /login?next=<page>.
+
+    Non-page requests (:func:`wants_page`: ``/favicon.ico``, images, scripts) are not
+    sent to the login page: following the redirect would render the login form again
+    and so replace the login CSRF token of a form already open in the browser.
+    """
     path = request.url.path
     if is_api(path):
         return JSONResponse(
@@ -182,6 +205,8 @@ def login_required_response(request: Request) -> Response:
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if not wants_page(request):
+        return PlainTextResponse("Login required.", status_code=401)
     target = path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 

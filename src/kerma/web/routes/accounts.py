@@ -17,6 +17,7 @@ token of every POST. Routes are thin: each calls one method of
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from typing import Annotated, Any
 
@@ -45,6 +46,9 @@ Viewer = Annotated[Principal, Depends(require_role(Role.viewer))]
 
 ROLE_NAMES = tuple(role.name for role in Role)
 
+#: A login CSRF token as :func:`_login_page` makes them (``secrets.token_urlsafe(32)``).
+LOGIN_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+
 
 def safe_next(target: str | None) -> str:
     """Return a local path to go to after login ("/" for anything else: no open redirect)."""
@@ -58,8 +62,14 @@ def safe_next(target: str | None) -> str:
 def _login_page(
     request: Request, *, next_path: str, message: str = "", status: int = 200
 ) -> Response:
-    """Render the login form with a fresh login CSRF token (cookie and hidden field)."""
-    token = secrets.token_urlsafe(32)
+    """Render the login form with its login CSRF token (cookie and hidden field).
+
+    The token of the browser's login cookie is kept when it has one, so a second load
+    of the login page (another tab, a redirected background request) does not make a
+    form already shown expire; otherwise a fresh one.
+    """
+    current = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    token = current if LOGIN_TOKEN_RE.fullmatch(current) else secrets.token_urlsafe(32)
     response = render(
         request,
         "login.html",
