@@ -121,6 +121,11 @@ class TestPrintedValues:
             ({"region": "PL", "exam": "Orthopantomography (dental panoramic)"}, "dap_value", "15"),
             # STUK-PROINFO-2017: one-projection sinus DAP 90 mGycm2.
             ({"region": "FI", "exam": "Paranasal sinuses"}, "dap_value", "90"),
+            # HANZE2017: Radiography 2017;23(3):197-201, abstract: the Dutch DRLs "for chest
+            # and pelvis examinations ... 12 and 300 uGy.m2" (unit as printed, uGy.m2).
+            ({"region": "NL", "exam": "Chest examination"}, "dap_value", "12"),
+            ({"region": "NL", "exam": "Pelvis examination"}, "dap_value", "300"),
+            ({"region": "NL", "exam": "Pelvis examination"}, "dap_Gycm2", "3.0"),
         ],
     )
     def test_radiography(self, where: dict[str, str], column: str, printed: str) -> None:
@@ -157,6 +162,13 @@ class TestPrintedValues:
             # DSA-NRV-2018, "Mammografi AGD per eksponering": Front 1,3; Skra 1,5.
             ({"region": "NO", "view": "CC"}, "1.3"),
             ({"region": "NO", "view": "MLO"}, "1.5"),
+            # DUPONT2024: J Radiol Prot 2024, abstract: 75th percentile MGD "from 20-30mm to
+            # 90-100mm of CBT ... increased from 0.81mGy to 2.55mGy for 2D CC acquisitions,
+            # from 0.83mGy to 2.96mGy for 2D MLO acquisitions".
+            ({"region": "CH", "view": "CC", "cbt_min_mm": "20"}, "0.81"),
+            ({"region": "CH", "view": "CC", "cbt_min_mm": "90"}, "2.55"),
+            ({"region": "CH", "view": "MLO", "cbt_min_mm": "20"}, "0.83"),
+            ({"region": "CH", "view": "MLO", "cbt_max_mm": "100"}, "2.96"),
         ],
     )
     def test_mammography(self, where: dict[str, str], printed: str) -> None:
