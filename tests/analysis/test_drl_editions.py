@@ -326,6 +326,26 @@ class TestCoverage:
         assert coverage.loc["PL", "share_primary-reproduction"] == pytest.approx(24 / 26)
         assert "2011 (to 2022-12-05)" in coverage.loc["PL", "editions"]
 
+    def test_switzerland_and_netherlands(self) -> None:
+        """CH gains mammography (4 proposed 2024 values) beside the 2007 fluoroscopy RLs;
+        NL is 2 values read in a reproduction (Radiography 2017)."""
+        coverage = drl_coverage().set_index("drl_region")
+        assert coverage.loc["CH", "modalities"] == "MG, RF/XA"
+        assert coverage.loc["CH", "editions"].startswith("2024")
+        assert coverage.loc["NL", "n_rows"] == 2
+        assert coverage.loc["NL", "share_primary-reproduction"] == pytest.approx(1.0)
+
+    def test_swiss_bands_select_by_breast_thickness(self) -> None:
+        """The CH set answers 2D CC at 20-30 mm with 0.81 mGy and MLO at 90-100 mm with
+        2.96 mGy (DUPONT2024 abstract), both for screening and diagnostic contexts."""
+        drls = select_drls(load_drls(), "CH")
+        mammo = drls[drls["standard_exam"].str.startswith("Mammography")]
+        assert set(mammo["standard_exam"]) == {"Mammography screening", "Mammography diagnostic"}
+        thin_cc = mammo[(mammo["view"] == "CC") & (mammo["band_min"] == 20)]
+        thick_mlo = mammo[(mammo["view"] == "MLO") & (mammo["band_max"] == 100)]
+        assert set(thin_cc["drl_value"]) == {0.81}
+        assert set(thick_mlo["drl_value"]) == {2.96}
+
     def test_command_prints_grade_shares(self) -> None:
         """The Rich table shows each set with its grade shares as percentages."""
         result = runner.invoke(app, ["drl", "sets", "--coverage"], env={"COLUMNS": "220"})
