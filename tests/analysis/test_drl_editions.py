@@ -121,6 +121,11 @@ class TestPrintedValues:
             ({"region": "PL", "exam": "Orthopantomography (dental panoramic)"}, "dap_value", "15"),
             # STUK-PROINFO-2017: one-projection sinus DAP 90 mGycm2.
             ({"region": "FI", "exam": "Paranasal sinuses"}, "dap_value", "90"),
+            # HANZE2017: Radiography 2017;23(3):197-201, abstract: the Dutch DRLs "for chest
+            # and pelvis examinations ... 12 and 300 uGy.m2" (unit as printed, uGy.m2).
+            ({"region": "NL", "exam": "Chest examination"}, "dap_value", "12"),
+            ({"region": "NL", "exam": "Pelvis examination"}, "dap_value", "300"),
+            ({"region": "NL", "exam": "Pelvis examination"}, "dap_Gycm2", "3.0"),
         ],
     )
     def test_radiography(self, where: dict[str, str], column: str, printed: str) -> None:
@@ -157,6 +162,13 @@ class TestPrintedValues:
             # DSA-NRV-2018, "Mammografi AGD per eksponering": Front 1,3; Skra 1,5.
             ({"region": "NO", "view": "CC"}, "1.3"),
             ({"region": "NO", "view": "MLO"}, "1.5"),
+            # DUPONT2024: J Radiol Prot 2024, abstract: 75th percentile MGD "from 20-30mm to
+            # 90-100mm of CBT ... increased from 0.81mGy to 2.55mGy for 2D CC acquisitions,
+            # from 0.83mGy to 2.96mGy for 2D MLO acquisitions".
+            ({"region": "CH", "view": "CC", "cbt_min_mm": "20"}, "0.81"),
+            ({"region": "CH", "view": "CC", "cbt_min_mm": "90"}, "2.55"),
+            ({"region": "CH", "view": "MLO", "cbt_min_mm": "20"}, "0.83"),
+            ({"region": "CH", "view": "MLO", "cbt_max_mm": "100"}, "2.96"),
         ],
     )
     def test_mammography(self, where: dict[str, str], printed: str) -> None:
@@ -313,6 +325,26 @@ class TestCoverage:
         assert coverage.loc["PL", "n_rows"] == 26
         assert coverage.loc["PL", "share_primary-reproduction"] == pytest.approx(24 / 26)
         assert "2011 (to 2022-12-05)" in coverage.loc["PL", "editions"]
+
+    def test_switzerland_and_netherlands(self) -> None:
+        """CH gains mammography (4 proposed 2024 values) beside the 2007 fluoroscopy RLs;
+        NL is 2 values read in a reproduction (Radiography 2017)."""
+        coverage = drl_coverage().set_index("drl_region")
+        assert coverage.loc["CH", "modalities"] == "MG, RF/XA"
+        assert coverage.loc["CH", "editions"].startswith("2024")
+        assert coverage.loc["NL", "n_rows"] == 2
+        assert coverage.loc["NL", "share_primary-reproduction"] == pytest.approx(1.0)
+
+    def test_swiss_bands_select_by_breast_thickness(self) -> None:
+        """The CH set answers 2D CC at 20-30 mm with 0.81 mGy and MLO at 90-100 mm with
+        2.96 mGy (DUPONT2024 abstract), both for screening and diagnostic contexts."""
+        drls = select_drls(load_drls(), "CH")
+        mammo = drls[drls["standard_exam"].str.startswith("Mammography")]
+        assert set(mammo["standard_exam"]) == {"Mammography screening", "Mammography diagnostic"}
+        thin_cc = mammo[(mammo["view"] == "CC") & (mammo["band_min"] == 20)]
+        thick_mlo = mammo[(mammo["view"] == "MLO") & (mammo["band_max"] == 100)]
+        assert set(thin_cc["drl_value"]) == {0.81}
+        assert set(thick_mlo["drl_value"]) == {2.96}
 
     def test_command_prints_grade_shares(self) -> None:
         """The Rich table shows each set with its grade shares as percentages."""
