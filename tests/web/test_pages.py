@@ -327,3 +327,15 @@ class TestRoles:
         with TestClient(create_app(dash_settings)) as anonymous:
             assert anonymous.get("/studies", follow_redirects=False).status_code in (303, 307)
             assert anonymous.get("/api/v1/studies").status_code == 401
+
+
+def test_missing_dataframe_values_are_not_shown_as_nan() -> None:
+    """A missing string of a pandas 3 ``str`` column is NaN: ``{{ r.station_name or "" }}``
+    shows a dash, not "nan" (the overview's station column of an RF room without one)."""
+    import pandas as pd
+
+    from kerma.web.templating import templates
+
+    row = pd.DataFrame({"station_name": ["CT1", None]}, dtype="str").to_dict("records")[1]
+    html = templates.env.from_string('<td>{{ r.station_name or "" }}</td>').render(r=row)
+    assert html == "<td>–</td>"

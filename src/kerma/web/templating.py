@@ -6,6 +6,7 @@ passes the request, its principal (``user``) and the CSRF token (``csrf_token``)
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,19 @@ from kerma.web.security import csrf_token
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 templates = Jinja2Templates(directory=str(TEMPLATE_DIR))
+
+
+def _finalize(value: Any) -> Any:
+    """Show a missing value of a DataFrame cell (NaN, pandas 3 keeps absent strings of a
+    ``str`` column as NaN, and so ``{{ r.station_name or "" }}`` would print "nan") as "–"."""
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    if value is not None and type(value).__name__ in ("NAType", "NaTType"):
+        return "–"
+    return value
+
+
+templates.env.finalize = _finalize
 
 
 def render(
