@@ -199,6 +199,19 @@ class TestStudyDetail:
         assert detail.study["study_instance_uid"] in page.text
         assert "/originals/" in page.text
 
+    def test_detail_shows_kap_in_display_units(
+        self, dash_client: TestClient, dash_registry: Any
+    ) -> None:
+        """KAP and Ka,r read as on the device and in ``kerma drl``: Gy·cm² and mGy, not the
+        canonical Gy·m² and Gy (a fluoroscopy study's totals)."""
+        f = frame(dash_registry)
+        row = f[(f["modality"] == "RF") & f["dap_total_gym2"].notna()].iloc[0]
+        page = dash_client.get(f"/studies/{int(row['study_id'])}").text
+        totals = page.split('id="totals"')[1].split("</dl>")[0]
+        assert "KAP total (Gy·cm²)" in totals and "Gy·m²" not in totals
+        shown = totals.split('data-col="dap_total_gym2">')[1].split("<")[0]
+        assert float(shown) == pytest.approx(row["dap_total_gym2"] * 1e4, rel=1e-3)
+
     def test_original_downloads(self, dash_client: TestClient, dash_registry: Any) -> None:
         """An original downloads as the archived DICOM bytes (readable by pydicom)."""
         import pydicom

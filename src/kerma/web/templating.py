@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from kerma.units import QUANTITIES, to_display
 from kerma.web.security import csrf_token
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
@@ -31,6 +32,25 @@ def _finalize(value: Any) -> Any:
 
 
 templates.env.finalize = _finalize
+
+
+def display_label(name: str) -> str:
+    """Return a quantity's label in its display unit (``"KAP total (Gy·cm²)"``), as the
+    command line's tables show it; other names unchanged."""
+    quantity = QUANTITIES.get(name)
+    return quantity.display_label if quantity is not None else name
+
+
+def display_value(name: str, value: Any) -> Any:
+    """Return a canonical value of quantity ``name`` in its display unit (KAP Gy·m² →
+    Gy·cm², Ka,r Gy → mGy); other names, missing values and text unchanged."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return to_display(name, value)
+
+
+#: Page tables show dose values as ``kerma drl`` and ``kerma studies`` do (display units).
+templates.env.globals.update(dlabel=display_label, dval=display_value)
 
 
 def render(
