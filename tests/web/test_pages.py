@@ -244,6 +244,22 @@ class TestAnalysis:
         assert f'id="n-samples">{n}<' in page.text
         assert page.text.count("Plotly.newPlot") == 5
 
+    def test_national_drl_of_a_study_total(
+        self, dash_client: TestClient, dash_registry: Any
+    ) -> None:
+        """The DRL card finds the DRL of the analysed total (KAP total of a fluoroscopy
+        exam against the EU DRL given as 'dap_gym2'), in display units, as the overview."""
+        from kerma.services.dashboard import selected_drls
+
+        exam = "Pacemaker implantation single-chamber"
+        drls = selected_drls(dash_registry.settings)
+        drl = drls[(drls["standard_exam"] == exam) & (drls["quantity"] == "dap_gym2")]
+        assert len(drl) == 1
+        page = dash_client.get("/analysis", params={"exam": exam})
+        assert page.status_code == 200
+        shown = page.text.split('id="drl">')[1].split("<")[0]
+        assert float(shown) == pytest.approx(float(drl["drl_value"].iloc[0]) * 1e4)
+
     def test_chart_csv(self, dash_client: TestClient, dash_registry: Any) -> None:
         """Each chart's data downloads as CSV; the box data count the exam's samples per room."""
         exam = "CT Chest-Abdomen-Pelvis"
