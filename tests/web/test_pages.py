@@ -368,3 +368,13 @@ def test_missing_dataframe_values_are_not_shown_as_nan() -> None:
     row = pd.DataFrame({"station_name": ["CT1", None]}, dtype="str").to_dict("records")[1]
     html = templates.env.from_string('<td>{{ r.station_name or "" }}</td>').render(r=row)
     assert html == "<td>–</td>"
+
+
+def test_api_docs_page_needs_no_internet(dash_client: TestClient) -> None:
+    """/docs lists the API's operations from the OpenAPI description, loading nothing from
+    a CDN (Swagger UI's scripts would not load on a closed hospital network)."""
+    page = dash_client.get("/docs")
+    assert page.status_code == 200, page.text[-600:]
+    assert "/api/v1/studies/{study_id}/events" in page.text
+    assert "/dicomweb/studies" in page.text
+    assert "cdn." not in page.text and "https://" not in page.text
