@@ -119,11 +119,13 @@ def api_operations(schema: dict[str, Any]) -> list[dict[str, str]]:
 
 def _add_api_docs(app: FastAPI) -> None:
     """Serve ``/docs``: the API's operations as a page of the application (no CDN)."""
+    from fastapi import Depends
     from fastapi.responses import HTMLResponse
 
+    from kerma.web.security import Role, require_role
     from kerma.web.templating import render
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_role(Role.viewer))])
     def api_docs(request: Request) -> HTMLResponse:
         """The operations of the OpenAPI description, as a table."""
         return render(
