@@ -244,6 +244,23 @@ class TestAnalysis:
         assert f'id="n-samples">{n}<' in page.text
         assert page.text.count("Plotly.newPlot") == 5
 
+    def test_browser_shows_kap_in_display_units(
+        self, dash_client: TestClient, dash_registry: Any
+    ) -> None:
+        """The study browser's KAP column reads in Gy·cm² like ``kerma studies``; its
+        ``data-value`` (and sorting, filtering, CSV) stay canonical."""
+        f = frame(dash_registry)
+        row = f[(f["modality"] == "RF") & f["dap_total_gym2"].notna()].iloc[0]
+        page = dash_client.get(
+            "/studies", params={"modality": "RF", "per_page": 500, "sort": "study_id"}
+        ).text
+        assert "KAP total (Gy·cm²)" in page and "KAP total (Gy·m²)</a>" not in page
+        cell = page.split(f'data-study-id="{int(row["study_id"])}"')[1]
+        cell = cell.split('data-col="dap_total_gym2"')[1].split("</td>")[0]
+        value, shown = cell.split('data-value="')[1].split('">')
+        assert float(value) == pytest.approx(row["dap_total_gym2"])
+        assert float(shown) == pytest.approx(row["dap_total_gym2"] * 1e4, rel=1e-3)
+
     def test_national_drl_of_a_study_total(
         self, dash_client: TestClient, dash_registry: Any
     ) -> None:
