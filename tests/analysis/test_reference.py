@@ -143,6 +143,17 @@ class TestSelectAndList:
         with pytest.raises(ConfigurationError, match="Unable to select the DRL set 'XX'"):
             select_drls(load_drls(), "XX")
 
+    def test_set_codes_match_in_any_case(self) -> None:
+        """``be`` selects the BE set, as ``BE`` does."""
+        drls = load_drls()
+        assert set(select_drls(drls, "be")["drl_region"]) == {"BE"}
+        assert set(select_drls(drls, "eu, De")["drl_region"]) <= {"EU", "DE"}
+
+    def test_unknown_set_in_a_priority_list_raises(self) -> None:
+        """A typo in a priority list is refused, naming it, not silently skipped."""
+        with pytest.raises(ConfigurationError, match="no such region XX"):
+            select_drls(load_drls(), "EU,XX")
+
     def test_superseded_only_region_still_answers(self) -> None:
         """AU (all superseded) uses its most recent year (2018)."""
         chosen = select_drls(load_drls(), "AU")

@@ -189,6 +189,35 @@ class TestConfigurationErrors:
         assert "Traceback" not in run.stderr
 
 
+class TestBusyPort:
+    """A port another program holds is a one-line error saying what to do, exit 2."""
+
+    def test_serve_on_a_busy_port(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        """``kerma serve --port P`` while P is held: no uvicorn log, no traceback."""
+        import socket
+
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            port = held.getsockname()[1]
+            env = {k: v for k, v in os.environ.items() if not k.startswith("KERMA_")}
+            env.update(COLUMNS="400", KERMA_DATABASE_URL=f"sqlite:///{tmp_path / 'k.db'}")
+            run = subprocess.run(
+                [sys.executable, "-m", "kerma.cli.main", "serve", "--port", str(port)],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+                env=env,
+                cwd=tmp_path,
+            )
+        assert run.returncode == 2, run.stderr
+        assert "Address already in use" in run.stderr
+        assert "choose another port with --port" in run.stderr
+        assert "Traceback" not in run.stderr + run.stdout
+        assert "Uvicorn running" not in run.stderr
+
+
 #: Commands of the intake engineer's modules (ingest, net, serve, db), whose help is checked.
 INTAKE_COMMANDS = (
     ["import"],

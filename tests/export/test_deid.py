@@ -244,6 +244,18 @@ class TestBasicProfile:
         assert observer_uid(kept) == observer_uid(original)
         assert observer_uid(removed) != observer_uid(original)
 
+        def participant_serials(ds: Dataset) -> list[str]:
+            """The TID 1021 Device Participant serial numbers (DCM 113880) of the tree."""
+            return [
+                str(i.TextValue)
+                for i in _items(ds)
+                if i.ConceptNameCodeSequence[0].CodeValue == "113880"
+            ]
+
+        assert participant_serials(original)
+        assert participant_serials(kept) == participant_serials(original)
+        assert set(participant_serials(removed)) == {"ANONYMOUS"}
+
     def test_same_key_same_uids_across_runs_and_objects(self, originals: dict[str, bytes]) -> None:
         """The same key maps a UID the same way every run and in every object of a study."""
         first = [_read(_deidentifier().deidentify_bytes(originals[n])) for n in FILES[1:3]]

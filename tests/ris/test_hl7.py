@@ -510,6 +510,28 @@ class TestMapping:
 
 
 @pytest.mark.network
+def test_connection_without_a_complete_frame_is_closed(ris_settings: Settings) -> None:
+    """A client that sends no MLLP end block (here an HTTP request) is disconnected after
+    the idle time-out instead of holding its connection for ever; nothing is stored."""
+    import socket
+
+    from kerma.api import Registry
+
+    registry = Registry(settings=ris_settings)
+    intake = OrderIntake(ris_settings, session_factory=registry.session_factory)
+    server = Hl7Listener(intake, port=0, idle_timeout_s=0.5)
+    server.start_in_thread()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert sock.recv(100) == b""  # closed by the listener, no ACK
+    finally:
+        server.stop()
+        registry.close()
+    assert _rows(ris_settings, "select count(*) from ris_message") == [(0,)]
+
+
+@pytest.mark.network
 class TestTls:
     def test_order_over_tls_is_acknowledged(self, tmp_path: Path) -> None:
         """MLLP over TLS: the test CA's client gets AA; a plain-TCP client gets no ACK."""

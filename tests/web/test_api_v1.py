@@ -58,6 +58,12 @@ class TestStudiesApi:
         assert answer.status_code == 400
         assert "sex" in answer.json()["detail"]
 
+    def test_unknown_sort_column_is_400_json(self, dash_client: TestClient) -> None:
+        """A sort by a column that does not exist answers 400 naming it, not a 500."""
+        answer = dash_client.get("/api/v1/studies", params={"sort": "zzz"})
+        assert answer.status_code == 400
+        assert "'zzz'" in answer.json()["detail"]
+
     def test_events_of_a_study(self, dash_client: TestClient, dash_registry: Any) -> None:
         """The events endpoint returns every current event with canonical values."""
         f = dash_registry.studies()

@@ -199,6 +199,19 @@ class TestStudyDetail:
         assert detail.study["study_instance_uid"] in page.text
         assert "/originals/" in page.text
 
+    def test_detail_shows_kap_in_display_units(
+        self, dash_client: TestClient, dash_registry: Any
+    ) -> None:
+        """KAP and Ka,r read as on the device and in ``kerma drl``: Gy·cm² and mGy, not the
+        canonical Gy·m² and Gy (a fluoroscopy study's totals)."""
+        f = frame(dash_registry)
+        row = f[(f["modality"] == "RF") & f["dap_total_gym2"].notna()].iloc[0]
+        page = dash_client.get(f"/studies/{int(row['study_id'])}").text
+        totals = page.split('id="totals"')[1].split("</dl>")[0]
+        assert "KAP total (Gy·cm²)" in totals and "Gy·m²" not in totals
+        shown = totals.split('data-col="dap_total_gym2">')[1].split("<")[0]
+        assert float(shown) == pytest.approx(row["dap_total_gym2"] * 1e4, rel=1e-3)
+
     def test_original_downloads(self, dash_client: TestClient, dash_registry: Any) -> None:
         """An original downloads as the archived DICOM bytes (readable by pydicom)."""
         import pydicom
@@ -230,6 +243,39 @@ class TestAnalysis:
         assert page.status_code == 200
         assert f'id="n-samples">{n}<' in page.text
         assert page.text.count("Plotly.newPlot") == 5
+
+    def test_browser_shows_kap_in_display_units(
+        self, dash_client: TestClient, dash_registry: Any
+    ) -> None:
+        """The study browser's KAP column reads in Gy·cm² like ``kerma studies``; its
+        ``data-value`` (and sorting, filtering, CSV) stay canonical."""
+        f = frame(dash_registry)
+        row = f[(f["modality"] == "RF") & f["dap_total_gym2"].notna()].iloc[0]
+        page = dash_client.get(
+            "/studies", params={"modality": "RF", "per_page": 500, "sort": "study_id"}
+        ).text
+        assert "KAP total (Gy·cm²)" in page and "KAP total (Gy·m²)</a>" not in page
+        cell = page.split(f'data-study-id="{int(row["study_id"])}"')[1]
+        cell = cell.split('data-col="dap_total_gym2"')[1].split("</td>")[0]
+        value, shown = cell.split('data-value="')[1].split('">')
+        assert float(value) == pytest.approx(row["dap_total_gym2"])
+        assert float(shown) == pytest.approx(row["dap_total_gym2"] * 1e4, rel=1e-3)
+
+    def test_national_drl_of_a_study_total(
+        self, dash_client: TestClient, dash_registry: Any
+    ) -> None:
+        """The DRL card finds the DRL of the analysed total (KAP total of a fluoroscopy
+        exam against the EU DRL given as 'dap_gym2'), in display units, as the overview."""
+        from kerma.services.dashboard import selected_drls
+
+        exam = "Pacemaker implantation single-chamber"
+        drls = selected_drls(dash_registry.settings)
+        drl = drls[(drls["standard_exam"] == exam) & (drls["quantity"] == "dap_gym2")]
+        assert len(drl) == 1
+        page = dash_client.get("/analysis", params={"exam": exam})
+        assert page.status_code == 200
+        shown = page.text.split('id="drl">')[1].split("<")[0]
+        assert float(shown) == pytest.approx(float(drl["drl_value"].iloc[0]) * 1e4)
 
     def test_chart_csv(self, dash_client: TestClient, dash_registry: Any) -> None:
         """Each chart's data downloads as CSV; the box data count the exam's samples per room."""
@@ -327,3 +373,25 @@ class TestRoles:
         with TestClient(create_app(dash_settings)) as anonymous:
             assert anonymous.get("/studies", follow_redirects=False).status_code in (303, 307)
             assert anonymous.get("/api/v1/studies").status_code == 401
+
+
+def test_missing_dataframe_values_are_not_shown_as_nan() -> None:
+    """A missing string of a pandas 3 ``str`` column is NaN: ``{{ r.station_name or "" }}``
+    shows a dash, not "nan" (the overview's station column of an RF room without one)."""
+    import pandas as pd
+
+    from kerma.web.templating import templates
+
+    row = pd.DataFrame({"station_name": ["CT1", None]}, dtype="str").to_dict("records")[1]
+    html = templates.env.from_string('<td>{{ r.station_name or "" }}</td>').render(r=row)
+    assert html == "<td>–</td>"
+
+
+def test_api_docs_page_needs_no_internet(dash_client: TestClient) -> None:
+    """/docs lists the API's operations from the OpenAPI description, loading nothing from
+    a CDN (Swagger UI's scripts would not load on a closed hospital network)."""
+    page = dash_client.get("/docs")
+    assert page.status_code == 200, page.text[-600:]
+    assert "/api/v1/studies/{study_id}/events" in page.text
+    assert "/dicomweb/studies" in page.text
+    assert "cdn." not in page.text and "https://" not in page.text

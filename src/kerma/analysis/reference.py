@@ -735,11 +735,16 @@ def select_drls(
     kerma.errors.ConfigurationError
         When none of the region codes exists in ``drls``.
     """
-    regions = parse_drl_set(drl_set)
     known = set(drls["drl_region"].astype(str))
-    if not any(region in known for region in regions):
+    # region codes match whatever their case ("be" is BE); a code that names no set is
+    # refused, also in a priority list ("EU,DX" must not silently drop the second set)
+    by_upper = {region.upper(): region for region in known}
+    regions = [by_upper.get(region.upper(), region) for region in parse_drl_set(drl_set)]
+    unknown = [region for region in regions if region not in known]
+    if unknown or not regions:
         raise ConfigurationError(
-            f"Unable to select the DRL set {','.join(regions)!r}: no such region. "
+            f"Unable to select the DRL set {','.join(regions)!r}: no such region"
+            f"{' ' + ', '.join(unknown) if unknown and len(regions) > 1 else ''}. "
             f"Known sets: {', '.join(sorted(known))} (see `kerma drl sets`)."
         )
     key = ["standard_exam", "quantity", "patient_group"]

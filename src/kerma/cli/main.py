@@ -19,6 +19,7 @@ May import ``kerma.errors``, ``kerma.config`` and ``kerma.cli``.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import logging
@@ -414,6 +415,21 @@ def _report(exc: Exception, *, debug: bool) -> int:
         err_console.print(
             f"[red]error:[/red] invalid regular expression ({escape(str(exc))}); check "
             "KERMA_NON_PATIENT_PATTERNS and the exam rules file.",
+            soft_wrap=True,
+        )
+        return 2
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        err_console.print(
+            f"[red]error:[/red] {escape(message)}. Another program (another kerma serve, "
+            "listen or hl7 listen?) listens on that port: stop it, or choose another port "
+            "with --port.",
+            soft_wrap=True,
+        )
+        return 2
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL:
+        err_console.print(
+            f"[red]error:[/red] {escape(message)}. The --host address is not one of this "
+            "machine's (127.0.0.1 for this machine only, 0.0.0.0 for every interface).",
             soft_wrap=True,
         )
         return 2

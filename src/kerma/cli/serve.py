@@ -49,8 +49,24 @@ def serve(
 
     settings = get_settings()
     check_registry_key(settings)  # a missing or other pseudonym key stops it here
+    check_address_free(host, port)  # a busy port stops it here, with what to do
     _hint_first_admin(settings)
     uvicorn.run(create_app(settings, warm=True), host=host, port=port, log_level=log_level)
+
+
+def check_address_free(host: str, port: int) -> None:
+    """Bind ``host``:``port`` once and let it go, as uvicorn will bind it.
+
+    uvicorn reports a busy port only as a log line of its own and exits; checked here, the
+    ``OSError`` (``EADDRINUSE``, ``EADDRNOTAVAIL``) reaches the command's error handler,
+    which says what to do.
+    """
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind((host, port))
 
 
 def _hint_first_admin(settings: Settings) -> None:

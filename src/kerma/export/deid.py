@@ -125,14 +125,21 @@ DEVICE_OBSERVER_CONCEPTS: frozenset[str] = frozenset(
     {"121012", "121013", "121014", "121015", "121016", "121017"}
 )
 
+#: TID 1021 'Device Participant' concepts (DCM) that identify one device, as its header's
+#: Station Name and Device Serial Number do: 113877 Device Name, 113880 Device Serial
+#: Number (the x-ray source and detector of a projection or CT RDSR); kept with the Retain
+#: Device Identity Option, given a dummy value without it (manufacturer and model stay).
+DEVICE_PARTICIPANT_CONCEPTS: frozenset[str] = frozenset({"113877", "113880"})
+
 #: TEXT content items that identify a person, an organisation or (without the device
 #: option) a device, and so get a dummy value (Clean Structured Content, E.3.9): DCM
 #: 121013 Device Observer Name, 121016 Device Observer Serial Number, 121017 Device
 #: Observer Physical Location, 121009 Person Observer's Organization Name, 113871
 #: Person ID, 113872 Person ID Issuer, 113873 Organization Name (PS3.16 TID 1004,
-#: TID 1003, TID 1020).
+#: TID 1003, TID 1020), and :data:`DEVICE_PARTICIPANT_CONCEPTS`.
 IDENTIFYING_TEXT_CONCEPTS: frozenset[str] = frozenset(
     {"121013", "121016", "121017", "121009", "113871", "113872", "113873"}
+    | DEVICE_PARTICIPANT_CONCEPTS
 )
 
 #: Dates the Modified Dates option does not keep: the birth date identifies (Table
@@ -412,7 +419,9 @@ class Deidentifier:
         """Give an identifying TEXT content item a dummy value (Clean Structured Content)."""
         if concept not in IDENTIFYING_TEXT_CONCEPTS:
             return
-        if self.options.retain_device_identity and concept in DEVICE_OBSERVER_CONCEPTS:
+        if self.options.retain_device_identity and (
+            concept in DEVICE_OBSERVER_CONCEPTS or concept in DEVICE_PARTICIPANT_CONCEPTS
+        ):
             return
         ds.TextValue = _TEXT_DUMMY
 

@@ -10,7 +10,9 @@ its ACK is written back only once that returns, i.e. after the message is commit
 
 A frame that is not MLLP (no start block) or larger than ``max_message_bytes`` closes
 the connection (there is no message to acknowledge); nothing is stored for it, and the
-sender sees no ACK and sends again.
+sender sees no ACK and sends again. So does a connection that completes no frame within
+``idle_timeout_s`` (a client that sends something other than MLLP, so never the end
+block, or stops in the middle of a frame, would otherwise hold its connection forever).
 
 May import ``kerma.services``, ``kerma.config`` and ``kerma.errors``.
 """
@@ -38,6 +40,10 @@ DEFAULT_PORT: Final = 2575
 #: Largest message accepted, in bytes (orders are a few kilobytes; an ORU with an
 #: embedded report a few hundred).
 DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+
+#: Seconds a connection may wait for its next complete frame before it is closed (the
+#: Storage SCP's network time-out, ``KERMA_SCP_NETWORK_TIMEOUT_S``, is 60 s too).
+DEFAULT_IDLE_TIMEOUT_S: Final = 60.0
 
 
 def build_ssl_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
@@ -81,6 +87,8 @@ class Hl7Listener:
         MLLP over TLS when given.
     max_message_bytes : int, optional
         Largest message accepted.
+    idle_timeout_s : float, optional
+        Seconds without a complete frame after which a connection is closed.
     """
 
     def __init__(
@@ -91,8 +99,10 @@ class Hl7Listener:
         port: int = DEFAULT_PORT,
         ssl_context: ssl.SSLContext | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> None:
         self.intake = intake
+        self.idle_timeout_s = idle_timeout_s
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -131,9 +141,16 @@ class Hl7Listener:
         try:
             while True:
                 try:
-                    block = await reader.readblock()
+                    block = await asyncio.wait_for(reader.readblock(), self.idle_timeout_s)
                 except asyncio.IncompleteReadError:
                     break  # the peer closed the connection
+                except TimeoutError:
+                    logger.warning(
+                        "HL7 connection from %s sent no complete MLLP frame for %g s; closed",
+                        peer,
+                        self.idle_timeout_s,
+                    )
+                    break
                 except InvalidBlockError:
                     logger.warning("HL7 connection from %s sent a frame that is not MLLP", peer)
                     break

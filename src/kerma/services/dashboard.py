@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from kerma.analysis.drl import compare_with_drls
 from kerma.analysis.exams import ExamRule, _parse_rules, match_exam
+from kerma.analysis.frames import DRL_QUANTITY_COLUMNS
 from kerma.analysis.reference import load_drls, select_drls
 from kerma.config import Settings
 from kerma.db import dashboard as store
@@ -409,7 +410,14 @@ def analyse_exam(
         unknown_age=settings.drl_unknown_age,
     )
     if len(comparison):
-        comparison = comparison[comparison["quantity"] == quantity]
+        # the comparison names the DRL's quantity (dlp_mgycm, dap_gym2 ...); the page the
+        # sample's column (ct_dlp_total_mgycm, dap_total_gym2 ...)
+        drl_quantities = {
+            drl_quantity
+            for (drl_family, drl_quantity), column in DRL_QUANTITY_COLUMNS.items()
+            if drl_family == family and column == quantity
+        }
+        comparison = comparison[comparison["quantity"].isin(drl_quantities)]
     adult = (
         comparison[
             (comparison.get("patient_group", pd.Series(dtype=object)) == "adult")

@@ -187,7 +187,7 @@ def _not_found_message(
     hints = [
         "the ID is compared exactly as the images carry it (case, leading zeros)",
         "the pseudonym key must be the one the studies were imported with "
-        "(KERMA_PSEUDONYM_KEY or <archive>/pseudonym.key)",
+        "(KERMA_PSEUDONYM_KEY or KERMA_KEY_FILE, default kerma-key/kerma.key; `kerma key status`)",
     ]
     if patient_id and not issuer:
         hints.insert(1, "if the images carry an Issuer of Patient ID, give it with --issuer")

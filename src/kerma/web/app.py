@@ -16,8 +16,9 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from kerma import __version__
 from kerma.config import Settings, get_settings
@@ -71,7 +72,11 @@ def create_app(settings: Settings | None = None, *, warm: bool = False) -> FastA
         finally:
             worker.stop()
 
-    app = FastAPI(title="Kerma", version=__version__, lifespan=lifespan)
+    # no Swagger UI at /docs: it loads its scripts from a CDN, and hospital networks are
+    # closed; /docs is Kerma's own page of the operations (_add_api_docs)
+    app = FastAPI(
+        title="Kerma", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.registry = None  # opened on first use (kerma.web.deps.get_registry)
 
@@ -90,7 +95,50 @@ def create_app(settings: Settings | None = None, *, warm: bool = False) -> FastA
     _add_dashboard(app)
     app.include_router(quality.api)
     app.include_router(quality.pages)
+    _add_api_docs(app)
     return app
+
+
+def api_operations(schema: dict[str, Any]) -> list[dict[str, str]]:
+    """Return one row per operation of an OpenAPI ``schema``: method, path, summary and
+    the names of its query parameters."""
+    rows = []
+    for path, item in sorted(schema.get("paths", {}).items()):
+        for method, operation in item.items():
+            if not isinstance(operation, dict):
+                continue
+            query = [p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"]
+            rows.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": str(operation.get("summary", "")),
+                    "parameters": ", ".join(query),
+                }
+            )
+    return rows
+
+
+def _add_api_docs(app: FastAPI) -> None:
+    """Serve ``/docs``: the API's operations as a page of the application (no CDN)."""
+    from fastapi import Depends
+    from fastapi.responses import HTMLResponse
+
+    from kerma.web.security import Role, require_role
+    from kerma.web.templating import render
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_role(Role.viewer))])
+    def api_docs(request: Request) -> HTMLResponse:
+        """The operations of the OpenAPI description, as a table."""
+        return render(
+            request,
+            "api_docs.html",
+            {
+                "title": app.title,
+                "version": app.version,
+                "operations": api_operations(app.openapi()),
+            },
+        )
 
 
 def _add_static(app: FastAPI) -> None:

@@ -15,7 +15,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from kerma.errors import ConfigurationError, IngestError, NotFoundError, SiteAccessError
+from kerma.errors import (
+    ConfigurationError,
+    IngestError,
+    NotFoundError,
+    SiteAccessError,
+    UnknownColumnError,
+)
 from kerma.web.deps import FilterError
 from kerma.web.templating import render
 
@@ -57,6 +63,11 @@ def add_error_handlers(app: FastAPI) -> None:
     async def bad_filter(request: Request, exc: FilterError) -> Response:
         """400: a filter value to correct."""
         return _answer(request, 400, f"Unable to filter: {exc}")
+
+    @app.exception_handler(UnknownColumnError)
+    async def unknown_column(request: Request, exc: UnknownColumnError) -> Response:
+        """400: a sort or column name that is not a listed column."""
+        return _answer(request, 400, str(exc))
 
     @app.exception_handler(IngestError)
     async def unreadable(request: Request, exc: IngestError) -> Response:

@@ -6,6 +6,7 @@ passes the request, its principal (``user``) and the CSRF token (``csrf_token``)
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,43 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from kerma.units import QUANTITIES, to_display
 from kerma.web.security import csrf_token
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 templates = Jinja2Templates(directory=str(TEMPLATE_DIR))
+
+
+def _finalize(value: Any) -> Any:
+    """Show a missing value of a DataFrame cell (NaN, pandas 3 keeps absent strings of a
+    ``str`` column as NaN, and so ``{{ r.station_name or "" }}`` would print "nan") as "–"."""
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    if value is not None and type(value).__name__ in ("NAType", "NaTType"):
+        return "–"
+    return value
+
+
+templates.env.finalize = _finalize
+
+
+def display_label(name: str) -> str:
+    """Return a quantity's label in its display unit (``"KAP total (Gy·cm²)"``), as the
+    command line's tables show it; other names unchanged."""
+    quantity = QUANTITIES.get(name)
+    return quantity.display_label if quantity is not None else name
+
+
+def display_value(name: str, value: Any) -> Any:
+    """Return a canonical value of quantity ``name`` in its display unit (KAP Gy·m² →
+    Gy·cm², Ka,r Gy → mGy); other names, missing values and text unchanged."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return to_display(name, value)
+
+
+#: Page tables show dose values as ``kerma drl`` and ``kerma studies`` do (display units).
+templates.env.globals.update(dlabel=display_label, dval=display_value)
 
 
 def render(
