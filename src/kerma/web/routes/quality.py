@@ -39,14 +39,10 @@ ProtocolQ = Annotated[str | None, Query(description="Part of an acquisition prot
 
 @contextmanager
 def _session(request: Request) -> Iterator[Session]:
-    """Yield a read session of the app's registry (opened once per app, then reused)."""
-    from kerma.services.registry import Registry
+    """Yield a read session of the app's registry (:func:`kerma.web.deps.open_registry`)."""
+    from kerma.web.deps import open_registry
 
-    registry = getattr(request.app.state, "registry", None)
-    if registry is None:
-        registry = Registry(settings=request.app.state.settings)
-        request.app.state.registry = registry
-    with registry.session(write=False) as session:
+    with open_registry(request.app).session(write=False) as session:
         yield session
 
 
@@ -192,12 +188,9 @@ def dose_di_points(
 
 def _drl_by_room(request: Request, flt: StudyFilter) -> dict[str, str]:
     """Return per room a short DRL status ("2 of 5 above"), empty when not comparable."""
-    from kerma.services.registry import Registry
+    from kerma.web.deps import open_registry
 
-    registry = getattr(request.app.state, "registry", None) or Registry(
-        settings=request.app.state.settings
-    )
-    request.app.state.registry = registry
+    registry = open_registry(request.app)
     try:
         result = registry.drl(flt)
     except (ValueError, LookupError) as exc:  # a comparison it cannot make: say so
