@@ -297,6 +297,17 @@ class TestAnalysis:
 
 
 class TestAlerts:
+    def test_unknown_alert_state_is_refused(self, dash_client: TestClient) -> None:
+        """An alert state that does not exist answers 400 naming the states; all is all."""
+        refused = dash_client.get("/alerts", params={"state": "bogus"})
+        assert refused.status_code == 400
+        assert "open, under_review, closed" in refused.text
+        every = dash_client.get("/alerts", params={"state": "all"})
+        assert every.status_code == 200
+        assert every.text.count('href="/alerts/') == dash_client.get(
+            "/alerts", params={"state": ""}
+        ).text.count('href="/alerts/')
+
     def test_review_and_close(self, dash_client: TestClient, dash_registry: Any) -> None:
         """An open alert is reviewed, then closed with outcome and justification."""
         alert_id = int(dash_registry.alerts(state="open")["alert_id"].iloc[0])
@@ -314,6 +325,7 @@ class TestAlerts:
                                          "csrf_token": token})  # fmt: skip
         assert refused.status_code == 400
         assert "justification is required" in refused.text
+        assert "--justification" not in refused.text  # no CLI option in a web message
         dash_client.post(f"/alerts/{alert_id}/close", data={"outcome": "optimisation",
                          "justification": "protocol revised", "csrf_token": token})  # fmt: skip
         alert = dash_registry.alert(alert_id)

@@ -760,7 +760,8 @@ def close_alert(
         ) from None
     if not justification.strip():
         raise AlertReviewError(
-            f"Unable to close alert {alert_id}: a justification is required (--justification)."
+            f"Unable to close alert {alert_id}: a justification is required (why this outcome; "
+            "the authority and the audit read it)."
         )
     alert.state = AlertState.CLOSED.value
     alert.outcome = chosen.value

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from kerma.errors import AlertReviewError, ReportNotAllowedError
 from kerma.services import alerts as alert_service
 from kerma.services.dashboard import AlertFilter
-from kerma.web.deps import ReadSession, RegistryDep
+from kerma.web.deps import FilterError, ReadSession, RegistryDep
 from kerma.web.security import Principal, Role, audit, require_role, verify_csrf
 from kerma.web.templating import render
 
@@ -38,7 +38,9 @@ def queue(
 ) -> HTMLResponse:
     """Render one page of alerts in a review state (default: open), newest study first."""
     per_page = 50
-    flt = AlertFilter(state=state or None)
+    if state and state != "all" and state not in STATES:
+        raise FilterError(f"alert state {state!r} is not one of {', '.join(STATES)} or all.")
+    flt = AlertFilter(state=state if state in STATES else None)
     frame = alert_service.list_alerts(
         session, flt=flt, limit=per_page, offset=(page - 1) * per_page
     )
