@@ -32,7 +32,7 @@ from tests.web.conftest import PASSWORD, SETUP, form_csrf, login, session_csrf
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 #: Paths open without login: the login form and static files.
-PUBLIC = {"/login"}
+PUBLIC = {"/login", "/health"}
 
 _PARAM_RE = re.compile(r"\{([^}:]+)(:[^}]*)?\}")
 
@@ -164,6 +164,14 @@ class TestRouteTable:
     def test_static_files_are_public(self, client: TestClient) -> None:
         """The stylesheet is served without login."""
         assert client.get("/static/kerma.css").status_code == 200
+
+    def test_health_is_public_and_names_no_data(self, app, client: TestClient) -> None:  # type: ignore[no-untyped-def]
+        """GET /health answers without login, with only the status and the warm-up flag."""
+        r = client.get("/health")
+        assert r.status_code == 200
+        assert r.json() == {"status": "ok", "overview_ready": True}  # warm=False: ready
+        app.state.warmed.clear()
+        assert client.get("/health").json()["overview_ready"] is False
 
 
 def test_after_login_next_page_is_local_only() -> None:

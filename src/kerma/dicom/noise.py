@@ -28,7 +28,6 @@ from typing import Final
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from scipy.ndimage import uniform_filter
 
 from kerma.dicom.size import _Frame, is_ct_image
 
@@ -79,6 +78,10 @@ class NoiseResult:
 def local_noise_hu(hu: np.ndarray, kernel_px: int) -> np.ndarray:
     """Return the standard deviation (HU) of the ``kernel_px`` × ``kernel_px`` square around
     every pixel (sample SD, n - 1); shape as ``hu`` (rows, columns)."""
+    # imported where used: scipy costs about 28 MiB of memory, and most objects a
+    # registry receives are dose reports, not CT images
+    from scipy.ndimage import uniform_filter
+
     values = hu.astype(np.float64)
     mean = uniform_filter(values, size=kernel_px, mode="nearest")
     mean_sq = uniform_filter(values * values, size=kernel_px, mode="nearest")

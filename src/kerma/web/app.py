@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None, *, warm: bool = False) -> FastA
             threading.Thread(
                 target=warm_overview, args=(app,), name="kerma-warm", daemon=True
             ).start()
+        else:
+            app.state.warmed.set()
         try:
             yield
         finally:
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None, *, warm: bool = False) -> FastA
     from kerma.services.dashboard import AggregateCache
 
     app.state.cache = AggregateCache()  # registry-wide aggregates of the pages
+    app.state.warmed = threading.Event()  # set once the start-up warm-up has ended
 
     from kerma.web import security
     from kerma.web.routes import dicomweb, fhir, fhir_notify, quality
@@ -96,7 +99,23 @@ def create_app(settings: Settings | None = None, *, warm: bool = False) -> FastA
     app.include_router(quality.api)
     app.include_router(quality.pages)
     _add_api_docs(app)
+    _add_health(app)
     return app
+
+
+def _add_health(app: FastAPI) -> None:
+    """Add ``GET /health``, open without login, for load balancers and monitoring.
+
+    It answers 200 with ``{"status": "ok", "overview_ready": bool}`` while the process
+    serves requests; ``overview_ready`` turns true once the start-up warm-up of the
+    overview's aggregates has ended (``kerma serve``), so a load balancer can hold
+    visitors back from a node still preparing them (docs/scaling.md). It reads no
+    registry data and names no version.
+    """
+
+    @app.get("/health", tags=["service"], summary="Liveness and readiness")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "overview_ready": app.state.warmed.is_set()}
 
 
 def api_operations(schema: dict[str, Any]) -> list[dict[str, str]]:

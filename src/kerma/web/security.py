@@ -57,7 +57,7 @@ CSRF_FIELD = "csrf_token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 #: Paths open without login (exact), and path prefixes (static files).
-PUBLIC_PATHS = frozenset({"/login"})
+PUBLIC_PATHS = frozenset({"/login", "/health"})
 PUBLIC_PREFIXES = ("/static/",)
 
 #: Path prefixes of machine interfaces: 401 instead of a redirect; bearer tokens accepted.

@@ -66,6 +66,8 @@ def warm(app: Any) -> None:
             overview_aggregates(app, session, registry)
     except Exception:  # a warm-up must never stop the server; the page will say why
         logger.exception("could not prepare the overview at start-up")
+    finally:
+        app.state.warmed.set()  # GET /health: overview_ready
 
 
 @router.get("/", response_class=HTMLResponse, summary="Overview")
