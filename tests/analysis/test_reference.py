@@ -102,7 +102,11 @@ class TestLoadDrls:
         drls = load_drls()
         de = drls[(drls["drl_region"] == "DE") & (drls["drl_year"] == 2022)]
         assert "Pelvis AP" in set(de["standard_exam"])
-        fr = drls[(drls["drl_region"] == "FR") & (drls["standard_exam"] == "Chest PA")]
+        fr = drls[
+            (drls["drl_region"] == "FR")
+            & (drls["drl_year"] == 2019)
+            & (drls["standard_exam"] == "Chest PA")
+        ]
         assert fr["drl_value"].item() == pytest.approx(2e-5)
         assert (fr["quantity"].item(), fr["unit"].item()) == ("dap_gym2", "Gy·m²")
 

@@ -1,0 +1,235 @@
+"""European and national DRL tables added by the European pass of #16 (FR 2011, exam rules).
+
+Every printed value asserted here was copied by hand from the source cited beside it
+(a key of ``kerma/reference/SOURCES.md``), in the unit the source prints, and is
+checked against the shipped CSV and, where the unit differs, against the harmonised
+value in Kerma's canonical unit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kerma.analysis.drl import STATUS_ABOVE, STATUS_BELOW, STATUS_NO_EDITION, compare_with_drls
+from kerma.analysis.exams import load_exam_rules, match_exam
+from kerma.analysis.frames import build_dose_samples
+from kerma.analysis.reference import drl_coverage, load_drls, reference_path, select_drls
+from tests.analysis.conftest import make_events
+
+RULES = load_exam_rules()
+
+
+def _csv_row(stem: str, **where: str) -> pd.Series:
+    """Return the one shipped CSV row matching ``where`` (columns compared as text)."""
+    table = pd.read_csv(reference_path(f"{stem}.csv"), dtype=str, keep_default_na=False)
+    mask = pd.Series(True, index=table.index)
+    for column, value in where.items():
+        mask &= table[column] == value
+    assert mask.sum() == 1, (stem, where, int(mask.sum()))
+    return table[mask].iloc[0]
+
+
+class TestFrance2011PrintedValues:
+    """Arrêté du 24 octobre 2011, Annexe 1 (FR-ARRETE-2011: the Légifrance text kept by
+    Etalab, ``arrete/2012/arrete-du-24-octobre-2011-etsp1129093a/annexes/
+    article-annexe-1.md``, commit 61e297a5a02ffb44f7ed9ac87ff52bfcfe7002dc)."""
+
+    @pytest.mark.parametrize(
+        ("exam", "projection", "column", "printed"),
+        [
+            # Tableau 1: "Thorax de face (postéro-antérieur)" De 0,3 mGy, PDS 25 cGy.cm².
+            ("Chest", "PA", "dap_value", "25"),
+            ("Chest", "PA", "esd_mGy", "0.3"),
+            # "Rachis lombaire de profil" De 25 mGy, PDS 800 cGy.cm².
+            ("Lumbar spine", "LAT", "dap_value", "800"),
+            ("Lumbar spine", "LAT", "esd_mGy", "25"),
+            # "Orthopantomographie" De sans objet, PDS 20 cGy.cm².
+            ("Orthopantomography (dental panoramic)", "", "dap_value", "20"),
+            ("Orthopantomography (dental panoramic)", "", "esd_mGy", ""),
+        ],
+    )
+    def test_radiography_tableau_1(
+        self, exam: str, projection: str, column: str, printed: str
+    ) -> None:
+        """Adult radiography, single projection, as printed (cGy·cm², mGy)."""
+        row = _csv_row(
+            "drl_radiography", region="FR", year="2011", exam=exam, projection=projection
+        )
+        assert row[column] == printed
+        assert row["dap_unit_as_published"] == "cGy.cm2"
+
+    @pytest.mark.parametrize(
+        ("exam", "ctdivol", "dlp", "phantom"),
+        [
+            # Tableau 5: Encéphale 65 mGy / 1 050; Thorax-abdomen-pelvis 20 / 1 000;
+            # Rachis lombaire 45 / 700; 16 cm phantom for the head, 32 cm otherwise.
+            ("Head", "65", "1050", "16"),
+            ("Chest-Abdomen-Pelvis", "20", "1000", "32"),
+            ("Lumbar spine", "45", "700", "32"),
+        ],
+    )
+    def test_ct_tableau_5(self, exam: str, ctdivol: str, dlp: str, phantom: str) -> None:
+        """Adult CT, one acquisition: IDSV (CTDIvol, mGy) and PDL (DLP, mGy·cm)."""
+        row = _csv_row("drl_ct_adult", region="FR", year="2011", exam=exam)
+        assert (row["ctdivol_mGy"], row["dlp_mGycm"], row["phantom_cm"]) == (
+            ctdivol,
+            dlp,
+            phantom,
+        )
+        assert "acquisition" in row["notes"]
+
+    def test_mammography_tableau_3(self) -> None:
+        """Tableau 3 prints one digital-mammography value: DMG 1,8 mGy (45 mm
+        equivalent breast); the analogue De 8 mGy is not shipped."""
+        row = _csv_row("drl_mammography", region="FR", year="2011")
+        assert row["agd_mGy"] == "1.8"
+        assert "45 mm" in row["agd_basis"]
+
+    def test_validity_and_grade(self) -> None:
+        """Every 2011 row: superseded, 2012-01-14 to 2019-06-30, reproduction grade."""
+        drls = load_drls()
+        fr2011 = drls[(drls["drl_region"] == "FR") & (drls["drl_year"] == 2011)]
+        # DAP, ESD, CT pairs, mammography listed for screening and diagnostic
+        assert len(fr2011) == 11 + 10 + 10 + 2
+        assert set(fr2011["status"]) == {"superseded"}
+        assert set(fr2011["verification"]) == {"primary-reproduction"}
+        assert set(fr2011["valid_from"]) == {pd.Timestamp("2012-01-14")}
+        assert set(fr2011["valid_to"]) == {pd.Timestamp("2019-06-30")}
+
+    def test_canonical_units_after_loading(self) -> None:
+        """25 cGy·cm² (chest PA) is 2.5e-5 Gy·m²; 800 cGy·cm² (lumbar LAT) 8e-4 Gy·m²."""
+        drls = load_drls()
+        fr = drls[(drls["drl_region"] == "FR") & (drls["drl_year"] == 2011)]
+        kap = fr[fr["quantity"] == "dap_gym2"].set_index("standard_exam")["drl_value"]
+        assert kap["Chest PA"] == pytest.approx(2.5e-5)
+        assert kap["Lumbar spine LAT"] == pytest.approx(8e-4)
+
+
+def _chest_rows(first_id: int, date: str, kap_gym2: float, studies: int = 20) -> list[dict]:
+    """Return ``studies`` chest PA radiographs on ``date`` with the same KAP."""
+    return [
+        {
+            "study_id": study_id,
+            "device": "DX1",
+            "modality": "DX",
+            "standard_exam": "Chest PA",
+            "image_view": "PA",
+            "study_date": pd.Timestamp(date),
+            "dap_gym2": kap_gym2,
+        }
+        for study_id in range(first_id, first_id + studies)
+    ]
+
+
+def _ct_head_rows(first_id: int, date: str, ctdivol_mgy: float, studies: int = 20) -> list[dict]:
+    """Return ``studies`` single-acquisition CT heads on ``date``."""
+    return [
+        {
+            "study_id": study_id,
+            "device": "CT1",
+            "modality": "CT",
+            "standard_exam": "CT Head",
+            "study_date": pd.Timestamp(date),
+            "ct_acquisition_type": "Spiral Acquisition",
+            "ctdivol_mgy": ctdivol_mgy,
+            "dlp_mgycm": ctdivol_mgy * 15,
+        }
+        for study_id in range(first_id, first_id + studies)
+    ]
+
+
+class TestFrenchEditions:
+    """A French study is compared with the table in force on its date."""
+
+    def test_chest_pa_either_side_of_1_july_2019(self) -> None:
+        """Chest PA at 0.22 Gy·cm²: below the 2011 level (25 cGy·cm² = 0.25 Gy·cm²) in
+        2015, above the 2019 level (200 mGy·cm² = 0.2 Gy·cm², FR2019) in 2020; a 2010
+        study predates the 2011 arrêté (2004 levels not shipped): no DRL in force."""
+        rows = (
+            _chest_rows(1, "2010-06-01", 0.22e-4)
+            + _chest_rows(101, "2015-06-01", 0.22e-4)
+            + _chest_rows(201, "2020-06-01", 0.22e-4)
+        )
+        result = compare_with_drls(
+            build_dose_samples(make_events(rows)), select_drls(load_drls(), "FR")
+        )
+        dap = result[(result["standard_exam"] == "Chest PA") & (result["quantity"] == "dap_gym2")]
+        by_status = dap.set_index("status")
+        assert by_status.loc[STATUS_BELOW, "drl_value"] == pytest.approx(0.25e-4)
+        assert by_status.loc[STATUS_BELOW, "drl_valid_to"] == pd.Timestamp("2019-06-30")
+        assert by_status.loc[STATUS_ABOVE, "drl_value"] == pytest.approx(0.2e-4)
+        missing = by_status.loc[STATUS_NO_EDITION]
+        assert missing["n_studies"] == 20
+        assert np.isnan(missing["drl_value"])
+
+    def test_ct_head_2015_uses_2011_and_2021_has_none(self) -> None:
+        """CT head CTDIvol 70 mGy in 2015 is above the 2011 level (65 mGy); the 2019
+        CT table (Annexe 3) is not shipped, so a 2021 study gets no DRL in force."""
+        rows = _ct_head_rows(1, "2015-06-01", 70.0) + _ct_head_rows(101, "2021-06-01", 70.0)
+        result = compare_with_drls(
+            build_dose_samples(make_events(rows)), select_drls(load_drls(), "FR")
+        )
+        head = result[result["standard_exam"] == "CT Head"]
+        above = head[head["status"] == STATUS_ABOVE].iloc[0]
+        assert (above["quantity"], above["drl_value"], above["n_studies"]) == (
+            "ctdivol_mgy",
+            65.0,
+            20,
+        )
+        missing = head[head["status"] == STATUS_NO_EDITION].iloc[0]
+        assert missing["n_studies"] == 20
+        assert "2012-01-14 to 2019-06-30" in missing["note"]
+        assert above["drl_status"] == "superseded"
+
+
+class TestCoverage:
+    """``kerma drl sets --coverage`` counts the French editions."""
+
+    def test_france(self) -> None:
+        """FR: CT, DX and MG; 11 FR2019 values (primary) and 33 FR 2011 values
+        (reproduction: 21 radiography, 10 CT, the mammography level counted for
+        screening and diagnostic)."""
+        row = drl_coverage().set_index("drl_region").loc["FR"]
+        assert row["modalities"] == "CT, DX, MG"
+        assert row["n_rows"] == 11 + 33
+        assert row["share_primary-reproduction"] == pytest.approx(33 / 44)
+        assert "2011 (from 2012-01-14, to 2019-06-30)" in row["editions"]
+
+
+@pytest.mark.parametrize(
+    ("modality", "description", "exam"),
+    [
+        # French
+        ("CT", "TDM ENCEPHALE SANS INJECTION", "CT Head"),
+        ("CT", "TDM TAP", "CT Chest-Abdomen-Pelvis"),
+        ("DX", "ASP", "Abdomen AP"),
+        ("DX", "BASSIN DE FACE", "Pelvis AP"),
+        # Portuguese
+        ("CT", "TC CRÂNIO", "CT Head"),
+        ("DX", "RX COLUNA LOMBAR", "Lumbar spine AP"),
+        # Czech
+        ("CT", "CT mozku nativně", "CT Head"),
+        ("CT", "CT hrudníku, břicha a pánve", "CT Chest-Abdomen-Pelvis"),
+        ("CT", "CT břicha", "CT Abdomen"),
+        ("DX", "RTG hrudníku PA", "Chest PA"),
+        ("DX", "RTG hrudní páteře", "Thoracic spine AP"),
+        ("DX", "RTG bederní páteře", "Lumbar spine AP"),
+        ("DX", "RTG pánve", "Pelvis AP"),
+        # Finnish
+        ("CT", "Pään TT", "CT Head"),
+        ("CT", "Keuhkojen TT", "CT Chest"),
+        ("CT", "Vatsan ja lantion TT", "CT Abdomen-Pelvis"),
+        ("DX", "Keuhkokuva PA", "Chest PA"),
+        ("DX", "Lanneranka", "Lumbar spine AP"),
+        ("DX", "Kaularanka", "Cervical spine"),
+        ("DX", "Lantio", "Pelvis AP"),
+    ],
+)
+def test_descriptions_map_to_drl_exams(modality: str, description: str, exam: str) -> None:
+    """Study descriptions in French, Portuguese, Czech and Finnish find their DRL exam."""
+    found, _rule = match_exam(
+        {"modality": modality, "study_description": description}, RULES, level="study"
+    )
+    assert found == exam
