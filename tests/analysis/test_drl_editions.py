@@ -324,7 +324,7 @@ class TestCoverage:
         assert coverage.loc["BE", "modalities"] == "CT, DX, MG"
         assert coverage.loc["PL", "n_rows"] == 26
         assert coverage.loc["PL", "share_primary-reproduction"] == pytest.approx(24 / 26)
-        assert "2011 (to 2022-12-05)" in coverage.loc["PL", "editions"]
+        assert "2011 (to 2022-12-28)" in coverage.loc["PL", "editions"]  # PL-MZ-2022-ELI
 
     def test_switzerland_and_netherlands(self) -> None:
         """CH gains mammography (4 proposed 2024 values) beside the 2007 fluoroscopy RLs;

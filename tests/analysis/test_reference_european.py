@@ -197,6 +197,163 @@ class TestCoverage:
         assert row["share_primary-reproduction"] == pytest.approx(33 / 44)
         assert "2011 (from 2012-01-14, to 2019-06-30)" in row["editions"]
 
+    def test_czechia(self) -> None:
+        """CZ: 4 modality families; 79 values read in the official text's reproduction
+        (422/2016: 24 radiography + 2 dental + 7 fluoroscopy + 12 CT + 14 mammography
+        listed for screening and diagnostic; 307/2002: 13 + 4 radiography, 3 fluoroscopy)."""
+        row = drl_coverage().set_index("drl_region").loc["CZ"]
+        assert row["modalities"] == "CT, DX, MG, RF/XA"
+        assert row["n_rows"] == 24 + 2 + 7 + 12 + 14 + 13 + 4 + 3
+        assert row["share_primary-reproduction"] == pytest.approx(1.0)
+        assert (
+            row["editions"]
+            == "2016 (from 2017-01-01, to 2026-01-31); 2002 (from 2012-12-01, to 2016-12-31)"
+        )
+
+
+class TestCzechPrintedValues:
+    """Vyhláška č. 422/2016 Sb., příloha č. 22 (CZ-VYHL-422-2016: the e-Sbírka text in
+    legalize-dev/legalize-cz, ``cz/SB-2016-422.md``, commit
+    c1526945f8cf63bd2ab70a7c610621b1e6ea6b7a) and vyhláška č. 307/2002 Sb., příloha č. 9,
+    version from 2012-12-01 (CZ-VYHL-307-2002, ``cz/SB-2002-307.md``, commit
+    6753b13573152426e4bed07ad61a4be3f34bdcb9)."""
+
+    @pytest.mark.parametrize(
+        ("where", "column", "printed"),
+        [
+            # 422/2016 skiagrafie: "Lebka, přehledné snímky PA | 700 | 2,8";
+            # "Hrudník PA | 220 | 0,3"; "Bederní páteř LAT | 3 100 | 12,0".
+            ({"exam": "Skull", "projection": "PA", "year": "2016"}, "dap_value", "700"),
+            ({"exam": "Skull", "projection": "PA", "year": "2016"}, "esd_mGy", "2.8"),
+            ({"exam": "Chest", "projection": "PA", "year": "2016"}, "dap_value", "220"),
+            ({"exam": "Lumbar spine", "projection": "LAT", "year": "2016"}, "dap_value", "3100"),
+            ({"exam": "Lumbar spine", "projection": "LAT", "year": "2016"}, "esd_mGy", "12.0"),
+            # 422/2016 zubní: "Intraorální snímek horního moláru | 1,2 | -";
+            # "Jednoduchý panoramatický snímek čelisti | - | 110".
+            ({"exam": "Dental intraoral", "year": "2016"}, "esak_mGy", "1.2"),
+            ({"exam": "Orthopantomography (dental panoramic)", "year": "2016"}, "dap_value", "110"),
+            # 307/2002 tabulka č. 1: "Bederní páteř | LSJ | 40"; "Hrudník | PA | 0,4";
+            # "Lebka | LAT | 3"; tabulka č. 6: "Břicho | AP | 8" Gy.cm2.
+            (
+                {"exam": "Lumbar spine", "projection": "LSJ (lumbosacral junction)"},
+                "esd_mGy",
+                "40",
+            ),
+            ({"exam": "Chest", "projection": "PA", "year": "2002"}, "esd_mGy", "0.4"),
+            ({"exam": "Skull", "projection": "LAT", "year": "2002"}, "esd_mGy", "3"),
+            (
+                {"exam": "Abdomen", "projection": "AP", "year": "2002", "esd_mGy": ""},
+                "dap_value",
+                "8",
+            ),
+        ],
+    )
+    def test_radiography(self, where: dict[str, str], column: str, printed: str) -> None:
+        """Radiography and dental rows keep the printed value (mGy·cm², mGy, Gy·cm²)."""
+        assert _csv_row("drl_radiography", region="CZ", **where)[column] == printed
+
+    @pytest.mark.parametrize(
+        ("procedure", "year", "printed"),
+        [
+            # 422/2016: "Jícen | 15"; "Tlusté střevo | 32"; "Koronarografie | 49";
+            # "PCI/PTCA | 91" (Gy x cm2 per examination); 307/2002 tab. 6: "Irigoskopie | 60".
+            ("Barium swallow", "2016", "15"),
+            ("Barium enema", "2016", "32"),
+            ("Coronary angiography", "2016", "49"),
+            ("Percutaneous coronary intervention (PCI)", "2016", "91"),
+            ("Barium enema", "2002", "60"),
+        ],
+    )
+    def test_fluoroscopy(self, procedure: str, year: str, printed: str) -> None:
+        """KAP per examination in Gy·cm² as printed."""
+        row = _csv_row("drl_fluoro_interventional", region="CZ", procedure=procedure, year=year)
+        assert row["kap_value_as_published"] == printed
+
+    @pytest.mark.parametrize(
+        ("exam", "ctdivol", "dlp"),
+        [
+            # 422/2016 CT: "Hlava | 65 | 1 100"; "Hrudník | 15 | 500"; "Pánev | 25 | 860".
+            ("Head", "65", "1100"),
+            ("Chest", "15", "500"),
+            ("Pelvis", "25", "860"),
+        ],
+    )
+    def test_ct(self, exam: str, ctdivol: str, dlp: str) -> None:
+        """CVOL (mGy) and PKL per examination (mGy·cm)."""
+        row = _csv_row("drl_ct_adult", region="CZ", exam=exam)
+        assert (row["ctdivol_mGy"], row["dlp_mGycm"]) == (ctdivol, dlp)
+
+    @pytest.mark.parametrize(
+        ("cbt_min", "cbt_max", "printed"),
+        # 422/2016 mamografie: "19 - 23 | 1,1"; "51 - 55 | 1,8"; "85 - 95 | 3,0".
+        [("19", "23", "1.1"), ("51", "55", "1.8"), ("85", "95", "3.0")],
+    )
+    def test_mammography(self, cbt_min: str, cbt_max: str, printed: str) -> None:
+        """DG for the CC projection by compressed breast thickness band."""
+        row = _csv_row("drl_mammography", region="CZ", cbt_min_mm=cbt_min, cbt_max_mm=cbt_max)
+        assert (row["agd_mGy"], row["view"]) == (printed, "CC")
+
+
+def _lumbar_ap_rows(first_id: int, date: str, kap_gym2: float, studies: int = 20) -> list[dict]:
+    """Return ``studies`` lumbar spine AP radiographs on ``date`` with the same KAP."""
+    return [
+        {
+            "study_id": study_id,
+            "device": "DX1",
+            "modality": "DX",
+            "standard_exam": "Lumbar spine AP",
+            "image_view": "AP",
+            "study_date": pd.Timestamp(date),
+            "dap_gym2": kap_gym2,
+        }
+        for study_id in range(first_id, first_id + studies)
+    ]
+
+
+class TestCzechEditions:
+    """Czech studies use 307/2002 to 2016, 422/2016 from 2017 to January 2026, none after."""
+
+    def test_lumbar_spine_ap_by_date(self) -> None:
+        """2.0 Gy·cm²: below 307/2002 (10 Gy·cm²) in 2015, above 422/2016 (1 700
+        mGy·cm² = 1.7 Gy·cm²) in 2020, no DRL in force in March 2026 (annex repealed
+        by 13/2026 Sb. from 2026-02-01)."""
+        rows = (
+            _lumbar_ap_rows(1, "2015-06-01", 2.0e-4)
+            + _lumbar_ap_rows(101, "2020-06-01", 2.0e-4)
+            + _lumbar_ap_rows(201, "2026-03-02", 2.0e-4)
+        )
+        result = compare_with_drls(
+            build_dose_samples(make_events(rows)), select_drls(load_drls(), "CZ")
+        )
+        dap = result[
+            (result["standard_exam"] == "Lumbar spine AP") & (result["quantity"] == "dap_gym2")
+        ]
+        by_status = dap.set_index("status")
+        assert by_status.loc[STATUS_BELOW, "drl_value"] == pytest.approx(10e-4)
+        assert by_status.loc[STATUS_ABOVE, "drl_value"] == pytest.approx(1.7e-4)
+        assert by_status.loc[STATUS_ABOVE, "drl_valid_to"] == pd.Timestamp("2026-01-31")
+        assert by_status.loc[STATUS_NO_EDITION, "n_studies"] == 20
+
+    def test_mammography_bands(self) -> None:
+        """The CZ set answers CC at 43-47 mm with 1.6 mGy; MLO has no Czech value."""
+        drls = select_drls(load_drls(), "CZ")
+        mammo = drls[drls["standard_exam"] == "Mammography screening"]
+        assert set(mammo["view"]) == {"CC"}
+        band = mammo[(mammo["band_min"] == 43) & (mammo["band_max"] == 47)]
+        assert band["drl_value"].tolist() == [1.6]
+
+    def test_skull_pa_is_compared_as_skull_ap(self) -> None:
+        """422/2016 prints the frontal skull view as PA; it answers 'Skull AP'."""
+        drls = load_drls()
+        skull = drls[
+            (drls["drl_region"] == "CZ")
+            & (drls["drl_year"] == 2016)
+            & (drls["standard_exam"] == "Skull AP")
+            & (drls["quantity"] == "dap_gym2")
+        ]
+        assert skull["drl_value"].tolist() == pytest.approx([7e-5])
+        assert "compared as Skull AP" in skull["notes"].item()
+
 
 @pytest.mark.parametrize(
     ("modality", "description", "exam"),
@@ -217,6 +374,9 @@ class TestCoverage:
         ("DX", "RTG hrudní páteře", "Thoracic spine AP"),
         ("DX", "RTG bederní páteře", "Lumbar spine AP"),
         ("DX", "RTG pánve", "Pelvis AP"),
+        ("DX", "RTG lebky", "Skull AP"),
+        ("RF", "Polykací akt - jícen", "Barium swallow"),
+        ("RF", "Irigografie", "Barium enema"),
         # Finnish
         ("CT", "Pään TT", "CT Head"),
         ("CT", "Keuhkojen TT", "CT Chest"),

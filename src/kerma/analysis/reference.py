@@ -183,6 +183,7 @@ RADIOGRAPHY_ALIASES: Final[dict[tuple[str, str], tuple[str, str]]] = {
     ("Lumbar spine", "AP/PA"): ("Lumbar spine AP", "published for AP/PA"),
     ("Thoracic spine", "AP/PA"): ("Thoracic spine AP", "published for AP/PA"),
     ("Skull", "AP/PA"): ("Skull AP", "published for AP/PA"),
+    ("Skull", "PA"): ("Skull AP", "published for PA; compared as Skull AP (frontal view)"),
     ("Lumbar spine", "LSJ (lumbosacral junction)"): ("Lumbar spine LSJ", ""),
     ("Shoulder", "per plane"): ("Shoulder", "per plane (projection)"),
     ("Orthopantomography (dental panoramic)", ""): ("Orthopantomography", ""),
