@@ -107,6 +107,34 @@ class TestFrance2011PrintedValues:
         assert kap["Lumbar spine LAT"] == pytest.approx(8e-4)
 
 
+class TestFrance2004PrintedValues:
+    """Arrêté du 12 février 2004, Annexe 1 (FR-ARRETE-2004: Etalab,
+    ``arrete/2004/arrete-du-12-fevrier-2004-sany0420600a/annexes/article-annexe-1.md``,
+    commit 7b3dfcd9e6721c6acc4888446c3dad7b28d0b576)."""
+
+    @pytest.mark.parametrize(
+        ("exam", "projection", "printed"),
+        # Tableau 1: "Thorax de profil 1,5"; "Rachis lombaire de profil 30"; "Crâne profil 3".
+        [("Chest", "LAT", "1.5"), ("Lumbar spine", "LAT", "30"), ("Skull", "LAT", "3")],
+    )
+    def test_radiography_tableau_1(self, exam: str, projection: str, printed: str) -> None:
+        """De (mGy, single exposure) as printed."""
+        row = _csv_row(
+            "drl_radiography", region="FR", year="2004", exam=exam, projection=projection
+        )
+        assert row["esd_mGy"] == printed
+
+    @pytest.mark.parametrize(
+        ("exam", "printed"),
+        # Tableau 3 PDL: "Encéphale 1 050"; "Thorax 500"; "Pelvis 450" (mGy.cm).
+        [("Head", "1050"), ("Chest", "500"), ("Pelvis", "450")],
+    )
+    def test_ct_tableau_3(self, exam: str, printed: str) -> None:
+        """PDL per acquisition; the IDSP (CTDIw) column is not shipped."""
+        row = _csv_row("drl_ct_adult", region="FR", year="2004", exam=exam)
+        assert (row["dlp_mGycm"], row["ctdivol_mGy"]) == (printed, "")
+
+
 def _chest_rows(first_id: int, date: str, kap_gym2: float, studies: int = 20) -> list[dict]:
     """Return ``studies`` chest PA radiographs on ``date`` with the same KAP."""
     return [
@@ -146,7 +174,8 @@ class TestFrenchEditions:
     def test_chest_pa_either_side_of_1_july_2019(self) -> None:
         """Chest PA at 0.22 Gy·cm²: below the 2011 level (25 cGy·cm² = 0.25 Gy·cm²) in
         2015, above the 2019 level (200 mGy·cm² = 0.2 Gy·cm², FR2019) in 2020; a 2010
-        study predates the 2011 arrêté (2004 levels not shipped): no DRL in force."""
+        study predates the 2011 arrêté and the 2004 one sets no KAP level: no KAP
+        DRL in force."""
         rows = (
             _chest_rows(1, "2010-06-01", 0.22e-4)
             + _chest_rows(101, "2015-06-01", 0.22e-4)
@@ -188,13 +217,13 @@ class TestCoverage:
     """``kerma drl sets --coverage`` counts the French editions."""
 
     def test_france(self) -> None:
-        """FR: CT, DX and MG; 11 FR2019 values (primary) and 33 FR 2011 values
+        """FR: CT, DX and MG; 11 FR2019 values (primary), 33 FR 2011 values
         (reproduction: 21 radiography, 10 CT, the mammography level counted for
-        screening and diagnostic)."""
+        screening and diagnostic) and 12 FR 2004 values (reproduction)."""
         row = drl_coverage().set_index("drl_region").loc["FR"]
         assert row["modalities"] == "CT, DX, MG"
-        assert row["n_rows"] == 11 + 33
-        assert row["share_primary-reproduction"] == pytest.approx(33 / 44)
+        assert row["n_rows"] == 11 + 33 + 12  # + FR-ARRETE-2004: 8 ESD and 4 DLP values
+        assert row["share_primary-reproduction"] == pytest.approx(45 / 56)
         assert "2011 (from 2012-01-14, to 2019-06-30)" in row["editions"]
 
     def test_czechia(self) -> None:
