@@ -323,6 +323,31 @@ class TestCzechPrintedValues:
         assert (row["agd_mGy"], row["view"]) == (printed, "CC")
 
 
+class TestIcelandProposedIndicationDrls:
+    """IS-PHYSMED-2023 abstract ("CT doses based on clinical indications: new national
+    DRL's in Iceland"): "Brain ischemia (1060 mGycm), Interstitial lung disease (310
+    mGycm) and Appendicitis (690 mGycm)"."""
+
+    @pytest.mark.parametrize(
+        ("exam", "indication", "printed"),
+        [
+            ("Head", "Brain ischemia", "1060"),
+            ("Chest HRCT", "Interstitial lung disease", "310"),
+            ("Abdomen-Pelvis", "Appendicitis", "690"),
+        ],
+    )
+    def test_printed_values(self, exam: str, indication: str, printed: str) -> None:
+        """Total DLP per examination (mGy·cm), status proposed."""
+        row = _csv_row("drl_ct_adult", region="IS", exam=exam, clinical_indication=indication)
+        assert (row["dlp_mGycm"], row["status"]) == (printed, "proposed")
+
+    def test_brain_ischemia_is_the_stroke_indication(self) -> None:
+        """The IS set answers 'CT Head (Stroke)' with the brain-ischemia DLP."""
+        drls = select_drls(load_drls(), "IS")
+        stroke = drls[drls["indication_exam"] == "CT Head (Stroke)"]
+        assert stroke["drl_value"].tolist() == [1060.0]
+
+
 def _lumbar_ap_rows(first_id: int, date: str, kap_gym2: float, studies: int = 20) -> list[dict]:
     """Return ``studies`` lumbar spine AP radiographs on ``date`` with the same KAP."""
     return [

@@ -126,6 +126,7 @@ STATUS_SUPERSEDED: Final = "superseded"
 CT_CLINICAL_INDICATIONS: Final[dict[tuple[str, str], str]] = {
     ("Head", "Stroke"): "Stroke",
     ("Head", "Acute stroke"): "Stroke",  # UKHSA 2022
+    ("Head", "Brain ischemia"): "Stroke",  # IS 2023 (IS-PHYSMED-2023)
     ("Paranasal sinuses", "Chronic sinusitis"): "Chronic sinusitis",
     ("Paranasal sinuses", "Sinus disease"): "Chronic sinusitis",  # UKHSA 2022
     ("Cervical spine", "Trauma"): "Trauma",
