@@ -168,4 +168,33 @@ def _from_display(quantity: str, text: str | None) -> str | None:
         return text
 
 
+def refuse_unknown_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take (a JSON API dependency).
+
+    A misspelt filter (``modalty=CT``) would otherwise be ignored and the answer would
+    hold every study; the API answers 400 naming the parameter and the route's own.
+
+    Raises
+    ------
+    FilterError
+        When a query parameter is not one of the route's.
+    """
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    pending = [dependant]  # the route's dependency tree (fastapi Dependant dataclasses)
+    while pending:
+        current = pending.pop()
+        known.update(param.alias for param in current.query_params)
+        pending.extend(current.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise FilterError(
+            f"Unknown query parameter(s) {', '.join(unknown)}; this endpoint takes: "
+            f"{', '.join(sorted(known)) or 'none'}."
+        )
+
+
 FilterDep = Annotated[StudyFilter, Depends(study_filter)]
