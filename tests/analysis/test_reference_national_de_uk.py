@@ -88,6 +88,23 @@ class TestPrintedValues:
         assert row["kap_value_as_published"] == printed
         assert row["kap_unit_as_published"] == "cGy.cm2"
 
+    @pytest.mark.parametrize(
+        ("procedure", "printed"),
+        [
+            # BAHNSEN-DRW (secondary transcript of BfS 16.08.2018, 'DFP in cGy/qcm'):
+            # 18 000 Thrombusaspiration nach Schlaganfall; 8 000 TAVI; 2 500 PTA
+            # Unterschenkel und Fuss.
+            ("Mechanical thrombectomy (thrombus aspiration) after stroke", "18000"),
+            ("Transcatheter aortic valve implantation (TAVI)", "8000"),
+            ("PTA lower leg and foot", "2500"),
+        ],
+    )
+    def test_german_interventional_2018(self, procedure: str, printed: str) -> None:
+        """DE 2018 interventional rows keep the transcribed cGy·cm² value."""
+        row = _csv_row("drl_fluoro_interventional", region="DE", year="2018", procedure=procedure)
+        assert row["kap_value_as_published"] == printed
+        assert row["verification"] == "secondary"
+
     def test_german_fluoroscopy_in_canonical_units(self) -> None:
         """BFS2010 'Koronarangiographie 3.500' cGy·cm² = 35 Gy·cm² = 3.5e-3 Gy·m²."""
         drls = load_drls()
