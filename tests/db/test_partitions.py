@@ -251,6 +251,25 @@ class TestEnsurePartitions:
         finally:
             engine.dispose()
 
+    def test_a_long_query_makes_it_fail_cleanly(self, postgres_url: str, tmp_path: Path) -> None:
+        """A transaction holding the table past the lock timeout: a clear error, and the
+        month is made on the next run."""
+        from kerma.services.schema import PartitionsBusyError, make_partitions
+
+        engine = make_engine(postgres_url)
+        try:
+            upgrade(engine)
+            settings = make_settings(postgres_url, tmp_path)
+            with engine.connect() as reader:
+                reader.execute(sa.text("SELECT count(*) FROM irradiation_event"))  # holds it
+                with pytest.raises(PartitionsBusyError, match="run the command again"):
+                    make_partitions(settings=settings, ahead_months=13, lock_timeout_s=0.5)
+                reader.rollback()
+            report = make_partitions(settings=settings, ahead_months=13, lock_timeout_s=0.5)
+            assert len(report.created) == 1
+        finally:
+            engine.dispose()
+
     def test_cli_makes_partitions_and_says_so(self, postgres_url: str, monkeypatch) -> None:
         """``kerma db partitions --since`` makes the history's months and reports them."""
         engine = make_engine(postgres_url)

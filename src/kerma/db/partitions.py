@@ -64,9 +64,9 @@ PARTITION_LOCK_KEY: Final = 0x6B65726D6170
 #: A partition's name: ``irradiation_event_y2026m12`` or the DEFAULT one.
 PARTITION_NAME_RE: Final = re.compile(r"^irradiation_event_(?:y(\d{4})m(\d{2})|default)$")
 
-#: How long creating a partition waits for the table lock before it gives up (a long
+#: Seconds creating a partition waits for the table lock before it gives up (a long
 #: query holding the table); the command can simply be run again.
-LOCK_TIMEOUT: Final = "30s"
+LOCK_TIMEOUT_S: Final = 30.0
 
 
 @dataclass
@@ -211,6 +211,7 @@ def ensure_partitions(
     ahead_months: int = 12,
     since: dt.date | None = None,
     today: dt.date | None = None,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> PartitionReport:
     """Create the monthly partitions of ``irradiation_event`` that are missing.
 
@@ -233,6 +234,8 @@ def ensure_partitions(
         Also create every month from this date's month to the current one.
     today : datetime.date, optional
         The current date (default: today, UTC).
+    lock_timeout_s : float, optional
+        Seconds to wait for a table lock (default 30; PostgreSQL ``lock_timeout``).
 
     Returns
     -------
@@ -243,6 +246,9 @@ def ensure_partitions(
     ------
     ValueError
         When ``ahead_months`` is negative or the table is not partitioned.
+    sqlalchemy.exc.OperationalError
+        SQLSTATE 55P03 when a lock was not granted within ``lock_timeout_s`` (the
+        transaction must be rolled back; nothing was changed).
     """
     if ahead_months < 0:
         raise ValueError(f"ahead_months must be 0 or more, not {ahead_months}.")
@@ -252,7 +258,7 @@ def ensure_partitions(
             "feature of revision 0019_event_partitions (kerma db upgrade)."
         )
     connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PARTITION_LOCK_KEY})
-    connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+    connection.execute(text(f"SET LOCAL lock_timeout = {int(lock_timeout_s * 1000)}"))
     existing = set(list_partitions(connection))
     this_month = study_month(today or dt.datetime.now(dt.UTC).date())
     first = min(study_month(since), this_month) if since is not None else this_month

@@ -15,12 +15,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from sqlalchemy.exc import OperationalError
+
 from kerma.config import Settings
-from kerma.db.partitions import PartitionReport
+from kerma.db.partitions import LOCK_TIMEOUT_S, PartitionReport
 from kerma.errors import KermaError
 
 __all__ = [
     "PartitionReport",
+    "PartitionsBusyError",
     "PartitionsNotSupportedError",
     "SchemaRevisions",
     "SchemaUpgrade",
@@ -32,6 +35,14 @@ __all__ = [
 
 class PartitionsNotSupportedError(KermaError):
     """The registry's database has no partitions (SQLite, or PostgreSQL before 0019)."""
+
+
+class PartitionsBusyError(KermaError):
+    """Creating a partition waited for the table lock longer than its lock timeout."""
+
+
+#: SQLSTATE of ``lock_timeout`` expiring (PostgreSQL appendix A, ``lock_not_available``).
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,11 @@ def schema_revisions(*, settings: Settings) -> SchemaRevisions:
 
 
 def make_partitions(
-    *, settings: Settings, ahead_months: int = 12, since: dt.date | None = None
+    *,
+    settings: Settings,
+    ahead_months: int = 12,
+    since: dt.date | None = None,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> PartitionReport:
     """Create the monthly partitions of ``irradiation_event`` that are missing.
 
@@ -137,6 +152,8 @@ def make_partitions(
         Months after the current one (default 12).
     since : datetime.date, optional
         Also every month from this one to the current one.
+    lock_timeout_s : float, optional
+        Seconds to wait for the table lock (default 30).
 
     Returns
     -------
@@ -147,6 +164,8 @@ def make_partitions(
     ------
     PartitionsNotSupportedError
         On SQLite, or on PostgreSQL before revision ``0019_event_partitions``.
+    PartitionsBusyError
+        When a long query held the table past the lock timeout (nothing changed).
     """
     from kerma.db.partitions import ensure_partitions, is_partitioned
     from kerma.db.session import make_engine
@@ -163,6 +182,16 @@ def make_partitions(
                 raise PartitionsNotSupportedError(
                     f"No partitions to make: event partitions are {where}."
                 )
-            return ensure_partitions(conn, ahead_months=ahead_months, since=since)
+            return ensure_partitions(
+                conn, ahead_months=ahead_months, since=since, lock_timeout_s=lock_timeout_s
+            )
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise PartitionsBusyError(
+            "Unable to create the event partitions: a long query or transaction held "
+            f"irradiation_event for {lock_timeout_s:g} s. Nothing was changed; run the "
+            "command again."
+        ) from exc
     finally:
         engine.dispose()
