@@ -11,9 +11,19 @@ from sqlalchemy import Connection
 
 from kerma.db import models  # noqa: F401  (registers the tables on Base.metadata)
 from kerma.db.base import Base
+from kerma.db.jobs import is_queue_table
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leave the job queue's tables out of the comparison: they are not Kerma models.
+
+    procrastinate's schema (``procrastinate_*``) and ``job_failure`` are made by
+    revision ``0020_job_queue`` on PostgreSQL (``kerma.db.jobs``).
+    """
+    return not (type_ == "table" and name is not None and is_queue_table(name))
 
 
 def _run(connection: Connection) -> None:
@@ -23,6 +33,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_name=_include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
