@@ -156,6 +156,9 @@ def failed_jobs(session: Session, *, limit: int = 50) -> list[FailedJob]:
 #: pins the same range).
 PROCRASTINATE_VERSIONS = ">=3.10,<3.11"
 
+#: The (major, minor) release of :data:`PROCRASTINATE_VERSIONS`.
+PROCRASTINATE_RELEASE = (3, 10)
+
 #: The newest of procrastinate's own schema migrations included in the schema that
 #: ``0020_job_queue`` applies (``procrastinate/sql/migrations`` of 3.10.0).
 PROCRASTINATE_LAST_MIGRATION = "03.04.00_50_post_add_retry_failed_job_procedure.sql"
@@ -171,12 +174,11 @@ def check_procrastinate_version() -> None:
     """
     from importlib.metadata import version
 
-    from packaging.specifiers import SpecifierSet
-
     from kerma.errors import JobQueueError
 
     installed = version("procrastinate")
-    if installed not in SpecifierSet(PROCRASTINATE_VERSIONS):
+    release = tuple(int(part) for part in installed.split(".")[:2] if part.isdigit())
+    if release != PROCRASTINATE_RELEASE:
         raise JobQueueError(
             f"Unable to set up the job queue: procrastinate {installed} is installed, "
             f"Kerma's migrations apply the schema of procrastinate{PROCRASTINATE_VERSIONS}. "

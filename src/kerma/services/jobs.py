@@ -136,9 +136,23 @@ def _job(context: Any) -> Iterator[Registry]:
                 session,
                 job_id=int(context.job.id),
                 task_name=str(context.job.task_name),
-                error=f"{type(exc).__name__}: {exc}",
+                error=_error_text(exc),
             )
         raise
+
+
+#: Longest error text kept per failed job (characters).
+MAX_ERROR_CHARS = 2000
+
+
+def _error_text(exc: BaseException) -> str:
+    """Return an error as ``Type: first line of its message``, capped.
+
+    Only the first line: a database error's later lines repeat the SQL statement and its
+    parameters, which ``kerma jobs`` must not show.
+    """
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:MAX_ERROR_CHARS]
 
 
 def _reprocess_reports(
