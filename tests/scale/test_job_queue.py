@@ -2,9 +2,9 @@
 
 A registry holding the objects of ``../shared/dicom`` is damaged the same way twice
 (every CT event's CTDIvol doubled, every study's summary emptied); one copy is repaired
-by the serial ``kerma reprocess`` and ``kerma alerts recheck``, the other by the same
-work queued in chunks (``--queue``) and run by two ``kerma worker --until-empty``
-processes at once. Both must equal each other (counts, every stored value by natural
+by the serial ``kerma reprocess``, ``kerma alerts recheck`` and ``kerma exams --apply``,
+the other by the same work queued in chunks (``--queue``) and run by two ``kerma worker
+--until-empty`` processes at once. Both must equal each other (counts, every stored value by natural
 key: :func:`tests.scale.test_race._compare`) and the registry before the damage. A
 chunk that fails is listed by ``kerma jobs`` with its error and the other chunks still
 run. On SQLite the queue is refused with a message naming the serial command.
@@ -120,7 +120,7 @@ class TestJobQueue:
     """``--queue`` + ``kerma worker`` on PostgreSQL."""
 
     def test_two_workers_equal_the_serial_commands(self, tmp_path: Path) -> None:
-        """Queued reprocess and recheck run by 2 workers = serial reprocess and recheck."""
+        """Queued reprocess, recheck and derive run by 2 workers = the serial commands."""
         with (
             fresh_database("postgresql", tmp_path) as serial_url,
             fresh_database("postgresql", tmp_path) as queued_url,
@@ -135,6 +135,7 @@ class TestJobQueue:
             with Registry(settings=make_settings(serial_url, tmp_path / "serial")) as registry:
                 serial = registry.reprocess()
                 registry.recheck_alerts()
+                registry.apply_exams()
             assert serial.reports > 40
 
             env = _env(queued_url, tmp_path / "queued" / "archive")
@@ -143,10 +144,15 @@ class TestJobQueue:
             assert "kerma.reprocess_reports" in queued.stdout
             recheck = _kerma(["alerts", "recheck", "--queue", "--chunk-size", "7"], env, tmp_path)
             assert recheck.returncode == 0, recheck.stdout + recheck.stderr
+            derive = _kerma(["exams", "--apply", "--queue", "--chunk-size", "9"], env, tmp_path)
+            assert derive.returncode == 0, derive.stdout + derive.stderr
+            assert "kerma.derive" in derive.stdout
             studies = int(_scalar(queued_url, "SELECT count(*) FROM study"))  # type: ignore[arg-type]
             jobs = int(_scalar(queued_url, "SELECT count(*) FROM procrastinate_jobs"))  # type: ignore[arg-type]
             rejected = int(_scalar(queued_url, "SELECT count(*) FROM rejected_object"))  # type: ignore[arg-type]
-            assert jobs == -(-studies // 5) + -(-rejected // 5) + -(-studies // 7)
+            assert jobs == -(-studies // 5) + -(-rejected // 5) + -(-studies // 7) + -(
+                -studies // 9
+            )
 
             for code, out, err in _workers(2, env, tmp_path):
                 assert code == 0, out + err

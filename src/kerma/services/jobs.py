@@ -286,6 +286,10 @@ def enqueue_reprocess(registry: Registry, *, chunk_size: int = DEFAULT_CHUNK_SIZ
 def enqueue_derive(registry: Registry, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Enqueued:
     """Queue the refresh of every study's derived values, ``chunk_size`` studies a job.
 
+    Each job is :meth:`Registry.refresh_derived` on its range (summary columns, exams,
+    event groups: :func:`kerma.services.derive.refresh_studies`), the second step of
+    ``kerma exams --apply``.
+
     Raises
     ------
     kerma.errors.JobQueueError

@@ -609,11 +609,14 @@ class Registry:
 
         return ensure_exams_current(self._write_factory, context=self.context)
 
-    def apply_exams(self) -> RemapResult:
-        """Map every study with the rules in force and derive every summary again."""
+    def apply_exams(self, *, derive: bool = True) -> RemapResult:
+        """Map every study with the rules in force and derive every summary again.
+
+        ``derive=False``: map only (the derive is queued, ``kerma exams --apply --queue``).
+        """
         from kerma.services.exams import apply_exams
 
-        return apply_exams(self._write_factory, context=self.context)
+        return apply_exams(self._write_factory, context=self.context, derive=derive)
 
     def samples(
         self, flt: StudyFilter | None = None, *, families: Sequence[str] | None = None
