@@ -192,6 +192,8 @@ class TestJobQueue:
 
             ((code, out, err),) = _workers(1, env, tmp_path)
             assert code == 0, out + err
+            assert f"test: study {victim} refused" in err  # logged, without traceback
+            assert "Traceback" not in err
 
             states = _kerma(["jobs"], env, tmp_path)
             assert states.returncode == 0, states.stdout + states.stderr

@@ -8,6 +8,8 @@ PostgreSQL only (``docs/scaling.md``, "Distributed re-processing").
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -29,6 +31,20 @@ def print_enqueued(result: Enqueued) -> None:
     )
 
 
+class _WithoutTraceback(logging.Filter):
+    """Drop the traceback of a log record (procrastinate logs one per failed job).
+
+    The error itself stays in the line and in ``kerma jobs``; ``KERMA_DEBUG=1`` keeps
+    the tracebacks (no traceback reaches a user otherwise, ``kerma.cli.main``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return ``True`` (keep the record) after removing its traceback."""
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
 def worker(
     concurrency: Annotated[
         int,
@@ -44,7 +60,7 @@ def worker(
         ),
     ] = False,
 ) -> None:
-    """Run the queued jobs (`--queue` of `kerma reprocess`, `kerma alerts recheck`).
+    """Run the queued jobs (`--queue` of `reprocess`, `alerts recheck`, `exams --apply`).
 
     Runs until Ctrl-C or SIGTERM (the jobs running are finished first), or with
     `--until-empty` until the queue has no job left to start. Start one on each node;
@@ -55,6 +71,8 @@ def worker(
 
     settings = get_settings()
     require_postgresql(settings, serial=SERIAL_COMMANDS)
+    if os.environ.get("KERMA_DEBUG") != "1":
+        logging.getLogger("procrastinate.worker").addFilter(_WithoutTraceback())
     registry = Registry(settings=settings)
     try:
         run_worker(registry, concurrency=concurrency, wait=not until_empty)

@@ -84,7 +84,7 @@ def require_postgresql(settings: Settings, *, serial: str) -> str:
     if url.get_backend_name() != "postgresql":
         raise JobQueueError(
             f"Unable to use a job queue: a job queue needs PostgreSQL, and this registry is "
-            f"on {url.get_backend_name()} (KERMA_DATABASE_URL). Run {serial} instead: it "
+            f"on {url.get_backend_name()} (KERMA_DATABASE_URL); without a queue, {serial} "
             "does the same work in this process (docs/scaling.md, 'Distributed "
             "re-processing')."
         )
@@ -123,24 +123,6 @@ def make_app(settings: Settings, *, pool_size: int = 2) -> procrastinate.App:
 # -- the tasks (run by ``kerma worker``) ---------------------------------------------------
 
 
-@contextmanager
-def _job(context: Any) -> Iterator[Registry]:
-    """Yield the worker's registry; record the error of a job that raises, then re-raise."""
-    registry: Registry = context.additional_context[_REGISTRY]
-    try:
-        yield registry
-    except Exception as exc:
-        logger.exception("job %s (%s) failed", context.job.id, context.job.task_name)
-        with registry.session() as session:
-            store.record_failure(
-                session,
-                job_id=int(context.job.id),
-                task_name=str(context.job.task_name),
-                error=_error_text(exc),
-            )
-        raise
-
-
 #: Longest error text kept per failed job (characters).
 MAX_ERROR_CHARS = 2000
 
@@ -153,6 +135,26 @@ def _error_text(exc: BaseException) -> str:
     """
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:MAX_ERROR_CHARS]
+
+
+@contextmanager
+def _job(context: Any) -> Iterator[Registry]:
+    """Yield the worker's registry; record the error of a job that raises, then re-raise."""
+    registry: Registry = context.additional_context[_REGISTRY]
+    try:
+        yield registry
+    except Exception as exc:
+        # the error, not the traceback (DEBUG): `kerma jobs` shows it again
+        logger.error("job %s (%s) failed: %s", context.job.id, context.job.task_name, exc)
+        logger.debug("job %s traceback", context.job.id, exc_info=True)
+        with registry.session() as session:
+            store.record_failure(
+                session,
+                job_id=int(context.job.id),
+                task_name=str(context.job.task_name),
+                error=_error_text(exc),
+            )
+        raise
 
 
 def _reprocess_reports(
