@@ -12,8 +12,10 @@ run. On SQLite the queue is refused with a message naming the serial command.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,9 @@ DAMAGE = (
     "UPDATE study SET ct_dlp_total_mgycm = NULL, dap_total_gym2 = NULL",
 )
 
+
+#: Jobs that ended well.
+DONE = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
 
 #: An argument of the one failed job.
 FAILED_ARG = "SELECT args->>'{arg}' FROM procrastinate_jobs WHERE status = 'failed'"
@@ -218,6 +223,39 @@ class TestJobQueue:
                     assert value == pytest.approx(stored[key][1] * 2), key
                 elif not first <= study_id <= last:
                     assert value == pytest.approx(stored[key][1]), (key, study_id)
+
+    def test_sigterm_finishes_the_running_job_and_stops(self, tmp_path: Path) -> None:
+        """SIGTERM: the worker ends its running job, exits 0; the rest waits as todo."""
+        with fresh_database("postgresql", tmp_path) as url:
+            _import(url, tmp_path / "registry")
+            env = _env(url, tmp_path / "registry" / "archive")
+            queued = _kerma(["reprocess", "--queue", "--chunk-size", "2"], env, tmp_path)
+            assert queued.returncode == 0, queued.stdout + queued.stderr
+            jobs = int(_scalar(url, "SELECT count(*) FROM procrastinate_jobs"))  # type: ignore[arg-type]
+            node = subprocess.Popen(
+                [sys.executable, "-m", "kerma.cli.main", "worker"],
+                env=env,
+                cwd=tmp_path,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.monotonic() + 300
+            while _scalar(url, DONE) == 0 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            node.send_signal(signal.SIGTERM)
+            code = node.wait(timeout=300)
+            out, err = node.communicate()
+            assert code == 0, out + err
+            assert "Traceback" not in err
+            done = int(_scalar(url, DONE))  # type: ignore[arg-type]
+            assert 1 <= done < jobs
+            assert _scalar(url, "SELECT count(*) FROM procrastinate_jobs WHERE status <> "
+                           "'succeeded' AND status <> 'todo'") == 0  # fmt: skip
+            ((code, out, err),) = _workers(1, env, tmp_path)
+            assert code == 0, out + err
+            assert _scalar(url, DONE) == jobs
 
 
 @pytest.mark.parametrize(
