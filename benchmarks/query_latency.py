@@ -152,6 +152,11 @@ def build_registry(url: str, n_events: int, *, seed: int = 20261205, log: Any = 
     rng = np.random.default_rng(seed)
     engine = make_engine(url)
     ensure_schema(engine)
+    if engine.dialect.name == "postgresql":  # the history's months get their partitions
+        from kerma.db.partitions import ensure_partitions
+
+        with engine.begin() as conn:
+            ensure_partitions(conn, since=FIRST_DAY)
     started = time.perf_counter()
     family_names = list(FAMILY_SHARE)
     family, counts = _families(n_events, rng)
@@ -404,6 +409,7 @@ def _chunk_rows(
                     "id": eid,
                     "dose_report_id": sid,
                     "study_id": sid,
+                    "study_month": date.replace(day=1),
                     "event_index": index,
                     "event_key": f"{sid}.{index}",
                     "is_current": True,

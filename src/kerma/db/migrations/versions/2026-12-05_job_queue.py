@@ -14,7 +14,7 @@ procrastinate's migration files from :data:`kerma.db.jobs.PROCRASTINATE_LAST_MIG
 on (``tests/test_dependencies.py`` fails until then).
 
 Revision ID: 0020_job_queue
-Revises: 0018_web_config
+Revises: 0019_event_partitions
 Create Date: 2026-12-05 14:00:00
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0020_job_queue"
-down_revision: str | None = "0018_web_config"
+down_revision: str | None = "0019_event_partitions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
