@@ -20,7 +20,7 @@ from kerma.cli.console import make_console
 from kerma.config import get_settings
 
 if TYPE_CHECKING:
-    from kerma.services.jobs import Enqueued
+    from kerma.services.jobs import Enqueued, JobSummary
 
 
 def print_enqueued(result: Enqueued) -> None:
@@ -66,7 +66,7 @@ def worker(
     `--until-empty` until the queue has no job left to start. Start one on each node;
     PostgreSQL only.
     """
-    from kerma.services.jobs import SERIAL_COMMANDS, require_postgresql, run_worker
+    from kerma.services.jobs import SERIAL_COMMANDS, job_summary, require_postgresql, run_worker
     from kerma.services.registry import Registry
 
     settings = get_settings()
@@ -76,17 +76,10 @@ def worker(
     registry = Registry(settings=settings)
     try:
         run_worker(registry, concurrency=concurrency, wait=not until_empty)
-        summary = _summary(registry)
+        summary = job_summary(registry)
     finally:
         registry.close()
     _print_summary(summary, failed=False)
-
-
-def _summary(registry: object) -> object:
-    """Return the queue's :class:`~kerma.services.jobs.JobSummary`."""
-    from kerma.services.jobs import job_summary
-
-    return job_summary(registry)  # type: ignore[arg-type]
 
 
 def jobs(
@@ -108,11 +101,8 @@ def jobs(
     _print_summary(summary, failed=True)
 
 
-def _print_summary(summary: object, *, failed: bool) -> None:
+def _print_summary(summary: JobSummary, *, failed: bool) -> None:
     """Print the jobs per task and status (and the failed jobs when ``failed``)."""
-    from kerma.services.jobs import JobSummary
-
-    assert isinstance(summary, JobSummary)
     console = make_console()
     if not summary.counts:
         console.print("no jobs in the queue")

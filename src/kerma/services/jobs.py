@@ -242,7 +242,7 @@ def _ranges(registry: Registry, table: Any, chunk_size: int) -> list[dict[str, i
 
 
 def _defer(registry: Registry, batches: list[tuple[str, int, list[dict[str, Any]]]]) -> Enqueued:
-    """Put ``(task name, priority, job arguments)`` batches on the queue in one go."""
+    """Put ``(task name, priority, job arguments)`` batches on the queue (one insert each)."""
     require_postgresql(registry.settings, serial=SERIAL_COMMANDS)
     app = make_app(registry.settings)
     counts: dict[str, int] = {}
