@@ -122,3 +122,40 @@ class TestDependencies:
         ]
         assert guarded == [], "size.py switches algorithm on an import failure"
         assert "find_spec" not in source
+
+
+class TestJobQueueDependency:
+    """procrastinate (issue #15): MIT, pinned, and its schema is the one 0020 applies."""
+
+    def test_procrastinate_is_pinned_to_the_migrated_schema(self) -> None:
+        """pyproject pins the release whose schema migration 0020_job_queue applies."""
+        from kerma.db.jobs import PROCRASTINATE_VERSIONS
+
+        pinned = [r for r in PYPROJECT["dependencies"] if requirement_name(r) == "procrastinate"]
+        assert [r.split("#")[0].strip() for r in pinned] == [
+            f"procrastinate{PROCRASTINATE_VERSIONS}"
+        ]
+
+    def test_procrastinate_licence_is_mit(self) -> None:
+        """The installed distribution declares the MIT licence (noted in pyproject)."""
+        from importlib.metadata import metadata
+
+        classifiers = metadata("procrastinate").get_all("Classifier") or []
+        assert "License :: OSI Approved :: MIT License" in classifiers
+
+    def test_no_procrastinate_schema_migration_after_the_applied_one(self) -> None:
+        """The installed procrastinate adds no schema migration that Kerma does not apply.
+
+        When this fails after an upgrade, add a Kerma revision that runs procrastinate's
+        migration files after ``PROCRASTINATE_LAST_MIGRATION`` and update the constant.
+        """
+        from procrastinate.schema import SchemaManager
+
+        from kerma.db.jobs import PROCRASTINATE_LAST_MIGRATION
+
+        files = sorted(
+            p.name
+            for p in Path(SchemaManager.get_migrations_path()).glob("*.sql")
+            if p.name[:2].isdigit()
+        )
+        assert files[-1] == PROCRASTINATE_LAST_MIGRATION

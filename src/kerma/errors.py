@@ -18,6 +18,7 @@
     ├── ReportNotAllowedError               a significant-event report for another outcome
     ├── AccountError(KermaError, ValueError)        a user or token change not allowed
     ├── PullError                           the PACS could not be queried or asked to send
+    ├── JobQueueError                       no job queue here (SQLite) or not set up
     └── SpoolError                          the Storage SCP's spool
         ├── SlotError(SpoolError, ValueError)       a spool slot is torn or not a slot
         └── ImportChildError                the import process failed; files are retried
@@ -105,6 +106,14 @@ class UnknownColumnError(KermaError, ValueError):
 
 class PullError(KermaError):
     """The PACS could not be queried or asked to send (``kerma pull``)."""
+
+
+class JobQueueError(KermaError):
+    """The job queue cannot be used: the registry is on SQLite, or its queue schema is missing.
+
+    The serial commands (``kerma reprocess``, ``kerma alerts recheck``) do the same work
+    in one process without a queue (``docs/scaling.md``, "Distributed re-processing").
+    """
 
 
 class SpoolError(KermaError):

@@ -220,8 +220,36 @@ def recheck(
             help="Announce the alerts this recheck creates (e-mail); default: none.",
         ),
     ] = False,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Put the work on the job queue in chunks for `kerma worker` (PostgreSQL "
+            "only) instead of running it here.",
+        ),
+    ] = False,
+    chunk_size: Annotated[
+        int,
+        typer.Option("--chunk-size", min=1, help="With --queue: studies per job."),
+    ] = 100,
 ) -> None:
-    """Evaluate the rules on every study again (after rules changed); no duplicates."""
+    """Evaluate the rules on every study again (after rules changed); no duplicates.
+
+    With `--queue` the studies are cut into jobs of `--chunk-size` that `kerma worker`
+    runs on any number of nodes (PostgreSQL).
+    """
+    if queue:
+        from kerma.cli.jobs import print_enqueued
+        from kerma.services.jobs import enqueue_recheck, require_postgresql
+
+        require_postgresql(get_settings(), serial="'kerma alerts recheck'")
+        registry = open_registry(get_settings())
+        try:
+            result = enqueue_recheck(registry, chunk_size=chunk_size, rule_id=rule, notify=notify)
+        finally:
+            registry.close()
+        print_enqueued(result)
+        return
     registry = open_registry(get_settings())
     try:
         with Progress(

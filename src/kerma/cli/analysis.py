@@ -217,18 +217,43 @@ def exams(
     ] = False,
     show_rules: Annotated[bool, typer.Option("--show-rules/--no-rules")] = True,
     out: OutOpt = None,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="With --apply: map here, and put the derive of every study on the job "
+            "queue in chunks for `kerma worker` (PostgreSQL only).",
+        ),
+    ] = False,
+    chunk_size: Annotated[
+        int,
+        typer.Option("--chunk-size", min=1, help="With --queue: studies per job."),
+    ] = 100,
 ) -> None:
     """List the standard-exam rules, the exam → study counts and unmapped descriptions."""
     from kerma.services.exams import exam_counts, study_exams_frame, unmapped_descriptions
 
     settings = get_settings()
+    if queue:
+        from kerma.services.jobs import require_postgresql
+
+        if not apply:
+            raise typer.BadParameter("--queue goes with --apply", param_hint="--queue")
+        require_postgresql(settings, serial="'kerma exams --apply'")
     registry = _registry(settings)
     try:
         rules = registry.exam_rules
         make_console().print(f"rules from: {', '.join(rules.sources)}")
         if show_rules:
             print_frame(rules.to_frame(), "Standard-exam rules (first match wins)")
-        if apply:
+        if apply and queue:
+            from kerma.cli.jobs import print_enqueued
+            from kerma.services.jobs import enqueue_derive
+
+            result = registry.apply_exams(derive=False)
+            make_console().print(f"mapped: {result.studies_changed} studies updated")
+            print_enqueued(enqueue_derive(registry, chunk_size=chunk_size))
+        elif apply:
             result = registry.apply_exams()
             make_console().print(f"applied: {result.studies_changed} studies updated")
         else:

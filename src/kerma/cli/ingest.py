@@ -663,9 +663,34 @@ def ignored(
 IGNORED_WIDE_TABLE = 184
 
 
-def reprocess() -> None:
-    """Re-extract every archived object with the current extractors and update the registry."""
+def reprocess(
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Put the work on the job queue in chunks for `kerma worker` (PostgreSQL "
+            "only) instead of running it here.",
+        ),
+    ] = False,
+    chunk_size: Annotated[
+        int,
+        typer.Option("--chunk-size", min=1, help="With --queue: studies per job."),
+    ] = 100,
+) -> None:
+    """Re-extract every archived object with the current extractors and update the registry.
+
+    With `--queue` the work is cut into jobs of `--chunk-size` studies (and rejected
+    objects) that `kerma worker` runs on any number of nodes (PostgreSQL).
+    """
     console = make_console()
+    if queue:
+        from kerma.cli.jobs import print_enqueued
+        from kerma.services.jobs import enqueue_reprocess, require_postgresql
+
+        require_postgresql(get_settings(), serial="'kerma reprocess'")
+        with _registry() as reg:
+            print_enqueued(enqueue_reprocess(reg, chunk_size=chunk_size))
+        return
     reg = _registry()
     with console.status("reprocessing the archive"):
         result = reg.reprocess()

@@ -61,6 +61,7 @@ COMMAND_MODULES = (
     "kerma.cli.hl7",
     "kerma.cli.users",
     "kerma.cli.export",
+    "kerma.cli.jobs",
 )
 
 #: The modules to load for each command, tried in order until one adds it; a command
@@ -95,6 +96,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "users": ("kerma.cli.users",),
     "tokens": ("kerma.cli.users",),
     "export": ("kerma.cli.export",),
+    "worker": ("kerma.cli.jobs",),
+    "jobs": ("kerma.cli.jobs",),
 }
 
 #: Commands that do not open the registry database (its URL is not checked for them).

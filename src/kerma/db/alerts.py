@@ -469,13 +469,23 @@ def alert_ids_with_study(session: Session, *, study_ids: Sequence[int]) -> set[i
 
 
 def study_id_page(
-    session: Session, *, after: tuple[Any, int] | None, limit: int
+    session: Session,
+    *,
+    after: tuple[Any, int] | None,
+    limit: int,
+    first_id: int | None = None,
+    last_id: int | None = None,
 ) -> list[tuple[Any, int]]:
     """Return (study_date, id) of the next studies in (date, id) order (keyset paging).
 
-    Studies without a date come last (``after`` holds ``None`` then).
+    Studies without a date come last (``after`` holds ``None`` then). ``first_id`` and
+    ``last_id`` keep the studies of one id range (a job of the job queue).
     """
     stmt = select(Study.study_date, Study.id).where(Study.is_non_patient.is_(False))
+    if first_id is not None:
+        stmt = stmt.where(Study.id >= first_id)
+    if last_id is not None:
+        stmt = stmt.where(Study.id <= last_id)
     if after is not None:
         date, last = after
         if date is None:

@@ -264,10 +264,17 @@ def has_stale_studies(session: Session, *, fingerprint: str) -> bool:
     return bool(stale_study_ids(session, fingerprint=fingerprint, limit=1))
 
 
-def study_id_page(session: Session, *, after_id: int = 0, limit: int = 500) -> list[int]:
-    """Return the next ``limit`` study ids above ``after_id`` (keyset paging)."""
-    stmt = select(Study.id).where(Study.id > after_id).order_by(Study.id).limit(limit)
-    return list(session.scalars(stmt))
+def study_id_page(
+    session: Session, *, after_id: int = 0, limit: int = 500, last_id: int | None = None
+) -> list[int]:
+    """Return the next ``limit`` study ids above ``after_id`` (keyset paging).
+
+    With ``last_id``, only ids up to it (a range of the job queue).
+    """
+    stmt = select(Study.id).where(Study.id > after_id)
+    if last_id is not None:
+        stmt = stmt.where(Study.id <= last_id)
+    return list(session.scalars(stmt.order_by(Study.id).limit(limit)))
 
 
 def count_all_studies(session: Session) -> int:

@@ -57,7 +57,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -1540,19 +1540,96 @@ class Importer:
             The counts.
         """
         summary = ReprocessSummary()
+        self.reprocess_reports(summary=summary, progress=progress)
+        self.reprocess_rejected(summary=summary, progress=progress)
+        return summary
+
+    def reprocess_reports(
+        self,
+        *,
+        first_study_id: int | None = None,
+        last_study_id: int | None = None,
+        summary: ReprocessSummary | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> ReprocessSummary:
+        """Re-extract the stored dose reports of some studies (all by default), in place.
+
+        The first part of :meth:`reprocess`; a job of the job queue
+        (:mod:`kerma.services.jobs`) runs it on one range of study ids. The reports are
+        handled in report id order, so the first report of each study overwrites the
+        study's attributes as in a whole run (all of a study's reports are in its range).
+        Running it twice gives the same rows.
+
+        Parameters
+        ----------
+        first_study_id, last_study_id : int, optional
+            Only the reports of studies with ``first_study_id <= study.id <= last_study_id``
+            (either end open when not given).
+        summary : ReprocessSummary, optional
+            Counts to add to (default: new counts).
+        progress : callable, optional
+            Called with the archive SHA-256 of each object handled.
+
+        Returns
+        -------
+        ReprocessSummary
+            The counts (``summary`` when given).
+        """
+        summary = summary if summary is not None else ReprocessSummary()
         touched: set[int] = set()
-        for report_id in self._iter_ids(DoseReportRow.id):
+        where = _between(DoseReportRow.study_id, first_study_id, last_study_id)
+        for report_id in self._iter_ids(DoseReportRow.id, where):
             self._reprocess_report(report_id, touched, summary, progress)
-        for rejected_id in self._iter_ids(RejectedObject.id):
+        return summary
+
+    def reprocess_rejected(
+        self,
+        *,
+        first_id: int | None = None,
+        last_id: int | None = None,
+        summary: ReprocessSummary | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> ReprocessSummary:
+        """Try the rejected objects again (all by default): import those that now read.
+
+        The second part of :meth:`reprocess`; a job of the job queue runs it on one range
+        of ``rejected_object`` ids.
+
+        Parameters
+        ----------
+        first_id, last_id : int, optional
+            Only rejected objects with ``first_id <= id <= last_id`` (open ends when not
+            given).
+        summary : ReprocessSummary, optional
+            Counts to add to (default: new counts).
+        progress : callable, optional
+            Called with the archive SHA-256 of each object handled.
+
+        Returns
+        -------
+        ReprocessSummary
+            The counts (``summary`` when given).
+        """
+        summary = summary if summary is not None else ReprocessSummary()
+        where = _between(RejectedObject.id, first_id, last_id)
+        for rejected_id in self._iter_ids(RejectedObject.id, where):
             self._reprocess_rejected(rejected_id, summary, progress)
         return summary
 
-    def _iter_ids(self, column: Any, batch_size: int = 500) -> Iterator[int]:
-        """Yield the ids of a table in ascending order, a batch at a time (keyset paging)."""
+    def _iter_ids(
+        self, column: Any, where: Any | None = None, batch_size: int = 500
+    ) -> Iterator[int]:
+        """Yield the ids of a table in ascending order, a batch at a time (keyset paging).
+
+        ``where``, when given, is an extra SQL condition on the rows.
+        """
         last = 0
         while True:
             with session_scope(self.session_factory) as session:
-                stmt = select(column).where(column > last).order_by(column).limit(batch_size)
+                stmt = select(column).where(column > last)
+                if where is not None:
+                    stmt = stmt.where(where)
+                stmt = stmt.order_by(column).limit(batch_size)
                 batch = list(session.scalars(stmt))
             if not batch:
                 return
@@ -1662,6 +1739,16 @@ class Importer:
                 lambda session: queries.delete_rejected_object(session, sha256=archived.sha256)
             )
         summary.rejected_now_imported += 1
+
+
+def _between(column: Any, first: int | None, last: int | None) -> Any | None:
+    """Return the SQL condition ``first <= column <= last`` (open ends), or ``None``."""
+    conditions = []
+    if first is not None:
+        conditions.append(column >= first)
+    if last is not None:
+        conditions.append(column <= last)
+    return and_(*conditions) if conditions else None
 
 
 # -- identifying free text ---------------------------------------------------------------------

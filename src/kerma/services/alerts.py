@@ -623,6 +623,8 @@ def recheck(
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int, int], None] | None = None,
     notify: bool = False,
+    first_id: int | None = None,
+    last_id: int | None = None,
 ) -> EvaluationResult:
     """Re-evaluate every patient study in batches (date order), one transaction per batch.
 
@@ -642,6 +644,10 @@ def recheck(
         ``progress(done, total)`` after each batch.
     notify : bool, optional
         Pass the new alerts to :data:`on_new_alert` (default ``False``).
+    first_id, last_id : int, optional
+        Only the studies with ``first_id <= id <= last_id`` (open ends when not given):
+        one job of the job queue (:mod:`kerma.services.jobs`); ``progress`` still counts
+        against every patient study.
 
     Raises
     ------
@@ -658,7 +664,9 @@ def recheck(
     after: tuple[Any, int] | None = None
     while True:
         with session_scope(session_factory) as session:
-            page = store.study_id_page(session, after=after, limit=batch_size)
+            page = store.study_id_page(
+                session, after=after, limit=batch_size, first_id=first_id, last_id=last_id
+            )
             if not page:
                 break
             batch = evaluate_studies(

@@ -180,6 +180,8 @@ def refresh_all(
     context: SummaryContext | None = None,
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int, int], None] | None = None,
+    first_id: int | None = None,
+    last_id: int | None = None,
 ) -> int:
     """Refresh every study in batches, one transaction per batch, and record the version.
 
@@ -192,7 +194,10 @@ def refresh_all(
     batch_size : int, optional
         Studies per transaction.
     progress : callable, optional
-        Called as ``progress(done, total)`` after each batch.
+        Called as ``progress(done, total)`` after each batch (``total``: every study).
+    first_id, last_id : int, optional
+        Only the studies with ``first_id <= id <= last_id`` (open ends when not given):
+        one job of the job queue (:mod:`kerma.services.jobs`).
 
     Returns
     -------
@@ -202,10 +207,10 @@ def refresh_all(
     ctx = context or _default_context()
     with session_scope(session_factory) as session:
         total = store.count_all_studies(session)
-    done, last = 0, 0
+    done, last = 0, (first_id - 1 if first_id is not None else 0)
     while True:
         with session_scope(session_factory) as session:
-            ids = store.study_id_page(session, after_id=last, limit=batch_size)
+            ids = store.study_id_page(session, after_id=last, limit=batch_size, last_id=last_id)
             if not ids:
                 break
             done += refresh_studies(session, ids, context=ctx)

@@ -180,14 +180,18 @@ def apply_exams(
     *,
     context: SummaryContext,
     progress: Callable[[int, int], None] | None = None,
+    derive: bool = True,
 ) -> RemapResult:
     """Map every study again with ``context``'s rules and refresh every derived value.
 
     ``kerma exams --apply``: the mapping is written whatever the stored fingerprints,
-    then every study's summary is derived again in batches.
+    then every study's summary is derived again in batches. ``derive=False`` leaves
+    the second step to the job queue (``kerma exams --apply --queue``,
+    :func:`kerma.services.jobs.enqueue_derive`).
     """
     result = ensure_exams_current(session_factory, context=context, force=True)
-    refresh_all(session_factory, context=context, progress=progress)
+    if derive:
+        refresh_all(session_factory, context=context, progress=progress)
     return result
 
 

@@ -242,11 +242,52 @@ class Registry:
 
         Every study is then derived again (summary columns, exams), in batches.
         """
+        result = self.importer.reprocess(progress=progress)
+        self.refresh_derived()
+        return result
+
+    def reprocess_reports(
+        self, *, first_study_id: int | None = None, last_study_id: int | None = None
+    ) -> ReprocessSummary:
+        """Re-extract the dose reports of a range of studies, then derive those studies.
+
+        One job of ``kerma reprocess --queue`` (:mod:`kerma.services.jobs`): the first
+        part of :meth:`reprocess` (:meth:`Importer.reprocess_reports`) and the refresh of
+        the same studies (:meth:`refresh_derived`). Idempotent.
+        """
+        result = self.importer.reprocess_reports(
+            first_study_id=first_study_id, last_study_id=last_study_id
+        )
+        self.refresh_derived(first_id=first_study_id, last_id=last_study_id)
+        return result
+
+    def reprocess_rejected(
+        self, *, first_id: int | None = None, last_id: int | None = None
+    ) -> ReprocessSummary:
+        """Try a range of rejected objects again (:meth:`Importer.reprocess_rejected`)."""
+        return self.importer.reprocess_rejected(first_id=first_id, last_id=last_id)
+
+    def refresh_derived(
+        self,
+        *,
+        first_id: int | None = None,
+        last_id: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Derive the summary columns of every study (or of an id range) again.
+
+        :func:`kerma.services.derive.refresh_all`, one transaction per batch; returns
+        the number of studies refreshed.
+        """
         from kerma.services.derive import refresh_all
 
-        result = self.importer.reprocess(progress=progress)
-        refresh_all(self._write_factory, context=self.context)
-        return result
+        return refresh_all(
+            self._write_factory,
+            context=self.context,
+            progress=progress,
+            first_id=first_id,
+            last_id=last_id,
+        )
 
     # -- studies and events ------------------------------------------------------------------
 
@@ -568,11 +609,14 @@ class Registry:
 
         return ensure_exams_current(self._write_factory, context=self.context)
 
-    def apply_exams(self) -> RemapResult:
-        """Map every study with the rules in force and derive every summary again."""
+    def apply_exams(self, *, derive: bool = True) -> RemapResult:
+        """Map every study with the rules in force and derive every summary again.
+
+        ``derive=False``: map only (the derive is queued, ``kerma exams --apply --queue``).
+        """
         from kerma.services.exams import apply_exams
 
-        return apply_exams(self._write_factory, context=self.context)
+        return apply_exams(self._write_factory, context=self.context, derive=derive)
 
     def samples(
         self, flt: StudyFilter | None = None, *, families: Sequence[str] | None = None
@@ -902,9 +946,12 @@ class Registry:
         rule_id: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         notify: bool = False,
+        first_id: int | None = None,
+        last_id: int | None = None,
     ) -> EvaluationResult:
         """Re-evaluate the alert rules on every study (:func:`kerma.services.alerts.recheck`;
-        ``notify`` passes the new alerts to ``on_new_alert``)."""
+        ``notify`` passes the new alerts to ``on_new_alert``; ``first_id``/``last_id``
+        keep one range of study ids, a job of ``kerma alerts recheck --queue``)."""
         from kerma.services.alerts import recheck
 
         return recheck(
@@ -913,6 +960,8 @@ class Registry:
             rule_id=rule_id,
             progress=progress,
             notify=notify,
+            first_id=first_id,
+            last_id=last_id,
         )
 
     def verify_alerts(self) -> VerifyResult:

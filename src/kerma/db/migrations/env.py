@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 
 from kerma.db import models  # noqa: F401  (registers the tables on Base.metadata)
 from kerma.db.base import Base
+from kerma.db.jobs import is_queue_table
 from kerma.db.partitions import PARTITION_NAME_RE
 
 config = context.config
@@ -18,9 +19,16 @@ target_metadata = Base.metadata
 
 
 def _include_name(name: str | None, type_: str, _parents: dict[str, str | None]) -> bool:
-    """Leave out the monthly partitions of ``irradiation_event``: Kerma makes them at run
-    time (``kerma db partitions``), the models hold only the partitioned parent."""
-    return not (type_ == "table" and name is not None and PARTITION_NAME_RE.match(name))
+    """Leave out the tables that are not Kerma models.
+
+    - the monthly partitions of ``irradiation_event``: Kerma makes them at run time
+      (``kerma db partitions``), the models hold only the partitioned parent;
+    - the job queue: procrastinate's schema (``procrastinate_*``) and ``job_failure``,
+      made by revision ``0020_job_queue`` on PostgreSQL (``kerma.db.jobs``).
+    """
+    if type_ != "table" or name is None:
+        return True
+    return not (PARTITION_NAME_RE.match(name) or is_queue_table(name))
 
 
 def _run(connection: Connection) -> None:

@@ -1,0 +1,144 @@
+"""``kerma worker`` and ``kerma jobs``: the job queue of distributed whole-registry work.
+
+``kerma reprocess --queue`` and ``kerma alerts recheck --queue`` put the work on the
+queue in chunks (:mod:`kerma.services.jobs`); ``kerma worker`` runs it on any number of
+nodes; ``kerma jobs`` shows the jobs per status and the failed ones with their error.
+PostgreSQL only (``docs/scaling.md``, "Distributed re-processing").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from kerma.cli.console import make_console
+from kerma.config import get_settings
+
+if TYPE_CHECKING:
+    from kerma.services.jobs import Enqueued, JobSummary
+
+
+def print_enqueued(result: Enqueued) -> None:
+    """Say how many jobs a command queued, per task, and what runs them."""
+    parts = ", ".join(f"{n} {name}" for name, n in result.jobs.items())
+    make_console().print(
+        f"queued {result.total} jobs ({parts}); run them with `kerma worker` on any node"
+    )
+
+
+class _WithoutTraceback(logging.Filter):
+    """Drop the traceback of a log record (procrastinate logs one per failed job).
+
+    The error itself stays in the line and in ``kerma jobs``; ``KERMA_DEBUG=1`` keeps
+    the tracebacks (no traceback reaches a user otherwise, ``kerma.cli.main``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return ``True`` (keep the record) after removing its traceback."""
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def worker(
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", "-c", min=1, help="Jobs this worker runs at once."),
+    ] = 1,
+    until_empty: Annotated[
+        bool,
+        typer.Option(
+            "--until-empty",
+            "--once",
+            help="Stop when no job is left to start (default: wait for jobs until Ctrl-C "
+            "or SIGTERM).",
+        ),
+    ] = False,
+) -> None:
+    """Run the queued jobs (`--queue` of `reprocess`, `alerts recheck`, `exams --apply`).
+
+    Runs until Ctrl-C or SIGTERM (the jobs running are finished first), or with
+    `--until-empty` until the queue has no job left to start. Start one on each node;
+    PostgreSQL only.
+    """
+    from kerma.services.jobs import SERIAL_COMMANDS, job_summary, require_postgresql, run_worker
+    from kerma.services.registry import Registry
+
+    settings = get_settings()
+    require_postgresql(settings, serial=SERIAL_COMMANDS)
+    if os.environ.get("KERMA_DEBUG") != "1":
+        logging.getLogger("procrastinate.worker").addFilter(_WithoutTraceback())
+    registry = Registry(settings=settings)
+    try:
+        run_worker(registry, concurrency=concurrency, wait=not until_empty)
+        summary = job_summary(registry)
+    finally:
+        registry.close()
+    _print_summary(summary, failed=False)
+
+
+def jobs(
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Failed jobs shown (newest first).")
+    ] = 20,
+) -> None:
+    """Show the queued jobs per task and status, and the failed jobs with their error."""
+    from kerma.services.jobs import SERIAL_COMMANDS, job_summary, require_postgresql
+    from kerma.services.registry import Registry
+
+    settings = get_settings()
+    require_postgresql(settings, serial=SERIAL_COMMANDS)
+    registry = Registry(settings=settings)
+    try:
+        summary = job_summary(registry, failed_limit=limit)
+    finally:
+        registry.close()
+    _print_summary(summary, failed=True)
+
+
+def _print_summary(summary: JobSummary, *, failed: bool) -> None:
+    """Print the jobs per task and status (and the failed jobs when ``failed``)."""
+    console = make_console()
+    if not summary.counts:
+        console.print("no jobs in the queue")
+        return
+    statuses = sorted({s for _, s, _ in summary.counts})
+    table = Table(title="Jobs", header_style="bold")
+    table.add_column("task")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    per_task: dict[str, dict[str, int]] = {}
+    for task, status, n in summary.counts:
+        per_task.setdefault(task, {})[status] = n
+    for task, counts in per_task.items():
+        table.add_row(task, *(str(counts.get(s, 0)) for s in statuses))
+    console.print(table)
+    if not failed or not summary.failed:
+        return
+    errors = Table(title="Failed jobs", header_style="bold")
+    errors.add_column("job", justify="right")
+    errors.add_column("task")
+    errors.add_column("range")
+    errors.add_column("attempts", justify="right")
+    errors.add_column("error", overflow="fold", ratio=1)
+    for job in summary.failed:
+        args = ", ".join(f"{k}={v}" for k, v in job.args.items() if v is not None)
+        errors.add_row(
+            str(job.job_id),
+            job.task_name,
+            escape(args),
+            str(job.attempts),
+            escape(job.error or "(no error recorded)"),
+        )
+    console.print(errors)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``worker`` and ``jobs`` to the root app."""
+    app.command("worker")(worker)
+    app.command("jobs")(jobs)
