@@ -313,3 +313,29 @@ def test_unknown_site_is_a_usage_error_naming_the_sites(
     assert "Traceback" not in out
     known = CliRunner().invoke(build_app(command), [command, "--site", "south"], env=env)
     assert known.exit_code == 0, known.output
+
+
+def test_admin_tokens_page_makes_a_site_token(
+    two_sites: TwoSites, clients: dict[str, TestClient]
+) -> None:
+    """/admin/tokens takes comma-separated sites: the new token sees South only; an
+    unknown site is refused (400) naming the sites."""
+    admin = clients["admin"]
+    csrf = csrf_of(admin.get("/admin/tokens").text)
+    refused = admin.post(
+        "/admin/tokens",
+        data={"name": "x-east", "role": "viewer", "sites": "East", "csrf_token": csrf},
+    )
+    assert refused.status_code == 400 and "No site named &#39;East&#39;" in refused.text
+    made = admin.post(
+        "/admin/tokens",
+        data={"name": "south-web", "role": "physicist", "sites": " south ", "csrf_token": csrf},
+    )
+    assert made.status_code == 200, made.text[:300]
+    token = re.search(r'<code id="new-token">([^<]+)</code>', made.text).group(1)  # type: ignore[union-attr]
+    row = re.search(r"<td>south-web</td>\s*<td>physicist</td>\s*<td>([^<]*)</td>", made.text)
+    assert row is not None and row.group(1) == "South"
+    with TestClient(admin.app) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        items = client.get("/api/v1/studies", params={"per_page": 1000}).json()["items"]
+    assert sorted(int(i["study_id"]) for i in items) == two_sites.south_ids
