@@ -142,7 +142,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="(0008,0080) Institution Name -> site name, as JSON, e.g. "
         '{"St Mary Hosp": "St Mary", "ST MARYS HOSPITAL": "St Mary"}: one site for the '
-        "spellings of an institution; names compared without case and outer spaces.",
+        "spellings of an institution; names compared without case and extra spaces. A "
+        "key 'Name|Address' matches only objects whose (0008,0081) Institution Address "
+        "is Address (two institutions of one name told apart); it is tried before the "
+        "key of the name alone.",
     )
     database_read_url: str | None = Field(
         default=None,

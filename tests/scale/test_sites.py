@@ -92,3 +92,57 @@ def test_site_from_institution_name_and_map(database_url: str, tmp_path: Path) -
         frame = registry.sites()
     assert sorted(frame["name"]) == sorted(["Central", " ".join(plain.split())])
     assert list(frame["studies"]) == [1, 1]
+
+
+def test_site_map_tells_apart_institutions_of_one_name_by_address(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two hospitals both called 'General Hospital': ``"Name|Address"`` keys of
+    KERMA_SITE_MAP give each its site; an unlisted address takes the key of the name
+    alone, and without a map both are one site (the address is not part of the key)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    def variant(name: str, address: str | None) -> Path:
+        ds = pydicom.dcmread(SHARED_DICOM / name)
+        ds.InstitutionName = "General Hospital"
+        if address is None:
+            ds.pop("InstitutionAddress", None)
+        else:
+            ds.InstitutionAddress = address
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID = generate_uid()
+        out = tmp_path / "in" / f"{address or 'none'}-{name}"
+        out.parent.mkdir(exist_ok=True)
+        ds.save_as(out)
+        return out
+
+    files = [
+        variant("CT-RDSR-Toshiba_DoseCheck.dcm", "1 Main Street,  Springfield"),
+        variant("DX-RDSR-Canon_CXDI.dcm", "9 High Street, Shelbyville"),
+        variant("MG-RDSR-Hologic_2D.dcm", None),
+    ]
+    site_map = {
+        "general hospital | 1 MAIN STREET, Springfield": "Springfield General",
+        "General Hospital|9 High Street, Shelbyville": "Shelbyville General",
+        "General Hospital": "General (address unknown)",
+    }
+    settings = make_settings(database_url, tmp_path, site_map=site_map)
+    with Registry(settings=settings) as registry:
+        registry.import_paths(files)
+        by_site = dict(zip(registry.sites()["name"], registry.sites()["studies"], strict=True))
+    assert by_site == {
+        "Springfield General": 1,
+        "Shelbyville General": 1,
+        "General (address unknown)": 1,
+    }
+    unmapped = make_settings(database_url, tmp_path / "other", site_map={})
+    with Registry(settings=unmapped) as registry:
+        registry.import_paths(
+            [
+                variant("RF-RDSR-Siemens-Zee.dcm", "2 Elm Road, Springfield"),
+                variant("DX-RDSR-Carestream_DRXEvolution.dcm", "7 Oak Lane, Shelbyville"),
+            ]
+        )
+        frame = registry.sites()
+    assert dict(zip(frame["name"], frame["studies"], strict=True))["General Hospital"] == 2

@@ -35,6 +35,7 @@ from kerma.cli.registry import (
     UnitsOpt,
     WeightOpt,
     build_filter,
+    check_sites,
     open_registry,
     parse_date_option,
 )
@@ -381,6 +382,7 @@ def drl(
     # the set an admin chose in the browser (kept in the registry), else KERMA_DRL_SET
     chosen = drl_set or registry.settings.drl_set
     try:
+        check_sites(registry, site)
         _remap(registry, use_rules)
         try:
             outcome = registry.drl(
@@ -835,6 +837,7 @@ def stats(
     wanted = [q.strip() for q in quantity.split(",")] if quantity else None
     registry = _registry(settings)
     try:
+        check_sites(registry, site)
         _remap(registry, use_rules)
         try:
             outcome = registry.statistics(

@@ -277,6 +277,27 @@ def build_filter(
     )
 
 
+def check_sites(registry: Registry, site: list[str] | None) -> None:
+    """Refuse ``--site`` names that are not sites, listing the sites (exit 2).
+
+    Without this an unknown site would select no study and the command would print an
+    empty table as if the site had no dose data.
+
+    Raises
+    ------
+    typer.BadParameter
+        When a name is not a site (:meth:`kerma.Registry.site_ids`).
+    """
+    from kerma.errors import NotFoundError
+
+    if not site:
+        return
+    try:
+        registry.site_ids(site)
+    except NotFoundError as exc:
+        raise typer.BadParameter(escape(str(exc)), param_hint="'--site'") from exc
+
+
 def open_registry(settings: Settings | None = None) -> Registry:
     """Return the registry of the settings (migrated, summary derived), saying when it derives."""
     from kerma.services.registry import Registry
@@ -412,6 +433,7 @@ def studies(
     registry = open_registry()
     flags = None
     try:
+        check_sites(registry, site)
         try:
             shown = registry.list_studies(
                 flt, sort=sort, limit=limit or None, offset=(page - 1) * limit if limit else 0

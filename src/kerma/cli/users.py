@@ -19,7 +19,7 @@ from rich.table import Table
 
 from kerma.cli.console import make_console
 from kerma.config import get_settings
-from kerma.errors import AccountError
+from kerma.errors import AccountError, NotFoundError
 
 if TYPE_CHECKING:
     from kerma.services.users import Accounts, Actor
@@ -192,18 +192,34 @@ def list_users() -> None:
 def add_token(
     name: Annotated[str, typer.Argument(help="Name of the client, e.g. ct-room-3-stow.")],
     role: Annotated[str, typer.Option("--role", help=RoleHelp)] = "physicist",
+    site: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--site",
+            help="Restrict the token to this site's studies (repeat for several; see "
+            "kerma sites list); default: every site.",
+        ),
+    ] = None,
 ) -> None:
     """Create an API token and print it once (only its SHA-256 is kept).
 
     Clients send it as `Authorization: Bearer <token>`; STOW-RS needs the physicist role.
+    A token made with --site sees those sites' studies only, as a user assigned with
+    `kerma sites assign` (another site's study answers 403).
     """
     accounts = _accounts()
     try:
-        info, token = accounts.add_token(name, role, _actor())
+        info, token = accounts.add_token(name, role, _actor(), sites=site or ())
+    except NotFoundError as exc:
+        raise typer.BadParameter(escape(str(exc)), param_hint="'--site'") from exc
     finally:
         accounts.close()
     err = make_console(stderr=True)
-    err.print(f"token {escape(info.name)} ({info.role.value}) created; it is shown only this once:")
+    scope = f"sites {', '.join(info.site_names)}" if info.site_names else "every site"
+    err.print(
+        f"token {escape(info.name)} ({info.role.value}, {escape(scope)}) created; "
+        "it is shown only this once:"
+    )
     print(token)
 
 
@@ -220,12 +236,13 @@ def list_tokens() -> None:
         console.print("No API tokens: `kerma tokens add NAME --role physicist` makes one.")
         return
     table = Table(title=f"API tokens ({len(tokens)})", header_style="bold")
-    for heading in ("name", "role", "created (UTC)", "by", "last used (UTC)", "status"):
+    for heading in ("name", "role", "sites", "created (UTC)", "by", "last used (UTC)", "status"):
         table.add_column(heading)
     for t in tokens:
         table.add_row(
             escape(t.name),
             t.role.value,
+            escape(", ".join(t.site_names)) if t.site_names else "all",
             _when(t.created_at),
             escape(t.created_by),
             _when(t.last_used_at),

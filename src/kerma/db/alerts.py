@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import and_, func, or_, select, text, tuple_
+from sqlalchemy import and_, false, func, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from kerma.db.filters import DOSE_RANGE_QUANTITIES
@@ -326,11 +326,44 @@ class AlertFilter:
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     study_id: int | None = None
+    site_ids: tuple[int, ...] | None = None
+
+
+def site_condition(site_ids: Sequence[int]) -> Any:
+    """Return the condition "the alert is of one of these sites" (issue #15).
+
+    An alert is of its study's site; an alert without study (a device's exam group)
+    is of its device's site; an alert with neither (a patient's accumulated dose
+    without a study) is of no site. An empty ``site_ids`` selects no alert.
+    """
+    ids = list(site_ids)
+    if not ids:
+        return false()
+    return or_(
+        Alert.study_id.in_(select(Study.id).where(Study.site_id.in_(ids))),
+        and_(
+            Alert.study_id.is_(None),
+            Alert.device_id.in_(select(Device.id).where(Device.site_id.in_(ids))),
+        ),
+    )
+
+
+def alert_exists(session: Session, *, alert_id: int) -> bool:
+    """Return whether an alert of that id exists."""
+    return session.scalar(select(Alert.id).where(Alert.id == alert_id)) is not None
+
+
+def is_alert_of_sites(session: Session, *, alert_id: int, site_ids: Sequence[int]) -> bool:
+    """Return whether an alert is of one of ``site_ids`` (:func:`site_condition`)."""
+    stmt = select(Alert.id).where(Alert.id == alert_id, site_condition(site_ids))
+    return session.scalar(stmt) is not None
 
 
 def _filtered(stmt: Any, flt: AlertFilter) -> Any:
     """Return ``stmt`` with the filter's conditions."""
     conditions = []
+    if flt.site_ids is not None:
+        conditions.append(site_condition(flt.site_ids))
     if flt.state:
         conditions.append(Alert.state == flt.state)
     if flt.rule_id:

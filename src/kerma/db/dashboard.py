@@ -10,6 +10,7 @@ May import ``kerma.db`` and ``kerma.records`` only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Integer, and_, cast, func, select
@@ -49,9 +50,14 @@ def studies_per_month(session: Session, *, flt: StudyFilter | None = None) -> li
     return [tuple(row) for row in fetch_rows(session, stmt)]
 
 
-def last_received_per_device(session: Session, *, recent: int = 20) -> list[tuple[Any, ...]]:
+def last_received_per_device(
+    session: Session, *, recent: int = 20, site_ids: Sequence[int] | None = None
+) -> list[tuple[Any, ...]]:
     """Return, per device, ``(device_id, device_name, station_name, modality, last received_at,
     number of studies)``; a device without studies has ``None`` and 0.
+
+    ``site_ids``: only the devices of these sites, and only their studies of these
+    sites (issue #15); ``None``: every device.
 
     ``received_at`` is when Kerma stored the newest dose report among the device's
     ``recent`` most recently stored studies (highest ids, an index seek on
@@ -59,18 +65,22 @@ def last_received_per_device(session: Session, *, recent: int = 20) -> list[tupl
     last contact as far as the registry knows (a report re-sent for an old study later
     is not seen). Ordered by device name.
     """
+    of_sites = [Study.site_id.in_(list(site_ids))] if site_ids is not None else []
+    devices = select(Device.id, Device.device_name, Device.station_name)
+    if site_ids is not None:
+        devices = devices.where(Device.site_id.in_(list(site_ids)))
     counts = dict(
-        session.execute(select(Study.device_id, func.count()).group_by(Study.device_id)).all()
+        session.execute(
+            select(Study.device_id, func.count()).where(*of_sites).group_by(Study.device_id)
+        ).all()
     )
     out = []
     for device_id, name, station in session.execute(
-        select(Device.id, Device.device_name, Device.station_name).order_by(
-            Device.device_name, Device.id
-        )
+        devices.order_by(Device.device_name, Device.id)
     ):
         newest = (
             select(Study.id, Study.modality)
-            .where(Study.device_id == device_id)
+            .where(Study.device_id == device_id, *of_sites)
             .order_by(Study.id.desc())
             .limit(recent)
             .subquery()
@@ -124,15 +134,17 @@ def data_version(session: Session) -> tuple[int, int, int]:
     )
 
 
-def exam_names(session: Session) -> list[tuple[str, int]]:
+def exam_names(session: Session, *, site_ids: Sequence[int] | None = None) -> list[tuple[str, int]]:
     """Return ``(standard exam, number of studies, QA included)`` per stored exam.
 
-    One GROUP BY over the ``standard_exam`` index (index-only), most frequent first.
+    One GROUP BY over the ``standard_exam`` index (index-only), most frequent first;
+    ``site_ids``: the studies of these sites only.
     """
     n = func.count().label("n")
+    of_sites = [Study.site_id.in_(list(site_ids))] if site_ids is not None else []
     stmt = (
         select(Study.standard_exam, n)
-        .where(Study.standard_exam.is_not(None), Study.standard_exam != "")
+        .where(Study.standard_exam.is_not(None), Study.standard_exam != "", *of_sites)
         .group_by(Study.standard_exam)
         .order_by(n.desc(), Study.standard_exam)
     )
@@ -153,9 +165,13 @@ def exam_family(session: Session, *, exam: str) -> str | None:
     return str(row[0]) if row is not None else None
 
 
-def device_names(session: Session) -> list[tuple[int, str]]:
-    """Return ``(device id, display name)`` of every device, by name (a small table)."""
+def device_names(
+    session: Session, *, site_ids: Sequence[int] | None = None
+) -> list[tuple[int, str]]:
+    """Return ``(device id, display name)`` of every device (of ``site_ids``), by name."""
     stmt = select(Device.id, Device.device_name).order_by(Device.device_name, Device.id)
+    if site_ids is not None:
+        stmt = stmt.where(Device.site_id.in_(list(site_ids)))
     return [(int(i), str(n)) for i, n in session.execute(stmt)]
 
 

@@ -1026,6 +1026,23 @@ class ApiToken(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ApiTokenSite(Base):
+    """An API token's restriction to a site: the token sees that site's studies (#15).
+
+    A token without rows is not restricted by site, like a user without ``user_site``
+    rows. Deleting the token or the site deletes the row.
+    """
+
+    __tablename__ = "api_token_site"
+
+    api_token_id: Mapped[int] = mapped_column(
+        ForeignKey("api_token.id", ondelete="CASCADE"), primary_key=True
+    )
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("site.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
 class AuditLog(Base):
     """One entry of the audit log: who did what to which target, when, from where.
 

@@ -538,8 +538,12 @@ def noise_series(
     station: str | None = None,
     limit: int = 500,
     offset: int = 0,
+    site_ids: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Return one row per measured CT series, newest first (no histograms).
+
+    ``site_ids``: only the series of stored studies of these sites (by Study Instance
+    UID); ``None``: every series.
 
     Keys: ``series_instance_uid``, ``study_instance_uid``, ``protocol_name``,
     ``series_description``, ``station_name``, ``manufacturer_model_name``,
@@ -559,6 +563,12 @@ def noise_series(
         )
     if station:
         conditions.append(n.station_name.ilike(f"%{station}%"))
+    if site_ids is not None:
+        conditions.append(
+            n.study_instance_uid.in_(
+                select(Study.study_instance_uid).where(Study.site_id.in_(list(site_ids)))
+            )
+        )
     dw = (
         select(func.avg(PatientSizeMeasurement.water_equivalent_diameter_mm))
         .where(

@@ -1,4 +1,4 @@
-"""Sites (institutions) and users' site assignments (issue #15); none of these commits.
+"""Sites (institutions), users' and API tokens' site assignments (#15); none of these commits.
 
 May import ``kerma.db``, ``kerma.records`` and ``kerma.errors`` only.
 """
@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kerma.db.models import Device, Site, Study, UserSite
+from kerma.db.models import ApiTokenSite, Device, Site, Study, UserSite
 from kerma.errors import NotFoundError
 
 
@@ -99,4 +99,31 @@ def set_user_sites(session: Session, *, username: str, site_ids: Iterable[int]) 
     session.execute(delete(UserSite).where(UserSite.username == username))
     for site_id in sorted(set(site_ids)):
         session.add(UserSite(username=username, site_id=site_id))
+    session.flush()
+
+
+def token_sites(
+    session: Session, *, api_token_ids: Iterable[int]
+) -> dict[int, list[tuple[int, str]]]:
+    """Return, per API token id, its sites ``(site id, name)`` by name (absent: none)."""
+    ids = sorted(set(api_token_ids))
+    out: dict[int, list[tuple[int, str]]] = {}
+    if not ids:
+        return out
+    stmt = (
+        select(ApiTokenSite.api_token_id, Site.id, Site.name)
+        .join(Site, Site.id == ApiTokenSite.site_id)
+        .where(ApiTokenSite.api_token_id.in_(ids))
+        .order_by(Site.name)
+    )
+    for token_id, site_id, name in session.execute(stmt):
+        out.setdefault(int(token_id), []).append((int(site_id), str(name)))
+    return out
+
+
+def set_token_sites(session: Session, *, api_token_id: int, site_ids: Iterable[int]) -> None:
+    """Replace the sites an API token is restricted to (empty: no restriction)."""
+    session.execute(delete(ApiTokenSite).where(ApiTokenSite.api_token_id == api_token_id))
+    for site_id in sorted(set(site_ids)):
+        session.add(ApiTokenSite(api_token_id=api_token_id, site_id=site_id))
     session.flush()

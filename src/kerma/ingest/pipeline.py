@@ -82,7 +82,7 @@ from kerma.ingest.archive import Archive, ArchivedObject, sha256_of
 from kerma.ingest.plausibility import Action, Finding, check_report, load_ranges, rejection_reason
 from kerma.ingest.pseudonym import Pseudonymizer
 from kerma.ingest.reconcile import event_key, reconcile_study
-from kerma.ingest.sites import site_name
+from kerma.ingest.sites import read_institution_address, site_name
 from kerma.ingest.sources import is_dicom, iter_sources
 from kerma.ingest.versions import (
     RULE_DECIDER,
@@ -864,7 +864,13 @@ class Importer:
             accession_pseudonym=self.pseudonymizer.accession_pseudonym(
                 report.study.accession_number
             ),
-            site_name=site_name(report, self.settings),  # before identifying text goes
+            site_name=site_name(  # before identifying text goes
+                report,
+                self.settings,
+                institution_address=read_institution_address(
+                    obj.dataset if obj is not None else None
+                ),
+            ),
         )
         report.identity = PatientIdentity()  # identity goes no further than this
         if not self.settings.accession_in_clear:  # nor the clear accession number

@@ -72,12 +72,15 @@ CHARTS: Final[tuple[str, ...]] = ("boxes", "histogram", "monthly", "scatter", "w
 HISTOGRAM_BINS: Final = 30
 
 
-def alert_counts(session: Session) -> dict[str, int]:
-    """Return the number of alerts per review state (``open``, ``under_review``, ``closed``)."""
+def alert_counts(session: Session, *, site_ids: tuple[int, ...] | None = None) -> dict[str, int]:
+    """Return the number of alerts per review state (``open``, ``under_review``, ``closed``).
+
+    ``site_ids``: only the alerts of these sites (issue #15; ``None``: every alert).
+    """
     from kerma.services.alerts import AlertState, count_alerts
 
     return {
-        state.value: count_alerts(session, flt=AlertFilter(state=state.value))
+        state.value: count_alerts(session, flt=AlertFilter(state=state.value, site_ids=site_ids))
         for state in AlertState
     }
 
@@ -90,8 +93,16 @@ def studies_per_month(session: Session, *, flt: StudyFilter | None = None) -> pd
     )
 
 
-def device_contacts(session: Session, *, now: dt.datetime | None = None) -> pd.DataFrame:
+def device_contacts(
+    session: Session, *, now: dt.datetime | None = None, site_ids: tuple[int, ...] | None = None
+) -> pd.DataFrame:
     """Return each device's last contact: the newest stored object and how long ago.
+
+    Parameters
+    ----------
+    site_ids : tuple of int or None, optional
+        Only the devices of these sites, with their studies of these sites (issue #15);
+        ``None``: every device.
 
     Returns
     -------
@@ -103,7 +114,7 @@ def device_contacts(session: Session, *, now: dt.datetime | None = None) -> pd.D
     """
     now = now or dt.datetime.now(dt.UTC)
     frame = pd.DataFrame.from_records(
-        store.last_received_per_device(session),
+        store.last_received_per_device(session, site_ids=site_ids),
         columns=[
             "device_id",
             "device_name",
@@ -189,12 +200,17 @@ class AggregateCache:
 
 
 def drl_status(
-    session: Session, *, settings: Settings, rules_fingerprint: str = ""
+    session: Session,
+    *,
+    settings: Settings,
+    rules_fingerprint: str = "",
+    flt: StudyFilter | None = None,
 ) -> pd.DataFrame:
     """Return every room's typical value against the DRLs (:data:`DRL_STATUS_COLUMNS`).
 
-    :func:`kerma.services.analytics.compare_drls` over the whole registry with the
-    configured set, rows with a DRL only, highest ratio first.
+    :func:`kerma.services.analytics.compare_drls` over the whole registry (or the
+    studies of ``flt``: a site-restricted user's sites, issue #15) with the configured
+    set, rows with a DRL only, highest ratio first.
 
     Raises
     ------
@@ -205,6 +221,7 @@ def drl_status(
 
     result = compare_drls(
         session,
+        flt=flt,
         drl_set=settings.drl_set,
         drl_extra_paths=settings.drl_extra_paths,
         min_sample=settings.drl_min_sample,
@@ -637,15 +654,20 @@ def quantity_label(name: str) -> str:
     return f"{quantity.label} ({quantity.unit})" if quantity is not None else name
 
 
-def exam_choices(session: Session) -> list[tuple[str, int]]:
+def exam_choices(
+    session: Session, *, site_ids: tuple[int, ...] | None = None
+) -> list[tuple[str, int]]:
     """Return the stored standard exams with their study counts (QA studies included),
-    most frequent first (an index-only GROUP BY)."""
-    return store.exam_names(session)
+    most frequent first (an index-only GROUP BY); ``site_ids``: of these sites only."""
+    return store.exam_names(session, site_ids=site_ids)
 
 
-def device_choices(session: Session) -> list[tuple[int, str]]:
-    """Return ``(device id, display name)`` of every device (room), by name."""
-    return store.device_names(session)
+def device_choices(
+    session: Session, *, site_ids: tuple[int, ...] | None = None
+) -> list[tuple[int, str]]:
+    """Return ``(device id, display name)`` of every device (room), by name;
+    ``site_ids``: the devices of these sites only (issue #15)."""
+    return store.device_names(session, site_ids=site_ids)
 
 
 def describe_sequence(values: Sequence[str]) -> str:

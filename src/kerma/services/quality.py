@@ -177,7 +177,9 @@ def reject_rates(
         ``n_images`` is every image of its group without the reason (the rate of that
         reason among all images of the room, body part ...).
     flt : StudyFilter, optional
-        Which studies (the reject log is filtered by its dates only).
+        Which studies (the reject log is filtered by its dates only). A filter
+        restricted to sites (``site_ids``, issue #15) leaves the reject log out: its
+        rows name rooms as the log writes them, not sites.
 
     Returns
     -------
@@ -207,6 +209,7 @@ def reject_rates(
         registry.insert(0, "source", "registry")
         frames.append(registry)
     log_groups = [g for g in group_by if g in ("room", "body_part", "reason", "month")]
+    of_sites = flt is not None and flt.site_ids is not None
     log = pd.DataFrame(
         store.reject_log_rates(
             session,
@@ -214,6 +217,8 @@ def reject_rates(
             date_from=flt.date_from if flt else None,
             date_to=flt.date_to if flt else None,
         )
+        if not of_sites
+        else []
     )
     if "reason" in log_groups and not log.empty:
         others = [g for g in log_groups if g != "reason"]
@@ -272,11 +277,14 @@ def noise_by_series(
     station: str | None = None,
     limit: int = 500,
     offset: int = 0,
+    site_ids: tuple[int, ...] | None = None,
 ) -> pd.DataFrame:
     """Return the global noise level of each measured CT series, newest first.
 
     The images' local-noise histograms (:mod:`kerma.dicom.noise`) of each series are
     summed and their mode taken (Christianson et al., AJR 2015;205:W93-W99).
+    ``site_ids``: only the series of studies of these sites (issue #15; ``None``:
+    every series).
 
     Returns
     -------
@@ -296,6 +304,7 @@ def noise_by_series(
         station=station,
         limit=limit,
         offset=offset,
+        site_ids=site_ids,
     )
     histograms = store.noise_histograms(
         session, series_instance_uids=[r["series_instance_uid"] for r in rows]

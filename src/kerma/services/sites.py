@@ -1,24 +1,29 @@
 """Sites (institutions) and the restriction of users to their sites (issue #15).
 
-A user assigned to sites (``user_site``) sees the studies of those sites only; a user
-without assignment, and a principal whose ``site_ids`` is ``None``, sees every site.
-The restriction is enforced here, in the service layer, for every interface: a
-listing or statistic runs on :func:`narrow_filter`'s filter, and a study's detail is
-refused with :class:`~kerma.errors.SiteAccessError` when the study is of another site
-(:func:`get_study_for`). The web layer maps that error to 403.
+A user assigned to sites (``user_site``) or an API token made for sites
+(``api_token_site``) sees the studies of those sites only; a user or token without
+assignment, and a principal whose ``site_ids`` is ``None``, sees every site. The
+restriction is enforced here, in the service layer, for every interface: a listing or
+statistic runs on :func:`narrow_filter`'s filter (alerts on
+:func:`narrow_alert_filter`'s), and a study's or alert's detail is refused with
+:class:`~kerma.errors.SiteAccessError` when it is of another site
+(:func:`get_study_for`, :func:`check_alert_site`). The web layer maps that error to 403.
 
 May import ``kerma.db``, ``kerma.errors`` and ``kerma.services``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from kerma.db import alerts as alert_store
 from kerma.db import sites as store
+from kerma.db.alerts import AlertFilter
 from kerma.db.filters import StudyFilter
 from kerma.errors import NotFoundError, SiteAccessError
 from kerma.services import studies as study_service
@@ -148,3 +153,44 @@ def get_study_for(
     detail = study_service.get_study_or_raise(session, study_id=study_id)
     check_study_site(session, study_id, principal)
     return detail
+
+
+def allowed_site_ids(principal: SitePrincipal | None) -> tuple[int, ...] | None:
+    """Return the site ids ``principal`` may see, or ``None`` (every site)."""
+    return principal.site_ids if principal is not None else None
+
+
+def narrow_alert_filter(flt: AlertFilter | None, principal: SitePrincipal | None) -> AlertFilter:
+    """Return the alert filter ``flt`` narrowed to the alerts of ``principal``'s sites.
+
+    An alert is of its study's site, else of its device's site
+    (:func:`kerma.db.alerts.site_condition`); a restricted principal does not see an
+    alert of no site.
+    """
+    flt = flt or AlertFilter()
+    allowed = allowed_site_ids(principal)
+    if allowed is None:
+        return flt
+    asked = flt.site_ids
+    chosen = set(allowed) if asked is None else set(allowed) & set(asked)
+    return dataclasses.replace(flt, site_ids=tuple(sorted(chosen)))
+
+
+def check_alert_site(session: Session, alert_id: int, principal: SitePrincipal | None) -> None:
+    """Refuse an alert of a site ``principal`` may not see (its study's, else its device's).
+
+    An alert that does not exist passes (the caller's look-up says 404).
+
+    Raises
+    ------
+    kerma.errors.SiteAccessError
+        When the principal is restricted to sites and the alert is of none of them.
+    """
+    allowed = allowed_site_ids(principal)
+    if allowed is None or not alert_store.alert_exists(session, alert_id=alert_id):
+        return
+    if not alert_store.is_alert_of_sites(session, alert_id=alert_id, site_ids=allowed):
+        raise SiteAccessError(
+            f"Alert {alert_id} is not of a site you are assigned to; ask an administrator "
+            "to assign you its site."
+        )

@@ -32,7 +32,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -41,6 +41,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from kerma.config import Settings
+from kerma.db import sites as site_store
 from kerma.db import users as store
 from kerma.db.migrate import ensure_schema
 from kerma.db.models import ApiToken, UserAccount
@@ -224,10 +225,15 @@ class TokenInfo:
     created_at: dt.datetime
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    site_ids: tuple[int, ...] = ()
+    site_names: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, row: ApiToken) -> TokenInfo:
-        """Return the info of an ``api_token`` row."""
+    def of(cls, row: ApiToken, sites: Sequence[tuple[int, str]] = ()) -> TokenInfo:
+        """Return the info of an ``api_token`` row and its sites ``(id, name)`` (#15).
+
+        Empty ``sites``: the token is not restricted by site.
+        """
         return cls(
             id=row.id,
             name=row.name,
@@ -236,6 +242,8 @@ class TokenInfo:
             created_at=as_utc(row.created_at) or row.created_at,
             last_used_at=as_utc(row.last_used_at),
             revoked_at=as_utc(row.revoked_at),
+            site_ids=tuple(sorted(i for i, _ in sites)),
+            site_names=tuple(n for _, n in sites),
         )
 
 
@@ -818,16 +826,33 @@ def csrf_matches(expected: str | None, given: str | None) -> bool:
 # -- API tokens -----------------------------------------------------------------------------
 
 
-def add_token(session: Session, *, name: str, role: str, actor: Actor) -> tuple[TokenInfo, str]:
+def _token_info(session: Session, row: ApiToken) -> TokenInfo:
+    """Return the info of one token row with its sites."""
+    sites = site_store.token_sites(session, api_token_ids=[row.id])
+    return TokenInfo.of(row, sites.get(row.id, []))
+
+
+def add_token(
+    session: Session, *, name: str, role: str, actor: Actor, sites: Sequence[str] = ()
+) -> tuple[TokenInfo, str]:
     """Create an API token; return its info and the token (shown once, never stored).
+
+    Parameters
+    ----------
+    sites : sequence of str, optional
+        Names of the sites the token is restricted to (any case), as a user assigned
+        with ``kerma sites assign`` (#15); empty: every site.
 
     Raises
     ------
     AccountError
         The name is invalid or taken, or the role unknown.
+    NotFoundError
+        A site name is not a site (the message lists the sites).
     """
     name = check_name(name, "token name")
     token_role = parse_role(role)
+    site_ids = site_store.site_ids_for_names(session, names=sites)
     if store.get_token(session, name=name) is not None:
         raise AccountError(
             f"There is already a token {name!r} (revoked tokens keep their name); "
@@ -843,10 +868,12 @@ def add_token(session: Session, *, name: str, role: str, actor: Actor) -> tuple[
         created_by=actor.name,
         now=now,
     )
-    record_audit(
-        session, actor=actor, action="token.add", target=name, detail={"role": token_role.value}
-    )
-    return TokenInfo.of(row), token
+    site_store.set_token_sites(session, api_token_id=row.id, site_ids=site_ids)
+    detail: dict[str, Any] = {"role": token_role.value}
+    if site_ids:
+        detail["sites"] = [n.strip() for n in sites if n.strip()]
+    record_audit(session, actor=actor, action="token.add", target=name, detail=detail)
+    return _token_info(session, row), token
 
 
 def revoke_token(session: Session, *, name: str, actor: Actor) -> TokenInfo:
@@ -863,12 +890,14 @@ def revoke_token(session: Session, *, name: str, actor: Actor) -> TokenInfo:
     if row.revoked_at is None:
         row.revoked_at = utc_now()
         record_audit(session, actor=actor, action="token.revoke", target=name)
-    return TokenInfo.of(row)
+    return _token_info(session, row)
 
 
 def list_tokens(session: Session) -> list[TokenInfo]:
-    """Return every API token (revoked ones too), by name."""
-    return [TokenInfo.of(row) for row in store.list_tokens(session)]
+    """Return every API token (revoked ones too) with its sites, by name."""
+    rows = store.list_tokens(session)
+    sites = site_store.token_sites(session, api_token_ids=[row.id for row in rows])
+    return [TokenInfo.of(row, sites.get(row.id, [])) for row in rows]
 
 
 def resolve_token(
@@ -883,7 +912,7 @@ def resolve_token(
     now = now or utc_now()
     last = as_utc(row.last_used_at)
     touch = last is None or (now - last).total_seconds() >= TOUCH_INTERVAL_S
-    return TokenInfo.of(row), touch
+    return _token_info(session, row), touch
 
 
 def touch_token(session: Session, *, token: str, now: dt.datetime | None = None) -> None:
@@ -1014,10 +1043,12 @@ class Accounts:
             store.revoke_session(s, session_hash=sha256_hex(session_id), now=utc_now())
 
     # tokens
-    def add_token(self, name: str, role: str, actor: Actor) -> tuple[TokenInfo, str]:
+    def add_token(
+        self, name: str, role: str, actor: Actor, sites: Sequence[str] = ()
+    ) -> tuple[TokenInfo, str]:
         """See :func:`add_token`."""
         with self.session() as s:
-            return add_token(s, name=name, role=role, actor=actor)
+            return add_token(s, name=name, role=role, actor=actor, sites=sites)
 
     def revoke_token(self, name: str, actor: Actor) -> TokenInfo:
         """See :func:`revoke_token`."""

@@ -77,7 +77,8 @@ class Role(IntEnum):
 class Principal:
     """The authenticated user (``kind="user"``) or API token (``kind="token"``) of a request.
 
-    ``site_ids`` is ``None`` for "all sites" (issue #15 narrows it).
+    ``site_ids`` is ``None`` for "all sites"; a user assigned to sites (``kerma sites
+    assign``) or a token made with ``--site`` has their ids (issue #15).
     """
 
     username: str
@@ -141,7 +142,13 @@ def _identify(request: Request) -> tuple[Principal | None, str | None]:
         info = accounts.resolve_token(token)
         if info is None:
             return None, None
-        return Principal(username=info.name, role=Role[info.role.value], kind="token"), None
+        principal = Principal(
+            username=info.name,
+            role=Role[info.role.value],
+            kind="token",
+            site_ids=info.site_ids or None,  # a token's sites, as a user's (issue #15)
+        )
+        return principal, None
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
         found = accounts.resolve_session(session_id)

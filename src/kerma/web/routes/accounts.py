@@ -291,11 +291,15 @@ def add_token(
     principal: Admin,
     name: Annotated[str, Form(max_length=128)],
     role: Annotated[str, Form(max_length=16)],
+    sites: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
-    """Create an API token and show it once."""
+    """Create an API token (restricted to the comma-separated ``sites``) and show it once."""
+    names = [n.strip() for n in sites.split(",") if n.strip()]
     try:
-        info, token = get_accounts(request.app).add_token(name, role, actor_of(request, principal))
-    except AccountError as exc:
+        info, token = get_accounts(request.app).add_token(
+            name, role, actor_of(request, principal), sites=names
+        )
+    except (AccountError, NotFoundError) as exc:
         return _tokens_page(request, error=str(exc), status=400)
     return _tokens_page(request, new_token=token, new_name=info.name)
 

@@ -3,7 +3,8 @@ review actions (POST, CSRF-checked, audited) and the significant-event report (P
 
 Everything goes through :mod:`kerma.services.alerts` (the review trail is the
 services' hash-chained history) and :mod:`kerma.services.alert_report`. Physicists
-and admins only.
+and admins only; a user restricted to sites sees and reviews the alerts of those
+sites only (:func:`kerma.services.sites.check_alert_site`, issue #15).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from kerma.errors import AlertReviewError, ReportNotAllowedError
 from kerma.services import alerts as alert_service
 from kerma.services.dashboard import AlertFilter
+from kerma.services.sites import check_alert_site, narrow_alert_filter
 from kerma.web.deps import FilterError, ReadSession, RegistryDep
 from kerma.web.security import Principal, Role, audit, require_role, verify_csrf
 from kerma.web.templating import render
@@ -40,7 +42,7 @@ def queue(
     per_page = 50
     if state and state != "all" and state not in STATES:
         raise FilterError(f"alert state {state!r} is not one of {', '.join(STATES)} or all.")
-    flt = AlertFilter(state=state if state in STATES else None)
+    flt = narrow_alert_filter(AlertFilter(state=state if state in STATES else None), user)
     frame = alert_service.list_alerts(
         session, flt=flt, limit=per_page, offset=(page - 1) * per_page
     )
@@ -83,6 +85,7 @@ def alert_detail(
     request: Request, alert_id: int, session: ReadSession, user: Physicist
 ) -> HTMLResponse:
     """Render one alert: values, threshold and source, history, review form."""
+    check_alert_site(session, alert_id, user)
     return _alert_page(request, session, alert_id)
 
 
@@ -94,9 +97,13 @@ def _act(
     action: str,
     detail: dict[str, str],
 ) -> Response:
-    """Run one review action in its own transaction; audit it; show the alert again."""
+    """Run one review action in its own transaction; audit it; show the alert again.
+
+    An alert of a site the user may not see is refused (403, issue #15).
+    """
     try:
         with registry.session(write=True) as session:  # type: ignore[attr-defined]
+            check_alert_site(session, alert_id, user)
             if action == "review":
                 alert_service.review_alert(
                     session, alert_id, user=user.username, note=detail.get("note", "")
@@ -169,6 +176,7 @@ def report(request: Request, alert_id: int, session: ReadSession, user: Physicis
     """Return the significant-event report of an alert notified to the authority; audited."""
     from kerma.services.alert_report import render_report
 
+    check_alert_site(session, alert_id, user)
     message, quantities = alert_service.report_message(session, alert_id)
     try:
         pdf = render_report(message, quantities, "pdf")

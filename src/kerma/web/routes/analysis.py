@@ -47,7 +47,9 @@ def analysis_page(
 ) -> HTMLResponse:
     """Render the charts of the chosen exam (``exam``; default the most frequent)."""
     exams = request.app.state.cache.get(
-        session, ("exams",), lambda: dashboard.exam_choices(session)
+        session,
+        ("exams", flt.site_ids),
+        lambda: dashboard.exam_choices(session, site_ids=flt.site_ids),
     )
     exam = flt.standard_exams[0] if flt.standard_exams else (exams[0][0] if exams else None)
     context: dict[str, object] = {

@@ -22,7 +22,7 @@ from kerma.services import alerts as alert_service
 from kerma.services import analytics, dashboard
 from kerma.services import studies as study_service
 from kerma.services.dashboard import AlertFilter
-from kerma.services.sites import check_study_site
+from kerma.services.sites import check_alert_site, check_study_site, narrow_alert_filter
 from kerma.web.deps import FilterDep, ReadSession, RegistryDep, refuse_unknown_query
 from kerma.web.routes.studies import count_cached
 from kerma.web.security import Principal, Role, audit, require_role
@@ -157,7 +157,7 @@ def list_alerts(
     per_page: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> Page:
     """Return one page of alerts, newest study first."""
-    flt = AlertFilter(state=state or None)
+    flt = narrow_alert_filter(AlertFilter(state=state or None), user)
     frame = alert_service.list_alerts(
         session, flt=flt, limit=per_page, offset=(page - 1) * per_page
     )
@@ -167,7 +167,8 @@ def list_alerts(
 
 @router.get("/alerts/{alert_id}", response_model=dict[str, Any], summary="One alert")
 def get_alert(alert_id: int, session: ReadSession, user: Physicist) -> dict[str, Any]:
-    """Return one alert with its context and review history."""
+    """Return one alert with its context and review history (403: another site's)."""
+    check_alert_site(session, alert_id, user)
     alert = alert_service.get_alert(session, alert_id)
     alert.pop("history", None)  # tuples; ``history_entries`` holds the same as objects
     return dict(jsonable_encoder(alert))

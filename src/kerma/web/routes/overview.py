@@ -1,7 +1,8 @@
 """The overview page (``/``): studies per month, open alerts, DRL status, last contact.
 
 Every number comes from one service call (:mod:`kerma.services.dashboard`,
-:mod:`kerma.services.alerts`); viewers and above may see it (aggregates only).
+:mod:`kerma.services.alerts`); viewers and above may see it (aggregates only), of
+their sites only when they are restricted to sites (issue #15).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from kerma.services import dashboard
 from kerma.services.filters import StudyFilter
+from kerma.services.sites import allowed_site_ids, narrow_filter
 from kerma.web import charts
 from kerma.web.deps import ReadSession, RegistryDep
 from kerma.web.security import Principal, Role, require_role
@@ -28,30 +30,44 @@ router = APIRouter(tags=["pages"])
 SILENT_AFTER_DAYS = 7
 
 
-def overview_aggregates(app: Any, session: Session, registry: Any) -> dict[str, Any]:
-    """Return the overview's registry-wide aggregates through the app's cache.
+def overview_aggregates(
+    app: Any, session: Session, registry: Any, principal: Principal | None = None
+) -> dict[str, Any]:
+    """Return the overview's aggregates through the app's cache.
 
     Studies per month (and its chart), the DRL status by room and exam and the devices'
-    last contact: computed once per registry state (``app.state.cache``), so only the
-    first request after an import pays for them (``docs/web.md``).
+    last contact: computed once per registry state and site set (``app.state.cache``),
+    so only the first request after an import pays for them (``docs/web.md``). A
+    principal restricted to sites (issue #15) gets its sites' numbers only, cached
+    under its site set; ``None`` or an unrestricted principal, the whole registry's.
     """
     cache = app.state.cache
     settings = registry.settings
     fingerprint = registry.context.fingerprint
+    site_ids = allowed_site_ids(principal)
+    flt = narrow_filter(StudyFilter(), principal)
     per_month = cache.get(
-        session, ("per_month",), lambda: dashboard.studies_per_month(session, flt=StudyFilter())
+        session,
+        ("per_month", site_ids),
+        lambda: dashboard.studies_per_month(session, flt=flt),
     )
     return {
         "per_month": per_month,
         "per_month_chart": cache.get(
-            session, ("per_month_chart",), lambda: charts.studies_per_month(per_month)
+            session, ("per_month_chart", site_ids), lambda: charts.studies_per_month(per_month)
         ),
         "drl": cache.get(
             session,
-            ("drl_status", fingerprint, settings.drl_set),
-            lambda: dashboard.drl_status(session, settings=settings),
+            ("drl_status", fingerprint, settings.drl_set, site_ids),
+            lambda: dashboard.drl_status(
+                session, settings=settings, flt=flt if site_ids is not None else None
+            ),
         ),
-        "contacts": cache.get(session, ("contacts",), lambda: dashboard.device_contacts(session)),
+        "contacts": cache.get(
+            session,
+            ("contacts", site_ids),
+            lambda: dashboard.device_contacts(session, site_ids=site_ids),
+        ),
     }
 
 
@@ -77,8 +93,8 @@ def overview(
     registry: RegistryDep,
     user: Annotated[Principal, Depends(require_role(Role.viewer))],
 ) -> HTMLResponse:
-    """Render the overview (registry-wide aggregates cached per registry state)."""
-    values = overview_aggregates(request.app, session, registry)
+    """Render the overview (aggregates of the user's sites, cached per registry state)."""
+    values = overview_aggregates(request.app, session, registry, user)
     per_month = values["per_month"]
     return render(
         request,
@@ -86,7 +102,7 @@ def overview(
         {
             "per_month_chart": values["per_month_chart"],
             "n_studies": int(per_month["n_studies"].sum()) if len(per_month) else 0,
-            "alert_counts": dashboard.alert_counts(session),
+            "alert_counts": dashboard.alert_counts(session, site_ids=allowed_site_ids(user)),
             "drl": values["drl"],
             "contacts": values["contacts"],
             "silent_after_days": SILENT_AFTER_DAYS,

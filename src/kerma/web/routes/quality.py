@@ -2,7 +2,8 @@
 
 Every route is one call of :mod:`kerma.services.quality` (the same as ``kerma quality``)
 and depends on :func:`kerma.web.security.require_role`: aggregates and scatter points
-(no study detail) need ``viewer``. May import ``kerma.services`` and ``kerma.web``.
+(no study detail) need ``viewer``; a principal restricted to sites sees its sites'
+numbers only (issue #15). May import ``kerma.services`` and ``kerma.web``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from kerma.services.filters import StudyFilter
+from kerma.services.sites import allowed_site_ids, narrow_filter
 from kerma.web.deps import refuse_unknown_query
 from kerma.web.security import Principal, Role, require_role
 from kerma.web.templating import render
@@ -50,15 +52,20 @@ def _session(request: Request) -> Iterator[Session]:
 
 
 def _filter(
+    principal: Principal,
     date_from: dt.date | None,
     date_to: dt.date | None,
     modality: str | None,
     device: str | None,
     protocol: str | None = None,
 ) -> StudyFilter:
-    """Return the study filter of the query parameters."""
+    """Return the study filter of the query parameters, narrowed to the principal's sites.
+
+    (:func:`kerma.services.sites.narrow_filter`, as :func:`kerma.web.deps.study_filter`
+    does for the other pages; issue #15.)
+    """
     try:
-        return StudyFilter(
+        flt = StudyFilter(
             modalities=modality or (),  # type: ignore[arg-type]
             date_from=date_from,
             date_to=date_to,
@@ -67,6 +74,7 @@ def _filter(
         )
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
+    return narrow_filter(flt, principal)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -83,7 +91,7 @@ def _groups(by: str) -> list[str]:
 @api.get("/ei")
 def ei_summary(
     request: Request,
-    _: Viewer,
+    user: Viewer,
     by: str = "room,detector,protocol,body_part",
     date_from: FromQ = None,
     date_to: ToQ = None,
@@ -94,7 +102,7 @@ def ei_summary(
     """Deviation index distribution per group (``kerma quality ei``)."""
     from kerma.services.quality import exposure_index_summary
 
-    flt = _filter(date_from, date_to, modality, device, protocol)
+    flt = _filter(user, date_from, date_to, modality, device, protocol)
     with _session(request) as session:
         try:
             frame = exposure_index_summary(session, group_by=_groups(by), flt=flt)
@@ -106,7 +114,7 @@ def ei_summary(
 @api.get("/vendor")
 def vendor_summary(
     request: Request,
-    _: Viewer,
+    user: Viewer,
     date_from: FromQ = None,
     date_to: ToQ = None,
     modality: ModalityQ = None,
@@ -116,14 +124,14 @@ def vendor_summary(
     from kerma.services.quality import vendor_indices
 
     with _session(request) as session:
-        frame = vendor_indices(session, flt=_filter(date_from, date_to, modality, device))
+        frame = vendor_indices(session, flt=_filter(user, date_from, date_to, modality, device))
     return _records(frame)
 
 
 @api.get("/rejects")
 def reject_summary(
     request: Request,
-    _: Viewer,
+    user: Viewer,
     by: str = "room",
     date_from: FromQ = None,
     date_to: ToQ = None,
@@ -133,7 +141,7 @@ def reject_summary(
     """Reject rates per group (``kerma quality rejects``)."""
     from kerma.services.quality import reject_rates
 
-    flt = _filter(date_from, date_to, modality, device)
+    flt = _filter(user, date_from, date_to, modality, device)
     with _session(request) as session:
         try:
             frame = reject_rates(session, group_by=_groups(by), flt=flt)
@@ -145,7 +153,7 @@ def reject_summary(
 @api.get("/noise")
 def noise_summary(
     request: Request,
-    _: Viewer,
+    user: Viewer,
     date_from: FromQ = None,
     date_to: ToQ = None,
     protocol: ProtocolQ = None,
@@ -165,6 +173,7 @@ def noise_summary(
             station=station,
             limit=limit,
             offset=offset,
+            site_ids=allowed_site_ids(user),
         )
     return _records(frame)
 
@@ -172,7 +181,7 @@ def noise_summary(
 @api.get("/points")
 def dose_di_points(
     request: Request,
-    _: Viewer,
+    user: Viewer,
     date_from: FromQ = None,
     date_to: ToQ = None,
     modality: ModalityQ = None,
@@ -183,7 +192,7 @@ def dose_di_points(
     """The newest exposures with a DI and their dose (the page's scatter)."""
     from kerma.services.quality import dose_di_points as points
 
-    flt = _filter(date_from, date_to, modality, device, protocol)
+    flt = _filter(user, date_from, date_to, modality, device, protocol)
     with _session(request) as session:
         frame = points(session, flt=flt, limit=limit)
     return _records(frame)
@@ -213,7 +222,7 @@ def _drl_by_room(request: Request, flt: StudyFilter) -> dict[str, str]:
 @pages.get("/quality", response_class=HTMLResponse)
 def quality_page(
     request: Request,
-    _: Viewer,
+    user: Viewer,
     date_from: FromQ = None,
     date_to: ToQ = None,
     modality: ModalityQ = None,
@@ -231,12 +240,17 @@ def quality_page(
     )
     from kerma.web.quality_charts import dose_di_figure, dose_noise_figure
 
-    flt = _filter(date_from, date_to, modality, device, protocol)
+    flt = _filter(user, date_from, date_to, modality, device, protocol)
     with _session(request) as session:
         di_points = points(session, flt=flt)
         summary = exposure_index_summary(session, group_by=["protocol"], flt=flt)
         series = noise_by_series(
-            session, date_from=date_from, date_to=date_to, protocol=protocol, station=device
+            session,
+            date_from=date_from,
+            date_to=date_to,
+            protocol=protocol,
+            station=device,
+            site_ids=allowed_site_ids(user),
         )
         rejects = reject_rates(session, group_by=["room"], flt=flt)
     drl = _drl_by_room(request, flt)

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from kerma.services import dashboard
 from kerma.services import studies as study_service
 from kerma.services.filters import DOSE_RANGE_QUANTITIES, StudyFilter
-from kerma.services.sites import check_study_site
+from kerma.services.sites import allowed_site_ids, check_study_site
 from kerma.web.deps import FilterDep, ReadSession, RegistryDep
 from kerma.web.security import Principal, Role, audit, require_role
 from kerma.web.templating import render
@@ -120,9 +120,11 @@ def browse(
             "query": lambda **c: filter_query(request, **c),
             "dose_quantities": DOSE_RANGE_QUANTITIES,
             "exams": request.app.state.cache.get(
-                session, ("exams",), lambda: dashboard.exam_choices(session)
+                session,
+                ("exams", flt.site_ids),
+                lambda: dashboard.exam_choices(session, site_ids=flt.site_ids),
             ),
-            "devices": dashboard.device_choices(session),
+            "devices": dashboard.device_choices(session, site_ids=allowed_site_ids(user)),
             "label": dashboard.quantity_label,
         },
     )
