@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -106,6 +106,17 @@ COMPARISON_COLUMNS: Final[tuple[str, ...]] = (
     "source_ref",
     "note",
 )
+
+
+#: Text columns of :func:`compare_with_drls` (pandas strings; missing values stay missing).
+_TEXT_COLUMNS: Final[tuple[str, ...]] = tuple(
+    name
+    for name in COMPARISON_COLUMNS
+    if name
+    not in {"device_id", "n", "n_studies", "n_unknown_age", "min_sample", "typical_value",
+            "sample_median", "drl_value", "ratio_to_drl", "drl_year", "drl_valid_from",
+            "drl_valid_to"}
+)  # fmt: skip
 
 
 def _band_mask(samples: pd.DataFrame, drl: pd.Series) -> pd.Series:
@@ -594,43 +605,14 @@ def assemble_comparison(
     unknown_age : str
         The unknown-age policy (shown in ``unknown_age_policy``).
     """
-    rows: list[pd.DataFrame] = []
-    for cell, found in zip(cells, rooms, strict=True):
-        if found.empty:
-            continue
-        found = found.copy()
-        if cell.drl is None:
-            quantity = PRIMARY_QUANTITY[cell.family]
-            found["standard_exam"] = cell.exam
-            found["quantity"] = quantity
-            found["unit"] = QUANTITY_UNITS[quantity]
-            found["min_sample"] = cell.min_sample
-            found["drl_value"] = np.nan
-            rows.append(
-                found.assign(patient_group=cell.patient_group, status=cell.status, note=cell.note)
-            )
-            continue
-        drl = cell.drl
-        found["min_sample"] = cell.min_sample
-        found["drl_value"] = float(drl["drl_value"])
-        found["standard_exam"] = cell.exam
-        found["drl_exam"] = cell.drl_exam
-        found["note"] = cell.note
-        for name in ("clinical_indication", "patient_group", "band_label"):
-            found[name] = drl[name]
-        found["view"] = drl["view"] if isinstance(drl["view"], str) else ""
-        found["quantity"] = drl["quantity"]
-        found["unit"] = drl["unit"]
-        for name in ("drl_region", "drl_source", "drl_year", "source_ref"):
-            found[name] = drl[name]
-        found["drl_status"] = drl["status"]
-        found["drl_verification"] = drl["verification"]
-        found["drl_valid_from"] = drl.get("valid_from", pd.NaT)
-        found["drl_valid_to"] = drl.get("valid_to", pd.NaT)
-        rows.append(found)
-    if not rows:
+    kept = [(cell, found) for cell, found in zip(cells, rooms, strict=True) if not found.empty]
+    if not kept:
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
-    out = pd.concat(rows, ignore_index=True)
+    # one metadata row per cell, repeated over its rooms (not one assignment per cell)
+    meta = pd.DataFrame([_cell_columns(cell) for cell, _ in kept])
+    meta = meta.loc[meta.index.repeat([len(found) for _, found in kept])]
+    found_rooms = pd.concat([found for _, found in kept], ignore_index=True)
+    out = pd.concat([found_rooms, meta.reset_index(drop=True)], axis=1)
     for name in COMPARISON_COLUMNS:
         if name not in out.columns:
             out[name] = np.nan
@@ -652,10 +634,47 @@ def assemble_comparison(
     out["n_unknown_age"] = out["n_unknown_age"].astype(int)
     out["unknown_age_policy"] = unknown_age
     out = out[list(COMPARISON_COLUMNS)]
+    for name in ("drl_valid_from", "drl_valid_to"):  # the DRL table's unit, not the cells'
+        out[name] = pd.to_datetime(out[name]).astype("datetime64[ns]")
+    for name in _TEXT_COLUMNS:
+        out[name] = out[name].astype("str")
     return out.sort_values(
         ["standard_exam", "quantity", "patient_group", "band_label", "device_name"],
         ignore_index=True,
     )
+
+
+def _cell_columns(cell: RoomCell) -> dict[str, Any]:
+    """Return the comparison columns a cell gives each of its rooms (DRL row or status)."""
+    if cell.drl is None:
+        quantity = PRIMARY_QUANTITY[cell.family]
+        return {
+            "standard_exam": cell.exam,
+            "quantity": quantity,
+            "unit": QUANTITY_UNITS[quantity],
+            "min_sample": cell.min_sample,
+            "drl_value": np.nan,
+            "patient_group": cell.patient_group,
+            "status": cell.status,
+            "note": cell.note,
+        }
+    drl = cell.drl
+    return {
+        "min_sample": cell.min_sample,
+        "drl_value": float(drl["drl_value"]),
+        "standard_exam": cell.exam,
+        "drl_exam": cell.drl_exam,
+        "note": cell.note,
+        **{name: drl[name] for name in ("clinical_indication", "patient_group", "band_label")},
+        "view": drl["view"] if isinstance(drl["view"], str) else "",
+        "quantity": drl["quantity"],
+        "unit": drl["unit"],
+        **{name: drl[name] for name in ("drl_region", "drl_source", "drl_year", "source_ref")},
+        "drl_status": drl["status"],
+        "drl_verification": drl["verification"],
+        "drl_valid_from": drl.get("valid_from", pd.NaT),
+        "drl_valid_to": drl.get("valid_to", pd.NaT),
+    }
 
 
 def _validity_text(drls: pd.DataFrame) -> str:

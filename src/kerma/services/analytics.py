@@ -577,10 +577,10 @@ def statistics(
 
 
 def _text_keys(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Return ``table`` with its text grouping columns as ``object`` (whatever their source)."""
+    """Return ``table`` with its text grouping columns as pandas strings (whatever their source)."""
     for key in keys:
         if key in table.columns and not pd.api.types.is_numeric_dtype(table[key]):
-            table[key] = table[key].astype(object)
+            table[key] = table[key].astype(str)
     return table
 
 
