@@ -47,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.selectable import Select, Subquery
+from sqlalchemy.sql.selectable import CTE, Select, Subquery
 
 from kerma.db.filters import StudyFilter, study_conditions
 from kerma.db.models import Device, EventGroup, IrradiationEvent, Study
@@ -112,7 +112,8 @@ def _samples(
     columns: Sequence[str],
     mapped_only: bool,
     views: Mapping[str, str] | None = None,
-) -> Subquery:
+    materialized: bool = False,
+) -> Subquery | CTE:
     """Return the samples of one family as a subquery, one row per sample.
 
     Columns: ``study_id``, ``device_id``, ``standard_exam``, ``age`` (years),
@@ -121,6 +122,8 @@ def _samples(
     (``standard_exam`` NULL when unmapped); event families: the current events of the
     family's modalities (``standard_exam`` NULL when unmapped; left out with
     ``mapped_only``), their study's context; ``flt`` applies as in the sample frame.
+    ``materialized``: a ``MATERIALIZED`` common table expression instead, read once
+    by a hash join (the planner would otherwise re-read the samples per unit).
     """
     s = Study
     context = (
@@ -138,7 +141,7 @@ def _samples(
             cast(null(), String).label("view"),
             *(getattr(s, c).label(f"v{i}") for i, c in enumerate(columns)),
         ).where(s.modality_family == family, s.number_of_events > 0, *study_conditions(flt))
-        return stmt.subquery("sample")
+        return _named(stmt, materialized=materialized)
     e = IrradiationEvent
     g = EventGroup
     groups = select(g.id).where(
@@ -163,6 +166,13 @@ def _samples(
     )
     if mapped_only:
         stmt = stmt.where(e.standard_exam != "")
+    return _named(stmt, materialized=materialized)
+
+
+def _named(stmt: Select[Any], *, materialized: bool) -> Subquery | CTE:
+    """Return the samples' statement as the ``sample`` subquery or materialised CTE."""
+    if materialized:
+        return stmt.cte("sample").prefix_with("MATERIALIZED")
     return stmt.subquery("sample")
 
 
@@ -281,7 +291,9 @@ def room_medians(
     if not units:
         return []
     columns = list(dict.fromkeys(u.column for u in units))
-    sample = _samples(family, flt=flt, columns=columns, mapped_only=True, views=views)
+    sample = _samples(
+        family, flt=flt, columns=columns, mapped_only=True, views=views, materialized=True
+    )
     unit_table = values(
         column("unit_id", Integer),
         column("exam", String),
