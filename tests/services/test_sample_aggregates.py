@@ -176,6 +176,25 @@ class TestDrlComparisonInDatabase:
         assert set(pg.comparison["patient_group"]) == {"adult", "paediatric"}
         assert pg.comparison["n_unknown_age"].sum() >= 1  # the DX study of unknown age
 
+    @pytest.mark.parametrize(
+        ("options", "reason"),
+        [
+            ({"flt": StudyFilter(study_description="QA", include_non_patient=True),
+              "families": ("CT",)}, "1 CT studies match the filter, but none is mapped"),
+            ({"flt": StudyFilter(date_from=dt.date(2030, 1, 1))},
+             "no study in the filter has CT/DX/MG/RF/XA dose values"),
+        ],
+        ids=["unmapped QA study", "no study"],
+    )  # fmt: skip
+    def test_empty_reason_equals(
+        self, crafted_pair: tuple[Registry, Registry], options: dict[str, Any], reason: str
+    ) -> None:
+        """Without a comparison row both backends give the same reason (counted in SQL)."""
+        lite, pg = (_drl(r, **options) for r in crafted_pair)
+        _assert_same_comparison(lite, pg)
+        assert pg.comparison.empty
+        assert str(pg.empty_reason).startswith(reason)
+
 
 STATS_CASES = {
     "exam and room": {},

@@ -45,7 +45,7 @@ This module works on DataFrames only. May import ``kerma.records``, ``kerma.unit
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -753,7 +753,7 @@ LOCAL_DRL_COLUMNS: Final[tuple[str, ...]] = (
 
 def plan_local_drls(
     present: set[tuple[str, str]],
-    quantities: dict[str, Sequence[str]],
+    quantities: Mapping[str, Sequence[str]],
     *,
     min_sample: int = 20,
     min_sample_mammography: int = 50,
@@ -764,7 +764,7 @@ def plan_local_drls(
     ----------
     present : set of (str, str)
         The (modality family, standard exam) pairs that have samples.
-    quantities : dict of str to sequence of str
+    quantities : mapping of str to sequence of str
         Sample columns described per modality family, in the order of the rows.
     min_sample, min_sample_mammography : int, optional
         As :func:`local_drls`.

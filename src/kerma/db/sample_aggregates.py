@@ -8,6 +8,7 @@ functions let the database count, rank and describe them with GROUP BY and
 pandas' default definition), so a command's memory does not grow with the registry:
 
 - :func:`sample_exam_counts`: samples per standard exam (and whether any is a child's);
+- :func:`sample_study_count`: the distinct studies of the samples (why nothing compares);
 - :func:`room_medians`: per comparison cell (exam, patient group, DRL row band, view
   and validity) and room, the counts and the median;
 - :func:`image_views`: the distinct stored views of a family's events;
@@ -198,6 +199,22 @@ def sample_exam_counts(
         func.count(case((or_(sample.c.age.is_(None), sample.c.age >= adult_age_years), 1))),
     ).group_by(sample.c.standard_exam)
     return fetch_rows(session, stmt)
+
+
+def sample_study_count(
+    session: Session, *, flt: StudyFilter | None, families: Sequence[str]
+) -> int:
+    """Return the distinct studies among the samples of ``families``, mapped or not.
+
+    One ``COUNT(DISTINCT)`` over the families' samples (any database).
+    """
+    if not families:
+        return 0
+    parts = [
+        select(_samples(f, flt=flt, columns=(), mapped_only=False).c.study_id) for f in families
+    ]
+    studies = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("studies")
+    return int(session.scalar(select(func.count(distinct(studies.c.study_id)))) or 0)
 
 
 def image_views(session: Session, *, family: str) -> list[str]:
@@ -548,4 +565,5 @@ __all__ = [
     "room_medians",
     "sample_exam_counts",
     "sample_statistics",
+    "sample_study_count",
 ]

@@ -463,14 +463,14 @@ def _why_no_comparison(
 ) -> str:
     """Return why a DRL comparison has no row: no study in the filter, or none mapped."""
     names = "/".join(families)
-    everything = dose_samples(session, flt=flt, families=families, context=DRL_CONTEXT)
-    if everything.empty or "study_id" not in everything.columns:
+    wanted = [f for f in dict.fromkeys(families) if f in MODALITY_FAMILIES]
+    n = aggregates.sample_study_count(session, flt=flt, families=wanted)  # one COUNT
+    if not n:
         what = "no study in the filter" if flt.has_study_conditions else "no study"
         return (
             f"{what} has {names} dose values to compare (check --from/--to, --device and "
             "--modality, or import studies first)."
         )
-    n = everything["study_id"].nunique()
     return (
         f"{n} {names} studies match the filter, but none is mapped to a standard exam"
         + (f" {exam!r}" if exam else "")
