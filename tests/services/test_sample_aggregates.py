@@ -94,6 +94,8 @@ def _assert_same_comparison(lite: analytics.DrlResult, pg: analytics.DrlResult) 
     """Assert two DRL results are equal."""
     _assert_frames_equal(lite.comparison, pg.comparison)
     _assert_frames_equal(lite.local, pg.local)
+    _assert_frames_equal(lite.per_period, pg.per_period)
+    _assert_frames_equal(lite.period_summary, pg.period_summary)
     assert (lite.n_samples, lite.empty_reason, lite.drl_set) == (
         pg.n_samples,
         pg.empty_reason,
@@ -118,6 +120,11 @@ DRL_CASES = {
     "age band": {"drl_set": "EU", "min_sample": 1,
                  "flt": StudyFilter(age_min_years=1, age_max_years=16)},
     "site without studies": {"drl_set": "EU", "flt": StudyFilter(site_names=("Elsewhere",))},
+    "quarters": {"drl_set": "EU", "min_sample": 2, "periods": True},
+    "AU months, consecutive 1": {"drl_set": "AU", "min_sample": 1, "periods": True,
+                                 "period": "month", "consecutive": 1},
+    "UG years, one exam family": {"drl_set": "UG", "min_sample": 2, "min_sample_mammography": 2,
+                                  "periods": True, "period": "year", "families": ("MG",)},
 }  # fmt: skip
 
 
@@ -133,6 +140,9 @@ class TestDrlComparisonInDatabase:
         _assert_same_comparison(lite, pg)
         if "site_names" not in repr(options.get("flt")):
             assert len(pg.comparison) > 0
+        if options.get("periods"):
+            assert len(pg.per_period) > 0
+            assert pg.period_summary["periods_above"].sum() > 0
 
     def test_statuses_cover_every_branch(self, synthetic: tuple[Registry, Registry]) -> None:
         """The cases above reach above, below, insufficient and the no-DRL statuses."""
@@ -170,7 +180,8 @@ class TestDrlComparisonInDatabase:
         self, crafted_pair: tuple[Registry, Registry], min_sample: int, unknown_age: str
     ) -> None:
         """One sample per room, unknown age, a child: the same rows on both backends."""
-        options = {"min_sample": min_sample, "unknown_age": unknown_age, "local": True}
+        options = {"min_sample": min_sample, "unknown_age": unknown_age, "local": True,
+                   "periods": True}  # fmt: skip
         lite, pg = (_drl(r, **options) for r in crafted_pair)
         _assert_same_comparison(lite, pg)
         assert set(pg.comparison["patient_group"]) == {"adult", "paediatric"}

@@ -859,6 +859,24 @@ def compare_by_period(
         )
         compared.insert(0, "period", label)
         parts.append(compared)
+    return summarise_periods(parts, period=period, consecutive=consecutive)
+
+
+def summarise_periods(
+    parts: Sequence[pd.DataFrame], *, period: str, consecutive: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return :func:`compare_by_period`'s frames from the per-period comparisons.
+
+    Parameters
+    ----------
+    parts : sequence of pandas.DataFrame
+        Per period in label order, :func:`compare_with_drls` (without the rows of no
+        DRL) with the ``period`` label first.
+    period : {"month", "quarter", "year"}
+        Length of a period.
+    consecutive : int
+        As :func:`compare_by_period`.
+    """
     if not parts:
         empty = pd.DataFrame(columns=["period", *COMPARISON_COLUMNS])
         return empty, pd.DataFrame()

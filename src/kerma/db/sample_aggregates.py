@@ -91,6 +91,9 @@ class RoomUnit:
         is in force (samples without a date: only when ``valid_to`` is open).
     outside : tuple of (date or None, date or None)
         Validity periods none of which may be in force on the sample's date.
+    period_start : datetime.date or None
+        Only samples of the period starting that day (:func:`room_medians`'s
+        ``period``).
     """
 
     unit_id: int
@@ -104,6 +107,11 @@ class RoomUnit:
     valid_from: dt.date | None = None
     valid_to: dt.date | None = None
     outside: tuple[tuple[dt.date | None, dt.date | None], ...] = ()
+    period_start: dt.date | None = None
+
+
+#: The period of every sample when the units are not per period (a join key, not a date).
+NO_PERIOD: Final = dt.date(1, 1, 1)
 
 
 def _samples(
@@ -114,6 +122,7 @@ def _samples(
     mapped_only: bool,
     views: Mapping[str, str] | None = None,
     materialized: bool = False,
+    period: str | None = None,
 ) -> Subquery | CTE:
     """Return the samples of one family as a subquery, one row per sample.
 
@@ -127,12 +136,16 @@ def _samples(
     by a hash join (the planner would otherwise re-read the samples per unit).
     """
     s = Study
+    period_of: Any = literal(NO_PERIOD, Date)
+    if period is not None:
+        period_of = cast(func.date_trunc(period, cast(s.study_date, DateTime)), Date)
     context = (
         s.id.label("study_id"),
         s.device_id.label("device_id"),
         s.patient_age_years.label("age"),
         s.patient_weight_kg.label("weight"),
         s.study_date.label("day"),
+        period_of.label("period"),
     )
     if family in STUDY_FAMILIES:
         stmt = select(
@@ -201,6 +214,33 @@ def sample_exam_counts(
     return fetch_rows(session, stmt)
 
 
+def sample_period_exam_counts(
+    session: Session,
+    *,
+    flt: StudyFilter | None,
+    family: str,
+    adult_age_years: float,
+    period: str,
+) -> list[tuple[Any, ...]]:
+    """Return per period and standard exam of a family's mapped samples the counts.
+
+    Rows ``(period start, standard_exam, n, n_paediatric, n_adult_or_unknown)``: the
+    first day of the study date's ``period`` (``month``, ``quarter``, ``year``;
+    ``None`` without a date), ``standard_exam`` ``None`` for unmapped study samples.
+    """
+    sample = _samples(family, flt=flt, columns=(), mapped_only=True, period=period)
+    child = sample.c.age < adult_age_years
+    dated = case((sample.c.day.is_not(None), sample.c.period))
+    stmt = select(
+        dated,
+        sample.c.standard_exam,
+        func.count(),
+        func.count(case((child, 1))),
+        func.count(case((or_(sample.c.age.is_(None), sample.c.age >= adult_age_years), 1))),
+    ).group_by(dated, sample.c.standard_exam)
+    return fetch_rows(session, stmt)
+
+
 def sample_study_count(
     session: Session, *, flt: StudyFilter | None, families: Sequence[str]
 ) -> int:
@@ -246,6 +286,7 @@ def _unit_row(unit: RoomUnit, value_index: int) -> tuple[Any, ...]:
         unit.view,
         unit.valid_from,
         unit.valid_to,
+        unit.period_start or NO_PERIOD,
     )
 
 
@@ -275,6 +316,7 @@ def room_medians(
     adult_age_years: float,
     unknown_as_adult: bool,
     views: Mapping[str, str] | None = None,
+    period: str | None = None,
 ) -> list[tuple[Any, ...]]:
     """Return per unit and room the counts and median of the unit's samples (PostgreSQL).
 
@@ -298,6 +340,9 @@ def room_medians(
         Count samples of unknown age as adults (``Settings.drl_unknown_age``).
     views : mapping of str to str, optional
         Stored image view → normalised view, for the views that differ.
+    period : {"month", "quarter", "year", "week"}, optional
+        Units per period: each takes the samples of the period starting on its
+        ``period_start`` (joined on it with the exam).
 
     Returns
     -------
@@ -309,7 +354,13 @@ def room_medians(
         return []
     columns = list(dict.fromkeys(u.column for u in units))
     sample = _samples(
-        family, flt=flt, columns=columns, mapped_only=True, views=views, materialized=True
+        family,
+        flt=flt,
+        columns=columns,
+        mapped_only=True,
+        views=views,
+        materialized=True,
+        period=period,
     )
     unit_table = values(
         column("unit_id", Integer),
@@ -322,6 +373,7 @@ def room_medians(
         column("view", String),
         column("valid_from", Date),
         column("valid_to", Date),
+        column("period_start", Date),
         name="unit",
     ).data([_unit_row(u, columns.index(u.column)) for u in units])
     outside_rows = [(u.unit_id, a, b) for u in units for a, b in u.outside]
@@ -375,7 +427,10 @@ def room_medians(
             func.percentile_cont(0.5).within_group(counted),
         )
         .select_from(sample)
-        .join(unit_table, u.exam == s.standard_exam)
+        .join(
+            unit_table,
+            and_(u.exam == s.standard_exam, cast(u.period_start, Date) == s.period),
+        )
         .where(
             value.is_not(None),
             or_(included, unknown),
@@ -564,6 +619,7 @@ __all__ = [
     "image_views",
     "room_medians",
     "sample_exam_counts",
+    "sample_period_exam_counts",
     "sample_statistics",
     "sample_study_count",
 ]

@@ -17,6 +17,7 @@ May import ``kerma.db``, ``kerma.analysis``, ``kerma.records``, ``kerma.units``,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from kerma.analysis.drl import (
     local_drls,
     plan_comparison,
     plan_local_drls,
+    summarise_periods,
 )
 from kerma.analysis.effective_dose import NO_COEFFICIENT_NOTE
 from kerma.analysis.frames import CONTEXT_COLUMNS, SAMPLE_QUANTITIES, normalise_view
@@ -369,7 +371,7 @@ def compare_drls(
     flt = flt or StudyFilter()
     drls = select_drls(load_drls(extra_paths=drl_extra_paths), drl_set)
     check_device_filter(session, flt)
-    if _is_postgres(session) and not periods:  # one row per room from the database
+    if _is_postgres(session):  # one row per room from the database
         check_unknown_age(unknown_age)
         result = _compare_drls_in_database(
             session,
@@ -385,6 +387,19 @@ def compare_drls(
         )
         if result.comparison.empty:
             result.empty_reason = _why_no_comparison(session, flt, families, exam)
+        elif periods:
+            result.per_period, result.period_summary = _periods_in_database(
+                session,
+                flt=flt,
+                drls=drls,
+                families=families,
+                exam=exam,
+                min_sample=min_sample,
+                min_sample_mammography=min_sample_mammography,
+                unknown_age=unknown_age,
+                period=period,
+                consecutive=consecutive,
+            )
         return result
     # study_date: each study is compared with the DRL edition in force on its date.
     samples = dose_samples(
@@ -881,6 +896,97 @@ def _compare_drls_in_database(
     return result
 
 
+def _periods_in_database(
+    session: Session,
+    *,
+    flt: StudyFilter,
+    drls: pd.DataFrame,
+    families: Sequence[str],
+    exam: str | None,
+    min_sample: int,
+    min_sample_mammography: int,
+    unknown_age: str,
+    period: str,
+    consecutive: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return :func:`kerma.analysis.drl.compare_by_period` computed by PostgreSQL.
+
+    Per period (its label as :func:`kerma.analysis.stats.add_period` writes it), the
+    cells of the comparison without the no-DRL rows, their room medians in one grouped
+    statement per family (joined on exam and period). Samples without a study date
+    (pandas' ``NaT`` period) or a period pandas names otherwise are compared from the
+    sample frame instead.
+    """
+    counts = {
+        family: aggregates.sample_period_exam_counts(
+            session, flt=flt, family=family, adult_age_years=ADULT_AGE_YEARS, period=period
+        )
+        for family in dict.fromkeys(families)
+        if family in MODALITY_FAMILIES
+    }
+    selected = [
+        (family, row)
+        for family, rows in counts.items()
+        for row in rows
+        if exam is None or row[1] == exam
+    ]
+    if period not in ("month", "quarter", "year") or any(row[0] is None for _, row in selected):
+        samples = dose_samples(
+            session, flt=flt, families=families, context=DRL_CONTEXT, mapped_only=True
+        )
+        return compare_by_period(
+            select_exam(samples, exam),
+            drls,
+            period=period,
+            consecutive=consecutive,
+            min_sample=min_sample,
+            min_sample_mammography=min_sample_mammography,
+            unknown_age=unknown_age,
+        )
+    starts = sorted({row[0] for _, row in selected})
+    labels = dict(
+        zip(
+            starts,
+            pd.Series(pd.to_datetime(starts)).dt.to_period(PERIODS[period]).astype(str),
+            strict=True,
+        )
+    )
+    present: dict[str, set[tuple[str, str, str]]] = {labels[s]: set() for s in starts}
+    start_of = {label: start for start, label in labels.items()}
+    for family, (start, name, _, n_paediatric, n_adult) in selected:
+        if name is None:
+            continue
+        if n_adult:
+            present[labels[start]].add((family, str(name), "adult"))
+        if n_paediatric:
+            present[labels[start]].add((family, str(name), "paediatric"))
+    plans = {
+        label: plan_comparison(
+            groups,
+            drls,
+            min_sample=min_sample,
+            min_sample_mammography=min_sample_mammography,
+            include_no_drl=False,
+        )
+        for label, groups in present.items()
+    }
+    cells = [cell for label in sorted(plans) for cell in plans[label]]
+    cell_starts = [start_of[label] for label in sorted(plans) for _ in plans[label]]
+    rooms = _cell_rooms(
+        session, flt, cells, unknown_age=unknown_age, period=period, starts=cell_starts
+    )
+    parts, done = [], 0
+    for label in sorted(plans):
+        size = len(plans[label])
+        compared = assemble_comparison(
+            plans[label], rooms[done : done + size], unknown_age=unknown_age
+        )
+        done += size
+        compared.insert(0, "period", label)
+        parts.append(compared)
+    return summarise_periods(parts, period=period, consecutive=consecutive)
+
+
 #: Columns of a cell's room medians (:func:`kerma.analysis.drl.assemble_comparison`).
 _ROOM_COLUMNS: Final[tuple[str, ...]] = (
     "device_id",
@@ -894,12 +1000,23 @@ _ROOM_COLUMNS: Final[tuple[str, ...]] = (
 
 
 def _cell_rooms(
-    session: Session, flt: StudyFilter, cells: Sequence[RoomCell], *, unknown_age: str
+    session: Session,
+    flt: StudyFilter,
+    cells: Sequence[RoomCell],
+    *,
+    unknown_age: str,
+    period: str | None = None,
+    starts: Sequence[dt.date] | None = None,
 ) -> list[pd.DataFrame]:
-    """Return each cell's room medians, one statement per family (in ``device_id`` order)."""
+    """Return each cell's room medians, one statement per family (in ``device_id`` order).
+
+    With ``period``, cell ``i`` takes the samples of the period starting ``starts[i]``.
+    """
     units: dict[str, list[aggregates.RoomUnit]] = {}
     for i, cell in enumerate(cells):
         unit = _room_unit(i, cell)
+        if unit is not None and starts is not None:
+            unit = dataclasses.replace(unit, period_start=starts[i])
         if unit is not None:
             units.setdefault(cell.family, []).append(unit)
     found: dict[int, list[tuple[Any, ...]]] = {}
@@ -913,6 +1030,7 @@ def _cell_rooms(
             adult_age_years=ADULT_AGE_YEARS,
             unknown_as_adult=unknown_age == "adult",
             views=_view_mapping(session, family) if with_view else None,
+            period=period,
         ):
             found.setdefault(int(row[0]), []).append(tuple(row[1:]))
     names = store.device_names(session)
