@@ -45,8 +45,9 @@ This module works on DataFrames only. May import ``kerma.records``, ``kerma.unit
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -105,6 +106,17 @@ COMPARISON_COLUMNS: Final[tuple[str, ...]] = (
     "source_ref",
     "note",
 )
+
+
+#: Text columns of :func:`compare_with_drls` (pandas strings; missing values stay missing).
+_TEXT_COLUMNS: Final[tuple[str, ...]] = tuple(
+    name
+    for name in COMPARISON_COLUMNS
+    if name
+    not in {"device_id", "n", "n_studies", "n_unknown_age", "min_sample", "typical_value",
+            "sample_median", "drl_value", "ratio_to_drl", "drl_year", "drl_valid_from",
+            "drl_valid_to"}
+)  # fmt: skip
 
 
 def _band_mask(samples: pd.DataFrame, drl: pd.Series) -> pd.Series:
@@ -362,109 +374,245 @@ def compare_with_drls(
     46(1), 2017: the typical value is the median of the DRL quantity for a room and
     examination; the sample should be at least 20 patients (50 for mammography).
     """
+    check_unknown_age(unknown_age)
+    if samples.empty or "standard_exam" not in samples.columns:
+        return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    samples = samples[samples["standard_exam"].notna()]
+    cells = plan_comparison(
+        present_groups(samples, adult_age_years=adult_age_years),
+        drls,
+        min_sample=min_sample,
+        min_sample_mammography=min_sample_mammography,
+        include_no_drl=include_no_drl,
+        columns=set(samples.columns),
+    )
+    rooms = [
+        cell_room_medians(samples, cell, adult_age_years=adult_age_years, unknown_age=unknown_age)
+        for cell in cells
+    ]
+    return assemble_comparison(cells, rooms, unknown_age=unknown_age)
+
+
+def check_unknown_age(unknown_age: str) -> None:
+    """Raise when ``unknown_age`` is not a policy of :data:`UNKNOWN_AGE_POLICIES`.
+
+    Raises
+    ------
+    kerma.errors.ConfigurationError
+        When ``unknown_age`` is not ``"adult"`` or ``"exclude"``.
+    """
     if unknown_age not in UNKNOWN_AGE_POLICIES:
         raise ConfigurationError(
             f"Unable to compare with DRLs: the unknown-age policy {unknown_age!r} is not "
             f"one of {', '.join(UNKNOWN_AGE_POLICIES)} (KERMA_DRL_UNKNOWN_AGE)."
         )
-    if samples.empty or "standard_exam" not in samples.columns:
-        return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
-    samples = samples[samples["standard_exam"].notna()]
+
+
+@dataclass(eq=False)
+class RoomCell:
+    """One set of room medians of a DRL comparison: which samples, which column.
+
+    The samples of ``family`` mapped to ``exam`` and of ``patient_group`` (``"adult"``:
+    at least the adult age, with the unknown-age samples counted in ``n_unknown_age``
+    and, under the ``"adult"`` policy, in ``n``; ``"paediatric"``: younger;
+    ``"all"``: every sample, as local DRLs take them); when ``drl`` is given, only
+    those in its band and view (:func:`_band_mask`) on whose date it is in force
+    (:func:`_in_force`); when ``outside`` is given, only those on whose date none of
+    these DRL rows is in force. The room medians are taken of ``column``, and a room
+    whose sample has fewer than ``min_sample`` distinct studies gets no typical value.
+
+    ``status`` and ``note`` are the comparison's for cells without a DRL row
+    (``drl`` is ``None``): ``"no DRL in the selected set"``, ``"no DRL without
+    clinical indication"`` or ``"no DRL in force on the study date"``.
+    """
+
+    family: str
+    exam: str
+    patient_group: str
+    column: str
+    min_sample: int
+    drl: pd.Series | None = None
+    drl_exam: str = ""
+    outside: tuple[pd.Series, ...] = ()
+    status: str | None = None
+    note: str = ""
+
+
+#: Patient groups of the comparison, in the order their rows are listed.
+PATIENT_GROUPS: Final[tuple[str, ...]] = ("adult", "paediatric")
+
+
+def present_groups(
+    samples: pd.DataFrame, *, adult_age_years: float = ADULT_AGE_YEARS
+) -> set[tuple[str, str, str]]:
+    """Return the (modality family, standard exam, patient group) that have samples.
+
+    A sample of unknown age belongs to the adult group (counted there whatever the
+    unknown-age policy); ``samples`` without ``standard_exam`` are ignored.
+    """
+    data = samples[samples["standard_exam"].notna()]
     age = pd.to_numeric(
-        samples.get("patient_age_years", pd.Series(np.nan, index=samples.index)),
-        errors="coerce",
+        data.get("patient_age_years", pd.Series(np.nan, index=data.index)), errors="coerce"
     )
-    is_unknown = age.isna()
-    is_child = age < adult_age_years  # False for unknown age
-    groups = {
-        "adult": (~is_unknown & ~is_child) | (is_unknown & (unknown_age == "adult")),
-        "paediatric": is_child,
-    }
+    is_child = (age < adult_age_years).to_numpy()
+    out: set[tuple[str, str, str]] = set()
+    for group, members in (("adult", ~is_child), ("paediatric", is_child)):
+        keys = data.loc[members, ["modality_family", "standard_exam"]].drop_duplicates()
+        out |= {(str(f), str(e), group) for f, e in keys.itertuples(index=False)}
+    return out
+
+
+def plan_comparison(
+    present: set[tuple[str, str, str]],
+    drls: pd.DataFrame,
+    *,
+    min_sample: int = 20,
+    min_sample_mammography: int = 50,
+    include_no_drl: bool = True,
+    columns: set[str] | None = None,
+) -> list[RoomCell]:
+    """Return the room medians a DRL comparison needs, in the order of its rows.
+
+    Parameters
+    ----------
+    present : set of (str, str, str)
+        The (modality family, standard exam, patient group) that have samples
+        (:func:`present_groups`, or the database's counts).
+    drls : pandas.DataFrame
+        Selected DRL rows (:func:`kerma.analysis.reference.select_drls`).
+    min_sample, min_sample_mammography, include_no_drl : optional
+        As :func:`compare_with_drls`.
+    columns : set of str, optional
+        The sample columns there are (default: all); a DRL row whose column is
+        missing is not compared.
+
+    Returns
+    -------
+    list of RoomCell
+        Per (family, exam) in sorted order and patient group (adult, paediatric):
+        one cell per matching DRL row (then one for the samples no edition covers),
+        or one without DRL (the family's main quantity) when the set has none.
+    """
     keyed = drls.assign(_key=_drl_exam_key(drls))
     by_group = {
         (str(family), str(group)): rows
         for (family, group), rows in keyed.groupby(["modality_family", "patient_group"])
     }
     empty = keyed.iloc[0:0]
-    rows: list[pd.DataFrame] = []
-    for (family, exam), subset in samples.groupby(["modality_family", "standard_exam"]):
+    order = {group: i for i, group in enumerate(PATIENT_GROUPS)}
+    cells: list[RoomCell] = []
+    for family, exam, patient_group in sorted(present, key=lambda k: (k[0], k[1], order[k[2]])):
         threshold = min_sample_mammography if family == "MG" else min_sample
-        for patient_group, members in groups.items():
-            included = members.loc[subset.index]
-            unknown = (
-                is_unknown.loc[subset.index]
-                if patient_group == "adult"
-                else pd.Series(False, index=subset.index)
-            )
-            if not (included | unknown).any():
-                continue
-            candidates = by_group.get((str(family), patient_group), empty)
-            matched, drl_exam = _matching_drls(candidates, str(exam))
-            if matched.empty:
-                if include_no_drl:
-                    status, note = _no_drl_status(candidates, str(exam))
-                    rooms = _rooms_without_drl(subset, str(family), threshold, included, unknown)
-                    if not rooms.empty:
-                        rows.append(
-                            rooms.assign(patient_group=patient_group, status=status, note=note)
-                        )
-                continue
-            note = (
-                ""
-                if drl_exam == exam
-                else f"no {patient_group} DRL for {exam} in the selected set; compared "
-                f"with the {drl_exam} DRL"
-            )
-            covered = pd.Series(False, index=subset.index)
-            compared = False
-            for _, drl in matched.iterrows():
-                column = DRL_QUANTITY_COLUMNS.get((str(family), str(drl["quantity"])))
-                if column is None or column not in subset.columns:
-                    continue
-                in_force = _in_force(subset, drl)
-                covered |= in_force
-                compared = True
-                band = _band_mask(subset, drl) & in_force
-                rooms = _room_medians(
-                    subset[band], column, threshold, included[band], unknown[band]
-                )
-                if rooms.empty:
-                    continue
-                rooms["min_sample"] = threshold
-                rooms["drl_value"] = float(drl["drl_value"])
-                rooms["standard_exam"] = exam
-                rooms["drl_exam"] = drl_exam
-                rooms["note"] = note
-                for name in ("clinical_indication", "patient_group", "band_label"):
-                    rooms[name] = drl[name]
-                rooms["view"] = drl["view"] if isinstance(drl["view"], str) else ""
-                rooms["quantity"] = drl["quantity"]
-                rooms["unit"] = drl["unit"]
-                for name in ("drl_region", "drl_source", "drl_year", "source_ref"):
-                    rooms[name] = drl[name]
-                rooms["drl_status"] = drl["status"]
-                rooms["drl_verification"] = drl["verification"]
-                rooms["drl_valid_from"] = drl.get("valid_from", pd.NaT)
-                rooms["drl_valid_to"] = drl.get("valid_to", pd.NaT)
-                rows.append(rooms)
-            uncovered = ~covered & (included | unknown)
-            if include_no_drl and compared and uncovered.any():
-                rooms = _rooms_without_drl(
-                    subset[uncovered], str(family), threshold, included[uncovered],
-                    unknown[uncovered],
+        primary = DRL_QUANTITY_COLUMNS.get((family, PRIMARY_QUANTITY.get(family, "")))
+        candidates = by_group.get((family, patient_group), empty)
+        matched, drl_exam = _matching_drls(candidates, exam)
+        if matched.empty:
+            if include_no_drl and primary is not None:
+                status, note = _no_drl_status(candidates, exam)
+                cells.append(
+                    RoomCell(family, exam, patient_group, primary, threshold, status=status,
+                             note=note)
                 )  # fmt: skip
-                if not rooms.empty:
-                    rows.append(
-                        rooms.assign(
-                            patient_group=patient_group,
-                            status=STATUS_NO_EDITION,
-                            note=f"no edition of the selected set's {drl_exam} DRL was in "
-                            f"force on these studies' dates ({_validity_text(matched)})",
-                        )
-                    )
-    if not rows:
+            continue
+        note = (
+            ""
+            if drl_exam == exam
+            else f"no {patient_group} DRL for {exam} in the selected set; compared "
+            f"with the {drl_exam} DRL"
+        )
+        compared: list[pd.Series] = []
+        for _, drl in matched.iterrows():
+            column = DRL_QUANTITY_COLUMNS.get((family, str(drl["quantity"])))
+            if column is None or (columns is not None and column not in columns):
+                continue
+            compared.append(drl)
+            cells.append(
+                RoomCell(family, exam, patient_group, column, threshold, drl=drl,
+                         drl_exam=drl_exam, note=note)
+            )  # fmt: skip
+        if include_no_drl and compared and primary is not None:
+            cells.append(
+                RoomCell(
+                    family,
+                    exam,
+                    patient_group,
+                    primary,
+                    threshold,
+                    outside=tuple(compared),
+                    status=STATUS_NO_EDITION,
+                    note=f"no edition of the selected set's {drl_exam} DRL was in force on "
+                    f"these studies' dates ({_validity_text(matched)})",
+                )
+            )
+    return cells
+
+
+def cell_room_medians(
+    samples: pd.DataFrame,
+    cell: RoomCell,
+    *,
+    adult_age_years: float = ADULT_AGE_YEARS,
+    unknown_age: str = "adult",
+) -> pd.DataFrame:
+    """Return the room medians of one cell from a sample frame (:func:`_room_medians`)."""
+    if cell.column not in samples.columns:
+        return pd.DataFrame()
+    subset = samples[
+        (samples["modality_family"] == cell.family) & (samples["standard_exam"] == cell.exam)
+    ]
+    age = pd.to_numeric(
+        subset.get("patient_age_years", pd.Series(np.nan, index=subset.index)),
+        errors="coerce",
+    )
+    is_unknown = age.isna()
+    if cell.patient_group == "all":
+        included = pd.Series(True, index=subset.index)
+        unknown = pd.Series(False, index=subset.index)
+    elif cell.patient_group == "adult":
+        included = (~is_unknown & ~(age < adult_age_years)) | (
+            is_unknown & (unknown_age == "adult")
+        )
+        unknown = is_unknown
+    else:
+        included = age < adult_age_years
+        unknown = pd.Series(False, index=subset.index)
+    keep = pd.Series(True, index=subset.index)
+    if cell.drl is not None:
+        keep &= _band_mask(subset, cell.drl) & _in_force(subset, cell.drl)
+    if cell.outside:
+        covered = pd.Series(False, index=subset.index)
+        for drl in cell.outside:
+            covered |= _in_force(subset, drl)
+        keep &= ~covered & (included | unknown)
+    if cell.patient_group == "all":
+        return _room_medians(subset[keep], cell.column, cell.min_sample)
+    return _room_medians(subset[keep], cell.column, cell.min_sample, included[keep], unknown[keep])
+
+
+def assemble_comparison(
+    cells: Sequence[RoomCell], rooms: Sequence[pd.DataFrame], *, unknown_age: str
+) -> pd.DataFrame:
+    """Return the :func:`compare_with_drls` frame from its cells and their room medians.
+
+    Parameters
+    ----------
+    cells : sequence of RoomCell
+        :func:`plan_comparison`.
+    rooms : sequence of pandas.DataFrame
+        Per cell, one row per room (``device_id`` order): ``device_id``,
+        ``device_name``, ``n``, ``n_studies``, ``n_unknown_age``, ``typical_value``
+        (NaN below the minimum) and ``sample_median``.
+    unknown_age : str
+        The unknown-age policy (shown in ``unknown_age_policy``).
+    """
+    kept = [(cell, found) for cell, found in zip(cells, rooms, strict=True) if not found.empty]
+    if not kept:
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
-    out = pd.concat(rows, ignore_index=True)
+    # one metadata row per cell, repeated over its rooms (not one assignment per cell)
+    meta = pd.DataFrame([_cell_columns(cell) for cell, _ in kept])
+    meta = meta.loc[meta.index.repeat([len(found) for _, found in kept])]
+    found_rooms = pd.concat([found for _, found in kept], ignore_index=True)
+    out = pd.concat([found_rooms, meta.reset_index(drop=True)], axis=1)
     for name in COMPARISON_COLUMNS:
         if name not in out.columns:
             out[name] = np.nan
@@ -486,10 +634,47 @@ def compare_with_drls(
     out["n_unknown_age"] = out["n_unknown_age"].astype(int)
     out["unknown_age_policy"] = unknown_age
     out = out[list(COMPARISON_COLUMNS)]
+    for name in ("drl_valid_from", "drl_valid_to"):  # the DRL table's unit, not the cells'
+        out[name] = pd.to_datetime(out[name]).astype("datetime64[ns]")
+    for name in _TEXT_COLUMNS:
+        out[name] = out[name].astype("str")
     return out.sort_values(
         ["standard_exam", "quantity", "patient_group", "band_label", "device_name"],
         ignore_index=True,
     )
+
+
+def _cell_columns(cell: RoomCell) -> dict[str, Any]:
+    """Return the comparison columns a cell gives each of its rooms (DRL row or status)."""
+    if cell.drl is None:
+        quantity = PRIMARY_QUANTITY[cell.family]
+        return {
+            "standard_exam": cell.exam,
+            "quantity": quantity,
+            "unit": QUANTITY_UNITS[quantity],
+            "min_sample": cell.min_sample,
+            "drl_value": np.nan,
+            "patient_group": cell.patient_group,
+            "status": cell.status,
+            "note": cell.note,
+        }
+    drl = cell.drl
+    return {
+        "min_sample": cell.min_sample,
+        "drl_value": float(drl["drl_value"]),
+        "standard_exam": cell.exam,
+        "drl_exam": cell.drl_exam,
+        "note": cell.note,
+        **{name: drl[name] for name in ("clinical_indication", "patient_group", "band_label")},
+        "view": drl["view"] if isinstance(drl["view"], str) else "",
+        "quantity": drl["quantity"],
+        "unit": drl["unit"],
+        **{name: drl[name] for name in ("drl_region", "drl_source", "drl_year", "source_ref")},
+        "drl_status": drl["status"],
+        "drl_verification": drl["verification"],
+        "drl_valid_from": drl.get("valid_from", pd.NaT),
+        "drl_valid_to": drl.get("valid_to", pd.NaT),
+    }
 
 
 def _validity_text(drls: pd.DataFrame) -> str:
@@ -504,29 +689,6 @@ def _validity_text(drls: pd.DataFrame) -> str:
         end = pd.Timestamp(valid_to).date().isoformat() if pd.notna(valid_to) else "…"
         periods.append(f"{start} to {end}")
     return "; ".join(periods)
-
-
-def _rooms_without_drl(
-    subset: pd.DataFrame,
-    family: str,
-    min_sample: int,
-    included: pd.Series,
-    unknown: pd.Series,
-) -> pd.DataFrame:
-    """Return room medians of the family's main quantity for an exam without DRL."""
-    quantity = PRIMARY_QUANTITY.get(family)
-    column = DRL_QUANTITY_COLUMNS.get((family, quantity or ""))
-    if column is None or column not in subset.columns:
-        return pd.DataFrame()
-    rooms = _room_medians(subset, column, min_sample, included, unknown)
-    if rooms.empty:
-        return rooms
-    rooms["standard_exam"] = subset["standard_exam"].iloc[0]
-    rooms["quantity"] = quantity
-    rooms["unit"] = QUANTITY_UNITS[str(quantity)]
-    rooms["min_sample"] = min_sample
-    rooms["drl_value"] = np.nan
-    return rooms
 
 
 def local_drls(
@@ -564,44 +726,83 @@ def local_drls(
     """
     if quantities is None:
         quantities = [q for q in SAMPLE_QUANTITIES if q in samples.columns]
-    rows = []
     data = samples[samples["standard_exam"].notna()]
-    for (family, exam), subset in data.groupby(["modality_family", "standard_exam"]):
-        threshold = min_sample_mammography if family == "MG" else min_sample
-        for quantity in quantities:
-            if subset[quantity].notna().sum() == 0:
-                continue
-            rooms = _room_medians(subset, quantity, threshold).dropna(subset=["typical_value"])
-            if rooms.empty:
-                continue
-            medians = rooms["typical_value"].to_numpy(dtype=float)
-            rows.append(
-                {
-                    "modality_family": family,
-                    "standard_exam": exam,
-                    "quantity": quantity,
-                    "unit": SAMPLE_QUANTITIES.get(quantity, ""),
-                    "n_rooms": len(medians),
-                    "n": int(rooms["n"].sum()),
-                    "n_studies": int(rooms["n_studies"].sum()),
-                    "local_drl": float(np.percentile(medians, 75, method="linear")),
-                    "median_of_room_medians": float(np.median(medians)),
-                }
-            )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "modality_family",
-            "standard_exam",
-            "quantity",
-            "unit",
-            "n_rooms",
-            "n",
-            "n_studies",
-            "local_drl",
-            "median_of_room_medians",
-        ],
+    pairs = data[["modality_family", "standard_exam"]].drop_duplicates()
+    cells = plan_local_drls(
+        {(str(f), str(e)) for f, e in pairs.itertuples(index=False)},
+        {family: list(quantities) for family in data["modality_family"].unique()},
+        min_sample=min_sample,
+        min_sample_mammography=min_sample_mammography,
     )
+    return assemble_local_drls(cells, [cell_room_medians(data, cell) for cell in cells])
+
+
+#: Columns of :func:`local_drls`.
+LOCAL_DRL_COLUMNS: Final[tuple[str, ...]] = (
+    "modality_family",
+    "standard_exam",
+    "quantity",
+    "unit",
+    "n_rooms",
+    "n",
+    "n_studies",
+    "local_drl",
+    "median_of_room_medians",
+)
+
+
+def plan_local_drls(
+    present: set[tuple[str, str]],
+    quantities: Mapping[str, Sequence[str]],
+    *,
+    min_sample: int = 20,
+    min_sample_mammography: int = 50,
+) -> list[RoomCell]:
+    """Return the room medians local DRLs need: per (family, exam) and quantity, all samples.
+
+    Parameters
+    ----------
+    present : set of (str, str)
+        The (modality family, standard exam) pairs that have samples.
+    quantities : mapping of str to sequence of str
+        Sample columns described per modality family, in the order of the rows.
+    min_sample, min_sample_mammography : int, optional
+        As :func:`local_drls`.
+    """
+    cells = []
+    for family, exam in sorted(present):
+        threshold = min_sample_mammography if family == "MG" else min_sample
+        cells += [
+            RoomCell(family, exam, "all", quantity, threshold)
+            for quantity in quantities.get(family, ())
+        ]
+    return cells
+
+
+def assemble_local_drls(cells: Sequence[RoomCell], rooms: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Return the :func:`local_drls` frame from its cells and their room medians."""
+    rows = []
+    for cell, found in zip(cells, rooms, strict=True):
+        if found.empty:
+            continue
+        sufficient = found.dropna(subset=["typical_value"])
+        if sufficient.empty:
+            continue
+        medians = sufficient["typical_value"].to_numpy(dtype=float)
+        rows.append(
+            {
+                "modality_family": cell.family,
+                "standard_exam": cell.exam,
+                "quantity": cell.column,
+                "unit": SAMPLE_QUANTITIES.get(cell.column, ""),
+                "n_rooms": len(medians),
+                "n": int(sufficient["n"].sum()),
+                "n_studies": int(sufficient["n_studies"].sum()),
+                "local_drl": float(np.percentile(medians, 75, method="linear")),
+                "median_of_room_medians": float(np.median(medians)),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(LOCAL_DRL_COLUMNS))
 
 
 def compare_by_period(
@@ -658,6 +859,24 @@ def compare_by_period(
         )
         compared.insert(0, "period", label)
         parts.append(compared)
+    return summarise_periods(parts, period=period, consecutive=consecutive)
+
+
+def summarise_periods(
+    parts: Sequence[pd.DataFrame], *, period: str, consecutive: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return :func:`compare_by_period`'s frames from the per-period comparisons.
+
+    Parameters
+    ----------
+    parts : sequence of pandas.DataFrame
+        Per period in label order, :func:`compare_with_drls` (without the rows of no
+        DRL) with the ``period`` label first.
+    period : {"month", "quarter", "year"}
+        Length of a period.
+    consecutive : int
+        As :func:`compare_by_period`.
+    """
     if not parts:
         empty = pd.DataFrame(columns=["period", *COMPARISON_COLUMNS])
         return empty, pd.DataFrame()

@@ -17,32 +17,50 @@ May import ``kerma.db``, ``kerma.analysis``, ``kerma.records``, ``kerma.units``,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
 from kerma.analysis.cumulative import CUMULATIVE_COLUMNS
 from kerma.analysis.drl import (
+    ADULT_AGE_YEARS,
     STATUS_ABOVE,
     STATUS_BELOW,
     STATUS_INSUFFICIENT,
     STATUS_NEEDS_INDICATION,
     STATUS_NO_DRL,
     STATUS_NO_EDITION,
+    RoomCell,
+    assemble_comparison,
+    assemble_local_drls,
+    check_unknown_age,
     compare_by_period,
     compare_with_drls,
     local_drls,
+    plan_comparison,
+    plan_local_drls,
+    summarise_periods,
 )
 from kerma.analysis.effective_dose import NO_COEFFICIENT_NOTE
 from kerma.analysis.frames import CONTEXT_COLUMNS, SAMPLE_QUANTITIES, normalise_view
 from kerma.analysis.reference import drl_coverage, list_drl_sets, load_drls, select_drls
-from kerma.analysis.stats import PERIODS, add_period, dose_statistics, filter_samples
+from kerma.analysis.stats import (
+    PERCENTILES,
+    PERIODS,
+    STAT_COLUMNS,
+    add_period,
+    dose_statistics,
+    filter_samples,
+)
 from kerma.config import Settings
 from kerma.db import analytics as store
+from kerma.db import sample_aggregates as aggregates
 from kerma.db.filters import StudyFilter, as_date
 from kerma.errors import NotFoundError
 from kerma.units import QUANTITIES
@@ -254,13 +272,18 @@ def select_exam(
         present = (
             sorted(samples["standard_exam"].dropna().astype(str).unique()) if len(samples) else []
         )
-        scope = f" of modality {family}" if family else ""
-        raise NotFoundError(
-            f"no study{scope} is mapped to the exam {exam!r}; exams present: "
-            f"{', '.join(present) if present else '(none)'} (`kerma exams` shows the mapping "
-            "rules)."
-        )
+        raise _exam_not_found(exam, present, family)
     return samples[samples["standard_exam"] == exam]
+
+
+def _exam_not_found(exam: str, present: Sequence[str], family: str | None) -> NotFoundError:
+    """Return the error of an exam no sample is mapped to (listing the exams present)."""
+    scope = f" of modality {family}" if family else ""
+    return NotFoundError(
+        f"no study{scope} is mapped to the exam {exam!r}; exams present: "
+        f"{', '.join(present) if present else '(none)'} (`kerma exams` shows the mapping "
+        "rules)."
+    )
 
 
 # -- DRL comparison ------------------------------------------------------------------------------
@@ -348,6 +371,36 @@ def compare_drls(
     flt = flt or StudyFilter()
     drls = select_drls(load_drls(extra_paths=drl_extra_paths), drl_set)
     check_device_filter(session, flt)
+    if _is_postgres(session):  # one row per room from the database
+        check_unknown_age(unknown_age)
+        result = _compare_drls_in_database(
+            session,
+            flt=flt,
+            drls=drls,
+            drl_set=drl_set,
+            families=families,
+            exam=exam,
+            min_sample=min_sample,
+            min_sample_mammography=min_sample_mammography,
+            unknown_age=unknown_age,
+            local=local,
+        )
+        if result.comparison.empty:
+            result.empty_reason = _why_no_comparison(session, flt, families, exam)
+        elif periods:
+            result.per_period, result.period_summary = _periods_in_database(
+                session,
+                flt=flt,
+                drls=drls,
+                families=families,
+                exam=exam,
+                min_sample=min_sample,
+                min_sample_mammography=min_sample_mammography,
+                unknown_age=unknown_age,
+                period=period,
+                consecutive=consecutive,
+            )
+        return result
     # study_date: each study is compared with the DRL edition in force on its date.
     samples = dose_samples(
         session, flt=flt, families=families, context=DRL_CONTEXT, mapped_only=True
@@ -425,14 +478,14 @@ def _why_no_comparison(
 ) -> str:
     """Return why a DRL comparison has no row: no study in the filter, or none mapped."""
     names = "/".join(families)
-    everything = dose_samples(session, flt=flt, families=families, context=DRL_CONTEXT)
-    if everything.empty or "study_id" not in everything.columns:
+    wanted = [f for f in dict.fromkeys(families) if f in MODALITY_FAMILIES]
+    n = aggregates.sample_study_count(session, flt=flt, families=wanted)  # one COUNT
+    if not n:
         what = "no study in the filter" if flt.has_study_conditions else "no study"
         return (
             f"{what} has {names} dose values to compare (check --from/--to, --device and "
             "--modality, or import studies first)."
         )
-    n = everything["study_id"].nunique()
     return (
         f"{n} {names} studies match the filter, but none is mapped to a standard exam"
         + (f" {exam!r}" if exam else "")
@@ -514,6 +567,16 @@ def statistics(
     if "period" in groups:
         context.append("study_date")
     check_device_filter(session, flt)
+    if _is_postgres(session) and _statistics_in_database_supported(groups, families, quantities):
+        return _statistics_in_database(
+            session,
+            flt=flt,
+            groups=groups,
+            period=period,
+            families=families,
+            exam=exam,
+            quantities=quantities,
+        )
     samples = dose_samples(session, flt=flt, families=families, context=context)
     family = families[0] if len(families) == 1 else None
     samples = select_exam(samples, exam, family=family)
@@ -523,9 +586,17 @@ def statistics(
         if group not in samples.columns:
             samples[group] = pd.Series(pd.NA, index=samples.index, dtype=object)
     present = None if quantities is None else [q for q in quantities if q in samples.columns]
-    table = dose_statistics(samples, groups, present)
+    table = _text_keys(dose_statistics(samples, groups, present), groups)
     found = set(samples["modality_family"].dropna().astype(str)) if len(samples) else set()
     return StatisticsResult(table=table, n_samples=len(samples), families=found)
+
+
+def _text_keys(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Return ``table`` with its text grouping columns as pandas strings (whatever their source)."""
+    for key in keys:
+        if key in table.columns and not pd.api.types.is_numeric_dtype(table[key]):
+            table[key] = table[key].astype(str)
+    return table
 
 
 # -- summary per modality, device and protocol ---------------------------------------------------
@@ -708,6 +779,430 @@ def _summary_postgres_filtered(
                 "number_of_values": n_values,
                 **dict(zip(SUMMARY_FRACTIONS, percentiles, strict=True)),
             }
+    return out
+
+
+# -- computed by PostgreSQL ----------------------------------------------------------------------
+#
+# On PostgreSQL the DRL comparison (and local DRLs) and the statistics are computed by
+# the database (kerma.db.sample_aggregates: GROUP BY and percentile_cont) and read as
+# one row per room or group; the frames are those of the sample-frame path above,
+# which SQLite keeps (it has no percentile function).
+
+
+def _is_postgres(session: Session) -> bool:
+    """Return whether the session's database is PostgreSQL."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _sample_columns(family: str) -> tuple[str, ...]:
+    """Return the sample columns of a family's samples, as :func:`dose_samples` reads them."""
+    if family in STUDY_SAMPLE_QUANTITIES:
+        return STUDY_SAMPLE_QUANTITIES[family]
+    return EVENT_SAMPLE_QUANTITIES[family]
+
+
+def _view_mapping(session: Session, family: str) -> dict[str, str]:
+    """Return the stored image views of an event family that normalise to another name."""
+    stored = aggregates.image_views(session, family=family)
+    normal = normalise_view(pd.Series(stored, dtype=object))
+    return {raw: str(view) for raw, view in zip(stored, normal, strict=True) if view != raw}
+
+
+def _exam_counts(
+    session: Session, flt: StudyFilter, families: Sequence[str], *, mapped_only: bool
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Return per family its samples per standard exam and age class (database counts)."""
+    return {
+        family: aggregates.sample_exam_counts(
+            session,
+            flt=flt,
+            family=family,
+            adult_age_years=ADULT_AGE_YEARS,
+            mapped_only=mapped_only,
+        )
+        for family in dict.fromkeys(families)
+        if family in MODALITY_FAMILIES
+    }
+
+
+def _selected_count(
+    counts: dict[str, list[tuple[Any, ...]]], exam: str | None, families: Sequence[str]
+) -> int:
+    """Return the samples of ``exam`` (all without it); raise as :func:`select_exam` does.
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When no sample is mapped to ``exam``.
+    """
+    if exam is not None:
+        present = sorted({str(row[0]) for rows in counts.values() for row in rows if row[0]})
+        if exam not in present:
+            raise _exam_not_found(exam, present, families[0] if len(families) == 1 else None)
+    return sum(
+        int(row[1]) for rows in counts.values() for row in rows if exam is None or row[0] == exam
+    )
+
+
+def _compare_drls_in_database(
+    session: Session,
+    *,
+    flt: StudyFilter,
+    drls: pd.DataFrame,
+    drl_set: str,
+    families: Sequence[str],
+    exam: str | None,
+    min_sample: int,
+    min_sample_mammography: int,
+    unknown_age: str,
+    local: bool,
+) -> DrlResult:
+    """Return :func:`compare_drls`'s comparison (and local DRLs) computed by PostgreSQL.
+
+    The plan of :func:`kerma.analysis.drl.plan_comparison` from the samples per exam
+    and age class the database counts; each cell's room medians from one grouped
+    statement per family (:func:`kerma.db.sample_aggregates.room_medians`).
+    """
+    counts = _exam_counts(session, flt, families, mapped_only=True)
+    n_samples = _selected_count(counts, exam, families)
+    present: set[tuple[str, str, str]] = set()
+    for family, rows in counts.items():
+        for name, _, n_paediatric, n_adult in rows:
+            if name is None or (exam is not None and name != exam):
+                continue
+            if n_adult:
+                present.add((family, str(name), "adult"))
+            if n_paediatric:
+                present.add((family, str(name), "paediatric"))
+    cells = plan_comparison(
+        present, drls, min_sample=min_sample, min_sample_mammography=min_sample_mammography
+    )
+    comparison = assemble_comparison(
+        cells, _cell_rooms(session, flt, cells, unknown_age=unknown_age), unknown_age=unknown_age
+    )
+    result = DrlResult(comparison=comparison, drl_set=drl_set, n_samples=n_samples)
+    if local and not comparison.empty:
+        quantities = {f: [q for q in SAMPLE_QUANTITIES if q in _sample_columns(f)] for f in counts}
+        local_cells = plan_local_drls(
+            {(family, name) for family, name, _ in present},
+            quantities,
+            min_sample=min_sample,
+            min_sample_mammography=min_sample_mammography,
+        )
+        result.local = assemble_local_drls(
+            local_cells, _cell_rooms(session, flt, local_cells, unknown_age=unknown_age)
+        )
+    return result
+
+
+def _periods_in_database(
+    session: Session,
+    *,
+    flt: StudyFilter,
+    drls: pd.DataFrame,
+    families: Sequence[str],
+    exam: str | None,
+    min_sample: int,
+    min_sample_mammography: int,
+    unknown_age: str,
+    period: str,
+    consecutive: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return :func:`kerma.analysis.drl.compare_by_period` computed by PostgreSQL.
+
+    Per period (its label as :func:`kerma.analysis.stats.add_period` writes it), the
+    cells of the comparison without the no-DRL rows, their room medians in one grouped
+    statement per family (joined on exam and period). Samples without a study date
+    (pandas' ``NaT`` period) or a period pandas names otherwise are compared from the
+    sample frame instead.
+    """
+    counts = {
+        family: aggregates.sample_period_exam_counts(
+            session, flt=flt, family=family, adult_age_years=ADULT_AGE_YEARS, period=period
+        )
+        for family in dict.fromkeys(families)
+        if family in MODALITY_FAMILIES
+    }
+    selected = [
+        (family, row)
+        for family, rows in counts.items()
+        for row in rows
+        if exam is None or row[1] == exam
+    ]
+    if period not in ("month", "quarter", "year") or any(row[0] is None for _, row in selected):
+        samples = dose_samples(
+            session, flt=flt, families=families, context=DRL_CONTEXT, mapped_only=True
+        )
+        return compare_by_period(
+            select_exam(samples, exam),
+            drls,
+            period=period,
+            consecutive=consecutive,
+            min_sample=min_sample,
+            min_sample_mammography=min_sample_mammography,
+            unknown_age=unknown_age,
+        )
+    starts = sorted({row[0] for _, row in selected})
+    labels = dict(
+        zip(
+            starts,
+            pd.Series(pd.to_datetime(starts)).dt.to_period(PERIODS[period]).astype(str),
+            strict=True,
+        )
+    )
+    present: dict[str, set[tuple[str, str, str]]] = {labels[s]: set() for s in starts}
+    start_of = {label: start for start, label in labels.items()}
+    for family, (start, name, _, n_paediatric, n_adult) in selected:
+        if name is None:
+            continue
+        if n_adult:
+            present[labels[start]].add((family, str(name), "adult"))
+        if n_paediatric:
+            present[labels[start]].add((family, str(name), "paediatric"))
+    plans = {
+        label: plan_comparison(
+            groups,
+            drls,
+            min_sample=min_sample,
+            min_sample_mammography=min_sample_mammography,
+            include_no_drl=False,
+        )
+        for label, groups in present.items()
+    }
+    cells = [cell for label in sorted(plans) for cell in plans[label]]
+    cell_starts = [start_of[label] for label in sorted(plans) for _ in plans[label]]
+    rooms = _cell_rooms(
+        session, flt, cells, unknown_age=unknown_age, period=period, starts=cell_starts
+    )
+    parts, done = [], 0
+    for label in sorted(plans):
+        size = len(plans[label])
+        compared = assemble_comparison(
+            plans[label], rooms[done : done + size], unknown_age=unknown_age
+        )
+        done += size
+        compared.insert(0, "period", label)
+        parts.append(compared)
+    return summarise_periods(parts, period=period, consecutive=consecutive)
+
+
+#: Columns of a cell's room medians (:func:`kerma.analysis.drl.assemble_comparison`).
+_ROOM_COLUMNS: Final[tuple[str, ...]] = (
+    "device_id",
+    "device_name",
+    "n",
+    "n_studies",
+    "n_unknown_age",
+    "typical_value",
+    "sample_median",
+)
+
+
+def _cell_rooms(
+    session: Session,
+    flt: StudyFilter,
+    cells: Sequence[RoomCell],
+    *,
+    unknown_age: str,
+    period: str | None = None,
+    starts: Sequence[dt.date] | None = None,
+) -> list[pd.DataFrame]:
+    """Return each cell's room medians, one statement per family (in ``device_id`` order).
+
+    With ``period``, cell ``i`` takes the samples of the period starting ``starts[i]``.
+    """
+    units: dict[str, list[aggregates.RoomUnit]] = {}
+    for i, cell in enumerate(cells):
+        unit = _room_unit(i, cell)
+        if unit is not None and starts is not None:
+            unit = dataclasses.replace(unit, period_start=starts[i])
+        if unit is not None:
+            units.setdefault(cell.family, []).append(unit)
+    found: dict[int, list[tuple[Any, ...]]] = {}
+    for family, family_units in units.items():
+        with_view = family in aggregates.EVENT_FAMILIES and any(u.view for u in family_units)
+        for row in aggregates.room_medians(
+            session,
+            flt=flt,
+            family=family,
+            units=family_units,
+            adult_age_years=ADULT_AGE_YEARS,
+            unknown_as_adult=unknown_age == "adult",
+            views=_view_mapping(session, family) if with_view else None,
+            period=period,
+        ):
+            found.setdefault(int(row[0]), []).append(tuple(row[1:]))
+    names = store.device_names(session)
+    frames = []
+    for i, cell in enumerate(cells):
+        rows = found.get(i, [])
+        if not rows:
+            frames.append(pd.DataFrame(columns=list(_ROOM_COLUMNS)))
+            continue
+        device, n, n_studies, n_unknown, median = (list(c) for c in zip(*rows, strict=True))
+        medians = np.array([np.nan if m is None else float(m) for m in median])
+        studies = np.asarray(n_studies, dtype=int)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "device_id": np.asarray(device, dtype=np.int64),
+                    "device_name": np.array([names[int(d)][0] for d in device], dtype=object),
+                    "n": np.asarray(n, dtype=int),
+                    "n_studies": studies,
+                    "n_unknown_age": np.asarray(n_unknown, dtype=int),
+                    "typical_value": np.where(studies < cell.min_sample, np.nan, medians),
+                    "sample_median": medians,
+                }
+            )
+        )
+    return frames
+
+
+def _day(value: Any) -> dt.date | None:
+    """Return a DRL validity bound as a date (``None`` when open)."""
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).date()
+
+
+def _bound(value: Any) -> float | None:
+    """Return a DRL band bound as a float (``None`` when open)."""
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _room_unit(unit_id: int, cell: RoomCell) -> aggregates.RoomUnit | None:
+    """Return a cell as the database's plain unit; ``None`` when it selects no sample.
+
+    The band, view and validity of the cell's DRL row as
+    :func:`kerma.analysis.drl._band_mask` and ``_in_force`` read them: an age or weight
+    band only for paediatric rows; a thickness band with a missing bound selects
+    nothing (pandas' ``between`` of a NaN bound).
+    """
+    band = view = None
+    band_min = band_max = None
+    valid_from = valid_to = None
+    drl = cell.drl
+    if drl is not None:
+        grouping = drl.get("band_grouping")
+        by_patient = {"age": "age", "weight": "weight"}.get(str(grouping))
+        low, high = _bound(drl.get("band_min")), _bound(drl.get("band_max"))
+        if drl["patient_group"] == "paediatric" and by_patient is not None:
+            band, band_min, band_max = by_patient, low, high
+        if grouping == "compressed breast thickness":
+            if low is None or high is None:
+                return None
+            band, band_min, band_max = "thickness", low, high
+        named = drl.get("view")
+        view = named if isinstance(named, str) and named else None
+        valid_from, valid_to = _day(drl.get("valid_from")), _day(drl.get("valid_to"))
+    return aggregates.RoomUnit(
+        unit_id=unit_id,
+        exam=cell.exam,
+        patient_group=cell.patient_group,
+        column=cell.column,
+        band=band,
+        band_min=band_min,
+        band_max=band_max,
+        view=view,
+        valid_from=valid_from,
+        valid_to=valid_to,
+        outside=tuple((_day(r.get("valid_from")), _day(r.get("valid_to"))) for r in cell.outside),
+    )
+
+
+def _statistics_in_database_supported(
+    groups: Sequence[str], families: Sequence[str], quantities: Sequence[str] | None
+) -> bool:
+    """Return whether the database computes these statistics (keys and dose columns it has)."""
+    if any(g not in aggregates.STATISTIC_KEYS for g in groups) or len(set(groups)) < len(groups):
+        return False
+    if quantities is None:
+        return True
+    columns = {q for f in families if f in MODALITY_FAMILIES for q in _sample_columns(f)}
+    return all(q in columns and q in SAMPLE_QUANTITIES for q in quantities)
+
+
+def _statistics_in_database(
+    session: Session,
+    *,
+    flt: StudyFilter,
+    groups: Sequence[str],
+    period: str,
+    families: Sequence[str],
+    exam: str | None,
+    quantities: Sequence[str] | None,
+) -> StatisticsResult:
+    """Return :func:`statistics` computed by PostgreSQL (one row per group and quantity).
+
+    The frame of :func:`kerma.analysis.stats.dose_statistics` on the sample frame: a
+    missing key is ``"(not mapped)"`` (exam) or ``"(unknown)"``, periods are pandas'
+    labels, rows sorted by the keys within each quantity.
+    """
+    counts = _exam_counts(session, flt, families, mapped_only=False)
+    n_samples = _selected_count(counts, exam, families)
+    found = {
+        family
+        for family, rows in counts.items()
+        if any(row[1] for row in rows if exam is None or row[0] == exam)
+    }
+    order = list(SAMPLE_QUANTITIES) if quantities is None else list(dict.fromkeys(quantities))
+    per_family = {f: [q for q in order if q in _sample_columns(f)] for f in counts if f in found}
+    views = None
+    if "view" in groups:
+        views = {f: _view_mapping(session, f) for f in per_family if f in aggregates.EVENT_FAMILIES}
+    described, rows = aggregates.sample_statistics(
+        session,
+        flt=flt,
+        families={f: q for f, q in per_family.items() if q},
+        keys=groups,
+        exam=exam,
+        period=period,
+        views=views,
+    )
+    table = _text_keys(_statistics_table(rows, groups, described, order, period), groups)
+    return StatisticsResult(table=table, n_samples=n_samples, families=found)
+
+
+def _statistics_table(
+    rows: Sequence[tuple[Any, ...]],
+    keys: Sequence[str],
+    described: Sequence[str],
+    order: Sequence[str],
+    period: str,
+) -> pd.DataFrame:
+    """Return the :func:`kerma.analysis.stats.dose_statistics` frame of the database's rows."""
+    keys = list(keys)
+    names = ["n", "mean", "std", "min", "max", *PERCENTILES]
+    width = len(names)
+    parts = []
+    for quantity in order:
+        if quantity not in described:
+            continue
+        start = len(keys) + described.index(quantity) * width
+        records = [(*row[: len(keys)], *row[start : start + width]) for row in rows if row[start]]
+        if not records:
+            continue
+        table = pd.DataFrame.from_records(records, columns=[*keys, *names])
+        for key in keys:
+            if key == "period":
+                days = pd.to_datetime(table[key])
+                table[key] = days.dt.to_period(PERIODS[period]).astype(str)
+            elif key == "device_id":
+                table[key] = table[key].astype("int64")
+            else:
+                label = "(not mapped)" if key == "standard_exam" else "(unknown)"
+                table[key] = table[key].astype(object).where(table[key].notna(), label)
+        for name in names[1:]:
+            table[name] = pd.to_numeric(table[name], errors="coerce").astype(float)
+        if keys:
+            table = table.sort_values(keys, kind="stable", ignore_index=True)
+        table.insert(len(keys), "quantity", quantity)
+        known = QUANTITIES.get(quantity)
+        table.insert(len(keys) + 1, "unit", known.unit if known else "")
+        parts.append(table[[*keys, "quantity", "unit", *STAT_COLUMNS]])
+    if not parts:
+        return pd.DataFrame(columns=[*keys, "quantity", "unit", *STAT_COLUMNS])
+    out = pd.concat(parts, ignore_index=True)
+    out["n"] = out["n"].astype(int)
     return out
 
 
