@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CTE, Select, Subquery
 
-from kerma.db.filters import StudyFilter, study_conditions
+from kerma.db.filters import StudyFilter, event_month_conditions, study_conditions
 from kerma.db.models import Device, EventGroup, IrradiationEvent, Study
 from kerma.db.session import fetch_rows
 
@@ -176,7 +176,12 @@ def _samples(
             *(getattr(e, c).label(f"v{i}") for i, c in enumerate(columns)),
         )
         .join(s, s.id == e.study_id)
-        .where(e.event_group_id.in_(groups), e.standard_exam.is_not(None), *study_conditions(flt))
+        .where(
+            e.event_group_id.in_(groups),
+            e.standard_exam.is_not(None),
+            *study_conditions(flt),
+            *event_month_conditions(flt),  # only the filter's months' partitions
+        )
     )
     if mapped_only:
         stmt = stmt.where(e.standard_exam != "")
@@ -602,7 +607,11 @@ def _statistics_samples(
         if flt is None or not flt.include_non_patient:
             groups = groups.where(g.is_non_patient.is_(False))
         stmt = stmt.select_from(e).join(s, s.id == e.study_id)
-        stmt = stmt.where(e.event_group_id.in_(groups), e.standard_exam.is_not(None))
+        stmt = stmt.where(
+            e.event_group_id.in_(groups),
+            e.standard_exam.is_not(None),
+            *event_month_conditions(flt),  # only the filter's months' partitions
+        )
     else:
         stmt = stmt.select_from(s).where(s.modality_family == family, s.number_of_events > 0)
     if {"device_name", "station_name"} & set(keys):
