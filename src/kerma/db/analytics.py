@@ -25,12 +25,7 @@ from typing import Any
 from sqlalchemy import Row, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from kerma.db.filters import (
-    StudyFilter,
-    device_matches,
-    event_month_conditions,
-    study_conditions,
-)
+from kerma.db.filters import StudyFilter, device_matches, event_month_conditions, study_conditions
 from kerma.db.models import Device, EventGroup, IrradiationEvent, Patient, Study
 from kerma.db.session import fetch_rows
 from kerma.db.summary import chunks
