@@ -181,7 +181,11 @@ class TestStudyBrowser:
         """The form's dose bounds are in the unit its quantity list shows (KAP Gy·cm²)."""
         page = dash_client.get("/studies")
         assert '<input type="hidden" name="dose_unit" value="display">' in page.text
-        assert "KAP" in page.text and "Gy·cm²" in page.text
+        # the quantity list names the unit the bounds are read in (regression: it said
+        # Gy·m² and Gy while the bounds were read in Gy·cm² and mGy)
+        assert '<option value="dap_total_gym2" >KAP total (Gy·cm²)</option>' in page.text
+        assert '<option value="dose_rp_total_gy" >Ka,r total (mGy)</option>' in page.text
+        assert "(Gy·m²)</option>" not in page.text
 
     def test_csv_streams_the_filter(self, dash_client: TestClient, dash_registry: Any) -> None:
         """The CSV holds one row per study of the filter, with canonical column names."""
