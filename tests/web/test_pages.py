@@ -291,6 +291,16 @@ class TestAnalysis:
         shown = page.text.split('id="drl">')[1].split("<")[0]
         assert float(shown) == pytest.approx(float(drl["drl_value"].iloc[0]) * 1e4)
 
+    def test_quantity_list_names_the_charts_units(self, dash_client: TestClient) -> None:
+        """The quantity list of a fluoroscopy exam names the display units its charts and
+        DRL card use (regression: it said KAP total (Gy·m²) above charts in Gy·cm²)."""
+        exam = "Pacemaker implantation single-chamber"
+        page = dash_client.get("/analysis", params={"exam": exam, "quantity": "dap_total_gym2"})
+        assert page.status_code == 200
+        assert '<option value="dap_total_gym2" selected>KAP total (Gy·cm²)</option>' in page.text
+        assert '<option value="dose_rp_total_gy" >Ka,r total (mGy)</option>' in page.text
+        assert "(Gy·m²)</option>" not in page.text
+
     def test_chart_csv(self, dash_client: TestClient, dash_registry: Any) -> None:
         """Each chart's data downloads as CSV; the box data count the exam's samples per room."""
         exam = "CT Chest-Abdomen-Pelvis"
