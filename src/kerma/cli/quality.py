@@ -30,6 +30,7 @@ from kerma.cli.registry import (
     build_filter,
     open_registry,
 )
+from kerma.files import open_private
 
 quality_app = typer.Typer(
     help="Image quality beside dose: exposure/deviation index, rejects, CT noise.",
@@ -60,7 +61,8 @@ def _show(
     """Print ``frame`` as a table (``columns`` only) and write all of it to ``csv``."""
     console = make_console()
     if csv is not None:
-        frame.to_csv(csv, index=False)
+        with open_private(csv, "w", newline="", encoding="utf-8") as handle:
+            frame.to_csv(handle, index=False)
         make_console(stderr=True).print(f"wrote {len(frame)} rows to {escape(str(csv))}")
     if frame.empty:
         console.print(f"{title}: nothing in the registry for this selection.")
