@@ -43,8 +43,21 @@ class TestOptionRanges:
             (["studies", "-m", "XYZ"], "'XYZ' is not a dose modality; use CR, CT, DX"),
             (["summary", "-m", "CT,XYZ"], "'XYZ' is not a dose modality"),
             (["listen", "--port", "99999"], "use 0 to 65535"),
+            (
+                ["alerts", "list", "--state", "shut"],
+                "'shut' is not an alert state; use open, under_review, closed",
+            ),
+            (["studies", "--page", "3"], ("'--page'", "page 3 is past the last page, 1")),
         ],
-        ids=["window", "patient-window", "modality", "modality-list", "port"],
+        ids=[
+            "window",
+            "patient-window",
+            "modality",
+            "modality-list",
+            "port",
+            "alert-state",
+            "page-past-the-end",
+        ],
     )
     def test_out_of_range_option_is_a_usage_error(
         self, tmp_path: Path, args: list[str], message: str | tuple[str, ...]
@@ -56,6 +69,23 @@ class TestOptionRanges:
         out = " ".join(result.output.split())
         for part in (message,) if isinstance(message, str) else message:
             assert any(alternative in out for alternative in part.split("|")), out
+
+
+def test_studies_caption_names_the_order_of_the_rows() -> None:
+    """A listing cut by --limit says which rows it shows: the newest, or the first in the
+    --sort order (regression: 'newest' was said of rows sorted by dose)."""
+    from kerma.cli.registry import page_note
+
+    assert page_note(page=1, offset=0, shown=5, total=105, sort=None) == (
+        "showing the newest 5 of 105; use --limit N (0 = all) or --page N"
+    )
+    assert page_note(page=1, offset=0, shown=5, total=105, sort="dap_total_gym2:desc") == (
+        "showing the first 5 of 105 by dap_total_gym2:desc; use --limit N (0 = all) or --page N"
+    )
+    assert page_note(page=2, offset=50, shown=50, total=105, sort=None) == (
+        "page 2: rows 51-100 of 105"
+    )
+    assert page_note(page=1, offset=0, shown=105, total=105, sort=None) is None
 
 
 class TestCumulative:
