@@ -88,6 +88,17 @@ def test_studies_caption_names_the_order_of_the_rows() -> None:
     assert page_note(page=1, offset=0, shown=105, total=105, sort=None) is None
 
 
+def test_studies_on_an_empty_registry_says_what_to_do(tmp_path: Path) -> None:
+    """kerma studies before any import (or before pointing at the demo registry) names the
+    registry and the two ways to fill it (regression: an empty table and nothing else)."""
+    env = cli_env(f"sqlite:///{tmp_path / 'k.db'}", tmp_path)
+    result = CliRunner().invoke(app, ["studies"], env=env)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert f"The registry sqlite:///{tmp_path / 'k.db'} holds no study yet" in out
+    assert "kerma import PATH" in out and "KERMA_DATABASE_URL=sqlite:///kerma-demo.db" in out
+
+
 class TestCumulative:
     """kerma cumulative."""
 

@@ -447,8 +447,12 @@ def studies(
             console.print(f"{n} studies written to {escape(str(csv))}")
         if flagged:
             flags = registry.plausibility_flags(study_ids=[r["study_id"] for r in shown.rows])
+        empty = shown.total == 0 and _registry_is_empty(registry)
     finally:
         registry.close()
+    if empty:
+        console.print(empty_registry_note(registry.settings.database_url))
+        return
     rows = shown.rows if sort else list(reversed(shown.rows))  # newest at the bottom
     total = shown.total
     table = Table(
@@ -479,6 +483,23 @@ def studies(
             cells.append(escape("\n".join(reasons.get(row["study_id"], []))))
         table.add_row(*cells)
     console.print(table)
+
+
+def _registry_is_empty(registry: Registry) -> bool:
+    """Return whether the registry holds no study at all (QA studies included)."""
+    from kerma.db.filters import StudyFilter
+
+    every = StudyFilter(include_non_patient=True)
+    return registry.list_studies(every, limit=1).total == 0
+
+
+def empty_registry_note(database_url: str) -> str:
+    """Return what to do when the registry at ``database_url`` holds no study yet."""
+    return (
+        f"The registry {escape(database_url)} holds no study yet. Import dose objects with "
+        "kerma import PATH, or look at the demo registry that kerma demo made: "
+        "export KERMA_DATABASE_URL=sqlite:///kerma-demo.db KERMA_ARCHIVE_DIR=kerma-demo-archive"
+    )
 
 
 def _cell(name: str, row: Any) -> str:
