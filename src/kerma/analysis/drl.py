@@ -459,7 +459,8 @@ def compare_with_drls(
                             patient_group=patient_group,
                             status=STATUS_NO_EDITION,
                             note=f"no edition of the selected set's {drl_exam} DRL was in "
-                            f"force on these studies' dates ({_validity_text(matched)})",
+                            "force on these studies' dates (the set's editions of it are valid "
+                            f"{_validity_text(matched)})",
                         )
                     )
     if not rows:
