@@ -497,7 +497,7 @@ def empty_registry_note(database_url: str) -> str:
     """Return what to do when the registry at ``database_url`` holds no study yet."""
     return (
         f"The registry {escape(database_url)} holds no study yet. Import dose objects with "
-        "kerma import PATH, or look at the demo registry that kerma demo made: "
+        "kerma import PATH, or try the demo: kerma demo (once), then "
         "export KERMA_DATABASE_URL=sqlite:///kerma-demo.db KERMA_ARCHIVE_DIR=kerma-demo-archive"
     )
 
