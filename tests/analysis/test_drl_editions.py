@@ -293,6 +293,9 @@ class TestEditionInForce:
         missing = by_status.loc[STATUS_NO_EDITION]
         assert missing["n_studies"] == 20
         assert np.isnan(missing["drl_value"])
+        # the dates are the editions' validity, said so (regression: "on these studies'
+        # dates (2010-07-28 to 2016-07-14)" read as the dates of the 2020 studies)
+        assert "(the set's editions of it are valid 2023-01-11 to …;" in missing["note"]
         assert "2010-07-28 to 2016-07-14" in missing["note"]
 
     def test_samples_without_date_use_the_open_edition(self) -> None:

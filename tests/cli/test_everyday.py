@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
 from sqlalchemy import update
 from typer.testing import CliRunner
 
@@ -43,8 +44,19 @@ class TestOptionRanges:
             (["studies", "-m", "XYZ"], "'XYZ' is not a dose modality; use CR, CT, DX"),
             (["summary", "-m", "CT,XYZ"], "'XYZ' is not a dose modality"),
             (["listen", "--port", "99999"], "use 0 to 65535"),
+            (
+                ["alerts", "list", "--state", "shut"],
+                "'shut' is not an alert state; use open, under_review, closed",
+            ),
         ],
-        ids=["window", "patient-window", "modality", "modality-list", "port"],
+        ids=[
+            "window",
+            "patient-window",
+            "modality",
+            "modality-list",
+            "port",
+            "alert-state",
+        ],
     )
     def test_out_of_range_option_is_a_usage_error(
         self, tmp_path: Path, args: list[str], message: str | tuple[str, ...]
@@ -56,6 +68,38 @@ class TestOptionRanges:
         out = " ".join(result.output.split())
         for part in (message,) if isinstance(message, str) else message:
             assert any(alternative in out for alternative in part.split("|")), out
+
+
+def test_studies_caption_names_the_order_of_the_rows() -> None:
+    """A listing cut by --limit says which rows it shows: the newest, or the first in the
+    --sort order (regression: 'newest' was said of rows sorted by dose)."""
+    from kerma.cli.registry import page_note
+
+    assert page_note(page=1, offset=0, shown=5, total=105, sort=None) == (
+        "showing the newest 5 of 105; use --limit N (0 = all) or --page N"
+    )
+    assert page_note(page=1, offset=0, shown=5, total=105, sort="dap_total_gym2:desc") == (
+        "showing the first 5 of 105 by dap_total_gym2:desc; use --limit N (0 = all) or --page N"
+    )
+    assert page_note(page=2, offset=50, shown=50, total=105, sort=None) == (
+        "page 2: rows 51-100 of 105"
+    )
+    assert page_note(page=1, offset=0, shown=105, total=105, sort=None) is None
+    # a page past the last is a usage error naming the last page (regression: it printed
+    # "page 999: rows 49901-49900 of 1016")
+    with pytest.raises(typer.BadParameter, match=r"page 5 is past the last page, 3 \(105"):
+        page_note(page=5, offset=200, shown=0, total=105, sort=None)
+
+
+def test_studies_on_an_empty_registry_says_what_to_do(tmp_path: Path) -> None:
+    """kerma studies before any import (or before pointing at the demo registry) names the
+    registry and the two ways to fill it (regression: an empty table and nothing else)."""
+    env = cli_env(f"sqlite:///{tmp_path / 'k.db'}", tmp_path)
+    result = CliRunner().invoke(app, ["studies"], env=env)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert f"The registry sqlite:///{tmp_path / 'k.db'} holds no study yet" in out
+    assert "kerma import PATH" in out and "KERMA_DATABASE_URL=sqlite:///kerma-demo.db" in out
 
 
 class TestCumulative:

@@ -71,3 +71,28 @@ def test_csv_survey_and_parquet(registry_env: dict[str, str], tmp_path: Path) ->
     assert first.exit_code == 0 and "0 unchanged" in first.output, first.output
     second = runner.invoke(app, ["export", "parquet", "--out", str(folder)], env=registry_env)
     assert "0 months written" in second.output, second.output
+
+
+def test_missing_output_folder_is_a_plain_message(tmp_path: Path) -> None:
+    """--out in a folder that does not exist: exit 2 and Kerma's sentence, without the
+    Python exception name (regression: "error: FileNotFoundError: Unable to write ...")."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERMA_")}
+    env["KERMA_DATABASE_URL"] = f"sqlite:///{tmp_path / 'kerma.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "kerma.cli.main", "export", "xlsx", "--out", "no/such/x.xlsx"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    message = " ".join(done.stderr.split())
+    assert "error: Unable to write no/such/x.xlsx: the folder" in message
+    assert "does not exist" in message and "FileNotFoundError" not in message
+    assert "Traceback" not in done.stderr

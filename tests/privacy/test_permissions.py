@@ -144,3 +144,29 @@ def test_scp_writes_only_private_files_under_umask_022(tmp_path: Path) -> None:
     assert {"kerma.db", "kerma-key/kerma.key", "logs/listen.log", "archive/incoming"} <= names
     # listen.log is the test's own capture of the subprocess output, not a Kerma file
     assert wider_than_private(workdir, skip=("listen.log",)) == []
+
+
+@needs_shared
+def test_spreadsheet_parquet_and_quality_exports_are_private(tmp_path: Path) -> None:
+    """export xlsx, export parquet and quality --csv under umask 022 write 0600 files in
+    0700 folders (regression: the workbook and the Parquet files were 0644, world-readable,
+    though they hold pseudonyms)."""
+    workdir = tmp_path / "work"
+    source = workdir / "input"
+    source.mkdir(parents=True)
+    for name in FILES:
+        (source / name).write_bytes((DICOM_DIR / name).read_bytes())
+    (workdir / "exports").mkdir(mode=0o700)
+    env = default_env(workdir)
+    assert kerma(workdir, "import", "input", env=env).returncode == 0
+    for args in (
+        ("export", "xlsx", "--out", "exports/all.xlsx"),
+        ("export", "parquet", "--out", "exports/pq"),
+        ("quality", "ei", "--csv", "exports/ei.csv"),
+    ):
+        done = kerma(workdir, *args, env=env)
+        assert done.returncode == 0, done.stderr
+    names = {p.relative_to(workdir).as_posix() for p, _, _ in written(workdir, skip=("input",))}
+    assert {"exports/all.xlsx", "exports/ei.csv"} <= names
+    assert any(n.startswith("exports/pq/studies/") and n.endswith(".parquet") for n in names)
+    assert wider_than_private(workdir, skip=("input",)) == []

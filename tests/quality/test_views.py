@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -146,6 +147,17 @@ class TestCli:
         assert (tmp_path / "ei.csv").read_text().startswith("room,n_events")
         assert "0.25" in self._run(site, ["rejects"])
         assert "Abdomen" in self._run(site, ["noise"])
+
+    def test_rejects_table_shows_kap_in_gy_cm2(self, site: Site, tmp_path: Path) -> None:
+        """The reject table gives the KAP of rejects in Gy·cm² (the rejected image's 1.5
+        dGy·cm² is 0.15), as every Kerma table; --csv keeps dap_rejected_gym2 in Gy·m²
+        (regression: the table showed 1.5e-05 under 'dap_rejected_gym2')."""
+        out = self._run(site, ["rejects", "--csv", str(tmp_path / "rejects.csv")])
+        assert "KAP rejected (Gy·cm²)" in out
+        assert "0.15" in out and "1.5e-05" not in out
+        rows = pd.read_csv(tmp_path / "rejects.csv")
+        room = rows[rows["room"] == "VIEW-ROOM"].iloc[0]
+        assert room["dap_rejected_gym2"] == pytest.approx(1.5e-5)
 
     def test_import_rejects_needs_a_readable_mapping(self, site: Site, tmp_path: Path) -> None:
         """A missing mapping file is a clear error, not a traceback."""

@@ -181,7 +181,11 @@ class TestStudyBrowser:
         """The form's dose bounds are in the unit its quantity list shows (KAP Gy·cm²)."""
         page = dash_client.get("/studies")
         assert '<input type="hidden" name="dose_unit" value="display">' in page.text
-        assert "KAP" in page.text and "Gy·cm²" in page.text
+        # the quantity list names the unit the bounds are read in (regression: it said
+        # Gy·m² and Gy while the bounds were read in Gy·cm² and mGy)
+        assert '<option value="dap_total_gym2" >KAP total (Gy·cm²)</option>' in page.text
+        assert '<option value="dose_rp_total_gy" >Ka,r total (mGy)</option>' in page.text
+        assert "(Gy·m²)</option>" not in page.text
 
     def test_csv_streams_the_filter(self, dash_client: TestClient, dash_registry: Any) -> None:
         """The CSV holds one row per study of the filter, with canonical column names."""
@@ -286,6 +290,16 @@ class TestAnalysis:
         assert page.status_code == 200
         shown = page.text.split('id="drl">')[1].split("<")[0]
         assert float(shown) == pytest.approx(float(drl["drl_value"].iloc[0]) * 1e4)
+
+    def test_quantity_list_names_the_charts_units(self, dash_client: TestClient) -> None:
+        """The quantity list of a fluoroscopy exam names the display units its charts and
+        DRL card use (regression: it said KAP total (Gy·m²) above charts in Gy·cm²)."""
+        exam = "Pacemaker implantation single-chamber"
+        page = dash_client.get("/analysis", params={"exam": exam, "quantity": "dap_total_gym2"})
+        assert page.status_code == 200
+        assert '<option value="dap_total_gym2" selected>KAP total (Gy·cm²)</option>' in page.text
+        assert '<option value="dose_rp_total_gy" >Ka,r total (mGy)</option>' in page.text
+        assert "(Gy·m²)</option>" not in page.text
 
     def test_chart_csv(self, dash_client: TestClient, dash_registry: Any) -> None:
         """Each chart's data downloads as CSV; the box data count the exam's samples per room."""

@@ -606,6 +606,14 @@ class TestTokens:
         assert client.post("/dicomweb/studies", headers=headers).status_code == 415
         accounts.revoke_token("gone", SETUP)
         assert client.post("/dicomweb/studies", headers=headers).status_code == 401
+        # the answer says the token was refused, not that none was sent (regression: both
+        # answered "Authentication required: send 'Authorization: Bearer <token>'")
+        refused = client.get("/api/v1/studies", headers=headers)
+        assert refused.status_code == 401
+        assert "token is not valid" in refused.json()["detail"]
+        assert "kerma tokens add" in refused.json()["detail"]
+        missing = client.get("/api/v1/studies")
+        assert "Authentication required" in missing.json()["detail"]
 
 
 STOW_FILE = "CT-RDSR-Siemens-Multi-1.dcm"

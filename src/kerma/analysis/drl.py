@@ -541,7 +541,8 @@ def plan_comparison(
                     outside=tuple(compared),
                     status=STATUS_NO_EDITION,
                     note=f"no edition of the selected set's {drl_exam} DRL was in force on "
-                    f"these studies' dates ({_validity_text(matched)})",
+                    "these studies' dates (the set's editions of it are valid "
+                    f"{_validity_text(matched)})",
                 )
             )
     return cells

@@ -81,6 +81,13 @@ def list_alerts(
     page: Annotated[int, typer.Option("--page", min=1, help="Page number.")] = 1,
 ) -> None:
     """List alerts, newest study first, with filters."""
+    from kerma.services.alerts import AlertState
+
+    states = [s.value for s in AlertState]
+    if state is not None and state not in states:
+        raise typer.BadParameter(
+            f"{state!r} is not an alert state; use {', '.join(states)}.", param_hint="'--state'"
+        )
     console = make_console()
     registry = open_registry(get_settings())
     filters: dict[str, Any] = {

@@ -401,7 +401,9 @@ def _report(exc: Exception, *, debug: bool) -> int:
     if debug:
         raise exc
     logger.debug("error", exc_info=True)
-    message = f"{type(exc).__name__}: {exc}"
+    # an OSError without errno is Kerma's own sentence ("Unable to write ..."): no class name
+    own_sentence = isinstance(exc, OSError) and exc.errno is None
+    message = str(exc) if own_sentence else f"{type(exc).__name__}: {exc}"
     if "sqlalchemy" in sys.modules:
         from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 

@@ -30,6 +30,8 @@ from kerma.cli.registry import (
     build_filter,
     open_registry,
 )
+from kerma.files import open_private
+from kerma.units import GYM2_TO_GYCM2
 
 quality_app = typer.Typer(
     help="Image quality beside dose: exposure/deviation index, rejects, CT noise.",
@@ -54,17 +56,30 @@ def _cell(value: Any) -> str:
     return escape(str(value))
 
 
+#: Columns the tables show in display units, as every Kerma table (README "Python API"):
+#: canonical name → (header, factor). ``--csv`` keeps the canonical names and units.
+DISPLAY_COLUMNS: dict[str, tuple[str, float]] = {
+    "dap_rejected_gym2": ("KAP rejected (Gy·cm²)", GYM2_TO_GYCM2),
+    "agd_rejected_mgy": ("AGD rejected (mGy)", 1.0),
+}
+
+
 def _show(
     frame: pd.DataFrame, title: str, csv: Path | None, columns: list[str] | None = None
 ) -> None:
-    """Print ``frame`` as a table (``columns`` only) and write all of it to ``csv``."""
+    """Print ``frame`` as a table (``columns`` only, doses in display units) and write all
+    of it to ``csv`` (canonical names and units)."""
     console = make_console()
     if csv is not None:
-        frame.to_csv(csv, index=False)
+        with open_private(csv, "w", newline="", encoding="utf-8") as handle:
+            frame.to_csv(handle, index=False)
         make_console(stderr=True).print(f"wrote {len(frame)} rows to {escape(str(csv))}")
     if frame.empty:
         console.print(f"{title}: nothing in the registry for this selection.")
         return
+    converted = {c: frame[c] * factor for c, (_, factor) in DISPLAY_COLUMNS.items() if c in frame}
+    frame = frame.assign(**converted).rename(columns={c: DISPLAY_COLUMNS[c][0] for c in converted})
+    columns = [DISPLAY_COLUMNS[c][0] if c in converted else c for c in columns or frame.columns]
     table = Table(title=title)
     shown = [c for c in (columns or list(frame.columns)) if c in frame.columns]
     for column in shown:
@@ -164,7 +179,8 @@ def rejects(
     Registry rows count image headers (DX, CR, MG) received and those a KOS (or a
     reject-log row with their SOP Instance UID) marks rejected; reject-log rows count
     the imported log. The KAP of rejected exposures stays in the patient's and room's
-    dose (they were irradiated) and is shown here as dap_rejected_gym2 (Gy·m²).
+    dose (they were irradiated) and is shown here in Gy·cm² (``--csv``: dap_rejected_gym2,
+    Gy·m²).
     """
     from kerma.services.quality import pending_rejections, reject_rates
 

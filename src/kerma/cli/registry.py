@@ -332,11 +332,34 @@ def display(name: str, value: Any) -> Any:
     return float(value) * quantity.factor
 
 
-def limit_note(shown: int, total: int) -> str | None:
-    """Return the caption of a listing cut to its newest rows, or ``None`` when all are shown."""
+def limit_note(shown: int, total: int, *, sort: str | None = None) -> str | None:
+    """Return the caption of a listing cut to its first rows, or ``None`` when all are shown.
+
+    Without ``sort`` the rows are the newest; with it, the first in ``sort``'s order.
+    """
     if shown >= total:
         return None
-    return f"showing the newest {shown} of {total}; use --limit N (0 = all)"
+    which = f"first {shown} of {total} by {sort}" if sort else f"newest {shown} of {total}"
+    return f"showing the {which}; use --limit N (0 = all) or --page N"
+
+
+def page_note(*, page: int, offset: int, shown: int, total: int, sort: str | None) -> str | None:
+    """Return the caption of page ``page`` of a studies listing (rows ``offset`` + 1 ...).
+
+    Raises
+    ------
+    typer.BadParameter
+        When ``page`` is past the last page (no row on it), naming the last page.
+    """
+    if page == 1:
+        return limit_note(shown, total, sort=sort)
+    if shown == 0:
+        last = max(1, -(-total // max(offset // (page - 1), 1)))
+        raise typer.BadParameter(
+            f"page {page} is past the last page, {last} ({total} studies match).",
+            param_hint="'--page'",
+        )
+    return f"page {page}: rows {offset + 1}-{offset + shown} of {total}"
 
 
 #: Columns of the ``kerma studies`` table: (column, header or ``None`` for its display
@@ -446,15 +469,17 @@ def studies(
             console.print(f"{n} studies written to {escape(str(csv))}")
         if flagged:
             flags = registry.plausibility_flags(study_ids=[r["study_id"] for r in shown.rows])
+        empty = shown.total == 0 and _registry_is_empty(registry)
     finally:
         registry.close()
+    if empty:
+        console.print(empty_registry_note(registry.settings.database_url))
+        return
     rows = shown.rows if sort else list(reversed(shown.rows))  # newest at the bottom
     total = shown.total
     table = Table(
         title=f"Studies ({total})",
-        caption=limit_note(len(rows), total)
-        if page == 1
-        else f"page {page}: rows {shown.offset + 1}-{shown.offset + len(rows)} of {total}",
+        caption=page_note(page=page, offset=shown.offset, shown=len(rows), total=total, sort=sort),
         caption_justify="left",
         show_header=True,
         header_style="bold",
@@ -480,6 +505,23 @@ def studies(
             cells.append(escape("\n".join(reasons.get(row["study_id"], []))))
         table.add_row(*cells)
     console.print(table)
+
+
+def _registry_is_empty(registry: Registry) -> bool:
+    """Return whether the registry holds no study at all (QA studies included)."""
+    from kerma.db.filters import StudyFilter
+
+    every = StudyFilter(include_non_patient=True)
+    return registry.list_studies(every, limit=1).total == 0
+
+
+def empty_registry_note(database_url: str) -> str:
+    """Return what to do when the registry at ``database_url`` holds no study yet."""
+    return (
+        f"The registry {escape(database_url)} holds no study yet. Import dose objects with "
+        "kerma import PATH, or try the demo: kerma demo (once), then "
+        "export KERMA_DATABASE_URL=sqlite:///kerma-demo.db KERMA_ARCHIVE_DIR=kerma-demo-archive"
+    )
 
 
 def _cell(name: str, row: Any) -> str:

@@ -154,8 +154,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
+    from kerma.files import open_private
+
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with open_private(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
     os.replace(tmp, path)
 
 
@@ -171,19 +174,22 @@ def _write_month(
     """Rewrite one month's study and event files; return (studies, events) written."""
     import pyarrow.parquet as pq
 
+    from kerma.files import make_private_dirs, open_private
     from kerma.services.exports import iter_study_batches
 
     study_schema, event_schema = schema_of(study_kinds), schema_of(event_kinds)
     targets = {}
     for table in ("studies", "events"):
-        part = folder / table / f"{PARTITION}={month}"
-        part.mkdir(parents=True, exist_ok=True)
+        part = make_private_dirs(folder / table / f"{PARTITION}={month}")
         targets[table] = part / "data.parquet"
     tmp = {name: path.with_name(".data.parquet.tmp") for name, path in targets.items()}
     n_studies = n_events = 0
+    # the files are opened 0600 here (they hold pseudonyms): pyarrow would make them 0644
     with (
-        pq.ParquetWriter(tmp["studies"], study_schema, compression=COMPRESSION) as studies,
-        pq.ParquetWriter(tmp["events"], event_schema, compression=COMPRESSION) as events,
+        open_private(tmp["studies"], "wb") as studies_file,
+        open_private(tmp["events"], "wb") as events_file,
+        pq.ParquetWriter(studies_file, study_schema, compression=COMPRESSION) as studies,
+        pq.ParquetWriter(events_file, event_schema, compression=COMPRESSION) as events,
         registry.session(write=False) as session,
     ):
         batch: list[StudyWithEvents]
@@ -235,10 +241,10 @@ def write_parquet(
     ValueError
         When ``out`` holds a manifest Kerma cannot read.
     """
+    from kerma.files import make_private_dirs
     from kerma.services import exports
 
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_private_dirs(out)
     manifest = {} if full else read_manifest(folder)
     before: dict[str, list[Any]] = manifest.get("months", {})
     on_disk = {

@@ -432,8 +432,12 @@ def write_xlsx(
     if isinstance(out, str | Path):
         check_folder(out)
     layouts, summary, total = _plan(registry, flt, units=units, max_columns=XLSX_MAX_COLUMNS)
-    target = str(out) if isinstance(out, Path) else out
-    workbook = xlsxwriter.Workbook(target, XLSX_OPTIONS)
+    from kerma.files import open_private
+
+    # a path is opened 0600 here (the workbook holds pseudonyms): xlsxwriter would make
+    # the file with the umask's mode, often 0644
+    handle = open_private(out, "wb") if isinstance(out, str | Path) else None
+    workbook = xlsxwriter.Workbook(out if handle is None else handle, XLSX_OPTIONS)
     try:
         date_format = workbook.add_format({"num_format": "yyyy-mm-dd"})
         sheet = _XlsxSink(workbook.add_worksheet("Summary"), date_format)
@@ -457,6 +461,8 @@ def write_xlsx(
         )
     finally:
         workbook.close()
+        if handle is not None:
+            handle.close()
     return done
 
 

@@ -207,10 +207,15 @@ def login_required_response(request: Request) -> Response:
     """
     path = request.url.path
     if is_api(path):
+        if request.headers.get("authorization", "").lower().startswith("bearer "):
+            detail = (
+                "The bearer token is not valid (unknown, revoked or mistyped): check it with "
+                "kerma tokens list, or make one with kerma tokens add NAME --role ROLE."
+            )
+        else:
+            detail = "Authentication required: send 'Authorization: Bearer <token>'."
         return JSONResponse(
-            {"detail": "Authentication required: send 'Authorization: Bearer <token>'."},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
+            {"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
     if not wants_page(request):
         return PlainTextResponse("Login required.", status_code=401)
