@@ -102,6 +102,27 @@ def test_studies_on_an_empty_registry_says_what_to_do(tmp_path: Path) -> None:
     assert "kerma import PATH" in out and "KERMA_DATABASE_URL=sqlite:///kerma-demo.db" in out
 
 
+def test_studies_of_an_unknown_room_or_exam_is_a_usage_error(tmp_path: Path) -> None:
+    """A --device text or --exam name that names nothing is refused, naming what is there
+    (regression: an empty table, read as "no dose data"); a known one that selects no
+    study with the other filters is an empty table as before."""
+    settings = make_settings(f"sqlite:///{tmp_path / 'k.db'}", tmp_path)
+    with Registry(settings=settings) as reg:
+        reg.import_paths([DICOM_DIR / "CT-RDSR-Siemens-Multi-2.dcm"])
+        exam = str(reg.studies()["standard_exam"].iloc[0])
+    env = cli_env(settings.database_url, tmp_path)
+    runner = CliRunner()
+    nope = runner.invoke(app, ["studies", "--device", "NOPE"], env=env)
+    assert nope.exit_code == 2, nope.output
+    assert "no device name contains 'NOPE'" in " ".join(nope.output.split())
+    wrong = runner.invoke(app, ["studies", "--exam", "CT Elbow"], env=env)
+    assert wrong.exit_code == 2, wrong.output
+    text = " ".join(wrong.output.split())
+    assert "no study is mapped to 'CT Elbow'" in text and exam in text
+    dated = runner.invoke(app, ["studies", "--exam", exam, "--from", "2099-01-01"], env=env)
+    assert dated.exit_code == 0, dated.output
+
+
 class TestCumulative:
     """kerma cumulative."""
 

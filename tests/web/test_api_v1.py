@@ -50,6 +50,8 @@ class TestStudiesApi:
         ).json()
         assert {i["study_id"] for i in body["items"]} == set(f.loc[keep, "study_id"])
         assert all(i["modality"] == "RF" and i["study_date"] >= "2017-01-01" for i in body["items"])
+        # a study date is a calendar date, not a date-time at midnight
+        assert all(len(i["study_date"]) == 10 for i in body["items"]), body["items"][0]
         assert body["total"] == int(keep.sum())
 
     def test_bad_filter_is_400_json(self, dash_client: TestClient) -> None:

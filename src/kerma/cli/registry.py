@@ -298,6 +298,43 @@ def check_sites(registry: Registry, site: list[str] | None) -> None:
         raise typer.BadParameter(escape(str(exc)), param_hint="'--site'") from exc
 
 
+def check_names_match(registry: Registry, flt: StudyFilter) -> None:
+    """Refuse a ``--device`` text or ``--exam`` name that names nothing in the registry.
+
+    Called when a listing selected no study, so that a misspelt room or exam is a usage
+    error naming what is there (as ``kerma drl`` does), not an empty table read as "no
+    dose data".
+
+    Raises
+    ------
+    typer.BadParameter
+        When no device name, station or model contains the ``--device`` text, or no
+        study is mapped to an ``--exam`` name (``kerma exams`` lists the mapping).
+    """
+    from kerma.errors import NotFoundError
+    from kerma.services.analytics import check_device_filter
+    from kerma.services.exams import exam_counts
+
+    with registry.session(write=False) as session:
+        try:
+            check_device_filter(session, flt)
+        except NotFoundError as exc:
+            raise typer.BadParameter(escape(str(exc)), param_hint="'--device'") from exc
+        if not flt.standard_exams:
+            return
+        known = set(exam_counts(session)["standard_exam"].dropna())
+    missing = [exam for exam in flt.standard_exams if exam not in known]
+    if missing:
+        raise typer.BadParameter(
+            escape(
+                f"no study is mapped to {', '.join(map(repr, missing))}; the standard exams "
+                f"in the registry are: {', '.join(sorted(known)) or '(none)'} "
+                "(`kerma exams` lists the rules)."
+            ),
+            param_hint="'--exam'",
+        )
+
+
 def open_registry(settings: Settings | None = None) -> Registry:
     """Return the registry of the settings (migrated, summary derived), saying when it derives."""
     from kerma.services.registry import Registry
@@ -470,6 +507,8 @@ def studies(
         if flagged:
             flags = registry.plausibility_flags(study_ids=[r["study_id"] for r in shown.rows])
         empty = shown.total == 0 and _registry_is_empty(registry)
+        if shown.total == 0 and not empty:
+            check_names_match(registry, flt)
     finally:
         registry.close()
     if empty:

@@ -58,7 +58,17 @@ class StudyOut(BaseModel):
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Return a frame's rows as JSON-ready dicts (NaN → null, dates ISO 8601)."""
+    """Return a frame's rows as JSON-ready dicts (NaN → null, dates ISO 8601).
+
+    Calendar dates (columns named ``*_date``, e.g. ``study_date``) are written as dates,
+    ``"2026-12-02"``; date-times keep their time (pandas writes every date as a
+    date-time, ``"2026-12-02T00:00:00.000"``, otherwise).
+    """
+    frame = frame.copy()
+    for name in frame.columns:
+        if str(name).endswith("_date"):
+            values = pd.to_datetime(frame[name], errors="coerce")
+            frame[name] = values.dt.strftime("%Y-%m-%d").where(values.notna(), None)
     return list(json.loads(frame.to_json(orient="records", date_format="iso")))
 
 
