@@ -212,7 +212,7 @@ class TestBusyPort:
                 cwd=tmp_path,
             )
         assert run.returncode == 2, run.stderr
-        assert "Address already in use" in run.stderr
+        assert f"address 127.0.0.1:{port}: Address already in use" in run.stderr
         assert "choose another port with --port" in run.stderr
         assert "Traceback" not in run.stderr + run.stdout
         assert "Uvicorn running" not in run.stderr

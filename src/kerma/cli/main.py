@@ -423,6 +423,10 @@ def _report(exc: Exception, *, debug: bool) -> int:
             soft_wrap=True,
         )
         return 2
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        # "address 127.0.0.1:8000: Address already in use" when the command named it
+        where = f"address {exc.filename}: " if exc.filename else ""
+        message = f"{where}{exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         err_console.print(
             f"[red]error:[/red] {escape(message)}. Another program (another kerma serve, "

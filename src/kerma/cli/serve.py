@@ -66,7 +66,10 @@ def check_address_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        sock.bind((host, port))
+        try:
+            sock.bind((host, port))
+        except OSError as exc:  # the message names the address (OSError.filename)
+            raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from exc
 
 
 def _hint_first_admin(settings: Settings) -> None:
