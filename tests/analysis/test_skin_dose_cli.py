@@ -139,4 +139,4 @@ class TestSkinDoseCommand:
         """A date that is not YYYY-MM-DD is rejected by the option parser."""
         result = runner.invoke(app, ["skin-dose", "--since", "2018-13-01"], env=registry_env)
         assert result.exit_code == 2
-        assert "does not match the formats '%Y-%m-%d'" in result.output
+        assert "'2018-13-01' is not a date: write it as YYYY-MM-DD" in " ".join(result.output.split())

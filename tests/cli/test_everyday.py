@@ -123,6 +123,20 @@ def test_studies_of_an_unknown_room_or_exam_is_a_usage_error(tmp_path: Path) -> 
     assert dated.exit_code == 0, dated.output
 
 
+@pytest.mark.parametrize("command", [["alerts", "list"], ["skin-dose"]])
+def test_date_options_say_how_to_write_a_date(tmp_path: Path, command: list[str]) -> None:
+    """--since of alerts list and skin-dose: Kerma's own date message (as --from of the
+    other commands), not Click's list of strptime formats."""
+    env = cli_env(f"sqlite:///{tmp_path / 'k.db'}", tmp_path)
+    result = CliRunner().invoke(app, [*command, "--since", "yesterday"], env=env)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "'yesterday' is not a date: write it as YYYY-MM-DD" in text
+    assert "%Y" not in text
+    ok = CliRunner().invoke(app, [*command, "--since", "2026-01-31"], env=env)
+    assert ok.exit_code == 0, ok.output
+
+
 class TestCumulative:
     """kerma cumulative."""
 

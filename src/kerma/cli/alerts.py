@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from kerma.cli.console import make_console
-from kerma.cli.registry import open_registry
+from kerma.cli.registry import open_registry, parse_date_option
 from kerma.config import get_settings
 from kerma.units import QUANTITIES
 
@@ -70,12 +70,19 @@ def list_alerts(
         str | None, typer.Option("--modality", help="Modality family: CT, RF/XA, DX, MG, NM.")
     ] = None,
     since: Annotated[
-        dt.datetime | None,
-        typer.Option("--since", "--from", formats=["%Y-%m-%d"], help="First study date."),
+        str | None,
+        typer.Option(
+            "--since",
+            "--from",
+            help="First study date, YYYY-MM-DD.",
+            callback=parse_date_option,
+        ),
     ] = None,
     until: Annotated[
-        dt.datetime | None,
-        typer.Option("--until", "--to", formats=["%Y-%m-%d"], help="Last study date."),
+        str | None,
+        typer.Option(
+            "--until", "--to", help="Last study date, YYYY-MM-DD.", callback=parse_date_option
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Rows per page.")] = 50,
     page: Annotated[int, typer.Option("--page", min=1, help="Page number.")] = 1,
@@ -94,8 +101,8 @@ def list_alerts(
         "state": state,
         "rule_id": rule,
         "modality_family": modality.upper() if modality else None,
-        "date_from": since.date() if since else None,
-        "date_to": until.date() if until else None,
+        "date_from": dt.date.fromisoformat(since) if since else None,
+        "date_to": dt.date.fromisoformat(until) if until else None,
     }
     try:
         frame = registry.alerts(**filters, limit=limit, offset=(page - 1) * limit)

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from kerma.cli.console import make_console
-from kerma.cli.registry import UnitsOpt, open_registry
+from kerma.cli.registry import UnitsOpt, open_registry, parse_date_option
 from kerma.config import get_settings
 from kerma.services.skin import DEFAULT_TIMEOUT_S, MAPS_DIR, METHOD_KAR, METHOD_PYSKINDOSE
 from kerma.units import QUANTITIES
@@ -47,12 +47,19 @@ def skin_dose(
         typer.Option("--study", help="Study Instance UID (repeat for several studies)."),
     ] = None,
     since: Annotated[
-        dt.datetime | None,
-        typer.Option("--since", "--from", formats=["%Y-%m-%d"], help="First study date."),
+        str | None,
+        typer.Option(
+            "--since",
+            "--from",
+            help="First study date, YYYY-MM-DD.",
+            callback=parse_date_option,
+        ),
     ] = None,
     until: Annotated[
-        dt.datetime | None,
-        typer.Option("--until", "--to", formats=["%Y-%m-%d"], help="Last study date."),
+        str | None,
+        typer.Option(
+            "--until", "--to", help="Last study date, YYYY-MM-DD.", callback=parse_date_option
+        ),
     ] = None,
     recompute: Annotated[
         bool,
@@ -98,8 +105,8 @@ def skin_dose(
 
             frame = registry.estimate_skin_doses(
                 study_instance_uids=study or None,
-                since=since.date() if since else None,
-                until=until.date() if until else None,
+                since=dt.date.fromisoformat(since) if since else None,
+                until=dt.date.fromisoformat(until) if until else None,
                 recompute=recompute,
                 timeout_s=timeout,
                 progress=progress,
