@@ -139,4 +139,5 @@ class TestSkinDoseCommand:
         """A date that is not YYYY-MM-DD is rejected by the option parser."""
         result = runner.invoke(app, ["skin-dose", "--since", "2018-13-01"], env=registry_env)
         assert result.exit_code == 2
-        assert "'2018-13-01' is not a date: write it as YYYY-MM-DD" in " ".join(result.output.split())
+        text = " ".join(result.output.split())
+        assert "'2018-13-01' is not a date: write it as YYYY-MM-DD" in text
