@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+#: Modalities Kerma reads dose objects of (the keys of
+#: ``kerma.dicom.headers.KIND_BY_MODALITY``; RDSRs report one of these too).
+DOSE_MODALITIES: tuple[str, ...] = ("CR", "CT", "DX", "IO", "MG", "NM", "PT", "PX", "RF", "XA")
+
 #: The study summary columns, derived from a study's reports at ingest
 #: (``kerma.analysis.summary.summarise_study`` computes them, ``kerma.db.summary`` stores
 #: them in the ``study`` table): one list for both layers.

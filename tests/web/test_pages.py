@@ -176,6 +176,10 @@ class TestStudyBrowser:
         assert "Traceback" not in page.text
         assert dash_client.get("/studies?age_min=old").status_code == 400
         assert dash_client.get("/studies?dose_unit=furlong").status_code == 400
+        # a modality no dose object has is named, not answered with an empty list
+        wrong = dash_client.get("/studies?modality=CT,XX")
+        assert wrong.status_code == 400 and "&#39;XX&#39; is not a dose modality" in wrong.text
+        assert dash_client.get("/studies?modality=ct, dx").status_code == 200
 
     def test_form_sends_dose_bounds_in_display_units(self, dash_client: TestClient) -> None:
         """The form's dose bounds are in the unit its quantity list shows (KAP Gy·cm²)."""

@@ -23,14 +23,10 @@ from rich.table import Table
 from kerma.cli.console import make_console
 from kerma.config import get_settings
 from kerma.files import open_private
+from kerma.records import DOSE_MODALITIES
 
 if TYPE_CHECKING:
     from kerma.services.intake import RejectFilter
-
-
-#: Modalities Kerma reads dose objects of (the keys of
-#: ``kerma.dicom.headers.KIND_BY_MODALITY``; RDSRs report one of these too).
-DOSE_MODALITIES: tuple[str, ...] = ("CR", "CT", "DX", "IO", "MG", "NM", "PT", "PX", "RF", "XA")
 
 
 def _modality_error(value: str) -> typer.BadParameter:

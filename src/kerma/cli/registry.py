@@ -548,8 +548,6 @@ def studies(
 
 def _registry_is_empty(registry: Registry) -> bool:
     """Return whether the registry holds no study at all (QA studies included)."""
-    from kerma.db.filters import StudyFilter
-
     every = StudyFilter(include_non_patient=True)
     return registry.list_studies(every, limit=1).total == 0
 

@@ -9,5 +9,13 @@ from kerma.db.filters import (
     as_date,
     normalise_filter,
 )
+from kerma.records import DOSE_MODALITIES
 
-__all__ = ["DOSE_RANGE_QUANTITIES", "SEXES", "StudyFilter", "as_date", "normalise_filter"]
+__all__ = [
+    "DOSE_MODALITIES",
+    "DOSE_RANGE_QUANTITIES",
+    "SEXES",
+    "StudyFilter",
+    "as_date",
+    "normalise_filter",
+]

@@ -10,6 +10,7 @@ May import ``kerma.services`` (DESIGN.md "Layers").
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
-from kerma.services.filters import DOSE_RANGE_QUANTITIES, StudyFilter
+from kerma.services.filters import DOSE_MODALITIES, DOSE_RANGE_QUANTITIES, StudyFilter
 from kerma.web.security import Principal, Role, require_role
 
 _registry_lock = threading.Lock()
@@ -115,6 +116,13 @@ def study_filter(
     has = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
     if alert is not None and alert.lower() not in has:
         raise FilterError(f"has_alert {alert!r} is not yes or no.")
+    wrong = [m for m in re.split(r"[,\s]+", _text(modality) or "") if m]
+    wrong = [m for m in wrong if m.upper() not in DOSE_MODALITIES]
+    if wrong:
+        raise FilterError(
+            f"modality {', '.join(map(repr, wrong))} is not a dose modality; use "
+            f"{', '.join(DOSE_MODALITIES)} (several comma-separated)."
+        )
     room = _text(device_id)
     if room is not None and not room.isdigit():
         raise FilterError(f"device_id {room!r} is not a device number.")
