@@ -41,6 +41,39 @@ def display_label(name: str) -> str:
     return quantity.display_label if quantity is not None else name
 
 
+#: Unit suffixes of Kerma's column names (DESIGN.md: names carry units) and how a
+#: column heading writes them.
+_UNIT_SUFFIXES: dict[str, str] = {
+    "_deg": "°",
+    "_gy": "Gy",
+    "_gym2": "Gy·m²",
+    "_kv": "kV",
+    "_m2": "m²",
+    "_ma": "mA",
+    "_mas": "mAs",
+    "_mbq": "MBq",
+    "_mgy": "mGy",
+    "_mgycm": "mGy·cm",
+    "_ml": "mL",
+    "_mm": "mm",
+    "_s": "s",
+}
+
+
+def column_heading(name: str) -> str:
+    """Return a column's heading: a quantity's display label (:func:`display_label`),
+    else its words with the unit of its suffix in brackets (``pulse_width_s`` →
+    ``"pulse width (s)"``)."""
+    label = display_label(name)
+    if label != name:
+        return label
+    stem, _, suffix = name.rpartition("_")
+    unit = _UNIT_SUFFIXES.get(f"_{suffix}")
+    if stem and unit is not None:
+        return f"{stem.replace('_', ' ')} ({unit})"
+    return name.replace("_", " ")
+
+
 def display_value(name: str, value: Any) -> Any:
     """Return a canonical value of quantity ``name`` in its display unit (KAP Gy·m² →
     Gy·cm², Ka,r Gy → mGy); other names, missing values and text unchanged."""
@@ -50,7 +83,7 @@ def display_value(name: str, value: Any) -> Any:
 
 
 #: Page tables show dose values as ``kerma drl`` and ``kerma studies`` do (display units).
-templates.env.globals.update(dlabel=display_label, dval=display_value)
+templates.env.globals.update(dlabel=display_label, dval=display_value, heading=column_heading)
 
 
 def render(
