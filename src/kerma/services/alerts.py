@@ -357,8 +357,18 @@ def _same(a: float | None, b: float | None) -> bool:
 
 
 def _describe(rule: AlertRule, value: float, threshold: float) -> str:
-    """Return the history text of a crossing (``"value 91 mGy > threshold 80 mGy"``)."""
-    return f"{rule.quantity} {value:.6g} {rule.unit} {rule.operator} {threshold:.6g} {rule.unit}"
+    """Return the history text of a crossing in display units, as the pages and the
+    command line show doses (``"dap_total_gym2 123.4 Gy·cm² > 50 Gy·cm²"``; a quantity
+    outside :data:`kerma.units.QUANTITIES` keeps the rule's unit)."""
+    from kerma.units import get_quantity, to_display
+
+    quantity = get_quantity(rule.quantity)
+    if quantity is None:
+        unit, shown, limit = rule.unit, value, threshold
+    else:
+        unit = quantity.display_unit
+        shown, limit = to_display(rule.quantity, value), to_display(rule.quantity, threshold)
+    return f"{rule.quantity} {shown:.6g} {unit} {rule.operator} {limit:.6g} {unit}"
 
 
 def _record(
