@@ -146,3 +146,16 @@ def test_site_map_tells_apart_institutions_of_one_name_by_address(
         )
         frame = registry.sites()
     assert dict(zip(frame["name"], frame["studies"], strict=True))["General Hospital"] == 2
+
+
+def test_reprocess_keeps_the_sites_and_makes_no_new_ones(two_sites: Registry) -> None:
+    """A reprocess (no node site given) keeps each study's site and adds no empty site.
+
+    The objects' Institution Names are not sites here (the nodes named them North and
+    South); the reprocess must not create a site row per Institution Name.
+    """
+    before = two_sites.sites().set_index("name")["studies"].to_dict()
+    assert before == {"North": 2, "South": 3}
+    two_sites.reprocess()
+    after = two_sites.sites().set_index("name")["studies"].to_dict()
+    assert after == {"North": 2, "South": 3}
