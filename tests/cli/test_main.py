@@ -188,6 +188,32 @@ class TestConfigurationErrors:
         assert "KERMA_SCP_PORT:" in run.stderr
         assert "Traceback" not in run.stderr
 
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("not json", "KERMA_SITE_MAP is not valid JSON"),
+            ('{"General Hospital": 1}', "KERMA_SITE_MAP['General Hospital']: Input should be"),
+        ],
+    )
+    def test_invalid_json_setting_names_the_variable(  # type: ignore[no-untyped-def]
+        self, tmp_path, value: str, message: str
+    ) -> None:
+        """A JSON setting that is no JSON, or a wrong value in it: exit 2, the variable named."""
+        env = dict(os.environ, KERMA_SITE_MAP=value, COLUMNS="400")
+        env["KERMA_DATABASE_URL"] = f"sqlite:///{tmp_path / 'k.db'}"
+        run = subprocess.run(
+            [sys.executable, "-m", "kerma.cli.main", "sites", "list"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 2, run.stderr
+        assert message in run.stderr
+        assert "--help" not in run.stderr and "Traceback" not in run.stderr
+
 
 class TestBusyPort:
     """A port another program holds is a one-line error saying what to do, exit 2."""

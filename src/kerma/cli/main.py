@@ -277,6 +277,16 @@ def check_database_url(url: str) -> None:
             )
 
 
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    """Name the variable of a validation error's ``loc``: ``KERMA_SITE_MAP['North']``.
+
+    The first item is the settings field (its variable is ``KERMA_`` + the name in
+    capitals); further items are keys or indexes inside its JSON value.
+    """
+    field, *inner = loc
+    return f"KERMA_{str(field).upper()}" + "".join(f"[{item!r}]" for item in inner)
+
+
 def _check_settings(command: str | None) -> None:
     """Read the settings and check the database URL before a command that uses it.
 
@@ -288,6 +298,7 @@ def _check_settings(command: str | None) -> None:
     if not command or command in NO_DATABASE_COMMANDS:
         return
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from kerma.config import get_settings
 
@@ -295,10 +306,17 @@ def _check_settings(command: str | None) -> None:
         settings = get_settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"KERMA_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
+            f"{_setting_name(error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         raise ConfigurationError(f"Unable to read the settings: {problems}.") from None
+    except SettingsError as exc:
+        # pydantic-settings could not decode a complex (JSON) value of a variable
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"KERMA_{field.group(1).upper()}" if field else "a KERMA_ variable"
+        raise ConfigurationError(
+            f"Unable to read the settings: {name} is not valid JSON; write it as a JSON "
+            "object or list (README.md, Configuration)."
+        ) from None
     check_database_url(settings.database_url)
 
 
