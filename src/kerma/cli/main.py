@@ -318,6 +318,58 @@ def _check_settings(command: str | None) -> None:
             "object or list (README.md, Configuration)."
         ) from None
     check_database_url(settings.database_url)
+    if settings.database_read_url:
+        check_read_url(settings.database_read_url, primary=settings.database_url)
+
+
+def _read_url_set() -> bool:
+    """Return whether the settings (environment or ``.env``) name a read replica."""
+    from kerma.config import get_settings
+
+    try:
+        return bool(get_settings().database_read_url)
+    except ValueError:  # settings unreadable (ValidationError, SettingsError): reported already
+        return False
+
+
+def check_read_url(url: str, *, primary: str) -> None:
+    """Refuse a read-replica URL that cannot be a hot standby of the primary.
+
+    A read replica is a PostgreSQL hot standby of a PostgreSQL primary (docs/scaling.md,
+    "Read replica"); any other URL would make the analytics read another database.
+
+    Parameters
+    ----------
+    url : str
+        ``KERMA_DATABASE_READ_URL``.
+    primary : str
+        ``KERMA_DATABASE_URL`` (already checked by :func:`check_database_url`).
+
+    Raises
+    ------
+    ConfigurationError
+        When the primary is not PostgreSQL, or ``url`` is not a PostgreSQL URL through
+        an installed driver.
+    """
+    shown = _mask_password(url)
+    if not primary.lower().startswith("postgresql"):
+        raise ConfigurationError(
+            f"KERMA_DATABASE_READ_URL {shown!r} is set, but the registry is SQLite "
+            "(KERMA_DATABASE_URL): a read replica is a PostgreSQL hot standby of a "
+            "PostgreSQL registry. Unset KERMA_DATABASE_READ_URL."
+        )
+    if not url.lower().startswith("postgresql"):
+        raise ConfigurationError(
+            f"KERMA_DATABASE_READ_URL {shown!r} is not a PostgreSQL hot standby: write "
+            f"it as {SUPPORTED_DATABASES['postgresql']} (the replica of KERMA_DATABASE_URL), "
+            "or unset it to read the primary (docs/scaling.md, 'Read replica')."
+        )
+    try:
+        check_database_url(url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            str(exc).replace("KERMA_DATABASE_URL", "KERMA_DATABASE_READ_URL")
+        ) from None
 
 
 #: Format of every log line.
@@ -427,9 +479,13 @@ def _report(exc: Exception, *, debug: bool) -> int:
 
         if isinstance(exc, ArgumentError | SQLAlchemyError):
             first_line = str(exc).splitlines()[0]
+            # a read replica (KERMA_DATABASE_READ_URL) is a second database that can fail
+            names = "KERMA_DATABASE_URL"
+            if _read_url_set():
+                names = "KERMA_DATABASE_URL and KERMA_DATABASE_READ_URL (the read replica)"
             err_console.print(
                 f"[red]error:[/red] the registry database cannot be used ({escape(first_line)}). "
-                "Check KERMA_DATABASE_URL (e.g. sqlite:///kerma.db or "
+                f"Check {names} (e.g. sqlite:///kerma.db or "
                 "postgresql+psycopg://user@host/db) and that the server is running.",
                 soft_wrap=True,
             )
