@@ -188,6 +188,96 @@ class TestConfigurationErrors:
         assert "KERMA_SCP_PORT:" in run.stderr
         assert "Traceback" not in run.stderr
 
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("not json", "KERMA_SITE_MAP is not valid JSON"),
+            ('{"General Hospital": 1}', "KERMA_SITE_MAP['General Hospital']: Input should be"),
+        ],
+    )
+    def test_invalid_json_setting_names_the_variable(  # type: ignore[no-untyped-def]
+        self, tmp_path, value: str, message: str
+    ) -> None:
+        """A JSON setting that is no JSON, or a wrong value in it: exit 2, the variable named."""
+        env = dict(os.environ, KERMA_SITE_MAP=value, COLUMNS="400")
+        env["KERMA_DATABASE_URL"] = f"sqlite:///{tmp_path / 'k.db'}"
+        run = subprocess.run(
+            [sys.executable, "-m", "kerma.cli.main", "sites", "list"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 2, run.stderr
+        assert message in run.stderr
+        assert "--help" not in run.stderr and "Traceback" not in run.stderr
+
+
+class TestReadReplicaUrl:
+    """``KERMA_DATABASE_READ_URL``: refused unless a PostgreSQL replica of a PostgreSQL
+    primary; a replica that does not answer is named in the error."""
+
+    @staticmethod
+    def _kerma(tmp_path, **env_values: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+        env = dict(os.environ, COLUMNS="400", **env_values)
+        return subprocess.run(
+            [sys.executable, "-m", "kerma.cli.main", "sites", "list"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+        )
+
+    def test_sqlite_read_url_refused(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        """A SQLite "replica" would silently read another registry: exit 2, no read."""
+        run = self._kerma(
+            tmp_path,
+            KERMA_DATABASE_URL=f"sqlite:///{tmp_path / 'k.db'}",
+            KERMA_DATABASE_READ_URL=f"sqlite:///{tmp_path / 'other.db'}",
+        )
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert "KERMA_DATABASE_READ_URL" in run.stderr
+        assert "PostgreSQL hot standby" in run.stderr
+        assert not (tmp_path / "other.db").exists()
+        assert "Traceback" not in run.stderr
+
+    def test_postgresql_read_url_on_sqlite_refused(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        """A replica of a SQLite registry cannot exist: exit 2, the variable named."""
+        run = self._kerma(
+            tmp_path,
+            KERMA_DATABASE_URL=f"sqlite:///{tmp_path / 'k.db'}",
+            KERMA_DATABASE_READ_URL="postgresql+psycopg://kerma@127.0.0.1/kerma",
+        )
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert "KERMA_DATABASE_READ_URL" in run.stderr and "SQLite" in run.stderr
+        assert "Traceback" not in run.stderr
+
+    @pytest.mark.postgres
+    def test_replica_url_works_or_is_named(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        """The primary itself as the replica works; a replica nothing answers is named."""
+        import socket
+
+        from tests.db_fixtures import fresh_database
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with fresh_database("postgresql", tmp_path) as url:
+            same = self._kerma(tmp_path, KERMA_DATABASE_URL=url, KERMA_DATABASE_READ_URL=url)
+            assert same.returncode == 0, same.stdout + same.stderr
+            down = self._kerma(
+                tmp_path,
+                KERMA_DATABASE_URL=url,
+                KERMA_DATABASE_READ_URL=f"postgresql+psycopg://kerma@127.0.0.1:{port}/kerma",
+            )
+        assert down.returncode == 2, down.stdout + down.stderr
+        assert "KERMA_DATABASE_READ_URL" in down.stderr
+        assert "Traceback" not in down.stderr
+
 
 class TestBusyPort:
     """A port another program holds is a one-line error saying what to do, exit 2."""

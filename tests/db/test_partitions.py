@@ -298,6 +298,31 @@ class TestEnsurePartitions:
         assert result.exit_code == 2
         assert "is not a month (YYYY-MM)" in result.output
 
+    @pytest.mark.parametrize("month", ["0001-01", "0201-01", "1984-12"])
+    def test_cli_refuses_a_month_before_dicom(self, tmp_path: Path, monkeypatch, month) -> None:
+        """--since 0201-01 (a typo) would make ~22,000 partitions in one transaction and
+        exhaust PostgreSQL's lock table; 0001-01 is the undated month: usage error."""
+        monkeypatch.setenv("KERMA_DATABASE_URL", f"sqlite:///{tmp_path / 'k.db'}")
+        result = CliRunner().invoke(app, ["db", "partitions", "--since", month])
+        assert result.exit_code == 2, result.output
+        assert "is before 1985-01" in result.output
+
+    @pytest.mark.postgres
+    def test_ensure_partitions_refuses_a_month_before_dicom(self, tmp_path: Path) -> None:
+        """The service refuses it too (Python API), making no partition."""
+        from tests.db_fixtures import fresh_database
+
+        with fresh_database("postgresql", tmp_path) as url:
+            registry = Registry(settings=make_settings(url, tmp_path))
+            try:
+                with registry.engine.begin() as conn:
+                    before = len(list_partitions(conn))
+                    with pytest.raises(ValueError, match="1985-01 or later"):
+                        ensure_partitions(conn, since=dt.date(1, 1, 1))
+                    assert len(list_partitions(conn)) == before
+            finally:
+                registry.close()
+
 
 @needs_shared
 class TestStudyDateChanges:

@@ -146,3 +146,49 @@ def test_site_map_tells_apart_institutions_of_one_name_by_address(
         )
         frame = registry.sites()
     assert dict(zip(frame["name"], frame["studies"], strict=True))["General Hospital"] == 2
+
+
+def test_reprocess_keeps_the_sites_and_makes_no_new_ones(two_sites: Registry) -> None:
+    """A reprocess (no node site given) keeps each study's site and adds no empty site.
+
+    The objects' Institution Names are not sites here (the nodes named them North and
+    South); the reprocess must not create a site row per Institution Name.
+    """
+    before = two_sites.sites().set_index("name")["studies"].to_dict()
+    assert before == {"North": 2, "South": 3}
+    two_sites.reprocess()
+    after = two_sites.sites().set_index("name")["studies"].to_dict()
+    assert after == {"North": 2, "South": 3}
+
+
+def test_assign_to_a_name_that_is_no_user_warns(tmp_path: Path) -> None:
+    """``kerma sites assign annna North``: kept (a directory user), but a note says so."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, COLUMNS="400", KERMA_DATABASE_URL=f"sqlite:///{tmp_path / 'k.db'}")
+    env["KERMA_ARCHIVE_DIR"] = str(tmp_path / "archive")
+
+    def kerma(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kerma.cli.main", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+        )
+
+    imported = kerma("import", "--site", "North", str(SHARED_DICOM / NORTH[0]))
+    assert imported.returncode == 0, imported.stderr
+    run = kerma("sites", "assign", "annna", "North")
+    assert run.returncode == 0, run.stderr
+    assert "'annna' is not a user yet" in run.stderr
+    assert "annna sees the studies of: North" in run.stdout
+    registry = Registry(settings=make_settings(env["KERMA_DATABASE_URL"], tmp_path))
+    try:
+        assert registry.sites_for_user("annna") == tuple(registry.site_ids(["North"]))
+    finally:
+        registry.close()

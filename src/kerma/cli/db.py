@@ -46,7 +46,11 @@ def partitions(
 
     Idempotent and safe on every node at once; run it from cron (e.g. monthly).
     """
-    from kerma.services.schema import PartitionsNotSupportedError, make_partitions
+    from kerma.services.schema import (
+        EARLIEST_PARTITION_MONTH,
+        PartitionsNotSupportedError,
+        make_partitions,
+    )
 
     console = make_console()
     first = None
@@ -57,6 +61,12 @@ def partitions(
             raise typer.BadParameter(
                 f"{since!r} is not a month (YYYY-MM).", param_hint="--since"
             ) from exc
+        if first < EARLIEST_PARTITION_MONTH:
+            raise typer.BadParameter(
+                f"{since!r} is before {EARLIEST_PARTITION_MONTH:%Y-%m}: no DICOM dose object "
+                "is older (ACR-NEMA 300-1985); give the month of the oldest study to load.",
+                param_hint="--since",
+            )
     try:
         report = make_partitions(settings=get_settings(), ahead_months=ahead, since=first)
     except PartitionsNotSupportedError as exc:

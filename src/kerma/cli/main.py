@@ -277,6 +277,16 @@ def check_database_url(url: str) -> None:
             )
 
 
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    """Name the variable of a validation error's ``loc``: ``KERMA_SITE_MAP['North']``.
+
+    The first item is the settings field (its variable is ``KERMA_`` + the name in
+    capitals); further items are keys or indexes inside its JSON value.
+    """
+    field, *inner = loc
+    return f"KERMA_{str(field).upper()}" + "".join(f"[{item!r}]" for item in inner)
+
+
 def _check_settings(command: str | None) -> None:
     """Read the settings and check the database URL before a command that uses it.
 
@@ -288,6 +298,7 @@ def _check_settings(command: str | None) -> None:
     if not command or command in NO_DATABASE_COMMANDS:
         return
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from kerma.config import get_settings
 
@@ -295,11 +306,70 @@ def _check_settings(command: str | None) -> None:
         settings = get_settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"KERMA_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
+            f"{_setting_name(error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         raise ConfigurationError(f"Unable to read the settings: {problems}.") from None
+    except SettingsError as exc:
+        # pydantic-settings could not decode a complex (JSON) value of a variable
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"KERMA_{field.group(1).upper()}" if field else "a KERMA_ variable"
+        raise ConfigurationError(
+            f"Unable to read the settings: {name} is not valid JSON; write it as a JSON "
+            "object or list (README.md, Configuration)."
+        ) from None
     check_database_url(settings.database_url)
+    if settings.database_read_url:
+        check_read_url(settings.database_read_url, primary=settings.database_url)
+
+
+def _read_url_set() -> bool:
+    """Return whether the settings (environment or ``.env``) name a read replica."""
+    from kerma.config import get_settings
+
+    try:
+        return bool(get_settings().database_read_url)
+    except ValueError:  # settings unreadable (ValidationError, SettingsError): reported already
+        return False
+
+
+def check_read_url(url: str, *, primary: str) -> None:
+    """Refuse a read-replica URL that cannot be a hot standby of the primary.
+
+    A read replica is a PostgreSQL hot standby of a PostgreSQL primary (docs/scaling.md,
+    "Read replica"); any other URL would make the analytics read another database.
+
+    Parameters
+    ----------
+    url : str
+        ``KERMA_DATABASE_READ_URL``.
+    primary : str
+        ``KERMA_DATABASE_URL`` (already checked by :func:`check_database_url`).
+
+    Raises
+    ------
+    ConfigurationError
+        When the primary is not PostgreSQL, or ``url`` is not a PostgreSQL URL through
+        an installed driver.
+    """
+    shown = _mask_password(url)
+    if not primary.lower().startswith("postgresql"):
+        raise ConfigurationError(
+            f"KERMA_DATABASE_READ_URL {shown!r} is set, but the registry is SQLite "
+            "(KERMA_DATABASE_URL): a read replica is a PostgreSQL hot standby of a "
+            "PostgreSQL registry. Unset KERMA_DATABASE_READ_URL."
+        )
+    if not url.lower().startswith("postgresql"):
+        raise ConfigurationError(
+            f"KERMA_DATABASE_READ_URL {shown!r} is not a PostgreSQL hot standby: write "
+            f"it as {SUPPORTED_DATABASES['postgresql']} (the replica of KERMA_DATABASE_URL), "
+            "or unset it to read the primary (docs/scaling.md, 'Read replica')."
+        )
+    try:
+        check_database_url(url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            str(exc).replace("KERMA_DATABASE_URL", "KERMA_DATABASE_READ_URL")
+        ) from None
 
 
 #: Format of every log line.
@@ -409,9 +479,13 @@ def _report(exc: Exception, *, debug: bool) -> int:
 
         if isinstance(exc, ArgumentError | SQLAlchemyError):
             first_line = str(exc).splitlines()[0]
+            # a read replica (KERMA_DATABASE_READ_URL) is a second database that can fail
+            names = "KERMA_DATABASE_URL"
+            if _read_url_set():
+                names = "KERMA_DATABASE_URL and KERMA_DATABASE_READ_URL (the read replica)"
             err_console.print(
                 f"[red]error:[/red] the registry database cannot be used ({escape(first_line)}). "
-                "Check KERMA_DATABASE_URL (e.g. sqlite:///kerma.db or "
+                f"Check {names} (e.g. sqlite:///kerma.db or "
                 "postgresql+psycopg://user@host/db) and that the server is running.",
                 soft_wrap=True,
             )

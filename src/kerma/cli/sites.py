@@ -58,11 +58,19 @@ def assign(
     registry = open_registry()
     try:
         ids = registry.assign_user_sites(username, sites or [])
+        known = registry.is_user_account(username)
     except NotFoundError as exc:
         raise typer.BadParameter(str(exc)) from exc
     finally:
         registry.close()
     console = make_console()
+    if not known:
+        make_console(stderr=True).print(
+            f"note: '{escape(username)}' is not a user yet (kerma users list); the sites "
+            "apply when that user is added or first logs in through the directory. "
+            "Check the spelling: user names are case-sensitive.",
+            soft_wrap=True,
+        )
     if ids:
         console.print(f"{escape(username)} sees the studies of: {escape(', '.join(sites or []))}")
     else:

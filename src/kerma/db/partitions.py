@@ -35,6 +35,7 @@ from kerma.db.models import IrradiationEvent
 
 __all__ = [
     "DEFAULT_PARTITION",
+    "EARLIEST_PARTITION_MONTH",
     "PARTITION_LOCK_KEY",
     "UNDATED_STUDY_MONTH",
     "PartitionReport",
@@ -56,6 +57,12 @@ UNDATED_STUDY_MONTH: Final = dt.date(1, 1, 1)
 #: The partitioned table and its DEFAULT partition.
 PARENT_TABLE: Final = "irradiation_event"
 DEFAULT_PARTITION: Final = "irradiation_event_default"
+
+#: The earliest month ``since`` may name: 1985, the year of ACR-NEMA 300-1985, the first
+#: version of the DICOM standard (no digital dose object is older). It keeps a typo
+#: (``--since 0201-01``) from making thousands of partitions in one transaction, which
+#: exhausts PostgreSQL's lock table, and keeps the undated month out of any partition.
+EARLIEST_PARTITION_MONTH: Final = dt.date(1985, 1, 1)
 
 #: Any constant (``"kermapart"``): the advisory lock held while partitions are made, so
 #: every node may run ``kerma db partitions`` at once.
@@ -245,13 +252,19 @@ def ensure_partitions(
     Raises
     ------
     ValueError
-        When ``ahead_months`` is negative or the table is not partitioned.
+        When ``ahead_months`` is negative, ``since`` is before
+        :data:`EARLIEST_PARTITION_MONTH`, or the table is not partitioned.
     sqlalchemy.exc.OperationalError
         SQLSTATE 55P03 when a lock was not granted within ``lock_timeout_s`` (the
         transaction must be rolled back; nothing was changed).
     """
     if ahead_months < 0:
         raise ValueError(f"ahead_months must be 0 or more, not {ahead_months}.")
+    if since is not None and since < EARLIEST_PARTITION_MONTH:
+        raise ValueError(
+            f"since must be {EARLIEST_PARTITION_MONTH:%Y-%m} or later (no DICOM dose object "
+            f"is older), not {since:%Y-%m}."
+        )
     if not is_partitioned(connection):
         raise ValueError(
             "irradiation_event is not a partitioned table: partitions are a PostgreSQL "

@@ -1478,7 +1478,9 @@ class Importer:
             study_uid = report.sop_instance_uid
         assert study_uid is not None
         study = queries.get_or_create_study(session, study_instance_uid=study_uid, device=device)
-        if item.site_name:
+        # a site row only when something takes it: a reprocess (no node site, so the
+        # Institution Name) of studies that have their site must not add empty sites
+        if item.site_name and (device.site_id is None or study.site_id is None):
             site_id = site_queries.get_or_create_site(session, name=item.site_name).id
             if device.site_id is None:
                 device.site_id = site_id

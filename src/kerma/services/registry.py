@@ -437,6 +437,13 @@ class Registry:
         with self.session() as session:
             return assign_user_sites(session, username, names)
 
+    def is_user_account(self, username: str) -> bool:
+        """Return whether ``username`` is a user account (a directory user after login)."""
+        from kerma.services.sites import is_user_account
+
+        with self.session(write=False) as session:
+            return is_user_account(session, username)
+
     def events(
         self,
         *,

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from sqlalchemy.exc import OperationalError
 
 from kerma.config import Settings
-from kerma.db.partitions import LOCK_TIMEOUT_S, PartitionReport
+from kerma.db.partitions import EARLIEST_PARTITION_MONTH, LOCK_TIMEOUT_S, PartitionReport
 from kerma.errors import KermaError
 
 __all__ = [
+    "EARLIEST_PARTITION_MONTH",
     "PartitionReport",
     "PartitionsBusyError",
     "PartitionsNotSupportedError",

@@ -93,6 +93,17 @@ def assign_user_sites(session: Session, username: str, names: Iterable[str]) -> 
     return ids
 
 
+def is_user_account(session: Session, username: str) -> bool:
+    """Return whether ``username`` is a user account (local, or a directory user seen once).
+
+    A directory (LDAP) user has no account before the first login, so a site assignment
+    of an unknown name is kept; the CLI warns, as the name may be misspelt.
+    """
+    from kerma.db.users import get_user
+
+    return get_user(session, username=username.strip()) is not None
+
+
 def narrow_filter(flt: StudyFilter | None, principal: SitePrincipal | None) -> StudyFilter:
     """Return ``flt`` narrowed to the sites ``principal`` may see.
 
