@@ -230,3 +230,12 @@ class TestSkinDoseDefaultConfiguration:
         assert result.exit_code == 0, result.output
         assert "computed now: 1" in result.output
         assert pd.read_csv(out)["method"].tolist() == [METHOD_PYSKINDOSE]
+
+
+@pytest.mark.parametrize("command", [["reprocess"], ["alerts", "recheck"], ["exams", "--apply"]])
+def test_chunk_size_without_queue_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    """--chunk-size sizes queued jobs; without --queue it would be silently ignored."""
+    env = cli_env(f"sqlite:///{tmp_path / 'k.db'}", tmp_path)
+    result = CliRunner().invoke(app, [*command, "--chunk-size", "5"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "--chunk-size sizes the jobs of --queue" in " ".join(result.output.split())

@@ -243,15 +243,18 @@ def recheck(
         ),
     ] = False,
     chunk_size: Annotated[
-        int,
-        typer.Option("--chunk-size", min=1, help="With --queue: studies per job."),
-    ] = 100,
+        int | None,
+        typer.Option("--chunk-size", min=1, help="With --queue: studies per job (100)."),
+    ] = None,
 ) -> None:
     """Evaluate the rules on every study again (after rules changed); no duplicates.
 
     With `--queue` the studies are cut into jobs of `--chunk-size` that `kerma worker`
     runs on any number of nodes (PostgreSQL).
     """
+    from kerma.cli.jobs import queue_chunk_size
+
+    chunk_size = queue_chunk_size(queue=queue, chunk_size=chunk_size)
     if queue:
         from kerma.cli.jobs import print_enqueued
         from kerma.services.jobs import enqueue_recheck, require_postgresql
@@ -259,10 +262,10 @@ def recheck(
         require_postgresql(get_settings(), serial="'kerma alerts recheck'")
         registry = open_registry(get_settings())
         try:
-            result = enqueue_recheck(registry, chunk_size=chunk_size, rule_id=rule, notify=notify)
+            queued = enqueue_recheck(registry, chunk_size=chunk_size, rule_id=rule, notify=notify)
         finally:
             registry.close()
-        print_enqueued(result)
+        print_enqueued(queued)
         return
     registry = open_registry(get_settings())
     try:

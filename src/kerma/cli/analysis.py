@@ -227,13 +227,15 @@ def exams(
         ),
     ] = False,
     chunk_size: Annotated[
-        int,
-        typer.Option("--chunk-size", min=1, help="With --queue: studies per job."),
-    ] = 100,
+        int | None,
+        typer.Option("--chunk-size", min=1, help="With --queue: studies per job (100)."),
+    ] = None,
 ) -> None:
     """List the standard-exam rules, the exam → study counts and unmapped descriptions."""
+    from kerma.cli.jobs import queue_chunk_size
     from kerma.services.exams import exam_counts, study_exams_frame, unmapped_descriptions
 
+    chunk_size = queue_chunk_size(queue=queue, chunk_size=chunk_size)
     settings = get_settings()
     if queue:
         from kerma.services.jobs import require_postgresql

@@ -669,15 +669,18 @@ def reprocess(
         ),
     ] = False,
     chunk_size: Annotated[
-        int,
-        typer.Option("--chunk-size", min=1, help="With --queue: studies per job."),
-    ] = 100,
+        int | None,
+        typer.Option("--chunk-size", min=1, help="With --queue: studies per job (100)."),
+    ] = None,
 ) -> None:
     """Re-extract every archived object with the current extractors and update the registry.
 
     With `--queue` the work is cut into jobs of `--chunk-size` studies (and rejected
     objects) that `kerma worker` runs on any number of nodes (PostgreSQL).
     """
+    from kerma.cli.jobs import queue_chunk_size
+
+    chunk_size = queue_chunk_size(queue=queue, chunk_size=chunk_size)
     console = make_console()
     if queue:
         from kerma.cli.jobs import print_enqueued

@@ -23,6 +23,28 @@ if TYPE_CHECKING:
     from kerma.services.jobs import Enqueued, JobSummary
 
 
+#: Studies per job when ``--queue`` is given without ``--chunk-size``.
+DEFAULT_CHUNK_SIZE = 100
+
+
+def queue_chunk_size(*, queue: bool, chunk_size: int | None) -> int:
+    """Return the studies per job of a ``--queue`` run (``--chunk-size`` or 100).
+
+    Raises
+    ------
+    typer.BadParameter
+        When ``--chunk-size`` is given without ``--queue`` (it would be ignored: the
+        serial command has no chunks).
+    """
+    if chunk_size is not None and not queue:
+        raise typer.BadParameter(
+            "--chunk-size sizes the jobs of --queue; without --queue the work runs here "
+            "in one pass. Add --queue, or leave --chunk-size out.",
+            param_hint="'--chunk-size'",
+        )
+    return chunk_size or DEFAULT_CHUNK_SIZE
+
+
 def print_enqueued(result: Enqueued) -> None:
     """Say how many jobs a command queued, per task, and what runs them."""
     parts = ", ".join(f"{n} {name}" for name, n in result.jobs.items())
