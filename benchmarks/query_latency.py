@@ -956,11 +956,16 @@ def _sizes_mb(session: Any) -> dict[str, float]:
 
     if session.get_bind().dialect.name != "postgresql":
         return {}
+    tables = (
+        "(SELECT relid FROM pg_partition_tree('irradiation_event') "
+        "UNION SELECT 'irradiation_event'::regclass) AS t"
+    )
     row = session.execute(
         text(
             "SELECT pg_database_size(current_database()), "
-            "sum(pg_total_relation_size(relid)), sum(pg_indexes_size(relid)), "
-            "count(*) - 1 FROM pg_partition_tree('irradiation_event')"
+            f"(SELECT sum(pg_total_relation_size(relid)) FROM {tables}), "
+            f"(SELECT sum(pg_indexes_size(relid)) FROM {tables}), "
+            "(SELECT count(*) FROM pg_partition_tree('irradiation_event') WHERE isleaf)"
         )
     ).one()
     mb = 1024 * 1024

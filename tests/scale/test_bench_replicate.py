@@ -88,3 +88,5 @@ class TestReplicatedRegistry:
             assert len(set(per_site)) == 1
             assert per_site[0] > 0
             assert page.total == per_site[0]
+            assert len(page.rows) == 5
+            assert all(row["device_name"].endswith("-S03)") for row in page.rows)
