@@ -170,6 +170,11 @@ def build_registry(
     rng = np.random.default_rng(seed)
     engine = make_engine(url)
     ensure_schema(engine)
+    if engine.dialect.name == "postgresql":  # the history's months get their partitions
+        from kerma.db.partitions import ensure_partitions
+
+        with engine.begin() as conn:
+            ensure_partitions(conn, since=FIRST_DAY)
     started = time.perf_counter()
     family_names = list(FAMILY_SHARE)
     family, counts = _families(n_events, rng)
@@ -433,6 +438,7 @@ def _chunk_rows(
                     "id": eid,
                     "dose_report_id": sid,
                     "study_id": sid,
+                    "study_month": date.replace(day=1),
                     "event_index": index,
                     "event_key": f"{sid}.{index}",
                     "is_current": True,

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kerma.db.models import Device, DoseReport, IrradiationEvent, Patient, Study
+from kerma.db.partitions import study_month
 from kerma.services.derive import refresh_studies
 
 _counter = itertools.count(1)
@@ -116,6 +117,7 @@ def add_study(
             IrradiationEvent(
                 dose_report_id=report.id,
                 study_id=study.id,
+                study_month=study_month(study.study_date),
                 event_index=index,
                 event_key=_uid(),
                 is_current=True,

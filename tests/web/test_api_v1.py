@@ -58,6 +58,18 @@ class TestStudiesApi:
         assert answer.status_code == 400
         assert "sex" in answer.json()["detail"]
 
+    @pytest.mark.parametrize(
+        "path", ["/api/v1/studies", "/api/v1/statistics", "/api/v1/drl", "/api/v1/quality/ei"]
+    )
+    def test_misspelt_parameter_is_400_naming_it(self, dash_client: TestClient, path: str) -> None:
+        """A parameter the endpoint does not take (a misspelt filter) answers 400 naming
+        it and the endpoint's own, instead of answering for every study."""
+        answer = dash_client.get(path, params={"modalty": "CT"})
+        assert answer.status_code == 400, answer.text
+        detail = answer.json()["detail"]
+        assert "modalty" in detail and "modality" in detail
+        assert dash_client.get("/api/v1/studies", params={"modality": "CT"}).status_code == 200
+
     def test_unknown_sort_column_is_400_json(self, dash_client: TestClient) -> None:
         """A sort by a column that does not exist answers 400 naming it, not a 500."""
         answer = dash_client.get("/api/v1/studies", params={"sort": "zzz"})

@@ -92,12 +92,15 @@ class TestStudyBrowser:
             ("exam=Mammography+screening", lambda f: f["standard_exam"] == "Mammography screening"),
             ("dose_quantity=ct_dlp_total_mgycm&dose_min=500&dose_max=1000",
              lambda f: (f["ct_dlp_total_mgycm"] >= 500) & (f["ct_dlp_total_mgycm"] <= 1000)),
+            # the page's form sends KAP in Gy·cm² (display unit); stored in Gy·m²
+            ("dose_quantity=dap_total_gym2&dose_min=10&dose_max=50&dose_unit=display",
+             lambda f: (f["dap_total_gym2"] >= 0.001) & (f["dap_total_gym2"] <= 0.005)),
             ("weight_min=70", lambda f: f["patient_weight_kg"] >= 70),
             ("description=chest", lambda f: f["study_description"].fillna("").str.lower()
              .str.contains("chest")),
         ],
-        ids=["modality", "modality-dates", "sex", "age-band", "exam", "dose-range", "weight",
-             "description"],
+        ids=["modality", "modality-dates", "sex", "age-band", "exam", "dose-range",
+             "kap-range-display-unit", "weight", "description"],
     )  # fmt: skip
     def test_filter_rows_match(
         self, dash_client: TestClient, dash_registry: Any, query: str, keep: Any
@@ -172,6 +175,13 @@ class TestStudyBrowser:
         assert "Unable to filter" in page.text
         assert "Traceback" not in page.text
         assert dash_client.get("/studies?age_min=old").status_code == 400
+        assert dash_client.get("/studies?dose_unit=furlong").status_code == 400
+
+    def test_form_sends_dose_bounds_in_display_units(self, dash_client: TestClient) -> None:
+        """The form's dose bounds are in the unit its quantity list shows (KAP Gy·cm²)."""
+        page = dash_client.get("/studies")
+        assert '<input type="hidden" name="dose_unit" value="display">' in page.text
+        assert "KAP" in page.text and "Gy·cm²" in page.text
 
     def test_csv_streams_the_filter(self, dash_client: TestClient, dash_registry: Any) -> None:
         """The CSV holds one row per study of the filter, with canonical column names."""

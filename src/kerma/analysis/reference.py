@@ -200,6 +200,19 @@ FLUORO_ALIASES: Final[dict[str, tuple[str, str]]] = {
     "Transcatheter aortic valve implantation (TAVI)": ("TAVI", ""),
     "Colon contrast enema (barium enema)": ("Barium enema", ""),
     "Combined coronary angiography and PCI": ("Coronary angiography and PCI", ""),
+    "Mechanical thrombectomy (thrombus aspiration) after stroke": (
+        "Mechanical thrombectomy (stroke)",
+        "",
+    ),
+    "Endovascular aortic aneurysm repair (thoracic or abdominal aorta, supra- or infrarenal)": (
+        "Endovascular aortic aneurysm repair (EVAR/TEVAR)",
+        "",
+    ),
+    "Lower limb and iliac angiography": (
+        "Arteriography pelvis-leg",
+        "published as lower limb and iliac angiography; compared as arteriography "
+        "pelvis-leg (the same arteries, the DE name)",
+    ),
 }
 
 #: DRL tables shipped with Kerma (file stem -> modality family).

@@ -25,7 +25,12 @@ from typing import Any
 from sqlalchemy import Row, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from kerma.db.filters import StudyFilter, device_matches, study_conditions
+from kerma.db.filters import (
+    StudyFilter,
+    device_matches,
+    event_month_conditions,
+    study_conditions,
+)
 from kerma.db.models import Device, EventGroup, IrradiationEvent, Patient, Study
 from kerma.db.session import fetch_rows
 from kerma.db.summary import chunks
@@ -184,7 +189,11 @@ def event_sample_rows(
         e.study_id.label("study_id"),
         e.standard_exam.label("standard_exam"),
         *(getattr(e, c).label(c) for c in columns),
-    ).where(e.event_group_id.in_(groups), e.standard_exam.is_not(None))
+    ).where(
+        e.event_group_id.in_(groups),
+        e.standard_exam.is_not(None),
+        *event_month_conditions(flt),  # only the filter's months' partitions
+    )
     return fetch_rows(session, stmt)
 
 
@@ -336,7 +345,9 @@ def group_value_rows(
                 *(getattr(e, q).label(q) for q in quantities),
             )
             .join(Study, Study.id == e.study_id)
-            .where(e.event_group_id.in_(batch), *study_conditions(flt))
+            .where(
+                e.event_group_id.in_(batch), *study_conditions(flt), *event_month_conditions(flt)
+            )
         )
         rows.extend(fetch_rows(session, stmt))
     return rows
@@ -352,7 +363,9 @@ def filtered_group_counts(
         stmt = (
             select(e.event_group_id, func.count(), func.count(func.distinct(e.study_id)))
             .join(Study, Study.id == e.study_id)
-            .where(e.event_group_id.in_(batch), *study_conditions(flt))
+            .where(
+                e.event_group_id.in_(batch), *study_conditions(flt), *event_month_conditions(flt)
+            )
             .group_by(e.event_group_id)
         )
         out.update({int(g): (int(n), int(k)) for g, n, k in session.execute(stmt)})
@@ -379,7 +392,12 @@ def postgres_filtered_percentiles(
                 *(func.percentile_cont(q).within_group(column) for q in fractions),
             )
             .join(Study, Study.id == e.study_id)
-            .where(e.event_group_id.in_(batch), column.is_not(None), *study_conditions(flt))
+            .where(
+                e.event_group_id.in_(batch),
+                column.is_not(None),
+                *study_conditions(flt),
+                *event_month_conditions(flt),
+            )
             .group_by(e.event_group_id)
         )
         out += [(int(r[0]), int(r[1]), [float(v) for v in r[2:]]) for r in session.execute(stmt)]

@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from kerma.db.models import Device, DeviceChoice, DoseReport, EventGroup, IrradiationEvent, Study
+from kerma.db.partitions import move_study_events
 from kerma.errors import KermaError, NotFoundError
 
 #: The most merge redirections followed from one identity (a guard against cycles).
@@ -242,6 +243,9 @@ def move_device_studies(
             .where(IrradiationEvent.study_id == study.id)
             .values(study_id=into)
         )
+        # the events take the month (partition) of the study they join
+        into_date = session.scalar(select(Study.study_date).where(Study.id == into))
+        move_study_events(session, study_id=into, study_date=into_date)
         session.flush()
         session.expire_all()
         session.delete(session.get(Study, study.id))

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from kerma.db.filters import StudyFilter, study_conditions
+from kerma.db.filters import StudyFilter, event_month_conditions, study_conditions
 from kerma.db.models import Device, IrradiationEvent, Study
 from kerma.db.studies import (
     STUDY_COLUMNS,
@@ -147,7 +147,7 @@ def count_by_exam_protocol_device(
         .select_from(e)
         .join(Study, Study.id == e.study_id)
         .join(Device, Device.id == Study.device_id)
-        .where(e.is_current.is_(True), *study_conditions(flt))
+        .where(e.is_current.is_(True), *study_conditions(flt), *event_month_conditions(flt))
         .group_by(*keys)
         .order_by(*keys)
     )

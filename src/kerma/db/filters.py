@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
 
 from kerma.db.models import Alert, Device, Patient, PlausibilityFlag, Site, Study
+from kerma.db.partitions import month_conditions
 
 #: Study columns a dose range may be given on (canonical units in the names).
 DOSE_RANGE_QUANTITIES: tuple[str, ...] = (
@@ -265,6 +266,18 @@ def device_matches(pattern: str) -> ColumnElement[bool]:
         Device.manufacturer_model_name.ilike(pattern),
         maker_model.ilike(pattern),
     )
+
+
+def event_month_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
+    """Return ``irradiation_event.study_month`` bounds of ``flt``'s study dates.
+
+    Add them, besides :func:`study_conditions`, to a statement that reads
+    ``irradiation_event``: they select nothing more or less, but let PostgreSQL read
+    only the partitions of those months (:func:`kerma.db.partitions.month_conditions`).
+    """
+    if flt is None:
+        return []
+    return month_conditions(flt.date_from, flt.date_to)
 
 
 def study_conditions(flt: StudyFilter | None) -> list[ColumnElement[bool]]:

@@ -297,6 +297,13 @@ class IrradiationEvent(Base):
     ``event_key`` identifies the same event across reports: the Irradiation Event UID,
     or for image headers without one a hash of device, start date-time and dose values.
     ``is_current`` is false when the event is counted through another report's copy.
+
+    ``study_month`` is the first day of the month of ``study.study_date``
+    (:func:`kerma.db.partitions.study_month`). On PostgreSQL the table is partitioned
+    by range of it (migration ``0019_event_partitions``): the primary key constraint
+    there is ``(id, study_month)``, as a partitioned table's unique keys must hold the
+    partition key, while ``id`` alone stays the mapper's key (unique by its sequence).
+    No table has a foreign key to ``irradiation_event`` (docs/scaling.md).
     """
 
     __tablename__ = "irradiation_event"
@@ -332,6 +339,9 @@ class IrradiationEvent(Base):
         ForeignKey("dose_report.id", ondelete="CASCADE"), index=True
     )
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    #: first day of the study's month; ``UNDATED_STUDY_MONTH`` (0001-01-01) for a study
+    #: without a date; the partition key on PostgreSQL (``kerma.db.partitions``)
+    study_month: Mapped[dt.date] = mapped_column(Date)
     event_index: Mapped[int] = mapped_column(Integer)
     event_key: Mapped[str | None] = mapped_column(String(96), index=True)
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)

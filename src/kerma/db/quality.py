@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from kerma.db.filters import StudyFilter, study_where
+from kerma.db.filters import StudyFilter, event_month_conditions, study_where
 from kerma.db.models import (
     CTImageNoise,
     Device,
@@ -234,7 +234,7 @@ def _group_columns(session: Session, group_by: Sequence[str]) -> list[ColumnElem
 
 def _event_base(flt: StudyFilter | None) -> list[ColumnElement[bool]]:
     """Return the conditions every quality event query shares: current events of the filter."""
-    return [IrradiationEvent.is_current.is_(true()), study_where(flt)]
+    return [IrradiationEvent.is_current.is_(true()), study_where(flt), *event_month_conditions(flt)]
 
 
 def exposure_index_summary(

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import Row, Select, case, func, select
 from sqlalchemy.orm import Session
 
-from kerma.db.filters import StudyFilter, study_conditions
+from kerma.db.filters import StudyFilter, event_month_conditions, study_conditions
 from kerma.db.models import (
     Device,
     DoseReport,
@@ -348,7 +348,7 @@ def _events_select(
         .join(Study, Study.id == e.study_id)
         .join(Device, Device.id == Study.device_id)
         .outerjoin(Patient, Patient.id == Study.patient_id)
-        .where(e.is_current.is_(True), *study_conditions(flt))
+        .where(e.is_current.is_(True), *study_conditions(flt), *event_month_conditions(flt))
         .order_by(Study.study_date, Study.study_time, Study.id, DoseReport.id, e.event_index)
     )
     if event_modalities:

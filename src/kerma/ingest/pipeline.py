@@ -70,6 +70,7 @@ from kerma.db import sites as site_queries
 from kerma.db.models import DoseReport as DoseReportRow
 from kerma.db.models import IrradiationEvent as EventRow
 from kerma.db.models import RejectedObject, ReportConflict, ReportVersion, Study
+from kerma.db.partitions import move_study_events, study_month
 from kerma.db.session import session_scope
 from kerma.dicom.extract import read_and_extract, too_large_reason
 from kerma.dicom.noise import ImageNoise, measure_image_noise
@@ -1478,6 +1479,7 @@ class Importer:
             if study.site_id is None:
                 study.site_id = site_id
         values = _study_values(report)
+        dated = study.study_date
         overwrite = touched is not None and study.id not in touched
         if overwrite:
             for name, value in values.items():
@@ -1497,6 +1499,8 @@ class Importer:
             study.accession_pseudonym = item.accession_pseudonym
         if item.pseudonym and (overwrite or study.patient_id is None):
             study.patient_id = queries.get_or_create_patient(session, pseudonym=item.pseudonym).id
+        if study.study_date != dated:  # its events move to the new month (partition)
+            move_study_events(session, study_id=study.id, study_date=study.study_date)
         return study
 
     def _run(self, work: Callable[[Session], T]) -> T:
@@ -1901,6 +1905,7 @@ def _sync_events(
     building ORM objects (the reconciler reads the events back with SQL).
     """
     rows: list[dict[str, Any]] = []
+    month = study_month(study.study_date)  # the partition key on PostgreSQL
     for index, event in enumerate(report.events):
         values: dict[str, Any] = {
             name: _clean(getattr(event, name)) for name in EVENT_SCALAR_FIELDS
@@ -1910,6 +1915,7 @@ def _sync_events(
         values.update(
             dose_report_id=row.id,
             study_id=study.id,
+            study_month=month,
             event_index=index,
             event_key=event_key(event, report.kind),
             is_current=True,

@@ -76,14 +76,31 @@ def boxes(frame: pd.DataFrame, quantity: str, drl: float | None, typical: float 
 
 
 def histogram(frame: pd.DataFrame, quantity: str) -> str:
-    """Bars of the precomputed histogram (log-spaced bins)."""
+    """The precomputed histogram as a filled step outline over its bin edges.
+
+    Bins of positive doses are log-spaced (:func:`kerma.services.dashboard`), so the dose
+    axis is logarithmic then: every bin has the same width on screen, as it was made.
+    Bins that reach zero or below (linear bins) keep a linear axis.
+    """
     factor, label = display(quantity)
-    mids = (frame["bin_from"] + frame["bin_to"]) / 2 * factor
-    widths = (frame["bin_to"] - frame["bin_from"]) * factor
-    fig = go.Figure(go.Bar(x=mids, y=frame["n"], width=widths))
+    edges = [*(frame["bin_from"] * factor), *(frame["bin_to"].iloc[-1:] * factor)]
+    counts = [*frame["n"], *frame["n"].iloc[-1:]]  # the last edge closes the last step
+    fig = go.Figure(
+        go.Scatter(
+            x=edges,
+            y=counts,
+            mode="lines",
+            line_shape="hv",
+            fill="tozeroy",
+            hovertemplate="from %{x:.4g}: %{y} samples<extra></extra>",
+        )
+    )
+    log_axis = len(frame) > 0 and bool((frame["bin_from"] > 0).all())
     fig.update_layout(
         title=f"Distribution of {label}", xaxis_title=label, yaxis_title="samples", **_LAYOUT
     )
+    if log_axis:
+        fig.update_xaxes(type="log")
     return _json(fig)
 
 

@@ -90,6 +90,13 @@ def study_filter(
     ] = None,
     dose_min: Annotated[str | None, Query(description="Dose minimum, canonical unit.")] = None,
     dose_max: Annotated[str | None, Query(description="Dose maximum, canonical unit.")] = None,
+    dose_unit: Annotated[
+        str | None,
+        Query(
+            description="Unit of dose_min/dose_max: canonical (default: KAP Gy·m², Ka,r Gy, "
+            "as the API's values) or display (as the pages show them: KAP Gy·cm², Ka,r mGy)."
+        ),
+    ] = None,
     has_alert: Annotated[str | None, Query(description="yes, no or empty (either).")] = None,
     include_qa: Annotated[bool, Query(description="Also QA / phantom studies.")] = False,
 ) -> StudyFilter:
@@ -113,6 +120,11 @@ def study_filter(
         raise FilterError(f"device_id {room!r} is not a device number.")
     dose_q = _text(dose_quantity)
     lo, hi = _text(dose_min), _text(dose_max)
+    unit = (_text(dose_unit) or "canonical").lower()
+    if unit not in ("canonical", "display"):
+        raise FilterError(f"dose_unit {dose_unit!r} is not canonical or display.")
+    if unit == "display" and dose_q is not None:
+        lo, hi = _from_display(dose_q, lo), _from_display(dose_q, hi)
     try:
         flt = StudyFilter(
             modalities=_text(modality) or (),  # type: ignore[arg-type]
@@ -139,6 +151,50 @@ def study_filter(
     from kerma.services.sites import narrow_filter
 
     return narrow_filter(flt, principal)
+
+
+def _from_display(quantity: str, text: str | None) -> str | None:
+    """Return a dose bound typed in ``quantity``'s display unit in its canonical unit
+    (``kerma.units.QUANTITIES``: KAP Gy·cm² → Gy·m²); text that is not a number is
+    returned as it is, for :class:`StudyFilter` to refuse with its message."""
+    from kerma.units import get_quantity
+
+    q = get_quantity(quantity)
+    if text is None or q is None:
+        return text
+    try:
+        return repr(float(text) / q.factor)
+    except ValueError:
+        return text
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take (a JSON API dependency).
+
+    A misspelt filter (``modalty=CT``) would otherwise be ignored and the answer would
+    hold every study; the API answers 400 naming the parameter and the route's own.
+
+    Raises
+    ------
+    FilterError
+        When a query parameter is not one of the route's.
+    """
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    pending = [dependant]  # the route's dependency tree (fastapi Dependant dataclasses)
+    while pending:
+        current = pending.pop()
+        known.update(param.alias for param in current.query_params)
+        pending.extend(current.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise FilterError(
+            f"Unknown query parameter(s) {', '.join(unknown)}; this endpoint takes: "
+            f"{', '.join(sorted(known)) or 'none'}."
+        )
 
 
 FilterDep = Annotated[StudyFilter, Depends(study_filter)]

@@ -11,9 +11,16 @@ from sqlalchemy import Connection
 
 from kerma.db import models  # noqa: F401  (registers the tables on Base.metadata)
 from kerma.db.base import Base
+from kerma.db.partitions import PARTITION_NAME_RE
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def _include_name(name: str | None, type_: str, _parents: dict[str, str | None]) -> bool:
+    """Leave out the monthly partitions of ``irradiation_event``: Kerma makes them at run
+    time (``kerma db partitions``), the models hold only the partitioned parent."""
+    return not (type_ == "table" and name is not None and PARTITION_NAME_RE.match(name))
 
 
 def _run(connection: Connection) -> None:
@@ -23,6 +30,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_name=_include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

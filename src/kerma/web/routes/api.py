@@ -23,11 +23,11 @@ from kerma.services import analytics, dashboard
 from kerma.services import studies as study_service
 from kerma.services.dashboard import AlertFilter
 from kerma.services.sites import check_study_site
-from kerma.web.deps import FilterDep, ReadSession, RegistryDep
+from kerma.web.deps import FilterDep, ReadSession, RegistryDep, refuse_unknown_query
 from kerma.web.routes.studies import count_cached
 from kerma.web.security import Principal, Role, audit, require_role
 
-router = APIRouter(prefix="/api/v1", tags=["api"])
+router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(refuse_unknown_query)])
 
 Viewer = Annotated[Principal, Depends(require_role(Role.viewer))]
 Physicist = Annotated[Principal, Depends(require_role(Role.physicist))]

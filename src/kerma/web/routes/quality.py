@@ -21,12 +21,15 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from kerma.services.filters import StudyFilter
+from kerma.web.deps import refuse_unknown_query
 from kerma.web.security import Principal, Role, require_role
 from kerma.web.templating import render
 
 logger = logging.getLogger(__name__)
 
-api = APIRouter(prefix="/api/v1/quality", tags=["quality"])
+api = APIRouter(
+    prefix="/api/v1/quality", tags=["quality"], dependencies=[Depends(refuse_unknown_query)]
+)
 pages = APIRouter(tags=["quality"])
 
 Viewer = Annotated[Principal, Depends(require_role(Role.viewer))]
