@@ -932,7 +932,7 @@ def measure(url: str, *, repeat: int, cli_repeat: int, log: Any = print) -> dict
     own = [str(Path(__file__).with_name("own_commands.py"))]
     for key, launcher in (("cli", kerma), ("cli_own_module", own)):
         results[key] = {}
-        for name, args in _cli_commands(total).items():
+        for name, args in _cli_commands(total).items() if cli_repeat > 0 else ():
             _wait([*launcher, *args], env)  # warm the page cache once
             runs = [_wait([*launcher, *args], env) for _ in range(cli_repeat)]
             if any(code != 0 for *_, code in runs):
@@ -1061,7 +1061,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--workdir", type=Path, default=None, help="SQLite file folder")
     parser.add_argument("--repeat", type=int, default=7, help="in-process runs per call")
-    parser.add_argument("--cli-repeat", type=int, default=3, help="CLI runs per command")
+    parser.add_argument(
+        "--cli-repeat", type=int, default=3, help="CLI runs per command (0: no CLI runs)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--reuse", default=None, help="measure this registry URL, no build")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
