@@ -6,15 +6,24 @@ quickly through the store: bulk inserts with SQLAlchemy Core into the real table
 same derive code the ingest runs (:func:`kerma.services.derive.refresh_all`: summary
 columns, standard exams, event groups), never through DICOM files. The data are
 synthetic: 24 rooms (CT, DX, MG, RF/XA with biplane, NM), standard exams from the
-packaged rules, study dates over three years, log-normal doses per exam and room.
+packaged rules, study dates over three years, log-normal doses per exam and room; one
+site (``Site 01``).
+
+Ten million events through that path take about an hour; ``--replicate-from BASE``
+builds BASE events that way, then copies them in SQL as further sites of a hospital
+group (``Site 02`` ...; one ``INSERT ... SELECT`` per table and copy, new ids, keys,
+UIDs, devices and patients; derived columns copied, so consistent) up to ``--events``,
+and checks the result: counts, unique keys, every column of the first and last copy
+against its original (:func:`replicate_registry`, :func:`verify_replicas`).
 
 Then it measures each call in a fresh child process (so each call's peak memory is its
 own, ``ru_maxrss``):
 
 - in-process, through the Python API (``kerma.Registry``): the first page of studies,
   a filtered page, the last page, the DRL comparison, statistics per exam and room,
-  the summary per protocol and the cumulative dose; median and 95th percentile of the
-  wall time over ``--repeat`` runs in one process, and the process's peak RSS;
+  the summary per protocol and the cumulative dose, and the listing, DRL comparison,
+  statistics and summary of one site and of one year; median and 95th percentile of
+  the wall time over ``--repeat`` runs in one process, and the process's peak RSS;
 - as whole CLI processes (``kerma studies --limit 50``, filtered, last page, ``kerma
   drl``, ``kerma stats``, ``kerma summary``, ``kerma cumulative``): wall time of the
   whole process (interpreter start and imports included) and its peak RSS.
@@ -23,6 +32,8 @@ Usage (from the repository root, in the project's virtual environment)::
 
     .venv/bin/python benchmarks/query_latency.py --backend both
     .venv/bin/python benchmarks/query_latency.py --events 100000 --backend sqlite
+    .venv/bin/python benchmarks/query_latency.py --events 10000000 --replicate-from 1000000 \
+        --backend postgresql --repeat 5 --cli-repeat 1
 
 PostgreSQL: ``--postgres-url`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``)
 is the server's admin database; the benchmark creates ``kerma_bench_<hex>`` and drops
@@ -108,6 +119,12 @@ DAYS = 3 * 365
 #: Kerma needs at least 32 bytes and refuses a registry made with another key).
 BENCHMARK_KEY = "kerma-benchmark-pseudonym-key-0123456789abcdef"
 
+#: The builder's synthetic accession numbers stay in clear (``KERMA_ACCESSION_IN_CLEAR``
+#: and the registry's ``accession_storage`` setting say so): otherwise the first opening
+#: of the registry hashes every one, one UPDATE per study (over 3 minutes at 1,000,000
+#: studies on the shared machine), which no call measured here needs.
+ACCESSION_IN_CLEAR = True
+
 
 def _families(n_events: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Return each study's family index and its number of events, totalling about n_events."""
@@ -140,12 +157,28 @@ def _families(n_events: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     return family, counts
 
 
-def build_registry(url: str, n_events: int, *, seed: int = 20261205, log: Any = print) -> None:
-    """Create and fill a registry of about ``n_events`` events at ``url`` (see module doc)."""
+def build_registry(
+    url: str, n_events: int, *, seed: int = 20261205, analyse: bool = True, log: Any = print
+) -> None:
+    """Create and fill a registry of about ``n_events`` events at ``url`` (see module doc).
+
+    Every device and study is of the site :func:`site_name` ``(0)``. ``analyse=False``
+    leaves out the final ``VACUUM ANALYZE`` (:func:`replicate_registry` runs it after
+    the copies).
+    """
     from sqlalchemy import insert, text
 
     from kerma.db.migrate import ensure_schema
-    from kerma.db.models import Device, DoseReport, IrradiationEvent, Patient, Study
+    from kerma.db.models import (
+        Device,
+        DoseReport,
+        IrradiationEvent,
+        Patient,
+        RegistrySetting,
+        Site,
+        Study,
+    )
+    from kerma.db.patients import ACCESSION_STORAGE_KEY
     from kerma.db.session import make_engine, make_session_factory
     from kerma.services.derive import make_context, refresh_all
 
@@ -165,10 +198,22 @@ def build_registry(url: str, n_events: int, *, seed: int = 20261205, log: Any = 
     rooms_by_family = {f: [i for i, r in enumerate(ROOMS) if r[0] == f] for f in FAMILY_SHARE}
     with engine.begin() as conn:
         conn.execute(
+            insert(RegistrySetting.__table__),
+            [
+                {
+                    "key": ACCESSION_STORAGE_KEY,
+                    "value": "clear",
+                    "updated_at": dt.datetime.now(dt.UTC),
+                }
+            ],
+        )
+        conn.execute(insert(Site.__table__), [{"id": 1, "name": site_name(0)}])
+        conn.execute(
             insert(Device.__table__),
             [
                 {
                     "id": i + 1,
+                    "site_id": 1,
                     "device_key": f"bench-{i + 1:04d}".ljust(64, "0"),
                     "manufacturer": "ACME",
                     "manufacturer_model_name": name.removeprefix("ACME "),
@@ -205,7 +250,7 @@ def build_registry(url: str, n_events: int, *, seed: int = 20261205, log: Any = 
             log(f"  inserted {start + len(ids)} studies ({time.perf_counter() - started:.0f} s)")
     if engine.dialect.name == "postgresql":  # sequences after explicit ids
         with engine.begin() as conn:
-            for table in ("device", "patient", "study", "dose_report", "irradiation_event"):
+            for table in ("site", "device", "patient", "study", "dose_report", "irradiation_event"):
                 conn.execute(
                     text(
                         f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
@@ -222,15 +267,23 @@ def build_registry(url: str, n_events: int, *, seed: int = 20261205, log: Any = 
 
     refresh_all(factory, context=make_context(), batch_size=1000, progress=progress)
     derived = time.perf_counter()
-    log(f"  derive: {derived - inserted:.0f} s; analysing ...")
+    if analyse:
+        log(f"  derive: {derived - inserted:.0f} s; analysing ...")
+        _analyse(engine)
+    log(f"  built in {time.perf_counter() - started:.0f} s")
+    engine.dispose()
+
+
+def _analyse(engine: Any) -> None:
+    """Vacuum and analyse the registry (PostgreSQL) or analyse it (SQLite)."""
+    from sqlalchemy import text
+
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE"))
     else:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
-    log(f"  built in {time.perf_counter() - started:.0f} s")
-    engine.dispose()
 
 
 def _chunk_rows(
@@ -370,6 +423,7 @@ def _chunk_rows(
                 "id": sid,
                 "study_instance_uid": f"2.25.{sid}",
                 "device_id": room + 1,
+                "site_id": 1,
                 "patient_id": int(patients[k]),
                 "accession_number": f"A{sid:08d}",
                 "study_date": date,
@@ -426,6 +480,261 @@ def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: row.get(k) for k in keys} for row in rows]
 
 
+# -- replicating: further sites of a hospital group ---------------------------------------------
+
+#: Tables a benchmark registry fills per site, parents first (the order of the copies).
+REPLICATED_TABLES = ("device", "patient", "event_group", "study", "dose_report",
+                     "irradiation_event")  # fmt: skip
+
+#: Tables that hold one set of rows for the whole registry, never copied.
+REGISTRY_WIDE_TABLES = ("site", "registry_setting", "alembic_version")
+
+
+def site_name(copy: int) -> str:
+    """Return the site of the base registry (``copy`` 0) or of its ``copy``-th copy."""
+    return f"Site {copy + 1:02d}"
+
+
+def _copy_columns(table: str, copy: int, sizes: dict[str, int], site_id: int) -> dict[str, str]:
+    """Return the SQL expression (of the original row ``o``) of every column a copy changes.
+
+    Every other column is copied unchanged, derived columns included. Ids move by
+    ``copy`` times the base table's largest id (the base's ids are 1..n); keys, UIDs,
+    accession numbers and archive hashes follow :func:`build_registry`'s schemes on the
+    new ids, so a copy is what the builder would have made with those ids; values that
+    the base leaves empty (Device Observer UID, Irradiation Event UID, accession
+    pseudonym) get a new SHA-256 when present. Each copy's devices are renamed with a
+    station suffix (``CTROOM1-S02``) and belong to the copy's site.
+    """
+
+    def new(column: str, of: str) -> str:
+        return f"o.{column} + {copy * sizes[of]}"
+
+    def rehash(column: str) -> str:  # NULL stays NULL
+        return f"encode(sha256(convert_to(o.{column} || '#{copy}', 'UTF8')), 'hex')"
+
+    suffix = f"-S{copy + 1:02d}"
+    if table == "device":
+        return {
+            "id": new("id", "device"),
+            "device_key": f"rpad('bench-' || lpad(({new('id', 'device')})::text, 4, '0'), 64, '0')",
+            "device_observer_uid": rehash("device_observer_uid"),
+            "device_serial_number": f"o.device_serial_number || '{suffix}'",
+            "station_name": f"o.station_name || '{suffix}'",
+            "device_name": f"replace(o.device_name, '(' || o.station_name || ')', "
+            f"'(' || o.station_name || '{suffix})')",
+            "site_id": str(site_id),
+        }
+    if table == "patient":
+        return {
+            "id": new("id", "patient"),
+            "pseudonym": f"lpad(to_hex({new('id', 'patient')}), 64, '0')",
+        }
+    if table == "event_group":
+        return {"id": new("id", "event_group"), "device_id": new("device_id", "device")}
+    if table == "study":
+        return {
+            "id": new("id", "study"),
+            "study_instance_uid": f"'2.25.' || ({new('id', 'study')})",
+            "device_id": new("device_id", "device"),
+            "patient_id": new("patient_id", "patient"),
+            "site_id": str(site_id),
+            "accession_number": f"'A' || lpad(({new('id', 'study')})::text, 8, '0')",
+            "accession_pseudonym": rehash("accession_pseudonym"),
+        }
+    if table == "dose_report":
+        return {
+            "id": new("id", "dose_report"),
+            "sop_instance_uid": f"'2.25.9' || ({new('id', 'dose_report')})",
+            "study_id": new("study_id", "study"),
+            "archive_sha256": f"lpad(to_hex({new('id', 'dose_report')}), 64, '0')",
+            "archive_path": f"'bench/' || ({new('id', 'dose_report')}) || '.dcm'",
+            "superseded_by_id": new("superseded_by_id", "dose_report"),
+        }
+    if table == "irradiation_event":
+        return {
+            "id": new("id", "irradiation_event"),
+            "dose_report_id": new("dose_report_id", "dose_report"),
+            "study_id": new("study_id", "study"),
+            "event_key": f"({new('study_id', 'study')}) || '.' || o.event_index",
+            "irradiation_event_uid": rehash("irradiation_event_uid"),
+            "event_group_id": new("event_group_id", "event_group"),
+        }
+    raise ValueError(f"not a replicated table: {table}")
+
+
+def _column_sql(table: str, copy: int, sizes: dict[str, int], site_id: int) -> dict[str, str]:
+    """Return every column of ``table`` with its expression in copy ``copy`` (model order)."""
+    from kerma.db.base import Base
+
+    changed = _copy_columns(table, copy, sizes, site_id)
+    columns = [c.name for c in Base.metadata.tables[table].columns]
+    unknown = set(changed) - set(columns)
+    if unknown:
+        raise ValueError(f"{table} has no column {sorted(unknown)}")
+    return {name: changed.get(name, f"o.{name}") for name in columns}
+
+
+def replicate_registry(url: str, copies: int, *, log: Any = print) -> dict[str, Any]:
+    """Copy the registry at ``url`` ``copies`` times in SQL, each copy a further site.
+
+    The registry (one site, :func:`build_registry`) is the base; copy ``k`` (1..copies)
+    is a new site :func:`site_name` ``(k)`` with its own devices, patients, event
+    groups, studies, reports and events: one ``INSERT ... SELECT`` per table and copy
+    (:func:`_copy_columns`). Derived columns (summary, standard exams, effective dose,
+    SSDE, event groups) stay consistent because they are copies of derived rows. Then
+    the sequences, ``VACUUM ANALYZE`` and :func:`verify_replicas`. PostgreSQL only.
+
+    Returns
+    -------
+    dict
+        ``copy_s`` (seconds of the inserts), ``analyse_s`` and the verification.
+
+    Raises
+    ------
+    ValueError
+        When the registry is not PostgreSQL, holds no site or one site only is
+        expected but more are there, or rows in a table the copy does not know.
+    """
+    from sqlalchemy import func, select, text
+
+    from kerma.db.base import Base
+    from kerma.db.session import make_engine
+
+    engine = make_engine(url)
+    if engine.dialect.name != "postgresql":
+        raise ValueError("Unable to replicate the registry: PostgreSQL only.")
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        filled = {
+            name
+            for name, table in Base.metadata.tables.items()
+            if conn.execute(select(func.count()).select_from(table)).scalar_one()
+        }
+        others = filled - set(REPLICATED_TABLES) - set(REGISTRY_WIDE_TABLES)
+        if others:
+            raise ValueError(f"Unable to replicate the registry: rows in {sorted(others)}.")
+        sites = conn.execute(text("SELECT count(*) FROM site")).scalar_one()
+        if sites != 1:
+            raise ValueError(f"Unable to replicate the registry: {sites} sites, not 1.")
+        sizes = {
+            t: int(conn.execute(text(f"SELECT coalesce(max(id), 0) FROM {t}")).scalar_one())
+            for t in REPLICATED_TABLES
+        }
+    log(f"  replicating {copies} times: base sizes {sizes}")
+    for copy in range(1, copies + 1):
+        with engine.begin() as conn:
+            site_id = conn.execute(
+                text("INSERT INTO site (name, created_at) VALUES (:n, now()) RETURNING id"),
+                {"n": site_name(copy)},
+            ).scalar_one()
+            for table in REPLICATED_TABLES:
+                columns = _column_sql(table, copy, sizes, site_id)
+                conn.execute(
+                    text(
+                        f"INSERT INTO {table} ({', '.join(columns)}) "
+                        f"SELECT {', '.join(columns.values())} FROM {table} AS o "
+                        f"WHERE o.id <= {sizes[table]}"
+                    )
+                )
+        log(f"  copy {copy}/{copies} ({site_name(copy)}): {time.perf_counter() - started:.0f} s")
+    copied = time.perf_counter()
+    with engine.begin() as conn:
+        for table in ("site", *REPLICATED_TABLES):
+            conn.execute(
+                text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT max(id) FROM {table}))"
+                )
+            )
+    _analyse(engine)
+    analysed = time.perf_counter()
+    log(f"  inserts {copied - started:.0f} s, VACUUM ANALYZE {analysed - copied:.0f} s; verifying")
+    verification = verify_replicas(engine, copies, sizes)
+    engine.dispose()
+    return {"copy_s": copied - started, "analyse_s": analysed - copied, "sizes": sizes,
+            "verification": verification}  # fmt: skip
+
+
+def verify_replicas(engine: Any, copies: int, sizes: dict[str, int]) -> dict[str, Any]:
+    """Check a replicated registry; return what was checked, or raise ``AssertionError``.
+
+    - every replicated table holds ``copies + 1`` times its base rows;
+    - no duplicate of any unique constraint or unique index of the model, nor of an
+      event's ``(study_id, event_key)``;
+    - every row of the first and of the last copy equals its original in every column,
+      the changed ones equal to their expression of the original (:func:`_copy_columns`);
+    - per site: studies, events and the sum of the derived effective dose.
+    """
+    from sqlalchemy import JSON, text
+
+    from kerma.db.base import Base
+
+    out: dict[str, Any] = {"counts": {}, "duplicates": {}, "unequal_rows": {}}
+    with engine.connect() as conn:
+
+        def scalar(sql: str) -> Any:
+            return conn.execute(text(sql)).scalar_one()
+
+        for table in REPLICATED_TABLES:
+            count = int(scalar(f"SELECT count(*) FROM {table}"))
+            out["counts"][table] = count
+            assert count == sizes[table] * (copies + 1), f"{table}: {count} rows"
+            model = Base.metadata.tables[table]
+            keys = [tuple(c.name for c in u.columns) for u in model.constraints
+                    if u.__class__.__name__ == "UniqueConstraint"]  # fmt: skip
+            keys += [(c.name,) for c in model.columns if c.unique]
+            keys += [tuple(c.name for c in i.columns) for i in model.indexes if i.unique]
+            if table == "irradiation_event":
+                keys.append(("study_id", "event_key"))
+            for key in keys:
+                cols = ", ".join(key)
+                dup = int(scalar(f"SELECT count(*) FROM (SELECT {cols} FROM {table} "
+                                 f"GROUP BY {cols} HAVING count(*) > 1) AS d"))  # fmt: skip
+                out["duplicates"][f"{table}({cols})"] = dup
+                assert dup == 0, f"{dup} duplicate {table}({cols})"
+            site_ids = dict(conn.execute(text("SELECT name, id FROM site")).all())
+            for copy in sorted({1, copies}):
+                columns = _column_sql(table, copy, sizes, site_ids[site_name(copy)])
+                json_columns = {c.name for c in model.columns if isinstance(c.type, JSON)}
+                same = " AND ".join(
+                    f"n.{name}::text IS NOT DISTINCT FROM ({expr})::text"
+                    if name in json_columns
+                    else f"n.{name} IS NOT DISTINCT FROM ({expr})"
+                    for name, expr in columns.items()
+                )
+                matched, unequal = conn.execute(
+                    text(
+                        f"SELECT count(*), count(*) FILTER (WHERE NOT ({same})) FROM {table} AS o "
+                        f"JOIN {table} AS n ON n.id = o.id + {copy * sizes[table]} "
+                        f"WHERE o.id <= {sizes[table]}"
+                    )
+                ).one()
+                out["unequal_rows"][f"{table} copy {copy}"] = int(unequal)
+                assert matched == sizes[table], f"{table} copy {copy}: {matched} rows matched"
+                assert unequal == 0, f"{table} copy {copy}: {unequal} rows differ"
+        out["per_site"] = [
+            {
+                "site": name,
+                "studies": int(n),
+                "events": int(e or 0),
+                "effective_dose_msv": float(d or 0),
+            }
+            for name, n, e, d in conn.execute(
+                text(
+                    "SELECT site.name, count(*), sum(study.number_of_events), "
+                    "round(sum(study.effective_dose_msv)::numeric, 3) FROM study "
+                    "JOIN site ON site.id = study.site_id GROUP BY site.name ORDER BY site.name"
+                )
+            )
+        ]
+        first = out["per_site"][0]
+        for row in out["per_site"]:
+            same = {k: row[k] == first[k] for k in ("studies", "events", "effective_dose_msv")}
+            assert all(same.values()), f"{row} differs from {first}"
+    return out
+
+
 # -- measuring -----------------------------------------------------------------------------------
 
 #: In-process calls: name -> what the child runs.
@@ -438,7 +747,18 @@ CALLS = (
     "summary",
     "summary, date filter (read path)",
     "cumulative",
+    "studies first page, one site",
+    "drl, one site",
+    "stats per exam and room, one site",
+    "summary, one site",
+    "drl, one year",
+    "stats per exam and room, one year",
 )
+
+#: The site and the year of the calls filtered to one site or one year (a hospital
+#: group's usual questions: one site's rooms, last year's DRL survey).
+ONE_SITE = site_name(0)
+ONE_YEAR = {"date_from": "2025-01-01", "date_to": "2025-12-31"}
 
 #: Filter of the "filtered page": CT of one room in a half year.
 FILTERED = {"modalities": "CT", "date_from": "2025-01-01", "date_to": "2025-06-30",
@@ -468,6 +788,20 @@ def _run_call(name: str, registry: Any, last_offset: int) -> Any:
     if name == "cumulative":
         registry.ensure_exams_current()
         return registry.cumulative()
+    site, year = StudyFilter(site_names=(ONE_SITE,)), StudyFilter(**ONE_YEAR)
+    if name == "studies first page, one site":
+        return registry.list_studies(site, limit=50)
+    if name == "summary, one site":
+        return registry.summary(flt=site)
+    registry.ensure_exams_current()
+    if name == "drl, one site":
+        return registry.drl(site)
+    if name == "stats per exam and room, one site":
+        return registry.statistics(site, by=("standard_exam", "device_name"))
+    if name == "drl, one year":
+        return registry.drl(year)
+    if name == "stats per exam and room, one year":
+        return registry.statistics(year, by=("standard_exam", "device_name"))
     raise ValueError(name)
 
 
@@ -481,6 +815,7 @@ def child(name: str, url: str, repeat: int) -> dict[str, Any]:
         database_url=url,
         archive_dir=Path(tempfile.gettempdir()) / "kerma-bench-archive",
         pseudonym_key=BENCHMARK_KEY,
+        accession_in_clear=ACCESSION_IN_CLEAR,
     )
     registry = Registry(settings=settings)
     total = registry.count_studies()
@@ -532,6 +867,10 @@ def _cli_commands(total: int) -> dict[str, list[str]]:
         "kerma studies (last page)": ["studies", "--limit", "50", "--page", str(last_page)],
         "kerma drl": ["drl"],
         "kerma stats": ["stats"],
+        "kerma drl --site (one site)": ["drl", "--site", ONE_SITE],
+        "kerma drl --from --to (one year)": [
+            "drl", "--from", ONE_YEAR["date_from"], "--to", ONE_YEAR["date_to"],
+        ],
         "kerma summary": ["summary"],
         "kerma cumulative": ["cumulative"],
     }  # fmt: skip
@@ -573,7 +912,12 @@ def measure(url: str, *, repeat: int, cli_repeat: int, log: Any = print) -> dict
     from kerma.config import Settings
     from kerma.services.registry import Registry
 
-    settings = Settings(_env_file=None, database_url=url, pseudonym_key=BENCHMARK_KEY)  # type: ignore[call-arg]
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url,
+        pseudonym_key=BENCHMARK_KEY,
+        accession_in_clear=ACCESSION_IN_CLEAR,
+    )
     with Registry(settings=settings) as registry:
         total = registry.count_studies()
         with registry.session(write=False) as session:
@@ -582,8 +926,12 @@ def measure(url: str, *, repeat: int, cli_repeat: int, log: Any = print) -> dict
             from kerma.db.models import IrradiationEvent
 
             n_events = session.scalar(select(func.count(IrradiationEvent.id)))
+            sizes = _sizes_mb(session)
     results: dict[str, Any] = {"studies": total, "events": n_events, "in_process": {},
-                               "cli": {}}  # fmt: skip
+                               "cli": {}, "sizes_mb": sizes,
+                               "load_before": os.getloadavg()}  # fmt: skip
+    log(f"  {total:,} studies, {n_events:,} events; sizes (MB) {sizes}; "
+        f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     for name in CALLS:
         command = [sys.executable, __file__, "--child", name, "--reuse", url,
                    "--repeat", str(repeat)]  # fmt: skip
@@ -598,22 +946,25 @@ def measure(url: str, *, repeat: int, cli_repeat: int, log: Any = print) -> dict
             "median_ms": median,
             "p95_ms": p95,
             "cpu_median_ms": cpu,
+            "load_1min": os.getloadavg()[0],
         }
         log(
             f"  {name:40s} median {median:8.1f} ms  p95 {p95:8.1f} ms  CPU {cpu:7.1f} ms  "
             f"peak RSS {data['peak_rss_mb']:6.0f} MB (after open {data['rss_after_open_mb']:.0f})"
+            f"  load {os.getloadavg()[0]:.1f}"
         )
     env = os.environ | {
         "KERMA_DATABASE_URL": url,
         "KERMA_ARCHIVE_DIR": str(Path(tempfile.gettempdir()) / "kerma-bench-archive"),
         "KERMA_PSEUDONYM_KEY": BENCHMARK_KEY,
+        "KERMA_ACCESSION_IN_CLEAR": str(ACCESSION_IN_CLEAR).lower(),
         "COLUMNS": "160",
     }
     kerma = ["kerma.cli.main"]
     own = [str(Path(__file__).with_name("own_commands.py"))]
     for key, launcher in (("cli", kerma), ("cli_own_module", own)):
         results[key] = {}
-        for name, args in _cli_commands(total).items():
+        for name, args in _cli_commands(total).items() if cli_repeat > 0 else ():
             _wait([*launcher, *args], env)  # warm the page cache once
             runs = [_wait([*launcher, *args], env) for _ in range(cli_repeat)]
             if any(code != 0 for *_, code in runs):
@@ -629,7 +980,36 @@ def measure(url: str, *, repeat: int, cli_repeat: int, log: Any = print) -> dict
     started = time.perf_counter()
     _wait([*kerma, "--version"], env)
     results["cli_floor_version_ms"] = (time.perf_counter() - started) * 1000
+    results["load_after"] = os.getloadavg()
     return results
+
+
+def _sizes_mb(session: Any) -> dict[str, float]:
+    """Return the database's and the event table's sizes in MB (PostgreSQL; else empty).
+
+    ``pg_total_relation_size`` of a partitioned table is 0: the event table's size is
+    the sum over the table and its partitions (``pg_partition_tree``).
+    """
+    from sqlalchemy import text
+
+    if session.get_bind().dialect.name != "postgresql":
+        return {}
+    tables = (
+        "(SELECT relid FROM pg_partition_tree('irradiation_event') "
+        "UNION SELECT 'irradiation_event'::regclass) AS t"
+    )
+    row = session.execute(
+        text(
+            "SELECT pg_database_size(current_database()), "
+            f"(SELECT sum(pg_total_relation_size(relid)) FROM {tables}), "
+            f"(SELECT sum(pg_indexes_size(relid)) FROM {tables}), "
+            "(SELECT count(*) FROM pg_partition_tree('irradiation_event') WHERE isleaf)"
+        )
+    ).one()
+    mb = 1024 * 1024
+    return {"database": row[0] / mb, "irradiation_event": float(row[1]) / mb,
+            "irradiation_event_indexes": float(row[2]) / mb,
+            "irradiation_event_partitions": float(row[3])}  # fmt: skip
 
 
 @contextmanager
@@ -679,15 +1059,43 @@ def _print_table(backend: str, results: dict[str, Any]) -> None:
     print(f"\n`kerma --version` (start-up floor): {results['cli_floor_version_ms']:.0f} ms")
 
 
+def build(url: str, n_events: int, base: int | None, *, log: Any = print) -> dict[str, Any] | None:
+    """Build a registry of ``n_events``: directly, or ``base`` events copied as further sites.
+
+    With ``base``, the copies are ``round(n_events / base) - 1`` further sites
+    (:func:`replicate_registry`); returns its timings and verification (else ``None``).
+    """
+    if not base:
+        build_registry(url, n_events, log=log)
+        return None
+    copies = max(round(n_events / base) - 1, 1)
+    started = time.perf_counter()
+    build_registry(url, base, analyse=False, log=log)
+    base_s = time.perf_counter() - started
+    replicated = replicate_registry(url, copies, log=log)
+    log(f"  verified: {json.dumps(replicated['verification'])}")
+    return replicated | {"base_events": base, "copies": copies, "base_s": base_s}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Build registries of N events and measure the calls; print markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="irradiation events")
+    parser.add_argument(
+        "--replicate-from",
+        type=int,
+        default=None,
+        metavar="BASE",
+        help="build BASE events, then copy them in SQL as further sites up to --events "
+        "(PostgreSQL)",
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--workdir", type=Path, default=None, help="SQLite file folder")
     parser.add_argument("--repeat", type=int, default=7, help="in-process runs per call")
-    parser.add_argument("--cli-repeat", type=int, default=3, help="CLI runs per command")
+    parser.add_argument(
+        "--cli-repeat", type=int, default=3, help="CLI runs per command (0: no CLI runs)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--reuse", default=None, help="measure this registry URL, no build")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -708,17 +1116,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+        if args.replicate_from and backends != ["postgresql"]:
+            parser.error("--replicate-from needs --backend postgresql")
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kerma-bench-"))
         workdir.mkdir(parents=True, exist_ok=True)
         for backend in backends:
             with database(backend, workdir, args.postgres_url, args.keep) as url:
                 log(f"{backend}: building {args.events:,} events at {url}")
                 started = time.perf_counter()
-                build_registry(url, args.events, log=log)
+                replicated = build(url, args.events, args.replicate_from, log=log)
                 build_s = time.perf_counter() - started
                 log(f"{backend}: measuring")
                 results = measure(url, repeat=args.repeat, cli_repeat=args.cli_repeat, log=log)
                 results["build_s"] = build_s
+                results["replicated"] = replicated
                 results["url"] = url if args.keep else None
                 all_results[backend] = results
         if not args.keep and args.workdir is None:
@@ -727,6 +1138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_table(backend, results)
         if "build_s" in results:
             print(f"\nregistry built in {results['build_s'] / 60:.1f} min")
+        if results.get("replicated"):
+            rep = results["replicated"]
+            print(f"({rep['base_events']:,} events built in {rep['base_s'] / 60:.1f} min, "
+                  f"copied {rep['copies']} times as further sites in {rep['copy_s'] / 60:.1f} "
+                  f"min, VACUUM ANALYZE {rep['analyse_s'] / 60:.1f} min)")  # fmt: skip
+        if results.get("sizes_mb"):
+            print(f"sizes (MB): {results['sizes_mb']}")
+        print(f"load average before / after: {results['load_before']} / {results['load_after']}")
     if args.json is not None:
         args.json.write_text(json.dumps(all_results, indent=2, default=str))
     return 0
