@@ -166,7 +166,7 @@ def build_registry(
     leaves out the final ``VACUUM ANALYZE`` (:func:`replicate_registry` runs it after
     the copies).
     """
-    from sqlalchemy import insert, text
+    from sqlalchemy import delete, insert, text
 
     from kerma.db.migrate import ensure_schema
     from kerma.db.models import (
@@ -197,8 +197,11 @@ def build_registry(
     n_patients = max(n_studies // 2, 1)
     rooms_by_family = {f: [i for i, r in enumerate(ROOMS) if r[0] == f] for f in FAMILY_SHARE}
     with engine.begin() as conn:
+        # replace the setting: a registry opened before the build (a test's) has one
+        setting = RegistrySetting.__table__
+        conn.execute(delete(setting).where(setting.c.key == ACCESSION_STORAGE_KEY))
         conn.execute(
-            insert(RegistrySetting.__table__),
+            insert(setting),
             [
                 {
                     "key": ACCESSION_STORAGE_KEY,
