@@ -144,3 +144,15 @@ def make_ct_events(
 def rng() -> np.random.Generator:
     """A seeded numpy generator (fixed seed: reproducible tests)."""
     return np.random.default_rng(20261129)
+
+
+def csv_row(stem: str, **where: str) -> pd.Series:
+    """Return the one shipped reference CSV row matching ``where`` (columns as text)."""
+    from kerma.analysis.reference import reference_path
+
+    table = pd.read_csv(reference_path(f"{stem}.csv"), dtype=str, keep_default_na=False)
+    mask = pd.Series(True, index=table.index)
+    for column, value in where.items():
+        mask &= table[column] == value
+    assert mask.sum() == 1, (stem, where, int(mask.sum()))
+    return table[mask].iloc[0]

@@ -28,7 +28,7 @@ from kerma.analysis.reference import (
     select_drls,
 )
 from kerma.cli.main import app
-from tests.analysis.conftest import make_events
+from tests.analysis.conftest import csv_row, make_events
 
 runner = CliRunner()
 
@@ -63,16 +63,6 @@ class TestEveryRowIsTraceable:
         assert (both["valid_from"] <= both["valid_to"]).all()
         superseded = rows[rows["status"] == "superseded"].dropna(subset=["valid_to"])
         assert (superseded["valid_to"] < pd.Timestamp("2026-12-05")).all()
-
-
-def _csv_row(stem: str, **where: str) -> pd.Series:
-    """Return the one shipped CSV row matching ``where`` (columns as text)."""
-    table = pd.read_csv(reference_path(f"{stem}.csv"), dtype=str, keep_default_na=False)
-    mask = pd.Series(True, index=table.index)
-    for column, value in where.items():
-        mask &= table[column] == value
-    assert mask.sum() == 1, (stem, where, int(mask.sum()))
-    return table[mask].iloc[0]
 
 
 class TestPrintedValues:
@@ -130,7 +120,7 @@ class TestPrintedValues:
     )
     def test_radiography(self, where: dict[str, str], column: str, printed: str) -> None:
         """Radiography rows keep the printed value and unit."""
-        assert _csv_row("drl_radiography", **where)[column] == printed
+        assert csv_row("drl_radiography", **where)[column] == printed
 
     @pytest.mark.parametrize(
         ("where", "column", "printed"),
@@ -150,7 +140,7 @@ class TestPrintedValues:
     )
     def test_ct(self, where: dict[str, str], column: str, printed: str) -> None:
         """Adult CT rows keep the printed value (mGy, mGy·cm)."""
-        assert _csv_row("drl_ct_adult", **where)[column] == printed
+        assert csv_row("drl_ct_adult", **where)[column] == printed
 
     @pytest.mark.parametrize(
         ("where", "printed"),
@@ -173,7 +163,7 @@ class TestPrintedValues:
     )
     def test_mammography(self, where: dict[str, str], printed: str) -> None:
         """Mammography rows keep the printed AGD (mGy)."""
-        assert _csv_row("drl_mammography", **where)["agd_mGy"] == printed
+        assert csv_row("drl_mammography", **where)["agd_mGy"] == printed
 
     @pytest.mark.parametrize(
         ("procedure", "status", "printed"),
@@ -188,7 +178,7 @@ class TestPrintedValues:
     )
     def test_interventional(self, procedure: str, status: str, printed: str) -> None:
         """Norwegian interventional KAP rows keep the printed value (Gy·cm²)."""
-        row = _csv_row("drl_fluoro_interventional", region="NO", procedure=procedure, status=status)
+        row = csv_row("drl_fluoro_interventional", region="NO", procedure=procedure, status=status)
         assert row["kap_value_as_published"] == printed
 
     def test_canonical_units_after_loading(self) -> None:

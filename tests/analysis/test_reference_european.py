@@ -15,20 +15,10 @@ import pytest
 from kerma.analysis.drl import STATUS_ABOVE, STATUS_BELOW, STATUS_NO_EDITION, compare_with_drls
 from kerma.analysis.exams import load_exam_rules, match_exam
 from kerma.analysis.frames import build_dose_samples
-from kerma.analysis.reference import drl_coverage, load_drls, reference_path, select_drls
-from tests.analysis.conftest import make_events
+from kerma.analysis.reference import drl_coverage, load_drls, select_drls
+from tests.analysis.conftest import csv_row, make_events
 
 RULES = load_exam_rules()
-
-
-def _csv_row(stem: str, **where: str) -> pd.Series:
-    """Return the one shipped CSV row matching ``where`` (columns compared as text)."""
-    table = pd.read_csv(reference_path(f"{stem}.csv"), dtype=str, keep_default_na=False)
-    mask = pd.Series(True, index=table.index)
-    for column, value in where.items():
-        mask &= table[column] == value
-    assert mask.sum() == 1, (stem, where, int(mask.sum()))
-    return table[mask].iloc[0]
 
 
 class TestFrance2011PrintedValues:
@@ -54,9 +44,7 @@ class TestFrance2011PrintedValues:
         self, exam: str, projection: str, column: str, printed: str
     ) -> None:
         """Adult radiography, single projection, as printed (cGy·cm², mGy)."""
-        row = _csv_row(
-            "drl_radiography", region="FR", year="2011", exam=exam, projection=projection
-        )
+        row = csv_row("drl_radiography", region="FR", year="2011", exam=exam, projection=projection)
         assert row[column] == printed
         assert row["dap_unit_as_published"] == "cGy.cm2"
 
@@ -72,7 +60,7 @@ class TestFrance2011PrintedValues:
     )
     def test_ct_tableau_5(self, exam: str, ctdivol: str, dlp: str, phantom: str) -> None:
         """Adult CT, one acquisition: IDSV (CTDIvol, mGy) and PDL (DLP, mGy·cm)."""
-        row = _csv_row("drl_ct_adult", region="FR", year="2011", exam=exam)
+        row = csv_row("drl_ct_adult", region="FR", year="2011", exam=exam)
         assert (row["ctdivol_mGy"], row["dlp_mGycm"], row["phantom_cm"]) == (
             ctdivol,
             dlp,
@@ -83,7 +71,7 @@ class TestFrance2011PrintedValues:
     def test_mammography_tableau_3(self) -> None:
         """Tableau 3 prints one digital-mammography value: DMG 1,8 mGy (45 mm
         equivalent breast); the analogue De 8 mGy is not shipped."""
-        row = _csv_row("drl_mammography", region="FR", year="2011")
+        row = csv_row("drl_mammography", region="FR", year="2011")
         assert row["agd_mGy"] == "1.8"
         assert "45 mm" in row["agd_basis"]
 
@@ -119,9 +107,7 @@ class TestFrance2004PrintedValues:
     )
     def test_radiography_tableau_1(self, exam: str, projection: str, printed: str) -> None:
         """De (mGy, single exposure) as printed."""
-        row = _csv_row(
-            "drl_radiography", region="FR", year="2004", exam=exam, projection=projection
-        )
+        row = csv_row("drl_radiography", region="FR", year="2004", exam=exam, projection=projection)
         assert row["esd_mGy"] == printed
 
     @pytest.mark.parametrize(
@@ -131,7 +117,7 @@ class TestFrance2004PrintedValues:
     )
     def test_ct_tableau_3(self, exam: str, printed: str) -> None:
         """PDL per acquisition; the IDSP (CTDIw) column is not shipped."""
-        row = _csv_row("drl_ct_adult", region="FR", year="2004", exam=exam)
+        row = csv_row("drl_ct_adult", region="FR", year="2004", exam=exam)
         assert (row["dlp_mGycm"], row["ctdivol_mGy"]) == (printed, "")
 
 
@@ -279,7 +265,7 @@ class TestCzechPrintedValues:
     )
     def test_radiography(self, where: dict[str, str], column: str, printed: str) -> None:
         """Radiography and dental rows keep the printed value (mGy·cm², mGy, Gy·cm²)."""
-        assert _csv_row("drl_radiography", region="CZ", **where)[column] == printed
+        assert csv_row("drl_radiography", region="CZ", **where)[column] == printed
 
     @pytest.mark.parametrize(
         ("procedure", "year", "printed"),
@@ -295,7 +281,7 @@ class TestCzechPrintedValues:
     )
     def test_fluoroscopy(self, procedure: str, year: str, printed: str) -> None:
         """KAP per examination in Gy·cm² as printed."""
-        row = _csv_row("drl_fluoro_interventional", region="CZ", procedure=procedure, year=year)
+        row = csv_row("drl_fluoro_interventional", region="CZ", procedure=procedure, year=year)
         assert row["kap_value_as_published"] == printed
 
     @pytest.mark.parametrize(
@@ -309,7 +295,7 @@ class TestCzechPrintedValues:
     )
     def test_ct(self, exam: str, ctdivol: str, dlp: str) -> None:
         """CVOL (mGy) and PKL per examination (mGy·cm)."""
-        row = _csv_row("drl_ct_adult", region="CZ", exam=exam)
+        row = csv_row("drl_ct_adult", region="CZ", exam=exam)
         assert (row["ctdivol_mGy"], row["dlp_mGycm"]) == (ctdivol, dlp)
 
     @pytest.mark.parametrize(
@@ -319,7 +305,7 @@ class TestCzechPrintedValues:
     )
     def test_mammography(self, cbt_min: str, cbt_max: str, printed: str) -> None:
         """DG for the CC projection by compressed breast thickness band."""
-        row = _csv_row("drl_mammography", region="CZ", cbt_min_mm=cbt_min, cbt_max_mm=cbt_max)
+        row = csv_row("drl_mammography", region="CZ", cbt_min_mm=cbt_min, cbt_max_mm=cbt_max)
         assert (row["agd_mGy"], row["view"]) == (printed, "CC")
 
 
@@ -338,7 +324,7 @@ class TestIcelandProposedIndicationDrls:
     )
     def test_printed_values(self, exam: str, indication: str, printed: str) -> None:
         """Total DLP per examination (mGy·cm), status proposed."""
-        row = _csv_row("drl_ct_adult", region="IS", exam=exam, clinical_indication=indication)
+        row = csv_row("drl_ct_adult", region="IS", exam=exam, clinical_indication=indication)
         assert (row["dlp_mGycm"], row["status"]) == (printed, "proposed")
 
     def test_brain_ischemia_is_the_stroke_indication(self) -> None:

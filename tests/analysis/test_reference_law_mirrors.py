@@ -12,19 +12,10 @@ import pytest
 
 from kerma.analysis.drl import _in_force
 from kerma.analysis.exams import load_exam_rules, match_exam
-from kerma.analysis.reference import drl_coverage, load_drls, reference_path, select_drls
+from kerma.analysis.reference import drl_coverage, load_drls, select_drls
+from tests.analysis.conftest import csv_row
 
 RULES = load_exam_rules()
-
-
-def _csv_row(stem: str, **where: str) -> pd.Series:
-    """Return the one shipped CSV row matching ``where`` (columns compared as text)."""
-    table = pd.read_csv(reference_path(f"{stem}.csv"), dtype=str, keep_default_na=False)
-    mask = pd.Series(True, index=table.index)
-    for column, value in where.items():
-        mask &= table[column] == value
-    assert mask.sum() == 1, (stem, where, int(mask.sum()))
-    return table[mask].iloc[0]
 
 
 class TestSpainRealDecreto1976of1999:
@@ -49,7 +40,7 @@ class TestSpainRealDecreto1976of1999:
     )
     def test_printed_values(self, exam: str, projection: str, printed: str) -> None:
         """Entrance surface dose per radiograph as printed (mGy), stored as esd_mGy."""
-        row = _csv_row("drl_radiography", region="ES", exam=exam, projection=projection)
+        row = csv_row("drl_radiography", region="ES", exam=exam, projection=projection)
         assert (row["esd_mGy"], row["unit_as_published"], row["verification"]) == (
             printed,
             "mGy",

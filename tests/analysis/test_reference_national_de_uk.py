@@ -20,20 +20,9 @@ from kerma.analysis.frames import build_dose_samples
 from kerma.analysis.reference import (
     INDICATION_FALLBACKS,
     load_drls,
-    reference_path,
     select_drls,
 )
-from tests.analysis.conftest import make_events
-
-
-def _csv_row(stem: str, **where: str) -> pd.Series:
-    """Return the one shipped CSV row matching ``where`` (columns compared as text)."""
-    table = pd.read_csv(reference_path(f"{stem}.csv"), dtype=str, keep_default_na=False)
-    mask = pd.Series(True, index=table.index)
-    for column, value in where.items():
-        mask &= table[column] == value
-    assert mask.sum() == 1, (stem, where, int(mask.sum()))
-    return table[mask].iloc[0]
+from tests.analysis.conftest import csv_row, make_events
 
 
 class TestPrintedValues:
@@ -70,7 +59,7 @@ class TestPrintedValues:
     )
     def test_german_radiography(self, where: dict[str, str], column: str, printed: str) -> None:
         """DE adult radiography DAP rows keep the printed cGy·cm² value."""
-        assert _csv_row("drl_radiography", **where)[column] == printed
+        assert csv_row("drl_radiography", **where)[column] == printed
 
     @pytest.mark.parametrize(
         ("procedure", "printed"),
@@ -84,7 +73,7 @@ class TestPrintedValues:
     )
     def test_german_fluoroscopy_2010(self, procedure: str, printed: str) -> None:
         """DE 2010 Tabelle 2 rows keep the printed cGy·cm² value."""
-        row = _csv_row("drl_fluoro_interventional", region="DE", year="2010", procedure=procedure)
+        row = csv_row("drl_fluoro_interventional", region="DE", year="2010", procedure=procedure)
         assert row["kap_value_as_published"] == printed
         assert row["kap_unit_as_published"] == "cGy.cm2"
 
@@ -101,7 +90,7 @@ class TestPrintedValues:
     )
     def test_german_interventional_2018(self, procedure: str, printed: str) -> None:
         """DE 2018 interventional rows keep the transcribed cGy·cm² value."""
-        row = _csv_row("drl_fluoro_interventional", region="DE", year="2018", procedure=procedure)
+        row = csv_row("drl_fluoro_interventional", region="DE", year="2018", procedure=procedure)
         assert row["kap_value_as_published"] == printed
         assert row["verification"] == "secondary"
 
@@ -118,9 +107,9 @@ class TestPrintedValues:
     def test_german_ct_2010_and_mammography(self) -> None:
         """BFS2010 Tabelle 3 'Hirnschaedel' CTDIvol 65 mGy, DLP 950 mGy·cm (pro Scanserie);
         Tabelle 1 'Mammographie (cc und mlo)' AGD 2,5 (printed with the unit 'mSv')."""
-        head = _csv_row("drl_ct_adult", region="DE", year="2010", exam="Head")
+        head = csv_row("drl_ct_adult", region="DE", year="2010", exam="Head")
         assert (head["ctdivol_mGy"], head["dlp_mGycm"]) == ("65", "950")
-        mammo = _csv_row("drl_mammography", region="DE", year="2010")
+        mammo = csv_row("drl_mammography", region="DE", year="2010")
         assert mammo["agd_mGy"] == "2.5"
 
     @pytest.mark.parametrize(
@@ -136,7 +125,7 @@ class TestPrintedValues:
     )
     def test_uk_adult_ct(self, exam: str, column: str, printed: str) -> None:
         """UK Table 1 rows keep the printed value (mGy, mGy·cm)."""
-        row = _csv_row("drl_ct_adult", region="UK", year="2022", exam=exam)
+        row = csv_row("drl_ct_adult", region="UK", year="2022", exam=exam)
         assert row[column] == printed
 
 
