@@ -5,7 +5,7 @@ The hostile objects are built by :mod:`tests.net.oversize`: a deflate bomb (abou
 sent to a real ``kerma listen`` (pynetdicom SCU streaming the file as it is, with
 ``STORE_SEND_CHUNKED_DATASET``) and a real ``kerma serve`` (httpx), and the peak
 resident memory of the receiving process (``VmHWM`` in ``/proc/<pid>/status``) is
-checked against 300 MiB.
+checked against 300 MiB (docs/web.md "Memory": what a serving process holds).
 """
 
 from __future__ import annotations
@@ -474,6 +474,23 @@ class TestSTOWLimits:
         assert rss - before < MAX_REQUEST_GROWTH_MB
         incoming = stow_server.settings.archive_dir / "incoming"
         assert not incoming.is_dir() or list(incoming.iterdir()) == []
+
+    def test_serve_imports_without_pyarrow(self, stow_server: StowServer) -> None:
+        """``kerma serve`` keeps pyarrow out of its process (kerma.cli.serve.keep_pyarrow_out,
+        60-75 MiB resident): no libarrow is mapped after the overview's warm-up and an
+        import through STOW-RS, and the imported RDSR is in the registry."""
+        uid = str(pydicom.dcmread(RDSR, stop_before_pixels=True).SOPInstanceUID)
+        response = httpx.post(
+            stow_server.url,
+            content=b"".join(multipart(RDSR)),
+            headers={"Content-Type": CONTENT_TYPE, **stow_server.headers},
+            timeout=300,
+        )
+        assert response.status_code == 200, response.text
+        assert wait_until(lambda: uid in registry_sop_uids(stow_server.settings), timeout=60)
+        maps = Path(f"/proc/{stow_server.process.pid}/maps").read_text()
+        assert "libarrow" not in maps
+        assert "/pandas/" in maps  # the check would see a library the server loaded
 
     def test_declared_body_over_limit_gets_413_unread(self, tmp_path: Path) -> None:
         """A Content-Length over stow_max_request_bytes gets 413 before the body is read."""
