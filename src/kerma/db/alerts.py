@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import and_, false, func, or_, select, text, tuple_
+from sqlalchemy import and_, false, func, null, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from kerma.db.filters import DOSE_RANGE_QUANTITIES
@@ -491,6 +491,51 @@ def study_dose_values(session: Session, *, study_id: int | None) -> list[tuple[s
         return []
     values = ((name, getattr(study, name)) for name in STUDY_DOSE_COLUMNS)
     return [(name, float(v)) for name, v in values if v is not None]
+
+
+#: Columns of :func:`window_studies` rows.
+WINDOW_STUDY_COLUMNS: Final = (
+    "study_id",
+    "study_instance_uid",
+    "study_date",
+    "modality",
+    "standard_exam",
+    "device_name",
+    "site_id",
+    "value",
+)
+
+
+def window_studies(
+    session: Session, *, study_ids: Sequence[int], quantity: str | None
+) -> list[dict[str, Any]]:
+    """Return the studies of an alert's window (:data:`WINDOW_STUDY_COLUMNS`), oldest first.
+
+    ``value`` is the study's ``quantity`` column (canonical unit), ``None`` when
+    ``quantity`` is ``None`` or not a study dose column (a count rule). Ids that are no
+    study (any more) are left out; ``site_id`` is ``None`` for a study of no site.
+    """
+    ids = sorted({int(i) for i in study_ids})
+    if not ids:
+        return []
+    is_column = quantity in (*STUDY_COLUMNS, *DOSE_RANGE_QUANTITIES)
+    value = getattr(Study, quantity) if quantity and is_column else null()
+    stmt = (
+        select(
+            Study.id,
+            Study.study_instance_uid,
+            Study.study_date,
+            Study.modality,
+            Study.standard_exam,
+            Device.device_name,
+            Study.site_id,
+            value,
+        )
+        .outerjoin(Device, Device.id == Study.device_id)
+        .where(Study.id.in_(ids))
+        .order_by(Study.study_date, Study.id)
+    )
+    return [dict(zip(WINDOW_STUDY_COLUMNS, row, strict=True)) for row in session.execute(stmt)]
 
 
 def alert_ids_with_study(session: Session, *, study_ids: Sequence[int]) -> set[int]:

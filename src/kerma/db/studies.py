@@ -27,6 +27,7 @@ from kerma.db.models import (
     Patient,
     PatientSizeMeasurement,
     RejectedObject,
+    Site,
     Study,
 )
 from kerma.errors import UnknownColumnError
@@ -86,10 +87,16 @@ STUDY_LISTING: dict[str, Any] = {
     "ssde_reference": Study.ssde_reference,
     "effective_dose_reference": Study.effective_dose_reference,
     "has_conflict": Study.has_conflict,
+    "site": Site.name,
 }
 
-#: Columns of :func:`list_studies` rows, in order.
-STUDY_COLUMNS: tuple[str, ...] = tuple(STUDY_LISTING)
+#: The study's site name (``site.name``; ``None`` for a study of no site, issue #15): a
+#: listed column on request (``columns``; the JSON API asks for it), not one of the
+#: default :data:`STUDY_COLUMNS`, so exports and frames keep their columns.
+SITE_COLUMN = "site"
+
+#: Columns of :func:`list_studies` rows, in order (every listed column but the site).
+STUDY_COLUMNS: tuple[str, ...] = tuple(c for c in STUDY_LISTING if c != SITE_COLUMN)
 
 #: Default listing order: newest first (date, time, then id).
 DEFAULT_SORT: tuple[tuple[str, str], ...] = (
@@ -186,7 +193,8 @@ def _order_by(keys: Sequence[SortKey], id_column: Any) -> list[Any]:
 
 
 def _needs(keys: Sequence[SortKey]) -> set[str]:
-    """Return the tables (``device``, ``patient``) the sort keys need besides ``study``."""
+    """Return the tables (``device``, ``patient``, ``site``) the sort keys need besides
+    ``study``."""
     tables = set()
     for key in keys:
         table = STUDY_LISTING[key.column].table.name
@@ -195,14 +203,18 @@ def _needs(keys: Sequence[SortKey]) -> set[str]:
     return tables
 
 
-def _listing(columns: Sequence[str]) -> Select[Any]:
-    """Return the SELECT of ``columns`` from study, device and patient (no filter)."""
-    return (
+def _listing(columns: Sequence[str], keys: Sequence[SortKey] = ()) -> Select[Any]:
+    """Return the SELECT of ``columns`` from study, device and patient (no filter); site
+    is joined when ``columns`` or the sort ``keys`` name it."""
+    stmt = (
         select(*(STUDY_LISTING[c].label(c) for c in columns))
         .select_from(Study)
         .join(Device, Device.id == Study.device_id)
         .outerjoin(Patient, Patient.id == Study.patient_id)
     )
+    if SITE_COLUMN in columns or any(k.column == SITE_COLUMN for k in keys):
+        stmt = stmt.outerjoin(Site, Site.id == Study.site_id)
+    return stmt
 
 
 def count_studies(session: Session, *, flt: StudyFilter | None = None) -> int:
@@ -259,13 +271,19 @@ def list_studies(
         page = page.join(Device, Device.id == Study.device_id)
     if "patient" in needed:
         page = page.outerjoin(Patient, Patient.id == Study.patient_id)
+    if "site" in needed:
+        page = page.outerjoin(Site, Site.id == Study.site_id)
     page = page.order_by(*_order_by(keys, Study.id))
     if limit is not None:
         page = page.limit(limit)
     if offset:
         page = page.offset(offset)
     if limit is None and not offset:
-        stmt = _listing(columns).where(*study_conditions(flt)).order_by(*_order_by(keys, Study.id))
+        stmt = (
+            _listing(columns, keys)
+            .where(*study_conditions(flt))
+            .order_by(*_order_by(keys, Study.id))
+        )
         return list(session.execute(stmt).all())
     ids = [row[0] for row in session.execute(page)]
     if not ids:
@@ -292,7 +310,7 @@ def iter_studies(
     """
     keys = parse_sort(sort)
     stmt = (
-        _listing(columns)
+        _listing(columns, keys)
         .where(*study_conditions(flt))
         .order_by(*_order_by(keys, Study.id))
         .execution_options(yield_per=batch_size)
@@ -300,9 +318,12 @@ def iter_studies(
     yield from session.execute(stmt)
 
 
-def get_study(session: Session, *, study_id: int) -> Row[Any] | None:
-    """Return the listing row of one study, or ``None``."""
-    stmt = _listing(STUDY_COLUMNS).where(Study.id == study_id)
+def get_study(
+    session: Session, *, study_id: int, columns: Sequence[str] = STUDY_COLUMNS
+) -> Row[Any] | None:
+    """Return the listing row of one study (``columns``, default :data:`STUDY_COLUMNS`),
+    or ``None``."""
+    stmt = _listing(columns).where(Study.id == study_id)
     return session.execute(stmt).one_or_none()
 
 

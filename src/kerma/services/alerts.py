@@ -70,11 +70,13 @@ __all__ = [
     "AlertOutcome",
     "AlertReviewError",
     "AlertState",
+    "AlertWindow",
     "EvaluationResult",
     "VerifyResult",
     "add_note",
     "alert_history",
     "alert_message",
+    "alert_window",
     "close_alert",
     "count_alerts",
     "default_user",
@@ -924,8 +926,79 @@ def alert_history(session: Session, alert_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def get_alert(session: Session, alert_id: int) -> dict[str, Any]:
-    """Return one alert with its context and history (``alert_message`` keys and more).
+@dataclass(frozen=True)
+class AlertWindow:
+    """The studies an alert's value was found on (its window), as one caller may see them.
+
+    Attributes
+    ----------
+    studies : list of dict
+        :data:`kerma.db.alerts.WINDOW_STUDY_COLUMNS` of each study the caller may see,
+        oldest first; ``value`` in the alert's ``unit`` (``None`` for a count rule).
+    other_sites : int
+        How many studies of the window are of sites the caller may not see (or of no
+        site): counted, never identified (issue #15).
+    """
+
+    studies: list[dict[str, Any]]
+    other_sites: int
+
+
+def alert_window(
+    session: Session, alert_id: int, *, site_ids: Sequence[int] | None = None
+) -> AlertWindow:
+    """Return the studies of an alert's window that a caller of ``site_ids`` may see.
+
+    The window is the alert's ``detail["window_study_ids"]``: a patient's studies
+    within the rule's ``window_days`` (cumulative rules,
+    :func:`kerma.analysis.alerts.evaluate_cumulative`) or a device's exam group
+    (``drl_group``), as of the alert's last crossing. An alert without window (one
+    study's value) has none.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+    alert_id : int
+    site_ids : sequence of int, optional
+        The sites the caller may see (:func:`kerma.services.sites.allowed_site_ids`);
+        ``None`` (default): every site. A study of another site, or of no site, is
+        only counted in ``other_sites``.
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        No such alert.
+    """
+    alert = _alert_or_raise(session, alert_id)
+    ids = (alert.detail or {}).get("window_study_ids") or []
+    rows = store.window_studies(
+        session, study_ids=[int(i) for i in ids], quantity=alert.quantity
+    )
+    if site_ids is None:
+        return AlertWindow(rows, 0)
+    allowed = set(site_ids)
+    seen = [r for r in rows if r["site_id"] is not None and r["site_id"] in allowed]
+    return AlertWindow(seen, len(rows) - len(seen))
+
+
+def get_alert(
+    session: Session, alert_id: int, *, site_ids: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Return one alert with its context, window and history (``alert_message`` keys and more).
+
+    Besides :data:`MESSAGE_KEYS`: ``subject_kind``, ``subject_key``, ``study_id``,
+    ``detail``, ``created_at``, ``updated_at``, ``history_entries``, and
+    ``window_studies`` / ``window_studies_other_sites`` (:func:`alert_window`). For a
+    caller restricted to ``site_ids`` the window lists only those sites' studies, and
+    ``detail["window_study_ids"]`` only their ids; the other sites' studies are a
+    count (issue #15). The alert's ``value`` (the window's sum or count) is unchanged.
+
+    Parameters
+    ----------
+    site_ids : sequence of int, optional
+        The sites the caller may see; ``None`` (default): every site. The caller checks
+        that the alert itself is of these sites
+        (:func:`kerma.services.sites.get_alert_for` does both).
 
     Raises
     ------
@@ -934,15 +1007,22 @@ def get_alert(session: Session, alert_id: int) -> dict[str, Any]:
     """
     alert = _alert_or_raise(session, alert_id)
     message = alert_message(session, alert_id)
+    window = alert_window(session, alert_id, site_ids=site_ids)
+    detail = dict(alert.detail or {})
+    if site_ids is not None and "window_study_ids" in detail:
+        shown = {int(r["study_id"]) for r in window.studies}
+        detail["window_study_ids"] = [i for i in detail["window_study_ids"] if int(i) in shown]
     message.update(
         {
             "subject_kind": alert.subject_kind,
             "subject_key": alert.subject_key,
             "study_id": alert.study_id,
-            "detail": alert.detail,
+            "detail": detail,
             "created_at": alert.created_at,
             "updated_at": alert.updated_at,
             "history_entries": alert_history(session, alert_id),
+            "window_studies": window.studies,
+            "window_studies_other_sites": window.other_sites,
         }
     )
     return message

@@ -8,6 +8,8 @@ statistic runs on :func:`narrow_filter`'s filter (alerts on
 :func:`narrow_alert_filter`'s), and a study's or alert's detail is refused with
 :class:`~kerma.errors.SiteAccessError` when it is of another site
 (:func:`get_study_for`, :func:`check_alert_site`). The web layer maps that error to 403.
+An alert over a patient's studies at several sites shows a restricted principal its
+sites' studies only, and a count of the others (:func:`get_alert_for`).
 
 May import ``kerma.db``, ``kerma.errors`` and ``kerma.services``.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,7 @@ from kerma.db import sites as store
 from kerma.db.alerts import AlertFilter
 from kerma.db.filters import StudyFilter
 from kerma.errors import NotFoundError, SiteAccessError
+from kerma.services import alerts as alert_service
 from kerma.services import studies as study_service
 
 
@@ -205,3 +208,31 @@ def check_alert_site(session: Session, alert_id: int, principal: SitePrincipal |
             f"Alert {alert_id} is not of a site you are assigned to; ask an administrator "
             "to assign you its site."
         )
+
+
+def get_alert_for(
+    session: Session, alert_id: int, principal: SitePrincipal | None
+) -> dict[str, Any]:
+    """Return one alert as ``principal`` may see it: refused of another site, and its
+    window's studies of other sites counted, not shown.
+
+    A patient's cumulative-dose alert sums the patient's studies at every site; a
+    principal restricted to sites sees the alert's value (the alert's finding) and the
+    window's studies of its sites, and only the number of the others
+    (``window_studies_other_sites``): no id, UID, date or dose of another site's study
+    (:func:`kerma.services.alerts.get_alert` with ``site_ids``; issue #15).
+
+    Returns
+    -------
+    dict
+        :func:`kerma.services.alerts.get_alert`'s keys.
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        No such alert.
+    kerma.errors.SiteAccessError
+        When the alert is of another site (:func:`check_alert_site`).
+    """
+    check_alert_site(session, alert_id, principal)
+    return alert_service.get_alert(session, alert_id, site_ids=allowed_site_ids(principal))

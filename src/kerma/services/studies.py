@@ -33,7 +33,9 @@ __all__ = [
     "IGNORED_COLUMNS",
     "PATIENT_SIZE_COLUMNS",
     "REJECT_COLUMNS",
+    "SITE_COLUMN",
     "STUDY_COLUMNS",
+    "STUDY_COLUMNS_WITH_SITE",
     "STUDY_SIZE_COLUMNS",
     "StudyDetail",
     "StudyPage",
@@ -55,6 +57,10 @@ __all__ = [
 
 #: Column lists of the listings and frames (the shared contract, ``docs/registry.md``).
 STUDY_COLUMNS = store.STUDY_COLUMNS
+#: The site name column (``None``: a study of no site); listed on request, issue #15.
+SITE_COLUMN = store.SITE_COLUMN
+#: :data:`STUDY_COLUMNS` and the study's site: the JSON API's study (listing and detail).
+STUDY_COLUMNS_WITH_SITE: tuple[str, ...] = (*STUDY_COLUMNS, SITE_COLUMN)
 EVENT_COLUMNS = store.EVENT_COLUMNS
 EVENT_CONTEXT_COLUMNS = store.EVENT_CONTEXT_COLUMNS
 IGNORED_COLUMNS = store.IGNORED_COLUMNS
@@ -214,7 +220,8 @@ class StudyDetail:
     Attributes
     ----------
     study : dict
-        :data:`STUDY_COLUMNS` values.
+        :data:`STUDY_COLUMNS_WITH_SITE` values: the listing columns and ``site``, the
+        study's site name (``None`` for a study of no site).
     events : list of dict
         :data:`EVENT_COLUMNS` values of each current event, in report order.
     """
@@ -225,14 +232,14 @@ class StudyDetail:
 
 def get_study(session: Session, *, study_id: int) -> StudyDetail | None:
     """Return one study and its current events, or ``None``."""
-    row = store.get_study(session, study_id=study_id)
+    row = store.get_study(session, study_id=study_id, columns=STUDY_COLUMNS_WITH_SITE)
     if row is None:
         return None
     events = [
         dict(zip(EVENT_COLUMNS, r, strict=True))
         for r in store.study_event_rows(session, study_id=study_id)
     ]
-    return StudyDetail(dict(zip(STUDY_COLUMNS, row, strict=True)), events)
+    return StudyDetail(dict(zip(STUDY_COLUMNS_WITH_SITE, row, strict=True)), events)
 
 
 def get_study_or_raise(session: Session, *, study_id: int) -> StudyDetail:

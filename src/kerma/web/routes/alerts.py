@@ -4,7 +4,9 @@ review actions (POST, CSRF-checked, audited) and the significant-event report (P
 Everything goes through :mod:`kerma.services.alerts` (the review trail is the
 services' hash-chained history) and :mod:`kerma.services.alert_report`. Physicists
 and admins only; a user restricted to sites sees and reviews the alerts of those
-sites only (:func:`kerma.services.sites.check_alert_site`, issue #15).
+sites only (:func:`kerma.services.sites.check_alert_site`, issue #15), and of a
+patient's alert over several sites the studies of those sites only
+(:func:`kerma.services.sites.get_alert_for`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Session
 from kerma.errors import AlertReviewError, ReportNotAllowedError
 from kerma.services import alerts as alert_service
 from kerma.services.dashboard import AlertFilter
-from kerma.services.sites import check_alert_site, narrow_alert_filter
+from kerma.services.sites import check_alert_site, get_alert_for, narrow_alert_filter
 from kerma.web.deps import FilterError, ReadSession, RegistryDep
 from kerma.web.security import Principal, Role, audit, require_role, verify_csrf
 from kerma.web.templating import render
@@ -65,13 +67,20 @@ def _alert_page(
     request: Request,
     session: Session,
     alert_id: int,
+    user: Principal,
     *,
     error: str | None = None,
     message: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    """Render one alert with its history and forms."""
-    alert = alert_service.get_alert(session, alert_id)
+    """Render one alert with its window's studies (of ``user``'s sites), history, forms.
+
+    Raises
+    ------
+    kerma.errors.SiteAccessError
+        When the alert is of a site ``user`` may not see (403).
+    """
+    alert = get_alert_for(session, alert_id, user)
     return render(
         request,
         "alert.html",
@@ -84,9 +93,12 @@ def _alert_page(
 def alert_detail(
     request: Request, alert_id: int, session: ReadSession, user: Physicist
 ) -> HTMLResponse:
-    """Render one alert: values, threshold and source, history, review form."""
-    check_alert_site(session, alert_id, user)
-    return _alert_page(request, session, alert_id)
+    """Render one alert: values, threshold and source, window's studies, history, review form.
+
+    A patient's cumulative alert lists the window's studies of the user's sites and
+    counts those of other sites (issue #15).
+    """
+    return _alert_page(request, session, alert_id, user)
 
 
 def _act(
@@ -122,7 +134,7 @@ def _act(
                 )
     except AlertReviewError as exc:
         with registry.session(write=False) as session:  # type: ignore[attr-defined]
-            return _alert_page(request, session, alert_id, error=str(exc), status_code=400)
+            return _alert_page(request, session, alert_id, user, error=str(exc), status_code=400)
     audit(request, user, f"alert.{action}", f"alert:{alert_id}", detail)
     return RedirectResponse(f"/alerts/{alert_id}", status_code=303)
 
@@ -181,7 +193,7 @@ def report(request: Request, alert_id: int, session: ReadSession, user: Physicis
     try:
         pdf = render_report(message, quantities, "pdf")
     except ReportNotAllowedError as exc:
-        return _alert_page(request, session, alert_id, error=str(exc), status_code=409)
+        return _alert_page(request, session, alert_id, user, error=str(exc), status_code=409)
     audit(request, user, "export.alert_report", f"alert:{alert_id}")
     return Response(
         pdf,

@@ -22,7 +22,7 @@ from kerma.services import alerts as alert_service
 from kerma.services import analytics, dashboard
 from kerma.services import studies as study_service
 from kerma.services.dashboard import AlertFilter
-from kerma.services.sites import check_alert_site, check_study_site, narrow_alert_filter
+from kerma.services.sites import check_study_site, get_alert_for, narrow_alert_filter
 from kerma.web.deps import FilterDep, ReadSession, RegistryDep, refuse_unknown_query
 from kerma.web.routes.studies import count_cached
 from kerma.web.security import Principal, Role, audit, require_role
@@ -51,7 +51,8 @@ class Table(BaseModel):
 
 
 class StudyOut(BaseModel):
-    """One study (:data:`kerma.services.studies.STUDY_COLUMNS`) and its current events."""
+    """One study (:data:`kerma.services.studies.STUDY_COLUMNS_WITH_SITE`: the listing
+    columns and ``site``) and its current events."""
 
     study: dict[str, Any]
     events: list[dict[str, Any]]
@@ -89,9 +90,19 @@ def list_studies(
         str, Query(description="e.g. study_date:desc,device_name")
     ] = "study_date:desc,study_time:desc",
 ) -> Page:
-    """Return one page of the studies the filter selects (the study browser's filters)."""
+    """Return one page of the studies the filter selects (the study browser's filters).
+
+    Each item: :data:`kerma.services.studies.STUDY_COLUMNS_WITH_SITE` (``site``: the
+    study's site name, ``null`` for a study of no site).
+    """
     result = study_service.list_studies(
-        session, flt=flt, sort=sort, limit=per_page, offset=(page - 1) * per_page, count=False
+        session,
+        flt=flt,
+        sort=sort,
+        limit=per_page,
+        offset=(page - 1) * per_page,
+        columns=study_service.STUDY_COLUMNS_WITH_SITE,
+        count=False,
     )
     total = count_cached(request, session, flt)
     return Page(total=total, page=page, per_page=per_page, items=_plain(result.rows))
@@ -177,8 +188,12 @@ def list_alerts(
 
 @router.get("/alerts/{alert_id}", response_model=dict[str, Any], summary="One alert")
 def get_alert(alert_id: int, session: ReadSession, user: Physicist) -> dict[str, Any]:
-    """Return one alert with its context and review history (403: another site's)."""
-    check_alert_site(session, alert_id, user)
-    alert = alert_service.get_alert(session, alert_id)
+    """Return one alert with its context, window's studies and review history.
+
+    403 for another site's alert; a patient's alert over several sites lists the
+    window's studies of the caller's sites and counts the others
+    (``window_studies_other_sites``; :func:`kerma.services.sites.get_alert_for`).
+    """
+    alert = get_alert_for(session, alert_id, user)
     alert.pop("history", None)  # tuples; ``history_entries`` holds the same as objects
     return dict(jsonable_encoder(alert))
