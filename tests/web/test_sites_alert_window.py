@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -49,8 +50,8 @@ class PatientAtTwoSites:
 
     settings: Settings
     alert_id: int
-    north: dict[str, object]
-    south: list[dict[str, object]]
+    north: dict[str, Any]
+    south: list[dict[str, Any]]
     total_mgycm: float
     token: str
     no_site_id: int
@@ -99,9 +100,15 @@ def patient(
                 node.import_paths([target])
         with Registry(settings=make_settings(url, folder)) as registry:
             studies = registry.studies()
-        assert list(studies["study_date"].astype(str)) == ["2026-03-02", "2026-03-09", "2026-03-20"]
+        assert list(studies["study_date"].dt.strftime("%Y-%m-%d")) == [
+            "2026-03-02",
+            "2026-03-09",
+            "2026-03-20",
+        ]
         assert studies["patient_pseudonym"].nunique() == 1
         rows = studies.to_dict("records")
+        for row in rows:  # "2026-03-02", as the page and the JSON write it
+            row["study_date"] = row["study_date"].date().isoformat()
         dlps = [float(r["ct_dlp_total_mgycm"]) for r in rows]
         assert all(d > 0 for d in dlps), dlps
         # the two South studies stay below, the three reach it: the alert is North's
@@ -115,7 +122,9 @@ def patient(
 
         accounts = Accounts(settings)
         try:
-            _, token = accounts.add_token("north", "physicist", Actor("test", "cli"), sites=["North"])
+            _, token = accounts.add_token(
+                "north", "physicist", Actor("test", "cli"), sites=["North"]
+            )
         finally:
             accounts.close()
         with Registry(settings=settings) as registry:
@@ -260,3 +269,29 @@ def test_study_json_names_its_site(
         detail = clients[name].get(f"/api/v1/studies/{study_id}")
         assert detail.status_code == 200, detail.text[:300]
         assert detail.json()["study"]["site"] == site, (name, study_id)
+
+
+def test_cli_alerts_show_lists_every_sites_window_study(
+    patient: PatientAtTwoSites, tmp_path: Path
+) -> None:
+    """``kerma alerts show`` (a local operator: every site) lists the three studies."""
+    from typer.testing import CliRunner
+
+    from kerma.cli.main import build_app
+    from tests.db_fixtures import TEST_PSEUDONYM_KEY
+
+    env = {
+        "KERMA_DATABASE_URL": patient.settings.database_url,
+        "KERMA_ARCHIVE_DIR": str(tmp_path / "archive"),
+        "KERMA_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
+        "KERMA_ALERT_RULES": str(patient.settings.alert_rules),
+        "COLUMNS": "300",
+    }
+    shown = CliRunner().invoke(
+        build_app("alerts"), ["alerts", "show", str(patient.alert_id)], env=env
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "Studies in the window" in shown.output
+    for study in (*patient.south, patient.north):
+        assert str(study["study_instance_uid"]) in shown.output
+        assert str(study["study_date"]) in shown.output

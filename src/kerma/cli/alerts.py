@@ -131,7 +131,8 @@ def list_alerts(
 
 @alerts_app.command("show")
 def show(alert_id: AlertIdArg) -> None:
-    """Show one alert: rule, values, threshold and its source, study, review history."""
+    """Show one alert: rule, values, threshold and its source, study, the studies of its
+    window (a patient's or group rule's; every site), review history."""
     console = make_console()
     registry = open_registry(get_settings())
     try:
@@ -156,6 +157,25 @@ def show(alert_id: AlertIdArg) -> None:
     ]
     for line in lines:
         console.print(line, highlight=False)
+    if alert["window_studies"]:
+        window = Table(title="Studies in the window")
+        for name in ("study id", "date", "modality", "exam", "device", "study instance UID"):
+            window.add_column(name, overflow="fold")
+        if quantity != "count":
+            window.add_column(quantity, justify="right")
+        for w in alert["window_studies"]:
+            cells = [
+                str(w["study_id"]),
+                _date(w["study_date"]),
+                escape(str(w["modality"] or "")),
+                escape(str(w["standard_exam"] or "")),
+                escape(str(w["device_name"] or "")),
+                str(w["study_instance_uid"]),
+            ]
+            window.add_row(
+                *cells, *([_display(quantity, w["value"])] if quantity != "count" else [])
+            )
+        console.print(window)
     table = Table(title="Review history")
     for name in ("time (UTC)", "user", "action", "state", "text"):
         table.add_column(name, overflow="fold")

@@ -971,9 +971,7 @@ def alert_window(
     """
     alert = _alert_or_raise(session, alert_id)
     ids = (alert.detail or {}).get("window_study_ids") or []
-    rows = store.window_studies(
-        session, study_ids=[int(i) for i in ids], quantity=alert.quantity
-    )
+    rows = store.window_studies(session, study_ids=[int(i) for i in ids], quantity=alert.quantity)
     if site_ids is None:
         return AlertWindow(rows, 0)
     allowed = set(site_ids)
