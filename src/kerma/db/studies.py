@@ -171,7 +171,7 @@ def parse_sort(sort: str | Sequence[tuple[str, str] | SortKey] | None) -> tuple[
         if name not in STUDY_LISTING:
             raise UnknownColumnError(
                 f"Unable to sort studies by {name!r}: not a listed column; use one of "
-                f"{', '.join(STUDY_COLUMNS)}."
+                f"{', '.join(STUDY_LISTING)}."
             )
         if direction.lower() not in ("asc", "desc"):
             raise UnknownColumnError(
