@@ -934,7 +934,8 @@ class AlertWindow:
     ----------
     studies : list of dict
         :data:`kerma.db.alerts.WINDOW_STUDY_COLUMNS` of each study the caller may see,
-        oldest first; ``value`` in the alert's ``unit`` (``None`` for a count rule).
+        oldest first; ``value`` in the canonical unit of the alert's quantity, as the
+        alert's ``value`` (``None`` for a count rule).
     other_sites : int
         How many studies of the window are of sites the caller may not see (or of no
         site): counted, never identified (issue #15).
@@ -988,8 +989,9 @@ def get_alert(
     ``detail``, ``created_at``, ``updated_at``, ``history_entries``, and
     ``window_studies`` / ``window_studies_other_sites`` (:func:`alert_window`). For a
     caller restricted to ``site_ids`` the window lists only those sites' studies, and
-    ``detail["window_study_ids"]`` only their ids; the other sites' studies are a
-    count (issue #15). The alert's ``value`` (the window's sum or count) is unchanged.
+    ``detail["window_study_ids"]`` (and a group rule's ``trigger_study_id``) only their
+    ids; the other sites' studies are a count (issue #15). The alert's ``value`` (the
+    window's sum or count) is unchanged.
 
     Parameters
     ----------
@@ -1010,6 +1012,10 @@ def get_alert(
     if site_ids is not None and "window_study_ids" in detail:
         shown = {int(r["study_id"]) for r in window.studies}
         detail["window_study_ids"] = [i for i in detail["window_study_ids"] if int(i) in shown]
+        if detail.get("trigger_study_id") is not None and (
+            int(detail["trigger_study_id"]) not in shown
+        ):  # a group rule's first study above the trigger level
+            detail["trigger_study_id"] = None
     message.update(
         {
             "subject_kind": alert.subject_kind,
