@@ -40,7 +40,7 @@ export_app = typer.Typer(
     name="export",
     help="Export dose data: CSV, XLSX, national DRL surveys, Parquet, FHIR, de-identified.",
     no_args_is_help=True,
-    rich_markup_mode=RICH_MARKUP_MODE,  # type: ignore[arg-type]
+    rich_markup_mode=RICH_MARKUP_MODE,
 )
 
 #: Modules that add more subcommands to :data:`export_app`: each has
