@@ -13,7 +13,9 @@ command, on its range (:meth:`Registry.reprocess_reports`,
 :meth:`Registry.recheck_alerts`); each is idempotent, so a chunk run twice (a retried
 or re-queued job) changes nothing more. A job that raises is marked ``failed`` by
 procrastinate, its error is kept in ``job_failure`` (:func:`job_summary`, ``kerma
-jobs``), and the other jobs go on.
+jobs``), and the other jobs go on. :func:`retry_jobs` (``kerma jobs retry``) puts failed
+jobs back on the queue and :func:`clean_jobs` (``kerma jobs clean``) deletes old finished
+ones, both through procrastinate's own ``JobManager``.
 
 May import ``kerma.db``, ``kerma.services``, ``kerma.config`` and ``kerma.errors``.
 """
