@@ -19,6 +19,7 @@
     ├── AccountError(KermaError, ValueError)        a user or token change not allowed
     ├── PullError                           the PACS could not be queried or asked to send
     ├── JobQueueError                       no job queue here (SQLite) or not set up
+    ├── OutputPathError(KermaError, OSError)        an export cannot be written where asked
     └── SpoolError                          the Storage SCP's spool
         ├── SlotError(SpoolError, ValueError)       a spool slot is torn or not a slot
         └── ImportChildError                the import process failed; files are retried
@@ -113,6 +114,14 @@ class JobQueueError(KermaError):
 
     The serial commands (``kerma reprocess``, ``kerma alerts recheck``) do the same work
     in one process without a queue (``docs/scaling.md``, "Distributed re-processing").
+    """
+
+
+class OutputPathError(KermaError, OSError):
+    """An export cannot be written at the path it was given (``kerma export ... --out``).
+
+    The message names the path, the operating system's reason and what to do; the
+    ``OSError`` it stands for is its ``__cause__``.
     """
 
 

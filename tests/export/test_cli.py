@@ -96,3 +96,74 @@ def test_missing_output_folder_is_a_plain_message(tmp_path: Path) -> None:
     assert "error: Unable to write no/such/x.xlsx: the folder" in message
     assert "does not exist" in message and "FileNotFoundError" not in message
     assert "Traceback" not in done.stderr
+
+
+def _study_uid(env: dict[str, str]) -> str:
+    """Return a Study Instance UID of the test registry."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env["KERMA_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(text("SELECT min(study_instance_uid) FROM study")).scalar())
+    finally:
+        engine.dispose()
+
+
+#: ``kerma export`` commands and an --out that cannot be written (root may write
+#: anywhere else: nothing can create files in /proc), with the message's key words.
+UNWRITABLE = [
+    pytest.param(["parquet"], "/proc/x.parquet", "/proc/x.parquet: No such file", id="parquet"),
+    pytest.param(["csv"], "/proc/x.csv", "/proc/x_summary.csv: No such file", id="csv"),
+    pytest.param(["xlsx"], "/proc/x.xlsx", "/proc/x.xlsx: No such file", id="xlsx"),
+    pytest.param(["survey"], "/proc/x.csv", "/proc/x.csv: No such file", id="survey"),
+    pytest.param(["deid", "--key", "k" * 32], "/proc/x", "/proc/x: No such file", id="deid"),
+    pytest.param(["fhir", "{uid}"], "/proc/x.json", "/proc/x.json: No such file", id="fhir"),
+    pytest.param(["xlsx"], "{tmp}", "{tmp}: Is a directory; give --out a file name", id="dir"),
+    pytest.param(
+        ["parquet"],
+        "{tmp}/file",
+        "{tmp}/file: it is a file, and this export is a folder",
+        id="parquet-on-file",
+    ),
+    pytest.param(
+        ["survey"],
+        "{tmp}/file/s.csv",
+        "{tmp}/file/s.csv: {tmp}/file is a file, not a folder",
+        id="file-as-folder",
+    ),
+]
+
+
+@pytest.mark.parametrize(("command", "out", "expected"), UNWRITABLE)
+def test_unwritable_output_is_one_line_naming_the_path(
+    registry_env: dict[str, str], tmp_path: Path, command: list[str], out: str, expected: str
+) -> None:
+    """--out where nothing can be written: exit 2, one line `error: Unable to write PATH:
+    reason; give --out ...` (regression: "FileNotFoundError: [Errno 2] ...")."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "file").write_text("not a folder\n", encoding="utf-8")
+    fill = {"tmp": str(tmp_path), "uid": _study_uid(registry_env)}
+    args = [part.format(**fill) for part in command]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERMA_")}
+    env.update(registry_env)
+    done = subprocess.run(
+        [sys.executable, "-m", "kerma.cli.main", "export", *args, "--out", out.format(**fill)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, done.stderr
+    (line,) = errors
+    assert line.startswith(f"error: Unable to write {expected.format(**fill)}"), line
+    assert "give --out" in line, line
+    assert "Errno" not in line and "Error:" not in line, line
+    assert "Traceback" not in done.stderr

@@ -12,6 +12,7 @@ run. On SQLite the queue is refused with a message naming the serial command.
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import subprocess
 import sys
@@ -258,6 +259,180 @@ class TestJobQueue:
             assert _scalar(url, DONE) == jobs
 
 
+def _import_demo(url: str, folder: Path) -> None:
+    """Import 12 generated demo studies (synthetic, no PHI) into a registry."""
+    from kerma.demo.generator import generate_demo_files
+
+    files = generate_demo_files(folder / "files", studies=12, seed=5, end_date=dt.date(2026, 6, 30))
+    with Registry(settings=make_settings(url, folder)) as registry:
+        summary = registry.import_paths(files)
+    assert summary.n_imported == len(files) == 12
+
+
+def _refuse_study(url: str) -> int:
+    """Damage every CT event, make the database refuse changes to one study's events.
+
+    Returns the refused study's id: the reprocess chunk holding it fails (for real, in
+    the database) until :data:`ALLOW` drops the trigger.
+    """
+    _execute(url, DAMAGE[0])
+    victim = int(_scalar(url, "SELECT min(study_id) FROM irradiation_event "
+                              "WHERE ctdivol_mgy IS NOT NULL"))  # type: ignore[arg-type]  # fmt: skip
+    _execute(
+        url,
+        "CREATE FUNCTION refuse_study() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'test: study % refused', OLD.study_id; END $$",
+        f"CREATE TRIGGER refuse_study BEFORE UPDATE OR DELETE ON irradiation_event "
+        f"FOR EACH ROW WHEN (OLD.study_id = {victim}) EXECUTE FUNCTION refuse_study()",
+    )
+    return victim
+
+
+#: Let the refused study be changed again.
+ALLOW = "DROP TRIGGER refuse_study ON irradiation_event"
+
+#: Jobs per status.
+STATUSES = "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY status"
+
+
+def _statuses(url: str) -> dict[str, int]:
+    """Return the number of jobs per status."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {str(s): int(n) for s, n in conn.execute(text(STATUSES))}
+    finally:
+        engine.dispose()
+
+
+def _age(url: str, job_ids: list[int], days: int) -> None:
+    """Move every event of the jobs ``days`` days back (their last event is their age)."""
+    ids = ", ".join(str(i) for i in job_ids)
+    _execute(
+        url,
+        f"UPDATE procrastinate_events SET at = at - interval '{days} days' WHERE job_id IN ({ids})",
+    )
+
+
+def _ids(url: str, status: str) -> list[int]:
+    """Return the ids of the jobs in a status, ascending."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT id FROM procrastinate_jobs WHERE status::text = :s ORDER BY id"),
+                {"s": status},
+            )
+            return [int(r[0]) for r in rows]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+class TestRetryAndClean:
+    """``kerma jobs retry`` and ``kerma jobs clean`` on a real PostgreSQL queue."""
+
+    def test_retried_job_runs_again_and_succeeds(self, tmp_path: Path) -> None:
+        """A job failed in the database is retried by id and by --all-failed, then runs."""
+        with fresh_database("postgresql", tmp_path) as url:
+            _import_demo(url, tmp_path / "registry")
+            stored = _ctdivol(url)
+            victim = _refuse_study(url)
+            env = _env(url, tmp_path / "registry" / "archive")
+            queued = _kerma(["reprocess", "--queue", "--chunk-size", "5"], env, tmp_path)
+            assert queued.returncode == 0, queued.stdout + queued.stderr
+            ((code, out, err),) = _workers(1, env, tmp_path)
+            assert code == 0, out + err
+            jobs = sum(_statuses(url).values())
+            assert _statuses(url) == {"failed": 1, "succeeded": jobs - 1}
+            (failed,) = _ids(url, "failed")
+            succeeded = _ids(url, "succeeded")[0]
+
+            # only failed jobs can be retried; nothing is retried when one id is wrong
+            wrong = _kerma(["jobs", "retry", str(failed), str(succeeded), "999999"], env, tmp_path)
+            assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+            message = " ".join(wrong.stderr.split())
+            assert f"job {succeeded} is succeeded" in message
+            assert "job 999999 does not exist" in message
+            assert "Traceback" not in wrong.stderr
+            assert _ids(url, "failed") == [failed]
+            neither = _kerma(["jobs", "retry"], env, tmp_path)
+            assert neither.returncode == 2
+            assert "--all-failed" in neither.stderr
+
+            # retried while the cause is still there: it fails again, one attempt more
+            again = _kerma(["jobs", "retry", str(failed)], env, tmp_path)
+            assert again.returncode == 0, again.stdout + again.stderr
+            assert f"1 failed jobs queued again ({failed})" in again.stdout
+            assert _statuses(url)["todo"] == 1
+            ((code, out, err),) = _workers(1, env, tmp_path)
+            assert code == 0, out + err
+            assert _ids(url, "failed") == [failed]
+            attempts = _scalar(url, f"SELECT attempts FROM procrastinate_jobs WHERE id = {failed}")
+            # procrastinate counts each run and the retry itself (procrastinate_retry_job_v2)
+            assert attempts == 3
+            still = _ctdivol(url)
+            refused = [key for key, (study, _value) in stored.items() if study == victim]
+            assert refused
+            for key in refused:  # the refused study is still damaged
+                assert still[key][1] == pytest.approx(2 * stored[key][1]), key
+
+            # the cause fixed, --all-failed: the job runs and repairs the study
+            _execute(url, ALLOW)
+            retried = _kerma(["jobs", "retry", "--all-failed"], env, tmp_path)
+            assert retried.returncode == 0, retried.stdout + retried.stderr
+            assert f"1 failed jobs queued again ({failed})" in retried.stdout
+            ((code, out, err),) = _workers(1, env, tmp_path)
+            assert code == 0, out + err
+            assert _statuses(url) == {"succeeded": jobs}
+            after = _ctdivol(url)
+            assert after.keys() == stored.keys()
+            for key, (_study, value) in after.items():
+                assert value == pytest.approx(stored[key][1]), key
+            nothing = _kerma(["jobs", "retry", "--all-failed"], env, tmp_path)
+            assert nothing.returncode == 0, nothing.stdout + nothing.stderr
+            assert "no failed jobs to retry" in nothing.stdout
+
+    def test_clean_removes_old_finished_jobs_and_keeps_new_ones(self, tmp_path: Path) -> None:
+        """--older-than DAYS deletes succeeded and failed jobs older; newer and todo stay."""
+        with fresh_database("postgresql", tmp_path) as url:
+            _import_demo(url, tmp_path / "registry")
+            _refuse_study(url)
+            env = _env(url, tmp_path / "registry" / "archive")
+            queued = _kerma(["reprocess", "--queue", "--chunk-size", "2"], env, tmp_path)
+            assert queued.returncode == 0, queued.stdout + queued.stderr
+            ((code, out, err),) = _workers(1, env, tmp_path)
+            assert code == 0, out + err
+            (failed,) = _ids(url, "failed")
+            succeeded = _ids(url, "succeeded")
+            assert len(succeeded) >= 3
+            assert _scalar(url, "SELECT count(*) FROM job_failure") == 1
+            waiting = _kerma(["exams", "--apply", "--queue", "--chunk-size", "6"], env, tmp_path)
+            assert waiting.returncode == 0, waiting.stdout + waiting.stderr
+            todo = _ids(url, "todo")
+            assert len(todo) == 2
+            old, recent, new = succeeded[:-2], succeeded[-2], succeeded[-1]
+            _age(url, [*old, failed, *todo], days=10)
+            _age(url, [recent], days=3)
+
+            cleaned = _kerma(["jobs", "clean", "--older-than", "7"], env, tmp_path)
+            assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+            assert f"{len(old) + 1} finished jobs older than 7 days deleted" in cleaned.stdout
+            assert _ids(url, "succeeded") == [recent, new]
+            assert _ids(url, "failed") == []
+            assert _ids(url, "todo") == todo
+            assert _scalar(url, "SELECT count(*) FROM job_failure") == 0
+
+            cleaned = _kerma(["jobs", "clean", "--older-than", "2"], env, tmp_path)
+            assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+            assert "1 finished jobs older than 2 days deleted" in cleaned.stdout
+            assert _ids(url, "succeeded") == [new]
+            assert _ids(url, "todo") == todo
+            negative = _kerma(["jobs", "clean", "--older-than", "-1"], env, tmp_path)
+            assert negative.returncode == 2
+            assert _ids(url, "succeeded") == [new]
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -265,8 +440,10 @@ class TestJobQueue:
         ["reprocess", "--queue"],
         ["alerts", "recheck", "--queue"],
         ["jobs"],
+        ["jobs", "retry", "--all-failed"],
+        ["jobs", "clean", "--older-than", "30"],
     ],
-    ids=["worker", "reprocess", "recheck", "jobs"],
+    ids=["worker", "reprocess", "recheck", "jobs", "retry", "clean"],
 )
 def test_sqlite_has_no_queue(args: list[str], tmp_path: Path) -> None:
     """On SQLite the queue commands refuse with the serial command named, no traceback."""

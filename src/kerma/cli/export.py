@@ -12,6 +12,10 @@ May import ``kerma.cli``, ``kerma.services``, ``kerma.export`` and the plain lay
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,13 +38,14 @@ from kerma.cli.registry import (
     build_filter,
     open_registry,
 )
+from kerma.errors import KermaError, OutputPathError
 
 #: The ``kerma export`` group; subcommands are added by :func:`register`.
 export_app = typer.Typer(
     name="export",
     help="Export dose data: CSV, XLSX, national DRL surveys, Parquet, FHIR, de-identified.",
     no_args_is_help=True,
-    rich_markup_mode=RICH_MARKUP_MODE,  # type: ignore[arg-type]
+    rich_markup_mode=RICH_MARKUP_MODE,
 )
 
 #: Modules that add more subcommands to :data:`export_app`: each has
@@ -67,6 +72,85 @@ def register(app: typer.Typer) -> None:
 @export_app.callback()
 def _export() -> None:
     """Export dose data: CSV, XLSX, national DRL surveys, Parquet, FHIR, de-identified."""
+
+
+#: What to do after an error number of writing an export (:func:`writing_to`).
+_ADVICE: dict[int, str] = {
+    errno.ENOENT: "give --out a path in a folder that exists and can hold files",
+    errno.EACCES: "give --out a path in a folder you can write to",
+    errno.EPERM: "give --out a path in a folder you can write to",
+    errno.EROFS: "give --out a path on a disk that is not read-only",
+    errno.ENOSPC: "free some space, or give --out a path on another disk",
+    errno.EDQUOT: "free some space, or give --out a path on another disk",
+    errno.EISDIR: "give --out a file name, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: give --out a path in a folder",
+    errno.EEXIST: "a file of that name is in the way: give --out another path",
+}
+
+
+def _is_output(filename: object, out: Path) -> bool:
+    """Return whether a failing file name is ``out``, inside it, one of its folders, or a
+    file of its set (``export.csv`` writes ``export_summary.csv`` beside it)."""
+    if not isinstance(filename, str | os.PathLike):
+        return False
+    path, target = Path(os.path.abspath(filename)), Path(os.path.abspath(out))
+    return (
+        path == target
+        or target in path.parents
+        or path in target.parents
+        or (path.parent == target.parent and path.name.startswith(target.stem))
+    )
+
+
+@contextmanager
+def writing_to(out: Path, *, folder: bool = False) -> Iterator[None]:
+    """Turn a failure to write the export at ``out`` into a one-line error.
+
+    Before the work, a file export whose folder does not exist is refused (a folder
+    export, ``folder=True``, creates its missing folders). During it, an ``OSError``
+    on ``out`` (or a file in or beside it, or one of its folders) becomes
+    :class:`~kerma.errors.OutputPathError`, which ``kerma.cli.main`` prints as
+    ``error: Unable to write PATH: REASON; WHAT TO DO`` (exit 2); other errors pass.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The ``--out`` path: a file, a set's name (CSV), or a folder (``folder=True``).
+    folder : bool, optional
+        ``out`` is a folder the export creates.
+
+    Raises
+    ------
+    kerma.errors.OutputPathError
+        Naming the path that could not be written and what to do.
+    """
+    parent = Path(os.path.abspath(out)).parent
+    if not folder and parent.exists() and not parent.is_dir():
+        raise OutputPathError(
+            f"Unable to write {out}: {parent} is a file, not a folder; give --out a path "
+            "in a folder."
+        )
+    if not folder and not parent.is_dir():
+        raise OutputPathError(
+            f"Unable to write {out}: the folder {parent} does not exist; create it, or "
+            "give --out a path in a folder that exists."
+        )
+    try:
+        yield
+    except KermaError:
+        raise
+    except OSError as exc:
+        if not _is_output(exc.filename, out):
+            raise
+        if folder and Path(out).is_file():
+            message = (
+                f"Unable to write {out}: it is a file, and this export is a folder; give "
+                "--out the name of a folder (new or existing)."
+            )
+        else:
+            advice = _ADVICE.get(exc.errno or 0, "give --out another path")
+            message = f"Unable to write {exc.filename}: {exc.strerror or exc}; {advice}."
+        raise OutputPathError(message) from exc
 
 
 def _check_sheet_units(value: str) -> str:
@@ -111,6 +195,22 @@ def _spreadsheet(kind: str, out: Path, flt: Any, units: str) -> None:
     from kerma.cli.console import make_console
     from kerma.export import tabular
 
+    with writing_to(out):
+        files, n = _write_spreadsheet(kind, out, flt, units, tabular)
+    console = make_console()
+    if n == 0 or (n is None and not any(_rows_beyond_header(p) for p in files)):
+        console.print("No study matches the filter (the files hold headers only).")
+    if n is not None:
+        console.print(f"{n} studies written to {escape(str(out))}")
+    else:
+        for path in files:
+            console.print(f"written {escape(str(path))}")
+
+
+def _write_spreadsheet(
+    kind: str, out: Path, flt: Any, units: str, tabular: Any
+) -> tuple[list[Path], int | None]:
+    """Write the CSV set or XLSX workbook; return the files and the study count (XLSX)."""
     registry = open_registry()
     try:
         with _progress(f"kerma export {kind}") as bar:
@@ -128,14 +228,7 @@ def _spreadsheet(kind: str, out: Path, flt: Any, units: str) -> None:
                 n = None
     finally:
         registry.close()
-    console = make_console()
-    if n == 0 or (n is None and not any(_rows_beyond_header(p) for p in files)):
-        console.print("No study matches the filter (the files hold headers only).")
-    if n is not None:
-        console.print(f"{n} studies written to {escape(str(out))}")
-    else:
-        for path in files:
-            console.print(f"written {escape(str(path))}")
+    return files, n
 
 
 def _rows_beyond_header(path: Path) -> bool:
@@ -297,14 +390,15 @@ def survey(
         weight=weight,
         sex=sex,
     )
-    registry = open_registry()
-    try:
-        if form == "uk-ct":
-            n = forms.write_uk_ct_survey(registry, out, flt=flt)
-        else:
-            n = forms.write_generic_survey(registry, out, flt=flt, dap_unit=dap_unit)
-    finally:
-        registry.close()
+    with writing_to(out):
+        registry = open_registry()
+        try:
+            if form == "uk-ct":
+                n = forms.write_uk_ct_survey(registry, out, flt=flt)
+            else:
+                n = forms.write_generic_survey(registry, out, flt=flt, dap_unit=dap_unit)
+        finally:
+            registry.close()
     make_console().print(f"{n} exam and room rows written to {escape(str(out))}")
 
 
@@ -322,17 +416,18 @@ def parquet(
     from kerma.cli.console import make_console
     from kerma.export.parquet import write_parquet
 
-    registry = open_registry()
-    try:
-        with _progress("kerma export parquet", "months") as bar:
-            task = bar.add_task("parquet", total=None)
+    with writing_to(out, folder=True):
+        registry = open_registry()
+        try:
+            with _progress("kerma export parquet", "months") as bar:
+                task = bar.add_task("parquet", total=None)
 
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+                def progress(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
 
-            result = write_parquet(registry, out, full=full, progress=progress)
-    finally:
-        registry.close()
+                result = write_parquet(registry, out, full=full, progress=progress)
+        finally:
+            registry.close()
     make_console().print(
         f"{escape(str(out))}: {len(result.months_written)} months written "
         f"({result.studies} studies, {result.events} events), {result.months_unchanged} "

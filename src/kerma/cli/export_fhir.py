@@ -19,6 +19,7 @@ import typer
 from rich.markup import escape
 
 from kerma.cli.console import make_console
+from kerma.cli.export import writing_to
 from kerma.cli.registry import (
     AgeOpt,
     DescriptionOpt,
@@ -93,13 +94,13 @@ def fhir(
             f" ({len(bundle['entry'])} resources) to {escape(post)}: HTTP {status}"
         )
         if out is not None:
-            with open_private(out, "w", encoding="utf-8") as handle:
+            with writing_to(out), open_private(out, "w", encoding="utf-8") as handle:
                 handle.write(body)
         return
     if out is None:
         typer.echo(text)
     else:
-        with open_private(out, "w", encoding="utf-8") as handle:
+        with writing_to(out), open_private(out, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
         console.print(f"wrote {len(bundle['entry'])} resources to {escape(str(out))}")
 
@@ -171,7 +172,7 @@ def deid(
         dose=dose,
         include_non_patient=include_non_patient,
     )
-    with open_registry() as registry:
+    with writing_to(out, folder=True), open_registry() as registry:
         deidentifier = Deidentifier(
             research_key(registry.settings, key_text=key),
             DeidOptions(

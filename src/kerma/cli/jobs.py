@@ -2,7 +2,9 @@
 
 ``kerma reprocess --queue`` and ``kerma alerts recheck --queue`` put the work on the
 queue in chunks (:mod:`kerma.services.jobs`); ``kerma worker`` runs it on any number of
-nodes; ``kerma jobs`` shows the jobs per status and the failed ones with their error.
+nodes; ``kerma jobs`` shows the jobs per status and the failed ones with their error,
+``kerma jobs retry`` queues failed jobs again and ``kerma jobs clean`` deletes finished
+ones (both through procrastinate's own job manager).
 PostgreSQL only (``docs/scaling.md``, "Distributed re-processing").
 """
 
@@ -17,10 +19,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from kerma.cli.console import make_console
+from kerma.cli.main import RICH_MARKUP_MODE
 from kerma.config import get_settings
 
 if TYPE_CHECKING:
     from kerma.services.jobs import Enqueued, JobSummary
+    from kerma.services.registry import Registry
 
 
 #: Studies per job when ``--queue`` is given without ``--chunk-size``.
@@ -104,23 +108,120 @@ def worker(
     _print_summary(summary, failed=False)
 
 
+#: The ``kerma jobs`` group: alone it shows the queue; ``retry`` and ``clean`` change it.
+jobs_app = typer.Typer(
+    name="jobs",
+    help="Show the queued jobs; retry failed ones; clean finished ones.",
+    rich_markup_mode=RICH_MARKUP_MODE,
+)
+
+
+@jobs_app.callback(invoke_without_command=True)
 def jobs(
+    ctx: typer.Context,
     limit: Annotated[
         int, typer.Option("--limit", min=1, help="Failed jobs shown (newest first).")
     ] = 20,
 ) -> None:
-    """Show the queued jobs per task and status, and the failed jobs with their error."""
-    from kerma.services.jobs import SERIAL_COMMANDS, job_summary, require_postgresql
-    from kerma.services.registry import Registry
+    """Show the queued jobs per task and status, and the failed jobs with their error.
 
-    settings = get_settings()
-    require_postgresql(settings, serial=SERIAL_COMMANDS)
-    registry = Registry(settings=settings)
+    `kerma jobs retry` puts failed jobs back on the queue; `kerma jobs clean` deletes
+    finished ones. PostgreSQL only.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from kerma.services.jobs import job_summary
+
+    registry = _open_queue()
     try:
         summary = job_summary(registry, failed_limit=limit)
     finally:
         registry.close()
     _print_summary(summary, failed=True)
+
+
+def _open_queue() -> Registry:
+    """Return the registry after refusing one that is not on PostgreSQL (no queue).
+
+    Raises
+    ------
+    kerma.errors.JobQueueError
+        When the registry is on SQLite (the message names the serial commands).
+    """
+    from kerma.services.jobs import SERIAL_COMMANDS, require_postgresql
+    from kerma.services.registry import Registry
+
+    settings = get_settings()
+    require_postgresql(settings, serial=SERIAL_COMMANDS)
+    return Registry(settings=settings)
+
+
+@jobs_app.command("retry")
+def retry(
+    job_ids: Annotated[
+        list[int] | None,
+        typer.Argument(
+            help="Ids of failed jobs (the `job` column of `kerma jobs`).",
+            min=1,
+            metavar="JOB_ID...",
+        ),
+    ] = None,
+    all_failed: Annotated[
+        bool, typer.Option("--all-failed", help="Retry every failed job.")
+    ] = False,
+) -> None:
+    """Put failed jobs back on the queue; the next `kerma worker` runs them again.
+
+    Fix the cause first (`kerma jobs` shows each job's error). A job is a chunk of
+    idempotent work, so running it again is safe.
+    """
+    from kerma.services.jobs import retry_jobs
+
+    if bool(job_ids) == all_failed:
+        raise typer.BadParameter(
+            "give the ids of the failed jobs to retry, or --all-failed for every one (not both).",
+            param_hint="JOB_ID... / '--all-failed'",
+        )
+    registry = _open_queue()
+    try:
+        retried = retry_jobs(registry, job_ids=None if all_failed else job_ids)
+    finally:
+        registry.close()
+    console = make_console()
+    if not retried:
+        console.print("no failed jobs to retry")
+        return
+    ids = ", ".join(str(i) for i in retried)
+    console.print(f"{len(retried)} failed jobs queued again ({ids}); run them with `kerma worker`")
+
+
+@jobs_app.command("clean")
+def clean(
+    older_than: Annotated[
+        int,
+        typer.Option(
+            "--older-than",
+            min=0,
+            metavar="DAYS",
+            help="Delete the jobs finished more than DAYS days ago (0: every finished job).",
+        ),
+    ],
+) -> None:
+    """Delete succeeded and failed jobs finished more than `--older-than` days ago.
+
+    Jobs waiting or running stay; so do newer finished ones. The errors of the deleted
+    failed jobs go with them.
+    """
+    from kerma.services.jobs import clean_jobs
+
+    registry = _open_queue()
+    try:
+        removed = clean_jobs(registry, older_than_days=older_than)
+    finally:
+        registry.close()
+    make_console().print(
+        f"{removed} finished jobs older than {older_than} days deleted (succeeded and failed)"
+    )
 
 
 def _print_summary(summary: JobSummary, *, failed: bool) -> None:
@@ -161,6 +262,6 @@ def _print_summary(summary: JobSummary, *, failed: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``worker`` and ``jobs`` to the root app."""
+    """Add ``worker`` and the ``jobs`` group (``retry``, ``clean``) to the root app."""
     app.command("worker")(worker)
-    app.command("jobs")(jobs)
+    app.add_typer(jobs_app, name="jobs")

@@ -27,7 +27,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -36,8 +36,9 @@ from kerma.cli.console import make_console
 from kerma.errors import ConfigurationError, KermaError
 
 #: How Typer renders help texts: Markdown, so docstring paragraphs are rewrapped and
-#: ``code`` is shown as code, never as literal backticks.
-RICH_MARKUP_MODE = "markdown"
+#: ``code`` is shown as code, never as literal backticks. Typed as the literal that
+#: ``typer.Typer(rich_markup_mode=...)`` accepts (its ``MarkupMode``, a ``Literal``).
+RICH_MARKUP_MODE: Literal["markdown"] = "markdown"
 
 #: Modules that add commands, in the order of ``kerma --help``; each has
 #: ``register(app: typer.Typer) -> None``. A module that does not exist is skipped.

@@ -13,6 +13,7 @@ only.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +151,26 @@ def failed_jobs(session: Session, *, limit: int = 50) -> list[FailedJob]:
         )
         for r in rows
     ]
+
+
+def finished_job_ids(session: Session, *, queue: str, statuses: Sequence[str]) -> set[int]:
+    """Return the ids of a queue's jobs in one of ``statuses`` (e.g. ``succeeded``).
+
+    Parameters
+    ----------
+    queue : str
+        ``procrastinate_jobs.queue_name``.
+    statuses : sequence of str
+        procrastinate job statuses (``todo``, ``doing``, ``succeeded``, ``failed`` …).
+    """
+    rows = session.execute(
+        text(
+            "SELECT id FROM procrastinate_jobs "
+            "WHERE queue_name = :queue AND status::text = ANY(:statuses)"
+        ),
+        {"queue": queue, "statuses": list(statuses)},
+    )
+    return {int(r[0]) for r in rows}
 
 
 #: procrastinate versions whose schema migration ``0020_job_queue`` applies (pyproject

@@ -13,7 +13,9 @@ command, on its range (:meth:`Registry.reprocess_reports`,
 :meth:`Registry.recheck_alerts`); each is idempotent, so a chunk run twice (a retried
 or re-queued job) changes nothing more. A job that raises is marked ``failed`` by
 procrastinate, its error is kept in ``job_failure`` (:func:`job_summary`, ``kerma
-jobs``), and the other jobs go on.
+jobs``), and the other jobs go on. :func:`retry_jobs` (``kerma jobs retry``) puts failed
+jobs back on the queue and :func:`clean_jobs` (``kerma jobs clean``) deletes old finished
+ones, both through procrastinate's own ``JobManager``.
 
 May import ``kerma.db``, ``kerma.services``, ``kerma.config`` and ``kerma.errors``.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -402,3 +404,123 @@ def job_summary(registry: Registry, *, failed_limit: int = 50) -> JobSummary:
             counts=store.status_counts(session),
             failed=store.failed_jobs(session, limit=failed_limit),
         )
+
+
+# -- retry and clean ---------------------------------------------------------------------------
+
+#: Final states :func:`clean_jobs` removes (procrastinate's ``succeeded`` and ``failed``).
+CLEANED_STATUSES = ("succeeded", "failed")
+
+
+def retry_jobs(registry: Registry, *, job_ids: Sequence[int] | None = None) -> list[int]:
+    """Put failed jobs back on the queue, to run again on the next ``kerma worker``.
+
+    Each job goes from ``failed`` to ``todo``, to run now, through procrastinate's own
+    :meth:`procrastinate.manager.JobManager.retry_job_by_id` (SQL function
+    ``procrastinate_retry_job_v2``, which also adds one to the job's ``attempts``). A
+    job is a chunk of idempotent work (module docstring), so running it again is safe.
+
+    Parameters
+    ----------
+    registry : Registry
+        The registry on PostgreSQL whose queue holds the jobs.
+    job_ids : sequence of int, optional
+        The jobs to retry (ids shown by ``kerma jobs``); ``None``: every failed job of
+        Kerma's queue.
+
+    Returns
+    -------
+    list of int
+        The ids of the jobs put back on the queue, in ascending order (empty when
+        ``job_ids`` is ``None`` and no job failed).
+
+    Raises
+    ------
+    kerma.errors.JobQueueError
+        When the registry is not on PostgreSQL, or a job of ``job_ids`` does not exist
+        or has not failed (nothing is retried then; the message names each).
+    """
+    from procrastinate.exceptions import ConnectorException
+    from procrastinate.utils import utcnow
+
+    require_postgresql(registry.settings, serial=SERIAL_COMMANDS)
+    app = make_app(registry.settings)
+    with app.open():
+        manager = app.job_manager
+        failed = {int(job.id) for job in manager.list_jobs(queue=QUEUE, status="failed") if job.id}
+        wanted = sorted(failed if job_ids is None else set(job_ids))
+        problems = []
+        for job_id in wanted:
+            if job_id in failed:
+                continue
+            found = manager.list_jobs(id=job_id, queue=QUEUE)
+            state = f"is {found[0].status}" if found else "does not exist"
+            problems.append(f"job {job_id} {state}")
+        if problems:
+            raise JobQueueError(
+                f"Unable to retry: {', '.join(problems)}; only failed jobs can be retried "
+                "('kerma jobs' lists them, 'kerma jobs retry --all-failed' retries them all)."
+            )
+        for job_id in wanted:
+            try:
+                manager.retry_job_by_id(job_id, retry_at=utcnow())
+            except ConnectorException as exc:  # retried meanwhile by another command
+                raise JobQueueError(
+                    f"Unable to retry job {job_id}: {_error_text(exc.__cause__ or exc)}. "
+                    "Run 'kerma jobs' to see its state now."
+                ) from exc
+    logger.info("retried jobs %s", wanted)
+    return wanted
+
+
+def clean_jobs(registry: Registry, *, older_than_days: int) -> int:
+    """Delete Kerma's finished jobs (succeeded or failed) older than ``older_than_days``.
+
+    Through procrastinate's own :meth:`procrastinate.manager.JobManager.delete_old_jobs`
+    (the query of its builtin ``remove_old_jobs`` task): a job is old when its last
+    event (``procrastinate_events.at``: deferred, started, failed, succeeded, retried)
+    is more than ``older_than_days`` × 24 hours ago. Jobs waiting or running
+    (``todo``, ``doing``) stay whatever their age. Their events and recorded errors
+    (``job_failure``) go with them (``ON DELETE CASCADE``).
+
+    Parameters
+    ----------
+    registry : Registry
+        The registry on PostgreSQL whose queue holds the jobs.
+    older_than_days : int
+        Age in days (>= 0; 0 deletes every finished job).
+
+    Returns
+    -------
+    int
+        The number of jobs deleted.
+
+    Raises
+    ------
+    ValueError
+        When ``older_than_days`` is negative.
+    kerma.errors.JobQueueError
+        When the registry is not on PostgreSQL.
+    """
+    import asyncio
+
+    if older_than_days < 0:
+        raise ValueError(f"Unable to clean jobs: {older_than_days} days is < 0.")
+    require_postgresql(registry.settings, serial=SERIAL_COMMANDS)
+    app = make_app(registry.settings)
+
+    async def delete() -> None:
+        """Run procrastinate's deletion (asynchronous only in procrastinate 3.10)."""
+        async with app.open_async():
+            await app.job_manager.delete_old_jobs(
+                nb_hours=older_than_days * 24, queue=QUEUE, include_failed=True
+            )
+
+    with registry.session(write=False) as session:
+        before = store.finished_job_ids(session, queue=QUEUE, statuses=CLEANED_STATUSES)
+    asyncio.run(delete())
+    with registry.session(write=False) as session:
+        after = store.finished_job_ids(session, queue=QUEUE, statuses=CLEANED_STATUSES)
+    removed = len(before - after)
+    logger.info("removed %d finished jobs older than %d days", removed, older_than_days)
+    return removed
