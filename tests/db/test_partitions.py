@@ -455,12 +455,18 @@ class TestPartitionPruning:
                 assert listing == [february]
                 groups = list(session.scalars(sa.text("SELECT id FROM event_group")))
                 assert len(groups) == 2
-                counts = self._scanned(
+                summary = self._scanned(
                     engine,
                     monkeypatch,
-                    lambda: analytics.filtered_group_counts(session, flt=flt, group_ids=groups),
+                    lambda: analytics.postgres_summary_rows(
+                        session,
+                        flt=flt,
+                        group_codes={g: g for g in groups},
+                        quantities=["dap_gym2", "ctdivol_mgy"],
+                        fractions=[0.5],
+                    ),
                 )
-                assert counts == [february]
+                assert summary == [february]
                 samples = self._scanned(
                     engine,
                     monkeypatch,

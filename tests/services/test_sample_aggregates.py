@@ -271,3 +271,47 @@ class TestStatisticsInDatabase:
         lite, pg = (_stats(r, by=by) for r in crafted_pair)
         _assert_frames_equal(lite.table, pg.table)
         assert (lite.n_samples, lite.families) == (pg.n_samples, pg.families)
+
+
+SUMMARY_CASES = {
+    "whole registry": {},
+    "date from": {"date_from": "2024-01-01"},
+    "date window": {"date_from": "2024-03-01", "date_to": "2025-02-28"},
+    "one month": {"date_from": "2024-06-01", "date_to": "2024-06-30"},
+    "device": {"device": "CT 2"},
+    "modality and dates": {"modality": "DX", "date_from": "2024-01-01"},
+    "with non-patient": {"include_non_patient": True},
+    "with non-patient and dates": {"include_non_patient": True, "date_from": "2024-01-01"},
+    "nothing": {"flt": StudyFilter(site_names=("Elsewhere",))},
+}  # fmt: skip
+
+
+class TestSummaryInDatabase:
+    """PostgreSQL's summary per (modality, device, protocol) equals SQLite's."""
+
+    @pytest.mark.parametrize("options", SUMMARY_CASES.values(), ids=SUMMARY_CASES.keys())
+    def test_summary_equals_sqlite(
+        self, synthetic: tuple[Registry, Registry], options: dict[str, Any]
+    ) -> None:
+        """Rows, counts and percentiles are equal on both backends."""
+        lite, pg = (r.summary(**options) for r in synthetic)
+        _assert_frames_equal(lite, pg)
+        if "flt" not in options:
+            assert len(pg) > 0
+
+    def test_percentiles_are_linear_interpolation(
+        self, synthetic: tuple[Registry, Registry]
+    ) -> None:
+        """A filtered group's median and quartiles are numpy's linear percentiles."""
+        lite, pg = synthetic
+        frame = pg.summary(modality="CT", date_from="2024-01-01")
+        row = frame[frame["quantity"] == "dlp_mgycm"].iloc[0]
+        events = lite.events(modality="CT", date_from="2024-01-01")
+        mask = (events["device_name"] == row["device_name"]) & (
+            events["acquisition_protocol"] == row["acquisition_protocol"]
+        )
+        values = events.loc[mask, "dlp_mgycm"].dropna()
+        assert row["number_of_values"] == len(values) > 1
+        assert row["median"] == pytest.approx(values.median(), rel=1e-12)
+        assert row["p25"] == pytest.approx(values.quantile(0.25), rel=1e-12)
+        assert row["p75"] == pytest.approx(values.quantile(0.75), rel=1e-12)

@@ -609,8 +609,13 @@ def dose_summary(session: Session, *, flt: StudyFilter | None = None) -> pd.Data
     (mGy) and DLP (mGy·cm) per event; projection X-ray KAP (Gy·m²) and Ka,r (Gy) per
     event; MG AGD (mGy); NM/PT administered activity (MBq). Without a study condition
     in ``flt`` (dates, exams, patient bands ...) the database counts and ranks each
-    group's values through its indexes (:func:`kerma.db.analytics.group_percentiles`);
-    with one, the filtered events' values are read (narrow) and ranked here.
+    group's values through its indexes (:func:`kerma.db.analytics.group_percentiles`
+    on SQLite, ``percentile_cont`` per quantity on PostgreSQL); with one, or when the
+    patient and non-patient groups of a key merge, SQLite's filtered events' values are
+    read (narrow) and ranked here, and PostgreSQL counts and ranks them all in one
+    statement (:func:`kerma.db.analytics.postgres_summary_rows`, only the filter's
+    months' partitions). Both back ends give the same frame
+    (tests/services/test_sample_aggregates.py).
 
     Returns
     -------
@@ -631,9 +636,10 @@ def dose_summary(session: Session, *, flt: StudyFilter | None = None) -> pd.Data
     }
     names = {g.group_id: str(g.device_name) for g in groups}
     merged = len(set(keys.values())) < len(keys)  # patient and non-patient groups of a key
-    if merged and session.get_bind().dialect.name == "postgresql":
-        stats = _summary_by_reading(session, flt, keys)  # PostgreSQL: per group, in SQL
-    elif flt.has_study_conditions or merged:
+    by_study = flt.has_study_conditions or merged
+    if by_study and session.get_bind().dialect.name == "postgresql":
+        stats = _summary_postgres(session, flt, keys)
+    elif by_study:
         stats = _summary_by_reading(session, flt, keys)
     else:
         stats = _summary_in_database(session, keys)
@@ -685,19 +691,22 @@ def _summary_in_database(
             by_quantity.setdefault(quantity, []).append(gid)
     fractions = list(SUMMARY_FRACTIONS.values())
     for quantity, gids in by_quantity.items():
-        n_values = store.group_value_counts(session, quantity=quantity, group_ids=gids)
-        with_values = [g for g in gids if n_values.get(g)]
-        if is_postgres:
-            percentiles = store.postgres_group_percentiles(
-                session, quantity=quantity, group_ids=with_values, fractions=fractions
+        if is_postgres:  # counts and percentiles in one statement
+            ranked = store.postgres_group_percentiles(
+                session, quantity=quantity, group_ids=gids, fractions=fractions
             )
+            n_values = {g: n for g, (n, _) in ranked.items()}
+            percentiles = {g: p for g, (_, p) in ranked.items()}
         else:
+            n_values = store.group_value_counts(session, quantity=quantity, group_ids=gids)
             percentiles = {
                 g: store.group_percentiles(
                     session, quantity=quantity, group_id=g, n=n_values[g], fractions=fractions
                 )
-                for g in with_values
+                for g in gids
+                if n_values.get(g)
             }
+        with_values = [g for g in gids if n_values.get(g)]
         for gid in with_values:
             n_events, n_studies = counts.get(gid, (0, 0))
             out.setdefault(keys[gid], {})[quantity] = {
@@ -719,8 +728,6 @@ def _summary_by_reading(
     interpolation, as numpy); groups of one key (patient and non-patient) merge.
     """
     out: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
-    if session.get_bind().dialect.name == "postgresql":
-        return _summary_postgres_filtered(session, flt, keys)
     quantities = sorted({q for m, _, _ in keys.values() for q in _quantities_of(m)})
     columns = ["group_id", "study_id", *quantities]
     frame = pd.DataFrame.from_records(
@@ -758,26 +765,39 @@ def _summary_by_reading(
     return out
 
 
-def _summary_postgres_filtered(
+def _summary_postgres(
     session: Session, flt: StudyFilter, keys: dict[int, tuple[str, int, str]]
 ) -> dict[tuple[str, int, str], dict[str, dict[str, Any]]]:
-    """Return the filtered summary computed by PostgreSQL (``percentile_cont`` per key)."""
-    out: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
+    """Return the summary of the events whose studies ``flt`` selects, by PostgreSQL.
+
+    The statistics of :func:`_summary_by_reading` (groups of one key merged), computed
+    in one aggregate statement (:func:`kerma.db.analytics.postgres_summary_rows`:
+    counts and ``percentile_cont`` of every quantity per key) instead of read.
+    """
+    key_list = sorted(set(keys.values()))
+    code_of = {key: code for code, key in enumerate(key_list)}
+    quantities = sorted({q for m, _, _ in key_list for q in _quantities_of(m)})
     fractions = list(SUMMARY_FRACTIONS.values())
-    by_quantity: dict[str, list[int]] = {}
-    for gid, (modality, _, _) in keys.items():
-        for quantity in _quantities_of(modality):
-            by_quantity.setdefault(quantity, []).append(gid)
-    counts = store.filtered_group_counts(session, flt=flt, group_ids=list(keys))
-    for quantity, gids in by_quantity.items():
-        for gid, n_values, percentiles in store.postgres_filtered_percentiles(
-            session, flt=flt, quantity=quantity, group_ids=gids, fractions=fractions
-        ):
-            out.setdefault(keys[gid], {})[quantity] = {
-                "number_of_studies": counts[gid][1],
-                "number_of_events": counts[gid][0],
-                "number_of_values": n_values,
-                **dict(zip(SUMMARY_FRACTIONS, percentiles, strict=True)),
+    rows = store.postgres_summary_rows(
+        session,
+        flt=flt,
+        group_codes={gid: code_of[key] for gid, key in keys.items()},
+        quantities=quantities,
+        fractions=fractions,
+    )
+    out: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
+    width = 1 + len(fractions)
+    for code, n_events, n_studies, *measures in rows:
+        key = key_list[int(code)]
+        for i, quantity in enumerate(quantities):
+            n_values, *percentiles = measures[i * width : (i + 1) * width]
+            if not n_values or quantity not in _quantities_of(key[0]):
+                continue
+            out.setdefault(key, {})[quantity] = {
+                "number_of_studies": int(n_studies),
+                "number_of_events": int(n_events),
+                "number_of_values": int(n_values),
+                **{n: float(v) for n, v in zip(SUMMARY_FRACTIONS, percentiles, strict=True)},
             }
     return out
 
