@@ -361,16 +361,14 @@ def _same(a: float | None, b: float | None) -> bool:
 def _describe(rule: AlertRule, value: float, threshold: float) -> str:
     """Return the history text of a crossing in display units, as the pages and the
     command line show doses (``"dap_total_gym2 123.4 Gy·cm² > 50 Gy·cm²"``; a quantity
-    outside :data:`kerma.units.QUANTITIES` keeps the rule's unit)."""
-    from kerma.units import get_quantity, to_display
+    outside :data:`kerma.units.QUANTITIES` keeps the rule's unit, and a count its bare
+    number: ``"count 11 >= 10"``, :func:`kerma.units.display_unit`)."""
+    from kerma.units import display_unit, to_display
 
-    quantity = get_quantity(rule.quantity)
-    if quantity is None:
-        unit, shown, limit = rule.unit, value, threshold
-    else:
-        unit = quantity.display_unit
-        shown, limit = to_display(rule.quantity, value), to_display(rule.quantity, threshold)
-    return f"{rule.quantity} {shown:.6g} {unit} {rule.operator} {limit:.6g} {unit}"
+    unit = display_unit(rule.quantity, rule.unit)
+    shown, limit = to_display(rule.quantity, value), to_display(rule.quantity, threshold)
+    suffix = f" {unit}" if unit else ""
+    return f"{rule.quantity} {shown:.6g}{suffix} {rule.operator} {limit:.6g}{suffix}"
 
 
 def _record(
