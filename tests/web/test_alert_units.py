@@ -136,3 +136,27 @@ def test_count_alert_has_no_unit_one(client: TestClient, alerted: tuple[Settings
     assert threshold.group(1).startswith("1 — Test policy"), threshold.group(1)
     assert "count 1 >= 1 " in text + " ", text
     assert "count 1 1 >=" not in text
+
+
+def test_report_lists_the_alerts_quantity_once(alerted: tuple[Settings, Any]) -> None:
+    """The significant-event report's dose table: the alert's KAP in Gy·cm² first, then
+    the study's other quantities, KAP total not again (it was listed twice: once as
+    stored, Gy·m², once in Gy·cm²)."""
+    from kerma.services.alert_report import render_report
+    from kerma.services.alerts import report_message
+
+    row = _row(alerted[1], KAP_RULE)
+    with Registry(settings=alerted[0]) as registry:
+        registry.close_alert(
+            int(row["alert_id"]),
+            outcome="notified_to_authority",
+            justification="test",
+            user="test",
+        )
+        message, quantities = report_message(registry, int(row["alert_id"]))
+    labels = [label for label, _, _ in quantities]
+    assert "KAP total" not in labels and len(labels) == len(set(labels)), labels
+    assert "Ka,r total" in labels, labels
+    page = render_report(message, quantities, "html")
+    text = _text(page.decode("utf-8") if isinstance(page, bytes) else page)
+    assert text.count(f"KAP total {row['value'] * 1e4:.5g} Gy·cm²") == 1, text

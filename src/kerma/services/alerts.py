@@ -556,7 +556,8 @@ def report_message(
     -------
     tuple
         (:class:`~kerma.services.alert_notify.AlertMessage`, list of (label, value,
-        unit) in display units of :data:`kerma.units.QUANTITIES`).
+        unit) in display units of :data:`kerma.units.QUANTITIES`: the study's other dose
+        quantities, not the alert's own, which the report lists first).
 
     Raises
     ------
@@ -576,8 +577,8 @@ def report_message(
     for name, value in store.study_dose_values(session, study_id=alert.study_id):
         quantity = get_quantity(name)
         shown = to_display(name, value)
-        if quantity is None or shown is None:
-            continue
+        if quantity is None or shown is None or name == message.quantity:
+            continue  # the alert's own quantity is the report's first row already
         quantities.append((quantity.label, shown, quantity.display_unit))
     return message, quantities
 
