@@ -53,3 +53,15 @@ class TestConversionFactor:
         assert units.DGYCM2_TO_GYM2 == pytest.approx(1e-5)
         assert units.DGY_TO_MGY == pytest.approx(100.0)
         assert units.GYM2_TO_GYCM2 == pytest.approx(1e4)
+
+
+def test_display_unit_of_quantities_counts_and_other_names() -> None:
+    """Pages show a quantity's display unit (KAP Gy·cm², Ka,r mGy), a count no unit
+    (UCUM "1"), and any other name the unit it is stored in."""
+    from kerma.units import display_unit
+
+    assert display_unit("dap_total_gym2", "Gy·m²") == "Gy·cm²"
+    assert display_unit("dose_rp_total_gy", "Gy") == "mGy"
+    assert display_unit("ct_dlp_total_mgycm", "mGy·cm") == "mGy·cm"
+    assert display_unit("count", "1") == ""
+    assert display_unit("peak_window_x", "min") == "min"

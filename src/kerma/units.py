@@ -281,6 +281,30 @@ def to_display(name: str, value: float | None) -> float | None:
     return value * quantity.factor
 
 
+def display_unit(name: str, unit: str = "") -> str:
+    """Return the unit a value of ``name`` is shown in on pages and in the alert history.
+
+    Parameters
+    ----------
+    name : str
+        A stored name (``"dap_total_gym2"``) or another quantity's name (``"count"``).
+    unit : str
+        The unit the value is stored in, used when ``name`` is not in :data:`QUANTITIES`.
+
+    Returns
+    -------
+    str
+        The display unit of a quantity of :data:`QUANTITIES` (KAP ``"Gy·cm²"``, Ka,r
+        ``"mGy"``; DESIGN.md "Units"), else ``unit``; ``""`` for UCUM's dimensionless
+        unit ``"1"`` (a count of studies reads ``"12"``, not ``"12 1"``), as
+        ``kerma alerts list`` shows it.
+    """
+    quantity = QUANTITIES.get(name)
+    if quantity is not None:
+        return quantity.display_unit
+    return "" if unit in (None, "1") else str(unit)
+
+
 #: Significant digits of numbers written to CSV: enough for every stored double that
 #: came from a DICOM decimal string (DS holds at most 16 characters), without the
 #: binary noise of sums (``724.5200000000001`` is written ``724.52``).

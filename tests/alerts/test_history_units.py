@@ -28,5 +28,7 @@ def test_kap_crossing_is_written_in_gy_cm2() -> None:
 
 
 def test_count_keeps_the_rule_unit() -> None:
-    """A quantity that is not a dose (a count of studies) keeps the rule's unit."""
-    assert _describe(_rule("count", "1"), 4, 3) == "count 4 1 > 3 1"
+    """A count of studies is a bare number (UCUM "1" is no unit to read: "4 1 > 3 1" was
+    written); another quantity outside QUANTITIES keeps the rule's unit."""
+    assert _describe(_rule("peak_window_x", "min"), 4, 3) == "peak_window_x 4 min > 3 min"
+    assert _describe(_rule("count", "1"), 4, 3) == "count 4 > 3"

@@ -167,3 +167,69 @@ def test_unwritable_output_is_one_line_naming_the_path(
     assert "give --out" in line, line
     assert "Errno" not in line and "Error:" not in line, line
     assert "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def two_site_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], int, int]:
+    """A SQLite registry of 12 demo reports: the first 5 imported at North, the rest at
+    South; return its environment and North's and every site's patient study count."""
+    import kerma
+    from kerma.config import get_settings
+    from kerma.demo.generator import generate_demo_files
+    from kerma.services import StudyFilter
+
+    root = tmp_path_factory.mktemp("sites")
+    files = sorted(
+        generate_demo_files(root / "files", studies=12, seed=5, end_date=dt.date(2026, 6, 30))
+    )
+    env = {
+        "KERMA_DATABASE_URL": f"sqlite:///{root / 'kerma.db'}",
+        "KERMA_ARCHIVE_DIR": str(root / "archive"),
+        "COLUMNS": "200",
+    }
+    for site, part in (("North", files[:5]), ("South", files[5:])):
+        settings = get_settings(
+            database_url=env["KERMA_DATABASE_URL"], archive_dir=root / "archive", site=site
+        )
+        with kerma.Registry(settings=settings) as registry:
+            registry.import_paths(part)
+    with kerma.Registry(
+        settings=get_settings(database_url=env["KERMA_DATABASE_URL"], archive_dir=root / "archive")
+    ) as registry:
+        north = registry.list_studies(StudyFilter(site_names=("North",)), limit=1).total
+        every = registry.list_studies(StudyFilter(), limit=1).total
+    assert 0 < north < every, (north, every)
+    return env, north, every
+
+
+def test_spreadsheets_and_survey_take_site(
+    two_site_env: tuple[dict[str, str], int, int], tmp_path: Path
+) -> None:
+    """``--site`` as on ``kerma studies`` (README "Exports": the filters of kerma studies;
+    regression: "No such option: --site"): the workbook holds North's studies only, the CSV
+    set and the survey are written; an unknown site is a usage error naming the sites."""
+    env, north, every = two_site_env
+    out = tmp_path / "north.xlsx"
+    result = runner.invoke(app, ["export", "xlsx", "--site", "North", "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"{north} studies written to" in result.output, result.output
+    every_out = runner.invoke(app, ["export", "xlsx", "--out", str(tmp_path / "a.xlsx")], env=env)
+    assert f"{every} studies written to" in every_out.output, every_out.output
+    csv_set = runner.invoke(
+        app, ["export", "csv", "--site", "north", "--out", str(tmp_path / "n.csv")], env=env
+    )
+    assert csv_set.exit_code == 0 and (tmp_path / "n_summary.csv").exists(), csv_set.output
+    for command in ("csv", "survey"):
+        refused = runner.invoke(
+            app,
+            ["export", command, "--site", "East", "--out", str(tmp_path / f"e-{command}.csv")],
+            env=env,
+        )
+        assert refused.exit_code == 2, refused.output
+        text = " ".join(refused.output.split())
+        assert "No site named 'East'. The sites are: North, South." in text, text
+        assert not (tmp_path / f"e-{command}.csv").exists()
+    survey = runner.invoke(
+        app, ["export", "survey", "--site", "South", "--out", str(tmp_path / "s.csv")], env=env
+    )
+    assert survey.exit_code == 0, survey.output

@@ -47,7 +47,9 @@ def planted_patient(dicom_dir: Path) -> PlantedPatient:
 
 
 def alert_dict(study_instance_uid: str, *, alert_id: int = 1, **changes: Any) -> dict[str, Any]:
-    """Return an alert dict as the alert service gives it (KAP over the NCRP 168 level)."""
+    """Return an alert dict as the alert service gives it (KAP over the NCRP 168 level),
+    in the canonical unit it stores (612.5 Gy·cm² = 0.06125 Gy·m²; e-mails and reports
+    show Gy·cm²)."""
     d: dict[str, Any] = {
         "alert_id": alert_id,
         "rule_id": "fluoro-kap-500",
@@ -55,9 +57,9 @@ def alert_dict(study_instance_uid: str, *, alert_id: int = 1, **changes: Any) ->
         "rule_title": "Fluoroscopy KAP at or above 500 Gy·cm²",
         "pack": "default",
         "quantity": "dap_total_gym2",
-        "value": 612.5,
-        "unit": "Gy·cm²",
-        "threshold": 500.0,
+        "value": 0.06125,
+        "unit": "Gy·m²",
+        "threshold": 0.05,
         "threshold_source": "NCRP Report No. 168 (2010), Table 4.5: substantial radiation "
         "dose level",
         "device_name": "Allura Xper FD20 (Cath lab 2)",

@@ -298,7 +298,7 @@ class TestDelivery:
     ) -> None:
         """With the digest, a day's alerts go out in one e-mail once the day is over."""
         settings = mail_settings(tmp_path, smtp.port, alert_digest=True)
-        for alert_id, value in ((11, 612.5), (12, 845.0)):
+        for alert_id, value in ((11, 0.06125), (12, 0.0845)):  # Gy·m², as stored
             message = AlertMessage.from_dict(alert_dict("1.2.3", alert_id=alert_id, value=value))
             queue(factory, message, [RECIPIENT, "rpo@x.example"], now=UTC_NOON)
         assert deliver_pending(factory, settings, now=UTC_NOON).sent == 0
@@ -427,3 +427,34 @@ class TestRegistryHoldsNoIdentity:
         assert patient.study_instance_uid.lower() in whole  # the study is there
         for forbidden in patient.forbidden():
             assert forbidden.lower() not in whole, forbidden
+
+
+def test_email_and_report_show_display_units_and_a_bare_count() -> None:
+    """The alert service stores KAP in Gy·m²; the e-mail, the digest and the report show
+    Gy·cm², as the pages and ``kerma alerts``; a count reads "12", not "12 1" (regression,
+    trial3: "KAP total = 0.06125 Gy·m²" and "count 12 1")."""
+    from kerma.services.alert_notify import render_alert_text, render_digest_text
+    from kerma.services.alert_report import render_report
+
+    kap = AlertMessage.from_dict(alert_dict("1.2.3", value=0.0845))
+    assert (kap.shown_value, kap.shown_threshold, kap.shown_unit) == (845.0, 500.0, "Gy·cm²")
+    text = render_alert_text(kap, base_url=BASE_URL)
+    assert "KAP total = 845 Gy·cm²\n" in text and "Threshold:  500 Gy·cm²\n" in text
+    count = AlertMessage.from_dict(
+        alert_dict("1.2.3", alert_id=2, quantity="count", unit="1", value=12, threshold=10)
+    )
+    text = render_alert_text(count, base_url=BASE_URL)
+    assert "count = 12\n" in text and "Threshold:  10\n" in text, text
+    digest = render_digest_text([kap, count], day=dt.date(2026, 12, 1), base_url=BASE_URL)
+    assert "KAP total = 845 Gy·cm², threshold 500 Gy·cm² (" in digest, digest
+    assert "count = 12, threshold 10 (" in digest, digest
+    page = render_report(
+        AlertMessage.from_dict(
+            alert_dict("1.2.3", value=0.0845, state="closed", outcome="notified_to_authority")
+        ),
+        [],
+        "html",
+    )
+    html = page.decode("utf-8") if isinstance(page, bytes) else page
+    assert "845 Gy·cm² against 500 Gy·cm²" in html, html
+    assert "Gy·m²" not in html

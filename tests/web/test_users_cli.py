@@ -6,6 +6,7 @@ calls :class:`kerma.services.users.Accounts`; the results are read back through 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,47 @@ class TestUsersCommand:
         """An unknown role is named in the error before any password is asked."""
         done = run(env, "users", "add", "bob", "--role", "boss", "--password-stdin", stdin="")
         assert "'boss' is not a role" in str(done.exception)
+
+    def test_list_shows_each_users_sites(self, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        """``kerma users list``, ``Accounts.list_users`` and /admin/users name the sites a
+        user is restricted to, "all" for the others (regression: no command or page showed
+        ``kerma sites assign``)."""
+        from fastapi.testclient import TestClient
+
+        from kerma.services.registry import Registry
+        from kerma.web.app import create_app
+        from tests.web.dashboard_fixtures import SHARED_DICOM, sign_in
+
+        if not SHARED_DICOM.is_dir():
+            pytest.skip("../shared/dicom is not beside the repository")
+        url = env["KERMA_DATABASE_URL"]
+        for site, name in (("North", "DX-RDSR-Canon_CXDI.dcm"), ("South", "RF-RDSR-GE.dcm")):
+            with Registry(settings=make_settings(url, tmp_path, site=site)) as node:
+                node.import_paths([SHARED_DICOM / name])
+        for user, role in (("admin", "admin"), ("nina", "physicist"), ("sam", "viewer")):
+            added = run(env, "users", "add", user, "--role", role, "--password-stdin",
+                        stdin=f"{PASSWORD}\n")  # fmt: skip
+            assert added.exit_code == 0, added.output
+        assert run(env, "sites", "assign", "nina", "North").exit_code == 0
+        assert run(env, "sites", "assign", "sam", "South", "North").exit_code == 0
+        accounts = accounts_of(env, tmp_path)
+        try:
+            sites = {u.username: u.site_names for u in accounts.list_users()}
+        finally:
+            accounts.close()
+        assert sites == {"admin": (), "nina": ("North",), "sam": ("North", "South")}
+        listing = run(env, "users", "list")
+        assert listing.exit_code == 0, listing.output
+        rows = {line.split()[1]: line for line in listing.output.splitlines() if "│" in line}
+        assert "all" in rows["admin"].split()
+        assert "North" in rows["nina"] and "South" not in rows["nina"]
+        assert "North, South" in rows["sam"]
+        with TestClient(create_app(make_settings(url, tmp_path))) as client:
+            sign_in(client, "admin")
+            page = client.get("/admin/users").text
+        cells = [c.strip() for c in re.findall(r"<td>([^<]*)</td>", page)]
+        assert cells.count("North") == 1 and cells.count("North, South") == 1, cells
+        assert cells.count("all") == 1, cells
 
 
 class TestTokensCommand:

@@ -32,10 +32,12 @@ from kerma.cli.registry import (
     NonPatientOpt,
     ProtocolOpt,
     SexOpt,
+    SiteOpt,
     StudyExamOpt,
     ToOpt,
     WeightOpt,
     build_filter,
+    check_sites,
     open_registry,
 )
 from kerma.errors import KermaError, OutputPathError
@@ -213,6 +215,7 @@ def _write_spreadsheet(
     """Write the CSV set or XLSX workbook; return the files and the study count (XLSX)."""
     registry = open_registry()
     try:
+        check_sites(registry, list(flt.site_names))
         with _progress(f"kerma export {kind}") as bar:
             task = bar.add_task(kind, total=None)
 
@@ -256,6 +259,7 @@ def xlsx(
     dose: DoseOpt = None,
     include_non_patient: NonPatientOpt = False,
     units: SheetUnitsOpt = "display",
+    site: SiteOpt = None,
 ) -> None:
     """Write an XLSX workbook: a summary, and per modality a study-per-row sheet (events
     to the right: E1 Protocol, E1 CTDIvol (mGy) …) and an event-per-row sheet.
@@ -275,6 +279,7 @@ def xlsx(
         sex=sex,
         dose=dose,
         include_non_patient=include_non_patient,
+        site=site,
     )
     _spreadsheet("xlsx", out, flt, units)
 
@@ -303,6 +308,7 @@ def csv(
     dose: DoseOpt = None,
     include_non_patient: NonPatientOpt = False,
     units: SheetUnitsOpt = "display",
+    site: SiteOpt = None,
 ) -> None:
     """Write CSV files: a summary, and per modality a study-per-row and an event-per-row file."""
     flt = build_filter(
@@ -318,6 +324,7 @@ def csv(
         sex=sex,
         dose=dose,
         include_non_patient=include_non_patient,
+        site=site,
     )
     _spreadsheet("csv", out, flt, units)
 
@@ -372,6 +379,7 @@ def survey(
     age: AgeOpt = None,
     weight: WeightOpt = None,
     sex: SexOpt = None,
+    site: SiteOpt = None,
 ) -> None:
     """National DRL survey: per standard exam and room, n, median and mean of each DRL
     quantity and the median patient weight (unit in every header)."""
@@ -389,10 +397,12 @@ def survey(
         age=age,
         weight=weight,
         sex=sex,
+        site=site,
     )
     with writing_to(out):
         registry = open_registry()
         try:
+            check_sites(registry, site)
             if form == "uk-ct":
                 n = forms.write_uk_ct_survey(registry, out, flt=flt)
             else:

@@ -52,8 +52,10 @@ def queue_chunk_size(*, queue: bool, chunk_size: int | None) -> int:
 def print_enqueued(result: Enqueued) -> None:
     """Say how many jobs a command queued, per task, and what runs them."""
     parts = ", ".join(f"{n} {name}" for name, n in result.jobs.items())
+    jobs = "job" if result.total == 1 else "jobs"
+    them = "it" if result.total == 1 else "them"
     make_console().print(
-        f"queued {result.total} jobs ({parts}); run them with `kerma worker` on any node"
+        f"queued {result.total} {jobs} ({parts}); run {them} with `kerma worker` on any node"
     )
 
 

@@ -158,7 +158,7 @@ def _when(value: object) -> str:
 
 @users_app.command("list")
 def list_users() -> None:
-    """List the users: role, status, last login."""
+    """List the users: role, sites, status, last login."""
     accounts = _accounts()
     try:
         users = accounts.list_users()
@@ -169,7 +169,9 @@ def list_users() -> None:
         console.print("No users yet: `kerma users add admin --role admin` makes the first admin.")
         return
     table = Table(title=f"Users ({len(users)})", header_style="bold")
-    for heading in ("user", "role", "status", "failed logins", "last login (UTC)", "source"):
+    for heading in (
+        "user", "role", "sites", "status", "failed logins", "last login (UTC)", "source"
+    ):  # fmt: skip
         table.add_column(heading)
     for u in users:
         status = (
@@ -180,6 +182,7 @@ def list_users() -> None:
         table.add_row(
             escape(u.username),
             u.role.value,
+            escape(", ".join(u.site_names)) if u.site_names else "all",
             status,
             str(u.failed_logins),
             _when(u.last_login_at),

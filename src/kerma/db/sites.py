@@ -102,6 +102,24 @@ def set_user_sites(session: Session, *, username: str, site_ids: Iterable[int]) 
     session.flush()
 
 
+def user_sites(session: Session, *, usernames: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
+    """Return, per user name, the sites ``(site id, name)`` it is assigned to, by name
+    (absent: none, the user sees every site)."""
+    names = sorted(set(usernames))
+    out: dict[str, list[tuple[int, str]]] = {}
+    if not names:
+        return out
+    stmt = (
+        select(UserSite.username, Site.id, Site.name)
+        .join(Site, Site.id == UserSite.site_id)
+        .where(UserSite.username.in_(names))
+        .order_by(Site.name)
+    )
+    for username, site_id, name in session.execute(stmt):
+        out.setdefault(str(username), []).append((int(site_id), str(name)))
+    return out
+
+
 def token_sites(
     session: Session, *, api_token_ids: Iterable[int]
 ) -> dict[int, list[tuple[int, str]]]:

@@ -43,7 +43,7 @@ from kerma.config import Settings
 from kerma.db import alert_outbox as outbox_db
 from kerma.db.session import session_scope
 from kerma.errors import AlertMessageError, ConfigurationError
-from kerma.units import QUANTITIES
+from kerma.units import QUANTITIES, display_unit
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,8 @@ class AlertMessage:
     value : float
         The study's (or patient window's) value, in ``unit``.
     unit : str
-        The unit of ``value`` and ``threshold`` (e.g. ``Gy·cm²``).
+        The unit of ``value`` and ``threshold`` as stored (canonical, e.g. ``Gy·m²``);
+        e-mails and reports show :attr:`shown_value` in :attr:`shown_unit`.
     threshold : float
         The threshold crossed, in ``unit``.
     threshold_source : str
@@ -257,6 +258,25 @@ class AlertMessage:
             for h in self.history
         ]
         return out
+
+    @property
+    def shown_unit(self) -> str:
+        """The unit e-mails and reports show: the quantity's display unit (KAP
+        ``"Gy·cm²"``, as the pages and ``kerma alerts``; :func:`kerma.units.display_unit`),
+        ``""`` for a count (UCUM ``"1"``), else :attr:`unit`."""
+        return display_unit(self.quantity, self.unit)
+
+    @property
+    def shown_value(self) -> float:
+        """:attr:`value` in :attr:`shown_unit` (KAP Gy·m² × 10⁴ = Gy·cm²)."""
+        known = QUANTITIES.get(self.quantity)
+        return self.value * known.factor if known is not None else self.value
+
+    @property
+    def shown_threshold(self) -> float:
+        """:attr:`threshold` in :attr:`shown_unit`."""
+        known = QUANTITIES.get(self.quantity)
+        return self.threshold * known.factor if known is not None else self.threshold
 
     @property
     def quantity_label(self) -> str:

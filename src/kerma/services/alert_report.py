@@ -172,7 +172,7 @@ def build_report(
             f"(outcome {OUTCOME_NOTIFIED!r}); close the alert with that outcome first."
         )
     now = generated_at or dt.datetime.now(dt.UTC)
-    quantities = [(message.quantity_label, message.value, message.unit)]
+    quantities = [(message.quantity_label, message.shown_value, message.shown_unit)]
     for entry in extra_quantities:
         try:
             label, value, unit = entry
@@ -202,8 +202,8 @@ def build_report(
     levels_rows = [
         (
             f"Alert threshold: {message.rule_title}",
-            format_value(message.threshold),
-            message.unit,
+            format_value(message.shown_threshold),
+            message.shown_unit,
             message.threshold_source,
         )
     ]
@@ -237,12 +237,14 @@ def build_report(
             "hash that the department can resolve in its own systems."
         ],
     )
-    ratio = message.value / message.threshold if message.threshold else None
+    # the ratio of the two numbers the report prints (display units)
+    ratio = message.shown_value / message.shown_threshold if message.shown_threshold else None
+    unit = f" {message.shown_unit}" if message.shown_unit else ""
     evaluation_fields = [
         (
             "Value against threshold",
-            f"{format_value(message.value)} {message.unit} against "
-            f"{format_value(message.threshold)} {message.unit}",
+            f"{format_value(message.shown_value)}{unit} against "
+            f"{format_value(message.shown_threshold)}{unit}",
         ),
     ]
     if ratio is not None:

@@ -361,16 +361,14 @@ def _same(a: float | None, b: float | None) -> bool:
 def _describe(rule: AlertRule, value: float, threshold: float) -> str:
     """Return the history text of a crossing in display units, as the pages and the
     command line show doses (``"dap_total_gym2 123.4 Gy·cm² > 50 Gy·cm²"``; a quantity
-    outside :data:`kerma.units.QUANTITIES` keeps the rule's unit)."""
-    from kerma.units import get_quantity, to_display
+    outside :data:`kerma.units.QUANTITIES` keeps the rule's unit, and a count its bare
+    number: ``"count 11 >= 10"``, :func:`kerma.units.display_unit`)."""
+    from kerma.units import display_unit, to_display
 
-    quantity = get_quantity(rule.quantity)
-    if quantity is None:
-        unit, shown, limit = rule.unit, value, threshold
-    else:
-        unit = quantity.display_unit
-        shown, limit = to_display(rule.quantity, value), to_display(rule.quantity, threshold)
-    return f"{rule.quantity} {shown:.6g} {unit} {rule.operator} {limit:.6g} {unit}"
+    unit = display_unit(rule.quantity, rule.unit)
+    shown, limit = to_display(rule.quantity, value), to_display(rule.quantity, threshold)
+    suffix = f" {unit}" if unit else ""
+    return f"{rule.quantity} {shown:.6g}{suffix} {rule.operator} {limit:.6g}{suffix}"
 
 
 def _record(
@@ -558,7 +556,8 @@ def report_message(
     -------
     tuple
         (:class:`~kerma.services.alert_notify.AlertMessage`, list of (label, value,
-        unit) in display units of :data:`kerma.units.QUANTITIES`).
+        unit) in display units of :data:`kerma.units.QUANTITIES`: the study's other dose
+        quantities, not the alert's own, which the report lists first).
 
     Raises
     ------
@@ -578,8 +577,8 @@ def report_message(
     for name, value in store.study_dose_values(session, study_id=alert.study_id):
         quantity = get_quantity(name)
         shown = to_display(name, value)
-        if quantity is None or shown is None:
-            continue
+        if quantity is None or shown is None or name == message.quantity:
+            continue  # the alert's own quantity is the report's first row already
         quantities.append((quantity.label, shown, quantity.display_unit))
     return message, quantities
 

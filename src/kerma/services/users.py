@@ -197,10 +197,12 @@ class UserInfo:
     locked_until: dt.datetime | None
     created_at: dt.datetime
     last_login_at: dt.datetime | None
+    site_names: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, row: UserAccount) -> UserInfo:
-        """Return the info of a ``user_account`` row."""
+    def of(cls, row: UserAccount, site_names: Sequence[str] = ()) -> UserInfo:
+        """Return the info of a ``user_account`` row and the names of the sites the user
+        is restricted to (empty: every site; ``kerma sites assign``, #15)."""
         return cls(
             id=row.id,
             username=row.username,
@@ -211,6 +213,7 @@ class UserInfo:
             locked_until=as_utc(row.locked_until),
             created_at=as_utc(row.created_at) or row.created_at,
             last_login_at=as_utc(row.last_login_at),
+            site_names=tuple(site_names),
         )
 
 
@@ -563,8 +566,10 @@ def set_disabled(session: Session, *, username: str, is_disabled: bool, actor: A
 
 
 def list_users(session: Session) -> list[UserInfo]:
-    """Return every user, by name."""
-    return [UserInfo.of(row) for row in store.list_users(session)]
+    """Return every user, by name, with the sites each is restricted to (``site_names``)."""
+    rows = store.list_users(session)
+    sites = site_store.user_sites(session, usernames=[row.username for row in rows])
+    return [UserInfo.of(row, [n for _, n in sites.get(row.username, [])]) for row in rows]
 
 
 def has_users(session: Session) -> bool:

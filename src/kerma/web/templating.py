@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from kerma.units import QUANTITIES, to_display
+from kerma.units import QUANTITIES, display_unit, to_display
 from kerma.web.security import csrf_token
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
@@ -82,8 +82,11 @@ def display_value(name: str, value: Any) -> Any:
     return to_display(name, value)
 
 
-#: Page tables show dose values as ``kerma drl`` and ``kerma studies`` do (display units).
-templates.env.globals.update(dlabel=display_label, dval=display_value, heading=column_heading)
+#: Page tables show dose values as ``kerma drl``, ``kerma studies`` and ``kerma alerts`` do
+#: (display units; ``dunit`` the unit of ``dval``'s value).
+templates.env.globals.update(
+    dlabel=display_label, dval=display_value, dunit=display_unit, heading=column_heading
+)
 
 
 def render(
