@@ -19,13 +19,29 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import and_, false, func, null, or_, select, text, tuple_
+from sqlalchemy import (
+    Integer,
+    and_,
+    case,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
 from kerma.db.filters import DOSE_RANGE_QUANTITIES
 from kerma.db.models import (
     Alert,
     AlertHistory,
+    AlertStudy,
     Device,
     IrradiationEvent,
     Patient,
@@ -329,12 +345,12 @@ class AlertFilter:
     site_ids: tuple[int, ...] | None = None
 
 
-def site_condition(site_ids: Sequence[int]) -> Any:
-    """Return the condition "the alert is of one of these sites" (issue #15).
+def crossing_site_condition(site_ids: Sequence[int]) -> Any:
+    """Return the condition "the alert's own subject is of one of these sites" (#15).
 
-    An alert is of its study's site; an alert without study (a device's exam group)
-    is of its device's site; an alert with neither (a patient's accumulated dose
-    without a study) is of no site. An empty ``site_ids`` selects no alert.
+    An alert is of its study's site (for a patient alert: the study whose dose crossed
+    the threshold); an alert without study (a device's exam group) is of its device's
+    site; an alert with neither is of no site. An empty ``site_ids`` selects no alert.
     """
     ids = list(site_ids)
     if not ids:
@@ -348,14 +364,52 @@ def site_condition(site_ids: Sequence[int]) -> Any:
     )
 
 
+def site_condition(site_ids: Sequence[int]) -> Any:
+    """Return the condition "the alert concerns one of these sites" (issue #15).
+
+    :func:`crossing_site_condition`, or a patient alert one of whose window's studies
+    (``alert_study``) is now of one of the sites: every site that exposed the patient
+    follows up the cumulative dose (Directive 2013/59/Euratom Art. 63). Both parts are
+    indexed look-ups (``alert_study`` by alert, ``study`` by id). An empty ``site_ids``
+    selects no alert.
+    """
+    ids = list(site_ids)
+    if not ids:
+        return false()
+    window = exists(
+        select(AlertStudy.alert_id)
+        .join(Study, Study.id == AlertStudy.study_id)
+        .where(AlertStudy.alert_id == Alert.id, Study.site_id.in_(ids))
+    )
+    return or_(crossing_site_condition(ids), and_(Alert.subject_kind == "patient", window))
+
+
+def set_alert_studies(session: Session, *, alert_id: int, study_ids: Iterable[int]) -> None:
+    """Replace the window studies (``alert_study``) of an alert; ids of no study are left out."""
+    ids = sorted({int(i) for i in study_ids})
+    session.execute(delete(AlertStudy).where(AlertStudy.alert_id == alert_id))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        session.execute(
+            insert(AlertStudy).from_select(
+                ["alert_id", "study_id"],
+                select(literal(int(alert_id), Integer), Study.id).where(Study.id.in_(chunk)),
+            )
+        )
+
+
 def alert_exists(session: Session, *, alert_id: int) -> bool:
     """Return whether an alert of that id exists."""
     return session.scalar(select(Alert.id).where(Alert.id == alert_id)) is not None
 
 
-def is_alert_of_sites(session: Session, *, alert_id: int, site_ids: Sequence[int]) -> bool:
-    """Return whether an alert is of one of ``site_ids`` (:func:`site_condition`)."""
-    stmt = select(Alert.id).where(Alert.id == alert_id, site_condition(site_ids))
+def is_alert_of_sites(
+    session: Session, *, alert_id: int, site_ids: Sequence[int], crossing_only: bool = False
+) -> bool:
+    """Return whether an alert concerns one of ``site_ids`` (:func:`site_condition`), or
+    with ``crossing_only`` whether its own subject is of one (:func:`crossing_site_condition`)."""
+    condition = crossing_site_condition if crossing_only else site_condition
+    stmt = select(Alert.id).where(Alert.id == alert_id, condition(site_ids))
     return session.scalar(stmt) is not None
 
 
@@ -407,6 +461,16 @@ def list_alerts(
     session: Session, *, flt: AlertFilter, limit: int = 100, offset: int = 0
 ) -> list[dict[str, Any]]:
     """Return one page of alerts, newest study first (:data:`LIST_COLUMNS`)."""
+    study_id: Any = Alert.study_id
+    study_date: Any = Alert.study_date
+    device_name: Any = Device.device_name
+    exam: Any = Study.standard_exam
+    if flt.site_ids is not None:  # another site's crossing study is not identified
+        own = crossing_site_condition(flt.site_ids)
+        study_id = case((own, Alert.study_id), else_=null())
+        study_date = case((own, Alert.study_date), else_=null())
+        device_name = case((own, Device.device_name), else_=null())
+        exam = case((own, Study.standard_exam), else_=null())
     stmt = (
         select(
             Alert.id.label("alert_id"),
@@ -414,11 +478,11 @@ def list_alerts(
             Alert.pack,
             Alert.state,
             Alert.outcome,
-            Alert.study_id,
-            Alert.study_date,
+            study_id.label("study_id"),
+            study_date.label("study_date"),
             Alert.modality_family,
-            Device.device_name,
-            Study.standard_exam,
+            device_name.label("device_name"),
+            exam.label("standard_exam"),
             Alert.quantity,
             Alert.value,
             Alert.threshold,

@@ -757,6 +757,27 @@ class Alert(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AlertStudy(Base):
+    """One study of a patient alert's window: the sites that contributed (issue #15).
+
+    A patient's cumulative alert sums the patient's studies at every site; a principal
+    restricted to sites sees the alert when one of the window's studies is of its sites
+    (:func:`kerma.db.alerts.site_condition`). The rows mirror the alert's
+    ``detail["window_study_ids"]``, rewritten when the alert is created or its window
+    updated; the site is read from the study, so a study moved to another site moves
+    its alerts with it. Deleting the alert or the study deletes the row.
+    """
+
+    __tablename__ = "alert_study"
+
+    alert_id: Mapped[int] = mapped_column(
+        ForeignKey("alert.id", ondelete="CASCADE"), primary_key=True
+    )
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("study.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
 class AlertHistory(Base):
     """One entry of an alert's review trail; never updated or deleted.
 

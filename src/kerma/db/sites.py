@@ -88,6 +88,14 @@ def study_site_id(session: Session, *, study_id: int) -> int | None:
     return session.scalar(select(Study.site_id).where(Study.id == study_id))
 
 
+def site_names(session: Session, *, site_ids: Iterable[int]) -> list[str]:
+    """Return the names of the sites of ``site_ids``, sorted (unknown ids left out)."""
+    ids = sorted({int(i) for i in site_ids})
+    if not ids:
+        return []
+    return list(session.scalars(select(Site.name).where(Site.id.in_(ids)).order_by(Site.name)))
+
+
 def user_site_ids(session: Session, *, username: str) -> tuple[int, ...]:
     """Return the ids of the sites a user is assigned to, ascending (empty: none)."""
     stmt = select(UserSite.site_id).where(UserSite.username == username).order_by(UserSite.site_id)

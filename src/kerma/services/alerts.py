@@ -371,6 +371,17 @@ def _describe(rule: AlertRule, value: float, threshold: float) -> str:
     return f"{rule.quantity} {shown:.6g}{suffix} {rule.operator} {limit:.6g}{suffix}"
 
 
+def _record_window(
+    session: Session, alert_id: int, subject_kind: str, detail: dict[str, Any]
+) -> None:
+    """Store a patient alert's window studies (``alert_study``): each study's site then
+    sees the alert (:func:`kerma.db.alerts.site_condition`, issue #15). Group and
+    single-study alerts keep their study's (or device's) site only."""
+    if subject_kind == SUBJECT_PATIENT:
+        ids = [int(i) for i in detail.get("window_study_ids") or []]
+        store.set_alert_studies(session, alert_id=alert_id, study_ids=ids)
+
+
 def _record(
     session: Session, crossing: Crossing, study: dict[str, Any], now: dt.datetime
 ) -> tuple[str, int] | None:
@@ -422,6 +433,7 @@ def _record(
             created_at=now,
             updated_at=now,
         )
+        _record_window(session, alert.id, crossing.subject_kind, detail)
         store.append_history(
             session,
             alert=alert,
@@ -459,6 +471,7 @@ def _record(
     existing.threshold = crossing.threshold
     existing.detail = detail
     existing.updated_at = now
+    _record_window(session, existing.id, crossing.subject_kind, detail)
     store.append_history(
         session,
         alert=existing,

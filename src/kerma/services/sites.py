@@ -190,49 +190,117 @@ def narrow_alert_filter(flt: AlertFilter | None, principal: SitePrincipal | None
     return dataclasses.replace(flt, site_ids=tuple(sorted(chosen)))
 
 
-def check_alert_site(session: Session, alert_id: int, principal: SitePrincipal | None) -> None:
-    """Refuse an alert of a site ``principal`` may not see (its study's, else its device's).
+def check_alert_site(
+    session: Session,
+    alert_id: int,
+    principal: SitePrincipal | None,
+    *,
+    crossing_only: bool = False,
+) -> None:
+    """Refuse an alert that concerns no site ``principal`` may see.
 
-    An alert that does not exist passes (the caller's look-up says 404).
+    An alert concerns its study's site (else its device's); a patient's cumulative
+    alert also concerns the site of every study of its window (``alert_study``;
+    :func:`kerma.db.alerts.site_condition`): each site that exposed the patient
+    follows it up (Directive 2013/59/Euratom Art. 63; issue #15). With
+    ``crossing_only`` only the alert's own study's (or device's) site passes: the
+    significant-event report names that study. An alert that does not exist passes
+    (the caller's look-up says 404).
 
     Raises
     ------
     kerma.errors.SiteAccessError
-        When the principal is restricted to sites and the alert is of none of them.
+        When the principal is restricted to sites and the alert concerns none of them.
     """
     allowed = allowed_site_ids(principal)
     if allowed is None or not alert_store.alert_exists(session, alert_id=alert_id):
         return
-    if not alert_store.is_alert_of_sites(session, alert_id=alert_id, site_ids=allowed):
+    if not alert_store.is_alert_of_sites(
+        session, alert_id=alert_id, site_ids=allowed, crossing_only=crossing_only
+    ):
+        what = "its study's site" if crossing_only else "one of its sites"
         raise SiteAccessError(
             f"Alert {alert_id} is not of a site you are assigned to; ask an administrator "
-            "to assign you its site."
+            f"to assign you {what}."
         )
+
+
+def is_contributing_only(session: Session, alert_id: int, principal: SitePrincipal | None) -> bool:
+    """Return whether ``principal`` sees an alert only as a contributing site.
+
+    True when the principal is restricted to sites and the alert's own study (or
+    device) is of none of them: a patient alert seen through a window study of its
+    sites (:func:`check_alert_site`).
+    """
+    allowed = allowed_site_ids(principal)
+    if allowed is None:
+        return False
+    return not alert_store.is_alert_of_sites(
+        session, alert_id=alert_id, site_ids=allowed, crossing_only=True
+    )
+
+
+def reviewer_site_note(session: Session, alert_id: int, principal: SitePrincipal | None) -> str:
+    """Return the prefix that records a contributing site's review in the alert's history.
+
+    ``"[site North] "`` when ``principal`` reviews an alert as a contributing site
+    (:func:`is_contributing_only`): the history's user name alone does not say for
+    which site the review was made. Empty otherwise.
+    """
+    if not is_contributing_only(session, alert_id, principal):
+        return ""
+    names = store.site_names(session, site_ids=allowed_site_ids(principal) or ())
+    return f"[site {', '.join(names)}] " if names else ""
+
+
+#: :func:`kerma.services.alerts.alert_message` keys that describe the alert's own
+#: study: hidden from a principal that sees the alert as a contributing site.
+CROSSING_STUDY_KEYS = (
+    "study_id",
+    "study_date",
+    "study_instance_uid",
+    "device_name",
+    "modality",
+    "exam",
+    "protocol",
+)
 
 
 def get_alert_for(
     session: Session, alert_id: int, principal: SitePrincipal | None
 ) -> dict[str, Any]:
-    """Return one alert as ``principal`` may see it: refused of another site, and its
-    window's studies of other sites counted, not shown.
+    """Return one alert as ``principal`` may see it: refused when it concerns no site of
+    the principal's, and its window's studies of other sites counted, not shown.
 
     A patient's cumulative-dose alert sums the patient's studies at every site; a
-    principal restricted to sites sees the alert's value (the alert's finding) and the
-    window's studies of its sites, and only the number of the others
-    (``window_studies_other_sites``): no id, UID, date or dose of another site's study
-    (:func:`kerma.services.alerts.get_alert` with ``site_ids``; issue #15).
+    principal restricted to sites sees it when one study of its window is of its sites,
+    with the alert's value (the alert's finding) and the window's studies of its sites,
+    and only the number of the others (``window_studies_other_sites``): no id, UID,
+    date or dose of another site's study (:func:`kerma.services.alerts.get_alert` with
+    ``site_ids``; issue #15). When the alert crossed at another site's study, that
+    study's facts (:data:`CROSSING_STUDY_KEYS`) are ``None``, ``subject_key`` is the
+    patient's key without the study id, and ``contributing_site`` is true.
 
     Returns
     -------
     dict
-        :func:`kerma.services.alerts.get_alert`'s keys.
+        :func:`kerma.services.alerts.get_alert`'s keys and ``contributing_site``.
 
     Raises
     ------
     kerma.errors.NotFoundError
         No such alert.
     kerma.errors.SiteAccessError
-        When the alert is of another site (:func:`check_alert_site`).
+        When the alert concerns none of the principal's sites (:func:`check_alert_site`).
     """
     check_alert_site(session, alert_id, principal)
-    return alert_service.get_alert(session, alert_id, site_ids=allowed_site_ids(principal))
+    alert = alert_service.get_alert(session, alert_id, site_ids=allowed_site_ids(principal))
+    contributing = is_contributing_only(session, alert_id, principal)
+    alert["contributing_site"] = contributing
+    if contributing:
+        for key in CROSSING_STUDY_KEYS:
+            alert[key] = None
+        key = str(alert.get("subject_key") or "")
+        if alert.get("subject_kind") == "patient" and key.count(":") >= 2:
+            alert["subject_key"] = key.rsplit(":", 1)[0]
+    return alert

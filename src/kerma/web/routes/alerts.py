@@ -4,9 +4,11 @@ review actions (POST, CSRF-checked, audited) and the significant-event report (P
 Everything goes through :mod:`kerma.services.alerts` (the review trail is the
 services' hash-chained history) and :mod:`kerma.services.alert_report`. Physicists
 and admins only; a user restricted to sites sees and reviews the alerts of those
-sites only (:func:`kerma.services.sites.check_alert_site`, issue #15), and of a
-patient's alert over several sites the studies of those sites only
-(:func:`kerma.services.sites.get_alert_for`).
+sites, and a patient's cumulative alert one study of whose window is of those sites
+(:func:`kerma.services.sites.check_alert_site`, issue #15); of such an alert it sees
+the studies of those sites only (:func:`kerma.services.sites.get_alert_for`), and a
+review by a contributing site is marked ``[site NAME]`` in the history. The
+significant-event report stays with the site of the study that crossed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from sqlalchemy.orm import Session
 from kerma.errors import AlertReviewError, ReportNotAllowedError
 from kerma.services import alerts as alert_service
 from kerma.services.dashboard import AlertFilter
-from kerma.services.sites import check_alert_site, get_alert_for, narrow_alert_filter
+from kerma.services.sites import (
+    check_alert_site,
+    get_alert_for,
+    narrow_alert_filter,
+    reviewer_site_note,
+)
 from kerma.web.deps import FilterError, ReadSession, RegistryDep
 from kerma.web.security import Principal, Role, audit, require_role, verify_csrf
 from kerma.web.templating import render
@@ -116,21 +123,29 @@ def _act(
     try:
         with registry.session(write=True) as session:  # type: ignore[attr-defined]
             check_alert_site(session, alert_id, user)
+            site = reviewer_site_note(session, alert_id, user)
+            note = detail.get("note", "")
             if action == "review":
                 alert_service.review_alert(
-                    session, alert_id, user=user.username, note=detail.get("note", "")
+                    session, alert_id, user=user.username, note=f"{site}{note}".strip()
                 )
             elif action == "note":
                 alert_service.add_note(
-                    session, alert_id, user=user.username, text=detail.get("note", "")
+                    session,
+                    alert_id,
+                    user=user.username,
+                    text=f"{site}{note}" if note.strip() else note,
                 )
             else:
+                justification = detail.get("justification", "")
                 alert_service.close_alert(
                     session,
                     alert_id,
                     user=user.username,
                     outcome=detail.get("outcome", ""),
-                    justification=detail.get("justification", ""),
+                    justification=(
+                        f"{site}{justification}" if justification.strip() else justification
+                    ),
                 )
     except AlertReviewError as exc:
         with registry.session(write=False) as session:  # type: ignore[attr-defined]
@@ -188,7 +203,7 @@ def report(request: Request, alert_id: int, session: ReadSession, user: Physicis
     """Return the significant-event report of an alert notified to the authority; audited."""
     from kerma.services.alert_report import render_report
 
-    check_alert_site(session, alert_id, user)
+    check_alert_site(session, alert_id, user, crossing_only=True)
     message, quantities = alert_service.report_message(session, alert_id)
     try:
         pdf = render_report(message, quantities, "pdf")
