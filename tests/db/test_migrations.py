@@ -196,3 +196,56 @@ class TestRevision0003:
         again = Registry(settings=settings)
         assert again.derived_on_open == 0
         again.close()
+
+
+class TestRevision0022:
+    """``alert_study``: patient alerts' window studies, back-filled (issue #15)."""
+
+    def test_window_studies_of_existing_patient_alerts_back_filled(self, database_url: str) -> None:
+        """A patient alert's window ids that are studies get rows; an id of no study,
+        and a study alert, get none; the downgrade drops the table."""
+        import datetime as dt
+        import json
+
+        engine = make_engine(database_url)
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        alert = sa.text(
+            "INSERT INTO alert (id, rule_id, rule_version, rule_title, pack, subject_kind, "
+            "subject_key, study_id, quantity, value, threshold, unit, threshold_source, "
+            "detail, state, created_at, updated_at) VALUES (:id, 'r', '1', 't', 'p', :kind, "
+            ":key, :study, 'q', 2.0, 1.0, 'u', 's', :detail, 'open', :at, :at)"
+        )
+        try:
+            upgrade(engine, "0021_token_sites")
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("INSERT INTO device (id, device_key, device_name) VALUES (1, 'k', 'd')")
+                )
+                for sid in (1, 2, 3):
+                    conn.execute(
+                        sa.text(
+                            "INSERT INTO study (id, study_instance_uid, device_id, is_non_patient)"
+                            " VALUES (:id, :uid, 1, false)"
+                        ),
+                        {"id": sid, "uid": f"1.2.{sid}"},
+                    )
+                for aid, kind, key, study, ids in (
+                    (1, "patient", "patient:1:2", 2, [1, 2, 99]),
+                    (2, "study", "study:3", 3, []),
+                    (3, "patient", "patient:2:3", 3, [3]),
+                ):
+                    conn.execute(
+                        alert,
+                        {"id": aid, "kind": kind, "key": key, "study": study, "at": now,
+                         "detail": json.dumps({"window_study_ids": ids} if ids else {})},
+                    )  # fmt: skip
+            upgrade(engine)
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text("SELECT alert_id, study_id FROM alert_study ORDER BY 1, 2")
+                ).all()
+            assert [tuple(r) for r in rows] == [(1, 1), (1, 2), (3, 3)]
+            downgrade(engine, "0021_token_sites")
+            assert "alert_study" not in sa.inspect(engine).get_table_names()
+        finally:
+            engine.dispose()

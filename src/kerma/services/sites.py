@@ -8,8 +8,10 @@ statistic runs on :func:`narrow_filter`'s filter (alerts on
 :func:`narrow_alert_filter`'s), and a study's or alert's detail is refused with
 :class:`~kerma.errors.SiteAccessError` when it is of another site
 (:func:`get_study_for`, :func:`check_alert_site`). The web layer maps that error to 403.
-An alert over a patient's studies at several sites shows a restricted principal its
-sites' studies only, and a count of the others (:func:`get_alert_for`).
+A patient's cumulative alert concerns every site with a study in its window (table
+``alert_study``): each of them lists, sees and may review it, but sees only its own
+sites' studies and a count of the others (:func:`get_alert_for`); the study that
+crossed, when of another site, is not named.
 
 May import ``kerma.db``, ``kerma.errors`` and ``kerma.services``.
 """
