@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -197,7 +198,8 @@ class TestJobQueue:
             jobs = int(_scalar(url, "SELECT count(*) FROM procrastinate_jobs"))  # type: ignore[arg-type]
 
             ((code, out, err),) = _workers(1, env, tmp_path)
-            assert code == 0, out + err
+            assert code == 1, out + err  # cron can tell (was 0)
+            assert f"1 of {jobs} jobs failed; see kerma jobs" in " ".join(err.split())
             assert f"test: study {victim} refused" in err  # logged, without traceback
             assert "Traceback" not in err
 
@@ -205,7 +207,7 @@ class TestJobQueue:
             assert states.returncode == 0, states.stdout + states.stderr
             assert "Failed jobs" in states.stdout
             assert f"test: study {victim} refused" in states.stdout
-            assert "first_study_id=" in states.stdout
+            assert "first_study_id=" not in states.stdout  # readable: "studies 1-5"
             assert (
                 _scalar(url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed'") == 1
             )
@@ -217,6 +219,7 @@ class TestJobQueue:
             first = int(_scalar(url, FAILED_ARG.format(arg="first_study_id")))  # type: ignore[arg-type]
             last = int(_scalar(url, FAILED_ARG.format(arg="last_study_id")))  # type: ignore[arg-type]
             assert first <= victim <= last
+            assert f"studies {first}-{last}" in states.stdout
             after = _ctdivol(url)
             assert after.keys() == stored.keys()
             for key, (study_id, value) in after.items():
@@ -342,7 +345,7 @@ class TestRetryAndClean:
             queued = _kerma(["reprocess", "--queue", "--chunk-size", "5"], env, tmp_path)
             assert queued.returncode == 0, queued.stdout + queued.stderr
             ((code, out, err),) = _workers(1, env, tmp_path)
-            assert code == 0, out + err
+            assert code == 1, out + err
             jobs = sum(_statuses(url).values())
             assert _statuses(url) == {"failed": 1, "succeeded": jobs - 1}
             (failed,) = _ids(url, "failed")
@@ -352,7 +355,7 @@ class TestRetryAndClean:
             wrong = _kerma(["jobs", "retry", str(failed), str(succeeded), "999999"], env, tmp_path)
             assert wrong.returncode == 2, wrong.stdout + wrong.stderr
             message = " ".join(wrong.stderr.split())
-            assert f"job {succeeded} is succeeded" in message
+            assert f"job {succeeded} has succeeded" in message
             assert "job 999999 does not exist" in message
             assert "Traceback" not in wrong.stderr
             assert _ids(url, "failed") == [failed]
@@ -366,7 +369,8 @@ class TestRetryAndClean:
             assert f"1 failed jobs queued again ({failed})" in again.stdout
             assert _statuses(url)["todo"] == 1
             ((code, out, err),) = _workers(1, env, tmp_path)
-            assert code == 0, out + err
+            assert code == 1, out + err
+            assert "1 of 1 job failed; see kerma jobs" in " ".join(err.split())
             assert _ids(url, "failed") == [failed]
             attempts = _scalar(url, f"SELECT attempts FROM procrastinate_jobs WHERE id = {failed}")
             # procrastinate counts each run and the retry itself (procrastinate_retry_job_v2)
@@ -383,7 +387,7 @@ class TestRetryAndClean:
             assert retried.returncode == 0, retried.stdout + retried.stderr
             assert f"1 failed jobs queued again ({failed})" in retried.stdout
             ((code, out, err),) = _workers(1, env, tmp_path)
-            assert code == 0, out + err
+            assert code == 0, out + err  # nothing failed in this run
             assert _statuses(url) == {"succeeded": jobs}
             after = _ctdivol(url)
             assert after.keys() == stored.keys()
@@ -402,7 +406,7 @@ class TestRetryAndClean:
             queued = _kerma(["reprocess", "--queue", "--chunk-size", "2"], env, tmp_path)
             assert queued.returncode == 0, queued.stdout + queued.stderr
             ((code, out, err),) = _workers(1, env, tmp_path)
-            assert code == 0, out + err
+            assert code == 1, out + err  # the refused chunk failed
             (failed,) = _ids(url, "failed")
             succeeded = _ids(url, "succeeded")
             assert len(succeeded) >= 3
@@ -455,3 +459,54 @@ def test_sqlite_has_no_queue(args: list[str], tmp_path: Path) -> None:
     assert "'kerma reprocess'" in message or "'kerma alerts recheck'" in message
     assert "does the same work in this process" in message
     assert "Traceback" not in result.stderr
+
+
+class TestJobWording:
+    """The failed-job listing's range and the retry refusal's job states, readable."""
+
+    @pytest.mark.parametrize(
+        ("task", "args", "expected"),
+        [
+            ("kerma.derive", {"first_id": 1, "last_id": 100}, "studies 1-100"),
+            (
+                "kerma.reprocess_reports",
+                {"first_study_id": 101, "last_study_id": None},
+                "studies from 101",
+            ),
+            ("kerma.reprocess_rejected", {"first_id": 5, "last_id": 9}, "rejected objects 5-9"),
+            (
+                "kerma.recheck_alerts",
+                {"notify": False, "last_id": 100, "first_id": 1, "rule_id": None},
+                "studies 1-100",
+            ),
+            (
+                "kerma.recheck_alerts",
+                {"notify": True, "last_id": 100, "first_id": 1, "rule_id": "ct-dlp"},
+                "studies 1-100, rule ct-dlp, with notifications",
+            ),
+        ],
+        ids=["derive", "open-end", "rejected", "recheck", "recheck-rule-notify"],
+    )
+    def test_job_range_reads_as_words(self, task: str, args: dict[str, Any], expected: str) -> None:
+        """``notify=False, last_id=100, first_id=1`` reads ``studies 1-100``."""
+        from kerma.cli.jobs import job_range
+
+        assert job_range(task, args) == expected
+
+    @pytest.mark.parametrize(
+        ("status", "expected"),
+        [
+            ("succeeded", "has succeeded"),
+            ("todo", "is waiting"),
+            ("doing", "is running"),
+            ("cancelled", "was cancelled"),
+        ],
+    )
+    def test_retry_refusal_states(self, status: str, expected: str) -> None:
+        """``job 1 is succeeded`` reads ``job 1 has succeeded`` (and the other states)."""
+        from procrastinate.jobs import Status
+
+        from kerma.services.jobs import _state_text
+
+        assert _state_text(Status(status)) == expected
+        assert _state_text(status) == expected

@@ -339,3 +339,94 @@ def test_admin_tokens_page_makes_a_site_token(
         client.headers["Authorization"] = f"Bearer {token}"
         items = client.get("/api/v1/studies", params={"per_page": 1000}).json()["items"]
     assert sorted(int(i["study_id"]) for i in items) == two_sites.south_ids
+
+
+def _study_ids(client: TestClient, site: str) -> list[int]:
+    """Return the ids of the studies ``/api/v1/studies?site=`` gives ``client``."""
+    answer = client.get("/api/v1/studies", params={"per_page": 1000, "site": site})
+    assert answer.status_code == 200, answer.text[:300]
+    body = answer.json()
+    assert body["total"] == len(body["items"])
+    return sorted(int(i["study_id"]) for i in body["items"])
+
+
+class TestSiteQueryParameter:
+    """``site=`` on the JSON API and the study browser (before: 400 "Unknown query
+    parameter(s) site", and no site field in the browser's form)."""
+
+    def test_unrestricted_user_gets_the_sites_studies(
+        self, two_sites: TwoSites, clients: dict[str, TestClient]
+    ) -> None:
+        """The admin: site=North gives North's studies, site=south (any case) South's."""
+        assert _study_ids(clients["admin"], "North") == two_sites.north_ids
+        assert _study_ids(clients["admin"], "south") == two_sites.south_ids
+
+    def test_restricted_user_asking_its_own_site_gets_it(
+        self, two_sites: TwoSites, clients: dict[str, TestClient]
+    ) -> None:
+        """phys and the North token asking for North get North's studies."""
+        for name in ("phys", "token"):
+            assert _study_ids(clients[name], "North") == two_sites.north_ids, name
+
+    def test_restricted_user_asking_another_site_gets_nothing(
+        self, two_sites: TwoSites, clients: dict[str, TestClient]
+    ) -> None:
+        """phys, view and the North token asking for South: no study, no group, no row
+        (not North's data, not South's)."""
+        for name in ("phys", "token"):
+            assert _study_ids(clients[name], "South") == [], name
+        for name in ("phys", "view", "token"):
+            for path in ("/api/v1/statistics", "/api/v1/drl", "/api/v1/overview/studies-per-month"):
+                answer = clients[name].get(path, params={"site": "South"})
+                assert answer.status_code == 200, (name, path, answer.text[:300])
+                assert answer.json()["rows"] == [], (name, path)
+
+    def test_statistics_and_drl_take_the_site(
+        self, two_sites: TwoSites, clients: dict[str, TestClient]
+    ) -> None:
+        """statistics and the overview count only the site asked for (the admin)."""
+        admin = clients["admin"]
+        for site, ids in (("North", two_sites.north_ids), ("South", two_sites.south_ids)):
+            rows = admin.get("/api/v1/overview/studies-per-month", params={"site": site})
+            assert sum(r["n_studies"] for r in rows.json()["rows"]) == len(ids), site
+        stats = admin.get("/api/v1/statistics", params={"by": "device_name", "site": "South"})
+        assert stats.status_code == 200, stats.text[:300]
+        rooms = {r["device_name"] for r in stats.json()["rows"]}
+        assert rooms and not rooms & set(two_sites.north_devices), rooms
+        drl = admin.get("/api/v1/drl", params={"site": "North"})
+        assert drl.status_code == 200, drl.text[:300]
+        assert two_sites.south_markers(json.dumps(drl.json(), separators=(",", ":"))) == []
+
+    def test_unknown_site_answers_400_naming_the_sites(
+        self, two_sites: TwoSites, clients: dict[str, TestClient]
+    ) -> None:
+        """site=East: 400 naming the sites the principal may see (North's only North)."""
+        for path in ("/api/v1/studies", "/api/v1/statistics", "/api/v1/drl"):
+            answer = clients["admin"].get(path, params={"site": "East"})
+            assert answer.status_code == 400, (path, answer.text[:300])
+            assert answer.json()["detail"] == (
+                "Unable to filter: No site named 'East'. The sites are: North, South."
+            )
+        answer = clients["token"].get("/api/v1/studies", params={"site": "East"})
+        assert answer.status_code == 400
+        assert answer.json()["detail"] == (
+            "Unable to filter: No site named 'East'. The sites are: North."
+        )
+
+    def test_browser_has_a_site_select_of_the_users_sites(
+        self, two_sites: TwoSites, clients: dict[str, TestClient]
+    ) -> None:
+        """/studies: the admin chooses North or South, phys North only; site=South shows
+        South's studies to the admin and none to phys."""
+        choices = re.compile(r'<select name="site">(.*?)</select>', re.S)
+        options = re.compile(r'<option value="([^"]*)"')
+        admin = choices.search(clients["admin"].get("/studies").text)
+        assert admin is not None and options.findall(admin.group(1)) == ["", "North", "South"]
+        phys = choices.search(clients["phys"].get("/studies").text)
+        assert phys is not None and options.findall(phys.group(1)) == ["", "North"]
+        page = clients["admin"].get("/studies", params={"site": "South", "per_page": 200}).text
+        shown = sorted({int(i) for i in re.findall(r'href="/studies/(\d+)"', page)})
+        assert shown == two_sites.south_ids
+        assert '<option value="South" selected>South</option>' in page
+        page = clients["phys"].get("/studies", params={"site": "South"}).text
+        assert re.findall(r'href="/studies/(\d+)"', page) == []

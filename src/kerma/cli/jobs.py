@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -92,7 +92,8 @@ def worker(
 
     Runs until Ctrl-C or SIGTERM (the jobs running are finished first), or with
     `--until-empty` until the queue has no job left to start. Start one on each node;
-    PostgreSQL only.
+    PostgreSQL only. With `--until-empty` it exits 1 when a job it ran failed
+    ("N of M jobs failed; see kerma jobs"), so cron can tell; 0 otherwise.
     """
     from kerma.services.jobs import SERIAL_COMMANDS, job_summary, require_postgresql, run_worker
     from kerma.services.registry import Registry
@@ -103,11 +104,17 @@ def worker(
         logging.getLogger("procrastinate.worker").addFilter(_WithoutTraceback())
     registry = Registry(settings=settings)
     try:
-        run_worker(registry, concurrency=concurrency, wait=not until_empty)
+        run = run_worker(registry, concurrency=concurrency, wait=not until_empty)
         summary = job_summary(registry)
     finally:
         registry.close()
     _print_summary(summary, failed=False)
+    if until_empty and run.failed:
+        jobs = "job" if run.ran == 1 else "jobs"
+        make_console(stderr=True).print(
+            f"{run.failed} of {run.ran} {jobs} failed; see kerma jobs", soft_wrap=True
+        )
+        raise typer.Exit(1)
 
 
 #: The ``kerma jobs`` group: alone it shows the queue; ``retry`` and ``clean`` change it.
@@ -252,15 +259,40 @@ def _print_summary(summary: JobSummary, *, failed: bool) -> None:
     errors.add_column("attempts", justify="right")
     errors.add_column("error", overflow="fold", ratio=1)
     for job in summary.failed:
-        args = ", ".join(f"{k}={v}" for k, v in job.args.items() if v is not None)
         errors.add_row(
             str(job.job_id),
             job.task_name,
-            escape(args),
+            escape(job_range(job.task_name, job.args)),
             str(job.attempts),
             escape(job.error or "(no error recorded)"),
         )
     console.print(errors)
+
+
+def job_range(task_name: str, args: dict[str, Any]) -> str:
+    """Return what a job works on, readable: ``studies 1-100``, ``rejected objects from 5``.
+
+    ``args`` are the job's keyword arguments (``first_study_id``/``last_study_id`` of a
+    reprocess chunk, ``first_id``/``last_id`` of the others, ``last`` ``None``: to the
+    end); a recheck's ``rule_id`` and ``notify`` follow ("rule X", "with notifications").
+    Arguments of another shape are shown as ``name=value``.
+    """
+    from kerma.services.jobs import REPROCESS_REJECTED
+
+    rest = {k: v for k, v in args.items() if v is not None}
+    first = rest.pop("first_study_id", rest.pop("first_id", None))
+    last = rest.pop("last_study_id", rest.pop("last_id", None))
+    parts = []
+    if first is not None:
+        what = "rejected objects" if task_name == REPROCESS_REJECTED else "studies"
+        parts.append(f"{what} {first}-{last}" if last is not None else f"{what} from {first}")
+    rule = rest.pop("rule_id", None)
+    if rule is not None:
+        parts.append(f"rule {rule}")
+    if rest.pop("notify", False):
+        parts.append("with notifications")
+    parts += [f"{k}={v}" for k, v in rest.items() if v is not False]
+    return ", ".join(parts)
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +65,34 @@ SERIAL_COMMANDS = "'kerma reprocess' or 'kerma alerts recheck'"
 
 #: Key of the worker's registry in procrastinate's ``additional_context``.
 _REGISTRY = "registry"
+
+#: Key of the worker's :class:`WorkerRun` (its jobs counted) in ``additional_context``.
+_RUN = "run"
+
+
+@dataclass
+class WorkerRun:
+    """The jobs one :func:`run_worker` call ran, counted as they end.
+
+    Attributes
+    ----------
+    ran : int
+        Jobs this worker started (a job retried later counts again in that run).
+    failed : int
+        Of those, the jobs whose task raised (procrastinate marked them ``failed``).
+    """
+
+    ran: int = 0
+    failed: int = 0
+    _lock: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, repr=False, compare=False
+    )
+
+    def count(self, *, failed: bool) -> None:
+        """Count one job that ended (thread-safe: the worker's jobs run in threads)."""
+        with self._lock:
+            self.ran += 1
+            self.failed += int(failed)
 
 
 def require_postgresql(settings: Settings, *, serial: str) -> str:
@@ -141,11 +170,17 @@ def _error_text(exc: BaseException) -> str:
 
 @contextmanager
 def _job(context: Any) -> Iterator[Registry]:
-    """Yield the worker's registry; record the error of a job that raises, then re-raise."""
+    """Yield the worker's registry; record the error of a job that raises, then re-raise.
+
+    The job is counted in the worker's :class:`WorkerRun`, as failed when it raised.
+    """
     registry: Registry = context.additional_context[_REGISTRY]
+    run: WorkerRun | None = context.additional_context.get(_RUN)
     try:
         yield registry
     except Exception as exc:
+        if run is not None:
+            run.count(failed=True)
         # the error, not the traceback (DEBUG): `kerma jobs` shows it again
         logger.error("job %s (%s) failed: %s", context.job.id, context.job.task_name, exc)
         logger.debug("job %s traceback", context.job.id, exc_info=True)
@@ -157,6 +192,8 @@ def _job(context: Any) -> Iterator[Registry]:
                 error=_error_text(exc),
             )
         raise
+    if run is not None:
+        run.count(failed=False)
 
 
 def _reprocess_reports(
@@ -341,7 +378,7 @@ def enqueue_recheck(
 # -- workers and status ------------------------------------------------------------------------
 
 
-def run_worker(registry: Registry, *, concurrency: int = 1, wait: bool = True) -> None:
+def run_worker(registry: Registry, *, concurrency: int = 1, wait: bool = True) -> WorkerRun:
     """Run Kerma's jobs until stopped (SIGINT/SIGTERM), or until the queue is empty.
 
     Parameters
@@ -355,6 +392,12 @@ def run_worker(registry: Registry, *, concurrency: int = 1, wait: bool = True) -
         ``True`` (default): wait for new jobs until stopped; on SIGINT/SIGTERM the jobs
         running are finished first. ``False``: stop when no job is left to start.
 
+    Returns
+    -------
+    WorkerRun
+        How many jobs this worker ran and how many of them failed (``kerma worker
+        --until-empty`` exits 1 when any failed, so cron can tell).
+
     Raises
     ------
     kerma.errors.JobQueueError
@@ -364,13 +407,15 @@ def run_worker(registry: Registry, *, concurrency: int = 1, wait: bool = True) -
         raise ValueError(f"Unable to run a worker: concurrency {concurrency} is < 1.")
     require_postgresql(registry.settings, serial=SERIAL_COMMANDS)
     app = make_app(registry.settings, pool_size=concurrency + 2)
+    run = WorkerRun()
     app.run_worker(
         queues=[QUEUE],
         concurrency=concurrency,
         wait=wait,
-        additional_context={_REGISTRY: registry},
+        additional_context={_REGISTRY: registry, _RUN: run},
         install_signal_handlers=True,
     )
+    return run
 
 
 @dataclass(frozen=True)
@@ -454,7 +499,7 @@ def retry_jobs(registry: Registry, *, job_ids: Sequence[int] | None = None) -> l
             if job_id in failed:
                 continue
             found = manager.list_jobs(id=job_id, queue=QUEUE)
-            state = f"is {found[0].status}" if found else "does not exist"
+            state = _state_text(found[0].status) if found else "does not exist"
             problems.append(f"job {job_id} {state}")
         if problems:
             raise JobQueueError(
@@ -471,6 +516,23 @@ def retry_jobs(registry: Registry, *, job_ids: Sequence[int] | None = None) -> l
                 ) from exc
     logger.info("retried jobs %s", wanted)
     return wanted
+
+
+#: How a retry refusal says a job's procrastinate status ("job 7 has succeeded").
+_STATE_TEXTS = {
+    "todo": "is waiting",
+    "doing": "is running",
+    "succeeded": "has succeeded",
+    "cancelled": "was cancelled",
+    "aborting": "is being aborted",
+    "aborted": "was aborted",
+}
+
+
+def _state_text(status: Any) -> str:
+    """Return ``status`` (procrastinate's ``Status`` or its text) as words after "job N"."""
+    name = str(getattr(status, "value", status))
+    return _STATE_TEXTS.get(name, f"is {name}")
 
 
 def clean_jobs(registry: Registry, *, older_than_days: int) -> int:

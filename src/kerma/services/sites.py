@@ -109,6 +109,41 @@ def is_user_account(session: Session, username: str) -> bool:
     return get_user(session, username=username.strip()) is not None
 
 
+def site_choices(session: Session, principal: SitePrincipal | None) -> list[tuple[int, str]]:
+    """Return ``(site id, name)`` of the sites ``principal`` may see, by name (a form's choices).
+
+    An unrestricted principal (``None``, or ``site_ids`` ``None``) sees every site.
+    """
+    allowed = allowed_site_ids(principal)
+    rows = [(r.site_id, r.name) for r in list_sites(session)]
+    return sorted(
+        ((i, n) for i, n in rows if allowed is None or i in allowed), key=lambda r: r[1].lower()
+    )
+
+
+def site_id_for(session: Session, name: str, principal: SitePrincipal | None) -> int:
+    """Return the id of the site named ``name`` (any case) for a filter's ``site``.
+
+    Another site than the principal's is returned as any other: :func:`narrow_filter`
+    then selects no study (issue #15), so a restricted principal gets an empty answer,
+    not another site's data.
+
+    Raises
+    ------
+    kerma.errors.NotFoundError
+        When ``name`` is not a site; the message names the sites ``principal`` may see
+        (a restricted principal is not told the names of the other sites).
+    """
+    try:
+        return store.site_ids_for_names(session, names=[name])[0]
+    except (NotFoundError, IndexError) as exc:
+        known = [n for _, n in site_choices(session, principal)]
+        raise NotFoundError(
+            f"No site named {name.strip()!r}. The sites are: "
+            f"{', '.join(known) if known else 'none yet (sites are made at import)'}."
+        ) from exc
+
+
 def narrow_filter(flt: StudyFilter | None, principal: SitePrincipal | None) -> StudyFilter:
     """Return ``flt`` narrowed to the sites ``principal`` may see.
 

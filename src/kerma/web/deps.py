@@ -73,6 +73,7 @@ class FilterError(ValueError):
 
 def study_filter(
     principal: Annotated[Principal, Depends(require_role(Role.viewer))],
+    registry: RegistryDep,
     modality: Annotated[str | None, Query(description="Modality, e.g. CT or CT,DX.")] = None,
     date_from: Annotated[str | None, Query(description="First study date, YYYY-MM-DD.")] = None,
     date_to: Annotated[str | None, Query(description="Last study date, YYYY-MM-DD.")] = None,
@@ -100,17 +101,23 @@ def study_filter(
     ] = None,
     has_alert: Annotated[str | None, Query(description="yes, no or empty (either).")] = None,
     include_qa: Annotated[bool, Query(description="Also QA / phantom studies.")] = False,
+    site: Annotated[
+        str | None, Query(description="Site name (kerma sites list), any case.")
+    ] = None,
 ) -> StudyFilter:
     """Return the :class:`StudyFilter` of the request's query parameters.
 
     Empty parameters are ignored (an empty form field selects everything). The filter is
     narrowed to the sites the request's principal may see
-    (:func:`kerma.services.sites.narrow_filter`, issue #15).
+    (:func:`kerma.services.sites.narrow_filter`, issue #15): ``site`` naming another
+    site than a restricted principal's selects no study.
 
     Raises
     ------
     FilterError
-        When a value is not valid (not a date, not a number, unknown sex or quantity).
+        When a value is not valid (not a date, not a number, unknown sex or quantity),
+        or ``site`` is not a site (the message names the sites the principal may see,
+        as ``kerma studies --site`` does).
     """
     alert = _text(has_alert)
     has = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
@@ -133,8 +140,10 @@ def study_filter(
         raise FilterError(f"dose_unit {dose_unit!r} is not canonical or display.")
     if unit == "display" and dose_q is not None:
         lo, hi = _from_display(dose_q, lo), _from_display(dose_q, hi)
+    site_ids = _site_ids(registry, _text(site), principal)
     try:
         flt = StudyFilter(
+            site_ids=site_ids,
             modalities=_text(modality) or (),  # type: ignore[arg-type]
             date_from=_text(date_from),  # type: ignore[arg-type]
             date_to=_text(date_to),  # type: ignore[arg-type]
@@ -159,6 +168,26 @@ def study_filter(
     from kerma.services.sites import narrow_filter
 
     return narrow_filter(flt, principal)
+
+
+def _site_ids(registry: Any, name: str | None, principal: Principal) -> tuple[int, ...] | None:
+    """Return the ids of the site ``name`` for the filter (``None``: no ``site`` asked).
+
+    Raises
+    ------
+    FilterError
+        When ``name`` is not a site (:func:`kerma.services.sites.site_id_for`).
+    """
+    if name is None:
+        return None
+    from kerma.errors import NotFoundError
+    from kerma.services.sites import site_id_for
+
+    with registry.session(write=False) as session:
+        try:
+            return (site_id_for(session, name, principal),)
+        except NotFoundError as exc:
+            raise FilterError(str(exc)) from exc
 
 
 def _from_display(quantity: str, text: str | None) -> str | None:

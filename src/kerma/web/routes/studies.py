@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from kerma.services import dashboard
 from kerma.services import studies as study_service
 from kerma.services.filters import DOSE_RANGE_QUANTITIES, StudyFilter
-from kerma.services.sites import allowed_site_ids, check_study_site
+from kerma.services.sites import allowed_site_ids, check_study_site, site_choices
 from kerma.web.deps import FilterDep, ReadSession, RegistryDep
 from kerma.web.security import Principal, Role, audit, require_role
 from kerma.web.templating import render
@@ -125,6 +125,7 @@ def browse(
                 lambda: dashboard.exam_choices(session, site_ids=flt.site_ids),
             ),
             "devices": dashboard.device_choices(session, site_ids=allowed_site_ids(user)),
+            "sites": site_choices(session, user),
             "label": dashboard.quantity_label,
         },
     )
