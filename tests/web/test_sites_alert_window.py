@@ -27,8 +27,7 @@ from kerma.config import Settings
 from kerma.services.registry import Registry
 from tests.db_fixtures import BACKENDS, fresh_database, make_settings
 from tests.web.dashboard_fixtures import add_user, sign_in
-
-SHARED_DICOM = Path(__file__).resolve().parents[2].parent / "shared" / "dicom"
+from tests.web.site_alert_fixtures import SHARED_DICOM, cumulative_ct_dlp_pack, import_at_site
 
 #: (site, file of ../shared/dicom, Study Date written into it): one patient's CT studies.
 STUDIES = [
@@ -57,28 +56,6 @@ class PatientAtTwoSites:
     no_site_id: int
 
 
-def _rule_pack(threshold_mgycm: float) -> str:
-    """Return a pack of one cumulative rule: CT DLP of one patient over 365 days."""
-    return f"""pack = "test-sites"
-title = "Test: one patient's CT DLP summed over a year"
-
-[[rule]]
-id = "{RULE_ID}"
-title = "Summed CT DLP of one patient in 12 months"
-kind = "cumulative"
-quantity = "ct_dlp_total_mgycm"
-operator = ">="
-threshold = {threshold_mgycm!r}
-unit = "mGy.cm"
-window_days = 365
-basis = "site policy"
-source = "Test policy (tests/web/test_sites_alert_window.py)"
-source_ref = "SITE-POLICY"
-[rule.scope]
-modalities = ["CT"]
-"""
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def patient(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -88,16 +65,7 @@ def patient(
     folder = tmp_path_factory.mktemp("window")
     with fresh_database(request.param, folder) as url:
         for site, name, date in STUDIES:
-            ds = pydicom.dcmread(SHARED_DICOM / name)
-            ds.PatientID = PATIENT_ID
-            ds.IssuerOfPatientID = "KERMA-TEST"
-            ds.StudyDate = date
-            target = folder / site / name
-            target.parent.mkdir(exist_ok=True)
-            ds.save_as(target, enforce_file_format=True)
-            settings = make_settings(url, folder, site=site, alerts_enabled=False)
-            with Registry(settings=settings) as node:
-                node.import_paths([target])
+            import_at_site(url, folder, site, name, date, PATIENT_ID)
         with Registry(settings=make_settings(url, folder)) as registry:
             studies = registry.studies()
         assert list(studies["study_date"].dt.strftime("%Y-%m-%d")) == [
@@ -114,7 +82,12 @@ def patient(
         # the two South studies stay below, the three reach it: the alert is North's
         threshold = sum(dlps[:2]) + dlps[2] / 2
         pack = folder / "rules.toml"
-        pack.write_text(_rule_pack(threshold), encoding="utf-8")
+        pack.write_text(
+            cumulative_ct_dlp_pack(
+                threshold, pack="test-sites", rule_id=RULE_ID, source=Path(__file__).name
+            ),
+            encoding="utf-8",
+        )
         settings = make_settings(url, folder, alert_rules=pack)
         for name, role in (("admin", "admin"), ("phys", "physicist")):
             add_user(settings, name, role)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
@@ -29,8 +28,7 @@ from kerma.config import Settings
 from kerma.services.registry import Registry
 from tests.db_fixtures import BACKENDS, fresh_database, make_settings
 from tests.web.dashboard_fixtures import add_user, csrf_of, sign_in
-
-SHARED_DICOM = Path(__file__).resolve().parents[2].parent / "shared" / "dicom"
+from tests.web.site_alert_fixtures import SHARED_DICOM, cumulative_ct_dlp_pack, import_at_site
 
 #: (site, file of ../shared/dicom, Study Date written into it): one patient's CT studies.
 STUDIES = [
@@ -57,42 +55,6 @@ class CrossedAtSouth:
     total_mgycm: float
 
 
-def _rule_pack(threshold_mgycm: float) -> str:
-    """Return a pack of one cumulative rule: CT DLP of one patient over 365 days."""
-    return f"""pack = "test-sites-contrib"
-title = "Test: one patient's CT DLP summed over a year"
-
-[[rule]]
-id = "{RULE_ID}"
-title = "Summed CT DLP of one patient in 12 months"
-kind = "cumulative"
-quantity = "ct_dlp_total_mgycm"
-operator = ">="
-threshold = {threshold_mgycm!r}
-unit = "mGy.cm"
-window_days = 365
-basis = "site policy"
-source = "Test policy (tests/web/test_sites_contributing.py)"
-source_ref = "SITE-POLICY"
-[rule.scope]
-modalities = ["CT"]
-"""
-
-
-def _import(url: str, folder: Path, site: str, name: str, date: str, patient: str) -> None:
-    """Import one shared file as ``patient``'s study of ``date`` at ``site``."""
-    ds = pydicom.dcmread(SHARED_DICOM / name)
-    ds.PatientID = patient
-    ds.IssuerOfPatientID = "KERMA-TEST"
-    ds.StudyDate = date
-    target = folder / site / name
-    target.parent.mkdir(exist_ok=True)
-    ds.save_as(target, enforce_file_format=True)
-    settings = make_settings(url, folder, site=site, alerts_enabled=False)
-    with Registry(settings=settings) as node:
-        assert sum(node.import_paths([target]).imported.values()) == 1
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def crossed(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -102,8 +64,8 @@ def crossed(
     folder = tmp_path_factory.mktemp("contrib")
     with fresh_database(request.param, folder) as url:
         for site, name, date in STUDIES:
-            _import(url, folder, site, name, date, PATIENT_ID)
-        _import(url, folder, "East", EAST_FILE, "20260315", "KERMA-SITES-CONTRIB-2")
+            import_at_site(url, folder, site, name, date, PATIENT_ID)
+        import_at_site(url, folder, "East", EAST_FILE, "20260315", "KERMA-SITES-CONTRIB-2")
         with Registry(settings=make_settings(url, folder)) as registry:
             studies = registry.studies(modality="CT")
         rows = studies.sort_values("study_date").to_dict("records")
@@ -114,7 +76,12 @@ def crossed(
         assert all(d > 0 for d in dlps), dlps
         threshold = sum(dlps[:2]) + dlps[2] / 2  # North's two miss, the three reach
         pack = folder / "rules.toml"
-        pack.write_text(_rule_pack(threshold), encoding="utf-8")
+        pack.write_text(
+            cumulative_ct_dlp_pack(
+                threshold, pack="test-sites-contrib", rule_id=RULE_ID, source=Path(__file__).name
+            ),
+            encoding="utf-8",
+        )
         settings = make_settings(url, folder, alert_rules=pack)
         add_user(settings, "admin", "admin")
         for name in ("north", "east"):
