@@ -808,8 +808,9 @@ def _run_call(name: str, registry: Any, last_offset: int) -> Any:
     raise ValueError(name)
 
 
-def child(name: str, url: str, repeat: int) -> dict[str, Any]:
-    """Measure one call ``repeat`` times in this process; return times and memory."""
+def open_benchmark_registry(url: str) -> Any:
+    """Open the benchmark registry at ``url`` with the builder's settings (its key, its
+    accession storage, an archive folder in the temporary directory)."""
     from kerma.config import Settings
     from kerma.services.registry import Registry
 
@@ -820,7 +821,12 @@ def child(name: str, url: str, repeat: int) -> dict[str, Any]:
         pseudonym_key=BENCHMARK_KEY,
         accession_in_clear=ACCESSION_IN_CLEAR,
     )
-    registry = Registry(settings=settings)
+    return Registry(settings=settings)
+
+
+def child(name: str, url: str, repeat: int) -> dict[str, Any]:
+    """Measure one call ``repeat`` times in this process; return times and memory."""
+    registry = open_benchmark_registry(url)
     total = registry.count_studies()
     rss_open_kb = _rss_kb()
     times, cpu = [], []

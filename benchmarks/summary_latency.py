@@ -28,7 +28,6 @@ import os
 import pickle
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from query_latency import ACCESSION_IN_CLEAR, BENCHMARK_KEY, ONE_SITE
+from query_latency import ONE_SITE, open_benchmark_registry
 
 
 def _one_site(registry: Any) -> Any:
@@ -55,24 +54,9 @@ CALLS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _registry(url: str) -> Any:
-    """Open the benchmark registry at ``url`` with the builder's settings."""
-    from kerma.config import Settings
-    from kerma.services.registry import Registry
-
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=url,
-        archive_dir=Path(tempfile.gettempdir()) / "kerma-bench-archive",
-        pseudonym_key=BENCHMARK_KEY,
-        accession_in_clear=ACCESSION_IN_CLEAR,
-    )
-    return Registry(settings=settings)
-
-
 def measure(urls: Sequence[str], repeat: int) -> dict[tuple[str, str], dict[str, Any]]:
     """Run every call ``repeat`` times on every registry, interleaved; return the runs."""
-    registries = {url: _registry(url) for url in urls}
+    registries = {url: open_benchmark_registry(url) for url in urls}
     for registry in registries.values():
         registry.count_studies()  # open the connection pool before timing
     runs: dict[tuple[str, str], dict[str, Any]] = {}

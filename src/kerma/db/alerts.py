@@ -386,10 +386,8 @@ def site_condition(site_ids: Sequence[int]) -> Any:
 
 def set_alert_studies(session: Session, *, alert_id: int, study_ids: Iterable[int]) -> None:
     """Replace the window studies (``alert_study``) of an alert; ids of no study are left out."""
-    ids = sorted({int(i) for i in study_ids})
     session.execute(delete(AlertStudy).where(AlertStudy.alert_id == alert_id))
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+    for chunk in chunks(sorted({int(i) for i in study_ids})):  # once each (primary key)
         session.execute(
             insert(AlertStudy).from_select(
                 ["alert_id", "study_id"],
